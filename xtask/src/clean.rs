@@ -1,0 +1,9 @@
+//! `clean`: not built yet.
+
+use anyhow::{Result, bail};
+
+use crate::runner::Ctx;
+
+pub fn run(_ctx: &Ctx) -> Result<()> {
+    bail!("`clean` is not built yet")
+}

@@ -1,0 +1,1 @@
+//! Shared helpers: not built yet.

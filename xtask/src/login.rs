@@ -1,0 +1,9 @@
+//! `login`: not built yet.
+
+use anyhow::{Result, bail};
+
+use crate::runner::Ctx;
+
+pub fn run(_ctx: &Ctx) -> Result<()> {
+    bail!("`login` is not built yet")
+}

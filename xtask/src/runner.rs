@@ -1,0 +1,163 @@
+//! What every task runs with: the settings, the shell with the exported
+//! variables, step headers, and `--dry-run`, which prints each step's commands
+//! and API calls instead of making them.
+
+use std::cell::{Cell, OnceCell};
+use std::future::Future;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use xshell::{Cmd, Shell};
+
+use crate::settings::Settings;
+use crate::version;
+
+pub struct Ctx {
+    pub settings: Settings,
+    pub dry_run: bool,
+    sh: Shell,
+    version: OnceCell<String>,
+    exported: Cell<bool>,
+    runtime: OnceCell<tokio::runtime::Runtime>,
+    task: Cell<&'static str>,
+    in_step: Cell<bool>,
+    github_actions: bool,
+}
+
+impl Ctx {
+    pub fn new(settings: Settings) -> Result<Ctx> {
+        let sh = Shell::new().context("cannot set up the shell for running commands")?;
+        sh.change_dir(&settings.root);
+        Ok(Ctx {
+            dry_run: settings.dry_run,
+            settings,
+            sh,
+            version: OnceCell::new(),
+            exported: Cell::new(false),
+            runtime: OnceCell::new(),
+            task: Cell::new(""),
+            in_step: Cell::new(false),
+            github_actions: std::env::var("GITHUB_ACTIONS").is_ok_and(|value| value == "true"),
+        })
+    }
+
+    /// The resolved APP_VERSION (see `version.rs`), computed once.
+    pub fn version(&self) -> Result<&str> {
+        if let Some(version) = self.version.get() {
+            return Ok(version);
+        }
+        let from_env = std::env::var("APP_VERSION").ok();
+        let resolved = version::resolve(from_env.as_deref(), &self.settings.root)?;
+        Ok(self.version.get_or_init(|| resolved))
+    }
+
+    /// The shell commands run in: at the project root, with APP_VERSION,
+    /// ECR_REGISTRY, IMAGE_REPOSITORY and COMPOSE_PROJECT_NAME exported, so that
+    /// docker-compose.yml and stack.yml see the same values as the xtask.
+    pub fn sh(&self) -> Result<&Shell> {
+        if !self.exported.get() {
+            let version = self.version()?.to_owned();
+            self.sh.set_var("APP_VERSION", version);
+            self.sh.set_var("ECR_REGISTRY", self.settings.registry());
+            self.sh.set_var("IMAGE_REPOSITORY", &self.settings.repository);
+            self.sh.set_var("COMPOSE_PROJECT_NAME", &self.settings.compose_project);
+            self.exported.set(true);
+        }
+        Ok(&self.sh)
+    }
+
+    /// Name the task whose steps follow (used in headers and the plan).
+    pub fn enter_task(&self, name: &'static str) {
+        self.task.set(name);
+        if self.dry_run {
+            println!("[{name}]");
+        }
+    }
+
+    /// Run one step under a header: `==> task: title` on stderr, or a
+    /// `::group::` with its duration under GitHub Actions. In a dry run the
+    /// title goes to the plan and `body` prints its commands instead of
+    /// running them.
+    pub fn step<T>(&self, title: &str, body: impl FnOnce() -> Result<T>) -> Result<T> {
+        if self.dry_run {
+            println!("  # {title}");
+            return body();
+        }
+        // GitHub groups do not nest: an inner step is a plain header.
+        let grouped = self.github_actions && !self.in_step.get();
+        let task = self.task.get();
+        if grouped {
+            eprintln!("::group::{task}: {title}");
+        } else {
+            eprintln!("==> {task}: {title}");
+        }
+        let outer = self.in_step.replace(true);
+        let started = Instant::now();
+        let result = body();
+        self.in_step.set(outer);
+        if grouped {
+            eprintln!("::endgroup::");
+            let outcome = if result.is_ok() { "done" } else { "FAILED" };
+            eprintln!("{task}: {title}: {outcome} in {:.1}s", started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    /// Add a line to the plan of a dry run (a call that is not a command).
+    pub fn plan(&self, line: &str) {
+        println!("    {line}");
+    }
+
+    /// Run a command, or in a dry run print it. xshell echoes the command line
+    /// to stderr and names it in the error if it fails.
+    pub fn run(&self, cmd: Cmd<'_>) -> Result<()> {
+        if self.dry_run {
+            self.plan(&format!("$ {cmd}"));
+            return Ok(());
+        }
+        let line = cmd.to_string();
+        cmd.run().with_context(|| format!("`{line}` failed"))
+    }
+
+    /// Run a command that passes a secret on stdin. The secret never reaches
+    /// argv, logs or errors.
+    pub fn run_with_secret(&self, cmd: Cmd<'_>, secret: &str) -> Result<()> {
+        if self.dry_run {
+            self.plan(&format!("$ {cmd}   (secret on stdin)"));
+            return Ok(());
+        }
+        let line = cmd.to_string();
+        cmd.stdin(secret).quiet().ignore_stdout().run().with_context(|| format!("`{line}` failed"))
+    }
+
+    /// Run a read-only query and capture its stdout. It runs in a dry run too:
+    /// queries change nothing and later steps need their answers.
+    pub fn read(&self, cmd: Cmd<'_>) -> Result<String> {
+        let line = cmd.to_string();
+        cmd.quiet().read().with_context(|| format!("`{line}` failed"))
+    }
+
+    /// A call to an API (AWS, the Docker engine): in a dry run, print
+    /// `description` and return `None`; otherwise run `call` to completion.
+    pub fn call<T, F: Future<Output = Result<T>>>(&self, description: &str, call: F) -> Result<Option<T>> {
+        if self.dry_run {
+            self.plan(&format!("api: {description}"));
+            return Ok(None);
+        }
+        self.block_on(call).map(Some)
+    }
+
+    /// Run async work (AWS, Docker) on a runtime made on first use, so that
+    /// tasks that need neither (`version`) never start one.
+    pub fn block_on<T>(&self, future: impl Future<Output = Result<T>>) -> Result<T> {
+        if self.runtime.get().is_none() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime for AWS and Docker calls")?;
+            let _ = self.runtime.set(runtime);
+        }
+        let runtime = self.runtime.get().context("async runtime missing")?;
+        runtime.block_on(future)
+    }
+}

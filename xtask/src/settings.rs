@@ -1,0 +1,240 @@
+//! Settings shared by the tasks: defaults in `delivery.yml` at the project
+//! root, overridden by environment variables, overridden by flags.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// Flags every task accepts. Each one falls back to an environment variable,
+/// then to `delivery.yml`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Args {
+    /// Print the steps (commands and API calls) without running them.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    /// Registry host (and port) that images are tagged for and pushed to.
+    #[arg(long, global = true, env = "ECR_REGISTRY", value_name = "HOST[:PORT]")]
+    pub registry: Option<String>,
+
+    /// Image repository in the registry.
+    #[arg(long, global = true, env = "IMAGE_REPOSITORY", value_name = "NAME")]
+    pub repository: Option<String>,
+
+    /// AWS region of the ECR registry [env: AWS_REGION, AWS_DEFAULT_REGION].
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// AWS profile for credentials.
+    #[arg(long, global = true, env = "AWS_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Docker Swarm stack name.
+    #[arg(long, global = true, env = "STACK_NAME", value_name = "NAME")]
+    pub stack: Option<String>,
+
+    /// Docker Swarm stack file.
+    #[arg(long, global = true, env = "STACK_FILE", value_name = "PATH")]
+    pub stack_file: Option<PathBuf>,
+
+    /// Compose project of the local environment.
+    #[arg(long, global = true, env = "COMPOSE_PROJECT_NAME", value_name = "NAME")]
+    pub compose_project: Option<String>,
+
+    /// Compose file of the local environment.
+    #[arg(long, global = true, env = "COMPOSE_FILE", value_name = "PATH")]
+    pub compose_file: Option<PathBuf>,
+}
+
+/// The defaults, as written in `delivery.yml`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct Defaults {
+    app: String,
+    repository: String,
+    aws_account_id: String,
+    aws_region: String,
+    #[serde(default)]
+    registry: String,
+    stack: String,
+    stack_file: PathBuf,
+    compose_project: String,
+    compose_file: PathBuf,
+}
+
+pub const DEFAULTS_FILE: &str = "delivery.yml";
+
+/// Every setting, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub root: PathBuf,
+    pub dry_run: bool,
+    /// Images carry the label `application=<app>`.
+    pub app: String,
+    pub repository: String,
+    pub aws_account_id: String,
+    pub region: String,
+    pub profile: Option<String>,
+    /// The registry named by flag, ECR_REGISTRY or delivery.yml; `None` when
+    /// it is to be derived (see [`Settings::registry`]).
+    pub explicit_registry: Option<String>,
+    pub stack: String,
+    pub stack_file: PathBuf,
+    pub compose_project: String,
+    pub compose_file: PathBuf,
+}
+
+impl Settings {
+    pub fn load(root: &Path, args: &Args) -> Result<Settings> {
+        let path = root.join(DEFAULTS_FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the settings file {}", path.display()))?;
+        let defaults: Defaults = serde_yaml::from_str(&text).map_err(|err| {
+            anyhow::anyhow!("{} is not valid: {err}: fix the file (see README.md, Settings)", path.display())
+        })?;
+        let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .filter_map(|name| std::env::var(name).ok())
+            .find(|value| !value.trim().is_empty());
+        Settings::merge(root, args, defaults, env_region)
+    }
+
+    fn merge(root: &Path, args: &Args, defaults: Defaults, env_region: Option<String>) -> Result<Settings> {
+        let pick = |flag: &Option<String>, default: String| {
+            flag.clone().filter(|value| !value.trim().is_empty()).unwrap_or(default)
+        };
+        let explicit_registry = args
+            .registry
+            .clone()
+            .filter(|value| !value.trim().is_empty())
+            .or(Some(defaults.registry).filter(|value| !value.trim().is_empty()));
+        let settings = Settings {
+            root: root.to_owned(),
+            dry_run: args.dry_run,
+            app: defaults.app,
+            repository: pick(&args.repository, defaults.repository),
+            aws_account_id: defaults.aws_account_id,
+            region: args.region.clone().or(env_region).unwrap_or(defaults.aws_region),
+            profile: args.profile.clone().filter(|value| !value.trim().is_empty()),
+            explicit_registry: explicit_registry.map(|value| strip_scheme(&value)),
+            stack: pick(&args.stack, defaults.stack),
+            stack_file: root.join(args.stack_file.clone().unwrap_or(defaults.stack_file)),
+            compose_project: pick(&args.compose_project, defaults.compose_project),
+            compose_file: root.join(args.compose_file.clone().unwrap_or(defaults.compose_file)),
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<()> {
+        if let Some(registry) = &self.explicit_registry {
+            if registry.contains('/') || registry.contains(char::is_whitespace) {
+                bail!(
+                    "registry {registry:?} is not a host: set ECR_REGISTRY (or --registry) to HOST or HOST:PORT"
+                );
+            }
+        }
+        let repository_ok = !self.repository.is_empty()
+            && self
+                .repository
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | '/'));
+        if !repository_ok {
+            bail!(
+                "image repository {:?} is not valid: use lowercase letters, digits, '.', '_', '-' and '/' (IMAGE_REPOSITORY or --repository)",
+                self.repository
+            );
+        }
+        if self.region.is_empty() || !self.region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            bail!("AWS region {:?} is not valid: set AWS_REGION to a region such as us-west-2", self.region);
+        }
+        Ok(())
+    }
+
+    /// The registry images are tagged for: the one named by flag, ECR_REGISTRY
+    /// or delivery.yml, else the ECR registry of the account and region.
+    pub fn registry(&self) -> String {
+        match &self.explicit_registry {
+            Some(registry) => registry.clone(),
+            // ECR's registry host naming, used only when no registry is named.
+            None => format!("{}.dkr.ecr.{}.amazonaws.com", self.aws_account_id, self.region),
+        }
+    }
+
+    /// `<registry>/<repository>`, without a tag.
+    pub fn image_name(&self) -> String {
+        format!("{}/{}", self.registry(), self.repository)
+    }
+
+    /// `<registry>/<repository>:<tag>`.
+    pub fn image(&self, tag: &str) -> String {
+        format!("{}:{tag}", self.image_name())
+    }
+}
+
+/// `https://host/` → `host`: ECR proxy endpoints and pasted URLs carry a scheme.
+pub fn strip_scheme(registry: &str) -> String {
+    let trimmed = registry.trim();
+    let without = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"))
+        .unwrap_or(trimmed);
+    without.trim_end_matches('/').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Defaults {
+        serde_yaml::from_str(include_str!("../../delivery.yml")).expect("delivery.yml parses")
+    }
+
+    #[test]
+    fn file_defaults_apply() {
+        let settings = Settings::merge(Path::new("/p"), &Args::default(), defaults(), None).unwrap();
+        assert_eq!(settings.repository, "todobackend");
+        assert_eq!(settings.region, "us-west-2");
+        assert_eq!(settings.registry(), "123456789012.dkr.ecr.us-west-2.amazonaws.com");
+        assert_eq!(settings.image("abc"), "123456789012.dkr.ecr.us-west-2.amazonaws.com/todobackend:abc");
+        assert_eq!(settings.stack_file, Path::new("/p/stack.yml"));
+    }
+
+    #[test]
+    fn environment_beats_file_and_flag_beats_environment() {
+        let settings = Settings::merge(Path::new("/p"), &Args::default(), defaults(), Some("eu-west-1".into())).unwrap();
+        assert_eq!(settings.region, "eu-west-1");
+        let args = Args { region: Some("ap-south-1".into()), ..Args::default() };
+        let settings = Settings::merge(Path::new("/p"), &args, defaults(), Some("eu-west-1".into())).unwrap();
+        assert_eq!(settings.region, "ap-south-1");
+    }
+
+    #[test]
+    fn named_registry_is_used_as_is() {
+        let args = Args { registry: Some("https://127.0.0.1:5000/".into()), ..Args::default() };
+        let settings = Settings::merge(Path::new("/p"), &args, defaults(), None).unwrap();
+        assert_eq!(settings.registry(), "127.0.0.1:5000");
+        assert_eq!(settings.image("1"), "127.0.0.1:5000/todobackend:1");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_way_out() {
+        let args = Args { registry: Some("host/path".into()), ..Args::default() };
+        let err = Settings::merge(Path::new("/p"), &args, defaults(), None).unwrap_err().to_string();
+        assert!(err.contains("ECR_REGISTRY"), "{err}");
+        let args = Args { repository: Some("Upper".into()), ..Args::default() };
+        let err = Settings::merge(Path::new("/p"), &args, defaults(), None).unwrap_err().to_string();
+        assert!(err.contains("IMAGE_REPOSITORY"), "{err}");
+        let err = Settings::merge(Path::new("/p"), &Args::default(), defaults(), Some("us west".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("AWS_REGION"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        let err = serde_yaml::from_str::<Defaults>("app: x\nregion: y\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field"), "{err}");
+    }
+}

@@ -1,0 +1,193 @@
+//! `version`: which version of the application this checkout builds.
+//!
+//! APP_VERSION from the environment wins (CI passes `<commit>.<build id>`);
+//! otherwise it is the abbreviated hash of HEAD, the string
+//! `git rev-parse --short HEAD` prints, with `-dirty` appended when tracked
+//! files have uncommitted changes (the Makefile labelled such builds with the
+//! clean hash, which made two different images share one tag).
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use git2::{Repository, RepositoryOpenFlags, StatusOptions};
+
+use crate::runner::Ctx;
+
+/// Print `{"Version": "<APP_VERSION>"}` on stdout, and nothing else there.
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let version = ctx.version()?;
+    if ctx.dry_run {
+        ctx.plan(&format!("print {}", json(version)));
+        return Ok(());
+    }
+    println!("{}", json(version));
+    Ok(())
+}
+
+/// The output of `version`, also written to a file by `ci`.
+pub fn json(version: &str) -> String {
+    // `check_tag` allows no character that JSON would need to escape.
+    format!("{{\"Version\": \"{version}\"}}")
+}
+
+/// APP_VERSION if it is set and not empty, else the version git gives for `dir`.
+pub fn resolve(from_env: Option<&str>, dir: &Path) -> Result<String> {
+    match from_env.map(str::trim).filter(|value| !value.is_empty()) {
+        Some(value) => {
+            check_tag(value).context("APP_VERSION is not usable as an image tag")?;
+            Ok(value.to_owned())
+        }
+        None => from_git(dir),
+    }
+}
+
+/// The abbreviated hash of HEAD, plus `-dirty` when tracked files changed.
+pub fn from_git(dir: &Path) -> Result<String> {
+    let repo = Repository::open_ext(dir, RepositoryOpenFlags::FROM_ENV, std::iter::empty::<&str>())
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{} is not inside a git repository: run from the project's checkout, or set APP_VERSION",
+                dir.display()
+            )
+        })?;
+    let head = match repo.head() {
+        Ok(head) => head,
+        Err(err) if err.code() == git2::ErrorCode::UnbornBranch => {
+            bail!("the git repository has no commits yet: commit once, or set APP_VERSION")
+        }
+        Err(err) => return Err(err).context("cannot read HEAD of the git repository"),
+    };
+    let commit = head.peel_to_commit().context("HEAD does not point to a commit")?;
+    // short_id honours core.abbrev and lengthens the hash until it is unique,
+    // exactly like `git rev-parse --short`.
+    let short = commit.as_object().short_id().context("cannot abbreviate the hash of HEAD")?;
+    let mut version = short.as_str().context("abbreviated hash is not UTF-8")?.to_owned();
+    if has_uncommitted_changes(&repo)? {
+        version.push_str("-dirty");
+    }
+    Ok(version)
+}
+
+/// Changes to tracked files, staged or not. Untracked and ignored files do not
+/// count: build outputs and editor files must not make every build dirty.
+fn has_uncommitted_changes(repo: &Repository) -> Result<bool> {
+    if repo.is_bare() {
+        return Ok(false);
+    }
+    let mut options = StatusOptions::new();
+    options.include_untracked(false).include_ignored(false).exclude_submodules(true);
+    let statuses = repo.statuses(Some(&mut options)).context("cannot read git status")?;
+    Ok(!statuses.is_empty())
+}
+
+/// A Docker tag: up to 128 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
+pub fn check_tag(tag: &str) -> Result<()> {
+    let first_ok = tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let rest_ok = tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !first_ok || !rest_ok || tag.len() > 128 {
+        bail!(
+            "{tag:?}: use up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn repo_with_commit() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q"]);
+        fs::write(dir.path().join("README.md"), "hello\n").unwrap();
+        git(dir.path(), &["add", "README.md"]);
+        git(dir.path(), &["commit", "-q", "-m", "first"]);
+        dir
+    }
+
+    #[test]
+    fn env_value_wins_over_git() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(resolve(Some("1.2.3"), dir.path()).unwrap(), "1.2.3");
+        assert_eq!(resolve(Some(" abc.42 "), dir.path()).unwrap(), "abc.42");
+    }
+
+    #[test]
+    fn env_value_must_be_a_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = resolve(Some("1.2 3"), dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("APP_VERSION"), "{err:#}");
+        assert!(resolve(Some("-x"), dir.path()).is_err());
+        assert!(resolve(Some("a\"b"), dir.path()).is_err());
+    }
+
+    #[test]
+    fn clean_checkout_gives_git_short_hash() {
+        let dir = repo_with_commit();
+        let expected = git(dir.path(), &["rev-parse", "--short", "HEAD"]);
+        assert_eq!(resolve(None, dir.path()).unwrap(), expected);
+        // An empty APP_VERSION counts as unset.
+        assert_eq!(resolve(Some(""), dir.path()).unwrap(), expected);
+        // Untracked files do not make the build dirty.
+        fs::write(dir.path().join("new.txt"), "x").unwrap();
+        assert_eq!(resolve(None, dir.path()).unwrap(), expected);
+    }
+
+    #[test]
+    fn changed_tracked_file_is_dirty() {
+        let dir = repo_with_commit();
+        let expected = git(dir.path(), &["rev-parse", "--short", "HEAD"]);
+        fs::write(dir.path().join("README.md"), "hello\nx\n").unwrap();
+        assert_eq!(resolve(None, dir.path()).unwrap(), format!("{expected}-dirty"));
+        // Staged counts too.
+        git(dir.path(), &["add", "README.md"]);
+        assert_eq!(resolve(None, dir.path()).unwrap(), format!("{expected}-dirty"));
+    }
+
+    #[test]
+    fn subdirectory_finds_the_repository() {
+        let dir = repo_with_commit();
+        let sub = dir.path().join("a/b");
+        fs::create_dir_all(&sub).unwrap();
+        let expected = git(dir.path(), &["rev-parse", "--short", "HEAD"]);
+        assert_eq!(resolve(None, &sub).unwrap(), expected);
+    }
+
+    #[test]
+    fn no_repository_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = format!("{:#}", resolve(None, dir.path()).unwrap_err());
+        assert!(err.contains("not inside a git repository"), "{err}");
+        assert!(err.contains("APP_VERSION"), "{err}");
+    }
+
+    #[test]
+    fn no_commits_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q"]);
+        let err = format!("{:#}", resolve(None, dir.path()).unwrap_err());
+        assert!(err.contains("no commits"), "{err}");
+        assert!(err.contains("APP_VERSION"), "{err}");
+    }
+
+    #[test]
+    fn json_is_exact() {
+        assert_eq!(json("1.2.3"), r#"{"Version": "1.2.3"}"#);
+    }
+}

@@ -1,0 +1,64 @@
+//! `cargo xtask version` as a user runs it: stdout carries only the JSON.
+
+mod support;
+
+use support::{Sandbox, git, git_repo};
+
+const SETTINGS: &str = include_str!("../../delivery.yml");
+
+#[test]
+fn prints_git_short_hash_and_nothing_else() {
+    let repo = git_repo(&[("delivery.yml", SETTINGS), ("README.md", "hi\n")]);
+    let run = Sandbox::new().xtask_in(repo.path(), &["version"]);
+    run.assert_success();
+    let expected = git(repo.path(), &["rev-parse", "--short", "HEAD"]);
+    assert_eq!(run.stdout, format!("{{\"Version\": \"{expected}\"}}\n"));
+}
+
+#[test]
+fn app_version_from_environment_wins() {
+    let repo = git_repo(&[("delivery.yml", SETTINGS)]);
+    let run = Sandbox::new().with_env("APP_VERSION", "1.2.3").xtask_in(repo.path(), &["version"]);
+    run.assert_success();
+    assert_eq!(run.stdout, "{\"Version\": \"1.2.3\"}\n");
+}
+
+#[test]
+fn uncommitted_change_makes_it_dirty() {
+    let repo = git_repo(&[("delivery.yml", SETTINGS), ("README.md", "hi\n")]);
+    std::fs::write(repo.path().join("README.md"), "hi\nx\n").unwrap();
+    let run = Sandbox::new().xtask_in(repo.path(), &["version"]);
+    run.assert_success();
+    let hash = git(repo.path(), &["rev-parse", "--short", "HEAD"]);
+    assert_eq!(run.stdout, format!("{{\"Version\": \"{hash}-dirty\"}}\n"));
+}
+
+#[test]
+fn outside_git_one_error_line_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("delivery.yml"), SETTINGS).unwrap();
+    let run = Sandbox::new().xtask_in(dir.path(), &["version"]);
+    assert_eq!(run.status.code(), Some(1));
+    assert_eq!(run.stdout, "");
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.starts_with("error: ") && run.stderr.contains("APP_VERSION"), "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"));
+}
+
+#[test]
+fn dry_run_prints_the_plan_without_the_result() {
+    let repo = git_repo(&[("delivery.yml", SETTINGS)]);
+    let run = Sandbox::new().with_env("APP_VERSION", "7").xtask_in(repo.path(), &["version", "--dry-run"]);
+    run.assert_success();
+    assert!(run.stdout.contains("[version]"), "{}", run.stdout);
+    assert!(run.stdout.contains(r#"print {"Version": "7"}"#), "{}", run.stdout);
+    assert!(!run.stdout.lines().any(|line| line == r#"{"Version": "7"}"#));
+}
+
+#[test]
+fn bad_settings_file_is_one_clear_error() {
+    let repo = git_repo(&[("delivery.yml", "app: [unclosed\n")]);
+    let run = Sandbox::new().xtask_in(repo.path(), &["version"]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(run.stderr.starts_with("error: ") && run.stderr.contains("delivery.yml"), "{}", run.stderr);
+}
