@@ -108,15 +108,23 @@ impl Ctx {
         println!("    {line}");
     }
 
-    /// Run a command, or in a dry run print it. xshell echoes the command line
-    /// to stderr and names it in the error if it fails.
+    /// Run a command, or in a dry run print it. The command line is echoed to
+    /// stderr, and so is everything the command prints: stdout is kept for
+    /// the xtask's results.
     pub fn run(&self, cmd: Cmd<'_>) -> Result<()> {
         if self.dry_run {
             self.plan(&format!("$ {cmd}"));
             return Ok(());
         }
         let line = cmd.to_string();
-        cmd.run().with_context(|| format!("`{line}` failed"))
+        eprintln!("$ {line}");
+        let mut command = std::process::Command::from(cmd);
+        command.stdout(std::io::stderr());
+        let status = command.status().with_context(|| format!("cannot start `{line}`"))?;
+        if !status.success() {
+            anyhow::bail!("`{line}` failed ({status})");
+        }
+        Ok(())
     }
 
     /// Run a command that passes a secret on stdin. The secret never reaches
