@@ -12,7 +12,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ecr::config::Region;
-use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
 use crate::runner::Ctx;
@@ -212,7 +212,11 @@ pub fn classify(code: Option<&str>, text: &str) -> AwsProblem {
         return if REJECTED_CODES.contains(&code) { AwsProblem::Rejected } else { AwsProblem::Other };
     }
     let text = text.to_ascii_lowercase();
-    if text.contains("no credentials") || text.contains("credentialsnotloaded") || text.contains("credentials not loaded")
+    if text.contains("no credentials")
+        || text.contains("credentialsnotloaded")
+        || text.contains("credentials not loaded")
+        || text.contains("provided credentials")
+        || text.contains("credential provider was not enabled")
     {
         AwsProblem::NoCredentials
     } else if text.contains("dns error") || text.contains("failed to lookup address") || text.contains("name or service not known")
@@ -242,13 +246,26 @@ fn endpoint_hint() -> String {
 pub fn explain_sdk_error<E, R>(call: &str, err: &SdkError<E, R>, settings: &Settings) -> anyhow::Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug,
+    R: fmt::Debug + 'static,
+    SdkError<E, R>: std::error::Error,
 {
-    let code = err.as_service_error().and_then(|service| service.code());
-    let message = err.as_service_error().and_then(|service| service.message()).unwrap_or("no message");
-    let text = DisplayErrorContext(err).to_string();
+    let service = err.as_service_error();
+    // An answer the SDK could not parse (an XML error from a proxy or an
+    // emulator) still names its code and message in the body.
+    let body = match err {
+        SdkError::ServiceError(context) => Some(format!("{:?}", context.raw())),
+        _ => None,
+    };
+    let tag = |name: &str| body.as_deref().and_then(|body| xml_tag(body, name));
+    let code = service.and_then(|service| service.code()).map(str::to_owned).or_else(|| tag("Code"));
+    let message = service
+        .and_then(|service| service.message())
+        .map(str::to_owned)
+        .or_else(|| tag("Message"))
+        .unwrap_or_else(|| "no message".to_owned());
+    let text = chain_text(err);
     let profile = settings.profile.as_deref().map(|p| format!(" (profile {p})")).unwrap_or_default();
-    match classify(code, &text) {
+    match classify(code.as_deref(), &text) {
         AwsProblem::NoCredentials => anyhow!(
             "{call}: no AWS credentials found{profile}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
              or AWS_PROFILE (--profile) to a profile in ~/.aws/config (for SSO run `aws sso login`), \
@@ -257,7 +274,7 @@ where
         AwsProblem::Rejected => anyhow!(
             "{call}: AWS rejected the credentials{profile}: {message} ({}): check AWS_PROFILE / AWS_ACCESS_KEY_ID, \
              refresh expired credentials, or grant ecr:GetAuthorizationToken",
-            code.unwrap_or_default()
+            code.as_deref().unwrap_or_default()
         ),
         AwsProblem::UnknownHost => anyhow!(
             "{call}: the ECR endpoint for region {} has no address (unknown region, or no DNS): \
@@ -271,9 +288,31 @@ where
         ),
         AwsProblem::Other => match code {
             Some(code) => anyhow!("{call}: AWS answered {code}: {message}"),
-            None => anyhow!("{call} failed: {}", one_line(&text)),
+            None => anyhow!("{call} failed: {text}"),
         },
     }
+}
+
+/// The Display of an error and its sources, on one line (no Debug dumps).
+fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    one_line(&parts.join(": "))
+}
+
+/// `<Code>X</Code>` in `body` (also inside a Debug dump of bytes) → `X`.
+fn xml_tag(body: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{name}>"))? + start;
+    Some(body[start..end].trim().to_owned()).filter(|value| !value.is_empty())
 }
 
 fn one_line(text: &str) -> String {
@@ -471,12 +510,25 @@ mod tests {
     }
 
     #[test]
+    fn xml_error_bodies_name_code_and_message() {
+        let body = r#"b"<?xml version=\"1.0\"?>\n<ErrorResponse><Errors><Error><Code>InvalidClientTokenId</Code><Message>The security token is invalid.</Message></Error></Errors></ErrorResponse>""#;
+        assert_eq!(xml_tag(body, "Code").as_deref(), Some("InvalidClientTokenId"));
+        assert_eq!(xml_tag(body, "Message").as_deref(), Some("The security token is invalid."));
+        assert_eq!(xml_tag("<Code></Code>", "Code"), None);
+        assert_eq!(xml_tag("{}", "Code"), None);
+    }
+
+    #[test]
     fn errors_are_classified() {
         assert_eq!(classify(Some("UnrecognizedClientException"), ""), AwsProblem::Rejected);
         assert_eq!(classify(Some("ExpiredTokenException"), ""), AwsProblem::Rejected);
         assert_eq!(classify(Some("ServerException"), ""), AwsProblem::Other);
         assert_eq!(
             classify(None, "dispatch failure: other: no credentials provider: the credential provider was not enabled: no providers in chain provided credentials"),
+            AwsProblem::NoCredentials
+        );
+        assert_eq!(
+            classify(None, "dispatch failure: other: the credential provider was not enabled: no providers in chain provided credentials"),
             AwsProblem::NoCredentials
         );
         assert_eq!(
