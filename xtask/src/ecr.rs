@@ -74,9 +74,8 @@ impl Authorization {
 /// environment or the profile, read by aws-config.
 pub async fn client(settings: &Settings) -> Result<aws_sdk_ecr::Client> {
     check_region(&settings.region)?;
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
+    let http_client =
+        aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(5))
         .operation_attempt_timeout(Duration::from_secs(20))
@@ -141,8 +140,7 @@ pub fn decode_token(token: &str) -> Result<(String, String)> {
     let bytes = aws_smithy_types::base64::decode(token.trim())
         .map_err(|_| anyhow!("ECR's authorization token is not base64"))?;
     let text = String::from_utf8(bytes).map_err(|_| anyhow!("ECR's authorization token is not UTF-8 text"))?;
-    let (user, password) =
-        text.split_once(':').context("ECR's authorization token is not `user:password`")?;
+    let (user, password) = text.split_once(':').context("ECR's authorization token is not `user:password`")?;
     if user.is_empty() || password.is_empty() {
         bail!("ECR's authorization token has an empty user or password");
     }
@@ -219,7 +217,9 @@ pub fn classify(code: Option<&str>, text: &str) -> AwsProblem {
         || text.contains("credential provider was not enabled")
     {
         AwsProblem::NoCredentials
-    } else if text.contains("dns error") || text.contains("failed to lookup address") || text.contains("name or service not known")
+    } else if text.contains("dns error")
+        || text.contains("failed to lookup address")
+        || text.contains("name or service not known")
     {
         AwsProblem::UnknownHost
     } else if text.contains("timeout")
@@ -340,11 +340,7 @@ pub fn classify_registry_error(text: &str) -> RegistryProblem {
     let text = text.to_ascii_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|needle| text.contains(needle));
     if has(&["unauthorized", "authentication required", "no basic auth credentials", "denied", "forbidden"]) {
-        if has(&["does not exist", "name unknown"]) {
-            RegistryProblem::NoRepository
-        } else {
-            RegistryProblem::Refused
-        }
+        if has(&["does not exist", "name unknown"]) { RegistryProblem::NoRepository } else { RegistryProblem::Refused }
     } else if has(&["name unknown", "repository with name", "does not exist in the registry"]) {
         RegistryProblem::NoRepository
     } else if has(&[
@@ -423,14 +419,10 @@ pub fn docker_config_path() -> Option<PathBuf> {
 /// credential helper (`docker-credential-ecr-login`): a `credHelpers` entry
 /// for the registry wins over `credsStore`, as in the Docker CLI.
 pub fn uses_ecr_helper(config_json: &str, registry: &str) -> Result<bool> {
-    let config: serde_json::Value =
-        serde_json::from_str(config_json).context("the Docker config is not valid JSON")?;
-    let helper_for_registry = config
-        .get("credHelpers")
-        .and_then(|helpers| helpers.as_object())
-        .and_then(|helpers| {
-            helpers.iter().find(|(key, _)| strip_scheme(key) == registry).map(|(_, helper)| helper.as_str())
-        });
+    let config: serde_json::Value = serde_json::from_str(config_json).context("the Docker config is not valid JSON")?;
+    let helper_for_registry = config.get("credHelpers").and_then(|helpers| helpers.as_object()).and_then(|helpers| {
+        helpers.iter().find(|(key, _)| strip_scheme(key) == registry).map(|(_, helper)| helper.as_str())
+    });
     Ok(match helper_for_registry {
         Some(helper) => helper == Some("ecr-login"),
         None => config.get("credsStore").and_then(|store| store.as_str()) == Some("ecr-login"),
@@ -524,19 +516,31 @@ mod tests {
         assert_eq!(classify(Some("ExpiredTokenException"), ""), AwsProblem::Rejected);
         assert_eq!(classify(Some("ServerException"), ""), AwsProblem::Other);
         assert_eq!(
-            classify(None, "dispatch failure: other: no credentials provider: the credential provider was not enabled: no providers in chain provided credentials"),
+            classify(
+                None,
+                "dispatch failure: other: no credentials provider: the credential provider was not enabled: no providers in chain provided credentials"
+            ),
             AwsProblem::NoCredentials
         );
         assert_eq!(
-            classify(None, "dispatch failure: other: the credential provider was not enabled: no providers in chain provided credentials"),
+            classify(
+                None,
+                "dispatch failure: other: the credential provider was not enabled: no providers in chain provided credentials"
+            ),
             AwsProblem::NoCredentials
         );
         assert_eq!(
-            classify(None, "dispatch failure: io error: client error (Connect): dns error: failed to lookup address information"),
+            classify(
+                None,
+                "dispatch failure: io error: client error (Connect): dns error: failed to lookup address information"
+            ),
             AwsProblem::UnknownHost
         );
         assert_eq!(
-            classify(None, "dispatch failure: io error: client error (Connect): tcp connect error: Connection refused (os error 111)"),
+            classify(
+                None,
+                "dispatch failure: io error: client error (Connect): tcp connect error: Connection refused (os error 111)"
+            ),
             AwsProblem::Unreachable
         );
         assert_eq!(classify(None, "timeout: operation timed out"), AwsProblem::Unreachable);
@@ -547,7 +551,10 @@ mod tests {
     fn registry_errors_are_classified() {
         use RegistryProblem::*;
         let cases = [
-            (r#"Error response from daemon: Get "http://127.0.0.1:5000/v2/": unauthorized: authentication required"#, Refused),
+            (
+                r#"Error response from daemon: Get "http://127.0.0.1:5000/v2/": unauthorized: authentication required"#,
+                Refused,
+            ),
             ("no basic auth credentials", Refused),
             (r#"Get "https://127.0.0.1:5/v2/": dial tcp 127.0.0.1:5: connect: connection refused"#, Unreachable),
             ("dial tcp: lookup nohost.invalid: no such host", Unreachable),
@@ -573,7 +580,8 @@ mod tests {
         assert!(uses_ecr_helper(r#"{"credsStore": "ecr-login"}"#, host).unwrap());
         // A registry's own helper wins over the store.
         assert!(
-            !uses_ecr_helper(&format!(r#"{{"credsStore": "ecr-login", "credHelpers": {{"{host}": "pass"}}}}"#), host).unwrap()
+            !uses_ecr_helper(&format!(r#"{{"credsStore": "ecr-login", "credHelpers": {{"{host}": "pass"}}}}"#), host)
+                .unwrap()
         );
         assert!(!uses_ecr_helper(r#"{"credsStore": "desktop", "auths": {}}"#, host).unwrap());
         assert!(!uses_ecr_helper("{}", host).unwrap());

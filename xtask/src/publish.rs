@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
@@ -44,15 +44,16 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     })?;
     let auth = ctx.step("get an ECR authorization token", || ecr::authorization(ctx))?;
     if args.create_repository {
-        ctx.step(&format!("make sure ECR repository {} exists", ctx.settings.repository), || {
-            ensure_repository(ctx)
-        })?;
+        ctx.step(&format!("make sure ECR repository {} exists", ctx.settings.repository), || ensure_repository(ctx))?;
     }
     ctx.step(&format!("tag {latest}"), || {
         ctx.call(&format!("docker tag {versioned} {latest}"), async {
             let docker = crate::docker::connect().await?;
             let options = TagImageOptionsBuilder::new().repo(&ctx.settings.image_name()).tag("latest").build();
-            docker.tag_image(&versioned, Some(options)).await.with_context(|| format!("cannot tag {versioned} as {latest}"))
+            docker
+                .tag_image(&versioned, Some(options))
+                .await
+                .with_context(|| format!("cannot tag {versioned} as {latest}"))
         })
     })?;
     for (image, tag) in [(&versioned, version.as_str()), (&latest, "latest")] {
@@ -136,24 +137,49 @@ fn ensure_repository(ctx: &Ctx) -> Result<()> {
 /// backoff; any other failure ends it at once.
 async fn push_with_retries(docker: &Docker, ctx: &Ctx, auth: &Authorization, tag: &str, layers: usize) -> Result<()> {
     let image = ctx.settings.image(tag);
-    let mut backoff = FIRST_BACKOFF;
-    for attempt in 1..=PUSH_ATTEMPTS {
-        match push(docker, &ctx.settings.image_name(), tag, auth.docker_credentials(), layers).await {
-            Ok(()) => return Ok(()),
-            Err(reason) => {
-                let transient = ecr::classify_registry_error(&reason) == RegistryProblem::Transient;
-                if transient && attempt < PUSH_ATTEMPTS {
-                    eprintln!("push of {image} failed ({reason}); attempt {} of {PUSH_ATTEMPTS} in {backoff:?}", attempt + 1);
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                    continue;
-                }
-                let what = if transient { format!("push {image} ({attempt} attempts)") } else { format!("push {image}") };
-                return Err(ecr::explain_registry_error(&what, &auth.registry, &reason));
+    let name = ctx.settings.image_name();
+    let (result, attempts) = retry(
+        PUSH_ATTEMPTS,
+        FIRST_BACKOFF,
+        |attempt, reason| {
+            eprintln!("push of {image} failed ({reason}); attempt {attempt} of {PUSH_ATTEMPTS} follows");
+        },
+        || push(docker, &name, tag, auth.docker_credentials(), layers),
+    )
+    .await;
+    result.map_err(|reason| {
+        let what = if attempts > 1 { format!("push {image} ({attempts} attempts)") } else { format!("push {image}") };
+        ecr::explain_registry_error(&what, &auth.registry, &reason)
+    })
+}
+
+/// Run `op` up to `attempts` times while it fails transiently (see
+/// [`ecr::classify_registry_error`]), sleeping `backoff`, then twice that, ...
+/// between attempts. Returns the last result and the attempts made.
+async fn retry<Fut>(
+    attempts: u32,
+    backoff: Duration,
+    mut announce: impl FnMut(u32, &str),
+    mut op: impl FnMut() -> Fut,
+) -> (std::result::Result<(), String>, u32)
+where
+    Fut: std::future::Future<Output = std::result::Result<(), String>>,
+{
+    let mut backoff = backoff;
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(reason)
+                if attempt < attempts && ecr::classify_registry_error(&reason) == RegistryProblem::Transient =>
+            {
+                attempt += 1;
+                announce(attempt, &reason);
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
             }
+            result => return (result, attempt),
         }
     }
-    Err(anyhow!("push {image}: no attempt was made"))
 }
 
 /// One push, its stream drained to the end; progress on stderr. The error is
@@ -253,10 +279,12 @@ impl PushTracker {
                 Event::None
             }
         } else if let Some(digest) = kind.iter().position(|word| *word == "digest:").and_then(|i| kind.get(i + 1)) {
+            // The closing line of the push shows it.
             self.digest = Some((*digest).to_owned());
-            Event::Milestone(format!("manifest {digest}"))
+            Event::None
         } else if status.starts_with("The push refers to") {
-            Event::Milestone(format!("pushing {} layers", self.layers))
+            let plural = if self.layers == 1 { "" } else { "s" };
+            Event::Milestone(format!("pushing {} layer{plural}", self.layers))
         } else {
             Event::None
         }
@@ -273,10 +301,9 @@ impl PushTracker {
 /// The digest of `image` as the registry has it (the engine's distribution
 /// inspect, with the token's credential).
 async fn remote_digest(docker: &Docker, auth: &Authorization, image: &str) -> Result<String> {
-    let inspect = docker
-        .inspect_registry_image(image, Some(auth.docker_credentials()))
-        .await
-        .map_err(|err| ecr::explain_registry_error(&format!("resolve {image}"), &auth.registry, &docker_error_text(&err)))?;
+    let inspect = docker.inspect_registry_image(image, Some(auth.docker_credentials())).await.map_err(|err| {
+        ecr::explain_registry_error(&format!("resolve {image}"), &auth.registry, &docker_error_text(&err))
+    })?;
     inspect.descriptor.digest.with_context(|| format!("the registry gave no digest for {image}"))
 }
 
@@ -290,6 +317,31 @@ mod tests {
         assert!(err.contains("--allow-dirty"), "{err}");
         check_version("abc1234-dirty", true).unwrap();
         check_version("abc1234", false).unwrap();
+    }
+
+    fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+    }
+
+    #[test]
+    fn transient_failures_are_retried_a_bounded_number_of_times() {
+        let answers = |list: Vec<std::result::Result<(), String>>| {
+            let mut list = list.into_iter();
+            move || std::future::ready(list.next().unwrap_or(Ok(())))
+        };
+        let reset = || Err("read tcp: connection reset by peer".to_owned());
+        let unavailable = || Err("received unexpected HTTP status: 503 Service Unavailable".to_owned());
+        let refused = || Err("dial tcp 127.0.0.1:1: connect: connection refused".to_owned());
+        let mut announced = Vec::new();
+        let (result, attempts) =
+            block_on(retry(3, Duration::ZERO, |n, _| announced.push(n), answers(vec![reset(), unavailable(), Ok(())])));
+        assert_eq!((result, attempts), (Ok(()), 3));
+        assert_eq!(announced, [2, 3]);
+        let (result, attempts) =
+            block_on(retry(3, Duration::ZERO, |_, _| {}, answers(vec![reset(), reset(), reset(), Ok(())])));
+        assert_eq!((result.is_err(), attempts), (true, 3), "gives up after 3 attempts");
+        let (result, attempts) = block_on(retry(3, Duration::ZERO, |_, _| {}, answers(vec![refused(), Ok(())])));
+        assert_eq!((result.is_err(), attempts), (true, 1), "an unreachable registry is not retried");
     }
 
     #[test]

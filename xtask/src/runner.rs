@@ -128,12 +128,7 @@ impl Ctx {
             return Ok(());
         }
         let line = cmd.to_string();
-        let output = cmd
-            .stdin(secret)
-            .quiet()
-            .ignore_status()
-            .output()
-            .with_context(|| format!("`{line}` failed"))?;
+        let output = cmd.stdin(secret).quiet().ignore_status().output().with_context(|| format!("`{line}` failed"))?;
         let stderr = String::from_utf8_lossy(&output.stderr).replace(secret, "********");
         let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
         if !output.status.success() {

@@ -56,6 +56,9 @@ fn publish_pushes_both_tags_and_login_lets_the_docker_cli_pull() {
         run.stderr
     );
     assert!(run.stderr.contains("layer 1/1"), "layer milestones in CI mode:\n{}", run.stderr);
+    if std::env::var_os("SHOW_PUBLISH").is_some() {
+        eprintln!("{}", run.stderr);
+    }
 
     // Another user: no credential, so the docker CLI cannot pull; after
     // `login` it can, by digest; after `logout` it cannot again.
