@@ -282,3 +282,39 @@ fn the_ecr_credential_helper_makes_login_a_no_op() {
     assert!(run.stderr.contains("no login needed"), "{}", run.stderr);
     assert_eq!(config_json(&sandbox), config, "the Docker config was changed");
 }
+
+#[test]
+fn profile_and_service_specific_endpoint_are_honoured() {
+    let moto = Moto::start();
+    let registry = Registry::start_for_ecr();
+    let mut user = sandbox(&moto, &registry, "todobackend", "1");
+    // Both variants keep every call on loopback: were AWS_ENDPOINT_URL_ECR
+    // ignored, the call would go to the dead general endpoint and fail.
+    let dead = format!("http://127.0.0.1:{}", support::free_port());
+    user = user.with_env("AWS_ENDPOINT_URL", &dead).with_env("AWS_ENDPOINT_URL_ECR", &moto.url());
+    let run = user.xtask(&["login"]);
+    run.assert_success().assert_not_leaked(ECR_PASSWORD);
+    assert!(config_json(&user).contains(&registry.host()));
+
+    // Credentials only from a named profile of the config file.
+    let config = user.dir.path().join("aws-config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile ci]\naws_access_key_id = fromprofile\naws_secret_access_key = fromprofile\nendpoint_url = {}\n",
+            moto.url()
+        ),
+    )
+    .unwrap();
+    let profiled = sandbox(&moto, &registry, "todobackend", "1")
+        .without_env("AWS_ACCESS_KEY_ID")
+        .without_env("AWS_SECRET_ACCESS_KEY")
+        .without_env("AWS_SESSION_TOKEN")
+        .without_env("AWS_ENDPOINT_URL")
+        .with_env("AWS_CONFIG_FILE", &config.display().to_string());
+    let run = profiled.xtask(&["login"]);
+    run.assert_failure();
+    assert!(error_line(&run).contains("no AWS credentials found"));
+    let run = profiled.with_env("AWS_PROFILE", "ci").xtask(&["login"]);
+    run.assert_success().assert_not_leaked(ECR_PASSWORD);
+}
