@@ -11,6 +11,7 @@ mod docker;
 mod ecr;
 mod login;
 mod logout;
+mod progress;
 mod publish;
 mod release;
 mod runner;

@@ -128,14 +128,25 @@ impl Ctx {
     }
 
     /// Run a command that passes a secret on stdin. The secret never reaches
-    /// argv, logs or errors.
+    /// argv, logs or errors. The command's stderr is passed on (secret masked);
+    /// if it fails, its last stderr line is the error's reason.
     pub fn run_with_secret(&self, cmd: Cmd<'_>, secret: &str) -> Result<()> {
         if self.dry_run {
             self.plan(&format!("$ {cmd}   (secret on stdin)"));
             return Ok(());
         }
         let line = cmd.to_string();
-        cmd.stdin(secret).quiet().ignore_stdout().run().with_context(|| format!("`{line}` failed"))
+        let output = cmd.stdin(secret).quiet().ignore_status().output().with_context(|| format!("`{line}` failed"))?;
+        let stderr = String::from_utf8_lossy(&output.stderr).replace(secret, "********");
+        let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+        if !output.status.success() {
+            let reason = lines.last().copied().unwrap_or("no message");
+            anyhow::bail!("`{line}` failed: {reason}");
+        }
+        for line in lines {
+            eprintln!("{line}");
+        }
+        Ok(())
     }
 
     /// Run a read-only query and capture its stdout. It runs in a dry run too:
