@@ -15,9 +15,7 @@ fn sandbox() -> (Sandbox, String) {
     let sandbox = Sandbox::new()
         .with_env("ECR_REGISTRY", "localhost:1")
         .with_env("IMAGE_REPOSITORY", &repository)
-        .with_env("APP_VERSION", &version)
-        // A target dir of its own: the outer `cargo test` holds the lock on target/.
-        .with_env("CARGO_TARGET_DIR", &support::project_root().join("target/xtask-it").display().to_string());
+        .with_env("APP_VERSION", &version);
     (sandbox, format!("localhost:1/{repository}:{version}"))
 }
 
