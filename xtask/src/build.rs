@@ -25,7 +25,9 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 .env(flags_var, "-C target-feature=+crt-static"),
         )
     })?;
-    let context = target_dir(ctx).join("docker-context");
+    // One context per run: two builds at once (CI jobs, tests) must not
+    // stage into the same directory.
+    let context = target_dir(ctx).join(format!("docker-context-{}", std::process::id()));
     ctx.step("stage the image's build context", || {
         let binary = target_dir(ctx).join(&target).join("release").join(PACKAGE);
         if ctx.dry_run {
@@ -41,11 +43,15 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         let versioned = ctx.settings.image(version);
         let latest = ctx.settings.image("latest");
         let dockerfile = ctx.settings.root.join("Dockerfile");
-        ctx.run(cmd!(
+        let built = ctx.run(cmd!(
             sh,
             "docker build --file {dockerfile} --tag {versioned} --tag {latest}
                 --build-arg APP_NAME={app} --build-arg APP_VERSION={version} {context}"
-        ))
+        ));
+        if !ctx.dry_run {
+            let _ = std::fs::remove_dir_all(&context);
+        }
+        built
     })
 }
 
