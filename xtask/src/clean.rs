@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use bollard::query_parameters::{ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
 
 use crate::compose::Compose;
-use crate::docker;
 use crate::runner::Ctx;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
@@ -19,13 +18,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     ctx.step("remove dangling project images", || {
         let label = format!("application={}", ctx.settings.app);
         let description = format!("list dangling images labelled {label} and remove each");
-        ctx.call(&description, remove_dangling_images(label))?;
+        ctx.call(&description, remove_dangling_images(ctx, label))?;
         Ok(())
     })
 }
 
-async fn remove_dangling_images(label: String) -> Result<()> {
-    let docker = docker::connect().await?;
+async fn remove_dangling_images(ctx: &Ctx, label: String) -> Result<()> {
+    let docker = ctx.docker().await?;
     let filters = HashMap::from([("dangling", vec!["true"]), ("label", vec![label.as_str()])]);
     let images = docker
         .list_images(Some(ListImagesOptionsBuilder::default().filters(&filters).build()))

@@ -38,7 +38,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
 
     let layers = ctx.step("check the release image is built", || {
         ctx.call(&format!("docker image inspect {versioned}"), async {
-            let docker = crate::docker::connect().await?;
+            let docker = ctx.docker().await?;
             local_layers(&docker, &versioned).await
         })
     })?;
@@ -48,7 +48,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     }
     ctx.step(&format!("tag {latest}"), || {
         ctx.call(&format!("docker tag {versioned} {latest}"), async {
-            let docker = crate::docker::connect().await?;
+            let docker = ctx.docker().await?;
             let options = TagImageOptionsBuilder::new().repo(&ctx.settings.image_name()).tag("latest").build();
             docker
                 .tag_image(&versioned, Some(options))
@@ -59,14 +59,14 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     for (image, tag) in [(&versioned, version.as_str()), (&latest, "latest")] {
         ctx.step(&format!("push {image}"), || {
             ctx.call(&format!("docker push {image} (credential of the ECR token)"), async {
-                let docker = crate::docker::connect().await?;
+                let docker = ctx.docker().await?;
                 push_with_retries(&docker, ctx, &auth, tag, layers.unwrap_or(0)).await
             })
         })?;
     }
     let digests = ctx.step("resolve the pushed tags in the registry", || {
         ctx.call(&format!("engine distribution inspect of {versioned} and {latest}"), async {
-            let docker = crate::docker::connect().await?;
+            let docker = ctx.docker().await?;
             let mut digests = Vec::new();
             for image in [&versioned, &latest] {
                 digests.push((image.clone(), remote_digest(&docker, &auth, image).await?));

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::compose::Compose;
-use crate::docker;
 use crate::runner::Ctx;
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -68,7 +67,7 @@ fn wait_until_healthy(ctx: &Ctx, compose: &Compose) -> Result<()> {
     }
     eprintln!("waiting for the app to be healthy...");
     ctx.block_on(async {
-        let docker = docker::connect().await?;
+        let docker = ctx.docker().await?;
         let started = Instant::now();
         loop {
             let inspect = docker

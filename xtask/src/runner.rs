@@ -19,6 +19,7 @@ pub struct Ctx {
     version: OnceCell<String>,
     exported: Cell<bool>,
     runtime: OnceCell<tokio::runtime::Runtime>,
+    docker: OnceCell<bollard::Docker>,
     task: Cell<&'static str>,
     in_step: Cell<bool>,
     github_actions: bool,
@@ -35,6 +36,7 @@ impl Ctx {
             version: OnceCell::new(),
             exported: Cell::new(false),
             runtime: OnceCell::new(),
+            docker: OnceCell::new(),
             task: Cell::new(""),
             in_step: Cell::new(false),
             github_actions: std::env::var("GITHUB_ACTIONS").is_ok_and(|value| value == "true"),
@@ -178,5 +180,14 @@ impl Ctx {
         }
         let runtime = self.runtime.get().context("async runtime missing")?;
         runtime.block_on(future)
+    }
+
+    /// The Docker engine API, connected (and version-negotiated) once per run.
+    pub async fn docker(&self) -> Result<bollard::Docker> {
+        if let Some(docker) = self.docker.get() {
+            return Ok(docker.clone());
+        }
+        let docker = crate::docker::connect().await?;
+        Ok(self.docker.get_or_init(|| docker).clone())
     }
 }
