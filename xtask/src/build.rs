@@ -1,9 +1,91 @@
-//! `build`: not built yet.
+//! `build`: the release image. The service is compiled as one statically
+//! linked binary on the host, then packed into an image `FROM scratch`, so the
+//! build pulls nothing: no base image, no builder image.
 
-use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use xshell::cmd;
 
 use crate::runner::Ctx;
 
-pub fn run(_ctx: &Ctx) -> Result<()> {
-    bail!("`build` is not built yet")
+/// The service's crate and binary.
+const PACKAGE: &str = "todobackend";
+
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let target = static_target()?;
+    ctx.step("static build of the service", || {
+        let sh = ctx.sh()?;
+        let cargo = cargo();
+        // RUSTFLAGS for the target only: with --target, build scripts and
+        // proc macros stay dynamically linked and keep their cache.
+        let flags_var = format!("CARGO_TARGET_{}_RUSTFLAGS", target.to_uppercase().replace('-', "_"));
+        ctx.run(
+            cmd!(sh, "{cargo} build --release --locked --package {PACKAGE} --target {target}")
+                .env(flags_var, "-C target-feature=+crt-static"),
+        )
+    })?;
+    let context = target_dir(ctx).join("docker-context");
+    ctx.step("stage the image's build context", || {
+        let binary = target_dir(ctx).join(&target).join("release").join(PACKAGE);
+        if ctx.dry_run {
+            ctx.plan(&format!("stage {} with {}", context.display(), binary.display()));
+            return Ok(());
+        }
+        stage_context(&binary, &context)
+    })?;
+    ctx.step("build the release image", || {
+        let sh = ctx.sh()?;
+        let version = ctx.version()?;
+        let app = &ctx.settings.app;
+        let versioned = ctx.settings.image(version);
+        let latest = ctx.settings.image("latest");
+        let dockerfile = ctx.settings.root.join("Dockerfile");
+        ctx.run(cmd!(
+            sh,
+            "docker build --file {dockerfile} --tag {versioned} --tag {latest}
+                --build-arg APP_NAME={app} --build-arg APP_VERSION={version} {context}"
+        ))
+    })
+}
+
+/// Where cargo puts build output: CARGO_TARGET_DIR, else target/.
+fn target_dir(ctx: &Ctx) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => ctx.settings.root.join(dir),
+        None => ctx.settings.root.join("target"),
+    }
+}
+
+/// `cargo` as cargo ran us (CARGO), else from PATH.
+fn cargo() -> PathBuf {
+    std::env::var_os("CARGO").map(PathBuf::from).unwrap_or_else(|| "cargo".into())
+}
+
+/// The Linux GNU target of this machine's architecture: the image runs on
+/// the same kind of machine it was built on.
+fn static_target() -> Result<String> {
+    if std::env::consts::OS != "linux" {
+        bail!(
+            "the release image holds a Linux binary built on the host: run `cargo xtask build` on Linux \
+             (or in a Linux VM / CI runner)"
+        );
+    }
+    Ok(format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
+}
+
+/// The build context holds only what the image gets: the binary, and the
+/// empty /data and /public directories that the Dockerfile hands to the
+/// non-root user (named volumes copy that ownership when first mounted).
+fn stage_context(binary: &Path, context: &Path) -> Result<()> {
+    if context.exists() {
+        std::fs::remove_dir_all(context).with_context(|| format!("cannot clear {}", context.display()))?;
+    }
+    let rootfs = context.join("rootfs");
+    for dir in ["data", "public"] {
+        std::fs::create_dir_all(rootfs.join(dir)).with_context(|| format!("cannot create {}", rootfs.display()))?;
+    }
+    std::fs::copy(binary, rootfs.join(PACKAGE))
+        .with_context(|| format!("cannot copy the service binary {}", binary.display()))?;
+    Ok(())
 }

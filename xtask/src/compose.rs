@@ -1,1 +1,39 @@
-//! Shared helpers: not built yet.
+//! The local environment (`docker-compose.yml`), through Docker Compose v2
+//! (`docker compose`) or v1 (`docker-compose`, the one Debian 12 ships).
+
+use anyhow::{Result, bail};
+use xshell::{Cmd, cmd};
+
+use crate::runner::Ctx;
+
+pub struct Compose {
+    /// `["docker", "compose"]` or `["docker-compose"]`.
+    program: Vec<&'static str>,
+}
+
+impl Compose {
+    /// Find Compose: the v2 plugin if the docker CLI has it, else v1.
+    pub fn detect(ctx: &Ctx) -> Result<Compose> {
+        let sh = ctx.sh()?;
+        if cmd!(sh, "docker compose version").quiet().ignore_stdout().ignore_stderr().run().is_ok() {
+            return Ok(Compose { program: vec!["docker", "compose"] });
+        }
+        if cmd!(sh, "docker-compose version").quiet().ignore_stdout().ignore_stderr().run().is_ok() {
+            return Ok(Compose { program: vec!["docker-compose"] });
+        }
+        bail!(
+            "neither `docker compose` (v2) nor `docker-compose` (v1) is installed: install Docker Compose \
+             (Debian: `apt-get install docker-compose`; Docker Desktop includes v2)"
+        )
+    }
+
+    /// `<compose> -p <project> -f <file> <args...>`, at the project root with
+    /// the workflow's variables exported.
+    pub fn cmd<'a>(&self, ctx: &'a Ctx, args: &[&str]) -> Result<Cmd<'a>> {
+        let sh = ctx.sh()?;
+        let (program, prefix) = self.program.split_first().expect("compose program is never empty");
+        let project = &ctx.settings.compose_project;
+        let file = &ctx.settings.compose_file;
+        Ok(cmd!(sh, "{program} {prefix...} -p {project} -f {file} {args...}"))
+    }
+}

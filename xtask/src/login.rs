@@ -1,9 +1,53 @@
-//! `login`: not built yet.
+//! `login`: Docker in to the ECR registry with a fresh authorization token
+//! (GetAuthorizationToken through the SDK; no `aws` CLI). The password goes to
+//! `docker login --password-stdin`, so it is never in the process list, and
+//! the credential lands wherever the Docker config keeps them (credsStore,
+//! credHelpers).
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+use xshell::cmd;
 
+use crate::ecr::{self, Authorization};
 use crate::runner::Ctx;
 
-pub fn run(_ctx: &Ctx) -> Result<()> {
-    bail!("`login` is not built yet")
+pub fn run(ctx: &Ctx) -> Result<()> {
+    // A named registry can be checked for the ECR helper before any AWS call.
+    if let Some(registry) = &ctx.settings.explicit_registry {
+        if helper_in_use(registry)? {
+            return Ok(());
+        }
+    }
+    let auth = ctx.step("get an ECR authorization token", || ecr::authorization(ctx))?;
+    if ctx.settings.explicit_registry.is_none() && helper_in_use(&auth.registry)? {
+        return Ok(());
+    }
+    login_with(ctx, &auth)
+}
+
+/// `docker login` to `auth.registry` with the token's password on stdin.
+pub fn login_with(ctx: &Ctx, auth: &Authorization) -> Result<()> {
+    let registry = &auth.registry;
+    ctx.step(&format!("log Docker in to {registry}"), || {
+        let sh = ctx.sh()?;
+        let user = &auth.username;
+        ctx.run_with_secret(cmd!(sh, "docker login --username {user} --password-stdin {registry}"), &auth.password)
+            .map_err(|err| ecr::explain_registry_error("docker login", registry, &format!("{err:#}")))
+    })?;
+    if !ctx.dry_run {
+        eprintln!("logged in to {registry}; the token expires {}", auth.expiry_text());
+    }
+    Ok(())
+}
+
+/// Whether Docker already gets this registry's credential from
+/// docker-credential-ecr-login, which makes a login pointless.
+fn helper_in_use(registry: &str) -> Result<bool> {
+    if !ecr::docker_uses_ecr_helper(registry)? {
+        return Ok(false);
+    }
+    eprintln!(
+        "Docker gets the credential for {registry} from docker-credential-ecr-login (credHelpers/credsStore in {}): no login needed",
+        ecr::docker_config_path().map(|path| path.display().to_string()).unwrap_or_else(|| "the Docker config".into())
+    );
+    Ok(true)
 }

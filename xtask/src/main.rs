@@ -11,6 +11,7 @@ mod docker;
 mod ecr;
 mod login;
 mod logout;
+mod progress;
 mod publish;
 mod release;
 mod runner;
@@ -46,7 +47,7 @@ enum Task {
     /// Run the service's tests and build the release image.
     Test,
     /// Start the local environment from the built image and run acceptance tests.
-    Release,
+    Release(release::Args),
     /// Remove the local environment, its volumes and dangling project images.
     Clean,
     /// Log Docker in to the ECR registry.
@@ -67,7 +68,7 @@ impl Task {
             Task::Version => "version",
             Task::Build => "build",
             Task::Test => "test",
-            Task::Release => "release",
+            Task::Release(_) => "release",
             Task::Clean => "clean",
             Task::Login => "login",
             Task::Logout => "logout",
@@ -80,7 +81,8 @@ impl Task {
     /// The tasks that run before this one, like a Makefile's prerequisites.
     fn needs(&self) -> Vec<Task> {
         match self {
-            Task::Test | Task::Release => vec![Task::Build],
+            Task::Test => vec![Task::Build],
+            Task::Release(args) if !args.no_build => vec![Task::Build],
             Task::Deploy(args) if !args.no_login => vec![Task::Login],
             _ => Vec::new(),
         }
@@ -107,7 +109,7 @@ impl Runner {
             Task::Version => version::run(ctx),
             Task::Build => build::run(ctx),
             Task::Test => test::run(ctx),
-            Task::Release => release::run(ctx),
+            Task::Release(_) => release::run(ctx),
             Task::Clean => clean::run(ctx),
             Task::Login => login::run(ctx),
             Task::Logout => logout::run(ctx),

@@ -1,9 +1,127 @@
-//! `release`: not built yet.
+//! `release`: the local environment from the built image, as the Makefile's
+//! release did: migrate, collect static files, start the app, wait until it is
+//! healthy, run the acceptance tests against it, and leave it running.
 
-use anyhow::{Result, bail};
+use std::time::{Duration, Instant};
 
+use anyhow::{Context, Result, bail};
+
+use crate::compose::Compose;
+use crate::docker;
 use crate::runner::Ctx;
 
-pub fn run(_ctx: &Ctx) -> Result<()> {
-    bail!("`release` is not built yet")
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Args {
+    /// Use the images already built (by `test` or `build`) instead of building first.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+/// How long the app may take to report healthy.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(90);
+
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let compose = Compose::detect(ctx)?;
+    one_shot(ctx, &compose, "run the migrations", "migrate")?;
+    one_shot(ctx, &compose, "collect the static files", "collectstatic")?;
+    ctx.step("start the app", || {
+        // --no-deps: migrate and collectstatic ran just above, with their
+        // failures attributed to them.
+        ctx.run(compose.cmd(ctx, &["up", "--detach", "--no-deps", "app"])?)?;
+        wait_until_healthy(ctx, &compose).inspect_err(|_| show_logs(ctx, &compose, "app"))
+    })?;
+    one_shot(ctx, &compose, "run the acceptance tests", "acceptance")?;
+    let url = ctx.step("find the app's address", || {
+        if ctx.dry_run {
+            ctx.plan(&format!("$ {}", compose.cmd(ctx, &["port", "app", "8000"])?));
+            return Ok("http://localhost:<port>".to_owned());
+        }
+        let published = ctx.read(compose.cmd(ctx, &["port", "app", "8000"])?)?;
+        local_url(&published)
+    })?;
+    if !ctx.dry_run {
+        println!("App running at {url}");
+    }
+    Ok(())
+}
+
+/// Run one of the compose file's one-shot services to completion. Its output
+/// streams to stderr as it runs, so a failure shows the container's logs.
+fn one_shot(ctx: &Ctx, compose: &Compose, title: &str, service: &str) -> Result<()> {
+    ctx.step(title, || {
+        ctx.run(compose.cmd(ctx, &["run", "--rm", "--no-deps", service])?)
+            .with_context(|| format!("{service} failed; its output is above"))
+    })
+}
+
+/// Poll the app container's health until it is healthy, it stops, or the
+/// time is up.
+fn wait_until_healthy(ctx: &Ctx, compose: &Compose) -> Result<()> {
+    if ctx.dry_run {
+        ctx.plan("api: inspect the app container until its healthcheck passes");
+        return Ok(());
+    }
+    let id = ctx.read(compose.cmd(ctx, &["ps", "-q", "app"])?)?;
+    let id = id.trim();
+    if id.is_empty() {
+        bail!("the app container was not created");
+    }
+    eprintln!("waiting for the app to be healthy...");
+    ctx.block_on(async {
+        let docker = docker::connect().await?;
+        let started = Instant::now();
+        loop {
+            let inspect = docker
+                .inspect_container(id, None)
+                .await
+                .context("cannot inspect the app container")?;
+            let state = inspect.state.unwrap_or_default();
+            let health = state.health.and_then(|health| health.status).map(|status| status.to_string());
+            match health.as_deref() {
+                Some("healthy") => return Ok(()),
+                Some("unhealthy") => bail!("the app is unhealthy: its healthcheck fails (logs above)"),
+                _ => {}
+            }
+            if state.running == Some(false) {
+                bail!("the app stopped (exit code {}): its logs are above", state.exit_code.unwrap_or(-1));
+            }
+            if started.elapsed() > HEALTHY_WITHIN {
+                bail!("the app was not healthy within {}s: its logs are above", HEALTHY_WITHIN.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
+/// The last lines of a service's logs, to stderr, after a failure.
+fn show_logs(ctx: &Ctx, compose: &Compose, service: &str) {
+    eprintln!("--- last logs of {service}");
+    if let Ok(cmd) = compose.cmd(ctx, &["logs", "--no-color", "--tail", "50", service]) {
+        let _ = ctx.run(cmd);
+    }
+}
+
+/// `0.0.0.0:49153` (what `compose port` prints) → `http://localhost:49153`.
+fn local_url(published: &str) -> Result<String> {
+    let line = published.lines().next().unwrap_or("").trim();
+    let port = line
+        .rsplit_once(':')
+        .map(|(_, port)| port)
+        .filter(|port| port.parse::<u16>().is_ok_and(|port| port != 0))
+        .with_context(|| format!("unexpected answer from `compose port app 8000`: {line:?}"))?;
+    Ok(format!("http://localhost:{port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_url;
+
+    #[test]
+    fn published_port_becomes_a_localhost_url() {
+        assert_eq!(local_url("0.0.0.0:49153\n").unwrap(), "http://localhost:49153");
+        assert_eq!(local_url("[::]:8080").unwrap(), "http://localhost:8080");
+        assert_eq!(local_url("0.0.0.0:49153\n:::49153\n").unwrap(), "http://localhost:49153");
+        assert!(local_url("").is_err());
+        assert!(local_url("0.0.0.0:0").is_err());
+    }
 }

@@ -108,26 +108,45 @@ impl Ctx {
         println!("    {line}");
     }
 
-    /// Run a command, or in a dry run print it. xshell echoes the command line
-    /// to stderr and names it in the error if it fails.
+    /// Run a command, or in a dry run print it. The command line is echoed to
+    /// stderr, and so is everything the command prints: stdout is kept for
+    /// the xtask's results.
     pub fn run(&self, cmd: Cmd<'_>) -> Result<()> {
         if self.dry_run {
             self.plan(&format!("$ {cmd}"));
             return Ok(());
         }
         let line = cmd.to_string();
-        cmd.run().with_context(|| format!("`{line}` failed"))
+        eprintln!("$ {line}");
+        let mut command = std::process::Command::from(cmd);
+        command.stdout(std::io::stderr());
+        let status = command.status().with_context(|| format!("cannot start `{line}`"))?;
+        if !status.success() {
+            anyhow::bail!("`{line}` failed ({status})");
+        }
+        Ok(())
     }
 
     /// Run a command that passes a secret on stdin. The secret never reaches
-    /// argv, logs or errors.
+    /// argv, logs or errors. The command's stderr is passed on (secret masked);
+    /// if it fails, its last stderr line is the error's reason.
     pub fn run_with_secret(&self, cmd: Cmd<'_>, secret: &str) -> Result<()> {
         if self.dry_run {
             self.plan(&format!("$ {cmd}   (secret on stdin)"));
             return Ok(());
         }
         let line = cmd.to_string();
-        cmd.stdin(secret).quiet().ignore_stdout().run().with_context(|| format!("`{line}` failed"))
+        let output = cmd.stdin(secret).quiet().ignore_status().output().with_context(|| format!("`{line}` failed"))?;
+        let stderr = String::from_utf8_lossy(&output.stderr).replace(secret, "********");
+        let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+        if !output.status.success() {
+            let reason = lines.last().copied().unwrap_or("no message");
+            anyhow::bail!("`{line}` failed: {reason}");
+        }
+        for line in lines {
+            eprintln!("{line}");
+        }
+        Ok(())
     }
 
     /// Run a read-only query and capture its stdout. It runs in a dry run too:

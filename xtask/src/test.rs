@@ -1,9 +1,16 @@
-//! `test`: not built yet.
+//! `test`: the service's unit and integration tests (the API in-process,
+//! against a real SQLite file). `build` runs first, so the release image is
+//! built too.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+use xshell::cmd;
 
 use crate::runner::Ctx;
 
-pub fn run(_ctx: &Ctx) -> Result<()> {
-    bail!("`test` is not built yet")
+pub fn run(ctx: &Ctx) -> Result<()> {
+    ctx.step("the service's tests", || {
+        let sh = ctx.sh()?;
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        ctx.run(cmd!(sh, "{cargo} test --locked --package todobackend"))
+    })
 }

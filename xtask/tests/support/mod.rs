@@ -210,10 +210,21 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
+        Moto::start_with_env(&[])
+    }
+
+    /// moto checking every request's credentials against its own IAM: the
+    /// dummy keys of [`Moto::aws_env`] are then rejected, as AWS rejects bad keys.
+    pub fn start_with_auth() -> Moto {
+        Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")])
+    }
+
+    fn start_with_env(env: &[(&str, &str)]) -> Moto {
         let server = moto_server();
         let port = free_port();
         let child = Command::new(server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -429,6 +440,71 @@ impl Sandbox {
             status: out.status,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Sandbox {
+    /// Remove an environment variable the sandbox would set.
+    pub fn without_env(mut self, key: &str) -> Sandbox {
+        self.env.retain(|(existing, _)| existing != key);
+        self
+    }
+
+    /// The sandbox's private Docker config directory (DOCKER_CONFIG).
+    pub fn docker_config(&self) -> PathBuf {
+        self.dir.path().join("docker-config")
+    }
+
+    /// The real docker CLI with the sandbox's DOCKER_CONFIG and nothing else of it.
+    pub fn docker(&self, args: &[&str]) -> Run {
+        let out = Command::new("docker")
+            .args(args)
+            .env("DOCKER_CONFIG", self.docker_config())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker");
+        Run {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- images
+
+/// Local image tags made by a test, removed (untagged) when dropped.
+pub struct Images(pub Vec<String>);
+
+impl Images {
+    /// A tiny image `FROM scratch` (one text file, `LABEL application=todobackend`),
+    /// built locally (nothing pulled) and tagged `tag`. `content` makes it unique.
+    pub fn build_scratch(tag: &str, content: &str) -> Images {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("hello.txt"), content).expect("write file");
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nLABEL application=todobackend\nCOPY hello.txt /hello.txt\n",
+        )
+        .expect("write Dockerfile");
+        run_ok(
+            Command::new("docker").args(["build", "--quiet", "--tag", tag]).arg(dir.path()).env("DOCKER_BUILDKIT", "0"),
+            "docker build of a scratch image",
+        );
+        Images(vec![tag.to_owned()])
+    }
+
+    /// Also remove `tag` when dropped (a tag the code under test made).
+    pub fn track(&mut self, tag: &str) {
+        self.0.push(tag.to_owned());
+    }
+}
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for tag in &self.0 {
+            let _ = Command::new("docker").args(["image", "rm", "--force", tag]).output();
         }
     }
 }

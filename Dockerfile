@@ -1,0 +1,30 @@
+# The release image of todobackend: one statically linked binary, FROM scratch,
+# so building it pulls nothing. `cargo xtask build` compiles the binary and
+# stages the build context (target/docker-context/rootfs: the binary and empty
+# data/ and public/ directories); build it with that, not by hand.
+FROM scratch
+
+ARG APP_NAME=todobackend
+ARG APP_VERSION=unknown
+LABEL application=$APP_NAME \
+      version=$APP_VERSION \
+      org.opencontainers.image.title=$APP_NAME \
+      org.opencontainers.image.version=$APP_VERSION
+
+# A numeric non-root user (scratch has no /etc/passwd). It owns /data and
+# /public, and named volumes mounted there take that ownership.
+COPY --chown=10001:10001 rootfs/ /
+USER 10001:10001
+
+ENV TODOBACKEND_DB=/data/todobackend.sqlite3 \
+    TODOBACKEND_STATIC_ROOT=/public \
+    TODOBACKEND_LISTEN=0.0.0.0:8000
+VOLUME ["/data", "/public"]
+EXPOSE 8000
+
+# No shell or curl in the image: the binary checks itself.
+HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["/todobackend", "healthcheck"]
+
+ENTRYPOINT ["/todobackend"]
+CMD ["serve"]

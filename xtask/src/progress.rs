@@ -1,0 +1,109 @@
+//! A small progress printer on stderr: on a terminal, one bar redrawn in
+//! place; elsewhere (CI logs), a plain line per milestone and no bar.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+const BAR_WIDTH: usize = 30;
+const REDRAW_EVERY: Duration = Duration::from_millis(100);
+
+pub struct Progress {
+    label: String,
+    tty: bool,
+    drawn: bool,
+    last_draw: Option<Instant>,
+}
+
+impl Progress {
+    /// A printer for `label` (e.g. the image being pushed). A terminal gets a
+    /// bar unless TERM=dumb; anything else gets lines.
+    pub fn new(label: &str) -> Progress {
+        let tty = std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |term| term != "dumb");
+        Progress { label: label.to_owned(), tty, drawn: false, last_draw: None }
+    }
+
+    /// Redraw the bar at `fraction` (0..=1) with `detail`; nothing outside a terminal.
+    pub fn update(&mut self, fraction: f64, detail: &str) {
+        if !self.tty {
+            return;
+        }
+        let now = Instant::now();
+        if self.last_draw.is_some_and(|last| now.duration_since(last) < REDRAW_EVERY) {
+            return;
+        }
+        self.last_draw = Some(now);
+        let line = render(&self.label, fraction, detail);
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(stderr, "\r\x1b[2K{line}");
+        let _ = stderr.flush();
+        self.drawn = true;
+    }
+
+    /// A milestone: a line in CI; on a terminal the next redraw shows it.
+    pub fn milestone(&mut self, fraction: f64, text: &str) {
+        if self.tty {
+            self.last_draw = None;
+            self.update(fraction, text);
+        } else {
+            eprintln!("{}: {text}", self.label);
+        }
+    }
+
+    /// The last line: replaces the bar on a terminal, a plain line elsewhere.
+    pub fn finish(&mut self, text: &str) {
+        if self.drawn {
+            eprint!("\r\x1b[2K");
+            self.drawn = false;
+        }
+        eprintln!("{}: {text}", self.label);
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        // Never leave a half-drawn bar in front of an error message.
+        if self.drawn {
+            eprintln!();
+        }
+    }
+}
+
+/// `label [#########.....................]  30% detail`
+pub fn render(label: &str, fraction: f64, detail: &str) -> String {
+    let fraction = if fraction.is_finite() { fraction.clamp(0.0, 1.0) } else { 0.0 };
+    let filled = (fraction * BAR_WIDTH as f64).round() as usize;
+    let bar = format!("{}{}", "#".repeat(filled), ".".repeat(BAR_WIDTH - filled));
+    format!("{label} [{bar}] {:>3}% {detail}", (fraction * 100.0).round() as u32)
+}
+
+/// 1536 → "1.5 KB", in powers of 1024 as Docker prints them.
+pub fn bytes(n: i64) -> String {
+    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
+    let mut value = n.max(0) as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{value:.0} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bar_is_drawn_to_scale() {
+        assert_eq!(render("img", 0.5, "x"), format!("img [{}{}]  50% x", "#".repeat(15), ".".repeat(15)));
+        assert_eq!(render("img", 2.0, ""), format!("img [{}] 100% ", "#".repeat(30)));
+        assert_eq!(render("img", f64::NAN, ""), format!("img [{}]   0% ", ".".repeat(30)));
+    }
+
+    #[test]
+    fn sizes_read_like_docker() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KB");
+        assert_eq!(bytes(5 * 1024 * 1024), "5.0 MB");
+        assert_eq!(bytes(-1), "0 B");
+    }
+}

@@ -1,0 +1,320 @@
+//! `login`, `logout` and `publish` against moto's ECR emulator and a local
+//! registry whose htpasswd user is the emulator's token: everything on loopback.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{ECR_PASSWORD, Images, Moto, Registry, Run, Sandbox, unique_name};
+
+/// A sandbox for the emulator and the registry, with a unique repository and version.
+fn sandbox(moto: &Moto, registry: &Registry, repository: &str, version: &str) -> Sandbox {
+    Sandbox::new()
+        .with_aws(moto)
+        .with_registry(registry)
+        .with_env("IMAGE_REPOSITORY", repository)
+        .with_env("APP_VERSION", version)
+}
+
+/// The one `error:` line of a failed run.
+fn error_line(run: &Run) -> String {
+    let lines = run.error_lines();
+    assert_eq!(lines.len(), 1, "expected one error line\n--- stderr\n{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    eprintln!("{}", lines[0]); // shown with --nocapture
+    lines[0].to_owned()
+}
+
+fn config_json(sandbox: &Sandbox) -> String {
+    std::fs::read_to_string(sandbox.docker_config().join("config.json")).unwrap_or_default()
+}
+
+#[test]
+fn publish_pushes_both_tags_and_login_lets_the_docker_cli_pull() {
+    support::require_docker();
+    let moto = Moto::start();
+    let registry = Registry::start_for_ecr();
+    let repository = unique_name("ecrpub");
+    let version = unique_name("v");
+    let image = format!("{}/{repository}", registry.host());
+    let mut images = Images::build_scratch(&format!("{image}:{version}"), &version);
+    images.track(&format!("{image}:latest"));
+
+    // publish needs no earlier login: the sandbox's Docker config stays empty.
+    let publisher = sandbox(&moto, &registry, &repository, &version);
+    let run = publisher.xtask(&["publish"]);
+    run.assert_success().assert_not_leaked(ECR_PASSWORD);
+    assert!(!config_json(&publisher).contains(&registry.host()), "publish logged Docker in");
+    let versioned = registry.manifest_digest(&repository, &version).expect("the version tag is in the registry");
+    let latest = registry.manifest_digest(&repository, "latest").expect("latest is in the registry");
+    assert_eq!(versioned, latest, "both tags name the same manifest");
+    let printed: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        printed,
+        [format!("{image}:{version}@{versioned}"), format!("{image}:latest@{versioned}")],
+        "stdout: one `<ref>@<digest>` per tag\n{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("layer 1/1"), "layer milestones in CI mode:\n{}", run.stderr);
+    if std::env::var_os("SHOW_PUBLISH").is_some() {
+        eprintln!("{}", run.stderr);
+    }
+
+    // Another user: no credential, so the docker CLI cannot pull; after
+    // `login` it can, by digest; after `logout` it cannot again.
+    let user = sandbox(&moto, &registry, &repository, &version);
+    let by_digest = format!("{image}@{versioned}");
+    images.track(&by_digest);
+    let pull = user.docker(&["pull", &by_digest]);
+    assert!(!pull.success(), "pulled without a login:\n{}", pull.stdout);
+
+    let run = user.xtask(&["login"]);
+    run.assert_success().assert_not_leaked(ECR_PASSWORD);
+    assert!(run.stderr.contains(&format!("logged in to {}", registry.host())), "{}", run.stderr);
+    assert!(run.stderr.contains("the token expires at "), "{}", run.stderr);
+    assert!(config_json(&user).contains(&registry.host()), "login stored no credential");
+    let pull = user.docker(&["pull", &by_digest]);
+    assert!(pull.success(), "docker pull by digest after login failed:\n{}", pull.stderr);
+
+    let run = user.xtask(&["logout"]);
+    run.assert_success().assert_not_leaked(ECR_PASSWORD);
+    assert!(!config_json(&user).contains(&registry.host()), "logout left the credential:\n{}", config_json(&user));
+    // Logging out twice is fine.
+    user.xtask(&["logout"]).assert_success();
+}
+
+#[test]
+fn publish_can_create_the_repository_and_runs_twice() {
+    support::require_docker();
+    let moto = Moto::start();
+    let registry = Registry::start_for_ecr();
+    let repository = unique_name("ecrnew");
+    let version = unique_name("v");
+    let image = format!("{}/{repository}", registry.host());
+    let mut images = Images::build_scratch(&format!("{image}:{version}"), &version);
+    images.track(&format!("{image}:latest"));
+    let sandbox = sandbox(&moto, &registry, &repository, &version);
+
+    let run = sandbox.xtask(&["publish", "--create-repository"]);
+    run.assert_success().assert_not_leaked(ECR_PASSWORD);
+    assert!(run.stderr.contains(&format!("created ECR repository {repository}")), "{}", run.stderr);
+
+    let run = sandbox.with_env("ECR_CREATE_REPOSITORY", "true").xtask(&["publish"]);
+    run.assert_success().assert_not_leaked(ECR_PASSWORD);
+    assert!(run.stderr.contains(&format!("ECR repository {repository} exists")), "{}", run.stderr);
+    assert!(run.stderr.contains("already in the registry"), "{}", run.stderr);
+}
+
+#[test]
+fn the_password_is_on_stdin_never_in_argv() {
+    // A `docker` stand-in that records its arguments and its stdin.
+    let moto = Moto::start();
+    let registry = Registry::start_for_ecr();
+    let bin = tempfile::tempdir().unwrap();
+    let record = bin.path().join("record");
+    let script = format!(
+        "#!/bin/sh\necho \"$@\" >> {args}\ncat > {stdin}\n",
+        args = record.with_extension("args").display(),
+        stdin = record.with_extension("stdin").display()
+    );
+    let docker = bin.path().join("docker");
+    std::fs::write(&docker, script).unwrap();
+    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+    let run = sandbox(&moto, &registry, "todobackend", "1").with_env("PATH", &path).xtask(&["login"]);
+    run.assert_success().assert_not_leaked(ECR_PASSWORD);
+    let args = std::fs::read_to_string(record.with_extension("args")).unwrap();
+    assert_eq!(args.trim(), format!("login --username AWS --password-stdin {}", registry.host()));
+    assert_eq!(std::fs::read_to_string(record.with_extension("stdin")).unwrap(), ECR_PASSWORD);
+}
+
+#[test]
+fn a_registry_refusing_the_credential_is_a_clear_failure() {
+    support::require_docker();
+    let moto = Moto::start();
+    let registry = Registry::start("AWS", "not-the-ecr-token");
+    let repository = unique_name("ecrbad");
+    let version = unique_name("v");
+    let mut images = Images::build_scratch(&format!("{}/{repository}:{version}", registry.host()), &version);
+    images.track(&format!("{}/{repository}:latest", registry.host()));
+    let sandbox = sandbox(&moto, &registry, &repository, &version);
+
+    for task in ["login", "publish"] {
+        let run = sandbox.xtask(&[task]);
+        run.assert_failure().assert_not_leaked(ECR_PASSWORD);
+        let error = error_line(&run);
+        assert!(error.contains(&format!("registry {} refused the ECR credential", registry.host())), "{error}");
+        assert!(error.contains("ECR_REGISTRY"), "{error}");
+    }
+    assert!(!config_json(&sandbox).contains(&registry.host()));
+}
+
+#[test]
+fn an_unreachable_registry_fails_quickly_and_names_it() {
+    support::require_docker();
+    let moto = Moto::start();
+    let mut registry = Registry::start_for_ecr();
+    registry.stop();
+    let repository = unique_name("ecrdown");
+    let version = unique_name("v");
+    let mut images = Images::build_scratch(&format!("{}/{repository}:{version}", registry.host()), &version);
+    images.track(&format!("{}/{repository}:latest", registry.host()));
+    let sandbox = sandbox(&moto, &registry, &repository, &version);
+
+    for task in ["login", "publish"] {
+        let started = Instant::now();
+        let run = sandbox.xtask(&[task]);
+        assert!(started.elapsed() < Duration::from_secs(60), "{task} took {:?}", started.elapsed());
+        run.assert_failure().assert_not_leaked(ECR_PASSWORD);
+        let error = error_line(&run);
+        assert!(error.contains(&format!("registry {} is unreachable", registry.host())), "{error}");
+    }
+}
+
+#[test]
+fn dirty_versions_and_unbuilt_images_are_refused() {
+    support::require_docker();
+    let moto = Moto::start();
+    let registry = Registry::start_for_ecr();
+    let repository = unique_name("ecrnone");
+
+    let run = sandbox(&moto, &registry, &repository, "abc1234-dirty").xtask(&["publish"]);
+    run.assert_failure();
+    let error = error_line(&run);
+    assert!(error.contains("uncommitted changes") && error.contains("--allow-dirty"), "{error}");
+
+    let run = sandbox(&moto, &registry, &repository, "abc1234-dirty").xtask(&["publish", "--allow-dirty"]);
+    run.assert_failure();
+    let error = error_line(&run);
+    assert!(error.contains("run `cargo xtask test` first"), "{error}");
+
+    let run = sandbox(&moto, &registry, &repository, &unique_name("v")).xtask(&["publish"]);
+    run.assert_failure();
+    let error = error_line(&run);
+    assert!(error.contains("is not built: run `cargo xtask test` first"), "{error}");
+}
+
+#[test]
+fn dry_runs_print_the_plan_and_change_nothing() {
+    support::require_docker();
+    let moto = Moto::start();
+    let registry = Registry::start_for_ecr();
+    let repository = unique_name("ecrdry");
+    let version = unique_name("v");
+    let mut images = Images::build_scratch(&format!("{}/{repository}:{version}", registry.host()), &version);
+    images.track(&format!("{}/{repository}:latest", registry.host()));
+    let sandbox = sandbox(&moto, &registry, &repository, &version);
+    let host = registry.host();
+
+    let run = sandbox.xtask(&["--dry-run", "login"]);
+    run.assert_success().assert_not_leaked(ECR_PASSWORD);
+    assert!(run.stdout.contains("api: ecr GetAuthorizationToken"), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("docker login --username AWS --password-stdin {host}")), "{}", run.stdout);
+
+    let run = sandbox.xtask(&["--dry-run", "publish", "--create-repository"]);
+    run.assert_success().assert_not_leaked(ECR_PASSWORD);
+    for expected in [
+        "api: ecr GetAuthorizationToken".to_owned(),
+        "DescribeRepositories".to_owned(),
+        format!("docker push {host}/{repository}:{version}"),
+        format!("docker push {host}/{repository}:latest"),
+    ] {
+        assert!(run.stdout.contains(&expected), "plan lacks {expected:?}:\n{}", run.stdout);
+    }
+
+    let run = sandbox.xtask(&["--dry-run", "logout"]);
+    run.assert_success();
+    assert!(run.stdout.contains(&format!("docker logout {host}")), "{}", run.stdout);
+
+    assert_eq!(registry.manifest_digest(&repository, &version), None, "a dry run pushed");
+    assert!(!config_json(&sandbox).contains(&host), "a dry run logged in");
+    let latest = sandbox.docker(&["image", "inspect", &format!("{host}/{repository}:latest")]);
+    assert!(!latest.success(), "a dry run tagged latest");
+}
+
+#[test]
+fn aws_problems_are_one_line_with_the_way_out() {
+    let moto = Moto::start();
+    let registry = Registry::start_for_ecr();
+    let base = || sandbox(&moto, &registry, "todobackend", "1");
+
+    let run = base()
+        .without_env("AWS_ACCESS_KEY_ID")
+        .without_env("AWS_SECRET_ACCESS_KEY")
+        .without_env("AWS_SESSION_TOKEN")
+        .xtask(&["login"]);
+    run.assert_failure();
+    let error = error_line(&run);
+    assert!(error.contains("no AWS credentials found") && error.contains("AWS_PROFILE"), "{error}");
+
+    let run = base().with_env("AWS_REGION", "nowhere").xtask(&["login"]);
+    run.assert_failure();
+    let error = error_line(&run);
+    assert!(error.contains("unknown AWS region \"nowhere\"") && error.contains("AWS_REGION"), "{error}");
+
+    let strict = Moto::start_with_auth();
+    let run = sandbox(&strict, &registry, "todobackend", "1").xtask(&["login"]);
+    run.assert_failure();
+    let error = error_line(&run);
+    assert!(error.contains("AWS rejected the credentials"), "{error}");
+
+    // logout needs no credentials: it falls back to the settings' registry.
+    let run = base()
+        .without_env("ECR_REGISTRY")
+        .without_env("AWS_ACCESS_KEY_ID")
+        .without_env("AWS_SECRET_ACCESS_KEY")
+        .without_env("AWS_SESSION_TOKEN")
+        .xtask(&["logout"]);
+    run.assert_success();
+    assert!(run.stderr.contains("123456789012.dkr.ecr.us-west-2.amazonaws.com"), "{}", run.stderr);
+}
+
+#[test]
+fn the_ecr_credential_helper_makes_login_a_no_op() {
+    let moto = Moto::start();
+    let registry = Registry::start_for_ecr();
+    let sandbox = sandbox(&moto, &registry, "todobackend", "1");
+    let config = format!(r#"{{"credHelpers": {{"{}": "ecr-login"}}}}"#, registry.host());
+    std::fs::write(sandbox.docker_config().join("config.json"), &config).unwrap();
+    let run = sandbox.xtask(&["login"]);
+    run.assert_success();
+    assert!(run.stderr.contains("docker-credential-ecr-login"), "{}", run.stderr);
+    assert!(run.stderr.contains("no login needed"), "{}", run.stderr);
+    assert_eq!(config_json(&sandbox), config, "the Docker config was changed");
+}
+
+#[test]
+fn profile_and_service_specific_endpoint_are_honoured() {
+    let moto = Moto::start();
+    let registry = Registry::start_for_ecr();
+    let mut user = sandbox(&moto, &registry, "todobackend", "1");
+    // Both variants keep every call on loopback: were AWS_ENDPOINT_URL_ECR
+    // ignored, the call would go to the dead general endpoint and fail.
+    let dead = format!("http://127.0.0.1:{}", support::free_port());
+    user = user.with_env("AWS_ENDPOINT_URL", &dead).with_env("AWS_ENDPOINT_URL_ECR", &moto.url());
+    let run = user.xtask(&["login"]);
+    run.assert_success().assert_not_leaked(ECR_PASSWORD);
+    assert!(config_json(&user).contains(&registry.host()));
+
+    // Credentials only from a named profile of the config file.
+    let config = user.dir.path().join("aws-config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile ci]\naws_access_key_id = fromprofile\naws_secret_access_key = fromprofile\nendpoint_url = {}\n",
+            moto.url()
+        ),
+    )
+    .unwrap();
+    let profiled = sandbox(&moto, &registry, "todobackend", "1")
+        .without_env("AWS_ACCESS_KEY_ID")
+        .without_env("AWS_SECRET_ACCESS_KEY")
+        .without_env("AWS_SESSION_TOKEN")
+        .without_env("AWS_ENDPOINT_URL")
+        .with_env("AWS_CONFIG_FILE", &config.display().to_string());
+    let run = profiled.xtask(&["login"]);
+    run.assert_failure();
+    assert!(error_line(&run).contains("no AWS credentials found"));
+    let run = profiled.with_env("AWS_PROFILE", "ci").xtask(&["login"]);
+    run.assert_success().assert_not_leaked(ECR_PASSWORD);
+}
