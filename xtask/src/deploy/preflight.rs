@@ -4,7 +4,6 @@
 //! credential `docker stack deploy --with-registry-auth` will send).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
@@ -113,14 +112,6 @@ pub async fn image_digest(docker: &Docker, image: &str, credentials: Option<Dock
     inspect.descriptor.digest.with_context(|| format!("the registry gave no digest for {image}"))
 }
 
-/// The Docker config directory: DOCKER_CONFIG, else ~/.docker.
-pub fn docker_config_dir() -> Option<PathBuf> {
-    std::env::var_os("DOCKER_CONFIG")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker")))
-}
-
 /// Where a registry's credential is kept in the Docker config.
 #[derive(Debug, PartialEq)]
 pub enum Stored {
@@ -177,8 +168,7 @@ pub fn find_credential(config: &str, registry: &str) -> Result<Stored> {
 /// The credential Docker keeps for `registry` (what `docker login` stored),
 /// or `None` when it has none.
 pub fn credential(sh: &xshell::Shell, registry: &str) -> Result<Option<DockerCredentials>> {
-    let Some(dir) = docker_config_dir() else { return Ok(None) };
-    let path = dir.join("config.json");
+    let Some(path) = crate::ecr::docker_config_path() else { return Ok(None) };
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -271,7 +271,9 @@ pub async fn report(docker: &Docker, stack: &str, name: &str) {
                     .unwrap_or_default();
                 let message = status.and_then(|status| status.message.clone()).unwrap_or_default();
                 let err = status.and_then(|status| status.err.clone()).map(|err| format!(": {err}")).unwrap_or_default();
+                let failed = status.and_then(|status| status.state) == Some(SwarmTaskState::FAILED);
                 let exit = status
+                    .filter(|_| failed)
                     .and_then(|status| status.container_status.as_ref())
                     .and_then(|container| container.exit_code)
                     .filter(|code| *code != 0)
