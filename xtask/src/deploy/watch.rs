@@ -16,6 +16,8 @@ use super::stackfile::{ImageRef, ServiceDef};
 
 const POLL: Duration = Duration::from_secs(1);
 const LOG_LINES: &str = "20";
+/// How long the other services may still run to their end after one failed.
+const SETTLE: Duration = Duration::from_secs(45);
 
 /// One service of the stack file, with what deploy expects of it.
 pub struct Expected {
@@ -170,6 +172,7 @@ pub async fn until_converged(
     let started = Instant::now();
     let mut shown: HashMap<String, String> = HashMap::new();
     let mut not_live_since: HashMap<String, Instant> = HashMap::new();
+    let mut first_failure: Option<Instant> = None;
     loop {
         let snapshot = Snapshot::read(docker, stack).await?;
         let mut idle = HashMap::new();
@@ -211,14 +214,23 @@ pub async fn until_converged(
                 Verdict::Waiting(text) => waiting.push((want.name.clone(), text)),
             }
         }
-        if !failed.is_empty() {
+        if waiting.is_empty() {
+            if failed.is_empty() {
+                return Ok(Outcome::Converged(done));
+            }
             return Ok(Outcome::Failed { failed, waiting, timed_out: false });
         }
-        if waiting.is_empty() {
-            return Ok(Outcome::Converged(done));
+        // After a failure, the others get a little longer to reach their own
+        // end, so that one run reports every failing service.
+        if !failed.is_empty() {
+            let since = *first_failure.get_or_insert_with(Instant::now);
+            if since.elapsed() >= SETTLE {
+                return Ok(Outcome::Failed { failed, waiting, timed_out: false });
+            }
         }
         if started.elapsed() >= timeout {
-            return Ok(Outcome::Failed { failed, waiting, timed_out: true });
+            let timed_out = failed.is_empty();
+            return Ok(Outcome::Failed { failed, waiting, timed_out });
         }
         tokio::time::sleep(POLL).await;
     }
