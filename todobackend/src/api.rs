@@ -1,0 +1,524 @@
+//! The Todo-Backend HTTP API, independent of the HTTP server library: a
+//! request comes in as method, target, headers and body; a response goes out
+//! as status, headers and body. `server.rs` does the wire part.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+use serde_json::{json, Map, Value};
+
+use crate::db::{self, NewTodo, Todo, TodoPatch};
+use crate::static_files;
+
+/// Headers sent with every answer so that browser front-ends on other
+/// origins (the todobackend.com spec runner and clients) may call the API.
+pub const CORS_HEADERS: &[(&str, &str)] = &[
+    ("Access-Control-Allow-Origin", "*"),
+    (
+        "Access-Control-Allow-Methods",
+        "GET, POST, PATCH, DELETE, OPTIONS",
+    ),
+    (
+        "Access-Control-Allow-Headers",
+        "Content-Type, Accept, Authorization, X-Requested-With",
+    ),
+    // Lets browser code read the Location of a created todo.
+    ("Access-Control-Expose-Headers", "Location"),
+    ("Access-Control-Max-Age", "86400"),
+];
+
+/// A request as the API sees it.
+pub struct ApiRequest<'a> {
+    pub method: &'a str,
+    /// Path and query, as on the request line.
+    pub target: &'a str,
+    pub headers: &'a [(String, String)],
+    pub body: &'a [u8],
+}
+
+impl ApiRequest<'_> {
+    /// The first header of that name (names compare case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A response ready to be written; CORS headers are already included.
+#[derive(Debug)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl ApiResponse {
+    fn new(status: u16, content_type: Option<&str>, body: Vec<u8>) -> Self {
+        let mut headers: Vec<(String, String)> = CORS_HEADERS
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        if let Some(ct) = content_type {
+            headers.push(("Content-Type".into(), ct.into()));
+        }
+        ApiResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn json(status: u16, value: &Value) -> Self {
+        Self::new(
+            status,
+            Some("application/json"),
+            value.to_string().into_bytes(),
+        )
+    }
+
+    pub fn error(status: u16, message: &str) -> Self {
+        Self::json(status, &json!({ "error": message }))
+    }
+
+    fn no_content() -> Self {
+        Self::new(204, None, Vec::new())
+    }
+
+    fn with_header(mut self, name: &str, value: String) -> Self {
+        self.headers.push((name.to_string(), value));
+        self
+    }
+
+    /// The value of the first header of that name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the handlers need besides the request.
+pub struct Context<'a> {
+    pub conn: &'a Connection,
+    pub static_root: &'a Path,
+    /// Host to put in URLs when the request names none (HTTP/1.0 without Host).
+    pub fallback_host: &'a str,
+}
+
+// ---------------------------------------------------------------------------
+// URLs
+
+/// True for what may appear in a Host header: a name or IP (IPv6 in
+/// brackets) with an optional port. Anything else is ignored rather than
+/// echoed into URLs and Location headers.
+fn is_valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+}
+
+/// First entry of a possibly comma-separated forwarded header (proxies
+/// append, so the first one is what the client used).
+fn first_forwarded(value: Option<&str>) -> Option<&str> {
+    value
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// `scheme://host` that clients used to reach us: `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` (set by a reverse proxy) win over the `Host` header;
+/// the scheme is `http` unless a proxy says `https`.
+pub fn base_url(
+    host: Option<&str>,
+    forwarded_proto: Option<&str>,
+    forwarded_host: Option<&str>,
+    fallback_host: &str,
+) -> String {
+    let scheme = match first_forwarded(forwarded_proto).map(str::to_ascii_lowercase) {
+        Some(p) if p == "https" => "https",
+        _ => "http",
+    };
+    let host = first_forwarded(forwarded_host)
+        .filter(|h| is_valid_host(h))
+        .or_else(|| host.map(str::trim).filter(|h| is_valid_host(h)))
+        .unwrap_or(fallback_host);
+    format!("{scheme}://{host}")
+}
+
+fn request_base_url(req: &ApiRequest<'_>, ctx: &Context<'_>) -> String {
+    base_url(
+        req.header("Host"),
+        req.header("X-Forwarded-Proto"),
+        req.header("X-Forwarded-Host"),
+        ctx.fallback_host,
+    )
+}
+
+fn todo_json(todo: &Todo, base: &str) -> Value {
+    json!({
+        "id": todo.id,
+        "title": todo.title,
+        "completed": todo.completed,
+        "order": todo.order,
+        "url": format!("{base}/todos/{}", todo.id),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Request bodies
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err("request body must be a JSON object".into()),
+        Err(e) => Err(format!("request body is not valid JSON: {e}")),
+    }
+}
+
+fn parse_title(value: &Value) -> Result<String, String> {
+    match value {
+        Value::String(s) if s.trim().is_empty() => Err("title must not be empty".into()),
+        Value::String(s) => Ok(s.clone()),
+        _ => Err("title must be a string".into()),
+    }
+}
+
+fn parse_completed(value: &Value) -> Result<bool, String> {
+    value
+        .as_bool()
+        .ok_or_else(|| "completed must be true or false".to_string())
+}
+
+fn parse_order(value: &Value) -> Result<Option<i64>, String> {
+    match value {
+        Value::Null => Ok(None),
+        v => v
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| "order must be an integer or null".to_string()),
+    }
+}
+
+/// Validates a POST body: a JSON object with a non-empty string `title`,
+/// optional boolean `completed` and optional integer (or null) `order`.
+/// Unknown fields are ignored.
+pub fn parse_new_todo(body: &[u8]) -> Result<NewTodo, String> {
+    let obj = parse_object(body)?;
+    let title = match obj.get("title") {
+        None => return Err("title is required".into()),
+        Some(v) => parse_title(v)?,
+    };
+    let completed = obj
+        .get("completed")
+        .map(parse_completed)
+        .transpose()?
+        .unwrap_or(false);
+    let order = obj.get("order").map(parse_order).transpose()?.flatten();
+    Ok(NewTodo {
+        title,
+        completed,
+        order,
+    })
+}
+
+/// Validates a PATCH body: a JSON object whose `title`, `completed` and
+/// `order`, where present, follow the same rules as on POST.
+pub fn parse_patch(body: &[u8]) -> Result<TodoPatch, String> {
+    let obj = parse_object(body)?;
+    Ok(TodoPatch {
+        title: obj.get("title").map(parse_title).transpose()?,
+        completed: obj.get("completed").map(parse_completed).transpose()?,
+        order: obj.get("order").map(parse_order).transpose()?,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Routing
+
+enum Route<'a> {
+    Root,
+    Todos,
+    Todo(&'a str),
+    Static(&'a str),
+    NotFound,
+}
+
+fn route(target: &str) -> Route<'_> {
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    // `/todos/` and `/todos` are the same resource.
+    let path = if path.len() > 1 {
+        path.strip_suffix('/').unwrap_or(path)
+    } else {
+        path
+    };
+    match path {
+        "/" => Route::Root,
+        "/todos" => Route::Todos,
+        _ => {
+            if let Some(id) = path.strip_prefix("/todos/") {
+                if !id.contains('/') {
+                    return Route::Todo(id);
+                }
+            }
+            if let Some(file) = path.strip_prefix("/static/") {
+                return Route::Static(file);
+            }
+            Route::NotFound
+        }
+    }
+}
+
+fn method_not_allowed(method: &str, allowed: &str) -> ApiResponse {
+    ApiResponse::error(405, &format!("method {method} is not allowed here"))
+        .with_header("Allow", allowed.to_string())
+}
+
+fn db_error(e: rusqlite::Error) -> ApiResponse {
+    // The details go to the log, not to the client.
+    crate::say!("error: database: {e}");
+    ApiResponse::error(500, "internal database error")
+}
+
+/// Answers one request.
+pub fn handle(req: &ApiRequest<'_>, ctx: &Context<'_>) -> ApiResponse {
+    let method = req.method.to_ascii_uppercase();
+    let route = route(req.target);
+    if method == "OPTIONS" {
+        // CORS preflight (or a plain OPTIONS): answered on every path.
+        return ApiResponse::no_content()
+            .with_header("Allow", "GET, POST, PATCH, DELETE, OPTIONS".into());
+    }
+    // HEAD is GET without a body; the server library drops the body.
+    let method = if method == "HEAD" {
+        "GET".to_string()
+    } else {
+        method
+    };
+    match route {
+        Route::Root => match method.as_str() {
+            "GET" => {
+                let base = request_base_url(req, ctx);
+                ApiResponse::json(200, &json!({ "todos": format!("{base}/todos") }))
+            }
+            m => method_not_allowed(m, "GET, HEAD, OPTIONS"),
+        },
+        Route::Todos => match method.as_str() {
+            "GET" => match db::list(ctx.conn) {
+                Ok(todos) => {
+                    let base = request_base_url(req, ctx);
+                    let items: Vec<Value> = todos.iter().map(|t| todo_json(t, &base)).collect();
+                    ApiResponse::json(200, &Value::Array(items))
+                }
+                Err(e) => db_error(e),
+            },
+            "POST" => match parse_new_todo(req.body) {
+                Err(msg) => ApiResponse::error(400, &msg),
+                Ok(new) => match db::create(ctx.conn, &new) {
+                    Ok(todo) => {
+                        let base = request_base_url(req, ctx);
+                        let body = todo_json(&todo, &base);
+                        let location = format!("{base}/todos/{}", todo.id);
+                        ApiResponse::json(201, &body).with_header("Location", location)
+                    }
+                    Err(e) => db_error(e),
+                },
+            },
+            "DELETE" => match db::delete_all(ctx.conn) {
+                Ok(()) => ApiResponse::no_content(),
+                Err(e) => db_error(e),
+            },
+            m => method_not_allowed(m, "GET, HEAD, POST, DELETE, OPTIONS"),
+        },
+        Route::Todo(raw_id) => {
+            let allowed = "GET, HEAD, PATCH, DELETE, OPTIONS";
+            if !matches!(method.as_str(), "GET" | "PATCH" | "DELETE") {
+                return method_not_allowed(&method, allowed);
+            }
+            let not_found = || ApiResponse::error(404, &format!("no todo with id {raw_id}"));
+            let Ok(id) = raw_id.parse::<i64>() else {
+                return not_found();
+            };
+            let result = match method.as_str() {
+                "GET" => db::get(ctx.conn, id),
+                "PATCH" => match parse_patch(req.body) {
+                    Err(msg) => return ApiResponse::error(400, &msg),
+                    Ok(patch) => db::update(ctx.conn, id, &patch),
+                },
+                _ => {
+                    return match db::delete(ctx.conn, id) {
+                        Ok(true) => ApiResponse::no_content(),
+                        Ok(false) => not_found(),
+                        Err(e) => db_error(e),
+                    }
+                }
+            };
+            match result {
+                Ok(Some(todo)) => {
+                    ApiResponse::json(200, &todo_json(&todo, &request_base_url(req, ctx)))
+                }
+                Ok(None) => not_found(),
+                Err(e) => db_error(e),
+            }
+        }
+        Route::Static(file) => match method.as_str() {
+            "GET" => match static_files::read(ctx.static_root, file) {
+                Some((content_type, data)) => ApiResponse::new(200, Some(content_type), data),
+                None => ApiResponse::error(404, &format!("no static file {file}")),
+            },
+            m => method_not_allowed(m, "GET, HEAD, OPTIONS"),
+        },
+        Route::NotFound => ApiResponse::error(404, "not found"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_uses_host_header() {
+        assert_eq!(
+            base_url(Some("example.com:8080"), None, None, "fb"),
+            "http://example.com:8080"
+        );
+        assert_eq!(
+            base_url(Some("[::1]:8000"), None, None, "fb"),
+            "http://[::1]:8000"
+        );
+    }
+
+    #[test]
+    fn base_url_honours_forwarded_headers() {
+        assert_eq!(
+            base_url(
+                Some("internal:8000"),
+                Some("https"),
+                Some("todo.example.org"),
+                "fb"
+            ),
+            "https://todo.example.org"
+        );
+        // Proxies append: the first entry is the client-facing one.
+        assert_eq!(
+            base_url(
+                Some("h"),
+                Some("HTTPS, http"),
+                Some("a.example, b.internal"),
+                "fb"
+            ),
+            "https://a.example"
+        );
+        assert_eq!(base_url(Some("h"), Some("http"), None, "fb"), "http://h");
+    }
+
+    #[test]
+    fn base_url_ignores_bad_or_missing_values() {
+        assert_eq!(
+            base_url(None, None, None, "127.0.0.1:8000"),
+            "http://127.0.0.1:8000"
+        );
+        assert_eq!(base_url(Some(""), None, None, "fb"), "http://fb");
+        assert_eq!(
+            base_url(Some("evil.com/x?y"), None, None, "fb"),
+            "http://fb"
+        );
+        assert_eq!(
+            base_url(Some("good"), Some("gopher"), Some("bad host"), "fb"),
+            "http://good"
+        );
+    }
+
+    #[test]
+    fn new_todo_validation() {
+        let t = parse_new_todo(br#"{"title":"walk","order":5,"completed":true,"x":1}"#).unwrap();
+        assert_eq!(
+            t,
+            NewTodo {
+                title: "walk".into(),
+                completed: true,
+                order: Some(5)
+            }
+        );
+        let t = parse_new_todo(br#"{"title":"walk","order":null}"#).unwrap();
+        assert_eq!(
+            t,
+            NewTodo {
+                title: "walk".into(),
+                completed: false,
+                order: None
+            }
+        );
+
+        for (body, fragment) in [
+            (&b"{not json"[..], "not valid JSON"),
+            (b"[1,2]", "JSON object"),
+            (b"\"title\"", "JSON object"),
+            (b"", "not valid JSON"),
+            (b"{}", "title is required"),
+            (br#"{"title":""}"#, "must not be empty"),
+            (br#"{"title":"   "}"#, "must not be empty"),
+            (br#"{"title":5}"#, "must be a string"),
+            (br#"{"title":null}"#, "must be a string"),
+            (br#"{"title":"a","completed":"yes"}"#, "completed"),
+            (br#"{"title":"a","order":1.5}"#, "order"),
+            (br#"{"title":"a","order":"1"}"#, "order"),
+        ] {
+            let err = parse_new_todo(body).unwrap_err();
+            assert!(
+                err.contains(fragment),
+                "{:?}: {err}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn patch_validation() {
+        assert_eq!(parse_patch(b"{}").unwrap(), TodoPatch::default());
+        let p = parse_patch(br#"{"completed":true,"order":null}"#).unwrap();
+        assert_eq!(
+            p,
+            TodoPatch {
+                title: None,
+                completed: Some(true),
+                order: Some(None)
+            }
+        );
+        let p = parse_patch(br#"{"title":"b","order":7}"#).unwrap();
+        assert_eq!(
+            p,
+            TodoPatch {
+                title: Some("b".into()),
+                completed: None,
+                order: Some(Some(7))
+            }
+        );
+        assert!(parse_patch(br#"{"title":""}"#).is_err());
+        assert!(parse_patch(br#"{"completed":null}"#).is_err());
+        assert!(parse_patch(b"[]").is_err());
+        assert!(parse_patch(b"nope").is_err());
+    }
+
+    #[test]
+    fn routing() {
+        assert!(matches!(route("/"), Route::Root));
+        assert!(matches!(route("/?x=1"), Route::Root));
+        assert!(matches!(route("/todos"), Route::Todos));
+        assert!(matches!(route("/todos/"), Route::Todos));
+        assert!(matches!(route("/todos/12"), Route::Todo("12")));
+        assert!(matches!(route("/todos/12/"), Route::Todo("12")));
+        assert!(matches!(route("/todos/12/x"), Route::NotFound));
+        assert!(matches!(
+            route("/static/style.css"),
+            Route::Static("style.css")
+        ));
+        assert!(matches!(route("/nope"), Route::NotFound));
+        assert!(matches!(route(""), Route::NotFound));
+    }
+}

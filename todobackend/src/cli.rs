@@ -1,0 +1,394 @@
+//! Command line: parsing argv (by hand: five subcommands with a handful of
+//! flags do not need an argument-parsing dependency) and running each
+//! subcommand. Every failure comes back as one line of text for `main` to
+//! print as `error: ...`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
+
+use crate::migrations::MIGRATIONS;
+use crate::static_files::Outcome;
+use crate::{acceptance, client, db, migrations, net, server, signals, static_files};
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8000";
+pub const DEFAULT_DB: &str = "/data/todobackend.sqlite3";
+pub const DEFAULT_STATIC_ROOT: &str = "/public";
+
+/// How long `healthcheck` waits for the answer, all included.
+pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub const USAGE: &str = "\
+todobackend: the Todo-Backend API over SQLite
+
+usage: todobackend <command> [options]
+
+commands:
+  serve          serve the HTTP API (refuses to start while migrations are pending)
+                   --listen ADDR       IP:PORT to listen on   [env TODOBACKEND_LISTEN, default 0.0.0.0:8000]
+                   --db PATH           SQLite database file   [env TODOBACKEND_DB, default /data/todobackend.sqlite3]
+                   --static-root DIR   served under /static/  [env TODOBACKEND_STATIC_ROOT, default /public]
+  migrate        apply pending database migrations (idempotent)
+                   --db PATH
+  collectstatic  copy the bundled static files into the static root (idempotent)
+                   --static-root DIR
+  healthcheck    exit 0 if GET / on the local server answers 200 within 3 s
+                   --listen ADDR       the server's listen address; its port is used
+  acceptance     run the acceptance suite against a running server (deletes all todos!)
+                   --url URL           e.g. http://127.0.0.1:8000 (plain http only)
+  help           show this text
+  version        show the version
+";
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Serve {
+        listen: String,
+        db: PathBuf,
+        static_root: PathBuf,
+    },
+    Migrate {
+        db: PathBuf,
+    },
+    CollectStatic {
+        static_root: PathBuf,
+    },
+    Healthcheck {
+        listen: String,
+    },
+    Acceptance {
+        url: String,
+    },
+    Help,
+    Version,
+}
+
+/// Flags given on the command line, before defaults are filled in.
+#[derive(Default)]
+struct Flags {
+    listen: Option<String>,
+    db: Option<String>,
+    static_root: Option<String>,
+    url: Option<String>,
+}
+
+/// Parses the arguments (without the program name). `env` looks up
+/// environment variables; it is a parameter so tests need not change the
+/// process environment. Flags win over the environment, which wins over the
+/// defaults; an empty variable counts as unset.
+pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Command, String> {
+    let Some((command, rest)) = args.split_first() else {
+        return Err("no command given; run `todobackend help` for usage".into());
+    };
+    let allowed: &[&str] = match command.as_str() {
+        "serve" => &["--listen", "--db", "--static-root"],
+        "migrate" => &["--db"],
+        "collectstatic" => &["--static-root"],
+        "healthcheck" => &["--listen"],
+        "acceptance" => &["--url"],
+        "help" | "-h" | "--help" => return Ok(Command::Help),
+        "version" | "-V" | "--version" => return Ok(Command::Version),
+        other => {
+            return Err(format!(
+                "unknown command '{other}'; run `todobackend help` for usage"
+            ))
+        }
+    };
+
+    let mut flags = Flags::default();
+    let mut iter = rest.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(Command::Help);
+        }
+        let (name, inline_value) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        if !name.starts_with("--") {
+            return Err(format!("unexpected argument '{arg}' for {command}"));
+        }
+        if !allowed.contains(&name) {
+            return Err(format!(
+                "unknown option '{name}' for {command} (it takes: {})",
+                allowed.join(", ")
+            ));
+        }
+        let value = match inline_value {
+            Some(v) => v,
+            None => iter
+                .next()
+                .cloned()
+                .ok_or_else(|| format!("option {name} needs a value"))?,
+        };
+        if value.is_empty() {
+            return Err(format!("option {name} needs a non-empty value"));
+        }
+        let slot = match name {
+            "--listen" => &mut flags.listen,
+            "--db" => &mut flags.db,
+            "--static-root" => &mut flags.static_root,
+            _ => &mut flags.url,
+        };
+        *slot = Some(value);
+    }
+
+    let pick = |flag: Option<String>, var: &str, default: &str| -> String {
+        flag.or_else(|| env(var).filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| default.to_string())
+    };
+    Ok(match command.as_str() {
+        "serve" => Command::Serve {
+            listen: pick(flags.listen, "TODOBACKEND_LISTEN", DEFAULT_LISTEN),
+            db: pick(flags.db, "TODOBACKEND_DB", DEFAULT_DB).into(),
+            static_root: pick(
+                flags.static_root,
+                "TODOBACKEND_STATIC_ROOT",
+                DEFAULT_STATIC_ROOT,
+            )
+            .into(),
+        },
+        "migrate" => Command::Migrate {
+            db: pick(flags.db, "TODOBACKEND_DB", DEFAULT_DB).into(),
+        },
+        "collectstatic" => Command::CollectStatic {
+            static_root: pick(
+                flags.static_root,
+                "TODOBACKEND_STATIC_ROOT",
+                DEFAULT_STATIC_ROOT,
+            )
+            .into(),
+        },
+        "healthcheck" => Command::Healthcheck {
+            listen: pick(flags.listen, "TODOBACKEND_LISTEN", DEFAULT_LISTEN),
+        },
+        _ => Command::Acceptance {
+            url: flags
+                .url
+                .ok_or("acceptance needs --url, e.g. --url http://127.0.0.1:8000")?,
+        },
+    })
+}
+
+/// Runs a command. `Ok(true)`: success; `Ok(false)`: failure already
+/// reported (failed acceptance checks); `Err`: one line to print.
+pub fn run(command: Command) -> Result<bool, String> {
+    match command {
+        Command::Serve {
+            listen,
+            db,
+            static_root,
+        } => serve(&listen, &db, &static_root).map(|()| true),
+        Command::Migrate { db } => migrate(&db).map(|()| true),
+        Command::CollectStatic { static_root } => collectstatic(&static_root).map(|()| true),
+        Command::Healthcheck { listen } => healthcheck(&listen).map(|()| true),
+        Command::Acceptance { url } => {
+            let summary = acceptance::run(&url, &mut std::io::stderr())?;
+            Ok(summary.ok())
+        }
+        // Written without print!, which panics when stdout is a closed pipe.
+        Command::Help => {
+            let _ = std::io::stdout().write_all(USAGE.as_bytes());
+            Ok(true)
+        }
+        Command::Version => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "todobackend {}",
+                env!("CARGO_PKG_VERSION")
+            );
+            Ok(true)
+        }
+    }
+}
+
+/// `serve`: runs until SIGTERM or SIGINT.
+pub fn serve(listen: &str, db_path: &Path, static_root: &Path) -> Result<(), String> {
+    signals::install();
+    let options = server::Options { access_log: true };
+    let handle = server::start_with(listen, db_path, static_root, options)?;
+    say!(
+        "serving on http://{} (database {}, static root {})",
+        handle.addr(),
+        db_path.display(),
+        static_root.display()
+    );
+    if !static_root.is_dir() {
+        say!(
+            "warning: static root {} does not exist; /static/ answers 404 until `todobackend collectstatic` has run",
+            static_root.display()
+        );
+    }
+    while !signals::stop_requested() {
+        thread::sleep(Duration::from_millis(200));
+    }
+    say!("stopping: finishing requests in progress");
+    handle.shutdown();
+    Ok(())
+}
+
+/// `migrate`: applies the embedded migrations.
+pub fn migrate(db_path: &Path) -> Result<(), String> {
+    migrate_with(db_path, MIGRATIONS)
+}
+
+/// `migrate` with a given migration list (tests pass broken ones).
+pub fn migrate_with(db_path: &Path, list: &[migrations::Migration]) -> Result<(), String> {
+    let mut conn = db::open_for_migrate(db_path)?;
+    let applied = migrations::apply(&mut conn, list)
+        .map_err(|e| format!("migrating {}: {e}", db_path.display()))?;
+    if applied.is_empty() {
+        say!(
+            "no pending migrations: database {} is up to date",
+            db_path.display()
+        );
+    } else {
+        for name in &applied {
+            say!("applied migration {name}");
+        }
+        say!(
+            "database {} is now at version {}",
+            db_path.display(),
+            list.len()
+        );
+    }
+    Ok(())
+}
+
+/// `collectstatic`: writes the bundled files into the static root.
+pub fn collectstatic(static_root: &Path) -> Result<(), String> {
+    for (name, outcome) in static_files::collect(static_root)? {
+        let verb = match outcome {
+            Outcome::Copied => "copied",
+            Outcome::Unchanged => "unchanged",
+        };
+        say!("{verb} {}", static_root.join(name).display());
+    }
+    Ok(())
+}
+
+/// `healthcheck`: GET / on the local server must answer 200 in time.
+pub fn healthcheck(listen: &str) -> Result<(), String> {
+    let target = net::local_target(net::parse_listen(listen)?);
+    let url = format!("http://{target}/");
+    let response = client::request("GET", &url, &[], None, HEALTHCHECK_TIMEOUT)
+        .map_err(|e| format!("unhealthy: {e}"))?;
+    if response.status != 200 {
+        return Err(format!("unhealthy: GET {url} answered {}", response.status));
+    }
+    say!("healthy: GET {url} answered 200");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults() {
+        assert_eq!(
+            parse(&args("serve"), &no_env).unwrap(),
+            Command::Serve {
+                listen: DEFAULT_LISTEN.into(),
+                db: DEFAULT_DB.into(),
+                static_root: DEFAULT_STATIC_ROOT.into()
+            }
+        );
+        assert_eq!(
+            parse(&args("migrate"), &no_env).unwrap(),
+            Command::Migrate {
+                db: DEFAULT_DB.into()
+            }
+        );
+        assert_eq!(
+            parse(&args("healthcheck"), &no_env).unwrap(),
+            Command::Healthcheck {
+                listen: DEFAULT_LISTEN.into()
+            }
+        );
+    }
+
+    #[test]
+    fn flags_beat_env_beats_defaults() {
+        let env = |name: &str| match name {
+            "TODOBACKEND_DB" => Some("/env.db".to_string()),
+            "TODOBACKEND_LISTEN" => Some("127.0.0.1:1".to_string()),
+            "TODOBACKEND_STATIC_ROOT" => Some(String::new()),
+            _ => None,
+        };
+        assert_eq!(
+            parse(&args("serve --db /flag.db"), &env).unwrap(),
+            Command::Serve {
+                listen: "127.0.0.1:1".into(),
+                db: "/flag.db".into(),
+                static_root: DEFAULT_STATIC_ROOT.into()
+            }
+        );
+        assert_eq!(
+            parse(&args("healthcheck --listen=0.0.0.0:9"), &env).unwrap(),
+            Command::Healthcheck {
+                listen: "0.0.0.0:9".into()
+            }
+        );
+        assert_eq!(
+            parse(&args("migrate"), &env).unwrap(),
+            Command::Migrate {
+                db: "/env.db".into()
+            }
+        );
+    }
+
+    #[test]
+    fn acceptance_needs_url() {
+        assert!(parse(&args("acceptance"), &no_env)
+            .unwrap_err()
+            .contains("--url"));
+        assert_eq!(
+            parse(&args("acceptance --url http://127.0.0.1:1"), &no_env).unwrap(),
+            Command::Acceptance {
+                url: "http://127.0.0.1:1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_command_lines_are_errors() {
+        assert!(parse(&[], &no_env).is_err());
+        assert!(parse(&args("frobnicate"), &no_env)
+            .unwrap_err()
+            .contains("unknown command"));
+        assert!(parse(&args("migrate --listen 1"), &no_env)
+            .unwrap_err()
+            .contains("unknown option"));
+        assert!(parse(&args("serve --db"), &no_env)
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(parse(&args("serve extra"), &no_env)
+            .unwrap_err()
+            .contains("unexpected argument"));
+        assert!(parse(&args("serve --db="), &no_env).is_err());
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert_eq!(parse(&args("help"), &no_env).unwrap(), Command::Help);
+        assert_eq!(
+            parse(&args("serve --help"), &no_env).unwrap(),
+            Command::Help
+        );
+        assert_eq!(
+            parse(&args("--version"), &no_env).unwrap(),
+            Command::Version
+        );
+    }
+}

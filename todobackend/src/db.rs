@@ -1,0 +1,224 @@
+//! SQLite access: opening connections the same way everywhere, and the
+//! queries on the `todos` table.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
+
+use crate::migrations::{self, Migration};
+
+/// How long a connection waits for another one's lock before giving up:
+/// long enough for a concurrent `migrate` or a burst of writes to finish.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A stored todo, without its URL (that depends on the request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Todo {
+    pub id: i64,
+    pub title: String,
+    pub completed: bool,
+    pub order: Option<i64>,
+}
+
+/// The fields of a new todo, already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTodo {
+    pub title: String,
+    pub completed: bool,
+    pub order: Option<i64>,
+}
+
+/// A partial update: `None` leaves a field alone; for `order`,
+/// `Some(None)` sets it to null.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TodoPatch {
+    pub title: Option<String>,
+    pub completed: Option<bool>,
+    pub order: Option<Option<i64>>,
+}
+
+fn configure(conn: &Connection, path: &Path) -> Result<(), String> {
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| format!("cannot configure database {}: {e}", path.display()))?;
+    // Keep temporary tables and sort files in memory: in a `FROM scratch`
+    // image there is no /tmp for SQLite to put them in.
+    conn.execute_batch("PRAGMA temp_store = MEMORY")
+        .map_err(|e| format!("cannot configure database {}: {e}", path.display()))
+}
+
+/// Opens (creating it and its directory if needed) the database for `migrate`.
+pub fn open_for_migrate(path: &Path) -> Result<Connection, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+    }
+    let conn = Connection::open(path)
+        .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
+    configure(&conn, path)?;
+    Ok(conn)
+}
+
+/// Opens an existing database for serving. It is never created here: a
+/// missing file means `migrate` has not run, which the caller reports.
+pub fn open_existing(path: &Path) -> Result<Connection, String> {
+    if !path.exists() {
+        return Err(format!(
+            "database {} does not exist; run `todobackend migrate` first",
+            path.display()
+        ));
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
+    configure(&conn, path)?;
+    Ok(conn)
+}
+
+/// Fails with a one-line explanation unless every migration has been applied.
+pub fn ensure_migrated(conn: &Connection, path: &Path, all: &[Migration]) -> Result<(), String> {
+    let pending = migrations::pending(conn, all)?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = pending.iter().map(|m| m.name).collect();
+    Err(format!(
+        "refusing to start: database {} has {} pending migration(s) ({}); run `todobackend migrate` first",
+        path.display(),
+        pending.len(),
+        names.join(", ")
+    ))
+}
+
+fn todo_from_row(row: &Row<'_>) -> rusqlite::Result<Todo> {
+    Ok(Todo {
+        id: row.get(0)?,
+        title: row.get(1)?,
+        completed: row.get(2)?,
+        order: row.get(3)?,
+    })
+}
+
+const COLUMNS: &str = r#"id, title, completed, "order""#;
+
+pub fn list(conn: &Connection) -> rusqlite::Result<Vec<Todo>> {
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM todos ORDER BY id"))?;
+    let rows = stmt.query_map([], todo_from_row)?;
+    rows.collect()
+}
+
+pub fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<Todo>> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM todos WHERE id = ?1"),
+        [id],
+        todo_from_row,
+    )
+    .optional()
+}
+
+/// Inserts a todo. One statement with RETURNING, so no multi-statement
+/// transaction is needed (and none can deadlock with another worker).
+pub fn create(conn: &Connection, new: &NewTodo) -> rusqlite::Result<Todo> {
+    conn.query_row(
+        &format!(
+            r#"INSERT INTO todos (title, completed, "order") VALUES (?1, ?2, ?3) RETURNING {COLUMNS}"#
+        ),
+        rusqlite::params![new.title, new.completed, new.order],
+        todo_from_row,
+    )
+}
+
+/// Applies a partial update; `Ok(None)` when there is no such todo.
+pub fn update(conn: &Connection, id: i64, patch: &TodoPatch) -> rusqlite::Result<Option<Todo>> {
+    let mut sets: Vec<&str> = Vec::new();
+    let mut values: Vec<Value> = Vec::new();
+    if let Some(title) = &patch.title {
+        sets.push("title = ?");
+        values.push(Value::Text(title.clone()));
+    }
+    if let Some(completed) = patch.completed {
+        sets.push("completed = ?");
+        values.push(Value::Integer(i64::from(completed)));
+    }
+    if let Some(order) = patch.order {
+        sets.push(r#""order" = ?"#);
+        values.push(order.map_or(Value::Null, Value::Integer));
+    }
+    if sets.is_empty() {
+        return get(conn, id);
+    }
+    values.push(Value::Integer(id));
+    // Only fixed column names are interpolated; every value is a parameter.
+    let sql = format!(
+        "UPDATE todos SET {} WHERE id = ? RETURNING {COLUMNS}",
+        sets.join(", ")
+    );
+    conn.query_row(&sql, rusqlite::params_from_iter(values), todo_from_row)
+        .optional()
+}
+
+/// Deletes one todo; `false` when there was none.
+pub fn delete(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
+    Ok(conn.execute("DELETE FROM todos WHERE id = ?1", [id])? > 0)
+}
+
+pub fn delete_all(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM todos", []).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migrations::{apply, MIGRATIONS};
+
+    fn db() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        apply(&mut conn, MIGRATIONS).unwrap();
+        conn
+    }
+
+    #[test]
+    fn create_get_update_delete() {
+        let conn = db();
+        let new = NewTodo {
+            title: "a".into(),
+            completed: false,
+            order: Some(3),
+        };
+        let t = create(&conn, &new).unwrap();
+        assert_eq!(
+            (t.title.as_str(), t.completed, t.order),
+            ("a", false, Some(3))
+        );
+        assert_eq!(get(&conn, t.id).unwrap(), Some(t.clone()));
+
+        let patch = TodoPatch {
+            completed: Some(true),
+            order: Some(None),
+            ..Default::default()
+        };
+        let u = update(&conn, t.id, &patch).unwrap().unwrap();
+        assert_eq!((u.title.as_str(), u.completed, u.order), ("a", true, None));
+        assert_eq!(update(&conn, t.id + 100, &patch).unwrap(), None);
+
+        assert!(delete(&conn, t.id).unwrap());
+        assert!(!delete(&conn, t.id).unwrap());
+        assert_eq!(get(&conn, t.id).unwrap(), None);
+    }
+
+    #[test]
+    fn ids_are_not_reused_after_delete() {
+        let conn = db();
+        let new = NewTodo {
+            title: "a".into(),
+            completed: false,
+            order: None,
+        };
+        let first = create(&conn, &new).unwrap();
+        delete_all(&conn).unwrap();
+        let second = create(&conn, &new).unwrap();
+        assert!(second.id > first.id);
+        assert_eq!(list(&conn).unwrap(), vec![second]);
+    }
+}

@@ -1,0 +1,25 @@
+//! todobackend: the Todo-Backend API (todobackend.com) over SQLite, with the
+//! operational subcommands a `FROM scratch` container needs (migrate,
+//! collectstatic, healthcheck, acceptance). `main.rs` only dispatches to
+//! `cli`; everything is reachable from tests through this library.
+
+/// Writes one line to stderr, ignoring write errors: unlike `eprintln!`, a
+/// closed or broken stderr must not panic a server worker.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
+pub mod acceptance;
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod db;
+pub mod migrations;
+pub mod net;
+pub mod server;
+pub mod signals;
+pub mod static_files;

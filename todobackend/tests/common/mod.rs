@@ -1,0 +1,162 @@
+//! Shared helpers for the integration tests: temporary directories, a
+//! migrated database, an in-process server, and HTTP calls over real
+//! sockets on 127.0.0.1.
+
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use todobackend::client::{self, Response};
+use todobackend::server::{self, ServerHandle};
+use todobackend::{migrations, static_files};
+
+/// A directory removed when dropped (std only: no tempfile dependency).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            "todobackend-test-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running server over a migrated database with collected static files.
+pub struct TestServer {
+    pub handle: ServerHandle,
+    pub base: String,
+    pub db: PathBuf,
+    pub static_root: PathBuf,
+    pub dir: TempDir,
+}
+
+pub fn migrated_db(dir: &TempDir) -> PathBuf {
+    let db = dir.join("todos.sqlite3");
+    todobackend::cli::migrate_with(&db, migrations::MIGRATIONS).expect("migrate");
+    db
+}
+
+pub fn start_server() -> TestServer {
+    let dir = TempDir::new();
+    let db = migrated_db(&dir);
+    let static_root = dir.join("public");
+    static_files::collect(&static_root).expect("collectstatic");
+    let handle = server::start("127.0.0.1:0", &db, &static_root).expect("server starts");
+    let base = handle.url();
+    TestServer {
+        handle,
+        base,
+        db,
+        static_root,
+        dir,
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.call("GET", path, &[], None)
+    }
+
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Response {
+        client::request(
+            method,
+            &self.url(path),
+            headers,
+            body.map(str::as_bytes),
+            TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Response {
+        let text = body.to_string();
+        self.call(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            Some(&text),
+        )
+    }
+
+    pub fn patch_json(&self, path: &str, body: &Value) -> Response {
+        let text = body.to_string();
+        self.call(
+            "PATCH",
+            path,
+            &[("Content-Type", "application/json")],
+            Some(&text),
+        )
+    }
+
+    /// Sends `raw` bytes as they are and returns the whole answer as text,
+    /// for requests the client would not produce (no Host, odd paths).
+    pub fn raw(&self, raw: &str) -> String {
+        let mut stream = TcpStream::connect(self.handle.addr()).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        stream.write_all(raw.as_bytes()).expect("send");
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// The path of a todo URL (`http://host/todos/3` -> `/todos/3`).
+    pub fn path_of(url: &str) -> String {
+        let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+        rest.find('/')
+            .map(|i| rest[i..].to_string())
+            .unwrap_or_else(|| "/".into())
+    }
+}
+
+pub fn json(r: &Response) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.text()))
+}
+
+/// Asserts the JSON error body `{"error": "..."}` and returns the message.
+pub fn error_message(r: &Response) -> String {
+    match json(r).get("error") {
+        Some(Value::String(s)) => s.clone(),
+        other => panic!("expected {{\"error\": ...}}, got {other:?} in {}", r.text()),
+    }
+}

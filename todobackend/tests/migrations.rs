@@ -1,0 +1,253 @@
+//! Migrations against real database files: idempotence, concurrency,
+//! broken migrations, and the server's refusal to start while any are
+//! pending.
+
+mod common;
+
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use common::TempDir;
+use rusqlite::Connection;
+use todobackend::migrations::{self, Migration, MIGRATIONS};
+use todobackend::{cli, db, server};
+
+const BIN: &str = env!("CARGO_BIN_EXE_todobackend");
+
+fn table_exists(conn: &Connection, name: &str) -> bool {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )
+    .unwrap()
+        == 1
+}
+
+const GOOD: Migration = Migration {
+    name: "0001_create_a.sql",
+    sql: "CREATE TABLE a (x INTEGER);",
+};
+const ALSO_GOOD: Migration = Migration {
+    name: "0002_create_b.sql",
+    sql: "CREATE TABLE b (y INTEGER); INSERT INTO a VALUES (1);",
+};
+const BROKEN: Migration = Migration {
+    name: "0003_broken.sql",
+    sql: "CREATE TABLE c (z INTEGER); CREATE TABLEX oops;",
+};
+
+#[test]
+fn migrate_twice_is_a_no_op() {
+    let dir = TempDir::new();
+    let path = dir.join("db.sqlite3");
+    let mut conn = db::open_for_migrate(&path).unwrap();
+    let first = migrations::apply(&mut conn, MIGRATIONS).unwrap();
+    assert_eq!(first, MIGRATIONS.iter().map(|m| m.name).collect::<Vec<_>>());
+    assert!(migrations::apply(&mut conn, MIGRATIONS).unwrap().is_empty());
+    assert_eq!(
+        migrations::current_version(&conn).unwrap() as usize,
+        MIGRATIONS.len()
+    );
+    assert!(table_exists(&conn, "todos"));
+}
+
+#[test]
+fn migrate_binary_twice_reports_applied_then_nothing() {
+    let dir = TempDir::new();
+    let path = dir.join("sub/dir/db.sqlite3"); // parent directories are created
+    let run = || {
+        Command::new(BIN)
+            .arg("migrate")
+            .env("TODOBACKEND_DB", &path)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("applied migration 0001_create_todos.sql"),
+        "{stderr}"
+    );
+    let second = run();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{stderr}");
+    assert!(stderr.contains("no pending migrations"), "{stderr}");
+    assert!(!stderr.contains("applied migration"), "{stderr}");
+}
+
+#[test]
+fn concurrent_migrates_in_threads_apply_exactly_once() {
+    let dir = TempDir::new();
+    let path = Arc::new(dir.join("db.sqlite3"));
+    let list: &'static [Migration] = &[GOOD, ALSO_GOOD];
+    let barrier = Arc::new(Barrier::new(4));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (path, barrier) = (Arc::clone(&path), Arc::clone(&barrier));
+            thread::spawn(move || {
+                let mut conn = db::open_for_migrate(&path).unwrap();
+                barrier.wait();
+                migrations::apply(&mut conn, list)
+            })
+        })
+        .collect();
+    let results: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let applied: Vec<Vec<&str>> = results
+        .into_iter()
+        .map(|r| r.expect("every migrate succeeds"))
+        .collect();
+    // Exactly one did the work; the others found nothing pending.
+    assert_eq!(
+        applied.iter().filter(|a| !a.is_empty()).count(),
+        1,
+        "{applied:?}"
+    );
+    let conn = Connection::open(&*path).unwrap();
+    assert_eq!(
+        conn.query_row("SELECT count(*) FROM a", [], |r| r.get::<_, i64>(0))
+            .unwrap(),
+        1
+    );
+}
+
+#[test]
+fn concurrent_migrate_processes_both_succeed() {
+    let dir = TempDir::new();
+    let path = dir.join("db.sqlite3");
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(BIN)
+                .args(["migrate", "--db"])
+                .arg(&path)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let mut applied = 0;
+    for out in &outputs {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        if stderr.contains("applied migration") {
+            applied += 1;
+        } else {
+            assert!(stderr.contains("no pending migrations"), "{stderr}");
+        }
+    }
+    assert_eq!(applied, 1);
+    let conn = db::open_existing(&path).unwrap();
+    assert!(migrations::pending(&conn, MIGRATIONS).unwrap().is_empty());
+}
+
+#[test]
+fn broken_migration_fails_cleanly_and_applies_nothing() {
+    let dir = TempDir::new();
+    let path = dir.join("db.sqlite3");
+    let mut conn = db::open_for_migrate(&path).unwrap();
+
+    let err = migrations::apply(&mut conn, &[GOOD, ALSO_GOOD, BROKEN]).unwrap_err();
+    assert!(err.contains("0003_broken.sql"), "{err}");
+    assert!(err.contains("syntax error"), "names SQLite's error: {err}");
+    assert!(!err.contains('\n'), "one line: {err}");
+    // Nothing half-applied: not the good ones before it, not the first
+    // statement of the broken one, not the version.
+    assert_eq!(migrations::current_version(&conn).unwrap(), 0);
+    for table in ["a", "b", "c"] {
+        assert!(!table_exists(&conn, table), "table {table} was left behind");
+    }
+
+    // Once the file is fixed, everything applies.
+    let fixed = Migration {
+        name: "0003_broken.sql",
+        sql: "CREATE TABLE c (z INTEGER);",
+    };
+    assert_eq!(
+        migrations::apply(&mut conn, &[GOOD, ALSO_GOOD, fixed])
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn broken_migration_after_applied_ones_keeps_the_old_version() {
+    let dir = TempDir::new();
+    let path = dir.join("db.sqlite3");
+    cli::migrate_with(&path, &[GOOD]).unwrap();
+    let err = cli::migrate_with(&path, &[GOOD, ALSO_GOOD, BROKEN]).unwrap_err();
+    assert!(
+        err.contains("0003_broken.sql") && err.contains(&path.display().to_string()),
+        "{err}"
+    );
+    let conn = db::open_existing(&path).unwrap();
+    assert_eq!(migrations::current_version(&conn).unwrap(), 1);
+    assert!(table_exists(&conn, "a") && !table_exists(&conn, "b"));
+}
+
+#[test]
+fn misnumbered_migrations_are_refused_before_touching_the_database() {
+    let dir = TempDir::new();
+    let path = dir.join("db.sqlite3");
+    let mut conn = db::open_for_migrate(&path).unwrap();
+    let err = migrations::apply(&mut conn, &[GOOD, BROKEN]).unwrap_err();
+    assert!(err.contains("0003_broken.sql"), "{err}");
+    assert!(!table_exists(&conn, "a"));
+}
+
+#[test]
+fn server_refuses_to_start_while_migrations_are_pending() {
+    let dir = TempDir::new();
+    let root = dir.join("public");
+
+    // No database at all.
+    let missing = dir.join("missing.sqlite3");
+    let err = server::start("127.0.0.1:0", &missing, &root)
+        .err()
+        .expect("refused");
+    assert!(err.contains("pending") && err.contains("migrate"), "{err}");
+    assert!(!missing.exists(), "serve must not create the database");
+
+    // A database at version 0 (the file exists, nothing applied).
+    let empty = dir.join("empty.sqlite3");
+    Connection::open(&empty)
+        .unwrap()
+        .execute_batch("CREATE TABLE unrelated (x);")
+        .unwrap();
+    let err = server::start("127.0.0.1:0", &empty, &root)
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("1 pending migration(s) (0001_create_todos.sql)"),
+        "{err}"
+    );
+
+    // After migrating it starts.
+    cli::migrate(&empty).unwrap();
+    server::start("127.0.0.1:0", &empty, &root)
+        .expect("starts")
+        .shutdown();
+}
+
+#[test]
+fn a_database_newer_than_the_binary_is_refused() {
+    let dir = TempDir::new();
+    let path = dir.join("db.sqlite3");
+    cli::migrate(&path).unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    let err = server::start("127.0.0.1:0", &path, &dir.join("public"))
+        .err()
+        .expect("refused");
+    assert!(err.contains("newer"), "{err}");
+    let err = cli::migrate(&path).unwrap_err();
+    assert!(err.contains("newer"), "{err}");
+}
