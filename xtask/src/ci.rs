@@ -1,12 +1,179 @@
-//! `ci`: not built yet.
+//! `ci`: the CI pipeline. login, test, release, publish, and the version file;
+//! then clean and logout ALWAYS: after a failure, and after SIGINT or SIGTERM
+//! too. The error (and so the exit code) is the first failure's; failures of
+//! the cleanup stages after it are printed, not returned.
+//!
+//! On a first SIGINT/SIGTERM the stage under way finishes (a Ctrl-C in a
+//! terminal stops its commands too), the remaining stages are skipped, and the
+//! cleanup runs; a second signal exits at once (status 130).
 
-use anyhow::{Result, bail};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 
-use crate::Runner;
+use anyhow::{Context, Result, anyhow};
+
+use crate::{Runner, Task, publish, release};
 
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct Args {}
+pub struct Args {
+    /// Where to write {"Version": "<APP_VERSION>"} [default: version.json at the project root].
+    #[arg(long, value_name = "PATH")]
+    pub version_file: Option<PathBuf>,
+}
 
-pub fn run(_runner: &mut Runner, _args: &Args) -> Result<()> {
-    bail!("`ci` is not built yet")
+/// What one stage of the pipeline does.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Run(Task),
+    WriteVersion(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: &'static str,
+    pub action: Action,
+    /// Runs even after a failure or a signal.
+    pub always: bool,
+}
+
+/// The pipeline, in order.
+pub fn pipeline(version_file: PathBuf) -> Vec<Stage> {
+    let stage = |name, action, always| Stage { name, action, always };
+    vec![
+        stage("login", Action::Run(Task::Login), false),
+        stage("test", Action::Run(Task::Test), false),
+        // `test` built the images; release starts them.
+        stage("release", Action::Run(Task::Release(release::Args { no_build: true })), false),
+        stage("publish", Action::Run(Task::Publish(publish::Args::default())), false),
+        stage("version", Action::WriteVersion(version_file), false),
+        stage("clean", Action::Run(Task::Clean), true),
+        stage("logout", Action::Run(Task::Logout), true),
+    ]
+}
+
+pub fn run(runner: &mut Runner, args: &Args) -> Result<()> {
+    let root = runner.ctx().settings.root.clone();
+    let version_file = args.version_file.clone().unwrap_or_else(|| root.join("version.json"));
+    let signal = if runner.ctx().dry_run { Arc::new(AtomicI32::new(0)) } else { watch_signals()? };
+    let interrupted = || match signal.load(Ordering::SeqCst) {
+        0 => None,
+        number => Some(signal_name(number)),
+    };
+    let mut first_error: Option<anyhow::Error> = None;
+    for stage in pipeline(version_file) {
+        let skip_reason = match (&first_error, interrupted()) {
+            _ if stage.always => None,
+            (_, Some(signal)) => Some(format!("interrupted by {signal}")),
+            (Some(_), None) => Some("an earlier stage failed".to_owned()),
+            (None, None) => None,
+        };
+        if let Some(reason) = skip_reason {
+            eprintln!("==> ci: {} skipped: {reason}", stage.name);
+            continue;
+        }
+        eprintln!("==> ci: {}{}", stage.name, if stage.always { " (always)" } else { "" });
+        let result = match stage.action {
+            Action::Run(task) => runner.run(task),
+            Action::WriteVersion(path) => write_version(runner, &path),
+        };
+        let result = match (result, interrupted()) {
+            (Err(err), Some(signal)) if !stage.always => {
+                Err(err.context(format!("{} interrupted by {signal}", stage.name)))
+            }
+            (result, _) => result,
+        };
+        match (result, &first_error) {
+            (Ok(()), _) => {}
+            (Err(err), None) => {
+                eprintln!("==> ci: {} FAILED: {err:#}", stage.name);
+                first_error = Some(err);
+            }
+            (Err(err), Some(_)) => eprintln!("==> ci: {} also failed: {err:#}", stage.name),
+        }
+    }
+    if let (None, Some(signal)) = (&first_error, interrupted()) {
+        first_error = Some(anyhow!("interrupted by {signal}"));
+    }
+    match first_error {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+/// `{"Version": "<APP_VERSION>"}`, as `cargo xtask version` prints it.
+fn write_version(runner: &Runner, path: &std::path::Path) -> Result<()> {
+    let ctx = runner.ctx();
+    let version = ctx.version()?;
+    let json = crate::version::json(version);
+    if ctx.dry_run {
+        ctx.plan(&format!("write {json} to {}", path.display()));
+        return Ok(());
+    }
+    std::fs::write(path, format!("{json}\n")).with_context(|| format!("cannot write the version file {}", path.display()))?;
+    eprintln!("wrote {json} to {}", path.display());
+    Ok(())
+}
+
+fn signal_name(number: i32) -> &'static str {
+    match number {
+        2 => "SIGINT",
+        15 => "SIGTERM",
+        _ => "a signal",
+    }
+}
+
+/// Catch SIGINT and SIGTERM from now on: the first sets the returned number,
+/// the second exits at once.
+fn watch_signals() -> Result<Arc<AtomicI32>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let received = Arc::new(AtomicI32::new(0));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime that catches signals")?;
+    let (mut interrupt, mut terminate) = runtime.block_on(async {
+        let interrupt = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+        let terminate = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
+        anyhow::Ok((interrupt, terminate))
+    })?;
+    let flag = received.clone();
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            loop {
+                let number = {
+                    let int = std::pin::pin!(interrupt.recv());
+                    let term = std::pin::pin!(terminate.recv());
+                    match futures_util::future::select(int, term).await {
+                        futures_util::future::Either::Left(_) => 2,
+                        futures_util::future::Either::Right(_) => 15,
+                    }
+                };
+                if flag.swap(number, Ordering::SeqCst) != 0 {
+                    eprintln!("==> ci: {} again: exiting without cleaning up", signal_name(number));
+                    std::process::exit(130);
+                }
+                eprintln!(
+                    "==> ci: {}: finishing the current stage, then clean and logout (send it again to exit now)",
+                    signal_name(number)
+                );
+            }
+        })
+    });
+    Ok(received)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pipeline_runs_its_stages_in_order_and_always_cleans_up() {
+        let stages = pipeline("v.json".into());
+        let names: Vec<&str> = stages.iter().map(|stage| stage.name).collect();
+        assert_eq!(names, ["login", "test", "release", "publish", "version", "clean", "logout"]);
+        let always: Vec<&str> = stages.iter().filter(|stage| stage.always).map(|stage| stage.name).collect();
+        assert_eq!(always, ["clean", "logout"]);
+        assert!(matches!(&stages[4].action, Action::WriteVersion(path) if path == std::path::Path::new("v.json")));
+    }
 }

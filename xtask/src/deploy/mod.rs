@@ -1,0 +1,255 @@
+//! `deploy`: stack.yml to Docker Swarm, watched until the new version is live.
+//!
+//! 1. `login` first, unless `--no-login` (see `Task::needs`).
+//! 2. Pre-flight, before anything changes: the engine is a swarm manager, the
+//!    stack file parses and every variable in it is set or has a default, a
+//!    node carries each placement label, every image is in its registry.
+//! 3. `docker stack deploy --with-registry-auth`, retried while the network of
+//!    a just-removed stack is still going away.
+//! 4. Unless `--detach`: watch every service until it runs the new image (or,
+//!    for one-shot services, completed), failing on a rollback, a paused
+//!    update, a one-shot service out of attempts, or the timeout.
+
+mod converge;
+mod interpolate;
+mod preflight;
+mod stackfile;
+mod watch;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use xshell::cmd;
+
+use crate::runner::Ctx;
+use converge::Verdict;
+use watch::{Expected, Outcome, Snapshot};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Do not run `login` first.
+    #[arg(long)]
+    pub no_login: bool,
+
+    /// Return once the stack is deployed, without waiting for it to converge.
+    #[arg(long)]
+    pub detach: bool,
+
+    /// How long to wait for the services to converge: 300, 90s, 5m, 1h.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `300`, `300s`, `5m`, `1h`, `1m30s` → a duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration: write e.g. 300, 90s, 5m or 1h");
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(bad()),
+        };
+        let value: u64 = number.parse().map_err(|_| bad())?;
+        total = value.checked_mul(unit).and_then(|part| total.checked_add(part)).ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let version = ctx.version()?.to_owned();
+    let stack = ctx.settings.stack.clone();
+    eprintln!("Deploying version {version}...");
+
+    let checked = ctx.step(&format!("pre-flight checks for stack {stack}"), || preflight(ctx))?;
+    let Checked { docker, services, digests } = checked;
+    let expected: Vec<Expected> =
+        services.iter().map(|service| Expected::new(&stack, service, &digests)).collect();
+
+    let before = ctx.block_on(Snapshot::read(&docker, &stack))?;
+    let no_idle = HashMap::new();
+    let before_updates: HashMap<String, Option<converge::Update>> =
+        expected.iter().map(|want| (want.full_name.clone(), before.update_of(&want.full_name))).collect();
+    let already_running = watch::judge_all(&expected, &before, &before_updates, &no_idle)
+        .iter()
+        .all(|verdict| matches!(verdict, Verdict::Done(_)));
+    if already_running {
+        eprintln!("Version {version} is already running on stack {stack}: re-applying the stack file only");
+    }
+
+    ctx.step(&format!("docker stack deploy {stack}"), || stack_deploy(ctx, &stack))?;
+    if ctx.dry_run {
+        let names: Vec<&str> = expected.iter().map(|want| want.name.as_str()).collect();
+        let wait = if args.detach {
+            "no wait (--detach)".to_owned()
+        } else {
+            format!("watch {} until converged, timeout {}s", names.join(", "), args.timeout.as_secs())
+        };
+        ctx.plan(&wait);
+        return Ok(());
+    }
+    if args.detach {
+        println!("Stack {stack} deployed with version {version}, not waiting (--detach): follow it with `docker stack ps {stack}`");
+        return Ok(());
+    }
+
+    let outcome = ctx.step("wait until every service runs the new version", || {
+        ctx.block_on(watch::until_converged(&docker, &stack, &expected, &before_updates, args.timeout))
+    })?;
+    match outcome {
+        Outcome::Converged(done) => {
+            let summary: Vec<String> = done.iter().map(|(name, text)| format!("{name} {text}")).collect();
+            if already_running {
+                println!("Version {version} was already running on stack {stack}: {}", summary.join(", "));
+            } else {
+                println!("Version {version} is live on stack {stack}: {}", summary.join(", "));
+            }
+            Ok(())
+        }
+        Outcome::Failed { failed, waiting, timed_out } => {
+            let mut reasons = Vec::new();
+            for (name, failure) in &failed {
+                reasons.push(format!("{name}: {}", watch::describe_failure(failure)));
+            }
+            for (name, text) in &waiting {
+                reasons.push(format!("{name}: not converged ({text})"));
+            }
+            let reported: BTreeSet<&str> =
+                failed.iter().map(|(name, _)| name.as_str()).chain(waiting.iter().map(|(name, _)| name.as_str())).collect();
+            ctx.block_on(async {
+                for name in &reported {
+                    watch::report(&docker, &stack, name).await;
+                }
+                Ok(())
+            })?;
+            let rolled_back = failed.iter().any(|(_, failure)| matches!(failure, converge::Failure::RolledBack { .. }));
+            let headline = if timed_out {
+                format!("version {version} did not converge within {}s", args.timeout.as_secs())
+            } else {
+                format!("version {version} failed to deploy")
+            };
+            let swarm = if rolled_back { "the swarm rolled back" } else { "the swarm did not roll back" };
+            bail!("{headline} ({swarm}): {}", reasons.join("; "))
+        }
+    }
+}
+
+struct Checked {
+    docker: bollard::Docker,
+    services: Vec<stackfile::ServiceDef>,
+    /// Image reference → digest in its registry.
+    digests: HashMap<String, String>,
+}
+
+/// Everything deploy checks before the swarm changes. Reads only.
+fn preflight(ctx: &Ctx) -> Result<Checked> {
+    let sh = ctx.sh()?;
+    let path = &ctx.settings.stack_file;
+    let shown = path.strip_prefix(&ctx.settings.root).unwrap_or(path).display().to_string();
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the stack file {}", path.display()))?;
+    let lookup = |name: &str| sh.var(name).ok();
+    let services = stackfile::load(&shown, &text, &lookup)?;
+
+    let docker = ctx.block_on(preflight::swarm_manager())?;
+    let labels = stackfile::label_constraints(&services);
+    for warning in ctx.block_on(preflight::placement_labels(&docker, &labels))? {
+        eprintln!("warning: {warning}");
+    }
+    let images: BTreeSet<&str> = services.iter().map(|service| service.image.as_str()).collect();
+    let mut digests = HashMap::new();
+    for image in images {
+        let reference = stackfile::ImageRef::parse(image);
+        let credentials = match &reference.registry {
+            Some(registry) => preflight::credential(sh, registry)?,
+            None => None,
+        };
+        let digest = ctx.block_on(preflight::image_digest(&docker, image, credentials))?;
+        eprintln!("    {image}: {digest}");
+        digests.insert(image.to_owned(), digest);
+    }
+    Ok(Checked { docker, services, digests })
+}
+
+/// How long to retry `docker stack deploy` while a removed stack's network
+/// is still going away.
+const NETWORK_RACE: Duration = Duration::from_secs(60);
+
+fn stack_deploy(ctx: &Ctx, stack: &str) -> Result<()> {
+    let sh = ctx.sh()?;
+    let file = &ctx.settings.stack_file;
+    let deploy = || cmd!(sh, "docker stack deploy --with-registry-auth -c {file} {stack}");
+    if ctx.dry_run {
+        ctx.plan(&format!("$ {}", deploy()));
+        return Ok(());
+    }
+    let started = Instant::now();
+    loop {
+        let command = deploy();
+        let line = command.to_string();
+        let output = command.ignore_status().output().with_context(|| format!("cannot run `{line}`"))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        eprint!("{stdout}{stderr}");
+        if output.status.success() {
+            return Ok(());
+        }
+        if network_race(&stderr) && started.elapsed() < NETWORK_RACE {
+            eprintln!("    the network of a removed stack {stack} is still going away: retrying in 2s");
+            std::thread::sleep(Duration::from_secs(2));
+            continue;
+        }
+        let last = stderr.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("no error output");
+        bail!("`{line}` failed: {}", last.trim());
+    }
+}
+
+/// "network todobackend_net not found" (or "... is being removed") right
+/// after `docker stack rm` of the same stack.
+fn network_race(stderr: &str) -> bool {
+    stderr.lines().any(|line| {
+        let line = line.to_ascii_lowercase();
+        line.contains("network") && (line.contains("not found") || line.contains("is being removed"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "5x", "m", "5m3", "-1", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_network_race_is_recognised() {
+        assert!(network_race("failed to create service t_app: Error response from daemon: network t_net not found\n"));
+        assert!(!network_race("image not found"));
+        assert!(!network_race("Error response from daemon: rpc error: code = InvalidArgument"));
+    }
+}

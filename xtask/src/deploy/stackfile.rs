@@ -1,0 +1,279 @@
+//! What deploy reads from the stack file before touching the swarm: the YAML
+//! parses, every variable is set or has a default, and each service names an
+//! image (after interpolation) and its placement constraints.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail};
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::interpolate::{self, Problem};
+
+/// One service of the stack file, interpolated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceDef {
+    /// The name in the file (`app`); the swarm calls it `<stack>_app`.
+    pub name: String,
+    pub image: String,
+    pub constraints: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct File {
+    #[serde(default)]
+    services: BTreeMap<String, Service>,
+}
+
+#[derive(Deserialize)]
+struct Service {
+    image: Option<String>,
+    #[serde(default)]
+    deploy: Deploy,
+}
+
+#[derive(Deserialize, Default)]
+struct Deploy {
+    #[serde(default)]
+    placement: Placement,
+}
+
+#[derive(Deserialize, Default)]
+struct Placement {
+    #[serde(default)]
+    constraints: Vec<String>,
+}
+
+/// Parse and check `text` (the file at `path`, named in errors). `lookup`
+/// gives the variables the docker CLI will see.
+pub fn load(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ServiceDef>> {
+    let raw: Value = serde_yaml::from_str(text)
+        .map_err(|err| anyhow::anyhow!("{path} is not valid YAML: {err}"))?;
+    let problems = interpolate::check(text, lookup);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(Problem::to_string).collect();
+        bail!("{path}: {}", list.join("; "));
+    }
+    let value = substitute_values(raw, lookup).map_err(|problem| anyhow::anyhow!("{path}: {problem}"))?;
+    let file: File = serde_yaml::from_value(value)
+        .map_err(|err| anyhow::anyhow!("{path} is not a stack file: {err}"))?;
+    if file.services.is_empty() {
+        bail!("{path} defines no services");
+    }
+    let mut services = Vec::new();
+    for (name, service) in file.services {
+        let image = service.image.filter(|image| !image.trim().is_empty());
+        let Some(image) = image else {
+            bail!("{path}: service {name} has no image: a stack deploys images, it does not build them");
+        };
+        check_image_reference(&image).map_err(|why| anyhow::anyhow!("{path}: service {name}: image {image:?} {why}"))?;
+        services.push(ServiceDef { name, image, constraints: service.deploy.placement.constraints });
+    }
+    Ok(services)
+}
+
+/// Interpolate every string value (not keys), as the CLI does.
+fn substitute_values(value: Value, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Value, Problem> {
+    Ok(match value {
+        Value::String(text) => Value::String(interpolate::substitute(&text, 0, lookup)?),
+        Value::Sequence(items) => {
+            Value::Sequence(items.into_iter().map(|item| substitute_values(item, lookup)).collect::<Result<_, _>>()?)
+        }
+        Value::Mapping(map) => {
+            let mut out = serde_yaml::Mapping::new();
+            for (key, item) in map {
+                out.insert(key, substitute_values(item, lookup)?);
+            }
+            Value::Mapping(out)
+        }
+        Value::Tagged(tagged) => {
+            let tagged = *tagged;
+            Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
+                tag: tagged.tag,
+                value: substitute_values(tagged.value, lookup)?,
+            }))
+        }
+        other => other,
+    })
+}
+
+/// An image reference split into its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// Registry host (and port); `None` for Docker Hub's implicit one.
+    pub registry: Option<String>,
+    /// `registry/path` (or `path`), without tag or digest.
+    pub name: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+impl ImageRef {
+    pub fn parse(reference: &str) -> ImageRef {
+        let (rest, digest) = match reference.split_once('@') {
+            Some((rest, digest)) => (rest, Some(digest.to_owned())),
+            None => (reference, None),
+        };
+        // A tag is after the last ':' that comes after the last '/'.
+        let last_slash = rest.rfind('/').map_or(0, |index| index + 1);
+        let (name, tag) = match rest[last_slash..].rfind(':') {
+            Some(colon) => (&rest[..last_slash + colon], Some(rest[last_slash + colon + 1..].to_owned())),
+            None => (rest, None),
+        };
+        let registry = name.split_once('/').map(|(first, _)| first).filter(|first| {
+            first.contains('.') || first.contains(':') || *first == "localhost"
+        });
+        ImageRef { registry: registry.map(str::to_owned), name: name.to_owned(), tag, digest }
+    }
+
+    /// `name:tag` (the tag defaults to `latest`, as Docker's does).
+    pub fn name_tag(&self) -> String {
+        format!("{}:{}", self.name, self.tag.as_deref().unwrap_or("latest"))
+    }
+
+    /// Whether a task or service image (`name:tag@digest`) is this image: same
+    /// name and tag, and the same digest where both know it.
+    pub fn matches(&self, other: &str, digest: Option<&str>) -> bool {
+        let other = ImageRef::parse(other);
+        if other.name_tag() != self.name_tag() {
+            return false;
+        }
+        match (other.digest.as_deref(), digest.or(self.digest.as_deref())) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+    }
+}
+
+/// What `docker stack deploy` would turn into a broken reference: an empty
+/// part from an empty variable (`/repo:`, `reg//repo`), spaces, upper case.
+fn check_image_reference(image: &str) -> std::result::Result<(), &'static str> {
+    let parsed = ImageRef::parse(image);
+    if image.contains(char::is_whitespace) {
+        return Err("contains whitespace");
+    }
+    if parsed.name.is_empty() || parsed.name.split('/').any(str::is_empty) {
+        return Err("has an empty part (is a variable empty?)");
+    }
+    if parsed.tag.as_deref() == Some("") {
+        return Err("has an empty tag (is APP_VERSION empty?)");
+    }
+    let path = match &parsed.registry {
+        Some(registry) => &parsed.name[registry.len() + 1..],
+        None => parsed.name.as_str(),
+    };
+    if path.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err("has upper-case letters in its repository");
+    }
+    Ok(())
+}
+
+/// `node.labels.KEY == VALUE` constraints, as (KEY, VALUE); other constraints
+/// (node.role, node.hostname, ...) need no pre-flight.
+pub fn label_constraints(services: &[ServiceDef]) -> Vec<(String, String)> {
+    let mut labels = Vec::new();
+    for constraint in services.iter().flat_map(|service| &service.constraints) {
+        let Some((left, right)) = constraint.split_once("==") else { continue };
+        if let Some(key) = left.trim().strip_prefix("node.labels.") {
+            let pair = (key.trim().to_owned(), right.trim().to_owned());
+            if !labels.contains(&pair) {
+                labels.push(pair);
+            }
+        }
+    }
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "ECR_REGISTRY" => Some("127.0.0.1:5000".into()),
+            "APP_VERSION" => Some("abc123".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_projects_stack_file_loads_with_the_exported_variables() {
+        let text = include_str!("../../../stack.yml");
+        let services = load("stack.yml", text, &env).unwrap();
+        let names: Vec<&str> = services.iter().map(|service| service.name.as_str()).collect();
+        assert_eq!(names, ["app", "collectstatic", "migrate"]);
+        for service in &services {
+            assert_eq!(service.image, "127.0.0.1:5000/todobackend:abc123", "{}", service.name);
+            assert_eq!(service.constraints, ["node.labels.todobackend.data == true"], "{}", service.name);
+        }
+        assert_eq!(label_constraints(&services), [("todobackend.data".to_owned(), "true".to_owned())]);
+    }
+
+    #[test]
+    fn the_projects_stack_file_names_a_missing_version() {
+        let text = include_str!("../../../stack.yml");
+        let only_registry = |name: &str| (name == "ECR_REGISTRY").then(|| "r:1".to_owned());
+        let err = load("stack.yml", text, &only_registry).unwrap_err().to_string();
+        assert!(err.contains("APP_VERSION"), "{err}");
+        assert!(err.contains("line "), "{err}");
+    }
+
+    #[test]
+    fn values_are_interpolated_and_keys_and_comments_are_not() {
+        let text = "services:\n  # $$ ${NOT_CHECKED}\n  web:\n    image: \"${ECR_REGISTRY}/web:${TAG:-1}\"\n";
+        let services = load("s.yml", text, &env).unwrap();
+        assert_eq!(services[0].image, "127.0.0.1:5000/web:1");
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_a_reason() {
+        let err = load("s.yml", "services: [unclosed", &env).unwrap_err().to_string();
+        assert!(err.contains("not valid YAML"), "{err}");
+        let err = load("s.yml", "services:\n  web:\n    build: .\n", &env).unwrap_err().to_string();
+        assert!(err.contains("web has no image"), "{err}");
+        let err = load("s.yml", "services:\n  web:\n    image: \"${EMPTY}/web:1\"\n", &env).unwrap_err().to_string();
+        assert!(err.contains("empty part"), "{err}");
+        let err = load("s.yml", "services:\n  web:\n    image: \"r/web:${EMPTY}\"\n", &env).unwrap_err().to_string();
+        assert!(err.contains("empty tag"), "{err}");
+        let err = load("s.yml", "version: '3.8'\n", &env).unwrap_err().to_string();
+        assert!(err.contains("no services"), "{err}");
+        let err = load("s.yml", "services:\n  web:\n    image: \"r/web:${NOPE}\"\n", &env).unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("NOPE"), "{err}");
+    }
+
+    #[test]
+    fn image_references() {
+        let image = ImageRef::parse("127.0.0.1:5000/todobackend:abc@sha256:1");
+        assert_eq!(image.registry.as_deref(), Some("127.0.0.1:5000"));
+        assert_eq!(image.name, "127.0.0.1:5000/todobackend");
+        assert_eq!(image.tag.as_deref(), Some("abc"));
+        assert_eq!(image.digest.as_deref(), Some("sha256:1"));
+        let plain = ImageRef::parse("library/alpine");
+        assert_eq!(plain.registry, None);
+        assert_eq!(plain.name_tag(), "library/alpine:latest");
+        assert_eq!(ImageRef::parse("localhost/x:1").registry.as_deref(), Some("localhost"));
+        assert_eq!(ImageRef::parse("reg:5000/x").tag, None);
+    }
+
+    #[test]
+    fn image_matching_uses_the_digest_when_both_sides_know_it() {
+        let target = ImageRef::parse("r:5000/app:B");
+        assert!(target.matches("r:5000/app:B@sha256:new", Some("sha256:new")));
+        assert!(!target.matches("r:5000/app:B@sha256:old", Some("sha256:new")));
+        assert!(target.matches("r:5000/app:B", Some("sha256:new")));
+        assert!(!target.matches("r:5000/app:A@sha256:new", Some("sha256:new")));
+        assert!(target.matches("r:5000/app:B@sha256:any", None));
+    }
+
+    #[test]
+    fn label_constraints_are_found() {
+        let service = |constraints: &[&str]| ServiceDef {
+            name: "s".into(),
+            image: "i".into(),
+            constraints: constraints.iter().map(|c| c.to_string()).collect(),
+        };
+        let services = [service(&["node.role == manager", "node.labels.zone==a"]), service(&["node.labels.zone == a"])];
+        assert_eq!(label_constraints(&services), [("zone".to_owned(), "a".to_owned())]);
+    }
+}

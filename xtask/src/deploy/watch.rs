@@ -1,0 +1,326 @@
+//! Watching a deployed stack until every service has converged or failed:
+//! the swarm's services and tasks are polled, judged by `converge`, and a
+//! progress line is printed whenever a service's state changes.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bollard::Docker;
+use bollard::models::{TaskSpecRestartPolicyConditionEnum, TaskState as SwarmTaskState};
+use bollard::query_parameters::{ListServicesOptions, ListTasksOptions, LogsOptions};
+use futures_util::StreamExt;
+
+use super::converge::{self, Failure, Kind, Verdict};
+use super::stackfile::{ImageRef, ServiceDef};
+
+const POLL: Duration = Duration::from_secs(1);
+const LOG_LINES: &str = "20";
+/// How long the other services may still run to their end after one failed.
+const SETTLE: Duration = Duration::from_secs(45);
+
+/// One service of the stack file, with what deploy expects of it.
+pub struct Expected {
+    /// `<stack>_<name>`, as the swarm names it.
+    pub full_name: String,
+    pub name: String,
+    pub image: ImageRef,
+    pub digest: Option<String>,
+}
+
+impl Expected {
+    pub fn new(stack: &str, def: &ServiceDef, digests: &HashMap<String, String>) -> Expected {
+        Expected {
+            full_name: format!("{stack}_{}", def.name),
+            name: def.name.clone(),
+            image: ImageRef::parse(&def.image),
+            digest: digests.get(&def.image).cloned(),
+        }
+    }
+}
+
+/// The stack's services and their tasks, as read at one moment.
+pub struct Snapshot {
+    /// By full name: the service's id and its state for `converge`.
+    pub services: HashMap<String, (String, converge::Service)>,
+}
+
+impl Snapshot {
+    pub async fn read(docker: &Docker, stack: &str) -> Result<Snapshot> {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("com.docker.stack.namespace={stack}")])]);
+        let listed = docker
+            .list_services(Some(ListServicesOptions { filters: Some(filters), ..Default::default() }))
+            .await
+            .with_context(|| format!("cannot list the services of stack {stack}"))?;
+        let ids: Vec<String> = listed.iter().filter_map(|service| service.id.clone()).collect();
+        let tasks = if ids.is_empty() {
+            Vec::new()
+        } else {
+            let filters = HashMap::from([("service".to_owned(), ids)]);
+            docker
+                .list_tasks(Some(ListTasksOptions { filters: Some(filters) }))
+                .await
+                .with_context(|| format!("cannot list the tasks of stack {stack}"))?
+        };
+        let mut services = HashMap::new();
+        for service in listed {
+            let (Some(id), Some(spec)) = (service.id.clone(), service.spec.as_ref()) else { continue };
+            let Some(name) = spec.name.clone() else { continue };
+            let template = spec.task_template.as_ref();
+            let spec_image = template
+                .and_then(|template| template.container_spec.as_ref())
+                .and_then(|container| container.image.clone())
+                .unwrap_or_default();
+            let restart = template.and_then(|template| template.restart_policy.as_ref());
+            let condition = restart.and_then(|restart| restart.condition);
+            let mode = spec.mode.as_ref();
+            let job = mode.is_some_and(|mode| mode.replicated_job.is_some() || mode.global_job.is_some());
+            let one_shot = job
+                || matches!(
+                    condition,
+                    Some(TaskSpecRestartPolicyConditionEnum::NONE | TaskSpecRestartPolicyConditionEnum::ON_FAILURE)
+                );
+            let kind = if one_shot {
+                let delay = restart.and_then(|restart| restart.delay).unwrap_or(5_000_000_000).max(0) as u64;
+                Kind::OneShot { restart_delay: Duration::from_nanos(delay) }
+            } else {
+                let replicas = mode
+                    .and_then(|mode| mode.replicated.as_ref())
+                    .and_then(|replicated| replicated.replicas)
+                    .unwrap_or(1)
+                    .max(0) as u64;
+                Kind::Replicated { replicas }
+            };
+            let update = service.update_status.as_ref().and_then(|status| {
+                Some(converge::Update {
+                    state: status.state?.to_string(),
+                    started_at: status.started_at.clone().unwrap_or_default(),
+                    message: status.message.clone().unwrap_or_default(),
+                })
+            });
+            let service_tasks = tasks
+                .iter()
+                .filter(|task| task.service_id.as_deref() == Some(id.as_str()))
+                .map(|task| {
+                    let image = task
+                        .spec
+                        .as_ref()
+                        .and_then(|spec| spec.container_spec.as_ref())
+                        .and_then(|container| container.image.clone())
+                        .unwrap_or_default();
+                    let state = task.status.as_ref().and_then(|status| status.state).map(|state| state.to_string());
+                    let desired_running = matches!(
+                        task.desired_state,
+                        Some(SwarmTaskState::RUNNING | SwarmTaskState::READY | SwarmTaskState::COMPLETE)
+                    );
+                    converge::Task {
+                        image,
+                        state: converge::TaskState::from_name(state.as_deref().unwrap_or("new")),
+                        desired_running,
+                    }
+                })
+                .collect();
+            services.insert(name, (id, converge::Service { kind, spec_image, update, tasks: service_tasks }));
+        }
+        Ok(Snapshot { services })
+    }
+
+    pub fn update_of(&self, full_name: &str) -> Option<converge::Update> {
+        self.services.get(full_name).and_then(|(_, service)| service.update.clone())
+    }
+}
+
+/// The verdict on each expected service, given the snapshot before deploy.
+pub fn judge_all(
+    expected: &[Expected],
+    now: &Snapshot,
+    before: &HashMap<String, Option<converge::Update>>,
+    idle: &HashMap<String, Duration>,
+) -> Vec<Verdict> {
+    expected
+        .iter()
+        .map(|want| {
+            let Some((_, service)) = now.services.get(&want.full_name) else {
+                return Verdict::Waiting("not created yet".into());
+            };
+            let target = converge::Target {
+                image: &want.image,
+                digest: want.digest.as_deref(),
+                update_before: before.get(&want.full_name).and_then(Option::as_ref),
+                idle_for: idle.get(&want.full_name).copied().unwrap_or_default(),
+            };
+            converge::judge(service, &target)
+        })
+        .collect()
+}
+
+/// How the watch ended.
+pub enum Outcome {
+    Converged(Vec<(String, String)>),
+    /// Failed services (name, failure), or timed out (waiting services).
+    Failed { failed: Vec<(String, Failure)>, waiting: Vec<(String, String)>, timed_out: bool },
+}
+
+/// Poll until every expected service is done, one has failed, or `timeout`.
+pub async fn until_converged(
+    docker: &Docker,
+    stack: &str,
+    expected: &[Expected],
+    before: &HashMap<String, Option<converge::Update>>,
+    timeout: Duration,
+) -> Result<Outcome> {
+    let started = Instant::now();
+    let mut shown: HashMap<String, String> = HashMap::new();
+    let mut not_live_since: HashMap<String, Instant> = HashMap::new();
+    let mut first_failure: Option<Instant> = None;
+    loop {
+        let snapshot = Snapshot::read(docker, stack).await?;
+        let mut idle = HashMap::new();
+        for want in expected {
+            let live = snapshot.services.get(&want.full_name).is_none_or(|(_, service)| {
+                !matches!(service.kind, Kind::OneShot { .. })
+                    || converge::has_live_task(
+                        service,
+                        &converge::Target {
+                            image: &want.image,
+                            digest: want.digest.as_deref(),
+                            update_before: None,
+                            idle_for: Duration::ZERO,
+                        },
+                    )
+            });
+            if live {
+                not_live_since.remove(&want.full_name);
+            } else {
+                let since = *not_live_since.entry(want.full_name.clone()).or_insert_with(Instant::now);
+                idle.insert(want.full_name.clone(), since.elapsed());
+            }
+        }
+        let verdicts = judge_all(expected, &snapshot, before, &idle);
+        for (want, verdict) in expected.iter().zip(&verdicts) {
+            let line = describe(verdict);
+            if shown.get(&want.name) != Some(&line) {
+                eprintln!("    {}: {line}", want.name);
+                shown.insert(want.name.clone(), line);
+            }
+        }
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        let mut waiting = Vec::new();
+        for (want, verdict) in expected.iter().zip(verdicts) {
+            match verdict {
+                Verdict::Done(text) => done.push((want.name.clone(), text)),
+                Verdict::Failed(failure) => failed.push((want.name.clone(), failure)),
+                Verdict::Waiting(text) => waiting.push((want.name.clone(), text)),
+            }
+        }
+        if waiting.is_empty() {
+            if failed.is_empty() {
+                return Ok(Outcome::Converged(done));
+            }
+            return Ok(Outcome::Failed { failed, waiting, timed_out: false });
+        }
+        // After a failure, the others get a little longer to reach their own
+        // end, so that one run reports every failing service.
+        if !failed.is_empty() {
+            let since = *first_failure.get_or_insert_with(Instant::now);
+            if since.elapsed() >= SETTLE {
+                return Ok(Outcome::Failed { failed, waiting, timed_out: false });
+            }
+        }
+        if started.elapsed() >= timeout {
+            let timed_out = failed.is_empty();
+            return Ok(Outcome::Failed { failed, waiting, timed_out });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+pub fn describe(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Waiting(text) => text.clone(),
+        Verdict::Done(text) => format!("{text} (converged)"),
+        Verdict::Failed(failure) => describe_failure(failure),
+    }
+}
+
+pub fn describe_failure(failure: &Failure) -> String {
+    let tag = |image: &str| ImageRef::parse(image).tag.unwrap_or_else(|| "latest".into());
+    match failure {
+        Failure::RolledBack { message, image } => {
+            format!("update failed and the swarm rolled it back to version {} ({message})", tag(image))
+        }
+        Failure::Paused { message, rolling_back: true } => {
+            format!("update failed and its rollback paused: the swarm did NOT finish rolling back ({message})")
+        }
+        Failure::Paused { message, rolling_back: false } => {
+            format!("update paused, the swarm did not roll back ({message})")
+        }
+        Failure::Exhausted { attempts } => {
+            format!("failed {attempts} time(s) and will not be retried (no rollback for one-shot services)")
+        }
+    }
+}
+
+/// Print a failing service's recent task errors and the last lines of its logs.
+pub async fn report(docker: &Docker, stack: &str, name: &str) {
+    let full_name = format!("{stack}_{name}");
+    let filters = HashMap::from([("service".to_owned(), vec![full_name.clone()])]);
+    let tasks = docker.list_tasks(Some(ListTasksOptions { filters: Some(filters) })).await;
+    eprintln!("--- {name}: recent tasks");
+    match tasks {
+        Ok(mut tasks) => {
+            tasks.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            for task in tasks.iter().take(6) {
+                let status = task.status.as_ref();
+                let state = status.and_then(|status| status.state).map(|state| state.to_string()).unwrap_or_default();
+                let image = task
+                    .spec
+                    .as_ref()
+                    .and_then(|spec| spec.container_spec.as_ref())
+                    .and_then(|container| container.image.as_deref())
+                    .map(|image| ImageRef::parse(image).tag.unwrap_or_default())
+                    .unwrap_or_default();
+                let message = status.and_then(|status| status.message.clone()).unwrap_or_default();
+                let err = status.and_then(|status| status.err.clone()).map(|err| format!(": {err}")).unwrap_or_default();
+                let failed = status.and_then(|status| status.state) == Some(SwarmTaskState::FAILED);
+                let exit = status
+                    .filter(|_| failed)
+                    .and_then(|status| status.container_status.as_ref())
+                    .and_then(|container| container.exit_code)
+                    .filter(|code| *code != 0)
+                    .map(|code| format!(" (exit code {code})"))
+                    .unwrap_or_default();
+                eprintln!("    {:<9} version {image}: {message}{err}{exit}", state);
+            }
+        }
+        Err(err) => eprintln!("    cannot list its tasks: {err}"),
+    }
+    eprintln!("--- {name}: last log lines");
+    let options = LogsOptions { stdout: true, stderr: true, tail: LOG_LINES.into(), ..Default::default() };
+    let mut logs = docker.service_logs(&full_name, Some(options));
+    let read = async {
+        let mut lines = 0;
+        while let Some(item) = logs.next().await {
+            match item {
+                Ok(output) => {
+                    let text = output.to_string();
+                    for line in text.lines() {
+                        eprintln!("    {line}");
+                        lines += 1;
+                    }
+                }
+                Err(err) => {
+                    eprintln!("    cannot read its logs: {err}");
+                    return lines;
+                }
+            }
+        }
+        lines
+    };
+    match tokio::time::timeout(Duration::from_secs(15), read).await {
+        Ok(0) => eprintln!("    (no log lines)"),
+        Ok(_) => {}
+        Err(_) => eprintln!("    (its logs did not arrive within 15s: `docker service logs {full_name}`)"),
+    }
+}

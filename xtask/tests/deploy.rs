@@ -1,0 +1,390 @@
+//! `deploy` against the real single-node swarm of the local engine, a local
+//! registry and the ECR emulator; and `ci`'s cleanup.
+//!
+//! The app image is the real one, built by `cargo xtask build` (version A);
+//! B and the failing versions are derived from it with a tiny Dockerfile
+//! (`FROM` the local image: nothing is pulled). XTASK_TEST_APP_IMAGE names a
+//! local image to use as A instead (a stand-in with the same interface, for
+//! working on these tests without building the service).
+//!
+//! Swarm tests hold one lock: they never run at the same time. Each uses its
+//! own stack (the sandbox's STACK_NAME), removes it at the end and waits
+//! until its network is gone, and removes the images it made.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use support::{Images, Moto, Registry, Run, Sandbox};
+
+static SWARM: Mutex<()> = Mutex::new(());
+
+fn swarm_lock() -> MutexGuard<'static, ()> {
+    support::require_swarm();
+    SWARM.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker").args(args).stdin(Stdio::null()).output().expect("docker runs")
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// stack.yml places every service on the node labelled todobackend.data=true:
+/// label this single node (idempotent; the label stays, as a user's would).
+fn label_the_node() {
+    let node = docker_ok(&["info", "--format", "{{.Swarm.NodeID}}"]);
+    docker_ok(&["node", "update", "--label-add", "todobackend.data=true", &node]);
+}
+
+fn stack_exists(name: &str) -> bool {
+    let services = docker_ok(&["service", "ls", "--quiet", "--filter", &format!("label=com.docker.stack.namespace={name}")]);
+    !services.is_empty()
+}
+
+/// Removes the stack when dropped and waits until its services and network are gone.
+struct Stack(String);
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = docker(&["stack", "rm", &self.0]);
+        let label = format!("label=com.docker.stack.namespace={}", self.0);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(90) {
+            let networks = docker(&["network", "ls", "--quiet", "--filter", &label]);
+            let services = docker(&["service", "ls", "--quiet", "--filter", &label]);
+            if networks.stdout.is_empty() && services.stdout.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // The stack's volumes, once no container uses them.
+        let volumes = docker(&["volume", "ls", "--quiet", "--filter", &label]);
+        for volume in String::from_utf8_lossy(&volumes.stdout).lines() {
+            for _ in 0..20 {
+                if docker(&["volume", "rm", volume]).status.success() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// `docker login` of the sandbox's Docker config, the password on stdin.
+fn docker_login(sandbox: &Sandbox, registry: &Registry) {
+    let mut child = Command::new("docker")
+        .args(["login", "--username", &registry.user, "--password-stdin", &registry.host()])
+        .env("DOCKER_CONFIG", sandbox.docker_config())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker login");
+    child.stdin.take().expect("stdin").write_all(registry.password().as_bytes()).expect("password");
+    let out = child.wait_with_output().expect("docker login runs");
+    assert!(out.status.success(), "docker login: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn push(sandbox: &Sandbox, tag: &str) {
+    let run = sandbox.docker(&["push", tag]);
+    assert!(run.success(), "docker push {tag}: {}", run.stderr);
+}
+
+/// Version A of the app in the registry's namespace, as a local image: the real
+/// release image built by `cargo xtask build`, or XTASK_TEST_APP_IMAGE retagged.
+fn app_image(sandbox: &Sandbox, registry: &Registry, version: &str, images: &mut Images) -> String {
+    let tag = format!("{}/todobackend:{version}", registry.host());
+    images.track(&tag);
+    images.track(&format!("{}/todobackend:latest", registry.host()));
+    match std::env::var("XTASK_TEST_APP_IMAGE").ok().filter(|image| !image.is_empty()) {
+        Some(stand_in) => {
+            docker_ok(&["tag", &stand_in, &tag]);
+        }
+        None => {
+            assert!(
+                support::project_root().join("todobackend/Cargo.toml").is_file(),
+                "the service (todobackend/) is not in this checkout, so its image cannot be built"
+            );
+            let built = sandbox
+                .clone_with(&[("APP_VERSION", version), ("ECR_REGISTRY", &registry.host())])
+                .xtask(&["build"]);
+            built.assert_success();
+        }
+    }
+    tag
+}
+
+/// An image `FROM base` with more Dockerfile lines, tagged `tag`.
+fn derive(base: &str, tag: &str, lines: &str, images: &mut Images) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("Dockerfile"), format!("FROM {base}\n{lines}\n")).expect("Dockerfile");
+    images.track(tag);
+    let out = Command::new("docker")
+        .args(["build", "--quiet", "--tag", tag])
+        .arg(dir.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .expect("docker build");
+    assert!(out.status.success(), "docker build {tag}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+trait SandboxExt {
+    fn clone_with(&self, env: &[(&str, &str)]) -> Sandbox;
+}
+
+impl SandboxExt for Sandbox {
+    /// The same sandbox (same Docker config and stack) with more variables.
+    fn clone_with(&self, env: &[(&str, &str)]) -> Sandbox {
+        let mut copy = Sandbox { dir: tempfile::tempdir().expect("temp dir"), env: self.env.clone(), root: self.root.clone() };
+        for (key, value) in env {
+            copy = copy.with_env(key, value);
+        }
+        copy
+    }
+}
+
+/// The app answers GET / with 200 on the host-mode port.
+fn answers(port: u16) -> bool {
+    support::http(&format!("http://127.0.0.1:{port}/"), "GET", None, &[]).is_ok_and(|response| response.status == 200)
+}
+
+/// The images of the app's running containers.
+fn running_app_images(stack: &str) -> Vec<String> {
+    let out = docker_ok(&[
+        "ps",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={stack}_app"),
+        "--format",
+        "{{.Image}}",
+    ]);
+    out.lines().map(|line| line.split('@').next().unwrap_or(line).to_owned()).collect()
+}
+
+fn spec_image(stack: &str, service: &str) -> String {
+    let image = docker_ok(&["service", "inspect", &format!("{stack}_{service}"), "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}"]);
+    image.split('@').next().unwrap_or(&image).to_owned()
+}
+
+fn stack_name(sandbox: &Sandbox) -> String {
+    sandbox.env.iter().find(|(key, _)| key == "STACK_NAME").map(|(_, value)| value.clone()).expect("sandbox stack")
+}
+
+fn error_text(run: &Run) -> String {
+    run.error_lines().join("\n")
+}
+
+#[test]
+fn deploy_converges_updates_rolls_back_and_reports_failures() {
+    let _lock = swarm_lock();
+    label_the_node();
+    let registry = Registry::start_for_ecr();
+    let moto = Moto::start();
+    let port = support::free_port();
+    let port_text = port.to_string();
+    let sandbox = Sandbox::new()
+        .with_aws(&moto)
+        .with_registry(&registry)
+        .with_env("APP_PUBLISH_MODE", "host")
+        .with_env("APP_PUBLISHED_PORT", &port_text)
+        // A host-mode port binds once per node: one replica on a single node.
+        .with_env("APP_REPLICAS", "1")
+        .with_env("APP_UPDATE_DELAY", "1s")
+        .with_env("APP_UPDATE_MONITOR", "5s")
+        .with_env("JOB_RESTART_DELAY", "1s");
+    let stack = stack_name(&sandbox);
+    let _stack = Stack(stack.clone());
+    let mut images = Images(Vec::new());
+    let suffix = support::unique_name("v");
+    let (a, b, crash, bad_migrate) =
+        (format!("a{suffix}"), format!("b{suffix}"), format!("crash{suffix}"), format!("mig{suffix}"));
+
+    docker_login(&sandbox, &registry);
+    let image_a = app_image(&sandbox, &registry, &a, &mut images);
+    let host = registry.host();
+    derive(&image_a, &format!("{host}/todobackend:{b}"), &format!("LABEL version={b}"), &mut images);
+    derive(&image_a, &format!("{host}/todobackend:{crash}"), "ENV TODOBACKEND_LISTEN=not-an-address", &mut images);
+    derive(&image_a, &format!("{host}/todobackend:{bad_migrate}"), "ENV TODOBACKEND_DB=/nonexistent/x.db", &mut images);
+    for version in [&a, &b, &crash, &bad_migrate] {
+        push(&sandbox, &format!("{host}/todobackend:{version}"));
+    }
+    // From here on the credential comes from `login` (moto's token is the
+    // registry's password).
+    assert!(sandbox.docker(&["logout", &host]).success());
+    let at = |version: &str| sandbox.clone_with(&[("APP_VERSION", version)]);
+
+    // An image that is not in the registry: refused before the swarm changes.
+    let missing = at("not-pushed").xtask(&["deploy"]);
+    missing.assert_failure();
+    assert!(error_text(&missing).contains("not-pushed"), "{}", missing.stderr);
+    assert!(!stack_exists(&stack));
+
+    // --dry-run: the plan, nothing deployed.
+    let dry = at(&a).xtask(&["deploy", "--dry-run"]);
+    dry.assert_success();
+    assert!(dry.stdout.contains("docker stack deploy --with-registry-auth -c"), "{}", dry.stdout);
+    assert!(!stack_exists(&stack), "a dry run deployed the stack");
+
+    // Version A, with a real login first: converges, the jobs completed.
+    let first = at(&a).xtask(&["deploy", "--timeout", "3m"]);
+    first.assert_success().assert_not_leaked(support::ECR_PASSWORD);
+    assert!(first.stderr.contains(&format!("Deploying version {a}...")), "{}", first.stderr);
+    assert!(first.stderr.contains("==> login:"), "login did not run first:\n{}", first.stderr);
+    assert!(first.stdout.contains(&format!("Version {a} is live")), "{}", first.stdout);
+    assert!(first.stdout.contains("migrate completed") && first.stdout.contains("collectstatic completed"), "{}", first.stdout);
+    assert!(answers(port), "version {a} does not answer on port {port}");
+    let acceptance = docker(&["run", "--rm", "--network", "host", &image_a, "acceptance", "--url", &format!("http://127.0.0.1:{port}")]);
+    assert!(
+        acceptance.status.success(),
+        "acceptance suite against the deployed app failed:\n{}{}",
+        String::from_utf8_lossy(&acceptance.stdout),
+        String::from_utf8_lossy(&acceptance.stderr)
+    );
+
+    // The same version again: quick, and said so.
+    let started = Instant::now();
+    let again = at(&a).xtask(&["deploy", "--no-login"]);
+    again.assert_success();
+    assert!(again.stdout.contains("already running"), "{}", again.stdout);
+    assert!(started.elapsed() < Duration::from_secs(30), "re-deploying took {:?}", started.elapsed());
+
+    // Version B: a rolling update, then B answers.
+    let update = at(&b).xtask(&["deploy", "--no-login", "--timeout", "3m"]);
+    update.assert_success();
+    assert!(update.stderr.contains("app: updating"), "no rolling update seen:\n{}", update.stderr);
+    assert!(update.stdout.contains(&format!("Version {b} is live")), "{}", update.stdout);
+    assert_eq!(running_app_images(&stack), [format!("{host}/todobackend:{b}")]);
+    assert!(answers(port), "version {b} does not answer");
+
+    // A version whose app exits at start: fails, names the service, rolled back to B.
+    let started = Instant::now();
+    let crashed = at(&crash).xtask(&["deploy", "--no-login", "--timeout", "150s"]);
+    crashed.assert_failure();
+    assert!(started.elapsed() < Duration::from_secs(170), "took {:?}", started.elapsed());
+    let error = error_text(&crashed);
+    assert!(error.contains("app:") && error.contains("rolled back"), "{}", crashed.stderr);
+    assert!(crashed.stderr.contains("--- app: last log lines"), "{}", crashed.stderr);
+    assert_eq!(spec_image(&stack, "app"), format!("{host}/todobackend:{b}"), "the swarm did not roll back to B");
+    let start = Instant::now();
+    while !answers(port) && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(answers(port), "B does not answer after the rollback");
+
+    // A version whose migration fails: non-zero, naming migrate.
+    let migration = at(&bad_migrate).xtask(&["deploy", "--no-login", "--timeout", "150s"]);
+    migration.assert_failure();
+    let error = error_text(&migration);
+    assert!(error.contains("migrate: failed"), "{}", migration.stderr);
+
+    // Right after `docker stack rm`, deploying the same stack waits for the
+    // old network to go instead of failing.
+    docker_ok(&["stack", "rm", &stack]);
+    let redeploy = at(&b).xtask(&["deploy", "--no-login", "--detach"]);
+    redeploy.assert_success();
+    assert!(redeploy.stdout.contains("not waiting (--detach)"), "{}", redeploy.stdout);
+}
+
+#[test]
+fn an_unset_variable_is_an_error_before_the_swarm_is_touched() {
+    let _lock = swarm_lock();
+    let sandbox = Sandbox::new().with_env("APP_VERSION", "1").with_env("ECR_REGISTRY", "127.0.0.1:9");
+    let stack = stack_name(&sandbox);
+    let file = sandbox.dir.path().join("stack.yml");
+    std::fs::write(
+        &file,
+        "version: \"3.8\"\nservices:\n  app:\n    image: \"${ECR_REGISTRY}/todobackend:${APP_VERSION}\"\n    \
+         environment:\n      LEVEL: \"${XTASK_TEST_UNSET_LEVEL}\"\n",
+    )
+    .unwrap();
+    let run = sandbox.with_env("STACK_FILE", &file.display().to_string()).xtask(&["deploy", "--no-login"]);
+    run.assert_failure();
+    let error = error_text(&run);
+    assert_eq!(run.error_lines().len(), 1, "{}", run.stderr);
+    assert!(error.contains("XTASK_TEST_UNSET_LEVEL") && error.contains("line 6"), "{error}");
+    assert!(!run.stderr.contains("docker stack deploy"), "{}", run.stderr);
+    assert!(!stack_exists(&stack));
+}
+
+#[test]
+fn a_bad_timeout_is_a_one_line_error() {
+    let run = Sandbox::new().xtask(&["deploy", "--no-login", "--timeout", "soon"]);
+    run.assert_failure();
+    assert!(run.stderr.contains("not a duration"), "{}", run.stderr);
+}
+
+/// `ci` whose login fails: the later stages are skipped, clean and logout
+/// still run (the sandbox's registry credential is gone), exit non-zero.
+#[test]
+fn ci_with_a_failing_step_still_cleans_up_and_logs_out() {
+    let registry = Registry::start_for_ecr();
+    let closed = support::free_port();
+    let sandbox = Sandbox::new()
+        .with_registry(&registry)
+        .with_env("AWS_ENDPOINT_URL", &format!("http://127.0.0.1:{closed}"))
+        .with_env("AWS_ACCESS_KEY_ID", "testing")
+        .with_env("AWS_SECRET_ACCESS_KEY", "testing")
+        .with_env("AWS_REGION", support::REGION);
+    docker_login(&sandbox, &registry);
+    let config = sandbox.docker_config().join("config.json");
+    assert!(std::fs::read_to_string(&config).unwrap().contains(&registry.host()));
+    let version_file = sandbox.dir.path().join("version.json");
+
+    let run = sandbox.xtask(&["ci", "--version-file", &version_file.display().to_string()]);
+    run.assert_failure();
+    assert!(error_text(&run).contains("login"), "the first failure is not the error:\n{}", run.stderr);
+    for skipped in ["test", "release", "publish", "version"] {
+        assert!(run.stderr.contains(&format!("==> ci: {skipped} skipped")), "{}", run.stderr);
+    }
+    assert!(run.stderr.contains("==> ci: clean (always)"), "{}", run.stderr);
+    assert!(run.stderr.contains("==> ci: logout (always)"), "{}", run.stderr);
+    assert!(!std::fs::read_to_string(&config).unwrap().contains(&registry.host()), "still logged in");
+    assert!(!version_file.exists());
+}
+
+/// SIGTERM while `login` waits on a silent ECR endpoint: the pipeline stops,
+/// clean and logout run, and the exit is non-zero with the signal named.
+#[test]
+fn ci_cleans_up_after_sigterm() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let sandbox = Sandbox::new()
+        .with_env("ECR_REGISTRY", "127.0.0.1:9")
+        .with_env("AWS_ENDPOINT_URL", &endpoint)
+        .with_env("AWS_ACCESS_KEY_ID", "testing")
+        .with_env("AWS_SECRET_ACCESS_KEY", "testing")
+        .with_env("AWS_REGION", support::REGION);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(["ci"]).current_dir(&sandbox.root).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.env_remove("GITHUB_ACTIONS").env("AWS_CONFIG_FILE", "/dev/null").env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    cmd.env("AWS_EC2_METADATA_DISABLED", "true").env_remove("AWS_PROFILE");
+    for (key, value) in &sandbox.env {
+        cmd.env(key, value);
+    }
+    let child = cmd.spawn().expect("start xtask ci");
+    // login has connected and waits for an answer that never comes.
+    let (held, _) = listener.accept().expect("login connects");
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    std::thread::sleep(Duration::from_millis(500));
+    // Let the SDK fail fast now: close the connection and the port.
+    drop(held);
+    drop(listener);
+    let out = child.wait_with_output().expect("xtask ci ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert!(stderr.contains("==> ci: test skipped: interrupted by SIGTERM"), "{stderr}");
+    assert!(stderr.contains("==> ci: clean (always)"), "{stderr}");
+    assert!(stderr.contains("==> ci: logout (always)"), "{stderr}");
+    let error = stderr.lines().find(|line| line.starts_with("error:")).unwrap_or_default();
+    assert!(error.contains("SIGTERM"), "{stderr}");
+}
