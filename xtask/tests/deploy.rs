@@ -3,9 +3,7 @@
 //!
 //! The app image is the real one, built by `cargo xtask build` (version A);
 //! B and the failing versions are derived from it with a tiny Dockerfile
-//! (`FROM` the local image: nothing is pulled). XTASK_TEST_APP_IMAGE names a
-//! local image to use as A instead (a stand-in with the same interface, for
-//! working on these tests without building the service).
+//! (`FROM` the local image: nothing is pulled).
 //!
 //! Swarm tests hold one lock: they never run at the same time. Each uses its
 //! own stack (the sandbox's STACK_NAME), removes it at the end and waits
@@ -99,26 +97,15 @@ fn push(sandbox: &Sandbox, tag: &str) {
 }
 
 /// Version A of the app in the registry's namespace, as a local image: the real
-/// release image built by `cargo xtask build`, or XTASK_TEST_APP_IMAGE retagged.
+/// release image built by `cargo xtask build`.
 fn app_image(sandbox: &Sandbox, registry: &Registry, version: &str, images: &mut Images) -> String {
     let tag = format!("{}/todobackend:{version}", registry.host());
     images.track(&tag);
     images.track(&format!("{}/todobackend:latest", registry.host()));
-    match std::env::var("XTASK_TEST_APP_IMAGE").ok().filter(|image| !image.is_empty()) {
-        Some(stand_in) => {
-            docker_ok(&["tag", &stand_in, &tag]);
-        }
-        None => {
-            assert!(
-                support::project_root().join("todobackend/Cargo.toml").is_file(),
-                "the service (todobackend/) is not in this checkout, so its image cannot be built"
-            );
-            let built = sandbox
-                .clone_with(&[("APP_VERSION", version), ("ECR_REGISTRY", &registry.host())])
-                .xtask(&["build"]);
-            built.assert_success();
-        }
-    }
+    let built = sandbox
+        .clone_with(&[("APP_VERSION", version), ("ECR_REGISTRY", &registry.host())])
+        .xtask(&["build"]);
+    built.assert_success();
     tag
 }
 
@@ -193,6 +180,7 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
         .with_aws(&moto)
         .with_registry(&registry)
         .with_env("APP_PUBLISH_MODE", "host")
+        .with_env("APP_UPDATE_ORDER", "stop-first")
         .with_env("APP_PUBLISHED_PORT", &port_text)
         // A host-mode port binds once per node: one replica on a single node.
         .with_env("APP_REPLICAS", "1")
