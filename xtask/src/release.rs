@@ -66,30 +66,35 @@ fn wait_until_healthy(ctx: &Ctx, compose: &Compose) -> Result<()> {
         bail!("the app container was not created");
     }
     eprintln!("waiting for the app to be healthy...");
-    ctx.block_on(async {
-        let docker = ctx.docker().await?;
-        let started = Instant::now();
-        loop {
-            let inspect = docker
-                .inspect_container(id, None)
-                .await
-                .context("cannot inspect the app container")?;
-            let state = inspect.state.unwrap_or_default();
-            let health = state.health.and_then(|health| health.status).map(|status| status.to_string());
-            match health.as_deref() {
-                Some("healthy") => return Ok(()),
-                Some("unhealthy") => bail!("the app is unhealthy: its healthcheck fails (logs above)"),
-                _ => {}
-            }
-            if state.running == Some(false) {
-                bail!("the app stopped (exit code {}): its logs are above", state.exit_code.unwrap_or(-1));
-            }
-            if started.elapsed() > HEALTHY_WITHIN {
-                bail!("the app was not healthy within {}s: its logs are above", HEALTHY_WITHIN.as_secs());
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+    let sh = ctx.sh()?;
+    let started = Instant::now();
+    loop {
+        // The docker CLI, not the engine API: `release` stays a light task.
+        let format = "{{.State.Running}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}/{{.State.ExitCode}}";
+        let state = ctx.read(xshell::cmd!(sh, "docker inspect --format {format} {id}"))?;
+        let (running, health, exit_code) = parse_state(&state)?;
+        match health {
+            "healthy" => return Ok(()),
+            "unhealthy" => bail!("the app is unhealthy: its healthcheck fails (logs above)"),
+            _ => {}
         }
-    })
+        if !running {
+            bail!("the app stopped (exit code {exit_code}): its logs are above");
+        }
+        if started.elapsed() > HEALTHY_WITHIN {
+            bail!("the app was not healthy within {}s: its logs are above", HEALTHY_WITHIN.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `true/starting/0` (running, health, exit code) from `docker inspect`.
+fn parse_state(text: &str) -> Result<(bool, &str, &str)> {
+    let mut parts = text.trim().splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(running), Some(health), Some(exit_code)) => Ok((running == "true", health, exit_code)),
+        _ => bail!("unexpected answer from `docker inspect` of the app container: {text:?}"),
+    }
 }
 
 /// The last lines of a service's logs, to stderr, after a failure.
@@ -114,6 +119,13 @@ fn local_url(published: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::local_url;
+
+    #[test]
+    fn container_state_is_read() {
+        assert_eq!(super::parse_state("true/healthy/0\n").unwrap(), (true, "healthy", "0"));
+        assert_eq!(super::parse_state("false//3").unwrap(), (false, "", "3"));
+        assert!(super::parse_state("garbage").is_err());
+    }
 
     #[test]
     fn published_port_becomes_a_localhost_url() {

@@ -3,7 +3,6 @@
 //! and API calls instead of making them.
 
 use std::cell::{Cell, OnceCell};
-use std::future::Future;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -18,8 +17,6 @@ pub struct Ctx {
     sh: Shell,
     version: OnceCell<String>,
     exported: Cell<bool>,
-    runtime: OnceCell<tokio::runtime::Runtime>,
-    docker: OnceCell<bollard::Docker>,
     task: Cell<&'static str>,
     in_step: Cell<bool>,
     github_actions: bool,
@@ -35,8 +32,6 @@ impl Ctx {
             sh,
             version: OnceCell::new(),
             exported: Cell::new(false),
-            runtime: OnceCell::new(),
-            docker: OnceCell::new(),
             task: Cell::new(""),
             in_step: Cell::new(false),
             github_actions: std::env::var("GITHUB_ACTIONS").is_ok_and(|value| value == "true"),
@@ -156,38 +151,5 @@ impl Ctx {
     pub fn read(&self, cmd: Cmd<'_>) -> Result<String> {
         let line = cmd.to_string();
         cmd.quiet().read().with_context(|| format!("`{line}` failed"))
-    }
-
-    /// A call to an API (AWS, the Docker engine): in a dry run, print
-    /// `description` and return `None`; otherwise run `call` to completion.
-    pub fn call<T, F: Future<Output = Result<T>>>(&self, description: &str, call: F) -> Result<Option<T>> {
-        if self.dry_run {
-            self.plan(&format!("api: {description}"));
-            return Ok(None);
-        }
-        self.block_on(call).map(Some)
-    }
-
-    /// Run async work (AWS, Docker) on a runtime made on first use, so that
-    /// tasks that need neither (`version`) never start one.
-    pub fn block_on<T>(&self, future: impl Future<Output = Result<T>>) -> Result<T> {
-        if self.runtime.get().is_none() {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime for AWS and Docker calls")?;
-            let _ = self.runtime.set(runtime);
-        }
-        let runtime = self.runtime.get().context("async runtime missing")?;
-        runtime.block_on(future)
-    }
-
-    /// The Docker engine API, connected (and version-negotiated) once per run.
-    pub async fn docker(&self) -> Result<bollard::Docker> {
-        if let Some(docker) = self.docker.get() {
-            return Ok(docker.clone());
-        }
-        let docker = crate::docker::connect().await?;
-        Ok(self.docker.get_or_init(|| docker).clone())
     }
 }

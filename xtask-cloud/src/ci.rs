@@ -15,12 +15,7 @@ use anyhow::{Context, Result, anyhow};
 
 use crate::{Runner, Task, publish, release};
 
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct Args {
-    /// Where to write {"Version": "<APP_VERSION>"} [default: version.json at the project root].
-    #[arg(long, value_name = "PATH")]
-    pub version_file: Option<PathBuf>,
-}
+pub use xtask::cli::CiArgs as Args;
 
 /// What one stage of the pipeline does.
 #[derive(Debug, Clone)]

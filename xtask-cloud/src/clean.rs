@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use bollard::query_parameters::{ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
 
 use crate::compose::Compose;
+use crate::async_ctx::AsyncCtx;
 use crate::runner::Ctx;
 
 pub fn run(ctx: &Ctx) -> Result<()> {

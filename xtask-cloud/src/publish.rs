@@ -13,22 +13,14 @@ use futures_util::StreamExt;
 
 use crate::ecr::{self, Authorization, RegistryProblem};
 use crate::progress::{self, Progress};
+use crate::async_ctx::AsyncCtx;
 use crate::runner::Ctx;
 
 /// Attempts per push when the registry fails transiently (reset, 5xx).
 const PUSH_ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct Args {
-    /// Publish a version built from uncommitted changes (APP_VERSION ending in -dirty).
-    #[arg(long)]
-    pub allow_dirty: bool,
-
-    /// Create the ECR repository when DescribeRepositories says it is missing.
-    #[arg(long, env = "ECR_CREATE_REPOSITORY")]
-    pub create_repository: bool,
-}
+pub use xtask::cli::PublishArgs as Args;
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let version = ctx.version()?.to_owned();

@@ -22,57 +22,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
+use crate::async_ctx::AsyncCtx;
 use crate::runner::Ctx;
 use converge::Verdict;
 use watch::{Expected, Outcome, Snapshot};
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct Args {
-    /// Do not run `login` first.
-    #[arg(long)]
-    pub no_login: bool,
-
-    /// Return once the stack is deployed, without waiting for it to converge.
-    #[arg(long)]
-    pub detach: bool,
-
-    /// How long to wait for the services to converge: 300, 90s, 5m, 1h.
-    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
-    pub timeout: Duration,
-}
-
-/// `300`, `300s`, `5m`, `1h`, `1m30s` → a duration.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration: write e.g. 300, 90s, 5m or 1h");
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(bad());
-    }
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(seconds));
-    }
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            _ => return Err(bad()),
-        };
-        let value: u64 = number.parse().map_err(|_| bad())?;
-        total = value.checked_mul(unit).and_then(|part| total.checked_add(part)).ok_or_else(bad)?;
-        number.clear();
-    }
-    if !number.is_empty() {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs(total))
-}
+pub use xtask::cli::DeployArgs as Args;
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let version = ctx.version()?.to_owned();
@@ -233,18 +188,6 @@ fn network_race(stderr: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("300"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        for bad in ["", "5x", "m", "5m3", "-1", "99999999999999999999h"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn the_network_race_is_recognised() {

@@ -15,6 +15,7 @@ use aws_sdk_ecr::config::Region;
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
+use crate::async_ctx::AsyncCtx;
 use crate::runner::Ctx;
 use crate::settings::{Settings, strip_scheme};
 
