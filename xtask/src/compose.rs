@@ -12,9 +12,20 @@ pub struct Compose {
 }
 
 impl Compose {
-    /// Find Compose: the v2 plugin if the docker CLI has it, else v1.
+    /// Find Compose: the v2 plugin if the docker CLI has it, else v1. Refuses
+    /// a project whose name is a swarm stack's on this engine: compose would
+    /// share that stack's volumes (its production data).
     pub fn detect(ctx: &Ctx) -> Result<Compose> {
         let sh = ctx.sh()?;
+        let project = &ctx.settings.compose_project;
+        let stack_label = format!("label=com.docker.stack.namespace={project}");
+        let stack_volumes = ctx.read(cmd!(sh, "docker volume ls --quiet --filter {stack_label}"))?;
+        if !stack_volumes.trim().is_empty() {
+            bail!(
+                "the compose project {project:?} has the name of a swarm stack on this engine, whose volumes it would \
+                 share: set COMPOSE_PROJECT_NAME (or --compose-project) to another name"
+            );
+        }
         if cmd!(sh, "docker compose version").quiet().ignore_stdout().ignore_stderr().run().is_ok() {
             return Ok(Compose { program: vec!["docker", "compose"] });
         }

@@ -146,6 +146,14 @@ impl Settings {
                 self.repository
             );
         }
+        if self.compose_project == self.stack {
+            bail!(
+                "the local environment (COMPOSE_PROJECT_NAME) and the swarm stack (STACK_NAME) are both named {:?}: \
+                 they would share volumes, so `release` would test against and `clean` delete the stack's data; \
+                 give them different names",
+                self.stack
+            );
+        }
         if self.region.is_empty() || !self.region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             bail!("AWS region {:?} is not valid: set AWS_REGION to a region such as us-west-2", self.region);
         }
@@ -230,6 +238,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("AWS_REGION"), "{err}");
+    }
+
+    #[test]
+    fn local_environment_and_stack_never_share_a_name() {
+        let settings = Settings::merge(Path::new("/p"), &Args::default(), defaults(), None).unwrap();
+        assert_ne!(settings.compose_project, settings.stack, "the defaults must differ");
+        let args = Args { compose_project: Some("todobackend".into()), ..Args::default() };
+        let err = Settings::merge(Path::new("/p"), &args, defaults(), None).unwrap_err().to_string();
+        assert!(err.contains("COMPOSE_PROJECT_NAME") && err.contains("STACK_NAME"), "{err}");
     }
 
     #[test]

@@ -127,3 +127,22 @@ fn release_stops_at_a_failing_migration_and_shows_its_logs() {
     assert!(error.contains("migrate failed"), "{error}");
     assert!(!run.stderr.contains("start the app"), "nothing runs after the failed migration");
 }
+
+#[test]
+fn a_swarm_stacks_volumes_are_never_used_or_removed() {
+    require_docker();
+    let (sandbox, _image) = sandbox();
+    let project = sandbox.env.iter().find(|(k, _)| k == "COMPOSE_PROJECT_NAME").unwrap().1.clone();
+    // What `docker stack deploy` makes for a stack of the compose project's name.
+    let volume = format!("{project}_data");
+    let label = format!("com.docker.stack.namespace={project}");
+    docker(&["volume", "create", "--label", &label, &volume]);
+    for task in [&["release", "--no-build"][..], &["clean"][..]] {
+        let run = sandbox.xtask(task);
+        run.assert_failure();
+        let error = run.error_lines().join("\n");
+        assert!(error.contains("swarm stack") && error.contains("COMPOSE_PROJECT_NAME"), "{task:?}: {error}");
+    }
+    assert!(docker_ok(&["volume", "inspect", &volume]), "the stack's volume is still there");
+    docker(&["volume", "rm", &volume]);
+}
