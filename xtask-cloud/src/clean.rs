@@ -36,9 +36,13 @@ async fn remove_dangling_images(ctx: &Ctx, label: String) -> Result<()> {
     }
     for image in images {
         // Not forced: an image a container still uses is left, and said so.
-        let options = RemoveImageOptionsBuilder::default().noprune(true).build();
+        // Pruned: its untagged parent layers (labelled too, as the label comes
+        // early in the Dockerfile) go with it instead of dangling in turn.
+        let options = RemoveImageOptionsBuilder::default().noprune(false).build();
         match docker.remove_image(&image.id, Some(options), None).await {
             Ok(_) => eprintln!("removed {}", image.id),
+            // Already gone as the parent of one removed before it.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
             Err(err) => eprintln!("kept {}: {err}", image.id),
         }
     }

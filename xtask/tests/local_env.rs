@@ -34,7 +34,9 @@ fn docker_ok(args: &[&str]) -> bool {
 fn labelled_image(label: &str, tag: &str, content: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), content).unwrap();
-    std::fs::write(dir.path().join("Dockerfile"), format!("FROM scratch\nCOPY f /f\nLABEL application={label}\n")).unwrap();
+    // The label first, as in the project's Dockerfile: the layers under the
+    // image carry it too.
+    std::fs::write(dir.path().join("Dockerfile"), format!("FROM scratch\nLABEL application={label} content={content}\nCOPY f /f\n")).unwrap();
     docker(&["build", "-q", "-t", tag, dir.path().to_str().unwrap()])
 }
 
@@ -79,6 +81,7 @@ fn test_then_release_then_clean() {
     // clean: no container, network or volume of the project is left, and the
     // project's dangling images go while other applications' stay.
     let old_project_image = labelled_image("todobackend", "localhost:1/dangling-it:x", &unique_name("a"));
+    let old_parent = docker(&["image", "inspect", "--format", "{{.Parent}}", &old_project_image]);
     let _ = labelled_image("todobackend", "localhost:1/dangling-it:x", &unique_name("b")); // old one now dangling
     let other_image = labelled_image("someone-else", "localhost:1/other-it:x", &unique_name("c"));
     let _ = labelled_image("someone-else", "localhost:1/other-it:x", &unique_name("d"));
@@ -89,6 +92,9 @@ fn test_then_release_then_clean() {
     assert_eq!(docker(&["volume", "ls", "-q", "--filter", &filter]), "");
     assert_eq!(docker(&["network", "ls", "-q", "--filter", &filter]), "");
     assert!(!docker_ok(&["image", "inspect", &old_project_image]), "dangling project image removed");
+    if !old_parent.is_empty() {
+        assert!(!docker_ok(&["image", "inspect", &old_parent]), "its labelled parent layer removed with it, not left dangling");
+    }
     assert!(docker_ok(&["image", "inspect", &other_image]), "another application's dangling image kept");
     assert!(docker_ok(&["image", "inspect", &image]), "tagged release image kept");
     let _ = Command::new("docker").args(["rmi", "-f", &other_image, "localhost:1/dangling-it:x", "localhost:1/other-it:x"]).output();
