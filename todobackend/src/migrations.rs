@@ -218,7 +218,11 @@ pub fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<Outcom
         // Returning the error drops `tx`, which rolls everything back. Only
         // SQLite's own message: rusqlite's also quotes the whole SQL text.
         tx.execute_batch(migration.sql).map_err(|e| {
-            format!("migration {} failed: {}", migration.name, sqlite_message(&e))
+            format!(
+                "migration {} failed: {}",
+                migration.name,
+                sqlite_message(&e)
+            )
         })?;
         record(&tx, migration)?;
         outcome.applied.push(migration.name);
@@ -308,8 +312,14 @@ mod tests {
         assert_eq!(checksum(""), "cbf29ce484222325");
         assert_eq!(checksum("a"), "af63dc4c8601ec8c");
         assert_eq!(checksum("foobar"), "85944171f73967e8");
-        assert_eq!(checksum("CREATE TABLE a (x);\r\n"), checksum("CREATE TABLE a (x);\n"));
-        assert_ne!(checksum("CREATE TABLE a (x);"), checksum("CREATE TABLE a (y);"));
+        assert_eq!(
+            checksum("CREATE TABLE a (x);\r\n"),
+            checksum("CREATE TABLE a (x);\n")
+        );
+        assert_ne!(
+            checksum("CREATE TABLE a (x);"),
+            checksum("CREATE TABLE a (y);")
+        );
     }
 
     #[test]
