@@ -25,11 +25,11 @@ todobackend: the Todo-Backend API over SQLite
 usage: todobackend <command> [options]
 
 commands:
-  serve          serve the HTTP API (refuses to start while migrations are pending)
+  serve          serve the HTTP API (refuses to start while migrations are pending or changed)
                    --listen ADDR       IP:PORT to listen on   [env TODOBACKEND_LISTEN, default 0.0.0.0:8000]
                    --db PATH           SQLite database file   [env TODOBACKEND_DB, default /data/todobackend.sqlite3]
                    --static-root DIR   served under /static/  [env TODOBACKEND_STATIC_ROOT, default /public]
-  migrate        apply pending database migrations (idempotent)
+  migrate        apply pending database migrations (idempotent; refuses if an applied one was changed)
                    --db PATH
   collectstatic  copy the bundled static files into the static root (idempotent)
                    --static-root DIR
@@ -237,8 +237,17 @@ pub fn migrate(db_path: &Path) -> Result<(), String> {
 /// `migrate` with a given migration list (tests pass broken ones).
 pub fn migrate_with(db_path: &Path, list: &[migrations::Migration]) -> Result<(), String> {
     let mut conn = db::open_for_migrate(db_path)?;
-    let applied = migrations::apply(&mut conn, list)
-        .map_err(|e| format!("migrating {}: {e}", db_path.display()))?;
+    // The errors stand on their own (`migration 0001_x.sql failed: ...`);
+    // the database is the one named by --db / TODOBACKEND_DB.
+    let outcome = migrations::migrate(&mut conn, list)?;
+    if !outcome.adopted.is_empty() {
+        say!(
+            "recorded the checksums of {} migration(s) applied before checksums were kept ({}); later edits to them will be refused",
+            outcome.adopted.len(),
+            outcome.adopted.join(", ")
+        );
+    }
+    let applied = outcome.applied;
     if applied.is_empty() {
         say!(
             "no pending migrations: database {} is up to date",

@@ -76,19 +76,30 @@ pub fn open_existing(path: &Path) -> Result<Connection, String> {
     Ok(conn)
 }
 
-/// Fails with a one-line explanation unless every migration has been applied.
+/// Fails with a one-line explanation unless every migration has been applied
+/// and none was changed since (by checksum).
 pub fn ensure_migrated(conn: &Connection, path: &Path, all: &[Migration]) -> Result<(), String> {
-    let pending = migrations::pending(conn, all)?;
-    if pending.is_empty() {
-        return Ok(());
+    let refuse = |why: String| format!("refusing to start: database {}: {why}", path.display());
+    let pending = migrations::pending(conn, all).map_err(refuse)?;
+    if !pending.is_empty() {
+        let names: Vec<&str> = pending.iter().map(|m| m.name).collect();
+        return Err(format!(
+            "refusing to start: database {} has {} pending migration(s) ({}); run `todobackend migrate` first",
+            path.display(),
+            pending.len(),
+            names.join(", ")
+        ));
     }
-    let names: Vec<&str> = pending.iter().map(|m| m.name).collect();
-    Err(format!(
-        "refusing to start: database {} has {} pending migration(s) ({}); run `todobackend migrate` first",
-        path.display(),
-        pending.len(),
-        names.join(", ")
-    ))
+    // Unrecorded ones come from a database migrated by an older release;
+    // `migrate` records them, and serving must not write to the schema.
+    let unrecorded = migrations::unrecorded(conn, all).map_err(refuse)?;
+    if !unrecorded.is_empty() {
+        return Err(format!(
+            "refusing to start: database {} has no checksums recorded for its applied migrations yet; run `todobackend migrate` first",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 fn todo_from_row(row: &Row<'_>) -> rusqlite::Result<Todo> {

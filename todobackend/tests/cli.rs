@@ -145,6 +145,75 @@ fn migrate_errors_are_one_line() {
 }
 
 #[test]
+fn a_failing_migration_is_one_line_with_only_sqlites_message() {
+    // The real 0001 fails on a database that already has a `todos` table
+    // (its SQL spans several lines, none of which may be printed).
+    let dir = TempDir::new();
+    let db = dir.join("db.sqlite3");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE todos (x);")
+        .unwrap();
+    let out = run(&["migrate", "--db", db.to_str().unwrap()], &[]);
+    assert_one_line_error(&out, "");
+    assert_eq!(
+        stderr(&out),
+        "error: migration 0001_create_todos.sql failed: table todos already exists\n"
+    );
+}
+
+#[test]
+fn a_changed_applied_migration_stops_migrate_and_serve() {
+    let dir = TempDir::new();
+    let db = migrated_db(&dir);
+    let db_arg = db.to_str().unwrap();
+    // As if 0001_create_todos.sql had been edited since it was applied.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+        .unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let changed =
+        "migration 0001_create_todos.sql was changed after it was applied to this database";
+
+    let out = run(&["migrate", "--db", db_arg], &[]);
+    assert_one_line_error(&out, changed);
+    assert!(
+        stderr(&out).contains("cargo xtask clean"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&["serve", "--listen", "127.0.0.1:0", "--db", db_arg], &[]);
+    assert_one_line_error(&out, changed);
+    assert_eq!(std::fs::read(&db).unwrap(), before, "database changed");
+}
+
+#[test]
+fn migrate_adopts_a_database_from_before_checksums() {
+    let dir = TempDir::new();
+    let db = migrated_db(&dir);
+    let db_arg = db.to_str().unwrap();
+    // What the release before checksums left behind.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("DROP TABLE schema_migrations;")
+        .unwrap();
+    let out = run(&["serve", "--listen", "127.0.0.1:0", "--db", db_arg], &[]);
+    assert_one_line_error(&out, "run `todobackend migrate` first");
+
+    let out = run(&["migrate", "--db", db_arg], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("recorded the checksums of 1 migration(s)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["migrate", "--db", db_arg], &[]);
+    assert!(!stderr(&out).contains("recorded"), "{}", stderr(&out));
+}
+
+#[test]
 fn collectstatic_copies_bundled_files_idempotently() {
     let dir = TempDir::new();
     let root = dir.join("public/nested");

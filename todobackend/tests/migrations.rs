@@ -1,6 +1,7 @@
 //! Migrations against real database files: idempotence, concurrency,
-//! broken migrations, and the server's refusal to start while any are
-//! pending.
+//! broken and changed migrations, databases from before checksums were
+//! recorded, and the server's refusal to start while any are pending or
+//! changed.
 
 mod common;
 
@@ -23,6 +24,25 @@ fn table_exists(conn: &Connection, name: &str) -> bool {
     )
     .unwrap()
         == 1
+}
+
+/// The `schema_migrations` rows: (version, name, checksum).
+fn recorded(conn: &Connection) -> Vec<(i64, String, String)> {
+    let mut stmt = conn
+        .prepare("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+/// The rows `recorded` should return once `list` is applied.
+fn expected_records(list: &[Migration]) -> Vec<(i64, String, String)> {
+    list.iter()
+        .enumerate()
+        .map(|(i, m)| (i as i64 + 1, m.name.to_string(), m.checksum()))
+        .collect()
 }
 
 const GOOD: Migration = Migration {
@@ -111,6 +131,7 @@ fn concurrent_migrates_in_threads_apply_exactly_once() {
             .unwrap(),
         1
     );
+    assert_eq!(recorded(&conn), expected_records(list));
 }
 
 #[test]
@@ -144,6 +165,7 @@ fn concurrent_migrate_processes_both_succeed() {
     assert_eq!(applied, 1);
     let conn = db::open_existing(&path).unwrap();
     assert!(migrations::pending(&conn, MIGRATIONS).unwrap().is_empty());
+    assert_eq!(recorded(&conn), expected_records(MIGRATIONS));
 }
 
 #[test]
@@ -182,9 +204,10 @@ fn broken_migration_after_applied_ones_keeps_the_old_version() {
     let path = dir.join("db.sqlite3");
     cli::migrate_with(&path, &[GOOD]).unwrap();
     let err = cli::migrate_with(&path, &[GOOD, ALSO_GOOD, BROKEN]).unwrap_err();
-    assert!(
-        err.contains("0003_broken.sql") && err.contains(&path.display().to_string()),
-        "{err}"
+    // Exactly SQLite's message after the file name: no SQL text, no path.
+    assert_eq!(
+        err,
+        r#"migration 0003_broken.sql failed: near "TABLEX": syntax error"#
     );
     let conn = db::open_existing(&path).unwrap();
     assert_eq!(migrations::current_version(&conn).unwrap(), 1);
@@ -250,4 +273,153 @@ fn a_database_newer_than_the_binary_is_refused() {
     assert!(err.contains("newer"), "{err}");
     let err = cli::migrate(&path).unwrap_err();
     assert!(err.contains("newer"), "{err}");
+}
+
+#[test]
+fn applied_migrations_are_recorded_with_their_checksums() {
+    let dir = TempDir::new();
+    let path = dir.join("db.sqlite3");
+    cli::migrate_with(&path, &[GOOD]).unwrap();
+    cli::migrate_with(&path, &[GOOD, ALSO_GOOD]).unwrap();
+    let conn = Connection::open(&path).unwrap();
+    assert_eq!(recorded(&conn), expected_records(&[GOOD, ALSO_GOOD]));
+}
+
+#[test]
+fn a_changed_applied_migration_is_refused_and_the_database_left_alone() {
+    let dir = TempDir::new();
+    let path = dir.join("db.sqlite3");
+    cli::migrate_with(&path, &[GOOD]).unwrap();
+    let before = std::fs::read(&path).unwrap();
+
+    // Edited after it was applied, with a new migration pending behind it:
+    // neither may touch the database.
+    let edited = Migration {
+        name: GOOD.name,
+        sql: "CREATE TABLE a (x INTEGER, extra TEXT);",
+    };
+    let err = cli::migrate_with(&path, &[edited, ALSO_GOOD]).unwrap_err();
+    assert!(!err.contains('\n'), "one line: {err}");
+    assert!(
+        err.starts_with(
+            "migration 0001_create_a.sql was changed after it was applied to this database ("
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(&GOOD.checksum()) && err.contains(&edited.checksum()),
+        "{err}"
+    );
+    assert!(
+        err.contains("restore the file")
+            && err.contains("new migration")
+            && err.contains("cargo xtask clean"),
+        "says what to do: {err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "database changed");
+
+    // A renamed file counts as changed too.
+    let renamed = Migration {
+        name: "0001_renamed.sql",
+        sql: GOOD.sql,
+    };
+    let err = cli::migrate_with(&path, &[renamed]).unwrap_err();
+    assert!(
+        err.contains("0001_renamed.sql was changed")
+            && err.contains("applied as 0001_create_a.sql"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "database changed");
+
+    // Restoring the file is enough.
+    cli::migrate_with(&path, &[GOOD, ALSO_GOOD]).unwrap();
+}
+
+#[test]
+fn server_refuses_to_start_when_an_applied_migration_changed() {
+    let dir = TempDir::new();
+    let path = dir.join("db.sqlite3");
+    cli::migrate(&path).unwrap();
+    // The embedded file cannot be edited from a test; changing the recorded
+    // checksum is the same mismatch seen from the other side.
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "UPDATE schema_migrations SET checksum = '0000000000000000' WHERE version = 1",
+        )
+        .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let err = server::start("127.0.0.1:0", &path, &dir.join("public"))
+        .err()
+        .expect("refused");
+    assert!(!err.contains('\n'), "one line: {err}");
+    assert!(
+        err.starts_with(&format!("refusing to start: database {}: ", path.display()))
+            && err.contains(
+                "migration 0001_create_todos.sql was changed after it was applied to this database"
+            ),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "database changed");
+}
+
+/// A database as the release before checksums left it: migrations applied
+/// and `user_version` set, but no `schema_migrations` table.
+fn legacy_db(path: &std::path::Path, applied: &[Migration]) {
+    let conn = Connection::open(path).unwrap();
+    for m in applied {
+        conn.execute_batch(m.sql).unwrap();
+    }
+    conn.execute_batch(&format!("PRAGMA user_version = {}", applied.len()))
+        .unwrap();
+}
+
+#[test]
+fn a_database_from_before_checksums_is_adopted_once() {
+    let dir = TempDir::new();
+    let path = dir.join("db.sqlite3");
+    legacy_db(&path, &[GOOD]);
+
+    let mut conn = db::open_for_migrate(&path).unwrap();
+    let outcome = migrations::migrate(&mut conn, &[GOOD, ALSO_GOOD]).unwrap();
+    assert_eq!(outcome.adopted, vec![GOOD.name]);
+    assert_eq!(outcome.applied, vec![ALSO_GOOD.name]);
+    assert_eq!(recorded(&conn), expected_records(&[GOOD, ALSO_GOOD]));
+
+    // Once only: afterwards it is an ordinary database.
+    let again = migrations::migrate(&mut conn, &[GOOD, ALSO_GOOD]).unwrap();
+    assert_eq!(again, migrations::Outcome::default());
+    let edited = Migration {
+        name: GOOD.name,
+        sql: "CREATE TABLE a (x TEXT);",
+    };
+    assert!(migrations::migrate(&mut conn, &[edited, ALSO_GOOD])
+        .unwrap_err()
+        .contains("was changed after it was applied"));
+}
+
+#[test]
+fn server_asks_for_migrate_on_a_database_from_before_checksums() {
+    let dir = TempDir::new();
+    let path = dir.join("db.sqlite3");
+    legacy_db(&path, MIGRATIONS);
+    let root = dir.join("public");
+    let err = server::start("127.0.0.1:0", &path, &root)
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("no checksums recorded") && err.contains("run `todobackend migrate` first"),
+        "{err}"
+    );
+    let conn = Connection::open(&path).unwrap();
+    assert!(
+        !table_exists(&conn, "schema_migrations"),
+        "serve wrote to it"
+    );
+
+    cli::migrate(&path).unwrap();
+    assert_eq!(recorded(&conn), expected_records(MIGRATIONS));
+    server::start("127.0.0.1:0", &path, &root)
+        .expect("starts")
+        .shutdown();
 }
