@@ -352,6 +352,9 @@ pub fn classify_registry_error(text: &str) -> RegistryProblem {
         "dial tcp",
         "server misbehaving",
         "cannot assign requested address",
+        // A registry that accepts connections but never answers.
+        "deadline exceeded",
+        "client.timeout exceeded",
     ]) {
         RegistryProblem::Unreachable
     } else if has(&[
@@ -550,6 +553,14 @@ mod tests {
 
     #[test]
     fn registry_errors_are_classified() {
+        assert_eq!(
+            classify_registry_error("Get \"http://127.0.0.1:5/v2/\": context deadline exceeded"),
+            RegistryProblem::Unreachable
+        );
+        assert_eq!(
+            classify_registry_error("net/http: request canceled (Client.Timeout exceeded while awaiting headers)"),
+            RegistryProblem::Unreachable
+        );
         use RegistryProblem::*;
         let cases = [
             (

@@ -16,14 +16,13 @@ mod publish;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Parser;
 
 // The light tasks and shared parts, under the names the modules use.
 pub use xtask::cli::{Runner, Task};
 pub use xtask::{compose, release, runner, settings, version};
 
 fn main() -> ExitCode {
-    xtask::cli::main_with(xtask::cli::Cli::parse(), Some(run_cloud_task))
+    xtask::cli::main_with(xtask::cli::parse(), Some(run_cloud_task))
 }
 
 /// The cloud tasks; the light ones the shared runner runs itself.

@@ -213,6 +213,22 @@ pub fn project_root() -> Result<PathBuf> {
     })
 }
 
+/// The command line, or exit: help as clap prints it; a usage error as one
+/// line (`error: ...`), exit code 2, like other command-line tools.
+pub fn parse() -> Cli {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) => err.exit(),
+        Err(err) => {
+            let text = err.to_string();
+            let first = text.lines().next().unwrap_or("error: the command line is not valid");
+            eprintln!("{first} (see `cargo xtask --help`)");
+            std::process::exit(2);
+        }
+    }
+}
+
 /// Parse the command line, load the settings, and run the task with `cloud`
 /// for the cloud tasks. Errors print as one line; the exit code is 1.
 pub fn main_with(cli: Cli, cloud: Option<CloudDispatch>) -> std::process::ExitCode {

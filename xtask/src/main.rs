@@ -7,12 +7,11 @@
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
-use clap::Parser;
 
-use xtask::cli::{self, Cli};
+use xtask::cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::parse();
     if !cli.task.needs_cloud() {
         return cli::main_with(cli, None);
     }

@@ -62,3 +62,14 @@ fn bad_settings_file_is_one_clear_error() {
     assert_eq!(run.status.code(), Some(1));
     assert!(run.stderr.starts_with("error: ") && run.stderr.contains("delivery.yml"), "{}", run.stderr);
 }
+
+#[test]
+fn command_line_errors_are_one_line_with_exit_2() {
+    let repo = git_repo(&[("delivery.yml", SETTINGS)]);
+    for args in [&["bogus"][..], &["deploy", "--timeout", "5x"][..]] {
+        let run = Sandbox::new().xtask_in(repo.path(), args);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
+    }
+}

@@ -132,11 +132,21 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
     let mut digests = HashMap::new();
     for image in images {
         let reference = stackfile::ImageRef::parse(image);
-        let credentials = match &reference.registry {
-            Some(registry) => preflight::credential(sh, registry)?,
-            None => None,
+        let resolved = match &reference.registry {
+            Some(registry) => preflight::credential(sh, registry),
+            None => Ok(None),
+        }
+        .and_then(|credentials| ctx.block_on(preflight::image_digest(&docker, image, credentials)));
+        let digest = match resolved {
+            Ok(digest) => digest,
+            // A dry run has not logged in (`login` only printed its plan), so
+            // the registry may refuse it: say so, and go on with the plan.
+            Err(err) if ctx.dry_run => {
+                ctx.plan(&format!("could not check {image} in its registry now ({err:#}); a real deploy logs in first"));
+                "unchecked".to_owned()
+            }
+            Err(err) => return Err(err),
         };
-        let digest = ctx.block_on(preflight::image_digest(&docker, image, credentials))?;
         eprintln!("    {image}: {digest}");
         digests.insert(image.to_owned(), digest);
     }
