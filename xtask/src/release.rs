@@ -57,7 +57,7 @@ fn one_shot(ctx: &Ctx, compose: &Compose, title: &str, service: &str) -> Result<
 /// time is up.
 fn wait_until_healthy(ctx: &Ctx, compose: &Compose) -> Result<()> {
     if ctx.dry_run {
-        ctx.plan("api: inspect the app container until its healthcheck passes");
+        ctx.plan("$ docker inspect <app container>, repeated until its healthcheck passes");
         return Ok(());
     }
     let id = ctx.read(compose.cmd(ctx, &["ps", "-q", "app"])?)?;
