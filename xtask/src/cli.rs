@@ -113,8 +113,6 @@ pub struct DeployArgs {
 }
 
 /// `300`, `300s`, `5m`, `1h`, `1m30s` → a duration.
-
-/// `300`, `300s`, `5m`, `1h`, `1m30s` → a duration.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("{text:?} is not a duration: write e.g. 300, 90s, 5m or 1h");
     let text = text.trim();
