@@ -228,6 +228,10 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
     assert!(first.stdout.contains(&format!("Version {a} is live")), "{}", first.stdout);
     assert!(first.stdout.contains("migrate completed") && first.stdout.contains("collectstatic completed"), "{}", first.stdout);
     assert!(answers(port), "version {a} does not answer on port {port}");
+    // The jobs ran before the app: no app task failed on pending migrations.
+    assert!(first.stderr.contains("run the jobs first: collectstatic, migrate"), "{}", first.stderr);
+    let app_tasks = docker_ok(&["service", "ps", "--no-trunc", "--format", "{{.CurrentState}} {{.Error}}", &format!("{stack}_app")]);
+    assert!(!app_tasks.contains("Failed") && !app_tasks.contains("pending"), "an app task failed:\n{app_tasks}");
     let acceptance = docker(&["run", "--rm", "--network", "host", &image_a, "acceptance", "--url", &format!("http://127.0.0.1:{port}")]);
     assert!(
         acceptance.status.success(),
@@ -271,6 +275,10 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
     migration.assert_failure();
     let error = error_text(&migration);
     assert!(error.contains("migrate: failed"), "{}", migration.stderr);
+    // The jobs run first: a failed migration leaves the app on B, answering.
+    assert!(error.contains("the app was not updated"), "{error}");
+    assert_eq!(spec_image(&stack, "app"), format!("{host}/todobackend:{b}"), "the app was updated despite the failed migration");
+    assert!(answers(port), "B does not answer after the failed migration");
 
     // Right after `docker stack rm`, deploying the same stack waits for the
     // old network to go instead of failing.

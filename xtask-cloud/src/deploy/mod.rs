@@ -17,6 +17,7 @@ mod stackfile;
 mod watch;
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -50,7 +51,17 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         eprintln!("Version {version} is already running on stack {stack}: re-applying the stack file only");
     }
 
-    ctx.step(&format!("docker stack deploy {stack}"), || stack_deploy(ctx, &stack))?;
+    let jobs: Vec<&stackfile::ServiceDef> = services.iter().filter(|service| service.one_shot).collect();
+    if !already_running && !jobs.is_empty() && jobs.len() < services.len() {
+        let names: Vec<&str> = jobs.iter().map(|job| job.name.as_str()).collect();
+        ctx.step(&format!("run the jobs first: {}", names.join(", ")), || {
+            let jobs_expected: Vec<Expected> = jobs.iter().map(|job| Expected::new(&stack, job, &digests)).collect();
+            run_jobs_first(ctx, args, &docker, &stack, &names, &jobs_expected, &before_updates)
+        })?;
+    }
+
+    let file = ctx.settings.stack_file.clone();
+    ctx.step(&format!("docker stack deploy {stack}"), || stack_deploy(ctx, &stack, &file))?;
     if ctx.dry_run {
         let names: Vec<&str> = expected.iter().map(|want| want.name.as_str()).collect();
         let wait = if args.detach {
@@ -80,29 +91,82 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             Ok(())
         }
         Outcome::Failed { failed, waiting, timed_out } => {
-            let mut reasons = Vec::new();
-            for (name, failure) in &failed {
-                reasons.push(format!("{name}: {}", watch::describe_failure(failure)));
-            }
-            for (name, text) in &waiting {
-                reasons.push(format!("{name}: not converged ({text})"));
-            }
-            let reported: BTreeSet<&str> =
-                failed.iter().map(|(name, _)| name.as_str()).chain(waiting.iter().map(|(name, _)| name.as_str())).collect();
-            ctx.block_on(async {
-                for name in &reported {
-                    watch::report(&docker, &stack, name).await;
-                }
-                Ok(())
-            })?;
-            let rolled_back = failed.iter().any(|(_, failure)| matches!(failure, converge::Failure::RolledBack { .. }));
             let headline = if timed_out {
                 format!("version {version} did not converge within {}s", args.timeout.as_secs())
             } else {
                 format!("version {version} failed to deploy")
             };
-            let swarm = if rolled_back { "the swarm rolled back" } else { "the swarm did not roll back" };
-            bail!("{headline} ({swarm}): {}", reasons.join("; "))
+            Err(failure(ctx, &docker, &stack, &headline, &failed, &waiting))
+        }
+    }
+}
+
+/// Report the failing services (task errors, last log lines) and make the error.
+fn failure(
+    ctx: &Ctx,
+    docker: &bollard::Docker,
+    stack: &str,
+    headline: &str,
+    failed: &[(String, converge::Failure)],
+    waiting: &[(String, String)],
+) -> anyhow::Error {
+    let mut reasons = Vec::new();
+    for (name, failure) in failed {
+        reasons.push(format!("{name}: {}", watch::describe_failure(failure)));
+    }
+    for (name, text) in waiting {
+        reasons.push(format!("{name}: not converged ({text})"));
+    }
+    let reported: BTreeSet<&str> =
+        failed.iter().map(|(name, _)| name.as_str()).chain(waiting.iter().map(|(name, _)| name.as_str())).collect();
+    let _ = ctx.block_on(async {
+        for name in &reported {
+            watch::report(docker, stack, name).await;
+        }
+        Ok(())
+    });
+    let rolled_back = failed.iter().any(|(_, failure)| matches!(failure, converge::Failure::RolledBack { .. }));
+    let swarm = if rolled_back { "the swarm rolled back" } else { "the swarm did not roll back" };
+    anyhow::anyhow!("{headline} ({swarm}): {}", reasons.join("; "))
+}
+
+/// Swarm starts a stack's services all at once, and `serve` refuses to start
+/// while migrations are pending: updated together, the new app would fail
+/// and roll back. So the jobs (migrate, collectstatic) are deployed first,
+/// from a copy of the stack file that holds only them, and watched until they
+/// completed; only then is the whole stack deployed. A failing job stops
+/// here, with the app untouched.
+fn run_jobs_first(
+    ctx: &Ctx,
+    args: &Args,
+    docker: &bollard::Docker,
+    stack: &str,
+    names: &[&str],
+    jobs: &[Expected],
+    before_updates: &HashMap<String, Option<converge::Update>>,
+) -> Result<()> {
+    let path = &ctx.settings.stack_file;
+    let shown = path.strip_prefix(&ctx.settings.root).unwrap_or(path).display().to_string();
+    // Beside the stack file: relative paths in it resolve from its directory.
+    let file_name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let jobs_file = path.with_file_name(format!(".{file_name}.jobs.yml"));
+    if ctx.dry_run {
+        ctx.plan(&format!("write {} with only {}", jobs_file.display(), names.join(", ")));
+        stack_deploy(ctx, stack, &jobs_file)?;
+        ctx.plan(&format!("watch {} until completed, timeout {}s", names.join(", "), args.timeout.as_secs()));
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the stack file {}", path.display()))?;
+    let jobs_text = stackfile::only_services(&shown, &text, names)?;
+    std::fs::write(&jobs_file, jobs_text).with_context(|| format!("cannot write {}", jobs_file.display()))?;
+    let deployed = stack_deploy(ctx, stack, &jobs_file);
+    let _ = std::fs::remove_file(&jobs_file);
+    deployed?;
+    match ctx.block_on(watch::until_converged(docker, stack, jobs, before_updates, args.timeout))? {
+        Outcome::Converged(_) => Ok(()),
+        Outcome::Failed { failed, waiting, .. } => {
+            let headline = format!("{} did not complete, so the app was not updated (it runs the version it ran before)", names.join(" and "));
+            Err(failure(ctx, docker, stack, &headline, &failed, &waiting))
         }
     }
 }
@@ -157,9 +221,8 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
 /// is still going away.
 const NETWORK_RACE: Duration = Duration::from_secs(60);
 
-fn stack_deploy(ctx: &Ctx, stack: &str) -> Result<()> {
+fn stack_deploy(ctx: &Ctx, stack: &str, file: &Path) -> Result<()> {
     let sh = ctx.sh()?;
-    let file = &ctx.settings.stack_file;
     let deploy = || cmd!(sh, "docker stack deploy --with-registry-auth -c {file} {stack}");
     if ctx.dry_run {
         ctx.plan(&format!("$ {}", deploy()));

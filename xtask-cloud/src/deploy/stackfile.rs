@@ -17,6 +17,9 @@ pub struct ServiceDef {
     pub name: String,
     pub image: String,
     pub constraints: Vec<String>,
+    /// Restarted only on failure (or never): a job that runs to completion,
+    /// such as `migrate`, rather than a long-running replicated service.
+    pub one_shot: bool,
 }
 
 #[derive(Deserialize)]
@@ -36,6 +39,13 @@ struct Service {
 struct Deploy {
     #[serde(default)]
     placement: Placement,
+    #[serde(default)]
+    restart_policy: RestartPolicy,
+}
+
+#[derive(Deserialize, Default)]
+struct RestartPolicy {
+    condition: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -67,9 +77,23 @@ pub fn load(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> 
             bail!("{path}: service {name} has no image: a stack deploys images, it does not build them");
         };
         check_image_reference(&image).map_err(|why| anyhow::anyhow!("{path}: service {name}: image {image:?} {why}"))?;
-        services.push(ServiceDef { name, image, constraints: service.deploy.placement.constraints });
+        let one_shot = matches!(service.deploy.restart_policy.condition.as_deref(), Some("on-failure" | "none"));
+        services.push(ServiceDef { name, image, constraints: service.deploy.placement.constraints, one_shot });
     }
     Ok(services)
+}
+
+/// The stack file with only the services named in `keep`, everything else
+/// (networks, volumes, variables) as written: what `deploy` applies first so
+/// that the jobs (migrations) finish before the app is updated.
+pub fn only_services(path: &str, text: &str, keep: &[&str]) -> Result<String> {
+    let mut raw: Value = serde_yaml::from_str(text).map_err(|err| anyhow::anyhow!("{path} is not valid YAML: {err}"))?;
+    let services = raw
+        .get_mut("services")
+        .and_then(Value::as_mapping_mut)
+        .ok_or_else(|| anyhow::anyhow!("{path} defines no services"))?;
+    services.retain(|name, _| name.as_str().is_some_and(|name| keep.contains(&name)));
+    serde_yaml::to_string(&raw).map_err(|err| anyhow::anyhow!("cannot write the jobs of {path}: {err}"))
 }
 
 /// Interpolate every string value (not keys), as the CLI does.
@@ -188,6 +212,19 @@ pub fn label_constraints(services: &[ServiceDef]) -> Vec<(String, String)> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn jobs_are_told_from_services_and_kept_alone() {
+        let text = "version: \"3.8\"\nservices:\n  app:\n    image: \"${ECR_REGISTRY}/t:${APP_VERSION}\"\n    deploy:\n      restart_policy:\n        condition: any\n  migrate:\n    image: \"${ECR_REGISTRY}/t:${APP_VERSION}\"\n    deploy:\n      restart_policy:\n        condition: on-failure\nnetworks:\n  net:\n    driver: overlay\n";
+        let services = load("stack.yml", text, &env).unwrap();
+        let one_shot: Vec<(&str, bool)> = services.iter().map(|s| (s.name.as_str(), s.one_shot)).collect();
+        assert_eq!(one_shot, [("app", false), ("migrate", true)]);
+        let jobs = only_services("stack.yml", text, &["migrate"]).unwrap();
+        let reparsed = load("jobs.yml", &jobs, &env).unwrap();
+        assert_eq!(reparsed.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["migrate"]);
+        assert!(jobs.contains("${ECR_REGISTRY}/t:${APP_VERSION}"), "variables are left to the docker CLI:\n{jobs}");
+        assert!(jobs.contains("net:") && jobs.contains("overlay"), "networks are kept:\n{jobs}");
+    }
+
     fn env(name: &str) -> Option<String> {
         match name {
             "ECR_REGISTRY" => Some("127.0.0.1:5000".into()),
@@ -272,6 +309,7 @@ mod tests {
             name: "s".into(),
             image: "i".into(),
             constraints: constraints.iter().map(|c| c.to_string()).collect(),
+            one_shot: false,
         };
         let services = [service(&["node.role == manager", "node.labels.zone==a"]), service(&["node.labels.zone == a"])];
         assert_eq!(label_constraints(&services), [("zone".to_owned(), "a".to_owned())]);
