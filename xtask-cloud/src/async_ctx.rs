@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 
-use crate::runner::Ctx;
+use xtask::ctx::Ctx;
 
 // One process runs one command line: the runtime and the engine connection
 // live as long as it does.
@@ -28,11 +28,7 @@ pub trait AsyncCtx {
 
 impl AsyncCtx for Ctx {
     fn call<T, F: Future<Output = Result<T>>>(&self, description: &str, call: F) -> Result<Option<T>> {
-        if self.dry_run {
-            self.plan(&format!("api: {description}"));
-            return Ok(None);
-        }
-        self.block_on(call).map(Some)
+        self.effect(&format!("api: {description}"), || self.block_on(call))
     }
 
     fn block_on<T>(&self, future: impl Future<Output = Result<T>>) -> Result<T> {

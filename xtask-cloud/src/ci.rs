@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::{Context, Result, anyhow};
 
-use crate::{Runner, Task, publish, release};
+use xtask::release;
+use xtask::tasks::{CloudTask, LightTask, PublishArgs, Runner, Task};
 
-pub use xtask::cli::CiArgs as Args;
+pub use xtask::tasks::CiArgs as Args;
 
 /// What one stage of the pipeline does.
 #[derive(Debug, Clone)]
@@ -36,34 +37,28 @@ pub struct Stage {
 pub fn pipeline(version_file: PathBuf) -> Vec<Stage> {
     let stage = |name, action, always| Stage { name, action, always };
     vec![
-        stage("login", Action::Run(Task::Login), false),
-        stage("test", Action::Run(Task::Test), false),
+        stage("login", Action::Run(Task::Cloud(CloudTask::Login)), false),
+        stage("test", Action::Run(Task::Light(LightTask::Test)), false),
         // `test` built the images; release starts them.
-        stage("release", Action::Run(Task::Release(release::Args { no_build: true })), false),
-        stage("publish", Action::Run(Task::Publish(publish::Args::default())), false),
+        stage("release", Action::Run(Task::Light(LightTask::Release(release::Args { no_build: true }))), false),
+        stage("publish", Action::Run(Task::Cloud(CloudTask::Publish(PublishArgs::default()))), false),
         stage("version", Action::WriteVersion(version_file), false),
-        stage("clean", Action::Run(Task::Clean), true),
-        stage("logout", Action::Run(Task::Logout), true),
+        stage("clean", Action::Run(Task::Light(LightTask::Clean)), true),
+        stage("logout", Action::Run(Task::Cloud(CloudTask::Logout)), true),
     ]
 }
 
 pub fn run(runner: &mut Runner, args: &Args) -> Result<()> {
     let root = runner.ctx().settings.root.clone();
     let version_file = args.version_file.clone().unwrap_or_else(|| root.join("version.json"));
-    let signal = if runner.ctx().dry_run { Arc::new(AtomicI32::new(0)) } else { watch_signals()? };
+    let signal = watch_signals()?;
     let interrupted = || match signal.load(Ordering::SeqCst) {
         0 => None,
         number => Some(signal_name(number)),
     };
     let mut first_error: Option<anyhow::Error> = None;
     for stage in pipeline(version_file) {
-        let skip_reason = match (&first_error, interrupted()) {
-            _ if stage.always => None,
-            (_, Some(signal)) => Some(format!("interrupted by {signal}")),
-            (Some(_), None) => Some("an earlier stage failed".to_owned()),
-            (None, None) => None,
-        };
-        if let Some(reason) = skip_reason {
+        if let Some(reason) = skip_reason(&stage, first_error.is_some(), interrupted()) {
             eprintln!("==> ci: {} skipped: {reason}", stage.name);
             continue;
         }
@@ -96,17 +91,23 @@ pub fn run(runner: &mut Runner, args: &Args) -> Result<()> {
     }
 }
 
+/// Why a stage does not run: only stages that always run go on after a
+/// failure or a signal, and a signal is named over a failure.
+fn skip_reason(stage: &Stage, failed_before: bool, interrupted: Option<&str>) -> Option<String> {
+    match (stage.always, interrupted, failed_before) {
+        (true, _, _) => None,
+        (false, Some(signal), _) => Some(format!("interrupted by {signal}")),
+        (false, None, true) => Some("an earlier stage failed".to_owned()),
+        (false, None, false) => None,
+    }
+}
+
 /// `{"Version": "<APP_VERSION>"}`, as `cargo xtask version` prints it.
 fn write_version(runner: &Runner, path: &std::path::Path) -> Result<()> {
     let ctx = runner.ctx();
-    let version = ctx.version()?;
-    let json = crate::version::json(version);
-    if ctx.dry_run {
-        ctx.plan(&format!("write {json} to {}", path.display()));
-        return Ok(());
-    }
-    std::fs::write(path, format!("{json}\n")).with_context(|| format!("cannot write the version file {}", path.display()))?;
-    eprintln!("wrote {json} to {}", path.display());
+    let json = xtask::version::json(ctx.version());
+    ctx.write_file(path, &format!("{json}\n")).context("cannot write the version file")?;
+    ctx.report(&format!("wrote {json} to {}", path.display()));
     Ok(())
 }
 
@@ -162,13 +163,35 @@ fn watch_signals() -> Result<Arc<AtomicI32>> {
 mod tests {
     use super::*;
 
+    fn stage(always: bool) -> Stage {
+        Stage { name: "x", action: Action::WriteVersion("v.json".into()), always }
+    }
+
     #[test]
-    fn the_pipeline_runs_its_stages_in_order_and_always_cleans_up() {
+    fn a_stage_runs_unless_a_failure_or_a_signal_came_before() {
+        assert_eq!(skip_reason(&stage(false), false, None), None);
+        assert_eq!(skip_reason(&stage(false), true, None).as_deref(), Some("an earlier stage failed"));
+        assert_eq!(skip_reason(&stage(false), false, Some("SIGTERM")).as_deref(), Some("interrupted by SIGTERM"));
+        assert_eq!(skip_reason(&stage(false), true, Some("SIGINT")).as_deref(), Some("interrupted by SIGINT"));
+    }
+
+    #[test]
+    fn cleanup_stages_run_after_failures_and_signals() {
+        for (failed, signal) in [(false, None), (true, None), (false, Some("SIGINT")), (true, Some("SIGTERM"))] {
+            assert_eq!(skip_reason(&stage(true), failed, signal), None);
+        }
+    }
+
+    #[test]
+    fn only_clean_and_logout_run_always_and_they_come_last() {
         let stages = pipeline("v.json".into());
-        let names: Vec<&str> = stages.iter().map(|stage| stage.name).collect();
-        assert_eq!(names, ["login", "test", "release", "publish", "version", "clean", "logout"]);
-        let always: Vec<&str> = stages.iter().filter(|stage| stage.always).map(|stage| stage.name).collect();
-        assert_eq!(always, ["clean", "logout"]);
-        assert!(matches!(&stages[4].action, Action::WriteVersion(path) if path == std::path::Path::new("v.json")));
+        let first_always = stages.iter().position(|stage| stage.always).expect("cleanup stages");
+        assert!(stages[first_always..].iter().all(|stage| stage.always), "cleanup runs after every other stage");
+        let cleanup: Vec<&str> = stages[first_always..].iter().map(|stage| stage.name).collect();
+        assert_eq!(cleanup, ["clean", "logout"]);
+        assert!(
+            stages.iter().any(|stage| matches!(&stage.action, Action::WriteVersion(path) if path.as_os_str() == "v.json")),
+            "the version file goes where it is asked to"
+        );
     }
 }

@@ -16,8 +16,8 @@ use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
 use crate::async_ctx::AsyncCtx;
-use crate::runner::Ctx;
-use crate::settings::{Settings, strip_scheme};
+use xtask::ctx::Ctx;
+use xtask::settings::{Settings, strip_scheme};
 
 /// The user name in every ECR authorization token.
 pub const ECR_USER: &str = "AWS";

@@ -8,7 +8,7 @@ use anyhow::Result;
 use xshell::cmd;
 
 use crate::ecr::{self, Authorization};
-use crate::runner::Ctx;
+use xtask::ctx::Ctx;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     // A named registry can be checked for the ECR helper before any AWS call.
@@ -28,14 +28,12 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 pub fn login_with(ctx: &Ctx, auth: &Authorization) -> Result<()> {
     let registry = &auth.registry;
     ctx.step(&format!("log Docker in to {registry}"), || {
-        let sh = ctx.sh()?;
+        let sh = ctx.sh();
         let user = &auth.username;
         ctx.run_with_secret(cmd!(sh, "docker login --username {user} --password-stdin {registry}"), &auth.password)
             .map_err(|err| ecr::explain_registry_error("docker login", registry, &format!("{err:#}")))
     })?;
-    if !ctx.dry_run {
-        eprintln!("logged in to {registry}; the token expires {}", auth.expiry_text());
-    }
+    ctx.report(&format!("logged in to {registry}; the token expires {}", auth.expiry_text()));
     Ok(())
 }
 

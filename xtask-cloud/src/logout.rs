@@ -11,7 +11,7 @@ use anyhow::Result;
 use xshell::cmd;
 
 use crate::ecr;
-use crate::runner::Ctx;
+use xtask::ctx::Ctx;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     let registry = match &ctx.settings.explicit_registry {
@@ -28,7 +28,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         })?,
     };
     ctx.step(&format!("log Docker out of {registry}"), || {
-        let sh = ctx.sh()?;
+        let sh = ctx.sh();
         ctx.run(cmd!(sh, "docker logout {registry}"))
     })
 }

@@ -14,16 +14,16 @@ use futures_util::StreamExt;
 use crate::ecr::{self, Authorization, RegistryProblem};
 use crate::progress::{self, Progress};
 use crate::async_ctx::AsyncCtx;
-use crate::runner::Ctx;
+use xtask::ctx::Ctx;
 
 /// Attempts per push when the registry fails transiently (reset, 5xx).
 const PUSH_ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 
-pub use xtask::cli::PublishArgs as Args;
+pub use xtask::tasks::PublishArgs as Args;
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
-    let version = ctx.version()?.to_owned();
+    let version = ctx.version().to_owned();
     check_version(&version, args.allow_dirty)?;
     let versioned = ctx.settings.image(&version);
     let latest = ctx.settings.image("latest");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
-use crate::runner::Ctx;
+use crate::ctx::Ctx;
 
 /// The service's crate and binary.
 const PACKAGE: &str = "todobackend";
@@ -15,7 +15,7 @@ const PACKAGE: &str = "todobackend";
 pub fn run(ctx: &Ctx) -> Result<()> {
     let target = static_target()?;
     ctx.step("static build of the service", || {
-        let sh = ctx.sh()?;
+        let sh = ctx.sh();
         let cargo = cargo();
         // RUSTFLAGS for the target only: with --target, build scripts and
         // proc macros stay dynamically linked and keep their cache.
@@ -30,15 +30,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let context = target_dir(ctx).join(format!("docker-context-{}", std::process::id()));
     ctx.step("stage the image's build context", || {
         let binary = target_dir(ctx).join(&target).join("release").join(PACKAGE);
-        if ctx.dry_run {
-            ctx.plan(&format!("stage {} with {}", context.display(), binary.display()));
-            return Ok(());
-        }
-        stage_context(&binary, &context)
+        ctx.effect(&format!("stage {} with {}", context.display(), binary.display()), || {
+            stage_context(&binary, &context)
+        })
     })?;
     ctx.step("build the release image", || {
-        let sh = ctx.sh()?;
-        let version = ctx.version()?;
+        let sh = ctx.sh();
+        let version = ctx.version();
         let app = &ctx.settings.app;
         let versioned = ctx.settings.image(version);
         let latest = ctx.settings.image("latest");
@@ -48,10 +46,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             "docker build --file {dockerfile} --tag {versioned} --tag {latest}
                 --build-arg APP_NAME={app} --build-arg APP_VERSION={version} {context}"
         ));
-        if !ctx.dry_run {
-            let _ = std::fs::remove_dir_all(&context);
-        }
-        built
+        let removed = ctx.remove(&context);
+        built.and(removed)
     })
 }
 

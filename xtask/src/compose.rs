@@ -4,7 +4,7 @@
 use anyhow::{Result, bail};
 use xshell::{Cmd, cmd};
 
-use crate::runner::Ctx;
+use crate::ctx::Ctx;
 
 pub struct Compose {
     /// `["docker", "compose"]` or `["docker-compose"]`.
@@ -16,7 +16,7 @@ impl Compose {
     /// a project whose name is a swarm stack's on this engine: compose would
     /// share that stack's volumes (its production data).
     pub fn detect(ctx: &Ctx) -> Result<Compose> {
-        let sh = ctx.sh()?;
+        let sh = ctx.sh();
         let project = &ctx.settings.compose_project;
         let stack_label = format!("label=com.docker.stack.namespace={project}");
         let stack_volumes = ctx.read(cmd!(sh, "docker volume ls --quiet --filter {stack_label}"))?;
@@ -40,11 +40,11 @@ impl Compose {
 
     /// `<compose> -p <project> -f <file> <args...>`, at the project root with
     /// the workflow's variables exported.
-    pub fn cmd<'a>(&self, ctx: &'a Ctx, args: &[&str]) -> Result<Cmd<'a>> {
-        let sh = ctx.sh()?;
+    pub fn cmd<'a>(&self, ctx: &'a Ctx, args: &[&str]) -> Cmd<'a> {
+        let sh = ctx.sh();
         let (program, prefix) = self.program.split_first().expect("compose program is never empty");
         let project = &ctx.settings.compose_project;
         let file = &ctx.settings.compose_file;
-        Ok(cmd!(sh, "{program} {prefix...} -p {project} -f {file} {args...}"))
+        cmd!(sh, "{program} {prefix...} -p {project} -f {file} {args...}")
     }
 }

@@ -1,6 +1,6 @@
 //! `cargo xtask`: the delivery workflow of todobackend, in place of the
 //! Makefile. This binary is the light one: it parses the command line, runs
-//! `version`, `build`, `test` and `release` itself, and hands the tasks that
+//! the light tasks (`version`, `build`, `test`, `release`, `clean`) itself, and hands the tasks that
 //! call AWS or the Docker engine API to `xtask-cloud` (built on first use),
 //! so that those never cost the light tasks a compile or a load (issue 6).
 
@@ -8,29 +8,34 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
 
-use xtask::cli;
+use xtask::settings::project_root;
+use xtask::tasks::{self, Task};
 
 fn main() -> ExitCode {
-    let cli = cli::parse();
-    if !cli.task.needs_cloud() {
-        return cli::main_with(cli, None);
+    let cli = tasks::parse();
+    match cli.task {
+        // A light task needs only light tasks (see `tasks.rs`).
+        Task::Light(_) => tasks::main_with(cli, None),
+        Task::Cloud(_) => {
+            // Only returns if the hand-over failed.
+            let err = hand_to_cloud();
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
     }
-    // Only returns if the hand-over failed.
-    let err = hand_to_cloud();
-    eprintln!("error: {err:#}");
-    ExitCode::FAILURE
 }
 
-/// Replace this process by `cargo run --package xtask-cloud -- <same args>`:
-/// same PID, so signals (ci's cleanup on Ctrl-C) and the exit code pass
-/// straight through.
+/// Replace this process by `cargo run --quiet --package xtask-cloud -- <same
+/// args>`: same PID, so signals (ci's cleanup on Ctrl-C) and the exit code
+/// pass straight through. Cargo's own lines stay out of the task's output.
 fn hand_to_cloud() -> anyhow::Error {
     let result: Result<std::convert::Infallible> = (|| {
-        let root = cli::project_root()?;
+        let root = project_root()?;
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        announce_first_build(&root);
         let mut command = Command::new(&cargo);
         command
-            .arg("run")
+            .args(["run", "--quiet"])
             .arg("--manifest-path")
             .arg(root.join("Cargo.toml"))
             .args(["--package", "xtask-cloud", "--"])
@@ -42,6 +47,23 @@ fn hand_to_cloud() -> anyhow::Error {
         Err(err) => err,
     }
 }
+
+/// Before the first build of `xtask-cloud`, say why nothing seems to happen:
+/// with `--quiet`, cargo shows no progress while it compiles the AWS SDK.
+fn announce_first_build(root: &std::path::Path) {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let binary = target.join("debug").join(format!("xtask-cloud{}", std::env::consts::EXE_SUFFIX));
+    if !binary.exists() {
+        eprintln!(
+            "compiling the AWS and Docker tasks (xtask-cloud) once; this takes about {} on 2 cores, and later runs start at once",
+            FIRST_BUILD
+        );
+    }
+}
+
+/// The cold build of `xtask-cloud` after the light binary, as measured by
+/// `scripts/bench.sh` (README, Performance).
+const FIRST_BUILD: &str = "75 s";
 
 #[cfg(unix)]
 fn exec(mut command: Command) -> Result<std::convert::Infallible> {

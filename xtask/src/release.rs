@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::compose::Compose;
-use crate::runner::Ctx;
+use crate::ctx::Ctx;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Args {
@@ -26,21 +26,17 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     ctx.step("start the app", || {
         // --no-deps: migrate and collectstatic ran just above, with their
         // failures attributed to them.
-        ctx.run(compose.cmd(ctx, &["up", "--detach", "--no-deps", "app"])?)?;
-        wait_until_healthy(ctx, &compose).inspect_err(|_| show_logs(ctx, &compose, "app"))
+        ctx.run(compose.cmd(ctx, &["up", "--detach", "--no-deps", "app"]))?;
+        ctx.effect("$ docker inspect <app container>, repeated until its healthcheck passes", || {
+            wait_until_healthy(ctx, &compose).inspect_err(|_| show_logs(ctx, &compose, "app"))
+        })
     })?;
     one_shot(ctx, &compose, "run the acceptance tests", "acceptance")?;
     let url = ctx.step("find the app's address", || {
-        if ctx.dry_run {
-            ctx.plan(&format!("$ {}", compose.cmd(ctx, &["port", "app", "8000"])?));
-            return Ok("http://localhost:<port>".to_owned());
-        }
-        let published = ctx.read(compose.cmd(ctx, &["port", "app", "8000"])?)?;
-        local_url(&published)
+        let port = || compose.cmd(ctx, &["port", "app", "8000"]);
+        ctx.effect(&format!("$ {}", port()), || local_url(&ctx.read(port())?))
     })?;
-    if !ctx.dry_run {
-        println!("App running at {url}");
-    }
+    ctx.print_result(&format!("App running at {}", url.as_deref().unwrap_or("http://localhost:<port>")));
     Ok(())
 }
 
@@ -48,7 +44,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 /// streams to stderr as it runs, so a failure shows the container's logs.
 fn one_shot(ctx: &Ctx, compose: &Compose, title: &str, service: &str) -> Result<()> {
     ctx.step(title, || {
-        ctx.run(compose.cmd(ctx, &["run", "--rm", "--no-deps", service])?)
+        ctx.run(compose.cmd(ctx, &["run", "--rm", "--no-deps", service]))
             .with_context(|| format!("{service} failed; its output is above"))
     })
 }
@@ -56,17 +52,13 @@ fn one_shot(ctx: &Ctx, compose: &Compose, title: &str, service: &str) -> Result<
 /// Poll the app container's health until it is healthy, it stops, or the
 /// time is up.
 fn wait_until_healthy(ctx: &Ctx, compose: &Compose) -> Result<()> {
-    if ctx.dry_run {
-        ctx.plan("$ docker inspect <app container>, repeated until its healthcheck passes");
-        return Ok(());
-    }
-    let id = ctx.read(compose.cmd(ctx, &["ps", "-q", "app"])?)?;
+    let id = ctx.read(compose.cmd(ctx, &["ps", "-q", "app"]))?;
     let id = id.trim();
     if id.is_empty() {
         bail!("the app container was not created");
     }
     eprintln!("waiting for the app to be healthy...");
-    let sh = ctx.sh()?;
+    let sh = ctx.sh();
     let started = Instant::now();
     loop {
         // The docker CLI, not the engine API: `release` stays a light task.
@@ -100,9 +92,7 @@ fn parse_state(text: &str) -> Result<(bool, &str, &str)> {
 /// The last lines of a service's logs, to stderr, after a failure.
 fn show_logs(ctx: &Ctx, compose: &Compose, service: &str) {
     eprintln!("--- last logs of {service}");
-    if let Ok(cmd) = compose.cmd(ctx, &["logs", "--no-color", "--tail", "50", service]) {
-        let _ = ctx.run(cmd);
-    }
+    let _ = ctx.run(compose.cmd(ctx, &["logs", "--no-color", "--tail", "50", service]));
 }
 
 /// `0.0.0.0:49153` (what `compose port` prints) → `http://localhost:49153`.

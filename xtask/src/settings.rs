@@ -65,6 +65,20 @@ struct Defaults {
 
 pub const DEFAULTS_FILE: &str = "delivery.yml";
 
+/// The project root: the nearest directory, from the current one up, that
+/// holds delivery.yml; else the parent of the crate that cargo ran.
+pub fn project_root() -> Result<PathBuf> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let from_cwd = cwd.ancestors().find(|dir| dir.join(DEFAULTS_FILE).is_file());
+    let from_cargo = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .and_then(|manifest_dir| manifest_dir.parent().map(|dir| dir.to_owned()))
+        .filter(|dir| dir.join(DEFAULTS_FILE).is_file());
+    from_cwd.map(|dir| dir.to_owned()).or(from_cargo).with_context(|| {
+        format!("no {DEFAULTS_FILE} in {} or above: run `cargo xtask` inside the todobackend checkout", cwd.display())
+    })
+}
+
 /// Every setting, resolved.
 #[derive(Debug, Clone)]
 pub struct Settings {

@@ -5,11 +5,11 @@
 use anyhow::Result;
 use xshell::cmd;
 
-use crate::runner::Ctx;
+use crate::ctx::Ctx;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     ctx.step("the service's tests", || {
-        let sh = ctx.sh()?;
+        let sh = ctx.sh();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         ctx.run(cmd!(sh, "{cargo} test --locked --package todobackend"))
     })

@@ -11,16 +11,11 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use git2::{Repository, RepositoryOpenFlags, StatusOptions};
 
-use crate::runner::Ctx;
+use crate::ctx::Ctx;
 
 /// Print `{"Version": "<APP_VERSION>"}` on stdout, and nothing else there.
 pub fn run(ctx: &Ctx) -> Result<()> {
-    let version = ctx.version()?;
-    if ctx.dry_run {
-        ctx.plan(&format!("print {}", json(version)));
-        return Ok(());
-    }
-    println!("{}", json(version));
+    ctx.print_result(&json(ctx.version()));
     Ok(())
 }
 

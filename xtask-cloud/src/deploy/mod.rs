@@ -24,14 +24,14 @@ use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
 use crate::async_ctx::AsyncCtx;
-use crate::runner::Ctx;
+use xtask::ctx::Ctx;
 use converge::Verdict;
 use watch::{Expected, Outcome, Snapshot};
 
-pub use xtask::cli::DeployArgs as Args;
+pub use xtask::tasks::DeployArgs as Args;
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
-    let version = ctx.version()?.to_owned();
+    let version = ctx.version().to_owned();
     let stack = ctx.settings.stack.clone();
     eprintln!("Deploying version {version}...");
 
@@ -62,31 +62,26 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
 
     let file = ctx.settings.stack_file.clone();
     ctx.step(&format!("docker stack deploy {stack}"), || stack_deploy(ctx, &stack, &file))?;
-    if ctx.dry_run {
-        let names: Vec<&str> = expected.iter().map(|want| want.name.as_str()).collect();
-        let wait = if args.detach {
-            "no wait (--detach)".to_owned()
-        } else {
-            format!("watch {} until converged, timeout {}s", names.join(", "), args.timeout.as_secs())
-        };
-        ctx.plan(&wait);
-        return Ok(());
-    }
     if args.detach {
-        println!("Stack {stack} deployed with version {version}, not waiting (--detach): follow it with `docker stack ps {stack}`");
+        ctx.print_result(&format!(
+            "Stack {stack} deployed with version {version}, not waiting (--detach): follow it with `docker stack ps {stack}`"
+        ));
         return Ok(());
     }
 
+    let names: Vec<&str> = expected.iter().map(|want| want.name.as_str()).collect();
+    let watch = format!("watch {} until converged, timeout {}s", names.join(", "), args.timeout.as_secs());
     let outcome = ctx.step("wait until every service runs the new version", || {
-        ctx.block_on(watch::until_converged(&docker, &stack, &expected, &before_updates, args.timeout))
+        ctx.call(&watch, watch::until_converged(&docker, &stack, &expected, &before_updates, args.timeout))
     })?;
+    let Some(outcome) = outcome else { return Ok(()) };
     match outcome {
         Outcome::Converged(done) => {
             let summary: Vec<String> = done.iter().map(|(name, text)| format!("{name} {text}")).collect();
             if already_running {
-                println!("Version {version} was already running on stack {stack}: {}", summary.join(", "));
+                ctx.print_result(&format!("Version {version} was already running on stack {stack}: {}", summary.join(", ")));
             } else {
-                println!("Version {version} is live on stack {stack}: {}", summary.join(", "));
+                ctx.print_result(&format!("Version {version} is live on stack {stack}: {}", summary.join(", ")));
             }
             Ok(())
         }
@@ -150,21 +145,16 @@ fn run_jobs_first(
     // Beside the stack file: relative paths in it resolve from its directory.
     let file_name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     let jobs_file = path.with_file_name(format!(".{file_name}.jobs.yml"));
-    if ctx.dry_run {
-        ctx.plan(&format!("write {} with only {}", jobs_file.display(), names.join(", ")));
-        stack_deploy(ctx, stack, &jobs_file)?;
-        ctx.plan(&format!("watch {} until completed, timeout {}s", names.join(", "), args.timeout.as_secs()));
-        return Ok(());
-    }
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the stack file {}", path.display()))?;
     let jobs_text = stackfile::only_services(&shown, &text, names)?;
-    std::fs::write(&jobs_file, jobs_text).with_context(|| format!("cannot write {}", jobs_file.display()))?;
+    ctx.write_file(&jobs_file, &jobs_text)?;
     let deployed = stack_deploy(ctx, stack, &jobs_file);
-    let _ = std::fs::remove_file(&jobs_file);
+    ctx.remove(&jobs_file)?;
     deployed?;
-    match ctx.block_on(watch::until_converged(docker, stack, jobs, before_updates, args.timeout))? {
-        Outcome::Converged(_) => Ok(()),
-        Outcome::Failed { failed, waiting, .. } => {
+    let watch = format!("watch {} until completed, timeout {}s", names.join(", "), args.timeout.as_secs());
+    match ctx.call(&watch, watch::until_converged(docker, stack, jobs, before_updates, args.timeout))? {
+        None | Some(Outcome::Converged(_)) => Ok(()),
+        Some(Outcome::Failed { failed, waiting, .. }) => {
             let headline = format!("{} did not complete, so the app was not updated (it runs the version it ran before)", names.join(" and "));
             Err(failure(ctx, docker, stack, &headline, &failed, &waiting))
         }
@@ -180,7 +170,7 @@ struct Checked {
 
 /// Everything deploy checks before the swarm changes. Reads only.
 fn preflight(ctx: &Ctx) -> Result<Checked> {
-    let sh = ctx.sh()?;
+    let sh = ctx.sh();
     let path = &ctx.settings.stack_file;
     let shown = path.strip_prefix(&ctx.settings.root).unwrap_or(path).display().to_string();
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the stack file {}", path.display()))?;
@@ -201,16 +191,11 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
             None => Ok(None),
         }
         .and_then(|credentials| ctx.block_on(preflight::image_digest(&docker, image, credentials)));
-        let digest = match resolved {
-            Ok(digest) => digest,
-            // A dry run has not logged in (`login` only printed its plan), so
-            // the registry may refuse it: say so, and go on with the plan.
-            Err(err) if ctx.dry_run => {
-                ctx.plan(&format!("could not check {image} in its registry now ({err:#}); a real deploy logs in first"));
-                "unchecked".to_owned()
-            }
-            Err(err) => return Err(err),
-        };
+        // A dry run has not logged in (`login` only printed its plan), so
+        // the registry may refuse it: the plan says so, and goes on.
+        let digest = ctx
+            .check_unless_dry_run(&format!("check {image} in its registry (a real deploy logs in first)"), resolved)?
+            .unwrap_or_else(|| "unchecked".to_owned());
         eprintln!("    {image}: {digest}");
         digests.insert(image.to_owned(), digest);
     }
@@ -222,12 +207,13 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
 const NETWORK_RACE: Duration = Duration::from_secs(60);
 
 fn stack_deploy(ctx: &Ctx, stack: &str, file: &Path) -> Result<()> {
-    let sh = ctx.sh()?;
+    let sh = ctx.sh();
     let deploy = || cmd!(sh, "docker stack deploy --with-registry-auth -c {file} {stack}");
-    if ctx.dry_run {
-        ctx.plan(&format!("$ {}", deploy()));
-        return Ok(());
-    }
+    ctx.effect(&format!("$ {}", deploy()), || deploy_retrying_the_network_race(stack, deploy))?;
+    Ok(())
+}
+
+fn deploy_retrying_the_network_race<'a>(stack: &str, deploy: impl Fn() -> xshell::Cmd<'a>) -> Result<()> {
     let started = Instant::now();
     loop {
         let command = deploy();

@@ -125,7 +125,7 @@ pub enum Stored {
 /// Find `registry`'s credential in the text of a config.json (pure).
 pub fn find_credential(config: &str, registry: &str) -> Result<Stored> {
     let config: serde_json::Value = serde_json::from_str(config).context("the Docker config.json is not valid JSON")?;
-    let same_host = |key: &str| crate::settings::strip_scheme(key).split('/').next() == Some(registry);
+    let same_host = |key: &str| xtask::settings::strip_scheme(key).split('/').next() == Some(registry);
     if let Some(helper) = config.get("credHelpers").and_then(|helpers| helpers.as_object()).and_then(|helpers| {
         helpers.iter().find(|(key, _)| same_host(key)).and_then(|(_, name)| name.as_str().map(str::to_owned))
     }) {

@@ -1,0 +1,231 @@
+//! What every task runs with: the settings, the resolved APP_VERSION, the
+//! shell with the workflow's variables exported, step headers, and every side
+//! effect a task makes. Only `Ctx` knows about `--dry-run`: a task asks it to
+//! run a command, write or remove a file, make a change, or print a result,
+//! and in a dry run `Ctx` prints that to the plan instead. So a dry run cannot
+//! drift from the real one.
+
+use std::cell::Cell;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use xshell::{Cmd, Shell};
+
+use crate::settings::Settings;
+use crate::version;
+
+pub struct Ctx {
+    pub settings: Settings,
+    dry_run: bool,
+    version: String,
+    sh: Shell,
+    task: Cell<&'static str>,
+    in_step: Cell<bool>,
+    github_actions: bool,
+}
+
+impl Ctx {
+    /// Resolve APP_VERSION (see `version.rs`) once, and export it with
+    /// ECR_REGISTRY, IMAGE_REPOSITORY and COMPOSE_PROJECT_NAME to every
+    /// command, so that docker-compose.yml and stack.yml see the values the
+    /// xtask uses.
+    pub fn new(settings: Settings) -> Result<Ctx> {
+        let from_env = std::env::var("APP_VERSION").ok();
+        let version = version::resolve(from_env.as_deref(), &settings.root)?;
+        let sh = Shell::new().context("cannot set up the shell for running commands")?;
+        sh.change_dir(&settings.root);
+        sh.set_var("APP_VERSION", &version);
+        sh.set_var("ECR_REGISTRY", settings.registry());
+        sh.set_var("IMAGE_REPOSITORY", &settings.repository);
+        sh.set_var("COMPOSE_PROJECT_NAME", &settings.compose_project);
+        Ok(Ctx {
+            dry_run: settings.dry_run,
+            settings,
+            version,
+            sh,
+            task: Cell::new(""),
+            in_step: Cell::new(false),
+            github_actions: std::env::var("GITHUB_ACTIONS").is_ok_and(|value| value == "true"),
+        })
+    }
+
+    /// The resolved APP_VERSION.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Whether this run only prints its plan. For the effect helpers that
+    /// other crates add to `Ctx` (API calls); task code never asks.
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// The shell commands run in: at the project root, with the workflow's
+    /// variables exported.
+    pub fn sh(&self) -> &Shell {
+        &self.sh
+    }
+
+    /// Name the task whose steps follow (used in headers and the plan).
+    pub fn enter_task(&self, name: &'static str) {
+        self.task.set(name);
+        if self.dry_run {
+            println!("[{name}]");
+        }
+    }
+
+    /// Run one step under a header: `==> task: title` on stderr, or a
+    /// `::group::` with its duration under GitHub Actions. In a dry run the
+    /// title goes to the plan, and the effects of `body` print themselves.
+    pub fn step<T>(&self, title: &str, body: impl FnOnce() -> Result<T>) -> Result<T> {
+        if self.dry_run {
+            println!("  # {title}");
+            return body();
+        }
+        // GitHub groups do not nest: an inner step is a plain header.
+        let grouped = self.github_actions && !self.in_step.get();
+        let task = self.task.get();
+        if grouped {
+            eprintln!("::group::{task}: {title}");
+        } else {
+            eprintln!("==> {task}: {title}");
+        }
+        let outer = self.in_step.replace(true);
+        let started = Instant::now();
+        let result = body();
+        self.in_step.set(outer);
+        if grouped {
+            eprintln!("::endgroup::");
+            let outcome = if result.is_ok() { "done" } else { "FAILED" };
+            eprintln!("{task}: {title}: {outcome} in {:.1}s", started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    /// Add a line to the plan of a dry run.
+    fn plan(&self, line: &str) {
+        println!("    {line}");
+    }
+
+    /// A change that is neither a command nor a file: in a dry run,
+    /// `description` goes to the plan and `None` comes back; otherwise `change`
+    /// runs.
+    pub fn effect<T>(&self, description: &str, change: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+        if self.dry_run {
+            self.plan(description);
+            return Ok(None);
+        }
+        change().map(Some)
+    }
+
+    /// A line of the task's result on stdout (the xtask's only stdout); in a
+    /// dry run the plan says it would be printed.
+    pub fn print_result(&self, line: &str) {
+        if self.dry_run {
+            self.plan(&format!("print {line}"));
+        } else {
+            println!("{line}");
+        }
+    }
+
+    /// A remark on stderr about what a change did; a dry run made none, so it
+    /// says nothing.
+    pub fn report(&self, line: &str) {
+        if !self.dry_run {
+            eprintln!("{line}");
+        }
+    }
+
+    /// A remark in the plan of a dry run only: what a real run would have
+    /// found out or done differently.
+    pub fn plan_note(&self, line: &str) {
+        if self.dry_run {
+            self.plan(line);
+        }
+    }
+
+    /// The result of a check that a dry run may fail for want of an earlier
+    /// step's effect (a login that only printed its plan): in a dry run a
+    /// failure goes to the plan with `what`, and `None` comes back.
+    pub fn check_unless_dry_run<T>(&self, what: &str, result: Result<T>) -> Result<Option<T>> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(err) if self.dry_run => {
+                self.plan(&format!("could not {what} now: {err:#}"));
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Write a file.
+    pub fn write_file(&self, path: &Path, contents: &str) -> Result<()> {
+        self.effect(&format!("write {}", path.display()), || {
+            std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
+        })?;
+        Ok(())
+    }
+
+    /// Remove a file or a directory tree; gone already is fine.
+    pub fn remove(&self, path: &Path) -> Result<()> {
+        self.effect(&format!("remove {}", path.display()), || {
+            let removed = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+            match removed {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    Err(err).with_context(|| format!("cannot remove {}", path.display()))
+                }
+                _ => Ok(()),
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Run a command, or in a dry run print it. The command line is echoed to
+    /// stderr, and so is everything the command prints: stdout is kept for
+    /// the xtask's results.
+    pub fn run(&self, cmd: Cmd<'_>) -> Result<()> {
+        if self.dry_run {
+            self.plan(&format!("$ {cmd}"));
+            return Ok(());
+        }
+        let line = cmd.to_string();
+        eprintln!("$ {line}");
+        let mut command = std::process::Command::from(cmd);
+        command.stdout(std::io::stderr());
+        let status = command.status().with_context(|| format!("cannot start `{line}`"))?;
+        if !status.success() {
+            anyhow::bail!("`{line}` failed ({status})");
+        }
+        Ok(())
+    }
+
+    /// Run a command that passes a secret on stdin. The secret never reaches
+    /// argv, logs or errors. The command's stderr is passed on (secret masked);
+    /// if it fails, its last stderr line is the error's reason.
+    pub fn run_with_secret(&self, cmd: Cmd<'_>, secret: &str) -> Result<()> {
+        if self.dry_run {
+            self.plan(&format!("$ {cmd}   (secret on stdin)"));
+            return Ok(());
+        }
+        let line = cmd.to_string();
+        let output = cmd.stdin(secret).quiet().ignore_status().output().with_context(|| format!("`{line}` failed"))?;
+        let stderr = String::from_utf8_lossy(&output.stderr).replace(secret, "********");
+        let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+        if !output.status.success() {
+            let reason = lines.last().copied().unwrap_or("no message");
+            anyhow::bail!("`{line}` failed: {reason}");
+        }
+        for line in lines {
+            eprintln!("{line}");
+        }
+        Ok(())
+    }
+
+    /// Run a read-only query and capture its stdout. It runs in a dry run too:
+    /// queries change nothing and later steps need their answers.
+    pub fn read(&self, cmd: Cmd<'_>) -> Result<String> {
+        let line = cmd.to_string();
+        cmd.quiet().read().with_context(|| format!("`{line}` failed"))
+    }
+}

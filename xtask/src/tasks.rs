@@ -1,0 +1,301 @@
+//! The tasks: the command line that names them, the graph of what each needs
+//! first, and the runner that runs a task after its prerequisites, each at
+//! most once, like a Makefile's recipes.
+//!
+//! The split into two binaries is a type: a [`LightTask`] runs in this crate
+//! (no AWS SDK, no Docker engine API), a [`CloudTask`] in `xtask-cloud`. A
+//! light task can only need light tasks, so the light binary never has to ask
+//! where a prerequisite lives. Adding a task means a variant in one of the two
+//! enums, its arm in [`Task::name`], and its arm in that enum's dispatch
+//! ([`LightTask::run`] here, `xtask-cloud`'s `tasks::run` for cloud tasks):
+//! the compiler checks both matches.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::ctx::Ctx;
+use crate::{build, clean, release, settings, test, version};
+
+/// The delivery workflow of todobackend: build, test, release, publish, deploy.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", disable_version_flag = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: settings::Args,
+    #[command(subcommand)]
+    pub task: Task,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Task {
+    #[command(flatten)]
+    Light(LightTask),
+    #[command(flatten)]
+    Cloud(CloudTask),
+}
+
+/// Tasks that need neither AWS nor the Docker engine API: the `xtask` binary
+/// that `cargo xtask` runs has them all.
+#[derive(Subcommand, Debug, Clone)]
+pub enum LightTask {
+    /// Print {"Version": "<APP_VERSION>"} (APP_VERSION, else the git short hash).
+    Version,
+    /// Build the release image from a static build of the service.
+    Build,
+    /// Run the service's tests and build the release image.
+    Test,
+    /// Start the local environment from the built image and run acceptance tests.
+    Release(release::Args),
+    /// Remove the local environment, its volumes and dangling project images.
+    Clean,
+}
+
+/// Tasks that call AWS or the Docker engine API: they run in `xtask-cloud`,
+/// built the first time one of them is asked for, so that the light tasks
+/// never compile or load the AWS SDK and bollard.
+#[derive(Subcommand, Debug, Clone)]
+pub enum CloudTask {
+    /// Log Docker in to the ECR registry.
+    Login,
+    /// Log Docker out of the ECR registry.
+    Logout,
+    /// Push the release image as `latest` and as APP_VERSION.
+    Publish(PublishArgs),
+    /// Deploy stack.yml to Docker Swarm and wait until it converges.
+    Deploy(DeployArgs),
+    /// The CI pipeline: login, test, release, publish, version file; then clean and logout.
+    Ci(CiArgs),
+}
+
+impl Task {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Task::Light(LightTask::Version) => "version",
+            Task::Light(LightTask::Build) => "build",
+            Task::Light(LightTask::Test) => "test",
+            Task::Light(LightTask::Release(_)) => "release",
+            Task::Light(LightTask::Clean) => "clean",
+            Task::Cloud(CloudTask::Login) => "login",
+            Task::Cloud(CloudTask::Logout) => "logout",
+            Task::Cloud(CloudTask::Publish(_)) => "publish",
+            Task::Cloud(CloudTask::Deploy(_)) => "deploy",
+            Task::Cloud(CloudTask::Ci(_)) => "ci",
+        }
+    }
+
+    /// The tasks that run before this one, like a Makefile's prerequisites.
+    pub fn needs(&self) -> Vec<Task> {
+        match self {
+            Task::Light(light) => light.needs().into_iter().map(Task::Light).collect(),
+            Task::Cloud(cloud) => cloud.needs(),
+        }
+    }
+}
+
+impl LightTask {
+    /// A light task needs only light tasks: the type says so.
+    pub fn needs(&self) -> Vec<LightTask> {
+        match self {
+            LightTask::Test => vec![LightTask::Build],
+            LightTask::Release(args) if !args.no_build => vec![LightTask::Build],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The light tasks' dispatch.
+    pub fn run(&self, ctx: &Ctx) -> Result<()> {
+        match self {
+            LightTask::Version => version::run(ctx),
+            LightTask::Build => build::run(ctx),
+            LightTask::Test => test::run(ctx),
+            LightTask::Release(_) => release::run(ctx),
+            LightTask::Clean => clean::run(ctx),
+        }
+    }
+}
+
+impl CloudTask {
+    pub fn needs(&self) -> Vec<Task> {
+        match self {
+            CloudTask::Deploy(args) if !args.no_login => vec![Task::Cloud(CloudTask::Login)],
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PublishArgs {
+    /// Publish a version built from uncommitted changes (APP_VERSION ending in -dirty).
+    #[arg(long)]
+    pub allow_dirty: bool,
+
+    /// Create the ECR repository when DescribeRepositories says it is missing.
+    #[arg(long, env = "ECR_CREATE_REPOSITORY")]
+    pub create_repository: bool,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeployArgs {
+    /// Do not run `login` first.
+    #[arg(long)]
+    pub no_login: bool,
+
+    /// Return once the stack is deployed, without waiting for it to converge.
+    #[arg(long)]
+    pub detach: bool,
+
+    /// How long to wait for the services to converge: 300, 90s, 5m, 1h.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CiArgs {
+    /// Where to write {"Version": "<APP_VERSION>"} [default: version.json at the project root].
+    #[arg(long, value_name = "PATH")]
+    pub version_file: Option<PathBuf>,
+}
+
+/// `300` (seconds), `90s`, `5m`, `1h`, `1m 30s` → a duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text).map_err(|_| format!("{text:?} is not a duration: write e.g. 300, 90s, 5m or 1h"))
+}
+
+/// Runs a cloud task; the binary that has them passes it to the runner.
+pub type CloudDispatch = fn(&mut Runner, &CloudTask) -> Result<()>;
+
+/// Runs tasks with their prerequisites, each at most once.
+pub struct Runner {
+    ctx: Ctx,
+    done: HashSet<&'static str>,
+    cloud: Option<CloudDispatch>,
+}
+
+impl Runner {
+    pub fn new(ctx: Ctx, cloud: Option<CloudDispatch>) -> Runner {
+        Runner { ctx, done: HashSet::new(), cloud }
+    }
+
+    pub fn run(&mut self, task: Task) -> Result<()> {
+        for need in task.needs() {
+            self.run(need)?;
+        }
+        if !self.done.insert(task.name()) {
+            return Ok(());
+        }
+        self.ctx.enter_task(task.name());
+        let result = match &task {
+            Task::Light(light) => light.run(&self.ctx),
+            Task::Cloud(cloud) => match self.cloud {
+                Some(dispatch) => dispatch(self, cloud),
+                None => Err(anyhow::anyhow!("this binary has no cloud tasks: run it through `cargo xtask`")),
+            },
+        };
+        result.with_context(|| format!("{} failed", task.name()))
+    }
+
+    pub fn ctx(&self) -> &Ctx {
+        &self.ctx
+    }
+}
+
+/// The command line, or exit: help as clap prints it; a usage error as one
+/// line (`error: ...`), exit code 2, like other command-line tools.
+pub fn parse() -> Cli {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            err.exit()
+        }
+        Err(err) => {
+            let text = err.to_string();
+            let first = text.lines().next().unwrap_or("error: the command line is not valid");
+            eprintln!("{first} (see `cargo xtask --help`)");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Load the settings, build the context and run the task, with `cloud` for
+/// the cloud tasks. Errors print as one line; the exit code is 1.
+pub fn main_with(cli: Cli, cloud: Option<CloudDispatch>) -> std::process::ExitCode {
+    let result = (|| {
+        let root = settings::project_root()?;
+        let settings = settings::Settings::load(&root, &cli.settings)?;
+        let ctx = Ctx::new(settings).with_context(|| format!("{} failed", cli.task.name()))?;
+        Runner::new(ctx, cloud).run(cli.task)
+    })();
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Refuse a task this binary cannot run (the light binary hands cloud tasks
+/// over before it gets here).
+pub fn not_here(task: &Task) -> Result<()> {
+    bail!("{} is a cloud task: run it through `cargo xtask`", task.name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "5x", "m", "-1", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn light_tasks_need_only_light_tasks_and_deploy_logs_in_first() {
+        let test = Task::Light(LightTask::Test);
+        assert_eq!(test.needs().iter().map(Task::name).collect::<Vec<_>>(), ["build"]);
+        let release = Task::Light(LightTask::Release(release::Args { no_build: true }));
+        assert!(release.needs().is_empty());
+        let deploy = |no_login| {
+            Task::Cloud(CloudTask::Deploy(DeployArgs { no_login, detach: false, timeout: Duration::from_secs(1) }))
+        };
+        assert_eq!(deploy(false).needs().iter().map(Task::name).collect::<Vec<_>>(), ["login"]);
+        assert!(deploy(true).needs().is_empty());
+    }
+
+    #[test]
+    fn every_task_on_the_command_line_has_its_own_name() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let listed: Vec<&str> = command.get_subcommands().map(|sub| sub.get_name()).collect();
+        for name in &listed {
+            let cli = Cli::try_parse_from(["cargo xtask", name]);
+            // Tasks with required arguments cannot parse bare; the others
+            // must come back under the name the command line gave them.
+            if let Ok(cli) = cli {
+                assert_eq!(cli.task.name(), *name);
+            }
+        }
+        assert!(listed.contains(&"version") && listed.contains(&"deploy"), "{listed:?}");
+    }
+}
