@@ -5,13 +5,13 @@
 //! says what to do.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ecr::config::Region;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
@@ -28,8 +28,6 @@ pub struct Authorization {
     /// The registry host[:port] Docker logs in to: ECR_REGISTRY (or --registry,
     /// or delivery.yml) when set, else the host of the token's proxy endpoint.
     pub registry: String,
-    /// The host of the token's proxy endpoint (`None` in a dry run).
-    pub proxy_host: Option<String>,
     pub username: String,
     /// The registry password. Goes on stdin or into an X-Registry-Auth header,
     /// never into argv, a log or an error.
@@ -42,7 +40,6 @@ impl fmt::Debug for Authorization {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authorization")
             .field("registry", &self.registry)
-            .field("proxy_host", &self.proxy_host)
             .field("username", &self.username)
             .field("password", &"********")
             .field("expires_at", &self.expires_at)
@@ -74,7 +71,6 @@ impl Authorization {
 /// rustls with ring (see Cargo.toml); endpoint overrides come from the
 /// environment or the profile, read by aws-config.
 pub async fn client(settings: &Settings) -> Result<aws_sdk_ecr::Client> {
-    check_region(&settings.region)?;
     let http_client =
         aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
     let timeouts = TimeoutConfig::builder()
@@ -105,7 +101,6 @@ pub fn authorization(ctx: &Ctx) -> Result<Authorization> {
     })?;
     Ok(fetched.unwrap_or_else(|| Authorization {
         registry: settings.registry(),
-        proxy_host: None,
         username: ECR_USER.to_owned(),
         password: "********".to_owned(),
         expires_at: None,
@@ -133,7 +128,7 @@ pub async fn fetch_authorization(client: &aws_sdk_ecr::Client, settings: &Settin
         (None, None) => bail!("ECR's authorization data names no registry: set ECR_REGISTRY to the registry host"),
     };
     let expires_at = data.expires_at().and_then(|at| SystemTime::try_from(*at).ok());
-    Ok(Authorization { registry, proxy_host, username, password, expires_at })
+    Ok(Authorization { registry, username, password, expires_at })
 }
 
 /// `base64("AWS:<password>")` → ("AWS", password). The error never quotes the token.
@@ -156,23 +151,6 @@ pub fn proxy_host(endpoint: &str) -> Result<String> {
         bail!("ECR's proxy endpoint {endpoint:?} names no host: set ECR_REGISTRY to the registry host");
     }
     Ok(host)
-}
-
-/// Regions look like `us-west-2`, `eu-central-1`, `us-gov-east-1`, `cn-north-1`.
-/// Anything else has no ECR endpoint: refuse it before any call.
-pub fn check_region(region: &str) -> Result<()> {
-    let parts: Vec<&str> = region.split('-').collect();
-    let plausible = parts.len() >= 3
-        && parts[0].len() == 2
-        && parts[0].chars().all(|c| c.is_ascii_lowercase())
-        && parts[1..parts.len() - 1].iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
-        && parts[parts.len() - 1].parse::<u8>().is_ok();
-    if !plausible {
-        bail!(
-            "unknown AWS region {region:?}: set AWS_REGION (or --region, or aws_region in delivery.yml) to the registry's region, such as us-west-2"
-        );
-    }
-    Ok(())
 }
 
 /// What went wrong with an AWS call, for the message.
@@ -204,35 +182,33 @@ const REJECTED_CODES: &[&str] = &[
     "MissingAuthenticationToken",
 ];
 
-/// Classify an AWS failure from its service error code (if AWS answered) and
-/// the full text of the error chain.
-pub fn classify(code: Option<&str>, text: &str) -> AwsProblem {
+/// Classify a failed AWS call: by the service's error code when AWS answered,
+/// else by the SDK error's type (a timeout, a dispatch failure carrying a
+/// credentials error or an I/O error).
+pub fn classify<E, R>(err: &SdkError<E, R>, code: Option<&str>) -> AwsProblem
+where
+    SdkError<E, R>: std::error::Error + 'static,
+{
     if let Some(code) = code {
         return if REJECTED_CODES.contains(&code) { AwsProblem::Rejected } else { AwsProblem::Other };
     }
-    let text = text.to_ascii_lowercase();
-    if text.contains("no credentials")
-        || text.contains("credentialsnotloaded")
-        || text.contains("credentials not loaded")
-        || text.contains("provided credentials")
-        || text.contains("credential provider was not enabled")
-    {
-        AwsProblem::NoCredentials
-    } else if text.contains("dns error")
-        || text.contains("failed to lookup address")
-        || text.contains("name or service not known")
-    {
-        AwsProblem::UnknownHost
-    } else if text.contains("timeout")
-        || text.contains("timed out")
-        || text.contains("connection refused")
-        || text.contains("connection reset")
-        || text.contains("io error")
-        || text.contains("dispatch failure")
-    {
-        AwsProblem::Unreachable
-    } else {
-        AwsProblem::Other
+    let sources = || std::iter::successors(Some(err as &(dyn std::error::Error + 'static)), |err| err.source());
+    if sources().any(|source| source.is::<CredentialsError>()) {
+        return AwsProblem::NoCredentials;
+    }
+    match err {
+        SdkError::TimeoutError(_) => AwsProblem::Unreachable,
+        SdkError::DispatchFailure(failure) if failure.is_io() => {
+            // hyper's connector names a failed name lookup only in its text;
+            // every other I/O failure means nothing answered.
+            if sources().any(|source| source.to_string().starts_with("dns error")) {
+                AwsProblem::UnknownHost
+            } else {
+                AwsProblem::Unreachable
+            }
+        }
+        SdkError::DispatchFailure(_) => AwsProblem::Unreachable,
+        _ => AwsProblem::Other,
     }
 }
 
@@ -264,9 +240,8 @@ where
         .map(str::to_owned)
         .or_else(|| tag("Message"))
         .unwrap_or_else(|| "no message".to_owned());
-    let text = chain_text(err);
     let profile = settings.profile.as_deref().map(|p| format!(" (profile {p})")).unwrap_or_default();
-    match classify(code.as_deref(), &text) {
+    match classify(err, code.as_deref()) {
         AwsProblem::NoCredentials => anyhow!(
             "{call}: no AWS credentials found{profile}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
              or AWS_PROFILE (--profile) to a profile in ~/.aws/config (for SSO run `aws sso login`), \
@@ -289,7 +264,7 @@ where
         ),
         AwsProblem::Other => match code {
             Some(code) => anyhow!("{call}: AWS answered {code}: {message}"),
-            None => anyhow!("{call} failed: {text}"),
+            None => anyhow!("{call} failed: {}", chain_text(err)),
         },
     }
 }
@@ -305,7 +280,7 @@ fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
         }
         source = cause.source();
     }
-    one_line(&parts.join(": "))
+    crate::registry::one_line(&parts.join(": "))
 }
 
 /// `<Code>X</Code>` in `body` (also inside a Debug dump of bytes) → `X`.
@@ -316,132 +291,6 @@ fn xml_tag(body: &str, name: &str) -> Option<String> {
     Some(body[start..end].trim().to_owned()).filter(|value| !value.is_empty())
 }
 
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-// ---------------------------------------------------------------- registry errors
-
-/// What a registry (through Docker) said when a login, push or inspect failed.
-#[derive(Debug, PartialEq, Eq)]
-pub enum RegistryProblem {
-    /// It did not accept the credential.
-    Refused,
-    /// Nothing answers at its address.
-    Unreachable,
-    /// The repository does not exist there.
-    NoRepository,
-    /// Worth another try: a reset connection, a 5xx.
-    Transient,
-    Other,
-}
-
-/// Classify the text of a Docker error about a registry.
-pub fn classify_registry_error(text: &str) -> RegistryProblem {
-    let text = text.to_ascii_lowercase();
-    let has = |needles: &[&str]| needles.iter().any(|needle| text.contains(needle));
-    if has(&["unauthorized", "authentication required", "no basic auth credentials", "denied", "forbidden"]) {
-        if has(&["does not exist", "name unknown"]) { RegistryProblem::NoRepository } else { RegistryProblem::Refused }
-    } else if has(&["name unknown", "repository with name", "does not exist in the registry"]) {
-        RegistryProblem::NoRepository
-    } else if has(&[
-        "connection refused",
-        "no such host",
-        "no route to host",
-        "network is unreachable",
-        "dial tcp",
-        "server misbehaving",
-        "cannot assign requested address",
-        // A registry that accepts connections but never answers.
-        "deadline exceeded",
-        "client.timeout exceeded",
-    ]) {
-        RegistryProblem::Unreachable
-    } else if has(&[
-        "connection reset",
-        "broken pipe",
-        "unexpected eof",
-        "i/o timeout",
-        "tls handshake timeout",
-        "500 internal server error",
-        "502 bad gateway",
-        "503 service unavailable",
-        "504 gateway timeout",
-        "status: 500",
-        "status: 502",
-        "status: 503",
-        "status: 504",
-        "status code 500",
-        "status code 502",
-        "status code 503",
-        "status code 504",
-        "internal server error",
-        "service unavailable",
-        "bad gateway",
-        "gateway timeout",
-    ]) {
-        RegistryProblem::Transient
-    } else {
-        RegistryProblem::Other
-    }
-}
-
-/// One line for a registry failure: what failed, Docker's reason, the way out.
-pub fn explain_registry_error(what: &str, registry: &str, reason: &str) -> anyhow::Error {
-    let reason = one_line(reason);
-    match classify_registry_error(&reason) {
-        RegistryProblem::Refused => anyhow!(
-            "{what}: registry {registry} refused the ECR credential ({reason}): check that ECR_REGISTRY names \
-             the registry of this AWS account and region (AWS_PROFILE, AWS_REGION)"
-        ),
-        RegistryProblem::Unreachable => anyhow!(
-            "{what}: registry {registry} is unreachable ({reason}): check ECR_REGISTRY (--registry), the network, \
-             and that the registry is up"
-        ),
-        RegistryProblem::NoRepository => anyhow!(
-            "{what}: the repository does not exist in registry {registry} ({reason}): create it, \
-             or run `cargo xtask publish --create-repository`"
-        ),
-        RegistryProblem::Transient => {
-            anyhow!("{what}: registry {registry} failed ({reason}): try again later")
-        }
-        RegistryProblem::Other => anyhow!("{what}: {reason}"),
-    }
-}
-
-// ---------------------------------------------------------------- Docker config
-
-/// The Docker CLI's config file: $DOCKER_CONFIG/config.json, else ~/.docker/config.json.
-pub fn docker_config_path() -> Option<PathBuf> {
-    match std::env::var_os("DOCKER_CONFIG").filter(|dir| !dir.is_empty()) {
-        Some(dir) => Some(PathBuf::from(dir).join("config.json")),
-        None => std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker/config.json")),
-    }
-}
-
-/// Whether a Docker config (its JSON text) sends `registry` to the ECR
-/// credential helper (`docker-credential-ecr-login`): a `credHelpers` entry
-/// for the registry wins over `credsStore`, as in the Docker CLI.
-pub fn uses_ecr_helper(config_json: &str, registry: &str) -> Result<bool> {
-    let config: serde_json::Value = serde_json::from_str(config_json).context("the Docker config is not valid JSON")?;
-    let helper_for_registry = config.get("credHelpers").and_then(|helpers| helpers.as_object()).and_then(|helpers| {
-        helpers.iter().find(|(key, _)| strip_scheme(key) == registry).map(|(_, helper)| helper.as_str())
-    });
-    Ok(match helper_for_registry {
-        Some(helper) => helper == Some("ecr-login"),
-        None => config.get("credsStore").and_then(|store| store.as_str()) == Some("ecr-login"),
-    })
-}
-
-/// [`uses_ecr_helper`] on the user's Docker config; no file means no helper.
-pub fn docker_uses_ecr_helper(registry: &str) -> Result<bool> {
-    let Some(path) = docker_config_path() else { return Ok(false) };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => uses_ecr_helper(&text, registry).with_context(|| format!("cannot read {}", path.display())),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(err) => Err(err).with_context(|| format!("cannot read the Docker config {}", path.display())),
-    }
-}
 
 // ---------------------------------------------------------------- time
 
@@ -495,17 +344,6 @@ mod tests {
     }
 
     #[test]
-    fn regions_are_checked_for_shape() {
-        for ok in ["us-west-2", "eu-central-1", "us-gov-east-1", "ap-southeast-3", "cn-northwest-1"] {
-            check_region(ok).unwrap();
-        }
-        for bad in ["nowhere", "us-west", "usa-west-2", "us-west-x", "US-WEST-2", "us--2"] {
-            let err = check_region(bad).unwrap_err().to_string();
-            assert!(err.contains("unknown AWS region") && err.contains("AWS_REGION"), "{bad}: {err}");
-        }
-    }
-
-    #[test]
     fn xml_error_bodies_name_code_and_message() {
         let body = r#"b"<?xml version=\"1.0\"?>\n<ErrorResponse><Errors><Error><Code>InvalidClientTokenId</Code><Message>The security token is invalid.</Message></Error></Errors></ErrorResponse>""#;
         assert_eq!(xml_tag(body, "Code").as_deref(), Some("InvalidClientTokenId"));
@@ -515,89 +353,32 @@ mod tests {
     }
 
     #[test]
-    fn errors_are_classified() {
-        assert_eq!(classify(Some("UnrecognizedClientException"), ""), AwsProblem::Rejected);
-        assert_eq!(classify(Some("ExpiredTokenException"), ""), AwsProblem::Rejected);
-        assert_eq!(classify(Some("ServerException"), ""), AwsProblem::Other);
-        assert_eq!(
-            classify(
-                None,
-                "dispatch failure: other: no credentials provider: the credential provider was not enabled: no providers in chain provided credentials"
-            ),
-            AwsProblem::NoCredentials
-        );
-        assert_eq!(
-            classify(
-                None,
-                "dispatch failure: other: the credential provider was not enabled: no providers in chain provided credentials"
-            ),
-            AwsProblem::NoCredentials
-        );
-        assert_eq!(
-            classify(
-                None,
-                "dispatch failure: io error: client error (Connect): dns error: failed to lookup address information"
-            ),
-            AwsProblem::UnknownHost
-        );
-        assert_eq!(
-            classify(
-                None,
-                "dispatch failure: io error: client error (Connect): tcp connect error: Connection refused (os error 111)"
-            ),
-            AwsProblem::Unreachable
-        );
-        assert_eq!(classify(None, "timeout: operation timed out"), AwsProblem::Unreachable);
-        assert_eq!(classify(None, "response error: bad json"), AwsProblem::Other);
-    }
-
-    #[test]
-    fn registry_errors_are_classified() {
-        assert_eq!(
-            classify_registry_error("Get \"http://127.0.0.1:5/v2/\": context deadline exceeded"),
-            RegistryProblem::Unreachable
-        );
-        assert_eq!(
-            classify_registry_error("net/http: request canceled (Client.Timeout exceeded while awaiting headers)"),
-            RegistryProblem::Unreachable
-        );
-        use RegistryProblem::*;
-        let cases = [
-            (
-                r#"Error response from daemon: Get "http://127.0.0.1:5000/v2/": unauthorized: authentication required"#,
-                Refused,
-            ),
-            ("no basic auth credentials", Refused),
-            (r#"Get "https://127.0.0.1:5/v2/": dial tcp 127.0.0.1:5: connect: connection refused"#, Unreachable),
-            ("dial tcp: lookup nohost.invalid: no such host", Unreachable),
-            ("name unknown: The repository with name 'x' does not exist in the registry with id '1'", NoRepository),
-            ("read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer", Transient),
-            ("received unexpected HTTP status: 503 Service Unavailable", Transient),
-            ("put https://r/v2/x/blobs/uploads/: unexpected EOF", Transient),
-            ("manifest invalid", Other),
-        ];
-        for (text, expected) in cases {
-            assert_eq!(classify_registry_error(text), expected, "{text}");
+    fn errors_are_classified_by_their_type() {
+        use aws_sdk_ecr::error::ConnectorError;
+        type Error = SdkError<aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError, ()>;
+        let io = |kind| ConnectorError::io(Box::new(std::io::Error::from(kind)));
+        let refused: Error = SdkError::dispatch_failure(io(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(classify(&refused, None), AwsProblem::Unreachable);
+        let timeout: Error = SdkError::timeout_error("operation timed out");
+        assert_eq!(classify(&timeout, None), AwsProblem::Unreachable);
+        let no_credentials: Error =
+            SdkError::dispatch_failure(ConnectorError::other(Box::new(CredentialsError::not_loaded("no providers")), None));
+        assert_eq!(classify(&no_credentials, None), AwsProblem::NoCredentials);
+        #[derive(Debug)]
+        struct Dns;
+        impl std::fmt::Display for Dns {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("dns error: failed to lookup address information")
+            }
         }
-        let err = explain_registry_error("push r/x:1", "r", "connection refused").to_string();
-        assert!(err.contains("registry r is unreachable") && err.contains("ECR_REGISTRY"), "{err}");
-    }
-
-    #[test]
-    fn ecr_helper_is_detected_per_registry_or_as_store() {
-        let host = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
-        assert!(uses_ecr_helper(&format!(r#"{{"credHelpers": {{"{host}": "ecr-login"}}}}"#), host).unwrap());
-        assert!(uses_ecr_helper(&format!(r#"{{"credHelpers": {{"https://{host}": "ecr-login"}}}}"#), host).unwrap());
-        assert!(!uses_ecr_helper(r#"{"credHelpers": {"other.example": "ecr-login"}}"#, host).unwrap());
-        assert!(uses_ecr_helper(r#"{"credsStore": "ecr-login"}"#, host).unwrap());
-        // A registry's own helper wins over the store.
-        assert!(
-            !uses_ecr_helper(&format!(r#"{{"credsStore": "ecr-login", "credHelpers": {{"{host}": "pass"}}}}"#), host)
-                .unwrap()
-        );
-        assert!(!uses_ecr_helper(r#"{"credsStore": "desktop", "auths": {}}"#, host).unwrap());
-        assert!(!uses_ecr_helper("{}", host).unwrap());
-        assert!(uses_ecr_helper("not json", host).is_err());
+        impl std::error::Error for Dns {}
+        let dns: Error = SdkError::dispatch_failure(ConnectorError::io(Box::new(Dns)));
+        assert_eq!(classify(&dns, None), AwsProblem::UnknownHost);
+        let construction: Error = SdkError::construction_failure("bad input");
+        assert_eq!(classify(&construction, None), AwsProblem::Other);
+        assert_eq!(classify(&construction, Some("UnrecognizedClientException")), AwsProblem::Rejected);
+        assert_eq!(classify(&construction, Some("ExpiredTokenException")), AwsProblem::Rejected);
+        assert_eq!(classify(&construction, Some("ServerException")), AwsProblem::Other);
     }
 
     #[test]
@@ -613,8 +394,7 @@ mod tests {
     fn debug_masks_the_password() {
         let auth = Authorization {
             registry: "r".into(),
-            proxy_host: None,
-            username: "AWS".into(),
+                username: "AWS".into(),
             password: "topsecret".into(),
             expires_at: None,
         };

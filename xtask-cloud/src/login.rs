@@ -7,6 +7,7 @@
 use anyhow::Result;
 use xshell::cmd;
 
+use crate::docker_config;
 use crate::ecr::{self, Authorization};
 use xtask::ctx::Ctx;
 
@@ -31,7 +32,7 @@ pub fn login_with(ctx: &Ctx, auth: &Authorization) -> Result<()> {
         let sh = ctx.sh();
         let user = &auth.username;
         ctx.run_with_secret(cmd!(sh, "docker login --username {user} --password-stdin {registry}"), &auth.password)
-            .map_err(|err| ecr::explain_registry_error("docker login", registry, &format!("{err:#}")))
+            .map_err(|err| crate::registry::explain_registry_error("docker login", registry, &format!("{err:#}")))
     })?;
     ctx.report(&format!("logged in to {registry}; the token expires {}", auth.expiry_text()));
     Ok(())
@@ -40,12 +41,12 @@ pub fn login_with(ctx: &Ctx, auth: &Authorization) -> Result<()> {
 /// Whether Docker already gets this registry's credential from
 /// docker-credential-ecr-login, which makes a login pointless.
 fn helper_in_use(registry: &str) -> Result<bool> {
-    if !ecr::docker_uses_ecr_helper(registry)? {
+    if !docker_config::uses_ecr_helper(registry)? {
         return Ok(false);
     }
     eprintln!(
         "Docker gets the credential for {registry} from docker-credential-ecr-login (credHelpers/credsStore in {}): no login needed",
-        ecr::docker_config_path().map(|path| path.display().to_string()).unwrap_or_else(|| "the Docker config".into())
+        docker_config::config_path().map(|path| path.display().to_string()).unwrap_or_else(|| "the Docker config".into())
     );
     Ok(true)
 }

@@ -6,11 +6,14 @@ mod async_ctx;
 mod ci;
 mod deploy;
 mod docker;
+mod docker_config;
 mod ecr;
+mod image_ref;
 mod login;
 mod logout;
 mod progress;
 mod publish;
+mod registry;
 
 use std::process::ExitCode;
 

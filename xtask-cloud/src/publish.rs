@@ -11,7 +11,8 @@ use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
 use futures_util::StreamExt;
 
-use crate::ecr::{self, Authorization, RegistryProblem};
+use crate::ecr::{self, Authorization};
+use crate::registry::{self, RegistryProblem};
 use crate::progress::{self, Progress};
 use crate::async_ctx::AsyncCtx;
 use xtask::ctx::Ctx;
@@ -61,7 +62,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             let docker = ctx.docker().await?;
             let mut digests = Vec::new();
             for image in [&versioned, &latest] {
-                digests.push((image.clone(), remote_digest(&docker, &auth, image).await?));
+                digests.push((image.clone(), registry::digest(&docker, image, Some(auth.docker_credentials())).await?));
             }
             Ok(digests)
         })
@@ -141,12 +142,12 @@ async fn push_with_retries(docker: &Docker, ctx: &Ctx, auth: &Authorization, tag
     .await;
     result.map_err(|reason| {
         let what = if attempts > 1 { format!("push {image} ({attempts} attempts)") } else { format!("push {image}") };
-        ecr::explain_registry_error(&what, &auth.registry, &reason)
+        registry::explain_registry_error(&what, &auth.registry, &reason)
     })
 }
 
 /// Run `op` up to `attempts` times while it fails transiently (see
-/// [`ecr::classify_registry_error`]), sleeping `backoff`, then twice that, ...
+/// [`registry::classify_registry_error`]), sleeping `backoff`, then twice that, ...
 /// between attempts. Returns the last result and the attempts made.
 async fn retry<Fut>(
     attempts: u32,
@@ -162,7 +163,7 @@ where
     loop {
         match op().await {
             Err(reason)
-                if attempt < attempts && ecr::classify_registry_error(&reason) == RegistryProblem::Transient =>
+                if attempt < attempts && registry::classify_registry_error(&reason) == RegistryProblem::Transient =>
             {
                 attempt += 1;
                 announce(attempt, &reason);
@@ -189,7 +190,7 @@ async fn push(
     let options = PushImageOptionsBuilder::new().tag(tag).build();
     let mut stream = docker.push_image(name, Some(options), Some(credentials));
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|err| docker_error_text(&err))?;
+        let info = item.map_err(|err| registry::docker_error_text(&err))?;
         if let Some(detail) = info.error_detail.and_then(|detail| detail.message) {
             return Err(detail);
         }
@@ -205,14 +206,6 @@ async fn push(
     Ok(())
 }
 
-/// bollard's error as the daemon's message, without the wrapper.
-fn docker_error_text(err: &bollard::errors::Error) -> String {
-    match err {
-        bollard::errors::Error::DockerStreamError { error } => error.clone(),
-        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
-        other => other.to_string(),
-    }
-}
 
 enum Event {
     Milestone(String),
@@ -288,15 +281,6 @@ impl PushTracker {
             None => format!("pushed, {} layers", self.counter()),
         }
     }
-}
-
-/// The digest of `image` as the registry has it (the engine's distribution
-/// inspect, with the token's credential).
-async fn remote_digest(docker: &Docker, auth: &Authorization, image: &str) -> Result<String> {
-    let inspect = docker.inspect_registry_image(image, Some(auth.docker_credentials())).await.map_err(|err| {
-        ecr::explain_registry_error(&format!("resolve {image}"), &auth.registry, &docker_error_text(&err))
-    })?;
-    inspect.descriptor.digest.with_context(|| format!("the registry gave no digest for {image}"))
 }
 
 #[cfg(test)]

@@ -168,10 +168,8 @@ impl Settings {
                 self.stack
             );
         }
-        if self.region.is_empty() || !self.region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            bail!("AWS region {:?} is not valid: set AWS_REGION to a region such as us-west-2", self.region);
-        }
-        Ok(())
+        check_region(&self.region)
+
     }
 
     /// The registry images are tagged for: the one named by flag, ECR_REGISTRY
@@ -193,6 +191,23 @@ impl Settings {
     pub fn image(&self, tag: &str) -> String {
         format!("{}:{tag}", self.image_name())
     }
+}
+
+/// Regions look like `us-west-2`, `eu-central-1`, `us-gov-east-1`, `cn-north-1`.
+/// Anything else has no ECR endpoint: refuse it before any call.
+pub fn check_region(region: &str) -> Result<()> {
+    let parts: Vec<&str> = region.split('-').collect();
+    let plausible = parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[0].chars().all(|c| c.is_ascii_lowercase())
+        && parts[1..parts.len() - 1].iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[parts.len() - 1].parse::<u8>().is_ok();
+    if !plausible {
+        bail!(
+            "unknown AWS region {region:?}: set AWS_REGION (or --region, or aws_region in delivery.yml) to the registry's region, such as us-west-2"
+        );
+    }
+    Ok(())
 }
 
 /// `https://host/` → `host`: ECR proxy endpoints and pasted URLs carry a scheme.
@@ -267,5 +282,16 @@ mod tests {
     fn unknown_keys_in_the_file_are_errors() {
         let err = serde_yaml::from_str::<Defaults>("app: x\nregion: y\n").unwrap_err().to_string();
         assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn regions_are_checked_for_shape() {
+        for ok in ["us-west-2", "eu-central-1", "us-gov-east-1", "ap-southeast-3", "cn-northwest-1"] {
+            check_region(ok).unwrap();
+        }
+        for bad in ["nowhere", "us-west", "usa-west-2", "us-west-x", "US-WEST-2", "us--2"] {
+            let err = check_region(bad).unwrap_err().to_string();
+            assert!(err.contains("unknown AWS region") && err.contains("AWS_REGION"), "{bad}: {err}");
+        }
     }
 }

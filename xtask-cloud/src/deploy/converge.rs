@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::stackfile::ImageRef;
+use crate::image_ref::ImageRef;
 
 /// A task's state, as the swarm reports it (its names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -185,12 +185,12 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
     let images: BTreeSet<&str> = services.iter().map(|service| service.image.as_str()).collect();
     let mut digests = HashMap::new();
     for image in images {
-        let reference = stackfile::ImageRef::parse(image);
+        let reference = crate::image_ref::ImageRef::parse(image);
         let resolved = match &reference.registry {
-            Some(registry) => preflight::credential(sh, registry),
+            Some(registry) => crate::docker_config::credential(sh, registry),
             None => Ok(None),
         }
-        .and_then(|credentials| ctx.block_on(preflight::image_digest(&docker, image, credentials)));
+        .and_then(|credentials| ctx.block_on(crate::registry::digest(&docker, image, credentials)));
         // A dry run has not logged in (`login` only printed its plan), so
         // the registry may refuse it: the plan says so, and goes on.
         let digest = ctx

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
-use bollard::auth::DockerCredentials;
 use bollard::models::{LocalNodeState, Node, SystemInfo};
 
 use crate::docker;
@@ -93,120 +92,6 @@ pub fn label_problem(nodes: &[(String, HashMap<String, String>)], key: &str, val
     }
 }
 
-/// The digest of `image` in its registry, asked through the engine (the
-/// engine reaches the registry as the nodes will when they pull).
-pub async fn image_digest(docker: &Docker, image: &str, credentials: Option<DockerCredentials>) -> Result<String> {
-    let logged_in = credentials.is_some();
-    let inspect = docker.inspect_registry_image(image, credentials).await.map_err(|err| {
-        let why = match &err {
-            bollard::errors::Error::DockerResponseServerError { message, .. } => message.trim().to_owned(),
-            other => other.to_string(),
-        };
-        let hint = if logged_in {
-            "push it first (`cargo xtask publish`)"
-        } else {
-            "log in to its registry (`cargo xtask login`) and push it (`cargo xtask publish`)"
-        };
-        anyhow::anyhow!("image {image} is not in its registry, or cannot be read: {why}: {hint}")
-    })?;
-    inspect.descriptor.digest.with_context(|| format!("the registry gave no digest for {image}"))
-}
-
-/// Where a registry's credential is kept in the Docker config.
-#[derive(Debug, PartialEq)]
-pub enum Stored {
-    /// `auths.<host>.auth`: base64 of `user:password`, or an identity token.
-    Inline(DockerCredentials),
-    /// A credential helper, `docker-credential-<name>`.
-    Helper(String),
-    None,
-}
-
-/// Find `registry`'s credential in the text of a config.json (pure).
-pub fn find_credential(config: &str, registry: &str) -> Result<Stored> {
-    let config: serde_json::Value = serde_json::from_str(config).context("the Docker config.json is not valid JSON")?;
-    let same_host = |key: &str| xtask::settings::strip_scheme(key).split('/').next() == Some(registry);
-    if let Some(helper) = config.get("credHelpers").and_then(|helpers| helpers.as_object()).and_then(|helpers| {
-        helpers.iter().find(|(key, _)| same_host(key)).and_then(|(_, name)| name.as_str().map(str::to_owned))
-    }) {
-        return Ok(Stored::Helper(helper));
-    }
-    let entry = config
-        .get("auths")
-        .and_then(|auths| auths.as_object())
-        .and_then(|auths| auths.iter().find(|(key, _)| same_host(key)).map(|(_, entry)| entry));
-    if let Some(entry) = entry {
-        if let Some(token) = entry.get("identitytoken").and_then(|token| token.as_str()) {
-            return Ok(Stored::Inline(DockerCredentials {
-                identitytoken: Some(token.to_owned()),
-                serveraddress: Some(registry.to_owned()),
-                ..Default::default()
-            }));
-        }
-        if let Some(auth) = entry.get("auth").and_then(|auth| auth.as_str()).filter(|auth| !auth.is_empty()) {
-            let decoded = aws_smithy_types::base64::decode(auth)
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .with_context(|| format!("the Docker config's credential for {registry} is not base64 of user:password"))?;
-            let (username, password) = decoded
-                .split_once(':')
-                .with_context(|| format!("the Docker config's credential for {registry} is not user:password"))?;
-            return Ok(Stored::Inline(DockerCredentials {
-                username: Some(username.to_owned()),
-                password: Some(password.to_owned()),
-                serveraddress: Some(registry.to_owned()),
-                ..Default::default()
-            }));
-        }
-    }
-    match config.get("credsStore").and_then(|store| store.as_str()).filter(|store| !store.is_empty()) {
-        Some(store) => Ok(Stored::Helper(store.to_owned())),
-        None => Ok(Stored::None),
-    }
-}
-
-/// The credential Docker keeps for `registry` (what `docker login` stored),
-/// or `None` when it has none.
-pub fn credential(sh: &xshell::Shell, registry: &str) -> Result<Option<DockerCredentials>> {
-    let Some(path) = crate::ecr::docker_config_path() else { return Ok(None) };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(err).with_context(|| format!("cannot read the Docker config {}", path.display())),
-    };
-    match find_credential(&text, registry).with_context(|| format!("in {}", path.display()))? {
-        Stored::Inline(credentials) => Ok(Some(credentials)),
-        Stored::None => Ok(None),
-        Stored::Helper(name) => from_helper(sh, &name, registry),
-    }
-}
-
-/// Ask `docker-credential-<name>`: the registry on stdin, JSON on stdout. The
-/// secret is read, never echoed.
-fn from_helper(sh: &xshell::Shell, name: &str, registry: &str) -> Result<Option<DockerCredentials>> {
-    let program = format!("docker-credential-{name}");
-    let output = xshell::cmd!(sh, "{program} get").stdin(registry).quiet().ignore_status().output();
-    let output = output.with_context(|| format!("cannot run the Docker credential helper {program}"))?;
-    if !output.status.success() {
-        // Helpers answer "credentials not found" with a failure: not logged in.
-        return Ok(None);
-    }
-    let answer: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .with_context(|| format!("the Docker credential helper {program} gave no JSON"))?;
-    let field = |key: &str| answer.get(key).and_then(|value| value.as_str()).map(str::to_owned);
-    let (Some(username), Some(secret)) = (field("Username"), field("Secret")) else {
-        return Ok(None);
-    };
-    let mut credentials = DockerCredentials { serveraddress: Some(registry.to_owned()), ..Default::default() };
-    if username == "<token>" {
-        credentials.identitytoken = Some(secret);
-    } else {
-        credentials.username = Some(username);
-        credentials.password = Some(secret);
-    }
-    Ok(Some(credentials))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,22 +121,5 @@ mod tests {
         assert!(err.contains("docker node update --label-add todobackend.data=true vm1"), "{err}");
         let two = vec![("vm1".to_owned(), labelled.clone()), ("vm2".to_owned(), labelled)];
         assert!(label_problem(&two, "todobackend.data", "true").unwrap().unwrap().contains("vm1, vm2"));
-    }
-
-    #[test]
-    fn credentials_are_found_inline_by_host_or_via_a_helper() {
-        // base64("AWS:pw")
-        let config = r#"{"auths": {"https://127.0.0.1:5000": {"auth": "QVdTOnB3"}, "other:1": {}}, "credsStore": "desktop"}"#;
-        let Stored::Inline(found) = find_credential(config, "127.0.0.1:5000").unwrap() else { panic!("inline") };
-        assert_eq!((found.username.as_deref(), found.password.as_deref()), (Some("AWS"), Some("pw")));
-        assert_eq!(find_credential(config, "other:1").unwrap(), Stored::Helper("desktop".into()));
-        let helpers = r#"{"auths": {}, "credHelpers": {"1.dkr.ecr.us-west-2.amazonaws.com": "ecr-login"}}"#;
-        assert_eq!(
-            find_credential(helpers, "1.dkr.ecr.us-west-2.amazonaws.com").unwrap(),
-            Stored::Helper("ecr-login".into())
-        );
-        assert_eq!(find_credential(r#"{"auths": {}}"#, "r:1").unwrap(), Stored::None);
-        assert!(find_credential("{", "r:1").is_err());
-        assert!(find_credential(r#"{"auths": {"r:1": {"auth": "bm9jb2xvbg=="}}}"#, "r:1").is_err());
     }
 }

@@ -12,7 +12,8 @@ use bollard::query_parameters::{ListServicesOptions, ListTasksOptions, LogsOptio
 use futures_util::StreamExt;
 
 use super::converge::{self, Failure, Kind, Verdict};
-use super::stackfile::{ImageRef, ServiceDef};
+use super::stackfile::ServiceDef;
+use crate::image_ref::ImageRef;
 
 const POLL: Duration = Duration::from_secs(1);
 const LOG_LINES: &str = "20";
