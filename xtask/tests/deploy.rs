@@ -8,6 +8,11 @@
 //! Swarm tests hold one lock: they never run at the same time. Each uses its
 //! own stack (the sandbox's STACK_NAME), removes it at the end and waits
 //! until its network is gone, and removes the images it made.
+//!
+//! These are `xtask-cloud`'s tests, yet they live under `xtask/tests`: only
+//! here does a test run `cargo xtask` as a user does, the light binary first,
+//! which hands the task over to `xtask-cloud` (the real hand-over, with its
+//! command line, environment and exit code).
 
 mod support;
 

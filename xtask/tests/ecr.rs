@@ -1,5 +1,10 @@
 //! `login`, `logout` and `publish` against moto's ECR emulator and a local
 //! registry whose htpasswd user is the emulator's token: everything on loopback.
+//!
+//! These are `xtask-cloud`'s tests, yet they live under `xtask/tests`: only
+//! here does a test run `cargo xtask` as a user does, the light binary first,
+//! which hands the task over to `xtask-cloud` (the real hand-over, with its
+//! command line, environment and exit code).
 
 mod support;
 
