@@ -13,7 +13,6 @@ use anyhow::{Context, Result};
 use xshell::{Cmd, Shell};
 
 use crate::settings::Settings;
-use crate::version;
 
 pub struct Ctx {
     pub settings: Settings,
@@ -26,13 +25,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Resolve APP_VERSION (see `version.rs`) once, and export it with
-    /// ECR_REGISTRY, IMAGE_REPOSITORY and COMPOSE_PROJECT_NAME to every
-    /// command, so that docker-compose.yml and stack.yml see the values the
-    /// xtask uses.
-    pub fn new(settings: Settings) -> Result<Ctx> {
-        let from_env = std::env::var("APP_VERSION").ok();
-        let version = version::resolve(from_env.as_deref(), &settings.root)?;
+    /// The context for a run of `version` (APP_VERSION, resolved once by
+    /// `version::resolve`), exported with ECR_REGISTRY, IMAGE_REPOSITORY and
+    /// COMPOSE_PROJECT_NAME to every command, so that docker-compose.yml and
+    /// stack.yml see the values the xtask uses.
+    pub fn new(settings: Settings, version: String) -> Result<Ctx> {
         let sh = Shell::new().context("cannot set up the shell for running commands")?;
         sh.change_dir(&settings.root);
         sh.set_var("APP_VERSION", &version);

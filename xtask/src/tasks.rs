@@ -236,7 +236,10 @@ pub fn main_with(cli: Cli, cloud: Option<CloudDispatch>) -> std::process::ExitCo
     let result = (|| {
         let root = settings::project_root()?;
         let settings = settings::Settings::load(&root, &cli.settings)?;
-        let ctx = Ctx::new(settings).with_context(|| format!("{} failed", cli.task.name()))?;
+        let from_env = std::env::var("APP_VERSION").ok();
+        let version = version::resolve(from_env.as_deref(), &settings.root)
+            .with_context(|| format!("{} failed", cli.task.name()))?;
+        let ctx = Ctx::new(settings, version)?;
         Runner::new(ctx, cloud).run(cli.task)
     })();
     match result {
