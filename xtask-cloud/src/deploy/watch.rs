@@ -42,8 +42,8 @@ impl Expected {
 
 /// The stack's services and their tasks, as read at one moment.
 pub struct Snapshot {
-    /// By full name: the service's id and its state for `converge`.
-    pub services: HashMap<String, (String, converge::Service)>,
+    /// By full name: the service's state for `converge`.
+    pub services: HashMap<String, converge::Service>,
 }
 
 impl Snapshot {
@@ -121,13 +121,13 @@ impl Snapshot {
                     }
                 })
                 .collect();
-            services.insert(name, (id, converge::Service { kind, spec_image, update, tasks: service_tasks }));
+            services.insert(name, converge::Service { kind, spec_image, update, tasks: service_tasks });
         }
         Ok(Snapshot { services })
     }
 
     pub fn update_of(&self, full_name: &str) -> Option<converge::Update> {
-        self.services.get(full_name).and_then(|(_, service)| service.update.clone())
+        self.services.get(full_name).and_then(|service| service.update.clone())
     }
 }
 
@@ -141,7 +141,7 @@ pub fn judge_all(
     expected
         .iter()
         .map(|want| {
-            let Some((_, service)) = now.services.get(&want.full_name) else {
+            let Some(service) = now.services.get(&want.full_name) else {
                 return Verdict::Waiting("not created yet".into());
             };
             let target = converge::Target {
@@ -178,7 +178,7 @@ pub async fn until_converged(
         let snapshot = Snapshot::read(docker, stack).await?;
         let mut idle = HashMap::new();
         for want in expected {
-            let live = snapshot.services.get(&want.full_name).is_none_or(|(_, service)| {
+            let live = snapshot.services.get(&want.full_name).is_none_or(|service| {
                 !matches!(service.kind, Kind::OneShot { .. })
                     || converge::has_live_task(
                         service,
