@@ -61,7 +61,7 @@ impl Authorization {
     /// "at 2024-01-01T12:00:00Z (in 11h 59m)", or "at an unknown time".
     pub fn expiry_text(&self) -> String {
         match self.expires_at {
-            Some(at) => format!("at {} (in {})", rfc3339(at), remaining(at, SystemTime::now())),
+            Some(at) => format!("at {} (in {})", crate::clock::rfc3339(at), remaining(at, SystemTime::now())),
             None => "at an unknown time".to_owned(),
         }
     }
@@ -294,13 +294,6 @@ fn xml_tag(body: &str, name: &str) -> Option<String> {
 
 // ---------------------------------------------------------------- time
 
-/// RFC 3339 in UTC, seconds precision.
-fn rfc3339(at: SystemTime) -> String {
-    aws_smithy_types::DateTime::from(at)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_else(|_| "an unknown time".to_owned())
-}
-
 /// "11h 59m", "3m", or "already" when past.
 fn remaining(at: SystemTime, now: SystemTime) -> String {
     match at.duration_since(now) {
@@ -387,7 +380,6 @@ mod tests {
         assert_eq!(remaining(now + Duration::from_secs(12 * 3600 - 30), now), "11h 59m");
         assert_eq!(remaining(now + Duration::from_secs(180), now), "3m");
         assert!(remaining(now - Duration::from_secs(1), now).contains("expired"));
-        assert_eq!(rfc3339(now), "2023-11-14T22:13:20Z");
     }
 
     #[test]

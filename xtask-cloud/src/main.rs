@@ -4,16 +4,19 @@
 
 mod async_ctx;
 mod ci;
+mod clock;
 mod deploy;
 mod docker;
 mod docker_config;
 mod ecr;
+mod history;
 mod image_ref;
 mod login;
 mod logout;
 mod progress;
 mod publish;
 mod registry;
+mod rollback;
 
 use std::process::ExitCode;
 
@@ -33,5 +36,7 @@ fn run(runner: &mut Runner, task: &CloudTask) -> Result<()> {
         CloudTask::Publish(args) => publish::run(ctx, args),
         CloudTask::Deploy(args) => deploy::run(ctx, args),
         CloudTask::Ci(args) => ci::run(runner, args),
+        CloudTask::Rollback(args) => rollback::run(ctx, args),
+        CloudTask::History(args) => history::run(ctx, args),
     }
 }

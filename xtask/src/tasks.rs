@@ -69,6 +69,10 @@ pub enum CloudTask {
     Deploy(DeployArgs),
     /// The CI pipeline: login, test, release, publish, version file; then clean and logout.
     Ci(CiArgs),
+    /// Redeploy the last version that converged before the current one (or --to VERSION).
+    Rollback(RollbackArgs),
+    /// The stack's deploys and rollbacks, newest first, as the swarm records them.
+    History(HistoryArgs),
 }
 
 impl Task {
@@ -84,6 +88,8 @@ impl Task {
             Task::Cloud(CloudTask::Publish(_)) => "publish",
             Task::Cloud(CloudTask::Deploy(_)) => "deploy",
             Task::Cloud(CloudTask::Ci(_)) => "ci",
+            Task::Cloud(CloudTask::Rollback(_)) => "rollback",
+            Task::Cloud(CloudTask::History(_)) => "history",
         }
     }
 
@@ -121,7 +127,8 @@ impl LightTask {
 impl CloudTask {
     pub fn needs(&self) -> Vec<Task> {
         match self {
-            CloudTask::Deploy(args) if !args.no_login => vec![Task::Cloud(CloudTask::Login)],
+            CloudTask::Deploy(DeployArgs { no_login: false, .. })
+            | CloudTask::Rollback(RollbackArgs { no_login: false, .. }) => vec![Task::Cloud(CloudTask::Login)],
             _ => Vec::new(),
         }
     }
@@ -151,6 +158,37 @@ pub struct DeployArgs {
     /// How long to wait for the services to converge: 300, 90s, 5m, 1h.
     #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    /// Deploy even if the new version applies a migration not marked `-- additive`.
+    #[arg(long)]
+    pub allow_breaking_migration: bool,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RollbackArgs {
+    /// The version to go back to [default: the last one that converged before the current one].
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+
+    /// If that version cannot serve the current database, restore the newest
+    /// backup taken before the migration it cannot live with.
+    #[arg(long)]
+    pub restore_data: bool,
+
+    /// Do not run `login` first.
+    #[arg(long)]
+    pub no_login: bool,
+
+    /// How long to wait for the services to converge: 300, 90s, 5m, 1h.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct HistoryArgs {
+    /// Print the entries as a JSON array.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -280,7 +318,12 @@ mod tests {
         let release = Task::Light(LightTask::Release(release::Args { no_build: true }));
         assert!(release.needs().is_empty());
         let deploy = |no_login| {
-            Task::Cloud(CloudTask::Deploy(DeployArgs { no_login, detach: false, timeout: Duration::from_secs(1) }))
+            Task::Cloud(CloudTask::Deploy(DeployArgs {
+                no_login,
+                detach: false,
+                timeout: Duration::from_secs(1),
+                allow_breaking_migration: false,
+            }))
         };
         assert_eq!(deploy(false).needs().iter().map(Task::name).collect::<Vec<_>>(), ["login"]);
         assert!(deploy(true).needs().is_empty());

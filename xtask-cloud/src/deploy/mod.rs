@@ -12,8 +12,9 @@
 
 mod converge;
 mod interpolate;
+pub mod migrations;
 mod preflight;
-mod stackfile;
+pub mod stackfile;
 mod watch;
 
 use std::collections::{BTreeSet, HashMap};
@@ -31,69 +32,165 @@ use watch::{Expected, Outcome, Snapshot};
 pub use xtask::tasks::DeployArgs as Args;
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
-    let version = ctx.version().to_owned();
-    let stack = ctx.settings.stack.clone();
+    let version = ctx.version();
     eprintln!("Deploying version {version}...");
+    let release = Release {
+        kind: "deploy",
+        version,
+        allow_breaking_migration: args.allow_breaking_migration,
+        detach: args.detach,
+        timeout: args.timeout,
+    };
+    release.run(ctx, |_, _| Ok(()))
+}
 
-    let checked = ctx.step(&format!("pre-flight checks for stack {stack}"), || preflight(ctx))?;
-    let Checked { docker, services, digests } = checked;
-    let expected: Vec<Expected> =
-        services.iter().map(|service| Expected::new(&stack, service, &digests)).collect();
+/// A version to put on the stack: by `deploy` (the checkout's version) or by
+/// `rollback` (an earlier one).
+pub struct Release<'a> {
+    /// `deploy` or `rollback`, as the history records it.
+    pub kind: &'static str,
+    pub version: &'a str,
+    pub allow_breaking_migration: bool,
+    pub detach: bool,
+    pub timeout: Duration,
+}
 
-    let before = ctx.block_on(Snapshot::read(&docker, &stack))?;
-    let no_idle = HashMap::new();
-    let before_updates: HashMap<String, Option<converge::Update>> =
-        expected.iter().map(|want| (want.full_name.clone(), before.update_of(&want.full_name))).collect();
-    let already_running = watch::judge_all(&expected, &before, &before_updates, &no_idle)
-        .iter()
-        .all(|verdict| matches!(verdict, Verdict::Done(_)));
-    if already_running {
-        eprintln!("Version {version} is already running on stack {stack}: re-applying the stack file only");
-    }
+impl Release<'_> {
+    /// Pre-flight (with the database check), then the change, watched and
+    /// recorded in the history. `before_change` runs after the checks and
+    /// before anything changes.
+    pub fn run(&self, ctx: &Ctx, before_change: impl FnOnce(&Checked, Option<&migrations::Report>) -> Result<()>) -> Result<()> {
+        let version = self.version;
+        let stack = ctx.settings.stack.clone();
+        // The stack file and `docker stack deploy` read APP_VERSION from the
+        // shell: for a rollback it is the target's, not the checkout's.
+        let _version = ctx.sh().push_env("APP_VERSION", version);
 
-    let jobs: Vec<&stackfile::ServiceDef> = services.iter().filter(|service| service.one_shot).collect();
-    if !already_running && !jobs.is_empty() && jobs.len() < services.len() {
-        let names: Vec<&str> = jobs.iter().map(|job| job.name.as_str()).collect();
-        ctx.step(&format!("run the jobs first: {}", names.join(", ")), || {
-            let jobs_expected: Vec<Expected> = jobs.iter().map(|job| Expected::new(&stack, job, &digests)).collect();
-            run_jobs_first(ctx, args, &docker, &stack, &names, &jobs_expected, &before_updates)
-        })?;
-    }
-
-    let file = ctx.settings.stack_file.clone();
-    ctx.step(&format!("docker stack deploy {stack}"), || stack_deploy(ctx, &stack, &file))?;
-    if args.detach {
-        ctx.print_result(&format!(
-            "Stack {stack} deployed with version {version}, not waiting (--detach): follow it with `docker stack ps {stack}`"
-        ));
-        return Ok(());
-    }
-
-    let names: Vec<&str> = expected.iter().map(|want| want.name.as_str()).collect();
-    let watch = format!("watch {} until converged, timeout {}s", names.join(", "), args.timeout.as_secs());
-    let outcome = ctx.step("wait until every service runs the new version", || {
-        ctx.call(&watch, watch::until_converged(&docker, &stack, &expected, &before_updates, args.timeout))
-    })?;
-    let Some(outcome) = outcome else { return Ok(()) };
-    match outcome {
-        Outcome::Converged(done) => {
-            let summary: Vec<String> = done.iter().map(|(name, text)| format!("{name} {text}")).collect();
-            if already_running {
-                ctx.print_result(&format!("Version {version} was already running on stack {stack}: {}", summary.join(", ")));
-            } else {
-                ctx.print_result(&format!("Version {version} is live on stack {stack}: {}", summary.join(", ")));
+        let checked = ctx.step(&format!("pre-flight checks for stack {stack}"), || preflight(ctx))?;
+        let report = ctx.step("what the new version does to the database", || database_report(ctx, &checked))?;
+        if let Some(report) = &report {
+            let effect = migrations::effect(report);
+            let refused = matches!(effect, migrations::Effect::CannotServe { .. }) && self.kind == "rollback";
+            if !refused {
+                eprintln!("    {}", migrations::verdict(version, &effect, self.allow_breaking_migration)?);
             }
-            Ok(())
         }
-        Outcome::Failed { failed, waiting, timed_out } => {
-            let headline = if timed_out {
-                format!("version {version} did not converge within {}s", args.timeout.as_secs())
-            } else {
-                format!("version {version} failed to deploy")
-            };
-            Err(failure(ctx, &docker, &stack, &headline, &failed, &waiting))
+        before_change(&checked, report.as_ref())?;
+
+        // From here on the stack changes: whatever happens is recorded.
+        let app = checked.services.iter().find(|service| !service.one_shot).or(checked.services.first());
+        let image = app.map(|service| service.image.clone()).unwrap_or_default();
+        let digest = checked.digests.get(&image).cloned();
+        let (outcome, result) = self.change(ctx, &stack, &checked);
+        let mut entry = crate::history::entry(ctx, self.kind, version, &image, digest.as_deref(), outcome);
+        entry.detail = result.as_ref().err().map(|err| format!("{err:#}"));
+        crate::history::record(ctx, &stack, &entry);
+        result
+    }
+
+    /// Jobs first, then the stack, then the watch; the outcome for the history.
+    fn change(&self, ctx: &Ctx, stack: &str, checked: &Checked) -> (&'static str, Result<()>) {
+        let version = self.version;
+        let Checked { docker, services, digests } = checked;
+        let expected: Vec<Expected> = services.iter().map(|service| Expected::new(stack, service, digests)).collect();
+        let before = match ctx.block_on(Snapshot::read(docker, stack)) {
+            Ok(before) => before,
+            Err(err) => return ("failed", Err(err)),
+        };
+        let no_idle = HashMap::new();
+        let before_updates: HashMap<String, Option<converge::Update>> =
+            expected.iter().map(|want| (want.full_name.clone(), before.update_of(&want.full_name))).collect();
+        let already_running = watch::judge_all(&expected, &before, &before_updates, &no_idle)
+            .iter()
+            .all(|verdict| matches!(verdict, Verdict::Done(_)));
+        if already_running {
+            eprintln!("Version {version} is already running on stack {stack}: re-applying the stack file only");
+        }
+
+        let jobs: Vec<&stackfile::ServiceDef> = services.iter().filter(|service| service.one_shot).collect();
+        if !already_running && !jobs.is_empty() && jobs.len() < services.len() {
+            let names: Vec<&str> = jobs.iter().map(|job| job.name.as_str()).collect();
+            let ran = ctx.step(&format!("run the jobs first: {}", names.join(", ")), || {
+                let jobs_expected: Vec<Expected> = jobs.iter().map(|job| Expected::new(stack, job, digests)).collect();
+                run_jobs_first(ctx, self.timeout, docker, stack, &names, &jobs_expected, &before_updates)
+            });
+            if let Err(err) = ran {
+                return ("failed", Err(err));
+            }
+        }
+
+        let file = ctx.settings.stack_file.clone();
+        if let Err(err) = ctx.step(&format!("docker stack deploy {stack}"), || stack_deploy(ctx, stack, &file)) {
+            return ("failed", Err(err));
+        }
+        if self.detach {
+            ctx.print_result(&format!(
+                "Stack {stack} deployed with version {version}, not waiting (--detach): follow it with `docker stack ps {stack}`"
+            ));
+            return ("not watched", Ok(()));
+        }
+
+        let names: Vec<&str> = expected.iter().map(|want| want.name.as_str()).collect();
+        let watch = format!("watch {} until converged, timeout {}s", names.join(", "), self.timeout.as_secs());
+        let outcome = ctx.step("wait until every service runs the new version", || {
+            ctx.call(&watch, watch::until_converged(docker, stack, &expected, &before_updates, self.timeout))
+        });
+        match outcome {
+            Err(err) => ("failed", Err(err)),
+            Ok(None) => ("converged", Ok(())),
+            Ok(Some(Outcome::Converged(done))) => {
+                let summary: Vec<String> = done.iter().map(|(name, text)| format!("{name} {text}")).collect();
+                let state = if already_running { "was already running" } else { "is live" };
+                ctx.print_result(&format!("Version {version} {state} on stack {stack}: {}", summary.join(", ")));
+                ("converged", Ok(()))
+            }
+            Ok(Some(Outcome::Failed { failed, waiting, timed_out })) => {
+                let rolled_back = failed.iter().any(|(_, failure)| matches!(failure, converge::Failure::RolledBack { .. }));
+                let headline = if timed_out {
+                    format!("version {version} did not converge within {}s", self.timeout.as_secs())
+                } else {
+                    format!("version {version} failed to deploy")
+                };
+                let outcome = if rolled_back {
+                    "rolled back"
+                } else if timed_out {
+                    "timed out"
+                } else {
+                    "failed"
+                };
+                (outcome, Err(failure(ctx, docker, stack, &headline, &failed, &waiting)))
+            }
         }
     }
+}
+
+/// The database as the release's image sees it (`todobackend migrations
+/// --json`, run on the data node), or `None` before the stack's first deploy.
+fn database_report(ctx: &Ctx, checked: &Checked) -> Result<Option<migrations::Report>> {
+    let Some(app) = checked.services.iter().find(|service| service.one_shot).or(checked.services.first()) else {
+        return Ok(None);
+    };
+    let stack = &ctx.settings.stack;
+    if !ctx.block_on(migrations::stack_exists(&checked.docker, stack))? {
+        eprintln!("    stack {stack} is not deployed yet: no database to check");
+        return Ok(None);
+    }
+    let node = data_node(ctx, checked)?;
+    let description = format!("run `todobackend migrations --json` of {} on the data node", app.image);
+    let json = ctx.call(&description, migrations::run_on_data_node(&checked.docker, &node, &app.image, &["migrations", "--json"]))?;
+    json.map(|json| migrations::Report::parse(&json)).transpose()
+}
+
+/// The data node of the stack: its placement constraints, and the registry
+/// credential its images are pulled with.
+pub fn data_node<'a>(ctx: &'a Ctx, checked: &Checked) -> Result<migrations::DataNode<'a>> {
+    let app = checked.services.first().context("the stack file has no services")?;
+    let registry = crate::image_ref::ImageRef::parse(&app.image).registry;
+    let credentials = match &registry {
+        Some(registry) => crate::docker_config::credential(ctx.sh(), registry)?,
+        None => None,
+    };
+    Ok(migrations::DataNode { stack: &ctx.settings.stack, constraints: app.constraints.clone(), credentials })
 }
 
 /// Report the failing services (task errors, last log lines) and make the error.
@@ -133,7 +230,7 @@ fn failure(
 /// here, with the app untouched.
 fn run_jobs_first(
     ctx: &Ctx,
-    args: &Args,
+    timeout: Duration,
     docker: &bollard::Docker,
     stack: &str,
     names: &[&str],
@@ -151,8 +248,8 @@ fn run_jobs_first(
     let deployed = stack_deploy(ctx, stack, &jobs_file);
     ctx.remove(&jobs_file)?;
     deployed?;
-    let watch = format!("watch {} until completed, timeout {}s", names.join(", "), args.timeout.as_secs());
-    match ctx.call(&watch, watch::until_converged(docker, stack, jobs, before_updates, args.timeout))? {
+    let watch = format!("watch {} until completed, timeout {}s", names.join(", "), timeout.as_secs());
+    match ctx.call(&watch, watch::until_converged(docker, stack, jobs, before_updates, timeout))? {
         None | Some(Outcome::Converged(_)) => Ok(()),
         Some(Outcome::Failed { failed, waiting, .. }) => {
             let headline = format!("{} did not complete, so the app was not updated (it runs the version it ran before)", names.join(" and "));
@@ -161,11 +258,13 @@ fn run_jobs_first(
     }
 }
 
-struct Checked {
-    docker: bollard::Docker,
-    services: Vec<stackfile::ServiceDef>,
+/// What pre-flight found: the engine, the stack file's services, and where
+/// their images are in the registry.
+pub struct Checked {
+    pub docker: bollard::Docker,
+    pub services: Vec<stackfile::ServiceDef>,
     /// Image reference → digest in its registry.
-    digests: HashMap<String, String>,
+    pub digests: HashMap<String, String>,
 }
 
 /// Everything deploy checks before the swarm changes. Reads only.

@@ -1,0 +1,326 @@
+//! What a release does to the database, learnt before the swarm changes.
+//!
+//! The new image's own `todobackend migrations --json` is run against the
+//! live database, as a one-off swarm job on the node that keeps the data (the
+//! node the stack's placement label names, with the stack's `data` volume):
+//! only there is the database, and the swarm places the job there as it
+//! places the stack. A job pulls the image with the stack's registry
+//! credential, as the nodes will.
+//!
+//! A migration not marked `-- additive` is refused unless the user says so:
+//! if the new app then failed, the swarm's rollback would bring back a version
+//! that refuses the new schema, and the service would be down.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::models::{
+    Mount, MountType, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicatedJob, TaskSpec, TaskSpecContainerSpec,
+    TaskSpecPlacement, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+};
+use bollard::query_parameters::{ListTasksOptions, LogsOptions};
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+/// `todobackend migrations --json`: the database as one binary sees it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Report {
+    /// `present` or `absent`.
+    pub database: String,
+    #[serde(default)]
+    pub migrations: Vec<Known>,
+    #[serde(default)]
+    pub unknown_applied: Vec<Unknown>,
+    pub can_serve: bool,
+    #[serde(default)]
+    pub problem: Option<String>,
+}
+
+/// A migration the binary has, applied to the database or not.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Known {
+    pub name: String,
+    pub additive: bool,
+    pub applied: bool,
+}
+
+/// A migration applied to the database that the binary does not know.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Unknown {
+    pub name: String,
+    pub additive: bool,
+}
+
+impl Report {
+    pub fn parse(json: &str) -> Result<Report> {
+        let line = json.lines().rev().find(|line| line.trim_start().starts_with('{')).unwrap_or(json);
+        serde_json::from_str(line).with_context(|| format!("`todobackend migrations --json` answered {line:?}"))
+    }
+
+    fn pending(&self) -> impl Iterator<Item = &Known> {
+        self.migrations.iter().filter(|migration| !migration.applied)
+    }
+
+    /// The first applied migration this binary does not know and that is not
+    /// additive: why an older version cannot serve the database.
+    pub fn first_breaking_unknown(&self) -> Option<&str> {
+        self.unknown_applied.iter().find(|migration| !migration.additive).map(|migration| migration.name.as_str())
+    }
+}
+
+/// What deploying a version would do to the database.
+#[derive(Debug, PartialEq)]
+pub enum Effect {
+    /// No database yet (a first deploy).
+    NoDatabase,
+    /// No migration to apply.
+    Nothing,
+    /// Only additive migrations: the running version can keep serving.
+    Additive(Vec<String>),
+    /// At least one migration that the running version cannot live with.
+    Breaking(Vec<String>),
+    /// The version cannot serve this database at all (an older version after
+    /// a breaking migration).
+    CannotServe { problem: String, migration: Option<String> },
+}
+
+pub fn effect(report: &Report) -> Effect {
+    if report.database != "present" {
+        return Effect::NoDatabase;
+    }
+    if !report.can_serve {
+        return Effect::CannotServe {
+            problem: report.problem.clone().unwrap_or_else(|| "it refuses the database's schema".to_owned()),
+            migration: report.first_breaking_unknown().map(str::to_owned),
+        };
+    }
+    let pending: Vec<&Known> = report.pending().collect();
+    if pending.is_empty() {
+        return Effect::Nothing;
+    }
+    let names = |only_breaking: bool| {
+        pending.iter().filter(|m| !only_breaking || !m.additive).map(|m| m.name.clone()).collect::<Vec<_>>()
+    };
+    let breaking = names(true);
+    if breaking.is_empty() { Effect::Additive(names(false)) } else { Effect::Breaking(breaking) }
+}
+
+/// Deploy's verdict on `effect`: a line to print, or the refusal.
+pub fn verdict(version: &str, effect: &Effect, allow_breaking: bool) -> Result<String> {
+    match effect {
+        Effect::NoDatabase => Ok("no database yet: no migration to check".to_owned()),
+        Effect::Nothing => Ok(format!("version {version} applies no migration")),
+        Effect::Additive(names) => Ok(format!(
+            "version {version} applies {}, all additive: if it fails, the version running now can keep serving",
+            names.join(", ")
+        )),
+        Effect::Breaking(names) if allow_breaking => Ok(format!(
+            "version {version} applies {}, which is not additive; deploying anyway (--allow-breaking-migration): \
+             if it fails, go back with `cargo xtask rollback --restore-data`",
+            names.join(", ")
+        )),
+        Effect::Breaking(names) => bail!(
+            "version {version} would apply {}, which is not additive: if it then failed, the swarm's rollback could \
+             not restore service (the version running now refuses the new schema); pass --allow-breaking-migration \
+             to deploy anyway, and go back with `cargo xtask rollback --restore-data` if you must",
+            names.join(", ")
+        ),
+        Effect::CannotServe { problem, migration } => bail!(
+            "version {version} cannot serve the current database ({problem}): {}",
+            match migration {
+                Some(name) => format!(
+                    "go back to it with `cargo xtask rollback --to {version} --restore-data`, which restores the backup taken before {name}"
+                ),
+                None => "deploy a newer version".to_owned(),
+            }
+        ),
+    }
+}
+
+/// Where and how a one-off job reaches the stack's data.
+pub struct DataNode<'a> {
+    pub stack: &'a str,
+    /// The stack's placement constraints (the data label).
+    pub constraints: Vec<String>,
+    /// The registry credential `docker stack deploy --with-registry-auth` sends.
+    pub credentials: Option<DockerCredentials>,
+}
+
+/// How long a one-off job may take, pull included.
+const JOB_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Whether the stack exists: before its first deploy there is no data volume,
+/// and a job must not create one without the stack's labels.
+pub async fn stack_exists(docker: &Docker, stack: &str) -> Result<bool> {
+    let filters = HashMap::from([("label".to_owned(), vec![format!("com.docker.stack.namespace={stack}")])]);
+    let services = docker
+        .list_services(Some(bollard::query_parameters::ListServicesOptions { filters: Some(filters), ..Default::default() }))
+        .await
+        .with_context(|| format!("cannot list the services of stack {stack}"))?;
+    Ok(!services.is_empty())
+}
+
+/// Run `image` with `args` once, on the data node with the stack's `data`
+/// volume at /data, as a swarm job; its stdout. Its stderr is shown as it is
+/// (the service says there what it does). The job is removed afterwards.
+pub async fn run_on_data_node(docker: &Docker, node: &DataNode<'_>, image: &str, args: &[&str]) -> Result<String> {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let name = format!("{}_xtask_{}", node.stack, nanos % 1_000_000_000);
+    let spec = ServiceSpec {
+        name: Some(name.clone()),
+        labels: Some(HashMap::from([("com.todobackend.job".to_owned(), node.stack.to_owned())])),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(image.to_owned()),
+                args: Some(args.iter().map(|arg| (*arg).to_owned()).collect()),
+                mounts: Some(vec![Mount {
+                    target: Some("/data".to_owned()),
+                    source: Some(format!("{}_data", node.stack)),
+                    typ: Some(MountType::VOLUME),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            placement: Some(TaskSpecPlacement { constraints: Some(node.constraints.clone()), ..Default::default() }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated_job: Some(ServiceSpecModeReplicatedJob { max_concurrent: Some(1), total_completions: Some(1) }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = docker
+        .create_service(spec, node.credentials.clone())
+        .await
+        .with_context(|| format!("cannot start `todobackend {}` as a swarm job on the data node", args.join(" ")))?;
+    let id = created.id.unwrap_or_else(|| name.clone());
+    let result = finish(docker, &id, args).await;
+    if let Err(err) = docker.delete_service(&id).await {
+        eprintln!("warning: could not remove the job {name}: {err} (remove it with `docker service rm {name}`)");
+    }
+    result
+}
+
+/// Wait for the job's task to end, then read its output.
+async fn finish(docker: &Docker, id: &str, args: &[&str]) -> Result<String> {
+    let started = Instant::now();
+    let filters = HashMap::from([("service".to_owned(), vec![id.to_owned()])]);
+    let (state, message) = loop {
+        let tasks = docker
+            .list_tasks(Some(ListTasksOptions { filters: Some(filters.clone()) }))
+            .await
+            .context("cannot list the job's tasks")?;
+        let ended = tasks.iter().find_map(|task| {
+            let status = task.status.as_ref()?;
+            let state = status.state?;
+            let done = matches!(state, TaskState::COMPLETE | TaskState::FAILED | TaskState::REJECTED | TaskState::SHUTDOWN);
+            let message = status.err.clone().or(status.message.clone()).unwrap_or_default();
+            done.then_some((state, message))
+        });
+        if let Some(ended) = ended {
+            break ended;
+        }
+        if started.elapsed() > JOB_TIMEOUT {
+            bail!(
+                "`todobackend {}` did not finish on the data node within {}s: see `docker service ps {id}`",
+                args.join(" "),
+                JOB_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (stdout, stderr) = output(docker, id).await;
+    for line in stderr.lines().filter(|line| !line.trim().is_empty()) {
+        eprintln!("    {line}");
+    }
+    if state != TaskState::COMPLETE {
+        let reason = stderr.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or(&message);
+        bail!("`todobackend {}` failed on the data node: {}", args.join(" "), reason.trim());
+    }
+    Ok(stdout)
+}
+
+/// The job's stdout and stderr, apart.
+async fn output(docker: &Docker, id: &str) -> (String, String) {
+    let options = LogsOptions { stdout: true, stderr: true, ..Default::default() };
+    let mut logs = docker.service_logs(id, Some(options));
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    let read = async {
+        while let Some(Ok(item)) = logs.next().await {
+            match item {
+                bollard::container::LogOutput::StdOut { message } => stdout.push_str(&String::from_utf8_lossy(&message)),
+                other => stderr.push_str(&other.to_string()),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(20), read).await;
+    (stdout, stderr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(json: &str) -> Report {
+        Report::parse(json).unwrap()
+    }
+
+    const APPLIED: &str = r#"{"version":1,"name":"0001_create_todos","additive":false,"applied":true}"#;
+
+    #[test]
+    fn pending_migrations_are_judged_by_their_flag() {
+        let absent = report(r#"{"database":"absent","schema_version":0,"migrations":[],"unknown_applied":[],"can_serve":true,"problem":null}"#);
+        assert_eq!(effect(&absent), Effect::NoDatabase);
+        let current = report(&format!(r#"{{"database":"present","migrations":[{APPLIED}],"can_serve":true}}"#));
+        assert_eq!(effect(&current), Effect::Nothing);
+        let additive = report(&format!(
+            r#"{{"database":"present","migrations":[{APPLIED},{{"version":2,"name":"0002_note","additive":true,"applied":false}}],"can_serve":true}}"#
+        ));
+        assert_eq!(effect(&additive), Effect::Additive(vec!["0002_note".into()]));
+        let breaking = report(&format!(
+            r#"{{"database":"present","migrations":[{APPLIED},{{"version":2,"name":"0002_note","additive":true,"applied":false}},{{"version":3,"name":"0003_drop","additive":false,"applied":false}}],"can_serve":true}}"#
+        ));
+        assert_eq!(effect(&breaking), Effect::Breaking(vec!["0003_drop".into()]));
+    }
+
+    #[test]
+    fn an_older_binary_names_the_migration_it_cannot_live_with() {
+        let older = report(&format!(
+            r#"{{"database":"present","migrations":[{APPLIED}],"unknown_applied":[{{"version":2,"name":"0002_note","additive":true}},{{"version":3,"name":"0003_drop","additive":false}}],"can_serve":false,"problem":"0003_drop is not additive"}}"#
+        ));
+        assert_eq!(
+            effect(&older),
+            Effect::CannotServe { problem: "0003_drop is not additive".into(), migration: Some("0003_drop".into()) }
+        );
+    }
+
+    #[test]
+    fn a_breaking_migration_is_refused_unless_allowed_and_every_verdict_is_one_line() {
+        let breaking = Effect::Breaking(vec!["0003_drop".into()]);
+        let err = verdict("C", &breaking, false).unwrap_err().to_string();
+        assert!(err.contains("0003_drop") && err.contains("--allow-breaking-migration") && err.contains("rollback --restore-data"), "{err}");
+        assert!(verdict("C", &breaking, true).unwrap().contains("--allow-breaking-migration"));
+        assert!(verdict("B", &Effect::Additive(vec!["0002_note".into()]), false).unwrap().contains("additive"));
+        let cannot = Effect::CannotServe { problem: "x".into(), migration: Some("0003_drop".into()) };
+        let err = verdict("B", &cannot, true).unwrap_err().to_string();
+        assert!(err.contains("--restore-data") && err.contains("0003_drop"), "{err}");
+        for line in [err] {
+            assert_eq!(line.lines().count(), 1);
+        }
+    }
+
+    #[test]
+    fn the_report_is_found_after_other_output() {
+        let parsed = Report::parse("some line\n{\"database\":\"absent\",\"can_serve\":true}\n").unwrap();
+        assert_eq!(parsed.database, "absent");
+        assert!(Report::parse("not json").is_err());
+    }
+}

@@ -1,0 +1,240 @@
+//! The history of the stack's deploys and rollbacks, kept on the swarm so
+//! that every operator and every CI run sees the same one: each entry is a
+//! Docker config labelled `com.todobackend.history=<stack>`, whose data is
+//! the entry as JSON. Configs cannot change, so an entry is written once,
+//! when its outcome is known; the newest 50 are kept.
+//!
+//! `cargo xtask history [--json]` prints them, newest first.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use bollard::Docker;
+use bollard::models::ConfigSpec;
+use bollard::query_parameters::ListConfigsOptions;
+use serde::{Deserialize, Serialize};
+use xtask::ctx::Ctx;
+use xtask::tasks::HistoryArgs as Args;
+
+use crate::async_ctx::AsyncCtx;
+use crate::clock;
+
+/// The label that marks an entry, with the stack as its value.
+pub const LABEL: &str = "com.todobackend.history";
+/// Entries kept; older ones are removed when a new one is written.
+pub const KEPT: usize = 50;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// `deploy` or `rollback`.
+    pub kind: String,
+    pub version: String,
+    /// The app image, and its digest in the registry when deploy knew it.
+    pub image: String,
+    pub digest: Option<String>,
+    /// The commit of the checkout that ran it, when it was one.
+    pub commit: Option<String>,
+    pub actor: String,
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// `converged`, `rolled back`, `failed`, `timed out` (or `not watched`
+    /// for `--detach`).
+    pub outcome: String,
+    /// The error, for the outcomes that have one.
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// Who runs this: the CI's user (GitHub Actions, CodeBuild), else the local one.
+pub fn actor() -> String {
+    ["GITHUB_ACTOR", "CODEBUILD_INITIATOR", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|value| !value.trim().is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// An entry for `version` of `kind` with `outcome`, stamped now.
+pub fn entry(ctx: &Ctx, kind: &str, version: &str, image: &str, digest: Option<&str>, outcome: &str) -> Entry {
+    Entry {
+        kind: kind.to_owned(),
+        version: version.to_owned(),
+        image: image.to_owned(),
+        digest: digest.filter(|digest| digest.starts_with("sha256:")).map(str::to_owned),
+        commit: xtask::git::head_commit(&ctx.settings.root),
+        actor: actor(),
+        at: clock::rfc3339(SystemTime::now()),
+        outcome: outcome.to_owned(),
+        detail: None,
+    }
+}
+
+/// Write `entry` to the swarm and drop the entries beyond the newest 50. A
+/// dry run prints it instead. A failure to record is reported, never the
+/// reason a deploy fails: the stack has already changed by then.
+pub fn record(ctx: &Ctx, stack: &str, entry: &Entry) {
+    let description = format!("record {} of {} ({}) in the stack's history", entry.kind, entry.version, entry.outcome);
+    let recorded = ctx.call(&description, async {
+        let docker = ctx.docker().await?;
+        write(&docker, stack, entry).await?;
+        prune(&docker, stack).await
+    });
+    if let Err(err) = recorded {
+        eprintln!("warning: could not record this {} in the history: {err:#}", entry.kind);
+    }
+}
+
+async fn write(docker: &Docker, stack: &str, entry: &Entry) -> Result<()> {
+    let json = serde_json::to_string(entry).context("cannot encode the history entry")?;
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let name = format!("{stack}_history_{}_{nanos:09}", clock::compact(SystemTime::now()));
+    let spec = ConfigSpec {
+        name: Some(name.clone()),
+        labels: Some(HashMap::from([(LABEL.to_owned(), stack.to_owned())])),
+        data: Some(aws_smithy_types::base64::encode(json)),
+        ..Default::default()
+    };
+    docker.create_config(spec).await.with_context(|| format!("cannot create the swarm config {name}"))?;
+    Ok(())
+}
+
+/// The stack's entries, newest first, with their config ids.
+async fn read(docker: &Docker, stack: &str) -> Result<Vec<(String, Entry)>> {
+    let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL}={stack}")])]);
+    let configs = docker
+        .list_configs(Some(ListConfigsOptions { filters: Some(filters) }))
+        .await
+        .context("cannot list the swarm's configs")?;
+    let mut entries = Vec::new();
+    for config in configs {
+        let data = config.spec.and_then(|spec| spec.data).unwrap_or_default();
+        let decoded = aws_smithy_types::base64::decode(&data).ok();
+        // Someone else's config under our label is skipped, not fatal.
+        if let Some(entry) = decoded.and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok()) {
+            entries.push((config.id.unwrap_or_default(), entry));
+        }
+    }
+    entries.sort_by(|a, b| newest_first(&a.1, &b.1));
+    Ok(entries)
+}
+
+/// RFC 3339 UTC strings of one format sort as text.
+fn newest_first(a: &Entry, b: &Entry) -> std::cmp::Ordering {
+    b.at.cmp(&a.at)
+}
+
+async fn prune(docker: &Docker, stack: &str) -> Result<()> {
+    for (id, _) in read(docker, stack).await?.into_iter().skip(KEPT) {
+        docker.delete_config(&id).await.with_context(|| format!("cannot remove the old history entry {id}"))?;
+    }
+    Ok(())
+}
+
+/// The stack's history, newest first (reads only: a dry run reads it too).
+pub fn list(ctx: &Ctx, stack: &str) -> Result<Vec<Entry>> {
+    ctx.block_on(async {
+        let docker = ctx.docker().await?;
+        Ok(read(&docker, stack).await?.into_iter().map(|(_, entry)| entry).collect())
+    })
+}
+
+/// The version a rollback returns to: the newest one that converged and is
+/// not the one running now.
+pub fn previous_good(entries: &[Entry], running: Option<&str>) -> Option<String> {
+    entries
+        .iter()
+        .filter(|entry| entry.outcome == "converged")
+        .find(|entry| Some(entry.version.as_str()) != running)
+        .map(|entry| entry.version.clone())
+}
+
+/// `cargo xtask history [--json]`.
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let stack = &ctx.settings.stack;
+    let entries = list(ctx, stack)?;
+    if args.json {
+        let json = serde_json::to_string_pretty(&entries).context("cannot encode the history")?;
+        ctx.print_result(&json);
+        return Ok(());
+    }
+    if entries.is_empty() {
+        eprintln!("no deploy of stack {stack} is recorded yet");
+        return Ok(());
+    }
+    ctx.print_result(&table(&entries));
+    Ok(())
+}
+
+/// One line per entry: when, what, version, outcome, who, commit, digest.
+fn table(entries: &[Entry]) -> String {
+    let short = |text: Option<&str>, len: usize| text.map(|text| text.chars().take(len).collect()).unwrap_or_else(|| "-".to_owned());
+    let mut lines = vec![format!("{:<20}  {:<8}  {:<16}  {:<11}  {:<12}  {:<8}  {}", "WHEN", "KIND", "VERSION", "OUTCOME", "BY", "COMMIT", "DIGEST")];
+    for entry in entries {
+        let digest = entry.digest.as_deref().map(|digest| digest.trim_start_matches("sha256:"));
+        lines.push(format!(
+            "{:<20}  {:<8}  {:<16}  {:<11}  {:<12}  {:<8}  {}",
+            entry.at,
+            entry.kind,
+            entry.version,
+            entry.outcome,
+            entry.actor,
+            short(entry.commit.as_deref(), 8),
+            short(digest, 12)
+        ));
+    }
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(version: &str, at: &str, outcome: &str) -> Entry {
+        Entry {
+            kind: "deploy".into(),
+            version: version.into(),
+            image: format!("r/app:{version}"),
+            digest: None,
+            commit: None,
+            actor: "t".into(),
+            at: at.into(),
+            outcome: outcome.into(),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn the_rollback_target_is_the_last_good_version_that_is_not_running() {
+        let mut entries = vec![
+            at("A", "2026-11-24T01:00:00Z", "converged"),
+            at("B", "2026-11-24T02:00:00Z", "rolled back"),
+            at("B2", "2026-11-24T03:00:00Z", "converged"),
+        ];
+        entries.sort_by(newest_first);
+        assert_eq!(entries[0].version, "B2");
+        assert_eq!(previous_good(&entries, Some("B2")).as_deref(), Some("A"));
+        // After a failed release the running version is still the good one.
+        assert_eq!(previous_good(&entries[1..], Some("A")), None);
+        assert_eq!(previous_good(&entries, None).as_deref(), Some("B2"));
+    }
+
+    #[test]
+    fn entries_round_trip_through_json_and_tolerate_missing_detail() {
+        let entry = at("A", "2026-11-24T01:00:00Z", "converged");
+        let json = serde_json::to_string(&entry).unwrap();
+        assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), entry);
+        let old = r#"{"kind":"deploy","version":"A","image":"i","digest":null,"commit":null,"actor":"t","at":"x","outcome":"failed"}"#;
+        assert_eq!(serde_json::from_str::<Entry>(old).unwrap().detail, None);
+    }
+
+    #[test]
+    fn the_table_has_a_line_per_entry_under_a_header() {
+        let mut entry = at("A", "2026-11-24T01:00:00Z", "converged");
+        entry.digest = Some("sha256:0123456789abcdef".into());
+        let table = table(&[entry]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("WHEN"));
+        assert!(lines[1].contains("converged") && lines[1].contains("0123456789ab") && !lines[1].contains("sha256"));
+    }
+}
