@@ -177,8 +177,16 @@ fn database_report(ctx: &Ctx, checked: &Checked) -> Result<Option<migrations::Re
     }
     let node = data_node(ctx, checked)?;
     let description = format!("run `todobackend migrations --json` of {} on the data node", app.image);
-    let json = ctx.call(&description, migrations::run_on_data_node(&checked.docker, &node, &app.image, &["migrations", "--json"]))?;
-    json.map(|json| migrations::Report::parse(&json)).transpose()
+    let json = ctx.call(&description, migrations::run_on_data_node(&checked.docker, &node, &app.image, &["migrations", "--json"]));
+    match json {
+        // An image built before `migrations --json` existed cannot tell; it
+        // also has no `-- additive` migrations to tell about.
+        Err(err) if format!("{err:#}").contains("unknown command 'migrations'") => {
+            eprintln!("    {} predates `todobackend migrations`: its migrations cannot be checked", app.image);
+            Ok(None)
+        }
+        json => json?.map(|json| migrations::Report::parse(&json)).transpose(),
+    }
 }
 
 /// The data node of the stack: its placement constraints, and the registry
