@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::migrations::MIGRATIONS;
 use crate::static_files::Outcome;
-use crate::{acceptance, client, db, migrations, net, server, signals, static_files};
+use crate::{acceptance, backups, client, db, migrations, net, server, signals, static_files};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8000";
 pub const DEFAULT_DB: &str = "/data/todobackend.sqlite3";
@@ -29,8 +29,15 @@ commands:
                    --listen ADDR       IP:PORT to listen on   [env TODOBACKEND_LISTEN, default 0.0.0.0:8000]
                    --db PATH           SQLite database file   [env TODOBACKEND_DB, default /data/todobackend.sqlite3]
                    --static-root DIR   served under /static/  [env TODOBACKEND_STATIC_ROOT, default /public]
-  migrate        apply pending database migrations (idempotent; refuses if an applied one was changed)
+  migrate        apply pending database migrations (idempotent; refuses if an applied one was changed);
+                 backs the database up first   [backups: env TODOBACKEND_BACKUPS, default backups/ beside it]
                    --db PATH
+  migrations     which migrations this binary has, which are applied, and whether it can serve the database
+                   --db PATH  --json
+  backups        list the backups, newest first
+                   --db PATH  --json
+  restore        restore the newest backup taken before a migration (the current database is kept as a backup)
+                   --db PATH  --before MIGRATION  --dry-run
   collectstatic  copy the bundled static files into the static root (idempotent)
                    --static-root DIR
   healthcheck    exit 0 if GET / on the local server answers 200 within 3 s
@@ -51,6 +58,22 @@ pub enum Command {
     },
     Migrate {
         db: PathBuf,
+        backups: PathBuf,
+    },
+    Migrations {
+        db: PathBuf,
+        json: bool,
+    },
+    Backups {
+        db: PathBuf,
+        backups: PathBuf,
+        json: bool,
+    },
+    Restore {
+        db: PathBuf,
+        backups: PathBuf,
+        before: String,
+        dry_run: bool,
     },
     CollectStatic {
         static_root: PathBuf,
@@ -72,6 +95,9 @@ struct Flags {
     db: Option<String>,
     static_root: Option<String>,
     url: Option<String>,
+    before: Option<String>,
+    json: bool,
+    dry_run: bool,
 }
 
 /// Parses the arguments (without the program name). `env` looks up
@@ -85,6 +111,9 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     let allowed: &[&str] = match command.as_str() {
         "serve" => &["--listen", "--db", "--static-root"],
         "migrate" => &["--db"],
+        "migrations" => &["--db", "--json"],
+        "backups" => &["--db", "--json"],
+        "restore" => &["--db", "--before", "--dry-run"],
         "collectstatic" => &["--static-root"],
         "healthcheck" => &["--listen"],
         "acceptance" => &["--url"],
@@ -116,6 +145,14 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
                 allowed.join(", ")
             ));
         }
+        // Switches take no value.
+        if matches!(name, "--json" | "--dry-run") {
+            if inline_value.is_some() {
+                return Err(format!("option {name} takes no value"));
+            }
+            *(if name == "--json" { &mut flags.json } else { &mut flags.dry_run }) = true;
+            continue;
+        }
         let value = match inline_value {
             Some(v) => v,
             None => iter
@@ -130,6 +167,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             "--listen" => &mut flags.listen,
             "--db" => &mut flags.db,
             "--static-root" => &mut flags.static_root,
+            "--before" => &mut flags.before,
             _ => &mut flags.url,
         };
         *slot = Some(value);
@@ -150,9 +188,23 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             )
             .into(),
         },
-        "migrate" => Command::Migrate {
+        "migrate" => {
+            let db: PathBuf = pick(flags.db, "TODOBACKEND_DB", DEFAULT_DB).into();
+            Command::Migrate { backups: backups::dir_for(&db, env), db }
+        }
+        "migrations" => Command::Migrations {
             db: pick(flags.db, "TODOBACKEND_DB", DEFAULT_DB).into(),
+            json: flags.json,
         },
+        "backups" => {
+            let db: PathBuf = pick(flags.db, "TODOBACKEND_DB", DEFAULT_DB).into();
+            Command::Backups { backups: backups::dir_for(&db, env), db, json: flags.json }
+        }
+        "restore" => {
+            let db: PathBuf = pick(flags.db, "TODOBACKEND_DB", DEFAULT_DB).into();
+            let before = flags.before.ok_or("restore needs --before MIGRATION, e.g. --before 0003_add_x")?;
+            Command::Restore { backups: backups::dir_for(&db, env), db, before, dry_run: flags.dry_run }
+        }
         "collectstatic" => Command::CollectStatic {
             static_root: pick(
                 flags.static_root,
@@ -181,7 +233,15 @@ pub fn run(command: Command) -> Result<bool, String> {
             db,
             static_root,
         } => serve(&listen, &db, &static_root).map(|()| true),
-        Command::Migrate { db } => migrate(&db).map(|()| true),
+        Command::Migrate { db, backups } => migrate_with(&db, &backups, MIGRATIONS).map(|()| true),
+        Command::Migrations { db, json } => {
+            let report = migrations::report(&db, MIGRATIONS)?;
+            let text = if json { report.to_json() } else { report.table() };
+            let _ = writeln!(std::io::stdout(), "{text}");
+            Ok(true)
+        }
+        Command::Backups { db: _, backups, json } => list_backups(&backups, json).map(|()| true),
+        Command::Restore { db, backups, before, dry_run } => restore(&db, &backups, &before, dry_run).map(|()| true),
         Command::CollectStatic { static_root } => collectstatic(&static_root).map(|()| true),
         Command::Healthcheck { listen } => healthcheck(&listen).map(|()| true),
         Command::Acceptance { url } => {
@@ -207,7 +267,9 @@ pub fn run(command: Command) -> Result<bool, String> {
 /// `serve`: runs until SIGTERM or SIGINT.
 pub fn serve(listen: &str, db_path: &Path, static_root: &Path) -> Result<(), String> {
     signals::install();
-    let options = server::Options { access_log: true };
+    // TODOBACKEND_LOG=debug also logs the healthcheck's own requests.
+    let log_healthchecks = std::env::var("TODOBACKEND_LOG").is_ok_and(|level| level == "debug");
+    let options = server::Options { access_log: true, log_healthchecks };
     let handle = server::start_with(listen, db_path, static_root, options)?;
     say!(
         "serving on http://{} (database {}, static root {})",
@@ -229,17 +291,43 @@ pub fn serve(listen: &str, db_path: &Path, static_root: &Path) -> Result<(), Str
     Ok(())
 }
 
-/// `migrate`: applies the embedded migrations.
+/// `migrate`: applies the embedded migrations, backing up first.
 pub fn migrate(db_path: &Path) -> Result<(), String> {
-    migrate_with(db_path, MIGRATIONS)
+    let env = |name: &str| std::env::var(name).ok();
+    migrate_with(db_path, &backups::dir_for(db_path, &env), MIGRATIONS)
 }
 
-/// `migrate` with a given migration list (tests pass broken ones).
-pub fn migrate_with(db_path: &Path, list: &[migrations::Migration]) -> Result<(), String> {
+/// `migrate` with a given migration list (tests pass their own).
+///
+/// A database that already has a schema is backed up before any migration
+/// is applied (a new one has nothing to lose); a failed backup applies
+/// nothing. The backup is taken before the migration's transaction, since
+/// SQLite cannot `VACUUM INTO` inside one: a `migrate` running at the same
+/// time may apply the same migrations in between, and this one then finds
+/// nothing to do.
+pub fn migrate_with(db_path: &Path, backups_dir: &Path, list: &[migrations::Migration]) -> Result<(), String> {
     let mut conn = db::open_for_migrate(db_path)?;
+    let current = migrations::current_version(&conn)?;
+    let todo = migrations::pending(&conn, list)?;
+    if let (true, Some(first)) = (current > 0, todo.first()) {
+        let path = backups::before_migration(&conn, backups_dir, current, first.stem()).map_err(|e| {
+            format!("{e}; no migration was applied: make the backups directory writable, or point TODOBACKEND_BACKUPS elsewhere")
+        })?;
+        say!("backed up the database to {}", path.display());
+    }
     // The errors stand on their own (`migration 0001_x.sql failed: ...`);
     // the database is the one named by --db / TODOBACKEND_DB.
     let outcome = migrations::migrate(&mut conn, list)?;
+    if !outcome.newer.is_empty() {
+        say!(
+            "database {} is at schema {}, newer than this binary knows ({}): {} additive, so this binary can serve it; nothing to do",
+            db_path.display(),
+            migrations::current_version(&conn)?,
+            list.len(),
+            if outcome.newer.len() == 1 { format!("{} is", outcome.newer[0]) } else { format!("{} are", outcome.newer.join(", ")) }
+        );
+        return Ok(());
+    }
     if !outcome.adopted.is_empty() {
         say!(
             "recorded the checksums of {} migration(s) applied before checksums were kept ({}); later edits to them will be refused",
@@ -266,6 +354,61 @@ pub fn migrate_with(db_path: &Path, list: &[migrations::Migration]) -> Result<()
     Ok(())
 }
 
+/// `backups`: the backups, newest first.
+fn list_backups(dir: &Path, json: bool) -> Result<(), String> {
+    let found = backups::list(dir)?;
+    let mut out = std::io::stdout();
+    if json {
+        let items: Vec<serde_json::Value> = found
+            .iter()
+            .map(|backup| {
+                serde_json::json!({
+                    "file": backup.file, "schema_version": backup.schema_version, "taken": backup.taken,
+                    "before": backup.before, "kind": backup.kind(),
+                })
+            })
+            .collect();
+        let _ = writeln!(out, "{}", serde_json::Value::Array(items));
+    } else if found.is_empty() {
+        say!("no backups in {}", dir.display());
+    } else {
+        for backup in &found {
+            let _ = writeln!(out, "{}  schema {}  {}  {}", backup.taken_text(), backup.schema_version, backup.kind(), backup.file);
+        }
+    }
+    Ok(())
+}
+
+/// `restore --before MIGRATION`: says what is lost, then restores.
+fn restore(db: &Path, dir: &Path, before: &str, dry_run: bool) -> Result<(), String> {
+    let found = backups::list(dir)?;
+    let chosen = backups::newest_before(&found, before, dir)?;
+    let migration = before.strip_suffix(".sql").unwrap_or(before);
+    say!(
+        "restoring {} (schema {}, taken {}): everything written since then is lost, including what {} and later migrations changed",
+        chosen.file,
+        chosen.schema_version,
+        chosen.taken_text(),
+        migration
+    );
+    if dry_run {
+        say!("dry run: nothing restored; the current database would be kept as a backup in {}", dir.display());
+        return Ok(());
+    }
+    let restored = backups::restore(db, dir, before)?;
+    say!("restored; the replaced database is kept as {}", restored.kept.display());
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::json!({
+            "restored": restored.restored.file,
+            "kept": restored.kept.file_name().map(|name| name.to_string_lossy().into_owned()),
+            "schema_version": restored.schema_version,
+        })
+    );
+    Ok(())
+}
+
 /// `collectstatic`: writes the bundled files into the static root.
 pub fn collectstatic(static_root: &Path) -> Result<(), String> {
     for (name, outcome) in static_files::collect(static_root)? {
@@ -282,7 +425,8 @@ pub fn collectstatic(static_root: &Path) -> Result<(), String> {
 pub fn healthcheck(listen: &str) -> Result<(), String> {
     let target = net::local_target(net::parse_listen(listen)?);
     let url = format!("http://{target}/");
-    let response = client::request("GET", &url, &[], None, HEALTHCHECK_TIMEOUT)
+    let agent = [("User-Agent", server::HEALTHCHECK_AGENT)];
+    let response = client::request("GET", &url, &agent, None, HEALTHCHECK_TIMEOUT)
         .map_err(|e| format!("unhealthy: {e}"))?;
     if response.status != 200 {
         return Err(format!("unhealthy: GET {url} answered {}", response.status));
@@ -316,7 +460,8 @@ mod tests {
         assert_eq!(
             parse(&args("migrate"), &no_env).unwrap(),
             Command::Migrate {
-                db: DEFAULT_DB.into()
+                db: DEFAULT_DB.into(),
+                backups: "/data/backups".into()
             }
         );
         assert_eq!(
@@ -352,7 +497,8 @@ mod tests {
         assert_eq!(
             parse(&args("migrate"), &env).unwrap(),
             Command::Migrate {
-                db: "/env.db".into()
+                db: "/env.db".into(),
+                backups: "/backups".into()
             }
         );
     }

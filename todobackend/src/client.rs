@@ -134,10 +134,10 @@ pub fn request(
     let stream = connect(&parsed, deadline)?;
     let fail = |what: &str, e: io::Error| format!("{method} {url}: {what}: {e}");
 
-    let mut head = format!(
-        "{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: todobackend\r\n",
-        parsed.path, parsed.authority
-    );
+    let mut head = format!("{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", parsed.path, parsed.authority);
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("user-agent")) {
+        head.push_str("User-Agent: todobackend\r\n");
+    }
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }

@@ -15,6 +15,7 @@ macro_rules! say {
 
 pub mod acceptance;
 pub mod api;
+pub mod backups;
 pub mod cli;
 pub mod client;
 pub mod db;

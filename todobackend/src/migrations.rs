@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 /// One migration: the file name (which starts with its version number) and
 /// its SQL.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Migration {
     pub name: &'static str,
     pub sql: &'static str,
@@ -30,7 +30,22 @@ impl Migration {
     pub fn checksum(&self) -> String {
         checksum(self.sql)
     }
+
+    /// A first line of exactly `-- additive` declares that binaries built
+    /// before this migration may keep serving on the schema it makes: a new
+    /// nullable column, a new table, a new index.
+    pub fn additive(&self) -> bool {
+        self.sql.lines().next().map(|line| line.trim_end_matches('\r')) == Some(ADDITIVE_MARK)
+    }
+
+    /// The name without `.sql`, as reports and backups name it.
+    pub fn stem(&self) -> &'static str {
+        self.name.strip_suffix(".sql").unwrap_or(self.name)
+    }
 }
+
+/// The first line that marks a migration additive.
+pub const ADDITIVE_MARK: &str = "-- additive";
 
 /// A checksum of a migration's SQL: FNV-1a 64-bit, as 16 hex digits.
 ///
@@ -54,22 +69,76 @@ pub fn checksum(sql: &str) -> String {
 const CREATE_RECORD_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version  INTEGER PRIMARY KEY,
     name     TEXT NOT NULL,
-    checksum TEXT NOT NULL
+    checksum TEXT NOT NULL,
+    additive INTEGER NOT NULL DEFAULT 0
 )";
 
-/// Declares the embedded migrations. Adding a file to `migrations/` without
-/// listing it here fails the `every_migration_file_is_listed` test.
-macro_rules! migrations {
-    ($($file:literal),* $(,)?) => {
-        &[$(Migration {
-            name: $file,
-            sql: include_str!(concat!("../migrations/", $file)),
-        }),*]
-    };
+// `MIGRATIONS`: every file in `migrations/`, embedded by build.rs.
+include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+
+/// An applied migration as the database records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub version: u32,
+    pub name: String,
+    /// Databases migrated before the flag was kept record none: not additive.
+    pub additive: bool,
 }
 
-/// The migrations this binary knows, in the order they are applied.
-pub const MIGRATIONS: &[Migration] = migrations!["0001_create_todos.sql"];
+fn has_table(conn: &Connection, table: &str) -> Result<bool, String> {
+    conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map(|count| count == 1)
+    .map_err(|e| format!("cannot read the database's tables: {e}"))
+}
+
+fn has_additive_column(conn: &Connection) -> Result<bool, String> {
+    conn.query_row("SELECT count(*) FROM pragma_table_info('schema_migrations') WHERE name = 'additive'", [], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map(|count| count == 1)
+    .map_err(|e| format!("cannot read the schema_migrations table: {e}"))
+}
+
+/// The applied migrations with a version above `known`: those a newer
+/// release applied, as recorded (a version without a record counts as not
+/// additive).
+pub fn newer_than(conn: &Connection, known: usize) -> Result<Vec<Recorded>, String> {
+    let current = current_version(conn)?;
+    let mut recorded: Vec<Recorded> = Vec::new();
+    if has_table(conn, "schema_migrations")? {
+        let additive = if has_additive_column(conn)? { "additive" } else { "0" };
+        let sql = format!("SELECT version, name, {additive} FROM schema_migrations WHERE version > ?1 ORDER BY version");
+        let mut statement = conn.prepare(&sql).map_err(|e| format!("cannot read the applied migrations: {e}"))?;
+        let rows = statement
+            .query_map([known as i64], |row| {
+                Ok(Recorded { version: row.get::<_, i64>(0)? as u32, name: row.get(1)?, additive: row.get::<_, i64>(2)? != 0 })
+            })
+            .map_err(|e| format!("cannot read the applied migrations: {e}"))?;
+        for row in rows {
+            recorded.push(row.map_err(|e| format!("cannot read the applied migrations: {e}"))?);
+        }
+    }
+    for version in known as u32 + 1..=current {
+        if !recorded.iter().any(|entry| entry.version == version) {
+            recorded.push(Recorded { version, name: format!("{version:04}_unrecorded"), additive: false });
+        }
+    }
+    recorded.sort_by_key(|entry| entry.version);
+    Ok(recorded.into_iter().filter(|entry| entry.version <= current).collect())
+}
+
+/// Why a binary that knows `known` migrations cannot serve `newer`, if it
+/// cannot: the first of them that is not additive.
+pub fn newer_problem(newer: &[Recorded], known: usize) -> Option<String> {
+    let breaking = newer.iter().find(|entry| !entry.additive)?;
+    let last = newer.last().map_or(known as u32, |entry| entry.version);
+    Some(format!(
+        "database schema version {last} is newer than this binary knows ({known}), and migration {} is not additive; run a newer release",
+        breaking.name
+    ))
+}
 
 /// Checks that the list is numbered 1, 2, 3, ... without gaps or repeats, so
 /// that "version N" always means "the first N migrations have been applied".
@@ -104,18 +173,20 @@ pub fn current_version(conn: &Connection) -> Result<u32, String> {
 
 /// The migrations not yet applied to this database.
 ///
-/// Fails when the database is newer than this binary (it was migrated by a
-/// later release): running old code against a newer schema is not safe.
+/// A database that a later release migrated further is accepted when every
+/// migration this binary does not know is recorded as additive (nothing is
+/// pending then); otherwise running this code against it is not safe, and it
+/// fails naming the first migration that is not additive.
 pub fn pending<'a>(
     conn: &Connection,
     migrations: &'a [Migration],
 ) -> Result<&'a [Migration], String> {
     let current = current_version(conn)? as usize;
     if current > migrations.len() {
-        return Err(format!(
-            "database schema version {current} is newer than this binary knows ({}); run a newer release",
-            migrations.len()
-        ));
+        if let Some(problem) = newer_problem(&newer_than(conn, migrations.len())?, migrations.len()) {
+            return Err(problem);
+        }
+        return Ok(&[]);
     }
     Ok(&migrations[current..])
 }
@@ -131,15 +202,7 @@ pub fn unrecorded<'a>(
 ) -> Result<Vec<&'a Migration>, String> {
     let applied = &migrations[..migrations.len() - pending(conn, migrations)?.len()];
     let read_error = |e: rusqlite::Error| format!("cannot read the applied migrations: {e}");
-    let has_table: bool = conn
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
-            [],
-            |row| row.get::<_, i64>(0),
-        )
-        .map_err(read_error)?
-        == 1;
-    if !has_table {
+    if !has_table(conn, "schema_migrations")? {
         return Ok(applied.iter().collect());
     }
     let mut missing = Vec::new();
@@ -182,6 +245,9 @@ pub struct Outcome {
     pub adopted: Vec<&'static str>,
     /// Migrations applied now.
     pub applied: Vec<&'static str>,
+    /// Migrations a newer release applied, all additive (else `migrate`
+    /// fails): this binary serves the database as it is.
+    pub newer: Vec<String>,
 }
 
 /// Applies the pending migrations and returns the names of those applied
@@ -209,7 +275,15 @@ pub fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<Outcom
     let adopt = unrecorded(&tx, migrations)?;
     tx.execute_batch(CREATE_RECORD_TABLE)
         .map_err(|e| format!("cannot create the schema_migrations table: {e}"))?;
-    let mut outcome = Outcome::default();
+    if !has_additive_column(&tx)? {
+        // Recorded before the flag was kept: those count as not additive.
+        tx.execute_batch("ALTER TABLE schema_migrations ADD COLUMN additive INTEGER NOT NULL DEFAULT 0")
+            .map_err(|e| format!("cannot add the additive column to schema_migrations: {e}"))?;
+    }
+    let mut outcome = Outcome {
+        newer: newer_than(&tx, migrations.len())?.into_iter().map(|entry| entry.name).collect(),
+        ..Outcome::default()
+    };
     for migration in adopt {
         record(&tx, migration)?;
         outcome.adopted.push(migration.name);
@@ -240,11 +314,111 @@ pub fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<Outcom
 fn record(conn: &Connection, migration: &Migration) -> Result<(), String> {
     let version = migration.version().map_or(0, i64::from); // checked by check_order
     conn.execute(
-        "INSERT INTO schema_migrations (version, name, checksum) VALUES (?1, ?2, ?3)",
-        rusqlite::params![version, migration.name, migration.checksum()],
+        "INSERT INTO schema_migrations (version, name, checksum, additive) VALUES (?1, ?2, ?3, ?4)",
+        rusqlite::params![version, migration.name, migration.checksum(), migration.additive()],
     )
     .map(|_| ())
     .map_err(|e| format!("cannot record migration {}: {e}", migration.name))
+}
+
+/// The database as one binary sees it: `todobackend migrations [--json]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub present: bool,
+    pub schema_version: u32,
+    /// This binary's migrations: (migration, applied).
+    pub migrations: Vec<(Migration, bool)>,
+    /// Applied migrations this binary does not know.
+    pub unknown_applied: Vec<Recorded>,
+    /// Why this binary could not serve the database after its own `migrate`.
+    pub problem: Option<String>,
+}
+
+/// Reads the database at `path` without changing it or creating it (deploy
+/// runs this against the live database while the app serves it).
+pub fn report(path: &std::path::Path, migrations: &[Migration]) -> Result<Report, String> {
+    let mut report = Report {
+        present: path.exists(),
+        schema_version: 0,
+        migrations: migrations.iter().map(|migration| (*migration, false)).collect(),
+        unknown_applied: Vec::new(),
+        problem: None,
+    };
+    if !report.present {
+        return Ok(report);
+    }
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| format!("cannot configure database {}: {e}", path.display()))?;
+    report.schema_version = current_version(&conn)?;
+    let applied = (report.schema_version as usize).min(migrations.len());
+    for (index, (_, is_applied)) in report.migrations.iter_mut().enumerate() {
+        *is_applied = index < applied;
+    }
+    report.unknown_applied = newer_than(&conn, migrations.len())?;
+    report.problem = newer_problem(&report.unknown_applied, migrations.len())
+        .or_else(|| unrecorded(&conn, migrations).err());
+    Ok(report)
+}
+
+impl Report {
+    /// One JSON object, the contract deploy's pre-flight reads:
+    /// `{"database": "present"|"absent", "schema_version": N,
+    ///   "migrations": [{"version", "name", "additive", "applied"}],
+    ///   "unknown_applied": [{"version", "name", "additive"}],
+    ///   "can_serve": bool, "problem": null | "why not"}`;
+    /// names without `.sql`.
+    pub fn to_json(&self) -> String {
+        let stem = |name: &str| name.strip_suffix(".sql").unwrap_or(name).to_owned();
+        let migrations: Vec<serde_json::Value> = self
+            .migrations
+            .iter()
+            .map(|(migration, applied)| {
+                serde_json::json!({
+                    "version": migration.version(), "name": migration.stem(),
+                    "additive": migration.additive(), "applied": applied,
+                })
+            })
+            .collect();
+        let unknown: Vec<serde_json::Value> = self
+            .unknown_applied
+            .iter()
+            .map(|entry| serde_json::json!({"version": entry.version, "name": stem(&entry.name), "additive": entry.additive}))
+            .collect();
+        serde_json::json!({
+            "database": if self.present { "present" } else { "absent" },
+            "schema_version": self.schema_version,
+            "migrations": migrations,
+            "unknown_applied": unknown,
+            "can_serve": self.problem.is_none(),
+            "problem": self.problem,
+        })
+        .to_string()
+    }
+
+    /// The same for a person.
+    pub fn table(&self) -> String {
+        let mut lines = vec![if self.present {
+            format!("database at schema version {}", self.schema_version)
+        } else {
+            "no database yet".to_owned()
+        }];
+        for (migration, applied) in &self.migrations {
+            let state = if *applied { "applied" } else { "pending" };
+            let kind = if migration.additive() { "additive" } else { "" };
+            lines.push(format!("  {:<8} {:<8} {}", state, kind, migration.stem()));
+        }
+        for entry in &self.unknown_applied {
+            let kind = if entry.additive { "additive" } else { "" };
+            lines.push(format!("  {:<8} {:<8} {} (not known to this binary)", "applied", kind, entry.name));
+        }
+        match &self.problem {
+            Some(problem) => lines.push(format!("this binary cannot serve it: {problem}")),
+            None => lines.push("this binary can serve it (after `todobackend migrate`)".to_owned()),
+        }
+        lines.join("\n")
+    }
 }
 
 /// SQLite's message for an error, on one line.
@@ -293,7 +467,33 @@ mod tests {
     }
 
     #[test]
-    fn every_migration_file_is_listed() {
+    fn the_additive_mark_is_the_first_line_exactly() {
+        let migration = |sql| Migration { name: "0002_x.sql", sql };
+        assert!(migration("-- additive\nALTER TABLE t ADD COLUMN c TEXT;").additive());
+        assert!(migration("-- additive\r\nCREATE TABLE u (x);").additive());
+        assert!(!migration("ALTER TABLE t ADD COLUMN c TEXT; -- additive").additive());
+        assert!(!migration("-- additive: no\nDROP TABLE t;").additive());
+        assert!(!migration("\n-- additive\n").additive());
+        assert_eq!(migration("").stem(), "0002_x");
+    }
+
+    #[test]
+    fn an_older_binary_serves_a_schema_made_newer_only_by_additive_migrations() {
+        let newer = |additive: &[bool]| -> Vec<Recorded> {
+            additive
+                .iter()
+                .enumerate()
+                .map(|(i, additive)| Recorded { version: i as u32 + 2, name: format!("{:04}_m", i + 2), additive: *additive })
+                .collect()
+        };
+        assert_eq!(newer_problem(&newer(&[true, true]), 1), None);
+        let problem = newer_problem(&newer(&[true, false]), 1).unwrap();
+        assert!(problem.contains("0003_m") && problem.contains("not additive"), "{problem}");
+        assert_eq!(newer_problem(&[], 1), None);
+    }
+
+    #[test]
+    fn every_migration_file_is_embedded() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
         let mut on_disk: Vec<String> = std::fs::read_dir(dir)
             .unwrap()

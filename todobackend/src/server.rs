@@ -76,7 +76,14 @@ pub struct Options {
     /// One line per request on stderr (`serve` turns it on; tests keep
     /// their output quiet).
     pub access_log: bool,
+    /// Also log the container's own healthcheck requests. Off by default:
+    /// every few seconds they would bury what the logs are read for (a
+    /// crashing release's one error line among the healthy tasks' lines).
+    pub log_healthchecks: bool,
 }
+
+/// The User-Agent of `todobackend healthcheck`, which the access log skips.
+pub const HEALTHCHECK_AGENT: &str = "todobackend-healthcheck";
 
 /// Starts the server on `listen` (`IP:PORT`; port 0 picks a free one),
 /// without an access log. See `start_with`.
@@ -128,6 +135,7 @@ pub fn start_with(
             static_root: static_root.to_path_buf(),
             fallback_host: fallback_host.clone(),
             access_log: options.access_log,
+            log_healthchecks: options.log_healthchecks,
         };
         let spawned = thread::Builder::new()
             .name(format!("worker-{i}"))
@@ -161,6 +169,7 @@ struct Worker {
     static_root: PathBuf,
     fallback_host: String,
     access_log: bool,
+    log_healthchecks: bool,
 }
 
 impl Worker {
@@ -225,7 +234,10 @@ impl Worker {
             }
         }
         let result = request.respond(out);
-        if self.access_log {
+        let healthcheck = headers
+            .iter()
+            .any(|(name, value)| name.eq_ignore_ascii_case("user-agent") && value == HEALTHCHECK_AGENT);
+        if self.access_log && (self.log_healthchecks || !healthcheck) {
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             // escape_debug: the target is client-controlled and goes to a log.
             crate::say!("{method} {} {status} {ms:.1}ms", target.escape_debug());

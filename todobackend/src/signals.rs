@@ -2,31 +2,27 @@
 //! shuts down cleanly. As PID 1 in a container, a process without handlers
 //! would ignore `docker stop` until it is killed 10 s later.
 
+use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-static STOP: AtomicBool = AtomicBool::new(false);
+static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
-#[cfg(unix)]
-extern "C" fn on_signal(_signal: libc::c_int) {
-    // Only an atomic store: that is async-signal-safe.
-    STOP.store(true, Ordering::SeqCst);
+fn flag() -> &'static Arc<AtomicBool> {
+    STOP.get_or_init(|| Arc::new(AtomicBool::new(false)))
 }
 
-/// Installs the handlers for SIGTERM and SIGINT.
+/// Installs the handlers for SIGTERM and SIGINT (sigaction, through
+/// signal-hook: the handler only sets the flag).
 pub fn install() {
-    #[cfg(unix)]
-    {
-        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        // SAFETY: the handler only stores to an atomic, which is
-        // async-signal-safe; `signal` has no other preconditions.
-        unsafe {
-            libc::signal(libc::SIGTERM, handler);
-            libc::signal(libc::SIGINT, handler);
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(flag())) {
+            crate::say!("warning: cannot handle signal {signal}: {e}; stopping the server will take a kill");
         }
     }
 }
 
 /// True once SIGTERM or SIGINT has arrived.
 pub fn stop_requested() -> bool {
-    STOP.load(Ordering::SeqCst)
+    flag().load(Ordering::SeqCst)
 }

@@ -202,8 +202,8 @@ fn broken_migration_fails_cleanly_and_applies_nothing() {
 fn broken_migration_after_applied_ones_keeps_the_old_version() {
     let dir = TempDir::new();
     let path = dir.join("db.sqlite3");
-    cli::migrate_with(&path, &[GOOD]).unwrap();
-    let err = cli::migrate_with(&path, &[GOOD, ALSO_GOOD, BROKEN]).unwrap_err();
+    cli::migrate_with(&path, &path.with_file_name("backups"), &[GOOD]).unwrap();
+    let err = cli::migrate_with(&path, &path.with_file_name("backups"), &[GOOD, ALSO_GOOD, BROKEN]).unwrap_err();
     // Exactly SQLite's message after the file name: no SQL text, no path.
     assert_eq!(
         err,
@@ -279,8 +279,8 @@ fn a_database_newer_than_the_binary_is_refused() {
 fn applied_migrations_are_recorded_with_their_checksums() {
     let dir = TempDir::new();
     let path = dir.join("db.sqlite3");
-    cli::migrate_with(&path, &[GOOD]).unwrap();
-    cli::migrate_with(&path, &[GOOD, ALSO_GOOD]).unwrap();
+    cli::migrate_with(&path, &path.with_file_name("backups"), &[GOOD]).unwrap();
+    cli::migrate_with(&path, &path.with_file_name("backups"), &[GOOD, ALSO_GOOD]).unwrap();
     let conn = Connection::open(&path).unwrap();
     assert_eq!(recorded(&conn), expected_records(&[GOOD, ALSO_GOOD]));
 }
@@ -289,7 +289,7 @@ fn applied_migrations_are_recorded_with_their_checksums() {
 fn a_changed_applied_migration_is_refused_and_the_database_left_alone() {
     let dir = TempDir::new();
     let path = dir.join("db.sqlite3");
-    cli::migrate_with(&path, &[GOOD]).unwrap();
+    cli::migrate_with(&path, &path.with_file_name("backups"), &[GOOD]).unwrap();
     let before = std::fs::read(&path).unwrap();
 
     // Edited after it was applied, with a new migration pending behind it:
@@ -298,7 +298,7 @@ fn a_changed_applied_migration_is_refused_and_the_database_left_alone() {
         name: GOOD.name,
         sql: "CREATE TABLE a (x INTEGER, extra TEXT);",
     };
-    let err = cli::migrate_with(&path, &[edited, ALSO_GOOD]).unwrap_err();
+    let err = cli::migrate_with(&path, &path.with_file_name("backups"), &[edited, ALSO_GOOD]).unwrap_err();
     assert!(!err.contains('\n'), "one line: {err}");
     assert!(
         err.starts_with(
@@ -323,7 +323,7 @@ fn a_changed_applied_migration_is_refused_and_the_database_left_alone() {
         name: "0001_renamed.sql",
         sql: GOOD.sql,
     };
-    let err = cli::migrate_with(&path, &[renamed]).unwrap_err();
+    let err = cli::migrate_with(&path, &path.with_file_name("backups"), &[renamed]).unwrap_err();
     assert!(
         err.contains("0001_renamed.sql was changed")
             && err.contains("applied as 0001_create_a.sql"),
@@ -332,7 +332,7 @@ fn a_changed_applied_migration_is_refused_and_the_database_left_alone() {
     assert_eq!(std::fs::read(&path).unwrap(), before, "database changed");
 
     // Restoring the file is enough.
-    cli::migrate_with(&path, &[GOOD, ALSO_GOOD]).unwrap();
+    cli::migrate_with(&path, &path.with_file_name("backups"), &[GOOD, ALSO_GOOD]).unwrap();
 }
 
 #[test]

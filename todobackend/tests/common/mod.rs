@@ -61,7 +61,7 @@ pub struct TestServer {
 
 pub fn migrated_db(dir: &TempDir) -> PathBuf {
     let db = dir.join("todos.sqlite3");
-    todobackend::cli::migrate_with(&db, migrations::MIGRATIONS).expect("migrate");
+    todobackend::cli::migrate_with(&db, &db.with_file_name("backups"), migrations::MIGRATIONS).expect("migrate");
     db
 }
 

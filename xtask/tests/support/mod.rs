@@ -525,6 +525,17 @@ impl Response {
 
 /// A minimal HTTP/1.1 client for loopback URLs (`http://127.0.0.1:PORT/...`).
 pub fn http(url: &str, method: &str, basic_auth: Option<(&str, &str)>, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+    request(url, method, basic_auth, headers, None)
+}
+
+/// [`http`] with a request body.
+pub fn request(
+    url: &str,
+    method: &str,
+    basic_auth: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> std::io::Result<Response> {
     assert_loopback(url);
     let rest = url.strip_prefix("http://").expect("http URL");
     let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
@@ -540,7 +551,11 @@ pub fn http(url: &str, method: &str, basic_auth: Option<(&str, &str)>, headers: 
     for (key, value) in headers {
         request.push_str(&format!("{key}: {value}\r\n"));
     }
+    if let Some(body) = body {
+        request.push_str(&format!("Content-Length: {}\r\nContent-Type: application/json\r\n", body.len()));
+    }
     request.push_str("\r\n");
+    request.push_str(body.unwrap_or(""));
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
@@ -557,4 +572,163 @@ pub fn http(url: &str, method: &str, basic_auth: Option<(&str, &str)>, headers: 
         .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
         .collect();
     Ok(Response { status, headers, body: body.to_owned() })
+}
+
+// ---------------------------------------------------------------- the swarm
+
+/// The local single-node swarm, shared by the tests that deploy: one at a
+/// time (`swarm_lock`), each with its own stack that `Stack` removes.
+pub mod swarm {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    use std::sync::{Mutex, MutexGuard};
+    use std::time::{Duration, Instant};
+
+    use super::{Images, Registry, Run, Sandbox};
+
+    static SWARM: Mutex<()> = Mutex::new(());
+
+    pub fn swarm_lock() -> MutexGuard<'static, ()> {
+        super::require_swarm();
+        SWARM.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn docker(args: &[&str]) -> std::process::Output {
+        Command::new("docker").args(args).stdin(Stdio::null()).output().expect("docker runs")
+    }
+
+    pub fn docker_ok(args: &[&str]) -> String {
+        let out = docker(args);
+        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// stack.yml places every service on the node labelled todobackend.data=true:
+    /// label this single node (idempotent; the label stays, as a user's would).
+    pub fn label_the_node() {
+        let node = docker_ok(&["info", "--format", "{{.Swarm.NodeID}}"]);
+        docker_ok(&["node", "update", "--label-add", "todobackend.data=true", &node]);
+    }
+
+    pub fn stack_exists(name: &str) -> bool {
+        let services = docker_ok(&["service", "ls", "--quiet", "--filter", &format!("label=com.docker.stack.namespace={name}")]);
+        !services.is_empty()
+    }
+
+    /// Removes the stack when dropped and waits until its services and network are gone.
+    pub struct Stack(pub String);
+
+    impl Drop for Stack {
+        fn drop(&mut self) {
+            let _ = docker(&["stack", "rm", &self.0]);
+            let label = format!("label=com.docker.stack.namespace={}", self.0);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(90) {
+                let networks = docker(&["network", "ls", "--quiet", "--filter", &label]);
+                let services = docker(&["service", "ls", "--quiet", "--filter", &label]);
+                if networks.stdout.is_empty() && services.stdout.is_empty() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            // The stack's volumes, once no container uses them.
+            let volumes = docker(&["volume", "ls", "--quiet", "--filter", &label]);
+            for volume in String::from_utf8_lossy(&volumes.stdout).lines() {
+                for _ in 0..20 {
+                    if docker(&["volume", "rm", volume]).status.success() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    /// `docker login` of the sandbox's Docker config, the password on stdin.
+    pub fn docker_login(sandbox: &Sandbox, registry: &Registry) {
+        let mut child = Command::new("docker")
+            .args(["login", "--username", &registry.user, "--password-stdin", &registry.host()])
+            .env("DOCKER_CONFIG", sandbox.docker_config())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("docker login");
+        child.stdin.take().expect("stdin").write_all(registry.password().as_bytes()).expect("password");
+        let out = child.wait_with_output().expect("docker login runs");
+        assert!(out.status.success(), "docker login: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn push(sandbox: &Sandbox, tag: &str) {
+        let run = sandbox.docker(&["push", tag]);
+        assert!(run.success(), "docker push {tag}: {}", run.stderr);
+    }
+
+    /// Version A of the app in the registry's namespace, as a local image: the real
+    /// release image built by `cargo xtask build`.
+    pub fn app_image(sandbox: &Sandbox, registry: &Registry, version: &str, images: &mut Images) -> String {
+        let tag = format!("{}/todobackend:{version}", registry.host());
+        images.track(&tag);
+        images.track(&format!("{}/todobackend:latest", registry.host()));
+        let built = sandbox
+            .clone_with(&[("APP_VERSION", version), ("ECR_REGISTRY", &registry.host())])
+            .xtask(&["build"]);
+        built.assert_success();
+        tag
+    }
+
+    /// An image `FROM base` with more Dockerfile lines, tagged `tag`.
+    pub fn derive(base: &str, tag: &str, lines: &str, images: &mut Images) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("Dockerfile"), format!("FROM {base}\n{lines}\n")).expect("Dockerfile");
+        images.track(tag);
+        let out = Command::new("docker")
+            .args(["build", "--quiet", "--tag", tag])
+            .arg(dir.path())
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .expect("docker build");
+        assert!(out.status.success(), "docker build {tag}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    impl Sandbox {
+        /// The same sandbox (same Docker config and stack) with more variables.
+        pub fn clone_with(&self, env: &[(&str, &str)]) -> Sandbox {
+            let mut copy = Sandbox { dir: tempfile::tempdir().expect("temp dir"), env: self.env.clone(), root: self.root.clone() };
+            for (key, value) in env {
+                copy = copy.with_env(key, value);
+            }
+            copy
+        }
+    }
+
+    /// The app answers GET / with 200 on the host-mode port.
+    pub fn answers(port: u16) -> bool {
+        super::http(&format!("http://127.0.0.1:{port}/"), "GET", None, &[]).is_ok_and(|response| response.status == 200)
+    }
+
+    /// The images of the app's running containers.
+    pub fn running_app_images(stack: &str) -> Vec<String> {
+        let out = docker_ok(&[
+            "ps",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={stack}_app"),
+            "--format",
+            "{{.Image}}",
+        ]);
+        out.lines().map(|line| line.split('@').next().unwrap_or(line).to_owned()).collect()
+    }
+
+    pub fn spec_image(stack: &str, service: &str) -> String {
+        let image = docker_ok(&["service", "inspect", &format!("{stack}_{service}"), "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}"]);
+        image.split('@').next().unwrap_or(&image).to_owned()
+    }
+
+    pub fn stack_name(sandbox: &Sandbox) -> String {
+        sandbox.env.iter().find(|(key, _)| key == "STACK_NAME").map(|(_, value)| value.clone()).expect("sandbox stack")
+    }
+
+    pub fn error_text(run: &Run) -> String {
+        run.error_lines().join("\n")
+    }
 }

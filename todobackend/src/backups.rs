@@ -1,0 +1,225 @@
+//! Backups of the database, taken by `migrate` before it changes the schema
+//! and by `restore` before it replaces the database: consistent snapshots
+//! (`VACUUM INTO`) in `backups/` beside the database (`/data/backups` in the
+//! image; `TODOBACKEND_BACKUPS` elsewhere), named
+//! `<schema version>-<UTC timestamp>-before-<migration>.sqlite3` and
+//! `<schema version>-<UTC timestamp>-replaced-by-restore.sqlite3`. The newest
+//! five of each kind are kept.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, OpenFlags};
+
+/// Backups kept of each kind.
+pub const KEPT: usize = 5;
+
+const SUFFIX: &str = ".sqlite3";
+const BEFORE: &str = "-before-";
+const REPLACED: &str = "-replaced-by-restore";
+
+/// The backups directory for a database: `TODOBACKEND_BACKUPS`, else
+/// `backups/` beside the database file.
+pub fn dir_for(db: &Path, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    match env("TODOBACKEND_BACKUPS").filter(|value| !value.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => db.parent().unwrap_or(Path::new(".")).join("backups"),
+    }
+}
+
+/// One backup, as its file name describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    pub file: String,
+    pub schema_version: u32,
+    /// `20261124T013000Z`.
+    pub taken: String,
+    /// The migration it was taken before, or `None` for a database that a
+    /// restore replaced.
+    pub before: Option<String>,
+}
+
+impl Backup {
+    pub fn parse(file: &str) -> Option<Backup> {
+        let stem = file.strip_suffix(SUFFIX)?;
+        let (version, rest) = stem.split_once('-')?;
+        let schema_version = version.parse().ok()?;
+        let (taken, before) = match rest.split_once(BEFORE) {
+            Some((taken, migration)) if !migration.is_empty() => (taken, Some(migration.to_owned())),
+            _ => (rest.strip_suffix(REPLACED)?, None),
+        };
+        let timestamp_like = taken.len() == 16 && taken.ends_with('Z') && taken.as_bytes()[8] == b'T';
+        timestamp_like.then(|| Backup { file: file.to_owned(), schema_version, taken: taken.to_owned(), before })
+    }
+
+    pub fn kind(&self) -> &'static str {
+        if self.before.is_some() { "before-migration" } else { "replaced-by-restore" }
+    }
+
+    /// `2026-11-24 01:30:00 UTC`, for messages.
+    pub fn taken_text(&self) -> String {
+        let t = &self.taken;
+        format!("{}-{}-{} {}:{}:{} UTC", &t[0..4], &t[4..6], &t[6..8], &t[9..11], &t[11..13], &t[13..15])
+    }
+}
+
+fn file_name(schema_version: u32, taken: &str, what: &str) -> String {
+    format!("{schema_version}-{taken}{what}{SUFFIX}")
+}
+
+/// `20261124T013000Z` for `at` (UTC; std has no calendar, so the civil date
+/// is computed from the day count, after Howard Hinnant's `civil_from_days`).
+pub fn timestamp(at: SystemTime) -> String {
+    let seconds = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+/// The backups in `dir`, newest first (a missing directory has none).
+pub fn list(dir: &Path) -> Result<Vec<Backup>, String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read the backups directory {}: {e}", dir.display())),
+    };
+    let mut backups: Vec<Backup> =
+        entries.filter_map(|entry| entry.ok()).filter_map(|entry| Backup::parse(&entry.file_name().to_string_lossy())).collect();
+    backups.sort_by(|a, b| b.taken.cmp(&a.taken).then(b.schema_version.cmp(&a.schema_version)).then(b.file.cmp(&a.file)));
+    Ok(backups)
+}
+
+/// The backups of `kind` beyond the newest `KEPT` (from a list newest first).
+pub fn beyond_kept<'a>(backups: &'a [Backup], kind: &str) -> Vec<&'a Backup> {
+    backups.iter().filter(|backup| backup.kind() == kind).skip(KEPT).collect()
+}
+
+/// Write a consistent snapshot of `conn`'s database into `dir`, then drop the
+/// oldest of that kind beyond five. Nothing else is touched when it fails.
+pub fn snapshot(conn: &Connection, dir: &Path, schema_version: u32, what: &str) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the backups directory {}: {e}", dir.display()))?;
+    let mut path = dir.join(file_name(schema_version, &timestamp(SystemTime::now()), what));
+    // Names are to the second: a second backup within one waits for the next.
+    while path.exists() {
+        std::thread::sleep(Duration::from_millis(100));
+        path = dir.join(file_name(schema_version, &timestamp(SystemTime::now()), what));
+    }
+    let target = path.to_str().ok_or_else(|| format!("the backup path {} is not UTF-8", path.display()))?;
+    conn.execute("VACUUM INTO ?1", [target]).map_err(|e| {
+        let _ = std::fs::remove_file(&path);
+        format!("cannot write the backup {}: {e}", path.display())
+    })?;
+    let kind = if what == REPLACED { "replaced-by-restore" } else { "before-migration" };
+    for old in beyond_kept(&list(dir)?, kind) {
+        let _ = std::fs::remove_file(dir.join(&old.file));
+    }
+    Ok(path)
+}
+
+/// The snapshot `migrate` takes before applying `migration`.
+pub fn before_migration(conn: &Connection, dir: &Path, schema_version: u32, migration: &str) -> Result<PathBuf, String> {
+    snapshot(conn, dir, schema_version, &format!("{BEFORE}{migration}"))
+}
+
+/// What a restore did.
+#[derive(Debug)]
+pub struct Restored {
+    pub restored: Backup,
+    /// The database the restore replaced, kept as a backup.
+    pub kept: PathBuf,
+    pub schema_version: u32,
+}
+
+/// The newest backup taken before `migration`, or a one-line refusal that
+/// names the backups there are.
+pub fn newest_before<'a>(backups: &'a [Backup], migration: &str, dir: &Path) -> Result<&'a Backup, String> {
+    let migration = migration.strip_suffix(".sql").unwrap_or(migration);
+    backups.iter().find(|backup| backup.before.as_deref() == Some(migration)).ok_or_else(|| {
+        let there: Vec<&str> = backups.iter().map(|backup| backup.file.as_str()).collect();
+        format!(
+            "no backup taken before {migration} in {}{}",
+            dir.display(),
+            if there.is_empty() { " (it holds none)".to_owned() } else { format!(" (it holds: {})", there.join(", ")) }
+        )
+    })
+}
+
+/// Replace the database at `db` with the newest backup taken before
+/// `migration`, after keeping the current database as a backup. The online
+/// backup API copies the pages under SQLite's locks, so a server that has
+/// the database open sees the restored database at its next statement.
+pub fn restore(db: &Path, dir: &Path, migration: &str) -> Result<Restored, String> {
+    let backups = list(dir)?;
+    let chosen = newest_before(&backups, migration, dir)?.clone();
+    let mut conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(|e| format!("cannot open database {}: {e}", db.display()))?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(|e| format!("cannot configure database {}: {e}", db.display()))?;
+    let current = crate::migrations::current_version(&conn)?;
+    let kept = snapshot(&conn, dir, current, REPLACED)?;
+    let source = dir.join(&chosen.file);
+    conn.restore(rusqlite::MAIN_DB, &source, None::<fn(rusqlite::backup::Progress)>)
+        .map_err(|e| format!("cannot restore {}: {e}; the database is unchanged or as kept in {}", source.display(), kept.display()))?;
+    let schema_version = crate::migrations::current_version(&conn)?;
+    Ok(Restored { restored: chosen, kept, schema_version })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_civil_dates() {
+        assert_eq!(timestamp(SystemTime::UNIX_EPOCH), "19700101T000000Z");
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(timestamp(at), "20231114T221320Z");
+        // A leap day.
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400 + 3661);
+        assert_eq!(timestamp(leap), "20000229T010101Z");
+    }
+
+    #[test]
+    fn names_say_what_a_backup_is() {
+        let before = Backup::parse("1-20261124T013000Z-before-0002_add_note.sqlite3").unwrap();
+        assert_eq!((before.schema_version, before.before.as_deref()), (1, Some("0002_add_note")));
+        assert_eq!(before.kind(), "before-migration");
+        assert_eq!(before.taken_text(), "2026-11-24 01:30:00 UTC");
+        let replaced = Backup::parse("3-20261124T013000Z-replaced-by-restore.sqlite3").unwrap();
+        assert_eq!((replaced.schema_version, replaced.before), (3, None));
+        for other in ["todobackend.sqlite3", "x-20261124T013000Z-before-a.sqlite3", "1-yesterday-before-a.sqlite3", "1-20261124T013000Z-before-.sqlite3"] {
+            assert_eq!(Backup::parse(other), None, "{other}");
+        }
+        assert_eq!(file_name(2, "20261124T013000Z", "-before-0003_x"), "2-20261124T013000Z-before-0003_x.sqlite3");
+    }
+
+    #[test]
+    fn rotation_keeps_the_newest_five_of_each_kind() {
+        let backups: Vec<Backup> = (0..8)
+            .rev()
+            .map(|i| Backup::parse(&format!("1-2026112{i}T000000Z-before-0002_x.sqlite3")).unwrap())
+            .chain([Backup::parse("2-20261101T000000Z-replaced-by-restore.sqlite3").unwrap()])
+            .collect();
+        let dropped: Vec<&str> = beyond_kept(&backups, "before-migration").iter().map(|b| b.taken.as_str()).collect();
+        assert_eq!(dropped, ["20261122T000000Z", "20261121T000000Z", "20261120T000000Z"]);
+        assert!(beyond_kept(&backups, "replaced-by-restore").is_empty());
+    }
+
+    #[test]
+    fn the_newest_backup_before_a_migration_is_chosen_or_the_refusal_lists_them() {
+        let backups = vec![
+            Backup::parse("2-20261124T020000Z-before-0003_y.sqlite3").unwrap(),
+            Backup::parse("1-20261124T010000Z-before-0002_x.sqlite3").unwrap(),
+            Backup::parse("1-20261123T010000Z-before-0002_x.sqlite3").unwrap(),
+        ];
+        assert_eq!(newest_before(&backups, "0002_x.sql", Path::new("/b")).unwrap().taken, "20261124T010000Z");
+        let err = newest_before(&backups, "0004_z", Path::new("/b")).unwrap_err();
+        assert!(err.contains("0004_z") && err.contains("2-20261124T020000Z-before-0003_y.sqlite3"), "{err}");
+    }
+}
