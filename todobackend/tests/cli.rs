@@ -102,6 +102,10 @@ fn serve_runs_and_stops_on_sigterm() {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("unexpected first line: {first}"))
         .to_string();
+    // The container's healthcheck, which the access log leaves out.
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let health = run(&["healthcheck", "--listen", &format!("127.0.0.1:{port}")], &[]);
+    assert!(health.status.success(), "{}", String::from_utf8_lossy(&health.stderr));
     let r = client::request(
         "GET",
         &format!("{url}/todos"),
@@ -132,6 +136,7 @@ fn serve_runs_and_stops_on_sigterm() {
         "access log: {rest:?}"
     );
     assert!(rest.iter().any(|l| l.starts_with("stopping")), "{rest:?}");
+    assert!(!rest.iter().any(|l| l.starts_with("GET / ")), "the healthcheck was logged: {rest:?}");
 }
 
 #[test]
