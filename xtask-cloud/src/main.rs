@@ -11,12 +11,15 @@ mod docker_config;
 mod ecr;
 mod history;
 mod image_ref;
+mod lock;
+mod logs;
 mod login;
 mod logout;
 mod progress;
 mod publish;
 mod registry;
 mod rollback;
+mod status;
 
 use std::process::ExitCode;
 
@@ -38,5 +41,8 @@ fn run(runner: &mut Runner, task: &CloudTask) -> Result<()> {
         CloudTask::Ci(args) => ci::run(runner, args),
         CloudTask::Rollback(args) => rollback::run(ctx, args),
         CloudTask::History(args) => history::run(ctx, args),
+        CloudTask::Unlock => lock::unlock(ctx),
+        CloudTask::Status(args) => status::run(ctx, args),
+        CloudTask::Logs(args) => logs::run(ctx, args),
     }
 }

@@ -45,7 +45,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     }
     eprintln!("Rolling back stack {stack} from version {running_version} to {target}...");
     let release = Release { kind: "rollback", version: &target, allow_breaking_migration: false, detach: false, timeout: args.timeout };
-    release.run(ctx, |checked, report| {
+    crate::lock::hold(ctx, "rollback", &target, args.lock_wait, || release.run(ctx, |checked, report| {
         let Some(report) = report else { return Ok(()) };
         match migrations::effect(report) {
             Effect::CannotServe { problem, migration: Some(migration) } => {
@@ -64,7 +64,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             }
             _ => Ok(()),
         }
-    })
+    }))
 }
 
 /// Restore the newest backup taken before `migration`, with the running

@@ -73,6 +73,12 @@ pub enum CloudTask {
     Rollback(RollbackArgs),
     /// The stack's deploys and rollbacks, newest first, as the swarm records them.
     History(HistoryArgs),
+    /// Show who holds the stack's deploy lock, and remove it (after a killed deploy).
+    Unlock,
+    /// Each service of the stack: version, replicas, update state; exit 1 unless converged.
+    Status(StatusArgs),
+    /// The stack's logs, each line prefixed with its service and task version.
+    Logs(LogsArgs),
 }
 
 impl Task {
@@ -90,6 +96,9 @@ impl Task {
             Task::Cloud(CloudTask::Ci(_)) => "ci",
             Task::Cloud(CloudTask::Rollback(_)) => "rollback",
             Task::Cloud(CloudTask::History(_)) => "history",
+            Task::Cloud(CloudTask::Unlock) => "unlock",
+            Task::Cloud(CloudTask::Status(_)) => "status",
+            Task::Cloud(CloudTask::Logs(_)) => "logs",
         }
     }
 
@@ -162,6 +171,10 @@ pub struct DeployArgs {
     /// Deploy even if the new version applies a migration not marked `-- additive`.
     #[arg(long)]
     pub allow_breaking_migration: bool,
+
+    /// Wait up to DURATION for another task's deploy lock instead of failing at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_wait: Option<Duration>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -182,6 +195,35 @@ pub struct RollbackArgs {
     /// How long to wait for the services to converge: 300, 90s, 5m, 1h.
     #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    /// Wait up to DURATION for another task's deploy lock instead of failing at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_wait: Option<Duration>,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct StatusArgs {
+    /// Print the status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct LogsArgs {
+    /// Only this service of the stack (`app`, `migrate`, ...) [default: all].
+    pub service: Option<String>,
+
+    /// Lines from the end of each service's logs.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u32>,
+
+    /// Only lines newer than DURATION: 10m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub since: Option<Duration>,
+
+    /// Keep printing new lines until Ctrl-C.
+    #[arg(long, short)]
+    pub follow: bool,
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -323,6 +365,7 @@ mod tests {
                 detach: false,
                 timeout: Duration::from_secs(1),
                 allow_breaking_migration: false,
+                lock_wait: None,
             }))
         };
         assert_eq!(deploy(false).needs().iter().map(Task::name).collect::<Vec<_>>(), ["login"]);

@@ -10,12 +10,12 @@
 //!    for one-shot services, completed), failing on a rollback, a paused
 //!    update, a one-shot service out of attempts, or the timeout.
 
-mod converge;
+pub mod converge;
 mod interpolate;
 pub mod migrations;
 mod preflight;
 pub mod stackfile;
-mod watch;
+pub mod watch;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -41,7 +41,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         detach: args.detach,
         timeout: args.timeout,
     };
-    release.run(ctx, |_, _| Ok(()))
+    crate::lock::hold(ctx, "deploy", version, args.lock_wait, || release.run(ctx, |_, _| Ok(())))
 }
 
 /// A version to put on the stack: by `deploy` (the checkout's version) or by

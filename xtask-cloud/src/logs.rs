@@ -1,0 +1,134 @@
+//! `logs [SERVICE] [--tail N] [--since DURATION] [--follow]`: the stack's
+//! logs through the engine API, each line prefixed with its service and the
+//! version of the task that wrote it. Ctrl-C ends `--follow` cleanly.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use bollard::Docker;
+use bollard::query_parameters::{ListServicesOptions, ListTasksOptions, LogsOptions};
+use futures_util::StreamExt;
+use xtask::ctx::Ctx;
+use xtask::tasks::LogsArgs as Args;
+
+use crate::async_ctx::AsyncCtx;
+use crate::image_ref::ImageRef;
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let stack = ctx.settings.stack.clone();
+    ctx.block_on(async {
+        let docker = ctx.docker().await?;
+        let services = services(&docker, &stack).await?;
+        if services.is_empty() {
+            bail!("stack {stack} is not deployed: deploy it with `cargo xtask deploy`");
+        }
+        let chosen: Vec<&String> = match &args.service {
+            Some(wanted) => {
+                let found: Vec<&String> = services.iter().filter(|name| *name == wanted).collect();
+                if found.is_empty() {
+                    bail!("stack {stack} has no service {wanted:?}: its services are {}", services.join(", "));
+                }
+                found
+            }
+            None => services.iter().collect(),
+        };
+        let tasks = tasks(&docker, &stack).await?;
+        let since = args.since.map_or(0, |ago| {
+            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO);
+            now.saturating_sub(ago).as_secs() as i32
+        });
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            follow: args.follow,
+            since,
+            tail: args.tail.map_or("all".to_owned(), |n| n.to_string()),
+            ..Default::default()
+        };
+        // One stream per task: the engine names no task in a service's
+        // stream, and the prefix must say which version wrote a line.
+        let streams = tasks.iter().filter(|task| chosen.contains(&&task.service)).map(|task| {
+            let prefix = format!("{}@{}", task.service, task.version);
+            docker.task_logs(&task.id, Some(options.clone())).map(move |item| (prefix.clone(), item))
+        });
+        let mut merged = futures_util::stream::select_all(streams);
+        let print = async {
+            while let Some((prefix, item)) = merged.next().await {
+                let output = item.with_context(|| format!("cannot read the logs of {prefix}"))?;
+                for line in output.to_string().lines() {
+                    ctx.print_result(&format!("{prefix} | {line}"));
+                }
+            }
+            Ok::<(), anyhow::Error>(())
+        };
+        if !args.follow {
+            return print.await;
+        }
+        // Ctrl-C ends following: the stream stops, the task succeeds.
+        let interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+        match futures_util::future::select(std::pin::pin!(print), interrupted).await {
+            futures_util::future::Either::Left((printed, _)) => printed,
+            futures_util::future::Either::Right(_) => Ok(()),
+        }
+    })
+}
+
+/// The stack's services, by their names in the stack file.
+async fn services(docker: &Docker, stack: &str) -> Result<Vec<String>> {
+    let filters = HashMap::from([("label".to_owned(), vec![format!("com.docker.stack.namespace={stack}")])]);
+    let listed = docker
+        .list_services(Some(ListServicesOptions { filters: Some(filters), ..Default::default() }))
+        .await
+        .with_context(|| format!("cannot list the services of stack {stack}"))?;
+    let prefix = format!("{stack}_");
+    let mut names: Vec<String> = listed
+        .iter()
+        .filter_map(|service| service.spec.as_ref()?.name.as_ref())
+        .map(|name| name.strip_prefix(&prefix).unwrap_or(name).to_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// A task of the stack: its id, service (as the stack file names it) and
+/// version (image tag).
+struct TaskRef {
+    id: String,
+    service: String,
+    version: String,
+}
+
+/// The stack's tasks that still have logs, oldest first.
+async fn tasks(docker: &Docker, stack: &str) -> Result<Vec<TaskRef>> {
+    let filters = HashMap::from([("label".to_owned(), vec![format!("com.docker.stack.namespace={stack}")])]);
+    let mut tasks = docker
+        .list_tasks(Some(ListTasksOptions { filters: Some(filters) }))
+        .await
+        .with_context(|| format!("cannot list the tasks of stack {stack}"))?;
+    tasks.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+    let prefix = format!("{stack}_");
+    let service_names: HashMap<String, String> = docker
+        .list_services(Some(ListServicesOptions {
+            filters: Some(HashMap::from([("label".to_owned(), vec![format!("com.docker.stack.namespace={stack}")])])),
+            ..Default::default()
+        }))
+        .await
+        .with_context(|| format!("cannot list the services of stack {stack}"))?
+        .into_iter()
+        .filter_map(|service| {
+            let name = service.spec?.name?;
+            Some((service.id?, name.strip_prefix(&prefix).unwrap_or(&name).to_owned()))
+        })
+        .collect();
+    Ok(tasks
+        .into_iter()
+        .filter_map(|task| {
+            let service = service_names.get(task.service_id.as_ref()?)?.clone();
+            let image = task.spec?.container_spec?.image?;
+            let version = ImageRef::parse(&image).tag.unwrap_or_else(|| "latest".to_owned());
+            Some(TaskRef { id: task.id?, service, version })
+        })
+        .collect())
+}
+

@@ -1,0 +1,188 @@
+//! `status [--json]`: what the stack runs now. For each service: the version,
+//! replicas running of desired, the update state, whether a one-shot service
+//! completed; then the last deploy from the history and the deploy lock. The
+//! exit code is 0 when the stack has converged and 1 when it has not, so that
+//! it serves as a monitor or a CI gate.
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+use xtask::ctx::Ctx;
+use xtask::tasks::StatusArgs as Args;
+
+use crate::async_ctx::AsyncCtx;
+use crate::deploy::converge::{self, Kind, TaskState};
+use crate::deploy::watch::Snapshot;
+use crate::image_ref::ImageRef;
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub version: String,
+    /// `replicated` or `one-shot`.
+    pub kind: &'static str,
+    pub running: u64,
+    pub desired: u64,
+    /// The swarm's update state (`updating`, `paused`, `completed`,
+    /// `rollback_completed`, ...), or `none` before any update.
+    pub update: String,
+    /// For one-shot services: whether a task of the current spec completed.
+    pub completed: Option<bool>,
+    pub converged: bool,
+}
+
+/// The status of one service (pure).
+pub fn service_status(name: &str, service: &converge::Service) -> ServiceStatus {
+    let spec = ImageRef::parse(&service.spec_image);
+    let current = |task: &&converge::Task| spec.matches(&task.image, None);
+    let update = service.update.as_ref().map_or("none".to_owned(), |update| update.state.clone());
+    let settled = !matches!(update.as_str(), "updating" | "paused" | "rollback_started" | "rollback_paused");
+    let version = spec.tag.clone().unwrap_or_else(|| "latest".to_owned());
+    match service.kind {
+        Kind::Replicated { replicas } => {
+            let running = service
+                .tasks
+                .iter()
+                .filter(current)
+                .filter(|task| task.desired_running && task.state == TaskState::Running)
+                .count() as u64;
+            ServiceStatus {
+                name: name.to_owned(),
+                version,
+                kind: "replicated",
+                running,
+                desired: replicas,
+                update,
+                completed: None,
+                converged: settled && running == replicas,
+            }
+        }
+        Kind::OneShot { .. } => {
+            let completed = service.tasks.iter().filter(current).any(|task| task.state == TaskState::Complete);
+            let running = service.tasks.iter().filter(|task| task.state == TaskState::Running).count() as u64;
+            ServiceStatus {
+                name: name.to_owned(),
+                version,
+                kind: "one-shot",
+                running,
+                desired: 0,
+                update,
+                completed: Some(completed),
+                converged: settled && completed,
+            }
+        }
+    }
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let stack = ctx.settings.stack.clone();
+    let (snapshot, holder) = ctx.block_on(async {
+        let docker = ctx.docker().await?;
+        Ok((Snapshot::read(&docker, &stack).await?, crate::lock::current(&docker, &stack).await?))
+    })?;
+    if snapshot.services.is_empty() {
+        bail!("stack {stack} is not deployed: deploy it with `cargo xtask deploy`");
+    }
+    let prefix = format!("{stack}_");
+    let mut services: Vec<ServiceStatus> = snapshot
+        .services
+        .iter()
+        .map(|(full_name, service)| service_status(full_name.strip_prefix(&prefix).unwrap_or(full_name), service))
+        .collect();
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    let last = crate::history::list(ctx, &stack)?.into_iter().next();
+    let converged = services.iter().all(|service| service.converged);
+
+    if args.json {
+        let json = serde_json::json!({
+            "stack": stack,
+            "converged": converged,
+            "services": services,
+            "last_deploy": last,
+            "lock": holder,
+        });
+        ctx.print_result(&serde_json::to_string_pretty(&json)?);
+    } else {
+        let mut lines = vec![format!("{:<16}  {:<16}  {:<10}  {:<8}  {:<20}  {}", "SERVICE", "VERSION", "KIND", "TASKS", "UPDATE", "STATE")];
+        for service in &services {
+            let tasks = match service.completed {
+                Some(true) => "done".to_owned(),
+                Some(false) => "not done".to_owned(),
+                None => format!("{}/{}", service.running, service.desired),
+            };
+            let state = if service.converged { "converged" } else { "NOT CONVERGED" };
+            lines.push(format!(
+                "{:<16}  {:<16}  {:<10}  {:<8}  {:<20}  {state}",
+                service.name, service.version, service.kind, tasks, service.update
+            ));
+        }
+        lines.push(match &last {
+            Some(entry) => format!(
+                "last {}: {} {} by {} at {}",
+                entry.kind, entry.version, entry.outcome, entry.actor, entry.at
+            ),
+            None => "no deploy recorded".to_owned(),
+        });
+        if let Some(holder) = &holder {
+            lines.push(format!("locked: {}", holder.describe()));
+        }
+        ctx.print_result(&lines.join("\n"));
+    }
+    if !converged {
+        let waiting: Vec<String> = services
+            .iter()
+            .filter(|service| !service.converged)
+            .map(|service| format!("{} ({})", service.name, service.update))
+            .collect();
+        bail!("stack {stack} has not converged: {}", waiting.join(", "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::converge::{Service, Task, Update};
+
+    fn task(image: &str, state: TaskState) -> Task {
+        Task { image: image.into(), state, desired_running: state == TaskState::Running }
+    }
+
+    fn update(state: &str) -> Option<Update> {
+        Some(Update { state: state.into(), started_at: String::new(), message: String::new() })
+    }
+
+    #[test]
+    fn a_replicated_service_converges_with_all_its_replicas_on_the_spec_image_and_no_update_under_way() {
+        let running = Service {
+            kind: Kind::Replicated { replicas: 2 },
+            spec_image: "r/app:B@sha256:1".into(),
+            update: update("completed"),
+            tasks: vec![task("r/app:B@sha256:1", TaskState::Running), task("r/app:B@sha256:1", TaskState::Running)],
+        };
+        let status = service_status("app", &running);
+        assert_eq!((status.version.as_str(), status.running, status.desired, status.converged), ("B", 2, 2, true));
+        let one_short = Service { tasks: running.tasks[..1].to_vec(), ..running.clone() };
+        assert!(!service_status("app", &one_short).converged);
+        let paused = Service { update: update("rollback_paused"), ..running.clone() };
+        assert!(!service_status("app", &paused).converged);
+        // A completed rollback runs the old version, settled: converged.
+        let rolled_back = Service { update: update("rollback_completed"), ..running.clone() };
+        assert!(service_status("app", &rolled_back).converged);
+        let old_tasks = Service { tasks: vec![task("r/app:A", TaskState::Running); 2], ..running };
+        assert_eq!(service_status("app", &old_tasks).running, 0);
+    }
+
+    #[test]
+    fn a_one_shot_service_converges_once_completed() {
+        let job = Service {
+            kind: Kind::OneShot { restart_delay: std::time::Duration::ZERO },
+            spec_image: "r/app:B".into(),
+            update: None,
+            tasks: vec![task("r/app:B", TaskState::Failed)],
+        };
+        let status = service_status("migrate", &job);
+        assert_eq!((status.completed, status.converged, status.update.as_str()), (Some(false), false, "none"));
+        let done = Service { tasks: vec![task("r/app:B", TaskState::Failed), task("r/app:B", TaskState::Complete)], ..job };
+        assert!(service_status("migrate", &done).converged);
+    }
+}
