@@ -6,10 +6,12 @@
 //! files have uncommitted changes (the Makefile labelled such builds with the
 //! clean hash, which made two different images share one tag).
 
+use std::collections::HashSet;
+use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use git2::{Repository, RepositoryOpenFlags, StatusOptions};
+use git2::{Commit, DiffOptions, IndexEntry, IndexTime, Repository, RepositoryOpenFlags, StatusOptions};
 
 use crate::ctx::Ctx;
 
@@ -57,7 +59,7 @@ pub fn from_git(dir: &Path) -> Result<String> {
     // exactly like `git rev-parse --short`.
     let short = commit.as_object().short_id().context("cannot abbreviate the hash of HEAD")?;
     let mut version = short.as_str().context("abbreviated hash is not UTF-8")?.to_owned();
-    if has_uncommitted_changes(&repo)? {
+    if has_uncommitted_changes(&repo, &commit)? {
         version.push_str("-dirty");
     }
     Ok(version)
@@ -65,14 +67,112 @@ pub fn from_git(dir: &Path) -> Result<String> {
 
 /// Changes to tracked files, staged or not. Untracked and ignored files do not
 /// count: build outputs and editor files must not make every build dirty.
-fn has_uncommitted_changes(repo: &Repository) -> Result<bool> {
+fn has_uncommitted_changes(repo: &Repository, head: &Commit) -> Result<bool> {
     if repo.is_bare() {
+        return Ok(false);
+    }
+    // The quick answer covers the usual clean checkout; whatever it cannot
+    // prove clean gets libgit2's full status, so the verdict is always its.
+    if proven_clean(repo, head)? {
         return Ok(false);
     }
     let mut options = StatusOptions::new();
     options.include_untracked(false).include_ignored(false).exclude_submodules(true);
     let statuses = repo.statuses(Some(&mut options)).context("cannot read git status")?;
     Ok(!statuses.is_empty())
+}
+
+/// True when the index matches HEAD's tree and every tracked file's stat data
+/// matches the index, by the rule libgit2's status itself applies before it
+/// would hash a file (`maybe_modified` in its diff_generate.c): same mode,
+/// size, mtime, inode and owner, and not racily clean; ctime is compared too.
+/// That costs one lstat per tracked file, where the status walks the whole
+/// work tree (every directory listed, .gitignore files read) and re-reads the
+/// index: the walk was most of `version`'s time (README, Performance).
+/// False means "not proven", never "dirty": conflicts, index flags
+/// (assume-unchanged, skip-worktree, intent-to-add), submodules, a staged
+/// change or any stat difference (a touched file, a mode change, a deleted
+/// file) leave the verdict to the full status.
+fn proven_clean(repo: &Repository, head: &Commit) -> Result<bool> {
+    let Some(workdir) = repo.workdir() else { return Ok(false) };
+    let index = repo.index().context("cannot read the git index")?;
+    // Entries not older than the index file are racy: their file may have
+    // changed since, in the same instant, keeping its stat data.
+    let index_mtime = index.path().and_then(|path| fs::metadata(path).ok()).and_then(|meta| stat_time(&meta, false));
+    let Some(index_mtime) = index_mtime else { return Ok(false) };
+    let mut real_dirs = HashSet::new();
+    for entry in index.iter() {
+        // Stage bits (conflicts), assume-unchanged, extended flags; gitlinks.
+        let special = entry.flags & 0xF000 != 0 || entry.flags_extended != 0 || entry.mode == 0o160000;
+        if special || (entry.mtime.seconds(), entry.mtime.nanoseconds()) >= index_mtime {
+            return Ok(false);
+        }
+        let Ok(relative) = std::str::from_utf8(&entry.path) else { return Ok(false) };
+        // Every leading component must be a real directory: one replaced by a
+        // symlink to a copy of itself is a change the status sees.
+        for dir in Path::new(relative).ancestors().skip(1).filter(|dir| !dir.as_os_str().is_empty()) {
+            if !real_dirs.insert(dir.to_owned()) {
+                break;
+            }
+            match fs::symlink_metadata(workdir.join(dir)) {
+                Ok(meta) if meta.file_type().is_dir() => {}
+                _ => return Ok(false),
+            }
+        }
+        match fs::symlink_metadata(workdir.join(relative)) {
+            Ok(meta) if stat_matches(&entry, &meta) => {}
+            _ => return Ok(false),
+        }
+    }
+    let tree = head.tree().context("cannot read the tree of HEAD")?;
+    // The flags of the status's own HEAD-to-index comparison.
+    let mut options = DiffOptions::new();
+    options.include_typechange(true).ignore_submodules(true);
+    let staged = repo
+        .diff_tree_to_index(Some(&tree), Some(&index), Some(&mut options))
+        .context("cannot compare HEAD with the git index")?;
+    Ok(staged.deltas().len() == 0)
+}
+
+/// (seconds, nanoseconds) of a file's mtime or ctime, the seconds cut to 32
+/// bits as the index stores them.
+#[cfg(unix)]
+fn stat_time(meta: &fs::Metadata, ctime: bool) -> Option<(i32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let (seconds, nanoseconds) = if ctime { (meta.ctime(), meta.ctime_nsec()) } else { (meta.mtime(), meta.mtime_nsec()) };
+    Some((seconds as i32, u32::try_from(nanoseconds).ok()?))
+}
+
+#[cfg(not(unix))]
+fn stat_time(_meta: &fs::Metadata, _ctime: bool) -> Option<(i32, u32)> {
+    // No inode or owner to compare: the full status decides.
+    None
+}
+
+/// The file's stat data is what the index recorded, field by field as the
+/// index stores them: 32 bits, and git's modes 100644, 100755 or 120000.
+#[cfg(unix)]
+fn stat_matches(entry: &IndexEntry, meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mode = match meta.file_type() {
+        kind if kind.is_symlink() => 0o120000,
+        kind if kind.is_file() && meta.mode() & 0o100 != 0 => 0o100755,
+        kind if kind.is_file() => 0o100644,
+        _ => return false,
+    };
+    let recorded = |time: &IndexTime| Some((time.seconds(), time.nanoseconds()));
+    entry.mode == mode
+        && entry.file_size == meta.size() as u32
+        && stat_time(meta, false) == recorded(&entry.mtime)
+        && stat_time(meta, true) == recorded(&entry.ctime)
+        && entry.ino == meta.ino() as u32
+        && entry.uid == meta.uid()
+        && entry.gid == meta.gid()
+}
+
+#[cfg(not(unix))]
+fn stat_matches(_entry: &IndexEntry, _meta: &fs::Metadata) -> bool {
+    false
 }
 
 /// A Docker tag: up to 128 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
@@ -90,7 +190,6 @@ pub fn check_tag(tag: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
     use std::process::Command;
 
     fn git(dir: &Path, args: &[&str]) -> String {
@@ -179,6 +278,99 @@ mod tests {
         let err = format!("{:#}", resolve(None, dir.path()).unwrap_err());
         assert!(err.contains("no commits"), "{err}");
         assert!(err.contains("APP_VERSION"), "{err}");
+    }
+
+    /// Move the tracked files' mtimes into the past and let git refresh the
+    /// index, so that no entry is racy and the stat comparison applies.
+    fn settle(dir: &Path) {
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(10);
+        for path in git(dir, &["ls-files"]).lines() {
+            fs::File::options().write(true).open(dir.join(path)).unwrap().set_modified(past).unwrap();
+        }
+        git(dir, &["update-index", "-q", "--refresh"]);
+    }
+
+    fn clean_hash(dir: &Path) -> String {
+        git(dir, &["rev-parse", "--short", "HEAD"])
+    }
+
+    fn proven(dir: &Path) -> bool {
+        let repo = Repository::open(dir).unwrap();
+        let head = repo.head().unwrap().peel_to_commit().unwrap();
+        proven_clean(&repo, &head).unwrap()
+    }
+
+    #[test]
+    fn settled_clean_checkout_is_proven_clean_by_stat_data() {
+        let dir = repo_with_commit();
+        fs::create_dir_all(dir.path().join("sub")).unwrap();
+        fs::write(dir.path().join("sub/file.txt"), "x\n").unwrap();
+        git(dir.path(), &["add", "sub/file.txt"]);
+        git(dir.path(), &["commit", "-q", "-m", "second"]);
+        settle(dir.path());
+        assert!(proven(dir.path()));
+        assert_eq!(resolve(None, dir.path()).unwrap(), clean_hash(dir.path()));
+    }
+
+    #[test]
+    fn touched_but_unchanged_file_is_clean() {
+        let dir = repo_with_commit();
+        settle(dir.path());
+        fs::File::options()
+            .write(true)
+            .open(dir.path().join("README.md"))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now())
+            .unwrap();
+        // Not provable from stat data: the full status hashes the file.
+        assert!(!proven(dir.path()));
+        assert_eq!(resolve(None, dir.path()).unwrap(), clean_hash(dir.path()));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn mode_change_is_dirty() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = repo_with_commit();
+        settle(dir.path());
+        fs::set_permissions(dir.path().join("README.md"), fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(resolve(None, dir.path()).unwrap(), format!("{}-dirty", clean_hash(dir.path())));
+    }
+
+    #[test]
+    fn deleted_tracked_file_is_dirty() {
+        let dir = repo_with_commit();
+        settle(dir.path());
+        fs::remove_file(dir.path().join("README.md")).unwrap();
+        assert_eq!(resolve(None, dir.path()).unwrap(), format!("{}-dirty", clean_hash(dir.path())));
+    }
+
+    #[test]
+    fn staged_only_change_is_dirty() {
+        let dir = repo_with_commit();
+        fs::write(dir.path().join("README.md"), "hello\nstaged\n").unwrap();
+        git(dir.path(), &["add", "README.md"]);
+        // The work tree matches the index by stat data; only HEAD differs.
+        settle(dir.path());
+        assert_eq!(git(dir.path(), &["diff", "--name-only"]), "");
+        assert!(!proven(dir.path()));
+        assert_eq!(resolve(None, dir.path()).unwrap(), format!("{}-dirty", clean_hash(dir.path())));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn directory_replaced_by_a_symlink_is_dirty() {
+        let dir = repo_with_commit();
+        fs::create_dir_all(dir.path().join("sub")).unwrap();
+        fs::write(dir.path().join("sub/file.txt"), "x\n").unwrap();
+        git(dir.path(), &["add", "sub/file.txt"]);
+        git(dir.path(), &["commit", "-q", "-m", "second"]);
+        settle(dir.path());
+        // The same file, reached through a symlink: its stat data still matches.
+        fs::rename(dir.path().join("sub"), dir.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink("elsewhere", dir.path().join("sub")).unwrap();
+        assert!(!proven(dir.path()));
+        assert_eq!(resolve(None, dir.path()).unwrap(), format!("{}-dirty", clean_hash(dir.path())));
     }
 
     #[test]
