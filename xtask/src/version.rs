@@ -6,7 +6,6 @@
 //! files have uncommitted changes (the Makefile labelled such builds with the
 //! clean hash, which made two different images share one tag).
 
-use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 
@@ -100,8 +99,11 @@ fn proven_clean(repo: &Repository, head: &Commit) -> Result<bool> {
     // changed since, in the same instant, keeping its stat data.
     let index_mtime = index.path().and_then(|path| fs::metadata(path).ok()).and_then(|meta| stat_time(&meta, false));
     let Some(index_mtime) = index_mtime else { return Ok(false) };
-    let mut real_dirs = HashSet::new();
-    for entry in index.iter() {
+    // The last directory found real, with all its ancestors: entries come
+    // sorted by path, so each directory is checked about once.
+    let mut real_dir: &[u8] = b"";
+    let entries: Vec<IndexEntry> = index.iter().collect();
+    for entry in &entries {
         // Stage bits (conflicts), assume-unchanged, extended flags; gitlinks.
         let special = entry.flags & 0xF000 != 0 || entry.flags_extended != 0 || entry.mode == 0o160000;
         if special || (entry.mtime.seconds(), entry.mtime.nanoseconds()) >= index_mtime {
@@ -110,15 +112,16 @@ fn proven_clean(repo: &Repository, head: &Commit) -> Result<bool> {
         let Ok(relative) = std::str::from_utf8(&entry.path) else { return Ok(false) };
         // Every leading component must be a real directory: one replaced by a
         // symlink to a copy of itself is a change the status sees.
-        for dir in Path::new(relative).ancestors().skip(1).filter(|dir| !dir.as_os_str().is_empty()) {
-            if !real_dirs.insert(dir.to_owned()) {
-                break;
-            }
+        let parent = relative.rfind('/').map_or("", |end| &relative[..end]);
+        let mut dir = parent;
+        while !dir.is_empty() && !is_dir_or_ancestor(dir.as_bytes(), real_dir) {
             match fs::symlink_metadata(workdir.join(dir)) {
                 Ok(meta) if meta.file_type().is_dir() => {}
                 _ => return Ok(false),
             }
+            dir = dir.rfind('/').map_or("", |end| &dir[..end]);
         }
+        real_dir = parent.as_bytes();
         match fs::symlink_metadata(workdir.join(relative)) {
             Ok(meta) if stat_matches(&entry, &meta) => {}
             _ => return Ok(false),
@@ -132,6 +135,11 @@ fn proven_clean(repo: &Repository, head: &Commit) -> Result<bool> {
         .diff_tree_to_index(Some(&tree), Some(&index), Some(&mut options))
         .context("cannot compare HEAD with the git index")?;
     Ok(staged.deltas().len() == 0)
+}
+
+/// `dir` is `other` or one of its ancestors (paths with `/` separators).
+fn is_dir_or_ancestor(dir: &[u8], other: &[u8]) -> bool {
+    other.starts_with(dir) && (other.len() == dir.len() || other[dir.len()] == b'/')
 }
 
 /// (seconds, nanoseconds) of a file's mtime or ctime, the seconds cut to 32
@@ -371,6 +379,15 @@ mod tests {
         std::os::unix::fs::symlink("elsewhere", dir.path().join("sub")).unwrap();
         assert!(!proven(dir.path()));
         assert_eq!(resolve(None, dir.path()).unwrap(), format!("{}-dirty", clean_hash(dir.path())));
+    }
+
+    #[test]
+    fn ancestors_by_whole_components() {
+        assert!(is_dir_or_ancestor(b"a", b"a/b"));
+        assert!(is_dir_or_ancestor(b"a/b", b"a/b"));
+        assert!(!is_dir_or_ancestor(b"a", b"ab/c"));
+        assert!(!is_dir_or_ancestor(b"a/b", b"a"));
+        assert!(!is_dir_or_ancestor(b"a", b""));
     }
 
     #[test]
