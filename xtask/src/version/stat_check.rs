@@ -100,22 +100,32 @@ fn parse(data: &[u8]) -> Option<Index<'_>> {
     let mut at = 12;
     let mut entries = Vec::with_capacity(count.min(end / 62));
     for _ in 0..count {
-        let field = |i: usize| be32(data, at + 4 * i);
-        let flags = be16(data, at + 60)?;
+        // This runs unoptimised in a debug build, once per tracked file: plain
+        // indexing into the fixed part of the entry, no per-byte search.
+        let fixed = data.get(at..at + 62)?;
+        let field = |i: usize| u32::from_be_bytes([fixed[4 * i], fixed[4 * i + 1], fixed[4 * i + 2], fixed[4 * i + 3]]);
+        let flags = u16::from_be_bytes([fixed[60], fixed[61]]);
         let extended = flags & 0x4000 != 0;
         if extended && version < 3 {
             return None;
         }
         let path_at = at + if extended { 64 } else { 62 };
-        let path_len = data.get(path_at..end)?.iter().position(|&byte| byte == 0)?;
+        // The flags hold the path's length up to 0xFFE; 0xFFF means longer.
+        let path_len = match usize::from(flags & 0x0FFF) {
+            0x0FFF => data.get(path_at..end)?.iter().position(|&byte| byte == 0)?,
+            len => len,
+        };
+        if *data.get(path_at + path_len)? != 0 || path_at + path_len >= end {
+            return None;
+        }
         entries.push(Entry {
-            ctime: (field(0)?, field(1)?),
-            mtime: (field(2)?, field(3)?),
-            ino: field(5)?,
-            mode: field(6)?,
-            uid: field(7)?,
-            gid: field(8)?,
-            size: field(9)?,
+            ctime: (field(0), field(1)),
+            mtime: (field(2), field(3)),
+            ino: field(5),
+            mode: field(6),
+            uid: field(7),
+            gid: field(8),
+            size: field(9),
             flags,
             flags_extended: if extended { be16(data, at + 62)? } else { 0 },
             path: &data[path_at..path_at + path_len],
@@ -259,7 +269,7 @@ mod tests {
                 data.extend((field + 1).to_be_bytes());
             }
             data.extend([7u8; OID]);
-            data.extend((flags | path.len() as u16).to_be_bytes());
+            data.extend((flags | path.len().min(0xFFF) as u16).to_be_bytes());
             if flags & 0x4000 != 0 {
                 data.extend(flags_extended.to_be_bytes());
             }
@@ -292,6 +302,15 @@ mod tests {
         assert_eq!((first.ctime, first.mtime, first.ino, first.mode), ((1, 2), (3, 4), 6, 7));
         assert_eq!((first.uid, first.gid, first.size), (8, 9, 10));
         assert_eq!(index.root_tree, Some([9; OID]));
+    }
+
+    #[test]
+    fn long_paths_are_found_by_their_end() {
+        let long = "d/".repeat(2100) + "f";
+        let data = index_file(2, &[(&long, 0, 0), ("z", 0, 0)], &[]);
+        let index = parse(&data).unwrap();
+        assert_eq!(index.entries[0].path, long.as_bytes());
+        assert_eq!(index.entries[1].path, b"z");
     }
 
     #[test]
