@@ -188,6 +188,9 @@ fn work_tree_matches(workdir: &Path, entries: &[Entry], index_mtime: (i32, u32))
             return false;
         }
         let Ok(relative) = std::str::from_utf8(entry.path) else { return false };
+        if !plain_path(entry.path) {
+            return false;
+        }
         // Every leading component must be a real directory: one replaced by a
         // symlink to a copy of itself is a change the status sees.
         let parent = relative.rfind('/').map_or("", |end| &relative[..end]);
@@ -203,6 +206,23 @@ fn work_tree_matches(workdir: &Path, entries: &[Entry], index_mtime: (i32, u32))
         match fs::symlink_metadata(workdir.join(relative)) {
             Ok(meta) if stat_matches(entry, &meta) => {}
             _ => return false,
+        }
+    }
+    true
+}
+
+/// A relative path whose components are neither empty, `.`, `..` nor `.git`:
+/// libgit2 refuses to read an index with such paths, and none may lead this
+/// check outside the work tree.
+fn plain_path(path: &[u8]) -> bool {
+    let mut start = 0;
+    for end in 0..=path.len() {
+        if end == path.len() || path[end] == b'/' {
+            let component = &path[start..end];
+            if component.is_empty() || component == b"." || component == b".." || component.eq_ignore_ascii_case(b".git") {
+                return false;
+            }
+            start = end + 1;
         }
     }
     true
@@ -338,6 +358,14 @@ mod tests {
         assert!(parse(b"XXXX\0\0\0\x02\0\0\0\0aaaaaaaaaaaaaaaaaaaa").is_none());
         // Optional extensions (upper case) are skipped.
         assert!(parse(&index_file(2, &[("c", 0, 0)], &[(b"UNTR", vec![1, 2, 3])])).is_some());
+    }
+
+    #[test]
+    fn only_plain_relative_paths() {
+        assert!(plain_path(b"a/b.txt") && plain_path(b".gitignore") && plain_path(b"x/..y"));
+        for path in [&b""[..], b"/a", b"a//b", b"a/", b"./a", b"a/../b", b"..", b".git/config", b"a/.GIT/x"] {
+            assert!(!plain_path(path), "{}", String::from_utf8_lossy(path));
+        }
     }
 
     #[test]
