@@ -78,7 +78,7 @@ fn has_uncommitted_changes(repo: &Repository, head: &Commit) -> Result<bool> {
     }
     // The quick answer covers the usual clean checkout; whatever it cannot
     // prove clean gets libgit2's full status, so the verdict is always its.
-    if stat_check::proven_clean(repo, head)? {
+    if stat_check::proven_clean(repo, head) {
         return Ok(false);
     }
     let mut options = StatusOptions::new();
@@ -210,7 +210,7 @@ mod tests {
     fn proven(dir: &Path) -> bool {
         let repo = Repository::open(dir).unwrap();
         let head = repo.head().unwrap().peel_to_commit().unwrap();
-        stat_check::proven_clean(&repo, &head).unwrap()
+        stat_check::proven_clean(&repo, &head)
     }
 
     #[test]
@@ -236,6 +236,21 @@ mod tests {
         git(dir.path(), &["add", "README.md"]);
         settle(dir.path());
         assert!(proven(dir.path()));
+        assert_eq!(resolve(None, dir.path()).unwrap(), clean_hash(dir.path()));
+    }
+
+    #[test]
+    fn linked_worktree_is_proven_clean_and_sees_its_own_changes() {
+        let dir = repo_with_commit();
+        let linked = dir.path().join("linked");
+        git(dir.path(), &["worktree", "add", "-q", "-b", "other", linked.to_str().unwrap()]);
+        settle(&linked);
+        assert!(proven(&linked));
+        assert_eq!(resolve(None, &linked).unwrap(), clean_hash(&linked));
+        fs::write(linked.join("README.md"), "other\n").unwrap();
+        assert_eq!(resolve(None, &linked).unwrap(), format!("{}-dirty", clean_hash(&linked)));
+        // The main checkout's index is its own.
+        settle(dir.path());
         assert_eq!(resolve(None, dir.path()).unwrap(), clean_hash(dir.path()));
     }
 

@@ -14,7 +14,6 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context, Result};
 use git2::{Commit, DiffOptions, Repository};
 
 /// Bytes of a SHA-1 object id, as the index stores them.
@@ -27,39 +26,35 @@ const OID: usize = 20;
 /// Conflicts, index flags (assume-unchanged, skip-worktree, intent-to-add),
 /// submodules, split or sparse indexes and any stat difference (a touched
 /// file, a mode change, a deleted file) are "not proven".
-pub fn proven_clean(repo: &Repository, head: &Commit) -> Result<bool> {
-    let Some(workdir) = repo.workdir() else { return Ok(false) };
+pub fn proven_clean(repo: &Repository, head: &Commit) -> bool {
+    let Some(workdir) = repo.workdir() else { return false };
     // Another index file (GIT_INDEX_FILE) or object format: the full status.
     if std::env::var_os("GIT_INDEX_FILE").is_some() || head.tree_id().as_bytes().len() != OID {
-        return Ok(false);
+        return false;
     }
-    let Ok(mut file) = fs::File::open(repo.path().join("index")) else { return Ok(false) };
+    let Ok(mut file) = fs::File::open(repo.path().join("index")) else { return false };
     // The stamp of the very file read: entries not older than it are racy.
-    let Some(index_mtime) = file.metadata().ok().and_then(|meta| stat_time(&meta, false)) else {
-        return Ok(false);
-    };
+    let Some(index_mtime) = file.metadata().ok().and_then(|meta| stat_time(&meta, false)) else { return false };
     let mut data = Vec::new();
     if file.read_to_end(&mut data).is_err() {
-        return Ok(false);
+        return false;
     }
-    let Some(index) = parse(&data) else { return Ok(false) };
+    let Some(index) = parse(&data) else { return false };
     if !work_tree_matches(workdir, &index.entries, index_mtime) {
-        return Ok(false);
+        return false;
     }
     // A valid cache tree for the root is the tree the index would write: the
     // same id as HEAD's tree means nothing is staged, without reading a tree.
     if index.root_tree.as_ref().map(|id| &id[..]) == Some(head.tree_id().as_bytes()) {
-        return Ok(true);
+        return true;
     }
-    let tree = head.tree().context("cannot read the tree of HEAD")?;
-    let libgit2_index = repo.index().context("cannot read the git index")?;
-    // The flags of the status's own HEAD-to-index comparison.
+    // Else libgit2 compares, with the flags of the status's own HEAD-to-index
+    // half; an error here is the full status's to report.
+    let (Ok(tree), Ok(libgit2_index)) = (head.tree(), repo.index()) else { return false };
     let mut options = DiffOptions::new();
     options.include_typechange(true).ignore_submodules(true);
-    let staged = repo
-        .diff_tree_to_index(Some(&tree), Some(&libgit2_index), Some(&mut options))
-        .context("cannot compare HEAD with the git index")?;
-    Ok(staged.deltas().len() == 0)
+    repo.diff_tree_to_index(Some(&tree), Some(&libgit2_index), Some(&mut options))
+        .is_ok_and(|staged| staged.deltas().len() == 0)
 }
 
 /// One index entry, its numbers as the index stores them (32 bits).
