@@ -420,6 +420,16 @@ impl Sandbox {
     }
 
     pub fn xtask_in(&self, dir: &Path, args: &[&str]) -> Run {
+        let out = self.command_in(dir, args).output().expect("run the xtask binary");
+        Run {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The `cargo xtask` command [`Sandbox::xtask_in`] runs, to spawn.
+    pub fn command_in(&self, dir: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
         cmd.args(args).current_dir(dir).stdin(Stdio::null());
         // Nothing of the caller's AWS, Docker login or CI setup leaks in.
@@ -435,12 +445,7 @@ impl Sandbox {
         for (key, value) in &self.env {
             cmd.env(key, value);
         }
-        let out = cmd.output().expect("run the xtask binary");
-        Run {
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        cmd
     }
 }
 
@@ -631,6 +636,13 @@ pub mod swarm {
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
+            // What the xtask keeps on the swarm beside the stack: its history
+            // and a lock a killed run left.
+            let history = docker(&["config", "ls", "--quiet", "--filter", &format!("label=com.todobackend.history={}", self.0)]);
+            for config in String::from_utf8_lossy(&history.stdout).lines() {
+                let _ = docker(&["config", "rm", config]);
+            }
+            let _ = docker(&["config", "rm", &format!("{}_deploy_lock", self.0)]);
             // The stack's volumes, once no container uses them.
             let volumes = docker(&["volume", "ls", "--quiet", "--filter", &label]);
             for volume in String::from_utf8_lossy(&volumes.stdout).lines() {
