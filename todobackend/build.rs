@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("migrations");
+    let dir =
+        Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("migrations");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|err| panic!("cannot read {}: {err}", dir.display()))
@@ -15,7 +16,9 @@ fn main() {
         .filter(|name| name.ends_with(".sql"))
         .collect();
     files.sort();
-    let mut code = String::from("/// The migrations this binary knows, in the order they are applied.\npub const MIGRATIONS: &[Migration] = &[\n");
+    let mut code = String::from(
+        "/// The migrations this binary knows, in the order they are applied.\npub const MIGRATIONS: &[Migration] = &[\n",
+    );
     for name in &files {
         let path = dir.join(name);
         println!("cargo:rerun-if-changed={}", path.display());

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::client::{self, Response};
 
@@ -54,43 +54,27 @@ impl Suite<'_> {
     }
 }
 
-fn send(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-) -> Result<Response, String> {
+fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<Response, String> {
     client::request(method, url, headers, body, TIMEOUT)
 }
 
 fn send_json(method: &str, url: &str, body: &Value) -> Result<Response, String> {
     let text = body.to_string();
-    send(
-        method,
-        url,
-        &[("Content-Type", "application/json")],
-        Some(text.as_bytes()),
-    )
+    send(method, url, &[("Content-Type", "application/json")], Some(text.as_bytes()))
 }
 
 fn expect_status(r: &Response, expected: &[u16]) -> Check {
     if expected.contains(&r.status) {
         Ok(())
     } else {
-        Err(format!(
-            "expected status {expected:?}, got {}: {}",
-            r.status,
-            r.text()
-        ))
+        Err(format!("expected status {expected:?}, got {}: {}", r.status, r.text()))
     }
 }
 
 fn expect_field(todo: &Value, field: &str, expected: &Value) -> Check {
     match todo.get(field) {
         Some(v) if v == expected => Ok(()),
-        other => Err(format!(
-            "expected {field} = {expected}, got {other:?} in {todo}"
-        )),
+        other => Err(format!("expected {field} = {expected}, got {other:?} in {todo}")),
     }
 }
 
@@ -98,9 +82,7 @@ fn expect_json_error(r: &Response) -> Check {
     let body = r.json()?;
     match body.get("error") {
         Some(Value::String(_)) => Ok(()),
-        _ => Err(format!(
-            "expected a JSON body {{\"error\": \"...\"}}, got {body}"
-        )),
+        _ => Err(format!("expected a JSON body {{\"error\": \"...\"}}, got {body}")),
     }
 }
 
@@ -114,15 +96,9 @@ fn expect_empty_list(suite: &Suite<'_>) -> Check {
 }
 
 fn header_lists(r: &Response, name: &str, wanted: &[&str]) -> Check {
-    let value = r
-        .header(name)
-        .ok_or_else(|| format!("no {name} header"))?
-        .to_ascii_lowercase();
+    let value = r.header(name).ok_or_else(|| format!("no {name} header"))?.to_ascii_lowercase();
     for w in wanted {
-        if !value
-            .split(',')
-            .any(|item| item.trim() == w.to_ascii_lowercase())
-        {
+        if !value.split(',').any(|item| item.trim() == w.to_ascii_lowercase()) {
             return Err(format!("{name} is {value:?}, which lacks {w}"));
         }
     }
@@ -135,31 +111,20 @@ pub fn run(base_url: &str, out: &mut dyn Write) -> Result<Summary, String> {
     // Validate the URL once, so that a typo is one clear error rather than
     // every check failing with it.
     client::parse_url(base_url)?;
-    let mut suite = Suite {
-        base: base_url.trim_end_matches('/').to_string(),
-        out,
-        summary: Summary::default(),
-    };
+    let mut suite = Suite { base: base_url.trim_end_matches('/').to_string(), out, summary: Summary::default() };
 
     let result = (|| {
         let r = send("GET", &suite.url("/"), &[], None)?;
         expect_status(&r, &[200])?;
         match r.json()?.get("todos") {
             Some(Value::String(u)) if u.ends_with("/todos") => Ok(()),
-            other => Err(format!(
-                "expected \"todos\": \"<url>/todos\" in the index, got {other:?}"
-            )),
+            other => Err(format!("expected \"todos\": \"<url>/todos\" in the index, got {other:?}")),
         }
     })();
     suite.record("GET / answers 200 with a JSON index", result);
 
     let result = (|| {
-        let r = send(
-            "GET",
-            &suite.url("/todos"),
-            &[("Origin", "http://example.test")],
-            None,
-        )?;
+        let r = send("GET", &suite.url("/todos"), &[("Origin", "http://example.test")], None)?;
         match r.header("Access-Control-Allow-Origin") {
             Some("*") | Some("http://example.test") => Ok(()),
             other => Err(format!("Access-Control-Allow-Origin is {other:?}")),
@@ -178,11 +143,7 @@ pub fn run(base_url: &str, out: &mut dyn Write) -> Result<Summary, String> {
         if r.header("Access-Control-Allow-Origin").is_none() {
             return Err("no Access-Control-Allow-Origin header".into());
         }
-        header_lists(
-            &r,
-            "Access-Control-Allow-Methods",
-            &["GET", "POST", "PATCH", "DELETE"],
-        )?;
+        header_lists(&r, "Access-Control-Allow-Methods", &["GET", "POST", "PATCH", "DELETE"])?;
         header_lists(&r, "Access-Control-Allow-Headers", &["content-type"])
     })();
     suite.record("OPTIONS preflight is answered with CORS headers", result);
@@ -197,16 +158,9 @@ pub fn run(base_url: &str, out: &mut dyn Write) -> Result<Summary, String> {
     let title = "acceptance: walk the dog";
     let mut location: Option<String> = None;
     let result = (|| {
-        let r = send_json(
-            "POST",
-            &suite.url("/todos"),
-            &json!({ "title": title, "order": 10 }),
-        )?;
+        let r = send_json("POST", &suite.url("/todos"), &json!({ "title": title, "order": 10 }))?;
         expect_status(&r, &[201])?;
-        let loc = r
-            .header("Location")
-            .ok_or("no Location header")?
-            .to_string();
+        let loc = r.header("Location").ok_or("no Location header")?.to_string();
         if !loc.starts_with("http://") && !loc.starts_with("https://") {
             return Err(format!("Location {loc:?} is not an absolute URL"));
         }
@@ -221,8 +175,7 @@ pub fn run(base_url: &str, out: &mut dyn Write) -> Result<Summary, String> {
     suite.record("POST /todos answers 201 with Location and the todo", result);
 
     let need = |loc: &Option<String>| -> Result<String, String> {
-        loc.clone()
-            .ok_or_else(|| "skipped: no todo was created".to_string())
+        loc.clone().ok_or_else(|| "skipped: no todo was created".to_string())
     };
 
     let result = (|| {
@@ -238,9 +191,7 @@ pub fn run(base_url: &str, out: &mut dyn Write) -> Result<Summary, String> {
         let r = send("GET", &suite.url("/todos"), &[], None)?;
         expect_status(&r, &[200])?;
         match r.json()? {
-            Value::Array(items) if items.len() == 1 => {
-                expect_field(&items[0], "title", &json!(title))
-            }
+            Value::Array(items) if items.len() == 1 => expect_field(&items[0], "title", &json!(title)),
             other => Err(format!("expected a list of one todo, got {other}")),
         }
     })();
@@ -249,11 +200,7 @@ pub fn run(base_url: &str, out: &mut dyn Write) -> Result<Summary, String> {
     let result = (|| {
         let loc = need(&location)?;
         let new_title = "acceptance: dog walked";
-        let r = send_json(
-            "PATCH",
-            &loc,
-            &json!({ "title": new_title, "completed": true }),
-        )?;
+        let r = send_json("PATCH", &loc, &json!({ "title": new_title, "completed": true }))?;
         expect_status(&r, &[200])?;
         let todo = r.json()?;
         expect_field(&todo, "title", &json!(new_title))?;
@@ -265,10 +212,7 @@ pub fn run(base_url: &str, out: &mut dyn Write) -> Result<Summary, String> {
         expect_field(&todo, "completed", &json!(true))?;
         expect_field(&todo, "order", &json!(10))
     })();
-    suite.record(
-        "PATCH changes title and completed, and GET shows it",
-        result,
-    );
+    suite.record("PATCH changes title and completed, and GET shows it", result);
 
     let result = (|| {
         let loc = need(&location)?;
@@ -287,10 +231,7 @@ pub fn run(base_url: &str, out: &mut dyn Write) -> Result<Summary, String> {
         let r = send("GET", &loc, &[], None)?;
         expect_status(&r, &[404])
     })();
-    suite.record(
-        "DELETE of the todo answers 204, then the list is empty and it is gone",
-        result,
-    );
+    suite.record("DELETE of the todo answers 204, then the list is empty and it is gone", result);
 
     let result = (|| {
         let r = send("GET", &suite.url("/todos/999999999999"), &[], None)?;
@@ -301,12 +242,7 @@ pub fn run(base_url: &str, out: &mut dyn Write) -> Result<Summary, String> {
 
     let result = (|| {
         let headers = [("Content-Type", "application/json")];
-        let r = send(
-            "POST",
-            &suite.url("/todos"),
-            &headers,
-            Some(b"{\"title\": "),
-        )?;
+        let r = send("POST", &suite.url("/todos"), &headers, Some(b"{\"title\": "))?;
         expect_status(&r, &[400])?;
         expect_json_error(&r)
     })();
@@ -318,10 +254,7 @@ pub fn run(base_url: &str, out: &mut dyn Write) -> Result<Summary, String> {
         expect_json_error(&r)?;
         expect_empty_list(&suite)
     })();
-    suite.record(
-        "POST without a title answers 400 and stores nothing",
-        result,
-    );
+    suite.record("POST without a title answers 400 and stores nothing", result);
 
     let result = (|| {
         let r = send("GET", &suite.url("/no-such-path"), &[], None)?;
@@ -336,10 +269,6 @@ pub fn run(base_url: &str, out: &mut dyn Write) -> Result<Summary, String> {
     suite.record("wrong method answers 405", result);
 
     let summary = suite.summary;
-    let _ = writeln!(
-        suite.out,
-        "{} passed, {} failed",
-        summary.passed, summary.failed
-    );
+    let _ = writeln!(suite.out, "{} passed, {} failed", summary.passed, summary.failed);
     Ok(summary)
 }

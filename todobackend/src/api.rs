@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use rusqlite::Connection;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::db::{self, NewTodo, Todo, TodoPatch};
 use crate::static_files;
@@ -14,14 +14,8 @@ use crate::static_files;
 /// origins (the todobackend.com spec runner and clients) may call the API.
 pub const CORS_HEADERS: &[(&str, &str)] = &[
     ("Access-Control-Allow-Origin", "*"),
-    (
-        "Access-Control-Allow-Methods",
-        "GET, POST, PATCH, DELETE, OPTIONS",
-    ),
-    (
-        "Access-Control-Allow-Headers",
-        "Content-Type, Accept, Authorization, X-Requested-With",
-    ),
+    ("Access-Control-Allow-Methods", "GET, POST, PATCH, DELETE, OPTIONS"),
+    ("Access-Control-Allow-Headers", "Content-Type, Accept, Authorization, X-Requested-With"),
     // Lets browser code read the Location of a created todo.
     ("Access-Control-Expose-Headers", "Location"),
     ("Access-Control-Max-Age", "86400"),
@@ -39,10 +33,7 @@ pub struct ApiRequest<'a> {
 impl ApiRequest<'_> {
     /// The first header of that name (names compare case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -56,26 +47,16 @@ pub struct ApiResponse {
 
 impl ApiResponse {
     fn new(status: u16, content_type: Option<&str>, body: Vec<u8>) -> Self {
-        let mut headers: Vec<(String, String)> = CORS_HEADERS
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
+        let mut headers: Vec<(String, String)> =
+            CORS_HEADERS.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
         if let Some(ct) = content_type {
             headers.push(("Content-Type".into(), ct.into()));
         }
-        ApiResponse {
-            status,
-            headers,
-            body,
-        }
+        ApiResponse { status, headers, body }
     }
 
     fn json(status: u16, value: &Value) -> Self {
-        Self::new(
-            status,
-            Some("application/json"),
-            value.to_string().into_bytes(),
-        )
+        Self::new(status, Some("application/json"), value.to_string().into_bytes())
     }
 
     pub fn error(status: u16, message: &str) -> Self {
@@ -93,10 +74,7 @@ impl ApiResponse {
 
     /// The value of the first header of that name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -115,20 +93,13 @@ pub struct Context<'a> {
 /// brackets) with an optional port. Anything else is ignored rather than
 /// echoed into URLs and Location headers.
 fn is_valid_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+    !host.is_empty() && host.len() <= 255 && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
 }
 
 /// First entry of a possibly comma-separated forwarded header (proxies
 /// append, so the first one is what the client used).
 fn first_forwarded(value: Option<&str>) -> Option<&str> {
-    value
-        .and_then(|v| v.split(',').next())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+    value.and_then(|v| v.split(',').next()).map(str::trim).filter(|v| !v.is_empty())
 }
 
 /// `scheme://host` that clients used to reach us: `X-Forwarded-Proto` and
@@ -152,12 +123,7 @@ pub fn base_url(
 }
 
 fn request_base_url(req: &ApiRequest<'_>, ctx: &Context<'_>) -> String {
-    base_url(
-        req.header("Host"),
-        req.header("X-Forwarded-Proto"),
-        req.header("X-Forwarded-Host"),
-        ctx.fallback_host,
-    )
+    base_url(req.header("Host"), req.header("X-Forwarded-Proto"), req.header("X-Forwarded-Host"), ctx.fallback_host)
 }
 
 fn todo_json(todo: &Todo, base: &str) -> Value {
@@ -190,18 +156,13 @@ fn parse_title(value: &Value) -> Result<String, String> {
 }
 
 fn parse_completed(value: &Value) -> Result<bool, String> {
-    value
-        .as_bool()
-        .ok_or_else(|| "completed must be true or false".to_string())
+    value.as_bool().ok_or_else(|| "completed must be true or false".to_string())
 }
 
 fn parse_order(value: &Value) -> Result<Option<i64>, String> {
     match value {
         Value::Null => Ok(None),
-        v => v
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| "order must be an integer or null".to_string()),
+        v => v.as_i64().map(Some).ok_or_else(|| "order must be an integer or null".to_string()),
     }
 }
 
@@ -214,17 +175,9 @@ pub fn parse_new_todo(body: &[u8]) -> Result<NewTodo, String> {
         None => return Err("title is required".into()),
         Some(v) => parse_title(v)?,
     };
-    let completed = obj
-        .get("completed")
-        .map(parse_completed)
-        .transpose()?
-        .unwrap_or(false);
+    let completed = obj.get("completed").map(parse_completed).transpose()?.unwrap_or(false);
     let order = obj.get("order").map(parse_order).transpose()?.flatten();
-    Ok(NewTodo {
-        title,
-        completed,
-        order,
-    })
+    Ok(NewTodo { title, completed, order })
 }
 
 /// Validates a PATCH body: a JSON object whose `title`, `completed` and
@@ -252,11 +205,7 @@ enum Route<'a> {
 fn route(target: &str) -> Route<'_> {
     let path = target.split(['?', '#']).next().unwrap_or("");
     // `/todos/` and `/todos` are the same resource.
-    let path = if path.len() > 1 {
-        path.strip_suffix('/').unwrap_or(path)
-    } else {
-        path
-    };
+    let path = if path.len() > 1 { path.strip_suffix('/').unwrap_or(path) } else { path };
     match path {
         "/" => Route::Root,
         "/todos" => Route::Todos,
@@ -275,8 +224,7 @@ fn route(target: &str) -> Route<'_> {
 }
 
 fn method_not_allowed(method: &str, allowed: &str) -> ApiResponse {
-    ApiResponse::error(405, &format!("method {method} is not allowed here"))
-        .with_header("Allow", allowed.to_string())
+    ApiResponse::error(405, &format!("method {method} is not allowed here")).with_header("Allow", allowed.to_string())
 }
 
 fn db_error(e: rusqlite::Error) -> ApiResponse {
@@ -291,15 +239,10 @@ pub fn handle(req: &ApiRequest<'_>, ctx: &Context<'_>) -> ApiResponse {
     let route = route(req.target);
     if method == "OPTIONS" {
         // CORS preflight (or a plain OPTIONS): answered on every path.
-        return ApiResponse::no_content()
-            .with_header("Allow", "GET, POST, PATCH, DELETE, OPTIONS".into());
+        return ApiResponse::no_content().with_header("Allow", "GET, POST, PATCH, DELETE, OPTIONS".into());
     }
     // HEAD is GET without a body; the server library drops the body.
-    let method = if method == "HEAD" {
-        "GET".to_string()
-    } else {
-        method
-    };
+    let method = if method == "HEAD" { "GET".to_string() } else { method };
     match route {
         Route::Root => match method.as_str() {
             "GET" => {
@@ -355,13 +298,11 @@ pub fn handle(req: &ApiRequest<'_>, ctx: &Context<'_>) -> ApiResponse {
                         Ok(true) => ApiResponse::no_content(),
                         Ok(false) => not_found(),
                         Err(e) => db_error(e),
-                    }
+                    };
                 }
             };
             match result {
-                Ok(Some(todo)) => {
-                    ApiResponse::json(200, &todo_json(&todo, &request_base_url(req, ctx)))
-                }
+                Ok(Some(todo)) => ApiResponse::json(200, &todo_json(&todo, &request_base_url(req, ctx))),
                 Ok(None) => not_found(),
                 Err(e) => db_error(e),
             }
@@ -383,77 +324,35 @@ mod tests {
 
     #[test]
     fn base_url_uses_host_header() {
-        assert_eq!(
-            base_url(Some("example.com:8080"), None, None, "fb"),
-            "http://example.com:8080"
-        );
-        assert_eq!(
-            base_url(Some("[::1]:8000"), None, None, "fb"),
-            "http://[::1]:8000"
-        );
+        assert_eq!(base_url(Some("example.com:8080"), None, None, "fb"), "http://example.com:8080");
+        assert_eq!(base_url(Some("[::1]:8000"), None, None, "fb"), "http://[::1]:8000");
     }
 
     #[test]
     fn base_url_honours_forwarded_headers() {
         assert_eq!(
-            base_url(
-                Some("internal:8000"),
-                Some("https"),
-                Some("todo.example.org"),
-                "fb"
-            ),
+            base_url(Some("internal:8000"), Some("https"), Some("todo.example.org"), "fb"),
             "https://todo.example.org"
         );
         // Proxies append: the first entry is the client-facing one.
-        assert_eq!(
-            base_url(
-                Some("h"),
-                Some("HTTPS, http"),
-                Some("a.example, b.internal"),
-                "fb"
-            ),
-            "https://a.example"
-        );
+        assert_eq!(base_url(Some("h"), Some("HTTPS, http"), Some("a.example, b.internal"), "fb"), "https://a.example");
         assert_eq!(base_url(Some("h"), Some("http"), None, "fb"), "http://h");
     }
 
     #[test]
     fn base_url_ignores_bad_or_missing_values() {
-        assert_eq!(
-            base_url(None, None, None, "127.0.0.1:8000"),
-            "http://127.0.0.1:8000"
-        );
+        assert_eq!(base_url(None, None, None, "127.0.0.1:8000"), "http://127.0.0.1:8000");
         assert_eq!(base_url(Some(""), None, None, "fb"), "http://fb");
-        assert_eq!(
-            base_url(Some("evil.com/x?y"), None, None, "fb"),
-            "http://fb"
-        );
-        assert_eq!(
-            base_url(Some("good"), Some("gopher"), Some("bad host"), "fb"),
-            "http://good"
-        );
+        assert_eq!(base_url(Some("evil.com/x?y"), None, None, "fb"), "http://fb");
+        assert_eq!(base_url(Some("good"), Some("gopher"), Some("bad host"), "fb"), "http://good");
     }
 
     #[test]
     fn new_todo_validation() {
         let t = parse_new_todo(br#"{"title":"walk","order":5,"completed":true,"x":1}"#).unwrap();
-        assert_eq!(
-            t,
-            NewTodo {
-                title: "walk".into(),
-                completed: true,
-                order: Some(5)
-            }
-        );
+        assert_eq!(t, NewTodo { title: "walk".into(), completed: true, order: Some(5) });
         let t = parse_new_todo(br#"{"title":"walk","order":null}"#).unwrap();
-        assert_eq!(
-            t,
-            NewTodo {
-                title: "walk".into(),
-                completed: false,
-                order: None
-            }
-        );
+        assert_eq!(t, NewTodo { title: "walk".into(), completed: false, order: None });
 
         for (body, fragment) in [
             (&b"{not json"[..], "not valid JSON"),
@@ -470,11 +369,7 @@ mod tests {
             (br#"{"title":"a","order":"1"}"#, "order"),
         ] {
             let err = parse_new_todo(body).unwrap_err();
-            assert!(
-                err.contains(fragment),
-                "{:?}: {err}",
-                String::from_utf8_lossy(body)
-            );
+            assert!(err.contains(fragment), "{:?}: {err}", String::from_utf8_lossy(body));
         }
     }
 
@@ -482,23 +377,9 @@ mod tests {
     fn patch_validation() {
         assert_eq!(parse_patch(b"{}").unwrap(), TodoPatch::default());
         let p = parse_patch(br#"{"completed":true,"order":null}"#).unwrap();
-        assert_eq!(
-            p,
-            TodoPatch {
-                title: None,
-                completed: Some(true),
-                order: Some(None)
-            }
-        );
+        assert_eq!(p, TodoPatch { title: None, completed: Some(true), order: Some(None) });
         let p = parse_patch(br#"{"title":"b","order":7}"#).unwrap();
-        assert_eq!(
-            p,
-            TodoPatch {
-                title: Some("b".into()),
-                completed: None,
-                order: Some(Some(7))
-            }
-        );
+        assert_eq!(p, TodoPatch { title: Some("b".into()), completed: None, order: Some(Some(7)) });
         assert!(parse_patch(br#"{"title":""}"#).is_err());
         assert!(parse_patch(br#"{"completed":null}"#).is_err());
         assert!(parse_patch(b"[]").is_err());
@@ -514,10 +395,7 @@ mod tests {
         assert!(matches!(route("/todos/12"), Route::Todo("12")));
         assert!(matches!(route("/todos/12/"), Route::Todo("12")));
         assert!(matches!(route("/todos/12/x"), Route::NotFound));
-        assert!(matches!(
-            route("/static/style.css"),
-            Route::Static("style.css")
-        ));
+        assert!(matches!(route("/static/style.css"), Route::Static("style.css")));
         assert!(matches!(route("/nope"), Route::NotFound));
         assert!(matches!(route(""), Route::NotFound));
     }

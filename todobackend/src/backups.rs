@@ -91,9 +91,12 @@ pub fn list(dir: &Path) -> Result<Vec<Backup>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(format!("cannot read the backups directory {}: {e}", dir.display())),
     };
-    let mut backups: Vec<Backup> =
-        entries.filter_map(|entry| entry.ok()).filter_map(|entry| Backup::parse(&entry.file_name().to_string_lossy())).collect();
-    backups.sort_by(|a, b| b.taken.cmp(&a.taken).then(b.schema_version.cmp(&a.schema_version)).then(b.file.cmp(&a.file)));
+    let mut backups: Vec<Backup> = entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| Backup::parse(&entry.file_name().to_string_lossy()))
+        .collect();
+    backups
+        .sort_by(|a, b| b.taken.cmp(&a.taken).then(b.schema_version.cmp(&a.schema_version)).then(b.file.cmp(&a.file)));
     Ok(backups)
 }
 
@@ -125,7 +128,12 @@ pub fn snapshot(conn: &Connection, dir: &Path, schema_version: u32, what: &str) 
 }
 
 /// The snapshot `migrate` takes before applying `migration`.
-pub fn before_migration(conn: &Connection, dir: &Path, schema_version: u32, migration: &str) -> Result<PathBuf, String> {
+pub fn before_migration(
+    conn: &Connection,
+    dir: &Path,
+    schema_version: u32,
+    migration: &str,
+) -> Result<PathBuf, String> {
     snapshot(conn, dir, schema_version, &format!("{BEFORE}{migration}"))
 }
 
@@ -161,12 +169,14 @@ pub fn restore(db: &Path, dir: &Path, migration: &str) -> Result<Restored, Strin
     let chosen = newest_before(&backups, migration, dir)?.clone();
     let mut conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE)
         .map_err(|e| format!("cannot open database {}: {e}", db.display()))?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(|e| format!("cannot configure database {}: {e}", db.display()))?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(|e| format!("cannot configure database {}: {e}", db.display()))?;
     let current = crate::migrations::current_version(&conn)?;
     let kept = snapshot(&conn, dir, current, REPLACED)?;
     let source = dir.join(&chosen.file);
-    conn.restore(rusqlite::MAIN_DB, &source, None::<fn(rusqlite::backup::Progress)>)
-        .map_err(|e| format!("cannot restore {}: {e}; the database is unchanged or as kept in {}", source.display(), kept.display()))?;
+    conn.restore(rusqlite::MAIN_DB, &source, None::<fn(rusqlite::backup::Progress)>).map_err(|e| {
+        format!("cannot restore {}: {e}; the database is unchanged or as kept in {}", source.display(), kept.display())
+    })?;
     let schema_version = crate::migrations::current_version(&conn)?;
     Ok(Restored { restored: chosen, kept, schema_version })
 }
@@ -193,7 +203,12 @@ mod tests {
         assert_eq!(before.taken_text(), "2026-11-24 01:30:00 UTC");
         let replaced = Backup::parse("3-20261124T013000Z-replaced-by-restore.sqlite3").unwrap();
         assert_eq!((replaced.schema_version, replaced.before), (3, None));
-        for other in ["todobackend.sqlite3", "x-20261124T013000Z-before-a.sqlite3", "1-yesterday-before-a.sqlite3", "1-20261124T013000Z-before-.sqlite3"] {
+        for other in [
+            "todobackend.sqlite3",
+            "x-20261124T013000Z-before-a.sqlite3",
+            "1-yesterday-before-a.sqlite3",
+            "1-20261124T013000Z-before-.sqlite3",
+        ] {
             assert_eq!(Backup::parse(other), None, "{other}");
         }
         assert_eq!(file_name(2, "20261124T013000Z", "-before-0003_x"), "2-20261124T013000Z-before-0003_x.sqlite3");

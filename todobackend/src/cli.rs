@@ -51,39 +51,14 @@ commands:
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Serve {
-        listen: String,
-        db: PathBuf,
-        static_root: PathBuf,
-    },
-    Migrate {
-        db: PathBuf,
-        backups: PathBuf,
-    },
-    Migrations {
-        db: PathBuf,
-        json: bool,
-    },
-    Backups {
-        db: PathBuf,
-        backups: PathBuf,
-        json: bool,
-    },
-    Restore {
-        db: PathBuf,
-        backups: PathBuf,
-        before: String,
-        dry_run: bool,
-    },
-    CollectStatic {
-        static_root: PathBuf,
-    },
-    Healthcheck {
-        listen: String,
-    },
-    Acceptance {
-        url: String,
-    },
+    Serve { listen: String, db: PathBuf, static_root: PathBuf },
+    Migrate { db: PathBuf, backups: PathBuf },
+    Migrations { db: PathBuf, json: bool },
+    Backups { db: PathBuf, backups: PathBuf, json: bool },
+    Restore { db: PathBuf, backups: PathBuf, before: String, dry_run: bool },
+    CollectStatic { static_root: PathBuf },
+    Healthcheck { listen: String },
+    Acceptance { url: String },
     Help,
     Version,
 }
@@ -119,11 +94,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         "acceptance" => &["--url"],
         "help" | "-h" | "--help" => return Ok(Command::Help),
         "version" | "-V" | "--version" => return Ok(Command::Version),
-        other => {
-            return Err(format!(
-                "unknown command '{other}'; run `todobackend help` for usage"
-            ))
-        }
+        other => return Err(format!("unknown command '{other}'; run `todobackend help` for usage")),
     };
 
     let mut flags = Flags::default();
@@ -140,10 +111,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             return Err(format!("unexpected argument '{arg}' for {command}"));
         }
         if !allowed.contains(&name) {
-            return Err(format!(
-                "unknown option '{name}' for {command} (it takes: {})",
-                allowed.join(", ")
-            ));
+            return Err(format!("unknown option '{name}' for {command} (it takes: {})", allowed.join(", ")));
         }
         // Switches take no value.
         if matches!(name, "--json" | "--dry-run") {
@@ -155,10 +123,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         }
         let value = match inline_value {
             Some(v) => v,
-            None => iter
-                .next()
-                .cloned()
-                .ok_or_else(|| format!("option {name} needs a value"))?,
+            None => iter.next().cloned().ok_or_else(|| format!("option {name} needs a value"))?,
         };
         if value.is_empty() {
             return Err(format!("option {name} needs a non-empty value"));
@@ -174,28 +139,21 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     }
 
     let pick = |flag: Option<String>, var: &str, default: &str| -> String {
-        flag.or_else(|| env(var).filter(|v| !v.is_empty()))
-            .unwrap_or_else(|| default.to_string())
+        flag.or_else(|| env(var).filter(|v| !v.is_empty())).unwrap_or_else(|| default.to_string())
     };
     Ok(match command.as_str() {
         "serve" => Command::Serve {
             listen: pick(flags.listen, "TODOBACKEND_LISTEN", DEFAULT_LISTEN),
             db: pick(flags.db, "TODOBACKEND_DB", DEFAULT_DB).into(),
-            static_root: pick(
-                flags.static_root,
-                "TODOBACKEND_STATIC_ROOT",
-                DEFAULT_STATIC_ROOT,
-            )
-            .into(),
+            static_root: pick(flags.static_root, "TODOBACKEND_STATIC_ROOT", DEFAULT_STATIC_ROOT).into(),
         },
         "migrate" => {
             let db: PathBuf = pick(flags.db, "TODOBACKEND_DB", DEFAULT_DB).into();
             Command::Migrate { backups: backups::dir_for(&db, env), db }
         }
-        "migrations" => Command::Migrations {
-            db: pick(flags.db, "TODOBACKEND_DB", DEFAULT_DB).into(),
-            json: flags.json,
-        },
+        "migrations" => {
+            Command::Migrations { db: pick(flags.db, "TODOBACKEND_DB", DEFAULT_DB).into(), json: flags.json }
+        }
         "backups" => {
             let db: PathBuf = pick(flags.db, "TODOBACKEND_DB", DEFAULT_DB).into();
             Command::Backups { backups: backups::dir_for(&db, env), db, json: flags.json }
@@ -206,21 +164,10 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             Command::Restore { backups: backups::dir_for(&db, env), db, before, dry_run: flags.dry_run }
         }
         "collectstatic" => Command::CollectStatic {
-            static_root: pick(
-                flags.static_root,
-                "TODOBACKEND_STATIC_ROOT",
-                DEFAULT_STATIC_ROOT,
-            )
-            .into(),
+            static_root: pick(flags.static_root, "TODOBACKEND_STATIC_ROOT", DEFAULT_STATIC_ROOT).into(),
         },
-        "healthcheck" => Command::Healthcheck {
-            listen: pick(flags.listen, "TODOBACKEND_LISTEN", DEFAULT_LISTEN),
-        },
-        _ => Command::Acceptance {
-            url: flags
-                .url
-                .ok_or("acceptance needs --url, e.g. --url http://127.0.0.1:8000")?,
-        },
+        "healthcheck" => Command::Healthcheck { listen: pick(flags.listen, "TODOBACKEND_LISTEN", DEFAULT_LISTEN) },
+        _ => Command::Acceptance { url: flags.url.ok_or("acceptance needs --url, e.g. --url http://127.0.0.1:8000")? },
     })
 }
 
@@ -228,11 +175,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
 /// reported (failed acceptance checks); `Err`: one line to print.
 pub fn run(command: Command) -> Result<bool, String> {
     match command {
-        Command::Serve {
-            listen,
-            db,
-            static_root,
-        } => serve(&listen, &db, &static_root).map(|()| true),
+        Command::Serve { listen, db, static_root } => serve(&listen, &db, &static_root).map(|()| true),
         Command::Migrate { db, backups } => migrate_with(&db, &backups, MIGRATIONS).map(|()| true),
         Command::Migrations { db, json } => {
             let report = migrations::report(&db, MIGRATIONS)?;
@@ -254,11 +197,7 @@ pub fn run(command: Command) -> Result<bool, String> {
             Ok(true)
         }
         Command::Version => {
-            let _ = writeln!(
-                std::io::stdout(),
-                "todobackend {}",
-                env!("CARGO_PKG_VERSION")
-            );
+            let _ = writeln!(std::io::stdout(), "todobackend {}", env!("CARGO_PKG_VERSION"));
             Ok(true)
         }
     }
@@ -271,12 +210,7 @@ pub fn serve(listen: &str, db_path: &Path, static_root: &Path) -> Result<(), Str
     let log_healthchecks = std::env::var("TODOBACKEND_LOG").is_ok_and(|level| level == "debug");
     let options = server::Options { access_log: true, log_healthchecks };
     let handle = server::start_with(listen, db_path, static_root, options)?;
-    say!(
-        "serving on http://{} (database {}, static root {})",
-        handle.addr(),
-        db_path.display(),
-        static_root.display()
-    );
+    say!("serving on http://{} (database {}, static root {})", handle.addr(), db_path.display(), static_root.display());
     if !static_root.is_dir() {
         say!(
             "warning: static root {} does not exist; /static/ answers 404 until `todobackend collectstatic` has run",
@@ -324,7 +258,11 @@ pub fn migrate_with(db_path: &Path, backups_dir: &Path, list: &[migrations::Migr
             db_path.display(),
             migrations::current_version(&conn)?,
             list.len(),
-            if outcome.newer.len() == 1 { format!("{} is", outcome.newer[0]) } else { format!("{} are", outcome.newer.join(", ")) }
+            if outcome.newer.len() == 1 {
+                format!("{} is", outcome.newer[0])
+            } else {
+                format!("{} are", outcome.newer.join(", "))
+            }
         );
         return Ok(());
     }
@@ -337,19 +275,12 @@ pub fn migrate_with(db_path: &Path, backups_dir: &Path, list: &[migrations::Migr
     }
     let applied = outcome.applied;
     if applied.is_empty() {
-        say!(
-            "no pending migrations: database {} is up to date",
-            db_path.display()
-        );
+        say!("no pending migrations: database {} is up to date", db_path.display());
     } else {
         for name in &applied {
             say!("applied migration {name}");
         }
-        say!(
-            "database {} is now at version {}",
-            db_path.display(),
-            list.len()
-        );
+        say!("database {} is now at version {}", db_path.display(), list.len());
     }
     Ok(())
 }
@@ -373,7 +304,14 @@ fn list_backups(dir: &Path, json: bool) -> Result<(), String> {
         say!("no backups in {}", dir.display());
     } else {
         for backup in &found {
-            let _ = writeln!(out, "{}  schema {}  {}  {}", backup.taken_text(), backup.schema_version, backup.kind(), backup.file);
+            let _ = writeln!(
+                out,
+                "{}  schema {}  {}  {}",
+                backup.taken_text(),
+                backup.schema_version,
+                backup.kind(),
+                backup.file
+            );
         }
     }
     Ok(())
@@ -426,8 +364,8 @@ pub fn healthcheck(listen: &str) -> Result<(), String> {
     let target = net::local_target(net::parse_listen(listen)?);
     let url = format!("http://{target}/");
     let agent = [("User-Agent", server::HEALTHCHECK_AGENT)];
-    let response = client::request("GET", &url, &agent, None, HEALTHCHECK_TIMEOUT)
-        .map_err(|e| format!("unhealthy: {e}"))?;
+    let response =
+        client::request("GET", &url, &agent, None, HEALTHCHECK_TIMEOUT).map_err(|e| format!("unhealthy: {e}"))?;
     if response.status != 200 {
         return Err(format!("unhealthy: GET {url} answered {}", response.status));
     }
@@ -459,16 +397,11 @@ mod tests {
         );
         assert_eq!(
             parse(&args("migrate"), &no_env).unwrap(),
-            Command::Migrate {
-                db: DEFAULT_DB.into(),
-                backups: "/data/backups".into()
-            }
+            Command::Migrate { db: DEFAULT_DB.into(), backups: "/data/backups".into() }
         );
         assert_eq!(
             parse(&args("healthcheck"), &no_env).unwrap(),
-            Command::Healthcheck {
-                listen: DEFAULT_LISTEN.into()
-            }
+            Command::Healthcheck { listen: DEFAULT_LISTEN.into() }
         );
     }
 
@@ -490,60 +423,37 @@ mod tests {
         );
         assert_eq!(
             parse(&args("healthcheck --listen=0.0.0.0:9"), &env).unwrap(),
-            Command::Healthcheck {
-                listen: "0.0.0.0:9".into()
-            }
+            Command::Healthcheck { listen: "0.0.0.0:9".into() }
         );
         assert_eq!(
             parse(&args("migrate"), &env).unwrap(),
-            Command::Migrate {
-                db: "/env.db".into(),
-                backups: "/backups".into()
-            }
+            Command::Migrate { db: "/env.db".into(), backups: "/backups".into() }
         );
     }
 
     #[test]
     fn acceptance_needs_url() {
-        assert!(parse(&args("acceptance"), &no_env)
-            .unwrap_err()
-            .contains("--url"));
+        assert!(parse(&args("acceptance"), &no_env).unwrap_err().contains("--url"));
         assert_eq!(
             parse(&args("acceptance --url http://127.0.0.1:1"), &no_env).unwrap(),
-            Command::Acceptance {
-                url: "http://127.0.0.1:1".into()
-            }
+            Command::Acceptance { url: "http://127.0.0.1:1".into() }
         );
     }
 
     #[test]
     fn bad_command_lines_are_errors() {
         assert!(parse(&[], &no_env).is_err());
-        assert!(parse(&args("frobnicate"), &no_env)
-            .unwrap_err()
-            .contains("unknown command"));
-        assert!(parse(&args("migrate --listen 1"), &no_env)
-            .unwrap_err()
-            .contains("unknown option"));
-        assert!(parse(&args("serve --db"), &no_env)
-            .unwrap_err()
-            .contains("needs a value"));
-        assert!(parse(&args("serve extra"), &no_env)
-            .unwrap_err()
-            .contains("unexpected argument"));
+        assert!(parse(&args("frobnicate"), &no_env).unwrap_err().contains("unknown command"));
+        assert!(parse(&args("migrate --listen 1"), &no_env).unwrap_err().contains("unknown option"));
+        assert!(parse(&args("serve --db"), &no_env).unwrap_err().contains("needs a value"));
+        assert!(parse(&args("serve extra"), &no_env).unwrap_err().contains("unexpected argument"));
         assert!(parse(&args("serve --db="), &no_env).is_err());
     }
 
     #[test]
     fn help_and_version() {
         assert_eq!(parse(&args("help"), &no_env).unwrap(), Command::Help);
-        assert_eq!(
-            parse(&args("serve --help"), &no_env).unwrap(),
-            Command::Help
-        );
-        assert_eq!(
-            parse(&args("--version"), &no_env).unwrap(),
-            Command::Version
-        );
+        assert_eq!(parse(&args("serve --help"), &no_env).unwrap(), Command::Help);
+        assert_eq!(parse(&args("--version"), &no_env).unwrap(), Command::Version);
     }
 }

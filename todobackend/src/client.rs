@@ -30,18 +30,15 @@ pub struct Url {
 /// Parses an `http://host[:port][/path]` URL.
 pub fn parse_url(url: &str) -> Result<Url, String> {
     let url = url.trim();
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("invalid URL '{url}': expected http://HOST[:PORT][/PATH]"))?;
+    let (scheme, rest) =
+        url.split_once("://").ok_or_else(|| format!("invalid URL '{url}': expected http://HOST[:PORT][/PATH]"))?;
     if scheme.eq_ignore_ascii_case("https") {
         return Err(format!(
             "unsupported URL '{url}': https is not supported, this client speaks plain HTTP only; use http://"
         ));
     }
     if !scheme.eq_ignore_ascii_case("http") {
-        return Err(format!(
-            "unsupported URL '{url}': only http:// URLs are supported"
-        ));
+        return Err(format!("unsupported URL '{url}': only http:// URLs are supported"));
     }
     let rest = rest.split('#').next().unwrap_or("");
     let (authority, path) = match rest.find(['/', '?']) {
@@ -50,16 +47,12 @@ pub fn parse_url(url: &str) -> Result<Url, String> {
         None => (rest, "/".to_string()),
     };
     if authority.is_empty() || authority.contains('@') {
-        return Err(format!(
-            "invalid URL '{url}': expected http://HOST[:PORT][/PATH]"
-        ));
+        return Err(format!("invalid URL '{url}': expected http://HOST[:PORT][/PATH]"));
     }
     // The port separator is the last ':' outside IPv6 brackets.
     let (host, port) = match authority.rfind(':') {
         Some(i) if !authority[i..].contains(']') => {
-            let port = authority[i + 1..]
-                .parse::<u16>()
-                .map_err(|_| format!("invalid port in URL '{url}'"))?;
+            let port = authority[i + 1..].parse::<u16>().map_err(|_| format!("invalid port in URL '{url}'"))?;
             (&authority[..i], port)
         }
         _ => (authority, 80),
@@ -67,12 +60,7 @@ pub fn parse_url(url: &str) -> Result<Url, String> {
     if host.is_empty() {
         return Err(format!("invalid URL '{url}': no host"));
     }
-    Ok(Url {
-        authority: authority.to_string(),
-        host: host.to_string(),
-        port,
-        path,
-    })
+    Ok(Url { authority: authority.to_string(), host: host.to_string(), port, path })
 }
 
 /// An HTTP response, fully read.
@@ -86,10 +74,7 @@ pub struct Response {
 impl Response {
     /// The first header of that name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -97,8 +82,7 @@ impl Response {
     }
 
     pub fn json(&self) -> Result<serde_json::Value, String> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| format!("body is not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).map_err(|e| format!("body is not JSON ({e}): {}", self.text()))
     }
 }
 
@@ -146,12 +130,8 @@ pub fn request(
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1));
-    stream
-        .set_write_timeout(Some(left))
-        .map_err(|e| fail("socket", e))?;
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    stream.set_write_timeout(Some(left)).map_err(|e| fail("socket", e))?;
     let mut writer = &stream;
     writer
         .write_all(head.as_bytes())
@@ -185,9 +165,7 @@ fn bad(msg: impl Into<String>) -> io::Error {
 
 fn read_line(r: &mut impl BufRead) -> io::Result<String> {
     let mut line = Vec::new();
-    let n = r
-        .take(MAX_HEADER_LINE as u64)
-        .read_until(b'\n', &mut line)?;
+    let n = r.take(MAX_HEADER_LINE as u64).read_until(b'\n', &mut line)?;
     if n == 0 {
         return Err(bad("connection closed early"));
     }
@@ -218,26 +196,19 @@ pub fn read_response(r: &mut impl BufRead, head_only: bool) -> io::Result<Respon
             if headers.len() >= MAX_HEADERS {
                 return Err(bad("too many headers"));
             }
-            let (name, value) = line
-                .split_once(':')
-                .ok_or_else(|| bad(format!("malformed header line: {line:?}")))?;
+            let (name, value) = line.split_once(':').ok_or_else(|| bad(format!("malformed header line: {line:?}")))?;
             headers.push((name.trim().to_string(), value.trim().to_string()));
         }
         // An interim answer (100 Continue) is followed by the real one.
         if (100..200).contains(&status) {
             continue;
         }
-        let mut response = Response {
-            status,
-            headers,
-            body: Vec::new(),
-        };
+        let mut response = Response { status, headers, body: Vec::new() };
         if head_only || status == 204 || status == 304 {
             return Ok(response);
         }
-        let chunked = response
-            .header("Transfer-Encoding")
-            .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+        let chunked =
+            response.header("Transfer-Encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
         response.body = if chunked {
             read_chunked(r)?
         } else if let Some(len) = response.header("Content-Length") {
@@ -265,8 +236,8 @@ fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
     loop {
         let line = read_line(r)?;
         let size_text = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| bad(format!("invalid chunk size {size_text:?}")))?;
+        let size =
+            usize::from_str_radix(size_text, 16).map_err(|_| bad(format!("invalid chunk size {size_text:?}")))?;
         if size == 0 {
             // Trailer fields, if any, end with an empty line.
             while !read_line(r)?.is_empty() {}
@@ -292,32 +263,19 @@ mod tests {
     fn urls() {
         let u = parse_url("http://127.0.0.1:8000").unwrap();
         assert_eq!(
-            (
-                u.authority.as_str(),
-                u.host.as_str(),
-                u.port,
-                u.path.as_str()
-            ),
+            (u.authority.as_str(), u.host.as_str(), u.port, u.path.as_str()),
             ("127.0.0.1:8000", "127.0.0.1", 8000, "/")
         );
         let u = parse_url("HTTP://localhost/todos/3?x=1#frag").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("localhost", 80, "/todos/3?x=1")
-        );
+        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("localhost", 80, "/todos/3?x=1"));
         let u = parse_url("http://[::1]:9/a").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("[::1]", 9, "/a")
-        );
+        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("[::1]", 9, "/a"));
         let u = parse_url("http://[::1]").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("[::1]", 80));
         let u = parse_url("http://h?q").unwrap();
         assert_eq!(u.path, "/?q");
 
-        assert!(parse_url("https://example.com")
-            .unwrap_err()
-            .contains("https is not supported"));
+        assert!(parse_url("https://example.com").unwrap_err().contains("https is not supported"));
         assert!(parse_url("ftp://x").is_err());
         assert!(parse_url("127.0.0.1:8000").is_err());
         assert!(parse_url("http://").is_err());
@@ -345,10 +303,7 @@ mod tests {
     #[test]
     fn body_until_close_and_no_body_cases() {
         let raw = b"HTTP/1.0 200 OK\r\n\r\nall of it";
-        assert_eq!(
-            read_response(&mut &raw[..], false).unwrap().text(),
-            "all of it"
-        );
+        assert_eq!(read_response(&mut &raw[..], false).unwrap().text(), "all of it");
         let raw = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n";
         assert!(read_response(&mut &raw[..], false).unwrap().body.is_empty());
         let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
@@ -365,11 +320,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         ] {
-            assert!(
-                read_response(&mut &raw[..], false).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(raw)
-            );
+            assert!(read_response(&mut &raw[..], false).is_err(), "{:?}", String::from_utf8_lossy(raw));
         }
     }
 }

@@ -40,8 +40,7 @@ pub struct TodoPatch {
 }
 
 fn configure(conn: &Connection, path: &Path) -> Result<(), String> {
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(|e| format!("cannot configure database {}: {e}", path.display()))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| format!("cannot configure database {}: {e}", path.display()))?;
     // Keep temporary tables and sort files in memory: in a `FROM scratch`
     // image there is no /tmp for SQLite to put them in.
     conn.execute_batch("PRAGMA temp_store = MEMORY")
@@ -51,11 +50,9 @@ fn configure(conn: &Connection, path: &Path) -> Result<(), String> {
 /// Opens (creating it and its directory if needed) the database for `migrate`.
 pub fn open_for_migrate(path: &Path) -> Result<Connection, String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
     }
-    let conn = Connection::open(path)
-        .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
+    let conn = Connection::open(path).map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
     configure(&conn, path)?;
     Ok(conn)
 }
@@ -64,10 +61,7 @@ pub fn open_for_migrate(path: &Path) -> Result<Connection, String> {
 /// missing file means `migrate` has not run, which the caller reports.
 pub fn open_existing(path: &Path) -> Result<Connection, String> {
     if !path.exists() {
-        return Err(format!(
-            "database {} does not exist; run `todobackend migrate` first",
-            path.display()
-        ));
+        return Err(format!("database {} does not exist; run `todobackend migrate` first", path.display()));
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)
@@ -103,12 +97,7 @@ pub fn ensure_migrated(conn: &Connection, path: &Path, all: &[Migration]) -> Res
 }
 
 fn todo_from_row(row: &Row<'_>) -> rusqlite::Result<Todo> {
-    Ok(Todo {
-        id: row.get(0)?,
-        title: row.get(1)?,
-        completed: row.get(2)?,
-        order: row.get(3)?,
-    })
+    Ok(Todo { id: row.get(0)?, title: row.get(1)?, completed: row.get(2)?, order: row.get(3)? })
 }
 
 const COLUMNS: &str = r#"id, title, completed, "order""#;
@@ -120,21 +109,14 @@ pub fn list(conn: &Connection) -> rusqlite::Result<Vec<Todo>> {
 }
 
 pub fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<Todo>> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM todos WHERE id = ?1"),
-        [id],
-        todo_from_row,
-    )
-    .optional()
+    conn.query_row(&format!("SELECT {COLUMNS} FROM todos WHERE id = ?1"), [id], todo_from_row).optional()
 }
 
 /// Inserts a todo. One statement with RETURNING, so no multi-statement
 /// transaction is needed (and none can deadlock with another worker).
 pub fn create(conn: &Connection, new: &NewTodo) -> rusqlite::Result<Todo> {
     conn.query_row(
-        &format!(
-            r#"INSERT INTO todos (title, completed, "order") VALUES (?1, ?2, ?3) RETURNING {COLUMNS}"#
-        ),
+        &format!(r#"INSERT INTO todos (title, completed, "order") VALUES (?1, ?2, ?3) RETURNING {COLUMNS}"#),
         rusqlite::params![new.title, new.completed, new.order],
         todo_from_row,
     )
@@ -161,12 +143,8 @@ pub fn update(conn: &Connection, id: i64, patch: &TodoPatch) -> rusqlite::Result
     }
     values.push(Value::Integer(id));
     // Only fixed column names are interpolated; every value is a parameter.
-    let sql = format!(
-        "UPDATE todos SET {} WHERE id = ? RETURNING {COLUMNS}",
-        sets.join(", ")
-    );
-    conn.query_row(&sql, rusqlite::params_from_iter(values), todo_from_row)
-        .optional()
+    let sql = format!("UPDATE todos SET {} WHERE id = ? RETURNING {COLUMNS}", sets.join(", "));
+    conn.query_row(&sql, rusqlite::params_from_iter(values), todo_from_row).optional()
 }
 
 /// Deletes one todo; `false` when there was none.
@@ -181,7 +159,7 @@ pub fn delete_all(conn: &Connection) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::migrations::{apply, MIGRATIONS};
+    use crate::migrations::{MIGRATIONS, apply};
 
     fn db() -> Connection {
         let mut conn = Connection::open_in_memory().unwrap();
@@ -192,23 +170,12 @@ mod tests {
     #[test]
     fn create_get_update_delete() {
         let conn = db();
-        let new = NewTodo {
-            title: "a".into(),
-            completed: false,
-            order: Some(3),
-        };
+        let new = NewTodo { title: "a".into(), completed: false, order: Some(3) };
         let t = create(&conn, &new).unwrap();
-        assert_eq!(
-            (t.title.as_str(), t.completed, t.order),
-            ("a", false, Some(3))
-        );
+        assert_eq!((t.title.as_str(), t.completed, t.order), ("a", false, Some(3)));
         assert_eq!(get(&conn, t.id).unwrap(), Some(t.clone()));
 
-        let patch = TodoPatch {
-            completed: Some(true),
-            order: Some(None),
-            ..Default::default()
-        };
+        let patch = TodoPatch { completed: Some(true), order: Some(None), ..Default::default() };
         let u = update(&conn, t.id, &patch).unwrap().unwrap();
         assert_eq!((u.title.as_str(), u.completed, u.order), ("a", true, None));
         assert_eq!(update(&conn, t.id + 100, &patch).unwrap(), None);
@@ -221,11 +188,7 @@ mod tests {
     #[test]
     fn ids_are_not_reused_after_delete() {
         let conn = db();
-        let new = NewTodo {
-            title: "a".into(),
-            completed: false,
-            order: None,
-        };
+        let new = NewTodo { title: "a".into(), completed: false, order: None };
         let first = create(&conn, &new).unwrap();
         delete_all(&conn).unwrap();
         let second = create(&conn, &new).unwrap();

@@ -109,11 +109,16 @@ pub fn newer_than(conn: &Connection, known: usize) -> Result<Vec<Recorded>, Stri
     let mut recorded: Vec<Recorded> = Vec::new();
     if has_table(conn, "schema_migrations")? {
         let additive = if has_additive_column(conn)? { "additive" } else { "0" };
-        let sql = format!("SELECT version, name, {additive} FROM schema_migrations WHERE version > ?1 ORDER BY version");
+        let sql =
+            format!("SELECT version, name, {additive} FROM schema_migrations WHERE version > ?1 ORDER BY version");
         let mut statement = conn.prepare(&sql).map_err(|e| format!("cannot read the applied migrations: {e}"))?;
         let rows = statement
             .query_map([known as i64], |row| {
-                Ok(Recorded { version: row.get::<_, i64>(0)? as u32, name: row.get(1)?, additive: row.get::<_, i64>(2)? != 0 })
+                Ok(Recorded {
+                    version: row.get::<_, i64>(0)? as u32,
+                    name: row.get(1)?,
+                    additive: row.get::<_, i64>(2)? != 0,
+                })
             })
             .map_err(|e| format!("cannot read the applied migrations: {e}"))?;
         for row in rows {
@@ -151,14 +156,9 @@ pub fn check_order(migrations: &[Migration]) -> Result<(), String> {
                 return Err(format!(
                     "migration {} has number {v}, expected {expected:04}: migrations must be numbered 1, 2, 3, ... in order",
                     migration.name
-                ))
+                ));
             }
-            None => {
-                return Err(format!(
-                    "migration {} does not start with its number (NNNN_name.sql)",
-                    migration.name
-                ))
-            }
+            None => return Err(format!("migration {} does not start with its number (NNNN_name.sql)", migration.name)),
         }
     }
     Ok(())
@@ -177,10 +177,7 @@ pub fn current_version(conn: &Connection) -> Result<u32, String> {
 /// migration this binary does not know is recorded as additive (nothing is
 /// pending then); otherwise running this code against it is not safe, and it
 /// fails naming the first migration that is not additive.
-pub fn pending<'a>(
-    conn: &Connection,
-    migrations: &'a [Migration],
-) -> Result<&'a [Migration], String> {
+pub fn pending<'a>(conn: &Connection, migrations: &'a [Migration]) -> Result<&'a [Migration], String> {
     let current = current_version(conn)? as usize;
     if current > migrations.len() {
         if let Some(problem) = newer_problem(&newer_than(conn, migrations.len())?, migrations.len()) {
@@ -196,10 +193,7 @@ pub fn pending<'a>(
 /// one was changed since; returns those with no record at all (the database
 /// was migrated by a release that did not record them), which `apply` adopts
 /// and `serve` refuses until `migrate` has run.
-pub fn unrecorded<'a>(
-    conn: &Connection,
-    migrations: &'a [Migration],
-) -> Result<Vec<&'a Migration>, String> {
+pub fn unrecorded<'a>(conn: &Connection, migrations: &'a [Migration]) -> Result<Vec<&'a Migration>, String> {
     let applied = &migrations[..migrations.len() - pending(conn, migrations)?.len()];
     let read_error = |e: rusqlite::Error| format!("cannot read the applied migrations: {e}");
     if !has_table(conn, "schema_migrations")? {
@@ -208,11 +202,9 @@ pub fn unrecorded<'a>(
     let mut missing = Vec::new();
     for (index, migration) in applied.iter().enumerate() {
         let recorded: Option<(String, String)> = conn
-            .query_row(
-                "SELECT name, checksum FROM schema_migrations WHERE version = ?1",
-                [index as i64 + 1],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
+            .query_row("SELECT name, checksum FROM schema_migrations WHERE version = ?1", [index as i64 + 1], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
             .optional()
             .map_err(read_error)?;
         let Some((name, recorded_checksum)) = recorded else {
@@ -273,8 +265,7 @@ pub fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<Outcom
         .map_err(|e| format!("cannot lock the database for migrating: {e}"))?;
     let todo = pending(&tx, migrations)?;
     let adopt = unrecorded(&tx, migrations)?;
-    tx.execute_batch(CREATE_RECORD_TABLE)
-        .map_err(|e| format!("cannot create the schema_migrations table: {e}"))?;
+    tx.execute_batch(CREATE_RECORD_TABLE).map_err(|e| format!("cannot create the schema_migrations table: {e}"))?;
     if !has_additive_column(&tx)? {
         // Recorded before the flag was kept: those count as not additive.
         tx.execute_batch("ALTER TABLE schema_migrations ADD COLUMN additive INTEGER NOT NULL DEFAULT 0")
@@ -291,13 +282,8 @@ pub fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<Outcom
     for migration in todo {
         // Returning the error drops `tx`, which rolls everything back. Only
         // SQLite's own message: rusqlite's also quotes the whole SQL text.
-        tx.execute_batch(migration.sql).map_err(|e| {
-            format!(
-                "migration {} failed: {}",
-                migration.name,
-                sqlite_message(&e)
-            )
-        })?;
+        tx.execute_batch(migration.sql)
+            .map_err(|e| format!("migration {} failed: {}", migration.name, sqlite_message(&e)))?;
         record(&tx, migration)?;
         outcome.applied.push(migration.name);
     }
@@ -306,8 +292,7 @@ pub fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<Outcom
         tx.execute_batch(&format!("PRAGMA user_version = {}", migrations.len()))
             .map_err(|e| format!("cannot record the schema version: {e}"))?;
     }
-    tx.commit()
-        .map_err(|e| format!("cannot commit the migrations: {e}"))?;
+    tx.commit().map_err(|e| format!("cannot commit the migrations: {e}"))?;
     Ok(outcome)
 }
 
@@ -348,7 +333,8 @@ pub fn report(path: &std::path::Path, migrations: &[Migration]) -> Result<Report
         return Ok(report);
     }
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| format!("cannot open database {}: {e}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(|e| format!("cannot configure database {}: {e}", path.display()))?;
     report.schema_version = current_version(&conn)?;
@@ -357,8 +343,8 @@ pub fn report(path: &std::path::Path, migrations: &[Migration]) -> Result<Report
         *is_applied = index < applied;
     }
     report.unknown_applied = newer_than(&conn, migrations.len())?;
-    report.problem = newer_problem(&report.unknown_applied, migrations.len())
-        .or_else(|| unrecorded(&conn, migrations).err());
+    report.problem =
+        newer_problem(&report.unknown_applied, migrations.len()).or_else(|| unrecorded(&conn, migrations).err());
     Ok(report)
 }
 
@@ -483,7 +469,11 @@ mod tests {
             additive
                 .iter()
                 .enumerate()
-                .map(|(i, additive)| Recorded { version: i as u32 + 2, name: format!("{:04}_m", i + 2), additive: *additive })
+                .map(|(i, additive)| Recorded {
+                    version: i as u32 + 2,
+                    name: format!("{:04}_m", i + 2),
+                    additive: *additive,
+                })
                 .collect()
         };
         assert_eq!(newer_problem(&newer(&[true, true]), 1), None);
@@ -512,14 +502,8 @@ mod tests {
         assert_eq!(checksum(""), "cbf29ce484222325");
         assert_eq!(checksum("a"), "af63dc4c8601ec8c");
         assert_eq!(checksum("foobar"), "85944171f73967e8");
-        assert_eq!(
-            checksum("CREATE TABLE a (x);\r\n"),
-            checksum("CREATE TABLE a (x);\n")
-        );
-        assert_ne!(
-            checksum("CREATE TABLE a (x);"),
-            checksum("CREATE TABLE a (y);")
-        );
+        assert_eq!(checksum("CREATE TABLE a (x);\r\n"), checksum("CREATE TABLE a (x);\n"));
+        assert_ne!(checksum("CREATE TABLE a (x);"), checksum("CREATE TABLE a (y);"));
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -96,12 +96,7 @@ pub fn start(listen: &str, db_path: &Path, static_root: &Path) -> Result<ServerH
 /// Refuses to start while the database at `db_path` is missing or has
 /// pending migrations, so that a service restarts until `migrate` has run.
 /// Files under `/static/` are served from `static_root`.
-pub fn start_with(
-    listen: &str,
-    db_path: &Path,
-    static_root: &Path,
-    options: Options,
-) -> Result<ServerHandle, String> {
+pub fn start_with(listen: &str, db_path: &Path, static_root: &Path, options: Options) -> Result<ServerHandle, String> {
     let listen = net::parse_listen(listen)?;
     if !db_path.exists() {
         return Err(format!(
@@ -114,10 +109,7 @@ pub fn start_with(
     db::ensure_migrated(&first_conn, db_path, MIGRATIONS)?;
 
     let server = Server::http(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| format!("cannot listen on {listen}: no IP address bound"))?;
+    let addr = server.server_addr().to_ip().ok_or_else(|| format!("cannot listen on {listen}: no IP address bound"))?;
     let server = Arc::new(server);
     let stop = Arc::new(AtomicBool::new(false));
     let fallback_host = net::local_target(addr).to_string();
@@ -137,29 +129,17 @@ pub fn start_with(
             access_log: options.access_log,
             log_healthchecks: options.log_healthchecks,
         };
-        let spawned = thread::Builder::new()
-            .name(format!("worker-{i}"))
-            .spawn(move || worker.run());
+        let spawned = thread::Builder::new().name(format!("worker-{i}")).spawn(move || worker.run());
         match spawned {
             Ok(handle) => workers.push(handle),
             Err(e) => {
                 // Stop the workers already running before reporting.
-                drop(ServerHandle {
-                    addr,
-                    server,
-                    stop,
-                    workers,
-                });
+                drop(ServerHandle { addr, server, stop, workers });
                 return Err(format!("cannot start worker thread: {e}"));
             }
         }
     }
-    Ok(ServerHandle {
-        addr,
-        server,
-        stop,
-        workers,
-    })
+    Ok(ServerHandle { addr, server, stop, workers })
 }
 
 struct Worker {
@@ -191,34 +171,20 @@ impl Worker {
         let started = Instant::now();
         let method = request.method().as_str().to_string();
         let target = request.url().to_string();
-        let headers: Vec<(String, String)> = request
-            .headers()
-            .iter()
-            .map(|h| (h.field.as_str().to_string(), h.value.as_str().to_string()))
-            .collect();
+        let headers: Vec<(String, String)> =
+            request.headers().iter().map(|h| (h.field.as_str().to_string(), h.value.as_str().to_string())).collect();
 
         let mut body = Vec::new();
-        let read = request
-            .as_reader()
-            .take(MAX_BODY as u64 + 1)
-            .read_to_end(&mut body);
+        let read = request.as_reader().take(MAX_BODY as u64 + 1).read_to_end(&mut body);
         let response = match read {
             Err(e) => ApiResponse::error(400, &format!("cannot read request body: {e}")),
             Ok(_) if body.len() > MAX_BODY => {
                 ApiResponse::error(413, &format!("request body larger than {MAX_BODY} bytes"))
             }
             Ok(_) => {
-                let req = ApiRequest {
-                    method: &method,
-                    target: &target,
-                    headers: &headers,
-                    body: &body,
-                };
-                let ctx = Context {
-                    conn: &self.conn,
-                    static_root: &self.static_root,
-                    fallback_host: &self.fallback_host,
-                };
+                let req = ApiRequest { method: &method, target: &target, headers: &headers, body: &body };
+                let ctx =
+                    Context { conn: &self.conn, static_root: &self.static_root, fallback_host: &self.fallback_host };
                 // A bug in a handler must cost one request, not a worker.
                 panic::catch_unwind(AssertUnwindSafe(|| api::handle(&req, &ctx)))
                     .unwrap_or_else(|_| ApiResponse::error(500, "internal error"))
@@ -234,9 +200,8 @@ impl Worker {
             }
         }
         let result = request.respond(out);
-        let healthcheck = headers
-            .iter()
-            .any(|(name, value)| name.eq_ignore_ascii_case("user-agent") && value == HEALTHCHECK_AGENT);
+        let healthcheck =
+            headers.iter().any(|(name, value)| name.eq_ignore_ascii_case("user-agent") && value == HEALTHCHECK_AGENT);
         if self.access_log && (self.log_healthchecks || !healthcheck) {
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             // escape_debug: the target is client-controlled and goes to a log.

@@ -6,10 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// The files shipped with the binary, as (name, contents).
-pub const BUNDLED: &[(&str, &str)] = &[
-    ("index.html", include_str!("../static/index.html")),
-    ("style.css", include_str!("../static/style.css")),
-];
+pub const BUNDLED: &[(&str, &str)] =
+    &[("index.html", include_str!("../static/index.html")), ("style.css", include_str!("../static/style.css"))];
 
 /// What `collect` did with one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,8 +21,7 @@ pub enum Outcome {
 /// no-op. Each file is written to a temporary name and renamed into place,
 /// so a server reading it never sees half a file.
 pub fn collect(root: &Path) -> Result<Vec<(&'static str, Outcome)>, String> {
-    fs::create_dir_all(root)
-        .map_err(|e| format!("cannot create static root {}: {e}", root.display()))?;
+    fs::create_dir_all(root).map_err(|e| format!("cannot create static root {}: {e}", root.display()))?;
     let mut done = Vec::with_capacity(BUNDLED.len());
     for (name, contents) in BUNDLED {
         let target = root.join(name);
@@ -50,9 +47,7 @@ pub fn safe_path(root: &Path, url_path: &str) -> Option<PathBuf> {
     for segment in url_path.split('/') {
         let ok = !segment.is_empty()
             && !segment.starts_with('.')
-            && segment
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !ok {
             return None;
         }
@@ -95,24 +90,9 @@ mod tests {
     #[test]
     fn safe_path_rejects_escapes() {
         let root = Path::new("/public");
-        assert_eq!(
-            safe_path(root, "style.css"),
-            Some(PathBuf::from("/public/style.css"))
-        );
-        assert_eq!(
-            safe_path(root, "img/a.png"),
-            Some(PathBuf::from("/public/img/a.png"))
-        );
-        for bad in [
-            "",
-            "../etc/passwd",
-            "a/../../b",
-            ".hidden",
-            "a//b",
-            "/abs",
-            "a%2e",
-            "a\\b",
-        ] {
+        assert_eq!(safe_path(root, "style.css"), Some(PathBuf::from("/public/style.css")));
+        assert_eq!(safe_path(root, "img/a.png"), Some(PathBuf::from("/public/img/a.png")));
+        for bad in ["", "../etc/passwd", "a/../../b", ".hidden", "a//b", "/abs", "a%2e", "a\\b"] {
             assert_eq!(safe_path(root, bad), None, "{bad}");
         }
     }
@@ -120,20 +100,15 @@ mod tests {
     #[test]
     fn content_types() {
         assert_eq!(content_type(Path::new("a.css")), "text/css; charset=utf-8");
-        assert_eq!(
-            content_type(Path::new("index.html")),
-            "text/html; charset=utf-8"
-        );
+        assert_eq!(content_type(Path::new("index.html")), "text/html; charset=utf-8");
         assert_eq!(content_type(Path::new("noext")), "application/octet-stream");
     }
 
     #[test]
     fn bundled_files_are_the_ones_in_static_dir() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("static");
-        let mut on_disk: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut on_disk: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         on_disk.sort();
         let bundled: Vec<&str> = BUNDLED.iter().map(|(n, _)| *n).collect();
         assert_eq!(on_disk, bundled);

@@ -19,10 +19,7 @@ fn suite_passes_against_the_real_server() {
     assert!(summary.ok(), "{text}");
     assert!(summary.passed >= 15, "{text}");
     assert_eq!(text.lines().count(), summary.passed + 1, "{text}");
-    assert_eq!(
-        text.lines().last(),
-        Some(format!("{} passed, 0 failed", summary.passed).as_str())
-    );
+    assert_eq!(text.lines().last(), Some(format!("{} passed, 0 failed", summary.passed).as_str()));
     // The suite cleans up after itself.
     assert_eq!(s.get("/todos").text(), "[]");
 }
@@ -57,17 +54,10 @@ fn suite_fails_against_a_wrong_server() {
     let summary = acceptance::run(&url, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(!summary.ok(), "{text}");
-    assert!(
-        summary.failures.iter().any(|f| f.contains("POST /todos")),
-        "{text}"
-    );
+    assert!(summary.failures.iter().any(|f| f.contains("POST /todos")), "{text}");
     assert!(summary.failures.iter().any(|f| f.contains("404")), "{text}");
     assert!(text.contains("FAILED  POST /todos answers 201"), "{text}");
-    assert!(text
-        .lines()
-        .last()
-        .unwrap()
-        .ends_with(&format!("{} failed", summary.failed)));
+    assert!(text.lines().last().unwrap().ends_with(&format!("{} failed", summary.failed)));
 }
 
 #[test]

@@ -9,25 +9,17 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{error_message, json, start_server, TestServer};
-use serde_json::{json, Value};
+use common::{TestServer, error_message, json, start_server};
+use serde_json::{Value, json};
 use todobackend::server;
 
 fn assert_cors(r: &todobackend::client::Response) {
-    assert_eq!(
-        r.header("Access-Control-Allow-Origin"),
-        Some("*"),
-        "{:?}",
-        r.headers
-    );
+    assert_eq!(r.header("Access-Control-Allow-Origin"), Some("*"), "{:?}", r.headers);
     let methods = r.header("Access-Control-Allow-Methods").unwrap_or("");
     for m in ["GET", "POST", "PATCH", "DELETE", "OPTIONS"] {
         assert!(methods.contains(m), "{methods}");
     }
-    let headers = r
-        .header("Access-Control-Allow-Headers")
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let headers = r.header("Access-Control-Allow-Headers").unwrap_or("").to_ascii_lowercase();
     assert!(headers.contains("content-type"), "{headers}");
 }
 
@@ -51,27 +43,17 @@ fn post_answers_201_with_location_and_the_todo() {
     let todo = json(&r);
     let id = todo["id"].as_i64().expect("integer id");
     assert_eq!(location, s.url(&format!("/todos/{id}")));
-    assert_eq!(
-        todo,
-        json!({ "id": id, "title": "buy milk", "completed": false, "order": null, "url": location })
-    );
+    assert_eq!(todo, json!({ "id": id, "title": "buy milk", "completed": false, "order": null, "url": location }));
 
     // The Location is a working URL for that todo.
-    let r =
-        todobackend::client::request("GET", &location, &[], None, Duration::from_secs(5)).unwrap();
+    let r = todobackend::client::request("GET", &location, &[], None, Duration::from_secs(5)).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(json(&r), todo);
 
-    let r = s.post_json(
-        "/todos",
-        &json!({ "title": "second", "order": 7, "completed": true, "ignored": 1 }),
-    );
+    let r = s.post_json("/todos", &json!({ "title": "second", "order": 7, "completed": true, "ignored": 1 }));
     assert_eq!(r.status, 201);
     let second = json(&r);
-    assert_eq!(
-        (second["order"].clone(), second["completed"].clone()),
-        (json!(7), json!(true))
-    );
+    assert_eq!((second["order"].clone(), second["completed"].clone()), (json!(7), json!(true)));
     assert!(second.get("ignored").is_none());
 
     let list = json(&s.get("/todos"));
@@ -88,46 +70,24 @@ fn patch_updates_only_the_given_fields() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_cors(&r);
     let t = json(&r);
-    assert_eq!(
-        (
-            t["title"].clone(),
-            t["completed"].clone(),
-            t["order"].clone()
-        ),
-        (json!("a"), json!(true), json!(1))
-    );
+    assert_eq!((t["title"].clone(), t["completed"].clone(), t["order"].clone()), (json!("a"), json!(true), json!(1)));
 
     let r = s.patch_json(&path, &json!({ "title": "b", "order": 42 }));
     assert_eq!(r.status, 200);
     let t = json(&s.get(&path));
-    assert_eq!(
-        (
-            t["title"].clone(),
-            t["completed"].clone(),
-            t["order"].clone()
-        ),
-        (json!("b"), json!(true), json!(42))
-    );
+    assert_eq!((t["title"].clone(), t["completed"].clone(), t["order"].clone()), (json!("b"), json!(true), json!(42)));
 
     // order may be cleared; completed may be set back.
     s.patch_json(&path, &json!({ "order": null, "completed": false }));
     let t = json(&s.get(&path));
-    assert_eq!(
-        (t["completed"].clone(), t["order"].clone()),
-        (json!(false), Value::Null)
-    );
+    assert_eq!((t["completed"].clone(), t["order"].clone()), (json!(false), Value::Null));
 
     // An empty patch changes nothing and still answers the todo.
     let r = s.patch_json(&path, &json!({}));
     assert_eq!((r.status, json(&r)), (200, t.clone()));
 
     // Invalid patches are refused and change nothing.
-    for bad in [
-        json!({ "title": "" }),
-        json!({ "completed": "yes" }),
-        json!({ "order": "x" }),
-        json!([1]),
-    ] {
+    for bad in [json!({ "title": "" }), json!({ "completed": "yes" }), json!({ "order": "x" }), json!([1])] {
         let r = s.patch_json(&path, &bad);
         assert_eq!(r.status, 400, "{bad}");
         error_message(&r);
@@ -164,13 +124,7 @@ fn delete_one_and_delete_all() {
 #[test]
 fn unknown_ids_and_paths_are_404_with_a_json_error() {
     let s = start_server();
-    for path in [
-        "/todos/12345",
-        "/todos/abc",
-        "/todos/1/extra",
-        "/nope",
-        "/static/missing.css",
-    ] {
+    for path in ["/todos/12345", "/todos/abc", "/todos/1/extra", "/nope", "/static/missing.css"] {
         let r = s.get(path);
         assert_eq!(r.status, 404, "{path}");
         assert_cors(&r);
@@ -196,12 +150,7 @@ fn bad_post_bodies_are_400_and_store_nothing() {
         "{\"title\": \"x\", \"completed\": \"no\"}",
         "{\"title\": \"x\", \"order\": 1.5}",
     ] {
-        let r = s.call(
-            "POST",
-            "/todos",
-            &[("Content-Type", "application/json")],
-            Some(body),
-        );
+        let r = s.call("POST", "/todos", &[("Content-Type", "application/json")], Some(body));
         assert_eq!(r.status, 400, "{body:?}: {}", r.text());
         assert_eq!(r.header("Content-Type"), Some("application/json"));
         assert_cors(&r);
@@ -252,45 +201,28 @@ fn urls_follow_host_and_forwarded_headers() {
     assert_eq!(r.status, 201);
     let id = json(&r)["id"].as_i64().unwrap();
 
-    let answer = s.raw(&format!(
-        "GET /todos/{id} HTTP/1.1\r\nHost: api.example.test:9000\r\nConnection: close\r\n\r\n"
-    ));
-    assert!(
-        answer.contains(&format!(
-            "\"url\":\"http://api.example.test:9000/todos/{id}\""
-        )),
-        "{answer}"
-    );
+    let answer =
+        s.raw(&format!("GET /todos/{id} HTTP/1.1\r\nHost: api.example.test:9000\r\nConnection: close\r\n\r\n"));
+    assert!(answer.contains(&format!("\"url\":\"http://api.example.test:9000/todos/{id}\"")), "{answer}");
 
     let answer = s.raw(&format!(
         "GET /todos/{id} HTTP/1.1\r\nHost: internal:8000\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: todo.example.org\r\nConnection: close\r\n\r\n"
     ));
-    assert!(
-        answer.contains(&format!("\"url\":\"https://todo.example.org/todos/{id}\"")),
-        "{answer}"
-    );
+    assert!(answer.contains(&format!("\"url\":\"https://todo.example.org/todos/{id}\"")), "{answer}");
 
     let answer = s.raw(
         "POST /todos HTTP/1.1\r\nHost: internal:8000\r\nX-Forwarded-Proto: https\r\nContent-Type: application/json\r\nContent-Length: 13\r\nConnection: close\r\n\r\n{\"title\":\"u\"}",
     );
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
-    assert!(
-        answer.contains("Location: https://internal:8000/todos/"),
-        "{answer}"
-    );
+    assert!(answer.contains("Location: https://internal:8000/todos/"), "{answer}");
 
-    let answer = s.raw("GET / HTTP/1.1\r\nHost: h.test\r\nX-Forwarded-Host: proxy.test:8443\r\nConnection: close\r\n\r\n");
-    assert!(
-        answer.contains("{\"todos\":\"http://proxy.test:8443/todos\"}"),
-        "{answer}"
-    );
+    let answer =
+        s.raw("GET / HTTP/1.1\r\nHost: h.test\r\nX-Forwarded-Host: proxy.test:8443\r\nConnection: close\r\n\r\n");
+    assert!(answer.contains("{\"todos\":\"http://proxy.test:8443/todos\"}"), "{answer}");
 
     // HTTP/1.0 without Host: the server's own address.
     let answer = s.raw("GET / HTTP/1.0\r\n\r\n");
-    assert!(
-        answer.contains(&format!("{{\"todos\":\"{}/todos\"}}", s.base)),
-        "{answer}"
-    );
+    assert!(answer.contains(&format!("{{\"todos\":\"{}/todos\"}}", s.base)), "{answer}");
 }
 
 #[test]
@@ -299,10 +231,7 @@ fn static_files_are_served_from_the_static_root() {
     let r = s.get("/static/style.css");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("Content-Type"), Some("text/css; charset=utf-8"));
-    assert_eq!(
-        r.body,
-        std::fs::read(s.static_root.join("style.css")).unwrap()
-    );
+    assert_eq!(r.body, std::fs::read(s.static_root.join("style.css")).unwrap());
     let r = s.get("/static/index.html");
     assert_eq!(r.status, 200);
     assert!(r.text().contains("/static/style.css"));
@@ -313,15 +242,8 @@ fn static_files_are_served_from_the_static_root() {
 
     // Nothing outside the static root is reachable.
     std::fs::write(s.dir.join("secret.txt"), "TOP-SECRET-CONTENT").unwrap();
-    for path in [
-        "/static/../secret.txt",
-        "/static/%2e%2e/secret.txt",
-        "/static/.hidden",
-        "/static/",
-    ] {
-        let answer = s.raw(&format!(
-            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-        ));
+    for path in ["/static/../secret.txt", "/static/%2e%2e/secret.txt", "/static/.hidden", "/static/"] {
+        let answer = s.raw(&format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"));
         assert!(answer.starts_with("HTTP/1.1 404"), "{path}: {answer}");
         assert!(!answer.contains("TOP-SECRET-CONTENT"), "{path}: {answer}");
     }
@@ -331,12 +253,7 @@ fn static_files_are_served_from_the_static_root() {
 fn oversized_bodies_are_refused() {
     let s = start_server();
     let big = format!("{{\"title\":\"{}\"}}", "x".repeat(server::MAX_BODY + 10));
-    let r = s.call(
-        "POST",
-        "/todos",
-        &[("Content-Type", "application/json")],
-        Some(&big),
-    );
+    let r = s.call("POST", "/todos", &[("Content-Type", "application/json")], Some(&big));
     assert_eq!(r.status, 413);
     assert_eq!(json(&s.get("/todos")), json!([]));
 }
@@ -346,9 +263,7 @@ fn concurrent_requests_are_all_answered() {
     let s = Arc::new(start_server());
     // A client that connects and sends half a request must not hold up others.
     let mut stalled = TcpStream::connect(s.handle.addr()).unwrap();
-    stalled
-        .write_all(b"POST /todos HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
-        .unwrap();
+    stalled.write_all(b"POST /todos HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{").unwrap();
 
     let started = Instant::now();
     let threads: Vec<_> = (0..8)
@@ -376,23 +291,11 @@ fn concurrent_requests_are_all_answered() {
 fn todos_survive_a_restart_of_the_server() {
     let s = start_server();
     let created = json(&s.post_json("/todos", &json!({ "title": "durable" })));
-    let common::TestServer {
-        handle,
-        db,
-        static_root,
-        dir,
-        ..
-    } = s;
+    let common::TestServer { handle, db, static_root, dir, .. } = s;
     handle.shutdown();
     let handle = server::start("127.0.0.1:0", &db, &static_root).unwrap();
-    let r = todobackend::client::request(
-        "GET",
-        &format!("{}/todos", handle.url()),
-        &[],
-        None,
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let r = todobackend::client::request("GET", &format!("{}/todos", handle.url()), &[], None, Duration::from_secs(5))
+        .unwrap();
     let list = json(&r);
     assert_eq!(list[0]["title"], created["title"]);
     assert_eq!(list[0]["id"], created["id"]);

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{migrated_db, start_server, TempDir};
+use common::{TempDir, migrated_db, start_server};
 use todobackend::{client, static_files};
 
 const BIN: &str = env!("CARGO_BIN_EXE_todobackend");
@@ -17,15 +17,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_todobackend");
 /// after a while, so the test fails instead of hanging.
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for var in [
-        "TODOBACKEND_LISTEN",
-        "TODOBACKEND_DB",
-        "TODOBACKEND_STATIC_ROOT",
-    ] {
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for var in ["TODOBACKEND_LISTEN", "TODOBACKEND_DB", "TODOBACKEND_STATIC_ROOT"] {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().copied());
@@ -35,10 +28,7 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
         if Instant::now() > deadline {
             let _ = child.kill();
             let out = child.wait_with_output().expect("collect output");
-            panic!(
-                "{args:?} did not exit in time; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            panic!("{args:?} did not exit in time; stderr: {}", String::from_utf8_lossy(&out.stderr));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -69,17 +59,8 @@ fn serve_refuses_while_migrations_are_pending() {
     assert_one_line_error(&out, "run `todobackend migrate` first");
 
     // An existing but unmigrated database is refused the same way.
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch("CREATE TABLE t (x);")
-        .unwrap();
-    let out = run(
-        &["serve"],
-        &[
-            ("TODOBACKEND_LISTEN", "127.0.0.1:0"),
-            ("TODOBACKEND_DB", db_arg),
-        ],
-    );
+    rusqlite::Connection::open(&db).unwrap().execute_batch("CREATE TABLE t (x);").unwrap();
+    let out = run(&["serve"], &[("TODOBACKEND_LISTEN", "127.0.0.1:0"), ("TODOBACKEND_DB", db_arg)]);
     assert_one_line_error(&out, "pending migration");
 }
 
@@ -106,14 +87,7 @@ fn serve_runs_and_stops_on_sigterm() {
     let port = url.rsplit(':').next().unwrap().to_string();
     let health = run(&["healthcheck", "--listen", &format!("127.0.0.1:{port}")], &[]);
     assert!(health.status.success(), "{}", String::from_utf8_lossy(&health.stderr));
-    let r = client::request(
-        "GET",
-        &format!("{url}/todos"),
-        &[],
-        None,
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let r = client::request("GET", &format!("{url}/todos"), &[], None, Duration::from_secs(5)).unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "[]"));
 
     let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
@@ -131,10 +105,7 @@ fn serve_runs_and_stops_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(
-        rest.iter().any(|l| l.starts_with("GET /todos 200")),
-        "access log: {rest:?}"
-    );
+    assert!(rest.iter().any(|l| l.starts_with("GET /todos 200")), "access log: {rest:?}");
     assert!(rest.iter().any(|l| l.starts_with("stopping")), "{rest:?}");
     assert!(!rest.iter().any(|l| l.starts_with("GET / ")), "the healthcheck was logged: {rest:?}");
 }
@@ -154,16 +125,10 @@ fn a_failing_migration_is_one_line_with_only_sqlites_message() {
     // (its SQL spans several lines, none of which may be printed).
     let dir = TempDir::new();
     let db = dir.join("db.sqlite3");
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch("CREATE TABLE todos (x);")
-        .unwrap();
+    rusqlite::Connection::open(&db).unwrap().execute_batch("CREATE TABLE todos (x);").unwrap();
     let out = run(&["migrate", "--db", db.to_str().unwrap()], &[]);
     assert_one_line_error(&out, "");
-    assert_eq!(
-        stderr(&out),
-        "error: migration 0001_create_todos.sql failed: table todos already exists\n"
-    );
+    assert_eq!(stderr(&out), "error: migration 0001_create_todos.sql failed: table todos already exists\n");
 }
 
 #[test]
@@ -177,16 +142,11 @@ fn a_changed_applied_migration_stops_migrate_and_serve() {
         .execute_batch("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
         .unwrap();
     let before = std::fs::read(&db).unwrap();
-    let changed =
-        "migration 0001_create_todos.sql was changed after it was applied to this database";
+    let changed = "migration 0001_create_todos.sql was changed after it was applied to this database";
 
     let out = run(&["migrate", "--db", db_arg], &[]);
     assert_one_line_error(&out, changed);
-    assert!(
-        stderr(&out).contains("cargo xtask clean"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("cargo xtask clean"), "{}", stderr(&out));
 
     let out = run(&["serve", "--listen", "127.0.0.1:0", "--db", db_arg], &[]);
     assert_one_line_error(&out, changed);
@@ -199,20 +159,13 @@ fn migrate_adopts_a_database_from_before_checksums() {
     let db = migrated_db(&dir);
     let db_arg = db.to_str().unwrap();
     // What the release before checksums left behind.
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch("DROP TABLE schema_migrations;")
-        .unwrap();
+    rusqlite::Connection::open(&db).unwrap().execute_batch("DROP TABLE schema_migrations;").unwrap();
     let out = run(&["serve", "--listen", "127.0.0.1:0", "--db", db_arg], &[]);
     assert_one_line_error(&out, "run `todobackend migrate` first");
 
     let out = run(&["migrate", "--db", db_arg], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("recorded the checksums of 1 migration(s)"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("recorded the checksums of 1 migration(s)"), "{}", stderr(&out));
     let out = run(&["migrate", "--db", db_arg], &[]);
     assert!(!stderr(&out).contains("recorded"), "{}", stderr(&out));
 }
@@ -231,19 +184,13 @@ fn collectstatic_copies_bundled_files_idempotently() {
     let out = run(&["collectstatic"], &[("TODOBACKEND_STATIC_ROOT", root_arg)]);
     assert!(out.status.success());
     assert!(!stderr(&out).contains("copied"), "{}", stderr(&out));
-    assert_eq!(
-        stderr(&out).matches("unchanged").count(),
-        static_files::BUNDLED.len()
-    );
+    assert_eq!(stderr(&out).matches("unchanged").count(), static_files::BUNDLED.len());
 
     // A changed file is put back.
     std::fs::write(root.join("style.css"), "edited").unwrap();
     let out = run(&["collectstatic", "--static-root", root_arg], &[]);
     assert!(stderr(&out).contains("copied") && out.status.success());
-    assert_eq!(
-        std::fs::read_to_string(root.join("style.css")).unwrap(),
-        static_files::BUNDLED[1].1
-    );
+    assert_eq!(std::fs::read_to_string(root.join("style.css")).unwrap(), static_files::BUNDLED[1].1);
 }
 
 #[test]
@@ -251,20 +198,14 @@ fn healthcheck_passes_against_a_live_server_and_fails_otherwise() {
     let s = start_server();
     let port = s.handle.addr().port();
     // The listen address as the container sets it: wildcard host, our port.
-    let out = run(
-        &["healthcheck"],
-        &[("TODOBACKEND_LISTEN", &format!("0.0.0.0:{port}"))],
-    );
+    let out = run(&["healthcheck"], &[("TODOBACKEND_LISTEN", &format!("0.0.0.0:{port}"))]);
     assert!(out.status.success(), "{}", stderr(&out));
 
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let out = run(
-        &["healthcheck", "--listen", &format!("0.0.0.0:{closed}")],
-        &[],
-    );
+    let out = run(&["healthcheck", "--listen", &format!("0.0.0.0:{closed}")], &[]);
     assert_one_line_error(&out, "unhealthy");
 }
 
@@ -278,29 +219,19 @@ fn healthcheck_fails_on_a_non_200_answer_and_on_silence() {
         if let Ok((mut conn, _)) = listener.accept() {
             let mut buf = [0u8; 1024];
             let _ = conn.read(&mut buf);
-            let _ =
-                conn.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+            let _ = conn.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
         }
     });
-    let out = run(
-        &["healthcheck", "--listen", &format!("127.0.0.1:{port}")],
-        &[],
-    );
+    let out = run(&["healthcheck", "--listen", &format!("127.0.0.1:{port}")], &[]);
     assert_one_line_error(&out, "503");
 
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
     let started = std::time::Instant::now();
-    let out = run(
-        &["healthcheck", "--listen", &format!("127.0.0.1:{port}")],
-        &[],
-    );
+    let out = run(&["healthcheck", "--listen", &format!("127.0.0.1:{port}")], &[]);
     assert_one_line_error(&out, "unhealthy");
     let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(2500) && took < Duration::from_secs(6),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(2500) && took < Duration::from_secs(6), "{took:?}");
     drop(silent);
 }
 
@@ -322,16 +253,10 @@ fn acceptance_binary_fails_against_a_missing_server_and_on_https() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let out = run(
-        &["acceptance", "--url", &format!("http://127.0.0.1:{closed}")],
-        &[],
-    );
+    let out = run(&["acceptance", "--url", &format!("http://127.0.0.1:{closed}")], &[]);
     assert_eq!(out.status.code(), Some(1));
     let text = stderr(&out);
-    assert!(
-        text.lines().last().unwrap_or("").starts_with("0 passed, "),
-        "{text}"
-    );
+    assert!(text.lines().last().unwrap_or("").starts_with("0 passed, "), "{text}");
 
     let out = run(&["acceptance", "--url", "https://127.0.0.1:1"], &[]);
     assert_one_line_error(&out, "https is not supported");
@@ -343,10 +268,7 @@ fn bad_command_lines_are_one_line_errors() {
     assert_one_line_error(&run(&["frobnicate"], &[]), "unknown command");
     assert_one_line_error(&run(&["migrate", "--url", "x"], &[]), "unknown option");
     assert_one_line_error(&run(&["acceptance"], &[]), "--url");
-    assert_one_line_error(
-        &run(&["serve", "--listen", "example.com:80"], &[]),
-        "invalid listen address",
-    );
+    assert_one_line_error(&run(&["serve", "--listen", "example.com:80"], &[]), "invalid listen address");
     let out = run(&["help"], &[]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("collectstatic"));

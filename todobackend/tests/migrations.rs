@@ -11,52 +11,35 @@ use std::thread;
 
 use common::TempDir;
 use rusqlite::Connection;
-use todobackend::migrations::{self, Migration, MIGRATIONS};
+use todobackend::migrations::{self, MIGRATIONS, Migration};
 use todobackend::{cli, db, server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_todobackend");
 
 fn table_exists(conn: &Connection, name: &str) -> bool {
-    conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
-        [name],
-        |r| r.get::<_, i64>(0),
-    )
+    conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |r| {
+        r.get::<_, i64>(0)
+    })
     .unwrap()
         == 1
 }
 
 /// The `schema_migrations` rows: (version, name, checksum).
 fn recorded(conn: &Connection) -> Vec<(i64, String, String)> {
-    let mut stmt = conn
-        .prepare("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
-        .unwrap();
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap();
+    let mut stmt = conn.prepare("SELECT version, name, checksum FROM schema_migrations ORDER BY version").unwrap();
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
     rows.map(Result::unwrap).collect()
 }
 
 /// The rows `recorded` should return once `list` is applied.
 fn expected_records(list: &[Migration]) -> Vec<(i64, String, String)> {
-    list.iter()
-        .enumerate()
-        .map(|(i, m)| (i as i64 + 1, m.name.to_string(), m.checksum()))
-        .collect()
+    list.iter().enumerate().map(|(i, m)| (i as i64 + 1, m.name.to_string(), m.checksum())).collect()
 }
 
-const GOOD: Migration = Migration {
-    name: "0001_create_a.sql",
-    sql: "CREATE TABLE a (x INTEGER);",
-};
-const ALSO_GOOD: Migration = Migration {
-    name: "0002_create_b.sql",
-    sql: "CREATE TABLE b (y INTEGER); INSERT INTO a VALUES (1);",
-};
-const BROKEN: Migration = Migration {
-    name: "0003_broken.sql",
-    sql: "CREATE TABLE c (z INTEGER); CREATE TABLEX oops;",
-};
+const GOOD: Migration = Migration { name: "0001_create_a.sql", sql: "CREATE TABLE a (x INTEGER);" };
+const ALSO_GOOD: Migration =
+    Migration { name: "0002_create_b.sql", sql: "CREATE TABLE b (y INTEGER); INSERT INTO a VALUES (1);" };
+const BROKEN: Migration = Migration { name: "0003_broken.sql", sql: "CREATE TABLE c (z INTEGER); CREATE TABLEX oops;" };
 
 #[test]
 fn migrate_twice_is_a_no_op() {
@@ -66,10 +49,7 @@ fn migrate_twice_is_a_no_op() {
     let first = migrations::apply(&mut conn, MIGRATIONS).unwrap();
     assert_eq!(first, MIGRATIONS.iter().map(|m| m.name).collect::<Vec<_>>());
     assert!(migrations::apply(&mut conn, MIGRATIONS).unwrap().is_empty());
-    assert_eq!(
-        migrations::current_version(&conn).unwrap() as usize,
-        MIGRATIONS.len()
-    );
+    assert_eq!(migrations::current_version(&conn).unwrap() as usize, MIGRATIONS.len());
     assert!(table_exists(&conn, "todos"));
 }
 
@@ -77,20 +57,11 @@ fn migrate_twice_is_a_no_op() {
 fn migrate_binary_twice_reports_applied_then_nothing() {
     let dir = TempDir::new();
     let path = dir.join("sub/dir/db.sqlite3"); // parent directories are created
-    let run = || {
-        Command::new(BIN)
-            .arg("migrate")
-            .env("TODOBACKEND_DB", &path)
-            .output()
-            .unwrap()
-    };
+    let run = || Command::new(BIN).arg("migrate").env("TODOBACKEND_DB", &path).output().unwrap();
     let first = run();
     let stderr = String::from_utf8_lossy(&first.stderr);
     assert!(first.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("applied migration 0001_create_todos.sql"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("applied migration 0001_create_todos.sql"), "{stderr}");
     let second = run();
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success(), "{stderr}");
@@ -115,22 +86,11 @@ fn concurrent_migrates_in_threads_apply_exactly_once() {
         })
         .collect();
     let results: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
-    let applied: Vec<Vec<&str>> = results
-        .into_iter()
-        .map(|r| r.expect("every migrate succeeds"))
-        .collect();
+    let applied: Vec<Vec<&str>> = results.into_iter().map(|r| r.expect("every migrate succeeds")).collect();
     // Exactly one did the work; the others found nothing pending.
-    assert_eq!(
-        applied.iter().filter(|a| !a.is_empty()).count(),
-        1,
-        "{applied:?}"
-    );
+    assert_eq!(applied.iter().filter(|a| !a.is_empty()).count(), 1, "{applied:?}");
     let conn = Connection::open(&*path).unwrap();
-    assert_eq!(
-        conn.query_row("SELECT count(*) FROM a", [], |r| r.get::<_, i64>(0))
-            .unwrap(),
-        1
-    );
+    assert_eq!(conn.query_row("SELECT count(*) FROM a", [], |r| r.get::<_, i64>(0)).unwrap(), 1);
     assert_eq!(recorded(&conn), expected_records(list));
 }
 
@@ -140,18 +100,10 @@ fn concurrent_migrate_processes_both_succeed() {
     let path = dir.join("db.sqlite3");
     let children: Vec<_> = (0..3)
         .map(|_| {
-            Command::new(BIN)
-                .args(["migrate", "--db"])
-                .arg(&path)
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            Command::new(BIN).args(["migrate", "--db"]).arg(&path).stderr(std::process::Stdio::piped()).spawn().unwrap()
         })
         .collect();
-    let outputs: Vec<_> = children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
-        .collect();
+    let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
     let mut applied = 0;
     for out in &outputs {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -186,16 +138,8 @@ fn broken_migration_fails_cleanly_and_applies_nothing() {
     }
 
     // Once the file is fixed, everything applies.
-    let fixed = Migration {
-        name: "0003_broken.sql",
-        sql: "CREATE TABLE c (z INTEGER);",
-    };
-    assert_eq!(
-        migrations::apply(&mut conn, &[GOOD, ALSO_GOOD, fixed])
-            .unwrap()
-            .len(),
-        3
-    );
+    let fixed = Migration { name: "0003_broken.sql", sql: "CREATE TABLE c (z INTEGER);" };
+    assert_eq!(migrations::apply(&mut conn, &[GOOD, ALSO_GOOD, fixed]).unwrap().len(), 3);
 }
 
 #[test]
@@ -205,10 +149,7 @@ fn broken_migration_after_applied_ones_keeps_the_old_version() {
     cli::migrate_with(&path, &path.with_file_name("backups"), &[GOOD]).unwrap();
     let err = cli::migrate_with(&path, &path.with_file_name("backups"), &[GOOD, ALSO_GOOD, BROKEN]).unwrap_err();
     // Exactly SQLite's message after the file name: no SQL text, no path.
-    assert_eq!(
-        err,
-        r#"migration 0003_broken.sql failed: near "TABLEX": syntax error"#
-    );
+    assert_eq!(err, r#"migration 0003_broken.sql failed: near "TABLEX": syntax error"#);
     let conn = db::open_existing(&path).unwrap();
     assert_eq!(migrations::current_version(&conn).unwrap(), 1);
     assert!(table_exists(&conn, "a") && !table_exists(&conn, "b"));
@@ -231,31 +172,19 @@ fn server_refuses_to_start_while_migrations_are_pending() {
 
     // No database at all.
     let missing = dir.join("missing.sqlite3");
-    let err = server::start("127.0.0.1:0", &missing, &root)
-        .err()
-        .expect("refused");
+    let err = server::start("127.0.0.1:0", &missing, &root).err().expect("refused");
     assert!(err.contains("pending") && err.contains("migrate"), "{err}");
     assert!(!missing.exists(), "serve must not create the database");
 
     // A database at version 0 (the file exists, nothing applied).
     let empty = dir.join("empty.sqlite3");
-    Connection::open(&empty)
-        .unwrap()
-        .execute_batch("CREATE TABLE unrelated (x);")
-        .unwrap();
-    let err = server::start("127.0.0.1:0", &empty, &root)
-        .err()
-        .expect("refused");
-    assert!(
-        err.contains("1 pending migration(s) (0001_create_todos.sql)"),
-        "{err}"
-    );
+    Connection::open(&empty).unwrap().execute_batch("CREATE TABLE unrelated (x);").unwrap();
+    let err = server::start("127.0.0.1:0", &empty, &root).err().expect("refused");
+    assert!(err.contains("1 pending migration(s) (0001_create_todos.sql)"), "{err}");
 
     // After migrating it starts.
     cli::migrate(&empty).unwrap();
-    server::start("127.0.0.1:0", &empty, &root)
-        .expect("starts")
-        .shutdown();
+    server::start("127.0.0.1:0", &empty, &root).expect("starts").shutdown();
 }
 
 #[test]
@@ -263,13 +192,8 @@ fn a_database_newer_than_the_binary_is_refused() {
     let dir = TempDir::new();
     let path = dir.join("db.sqlite3");
     cli::migrate(&path).unwrap();
-    Connection::open(&path)
-        .unwrap()
-        .execute_batch("PRAGMA user_version = 99")
-        .unwrap();
-    let err = server::start("127.0.0.1:0", &path, &dir.join("public"))
-        .err()
-        .expect("refused");
+    Connection::open(&path).unwrap().execute_batch("PRAGMA user_version = 99").unwrap();
+    let err = server::start("127.0.0.1:0", &path, &dir.join("public")).err().expect("refused");
     assert!(err.contains("newer"), "{err}");
     let err = cli::migrate(&path).unwrap_err();
     assert!(err.contains("newer"), "{err}");
@@ -294,41 +218,24 @@ fn a_changed_applied_migration_is_refused_and_the_database_left_alone() {
 
     // Edited after it was applied, with a new migration pending behind it:
     // neither may touch the database.
-    let edited = Migration {
-        name: GOOD.name,
-        sql: "CREATE TABLE a (x INTEGER, extra TEXT);",
-    };
+    let edited = Migration { name: GOOD.name, sql: "CREATE TABLE a (x INTEGER, extra TEXT);" };
     let err = cli::migrate_with(&path, &path.with_file_name("backups"), &[edited, ALSO_GOOD]).unwrap_err();
     assert!(!err.contains('\n'), "one line: {err}");
     assert!(
-        err.starts_with(
-            "migration 0001_create_a.sql was changed after it was applied to this database ("
-        ),
+        err.starts_with("migration 0001_create_a.sql was changed after it was applied to this database ("),
         "{err}"
     );
+    assert!(err.contains(&GOOD.checksum()) && err.contains(&edited.checksum()), "{err}");
     assert!(
-        err.contains(&GOOD.checksum()) && err.contains(&edited.checksum()),
-        "{err}"
-    );
-    assert!(
-        err.contains("restore the file")
-            && err.contains("new migration")
-            && err.contains("cargo xtask clean"),
+        err.contains("restore the file") && err.contains("new migration") && err.contains("cargo xtask clean"),
         "says what to do: {err}"
     );
     assert_eq!(std::fs::read(&path).unwrap(), before, "database changed");
 
     // A renamed file counts as changed too.
-    let renamed = Migration {
-        name: "0001_renamed.sql",
-        sql: GOOD.sql,
-    };
+    let renamed = Migration { name: "0001_renamed.sql", sql: GOOD.sql };
     let err = cli::migrate_with(&path, &path.with_file_name("backups"), &[renamed]).unwrap_err();
-    assert!(
-        err.contains("0001_renamed.sql was changed")
-            && err.contains("applied as 0001_create_a.sql"),
-        "{err}"
-    );
+    assert!(err.contains("0001_renamed.sql was changed") && err.contains("applied as 0001_create_a.sql"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), before, "database changed");
 
     // Restoring the file is enough.
@@ -344,20 +251,14 @@ fn server_refuses_to_start_when_an_applied_migration_changed() {
     // checksum is the same mismatch seen from the other side.
     Connection::open(&path)
         .unwrap()
-        .execute_batch(
-            "UPDATE schema_migrations SET checksum = '0000000000000000' WHERE version = 1",
-        )
+        .execute_batch("UPDATE schema_migrations SET checksum = '0000000000000000' WHERE version = 1")
         .unwrap();
     let before = std::fs::read(&path).unwrap();
-    let err = server::start("127.0.0.1:0", &path, &dir.join("public"))
-        .err()
-        .expect("refused");
+    let err = server::start("127.0.0.1:0", &path, &dir.join("public")).err().expect("refused");
     assert!(!err.contains('\n'), "one line: {err}");
     assert!(
         err.starts_with(&format!("refusing to start: database {}: ", path.display()))
-            && err.contains(
-                "migration 0001_create_todos.sql was changed after it was applied to this database"
-            ),
+            && err.contains("migration 0001_create_todos.sql was changed after it was applied to this database"),
         "{err}"
     );
     assert_eq!(std::fs::read(&path).unwrap(), before, "database changed");
@@ -370,8 +271,7 @@ fn legacy_db(path: &std::path::Path, applied: &[Migration]) {
     for m in applied {
         conn.execute_batch(m.sql).unwrap();
     }
-    conn.execute_batch(&format!("PRAGMA user_version = {}", applied.len()))
-        .unwrap();
+    conn.execute_batch(&format!("PRAGMA user_version = {}", applied.len())).unwrap();
 }
 
 #[test]
@@ -389,13 +289,10 @@ fn a_database_from_before_checksums_is_adopted_once() {
     // Once only: afterwards it is an ordinary database.
     let again = migrations::migrate(&mut conn, &[GOOD, ALSO_GOOD]).unwrap();
     assert_eq!(again, migrations::Outcome::default());
-    let edited = Migration {
-        name: GOOD.name,
-        sql: "CREATE TABLE a (x TEXT);",
-    };
-    assert!(migrations::migrate(&mut conn, &[edited, ALSO_GOOD])
-        .unwrap_err()
-        .contains("was changed after it was applied"));
+    let edited = Migration { name: GOOD.name, sql: "CREATE TABLE a (x TEXT);" };
+    assert!(
+        migrations::migrate(&mut conn, &[edited, ALSO_GOOD]).unwrap_err().contains("was changed after it was applied")
+    );
 }
 
 #[test]
@@ -404,22 +301,12 @@ fn server_asks_for_migrate_on_a_database_from_before_checksums() {
     let path = dir.join("db.sqlite3");
     legacy_db(&path, MIGRATIONS);
     let root = dir.join("public");
-    let err = server::start("127.0.0.1:0", &path, &root)
-        .err()
-        .expect("refused");
-    assert!(
-        err.contains("no checksums recorded") && err.contains("run `todobackend migrate` first"),
-        "{err}"
-    );
+    let err = server::start("127.0.0.1:0", &path, &root).err().expect("refused");
+    assert!(err.contains("no checksums recorded") && err.contains("run `todobackend migrate` first"), "{err}");
     let conn = Connection::open(&path).unwrap();
-    assert!(
-        !table_exists(&conn, "schema_migrations"),
-        "serve wrote to it"
-    );
+    assert!(!table_exists(&conn, "schema_migrations"), "serve wrote to it");
 
     cli::migrate(&path).unwrap();
     assert_eq!(recorded(&conn), expected_records(MIGRATIONS));
-    server::start("127.0.0.1:0", &path, &root)
-        .expect("starts")
-        .shutdown();
+    server::start("127.0.0.1:0", &path, &root).expect("starts").shutdown();
 }

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use common::TempDir;
 use rusqlite::Connection;
-use todobackend::migrations::{Migration, MIGRATIONS};
+use todobackend::migrations::{MIGRATIONS, Migration};
 use todobackend::{backups, cli, db};
 
 const BIN: &str = env!("CARGO_BIN_EXE_todobackend");
@@ -106,7 +106,10 @@ fn migrate_backs_up_first_and_keeps_the_newest_five() {
     assert_eq!(kept.len(), 5, "{kept:?}");
     // The newest five: before 0004 ... 0008, each at the schema it saved.
     for (file, n) in kept.iter().zip((4..=8).rev()) {
-        assert!(file.starts_with(&format!("{}-", n - 1)) && file.ends_with(&format!("-before-{n:04}_m.sqlite3")), "{file}");
+        assert!(
+            file.starts_with(&format!("{}-", n - 1)) && file.ends_with(&format!("-before-{n:04}_m.sqlite3")),
+            "{file}"
+        );
     }
     // A backup is the database as it was: the row, schema 7 before 0008.
     let newest = backups_dir.join(&kept[0]);
@@ -158,7 +161,10 @@ fn migrations_json_tells_what_a_binary_would_do_without_touching_the_database() 
     assert_eq!(report["database"], "present");
     assert_eq!(report["schema_version"], 2);
     assert_eq!(report["migrations"][0]["applied"], true);
-    assert_eq!(report["unknown_applied"][0], serde_json::json!({"version": 2, "name": "0002_add_note", "additive": true}));
+    assert_eq!(
+        report["unknown_applied"][0],
+        serde_json::json!({"version": 2, "name": "0002_add_note", "additive": true})
+    );
     assert_eq!(report["can_serve"], true);
     let breaking = [later[0], later[1], Migration { name: "0003_b.sql", sql: "CREATE TABLE b (y);" }];
     cli::migrate_with(&db_path, &dir.join("backups"), &breaking).unwrap();

@@ -190,7 +190,9 @@ mod tests {
         let cleanup: Vec<&str> = stages[first_always..].iter().map(|stage| stage.name).collect();
         assert_eq!(cleanup, ["clean", "logout"]);
         assert!(
-            stages.iter().any(|stage| matches!(&stage.action, Action::WriteVersion(path) if path.as_os_str() == "v.json")),
+            stages
+                .iter()
+                .any(|stage| matches!(&stage.action, Action::WriteVersion(path) if path.as_os_str() == "v.json")),
             "the version file goes where it is asked to"
         );
     }

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, anyhow, bail};
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
-use aws_sdk_ecr::config::Region;
 use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_ecr::config::Region;
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
@@ -291,7 +291,6 @@ fn xml_tag(body: &str, name: &str) -> Option<String> {
     Some(body[start..end].trim().to_owned()).filter(|value| !value.is_empty())
 }
 
-
 // ---------------------------------------------------------------- time
 
 /// "11h 59m", "3m", or "already" when past.
@@ -354,8 +353,10 @@ mod tests {
         assert_eq!(classify(&refused, None), AwsProblem::Unreachable);
         let timeout: Error = SdkError::timeout_error("operation timed out");
         assert_eq!(classify(&timeout, None), AwsProblem::Unreachable);
-        let no_credentials: Error =
-            SdkError::dispatch_failure(ConnectorError::other(Box::new(CredentialsError::not_loaded("no providers")), None));
+        let no_credentials: Error = SdkError::dispatch_failure(ConnectorError::other(
+            Box::new(CredentialsError::not_loaded("no providers")),
+            None,
+        ));
         assert_eq!(classify(&no_credentials, None), AwsProblem::NoCredentials);
         #[derive(Debug)]
         struct Dns;
@@ -386,7 +387,7 @@ mod tests {
     fn debug_masks_the_password() {
         let auth = Authorization {
             registry: "r".into(),
-                username: "AWS".into(),
+            username: "AWS".into(),
             password: "topsecret".into(),
             expires_at: None,
         };

@@ -167,8 +167,13 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
 
 /// One line per entry: when, what, version, outcome, who, commit, digest.
 fn table(entries: &[Entry]) -> String {
-    let short = |text: Option<&str>, len: usize| text.map(|text| text.chars().take(len).collect()).unwrap_or_else(|| "-".to_owned());
-    let mut lines = vec![format!("{:<20}  {:<8}  {:<16}  {:<11}  {:<12}  {:<8}  {}", "WHEN", "KIND", "VERSION", "OUTCOME", "BY", "COMMIT", "DIGEST")];
+    let short = |text: Option<&str>, len: usize| {
+        text.map(|text| text.chars().take(len).collect()).unwrap_or_else(|| "-".to_owned())
+    };
+    let mut lines = vec![format!(
+        "{:<20}  {:<8}  {:<16}  {:<11}  {:<12}  {:<8}  {}",
+        "WHEN", "KIND", "VERSION", "OUTCOME", "BY", "COMMIT", "DIGEST"
+    )];
     for entry in entries {
         let digest = entry.digest.as_deref().map(|digest| digest.trim_start_matches("sha256:"));
         lines.push(format!(

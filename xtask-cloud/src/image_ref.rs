@@ -25,9 +25,10 @@ impl ImageRef {
             Some(colon) => (&rest[..last_slash + colon], Some(rest[last_slash + colon + 1..].to_owned())),
             None => (rest, None),
         };
-        let registry = name.split_once('/').map(|(first, _)| first).filter(|first| {
-            first.contains('.') || first.contains(':') || *first == "localhost"
-        });
+        let registry = name
+            .split_once('/')
+            .map(|(first, _)| first)
+            .filter(|first| first.contains('.') || first.contains(':') || *first == "localhost");
         ImageRef { registry: registry.map(str::to_owned), name: name.to_owned(), tag, digest }
     }
 

@@ -9,8 +9,8 @@
 //! machine) leaves it: `cargo xtask unlock` shows the holder and removes it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
@@ -70,7 +70,13 @@ pub fn name(stack: &str) -> String {
 
 /// Run `body` holding the stack's deploy lock; `wait` for it if another task
 /// holds it (else fail at once, naming the holder). A dry run takes no lock.
-pub fn hold<T>(ctx: &Ctx, task: &str, version: &str, wait: Option<Duration>, body: impl FnOnce() -> Result<T>) -> Result<T> {
+pub fn hold<T>(
+    ctx: &Ctx,
+    task: &str,
+    version: &str,
+    wait: Option<Duration>,
+    body: impl FnOnce() -> Result<T>,
+) -> Result<T> {
     let stack = ctx.settings.stack.clone();
     let lock = name(&stack);
     let holder = Holder::here(task, version);
@@ -169,13 +175,19 @@ fn release_on_signals(stack: &str, held: Arc<AtomicBool>) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("warning: cannot watch for Ctrl-C ({err}): an interrupted run leaves the lock; `cargo xtask unlock` removes it");
+            eprintln!(
+                "warning: cannot watch for Ctrl-C ({err}): an interrupted run leaves the lock; `cargo xtask unlock` removes it"
+            );
             return;
         }
     };
-    let signals = runtime.block_on(async { Ok::<_, std::io::Error>((signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)) });
+    let signals = runtime.block_on(async {
+        Ok::<_, std::io::Error>((signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?))
+    });
     let Ok((mut interrupt, mut terminate)) = signals else {
-        eprintln!("warning: cannot watch for Ctrl-C: an interrupted run leaves the lock; `cargo xtask unlock` removes it");
+        eprintln!(
+            "warning: cannot watch for Ctrl-C: an interrupted run leaves the lock; `cargo xtask unlock` removes it"
+        );
         return;
     };
     std::thread::spawn(move || {
@@ -210,7 +222,9 @@ pub fn unlock(ctx: &Ctx) -> Result<()> {
         return Ok(());
     };
     eprintln!("the deploy lock of stack {stack}: {}", holder.describe());
-    ctx.call(&format!("remove the swarm config {}", name(&stack)), async { remove(&ctx.docker().await?, &stack).await })?;
+    ctx.call(&format!("remove the swarm config {}", name(&stack)), async {
+        remove(&ctx.docker().await?, &stack).await
+    })?;
     ctx.report(&format!("removed the deploy lock of stack {stack}"));
     Ok(())
 }
@@ -229,7 +243,10 @@ mod tests {
             pid: 42,
             since: "2026-11-24T01:30:00Z".into(),
         };
-        assert_eq!(holder.describe(), "deploy of 1.2 in progress by alice since 2026-11-24T01:30:00Z (host ci-3, process 42)");
+        assert_eq!(
+            holder.describe(),
+            "deploy of 1.2 in progress by alice since 2026-11-24T01:30:00Z (host ci-3, process 42)"
+        );
         let json = serde_json::to_string(&holder).unwrap();
         assert_eq!(serde_json::from_str::<Holder>(&json).unwrap(), holder);
         assert_eq!(name("todobackend"), "todobackend_deploy_lock");

@@ -131,4 +131,3 @@ async fn tasks(docker: &Docker, stack: &str) -> Result<Vec<TaskRef>> {
         })
         .collect())
 }
-

@@ -11,10 +11,10 @@ use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
 use futures_util::StreamExt;
 
-use crate::ecr::{self, Authorization};
-use crate::registry::{self, RegistryProblem};
-use crate::progress::{self, Progress};
 use crate::async_ctx::AsyncCtx;
+use crate::ecr::{self, Authorization};
+use crate::progress::{self, Progress};
+use crate::registry::{self, RegistryProblem};
 use xtask::ctx::Ctx;
 
 /// Attempts per push when the registry fails transiently (reset, 5xx).
@@ -205,7 +205,6 @@ async fn push(
     progress.finish(&tracker.summary());
     Ok(())
 }
-
 
 enum Event {
     Milestone(String),

@@ -32,7 +32,6 @@ pub fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-
 /// What a registry (through Docker) said when a login, push or inspect failed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RegistryProblem {
@@ -120,9 +119,9 @@ pub fn explain_registry_error(what: &str, registry: &str, reason: &str) -> anyho
         RegistryProblem::Transient => {
             anyhow!("{what}: registry {registry} failed ({reason}): try again later")
         }
-        RegistryProblem::NoImage => anyhow!(
-            "{what}: the image is not in registry {registry} ({reason}): push it first (`cargo xtask publish`)"
-        ),
+        RegistryProblem::NoImage => {
+            anyhow!("{what}: the image is not in registry {registry} ({reason}): push it first (`cargo xtask publish`)")
+        }
         RegistryProblem::Other => anyhow!("{what}: {reason}"),
     }
 }

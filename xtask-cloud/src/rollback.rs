@@ -44,8 +44,15 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         bail!("version {target} is the one running on stack {stack}: name another with --to VERSION");
     }
     eprintln!("Rolling back stack {stack} from version {running_version} to {target}...");
-    let release = Release { kind: "rollback", version: &target, allow_breaking_migration: false, detach: false, timeout: args.timeout };
-    crate::lock::hold(ctx, "rollback", &target, args.lock_wait, || release.run(ctx, |checked, report| {
+    let release = Release {
+        kind: "rollback",
+        version: &target,
+        allow_breaking_migration: false,
+        detach: false,
+        timeout: args.timeout,
+    };
+    crate::lock::hold(ctx, "rollback", &target, args.lock_wait, || {
+        release.run(ctx, |checked, report| {
         let Some(report) = report else { return Ok(()) };
         match migrations::effect(report) {
             Effect::CannotServe { problem, migration: Some(migration) } => {
@@ -64,7 +71,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             }
             _ => Ok(()),
         }
-    }))
+    })
+    })
 }
 
 /// Restore the newest backup taken before `migration`, with the running
@@ -79,8 +87,8 @@ fn restore(ctx: &Ctx, checked: &Checked, running_image: &str, migration: &str) -
         )?;
         if let Some(answer) = answer {
             let line = answer.lines().rev().find(|line| line.trim_start().starts_with('{')).unwrap_or("").trim();
-            let restored: serde_json::Value = serde_json::from_str(line)
-                .with_context(|| format!("`todobackend restore` answered {answer:?}"))?;
+            let restored: serde_json::Value =
+                serde_json::from_str(line).with_context(|| format!("`todobackend restore` answered {answer:?}"))?;
             let field = |key: &str| restored.get(key).and_then(|value| value.as_str()).unwrap_or("?").to_owned();
             eprintln!("    restored {}; the replaced database is kept as {}", field("restored"), field("kept"));
         }
@@ -103,7 +111,14 @@ async fn running_app(docker: &bollard::Docker, stack: &str) -> Result<Option<(St
             .as_ref()
             .and_then(|template| template.restart_policy.as_ref())
             .and_then(|policy| policy.condition);
-        replicated && !matches!(condition, Some(bollard::models::TaskSpecRestartPolicyConditionEnum::ON_FAILURE | bollard::models::TaskSpecRestartPolicyConditionEnum::NONE))
+        replicated
+            && !matches!(
+                condition,
+                Some(
+                    bollard::models::TaskSpecRestartPolicyConditionEnum::ON_FAILURE
+                        | bollard::models::TaskSpecRestartPolicyConditionEnum::NONE
+                )
+            )
     });
     let image = app
         .and_then(|spec| spec.task_template.as_ref())

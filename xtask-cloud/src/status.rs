@@ -102,7 +102,10 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         });
         ctx.print_result(&serde_json::to_string_pretty(&json)?);
     } else {
-        let mut lines = vec![format!("{:<16}  {:<16}  {:<10}  {:<8}  {:<20}  {}", "SERVICE", "VERSION", "KIND", "TASKS", "UPDATE", "STATE")];
+        let mut lines = vec![format!(
+            "{:<16}  {:<16}  {:<10}  {:<8}  {:<20}  {}",
+            "SERVICE", "VERSION", "KIND", "TASKS", "UPDATE", "STATE"
+        )];
         for service in &services {
             let tasks = match service.completed {
                 Some(true) => "done".to_owned(),
@@ -116,10 +119,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             ));
         }
         lines.push(match &last {
-            Some(entry) => format!(
-                "last {}: {} {} by {} at {}",
-                entry.kind, entry.version, entry.outcome, entry.actor, entry.at
-            ),
+            Some(entry) => {
+                format!("last {}: {} {} by {} at {}", entry.kind, entry.version, entry.outcome, entry.actor, entry.at)
+            }
             None => "no deploy recorded".to_owned(),
         });
         if let Some(holder) = &holder {
@@ -182,7 +184,8 @@ mod tests {
         };
         let status = service_status("migrate", &job);
         assert_eq!((status.completed, status.converged, status.update.as_str()), (Some(false), false, "none"));
-        let done = Service { tasks: vec![task("r/app:B", TaskState::Failed), task("r/app:B", TaskState::Complete)], ..job };
+        let done =
+            Service { tasks: vec![task("r/app:B", TaskState::Failed), task("r/app:B", TaskState::Complete)], ..job };
         assert!(service_status("migrate", &done).converged);
     }
 }

@@ -17,7 +17,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     ctx.step("remove dangling project images", || {
         let sh = ctx.sh();
         let label = format!("label=application={}", ctx.settings.app);
-        let listed = ctx.read(cmd!(sh, "docker image ls --quiet --no-trunc --filter dangling=true --filter {label}"))?;
+        let listed =
+            ctx.read(cmd!(sh, "docker image ls --quiet --no-trunc --filter dangling=true --filter {label}"))?;
         let ids: Vec<&str> = listed.lines().map(str::trim).filter(|id| !id.is_empty()).collect();
         if ids.is_empty() {
             eprintln!("no dangling images with the {label}");
@@ -72,8 +73,13 @@ mod tests {
         assert_eq!(removal(true, ""), Removal::Removed);
         assert_eq!(removal(false, "Error response from daemon: No such image: sha256:ab\n"), Removal::AlreadyGone);
         assert_eq!(
-            removal(false, "Error response from daemon: conflict: unable to delete ab (must be forced) - image is being used by stopped container 1\n"),
-            Removal::Kept("conflict: unable to delete ab (must be forced) - image is being used by stopped container 1".into())
+            removal(
+                false,
+                "Error response from daemon: conflict: unable to delete ab (must be forced) - image is being used by stopped container 1\n"
+            ),
+            Removal::Kept(
+                "conflict: unable to delete ab (must be forced) - image is being used by stopped container 1".into()
+            )
         );
     }
 }

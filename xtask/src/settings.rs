@@ -144,9 +144,7 @@ impl Settings {
     fn check(&self) -> Result<()> {
         if let Some(registry) = &self.explicit_registry {
             if registry.contains('/') || registry.contains(char::is_whitespace) {
-                bail!(
-                    "registry {registry:?} is not a host: set ECR_REGISTRY (or --registry) to HOST or HOST:PORT"
-                );
+                bail!("registry {registry:?} is not a host: set ECR_REGISTRY (or --registry) to HOST or HOST:PORT");
             }
         }
         let repository_ok = !self.repository.is_empty()
@@ -169,7 +167,6 @@ impl Settings {
             );
         }
         check_region(&self.region)
-
     }
 
     /// The registry images are tagged for: the one named by flag, ECR_REGISTRY
@@ -213,10 +210,7 @@ pub fn check_region(region: &str) -> Result<()> {
 /// `https://host/` → `host`: ECR proxy endpoints and pasted URLs carry a scheme.
 pub fn strip_scheme(registry: &str) -> String {
     let trimmed = registry.trim();
-    let without = trimmed
-        .strip_prefix("https://")
-        .or_else(|| trimmed.strip_prefix("http://"))
-        .unwrap_or(trimmed);
+    let without = trimmed.strip_prefix("https://").or_else(|| trimmed.strip_prefix("http://")).unwrap_or(trimmed);
     without.trim_end_matches('/').to_owned()
 }
 
@@ -240,7 +234,8 @@ mod tests {
 
     #[test]
     fn environment_beats_file_and_flag_beats_environment() {
-        let settings = Settings::merge(Path::new("/p"), &Args::default(), defaults(), Some("eu-west-1".into())).unwrap();
+        let settings =
+            Settings::merge(Path::new("/p"), &Args::default(), defaults(), Some("eu-west-1".into())).unwrap();
         assert_eq!(settings.region, "eu-west-1");
         let args = Args { region: Some("ap-south-1".into()), ..Args::default() };
         let settings = Settings::merge(Path::new("/p"), &args, defaults(), Some("eu-west-1".into())).unwrap();

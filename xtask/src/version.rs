@@ -45,13 +45,12 @@ pub fn from_git(dir: &Path) -> Result<String> {
     // it was a tenth of the instructions. It changes no answer on a sound
     // repository, and this process reads git nowhere else.
     git2::opts::strict_hash_verification(false);
-    let repo = Repository::open_ext(dir, RepositoryOpenFlags::FROM_ENV, std::iter::empty::<&str>())
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "{} is not inside a git repository: run from the project's checkout, or set APP_VERSION",
-                dir.display()
-            )
-        })?;
+    let repo = Repository::open_ext(dir, RepositoryOpenFlags::FROM_ENV, std::iter::empty::<&str>()).map_err(|_| {
+        anyhow::anyhow!(
+            "{} is not inside a git repository: run from the project's checkout, or set APP_VERSION",
+            dir.display()
+        )
+    })?;
     let head = match repo.head() {
         Ok(head) => head,
         Err(err) if err.code() == git2::ErrorCode::UnbornBranch => {
@@ -92,9 +91,7 @@ pub fn check_tag(tag: &str) -> Result<()> {
     let first_ok = tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
     let rest_ok = tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !first_ok || !rest_ok || tag.len() > 128 {
-        bail!(
-            "{tag:?}: use up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'"
-        );
+        bail!("{tag:?}: use up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'");
     }
     Ok(())
 }

@@ -25,7 +25,8 @@ fn workflows() -> Vec<PathBuf> {
 }
 
 fn yaml(path: &std::path::Path) -> Value {
-    serde_yaml::from_str(&std::fs::read_to_string(path).expect("read")).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+    serde_yaml::from_str(&std::fs::read_to_string(path).expect("read"))
+        .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
 }
 
 fn text(value: &Value) -> String {
@@ -43,7 +44,8 @@ fn check_jsonschema() -> PathBuf {
         let _ = std::fs::remove_dir_all(&venv);
         let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 -m venv");
         assert!(made.success(), "python3 -m venv failed (install python3-venv)");
-        let pip = Command::new(venv.join("bin/pip")).args(["install", "--quiet", "check-jsonschema"]).status().expect("pip");
+        let pip =
+            Command::new(venv.join("bin/pip")).args(["install", "--quiet", "check-jsonschema"]).status().expect("pip");
         assert!(pip.success(), "pip install check-jsonschema failed");
     }
     program
@@ -117,7 +119,10 @@ fn the_workflow_caches_assumes_a_role_keeps_pull_requests_unprivileged_and_deplo
     assert_eq!(deploy["environment"], Value::from("production"));
     assert!(text(&deploy["if"]).contains("refs/heads/main"));
     assert!(text(&deploy["env"]["DOCKER_HOST"]).contains("ssh://"));
-    assert!(text(&deploy["env"]["APP_VERSION"]).contains("needs.ci.outputs.version"), "deploy must deploy what ci published");
+    assert!(
+        text(&deploy["env"]["APP_VERSION"]).contains("needs.ci.outputs.version"),
+        "deploy must deploy what ci published"
+    );
     let deploying = steps("deploy");
     assert!(deploying.contains("cargo xtask deploy") && deploying.contains("secrets.SWARM_SSH_KEY"));
     assert!(deploying.contains("vars.AWS_ROLE_ARN"));
@@ -135,7 +140,10 @@ fn the_buildspec_installs_the_pinned_toolchain_caches_and_leaves_the_region_alon
     assert!(toolchain.contains("channel = \"") && toolchain.contains("profile = \"minimal\""), "{toolchain}");
 
     let cache = text(&spec["cache"]["paths"]);
-    assert!(cache.contains(".cargo/registry") && cache.contains("target/"), "no cache of the registry and target:\n{cache}");
+    assert!(
+        cache.contains(".cargo/registry") && cache.contains("target/"),
+        "no cache of the registry and target:\n{cache}"
+    );
 
     assert!(spec["env"]["variables"]["AWS_REGION"].is_null(), "the buildspec overrides the region");
     let build = text(&spec["phases"]["build"]["commands"]);

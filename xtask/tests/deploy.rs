@@ -83,13 +83,33 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
     assert!(first.stderr.contains(&format!("Deploying version {a}...")), "{}", first.stderr);
     assert!(first.stderr.contains("==> login:"), "login did not run first:\n{}", first.stderr);
     assert!(first.stdout.contains(&format!("Version {a} is live")), "{}", first.stdout);
-    assert!(first.stdout.contains("migrate completed") && first.stdout.contains("collectstatic completed"), "{}", first.stdout);
+    assert!(
+        first.stdout.contains("migrate completed") && first.stdout.contains("collectstatic completed"),
+        "{}",
+        first.stdout
+    );
     assert!(answers(port), "version {a} does not answer on port {port}");
     // The jobs ran before the app: no app task failed on pending migrations.
     assert!(first.stderr.contains("run the jobs first: collectstatic, migrate"), "{}", first.stderr);
-    let app_tasks = docker_ok(&["service", "ps", "--no-trunc", "--format", "{{.CurrentState}} {{.Error}}", &format!("{stack}_app")]);
+    let app_tasks = docker_ok(&[
+        "service",
+        "ps",
+        "--no-trunc",
+        "--format",
+        "{{.CurrentState}} {{.Error}}",
+        &format!("{stack}_app"),
+    ]);
     assert!(!app_tasks.contains("Failed") && !app_tasks.contains("pending"), "an app task failed:\n{app_tasks}");
-    let acceptance = docker(&["run", "--rm", "--network", "host", &image_a, "acceptance", "--url", &format!("http://127.0.0.1:{port}")]);
+    let acceptance = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        &image_a,
+        "acceptance",
+        "--url",
+        &format!("http://127.0.0.1:{port}"),
+    ]);
     assert!(
         acceptance.status.success(),
         "acceptance suite against the deployed app failed:\n{}{}",
@@ -134,7 +154,11 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
     assert!(error.contains("migrate: failed"), "{}", migration.stderr);
     // The jobs run first: a failed migration leaves the app on B, answering.
     assert!(error.contains("the app was not updated"), "{error}");
-    assert_eq!(spec_image(&stack, "app"), format!("{host}/todobackend:{b}"), "the app was updated despite the failed migration");
+    assert_eq!(
+        spec_image(&stack, "app"),
+        format!("{host}/todobackend:{b}"),
+        "the app was updated despite the failed migration"
+    );
     assert!(answers(port), "B does not answer after the failed migration");
 
     // Right after `docker stack rm`, deploying the same stack waits for the
@@ -216,7 +240,9 @@ fn ci_cleans_up_after_sigterm() {
         .with_env("AWS_REGION", support::REGION);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
     cmd.args(["ci"]).current_dir(&sandbox.root).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.env_remove("GITHUB_ACTIONS").env("AWS_CONFIG_FILE", "/dev/null").env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    cmd.env_remove("GITHUB_ACTIONS")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
     cmd.env("AWS_EC2_METADATA_DISABLED", "true").env_remove("AWS_PROFILE");
     for (key, value) in &sandbox.env {
         cmd.env(key, value);

@@ -36,7 +36,11 @@ fn labelled_image(label: &str, tag: &str, content: &str) -> String {
     std::fs::write(dir.path().join("f"), content).unwrap();
     // The label first, as in the project's Dockerfile: the layers under the
     // image carry it too.
-    std::fs::write(dir.path().join("Dockerfile"), format!("FROM scratch\nLABEL application={label} content={content}\nCOPY f /f\n")).unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM scratch\nLABEL application={label} content={content}\nCOPY f /f\n"),
+    )
+    .unwrap();
     docker(&["build", "-q", "-t", tag, dir.path().to_str().unwrap()])
 }
 
@@ -62,9 +66,13 @@ fn test_then_release_then_clean() {
     let run = sandbox.xtask(&["test"]);
     run.assert_success();
     assert_eq!(run.stdout, "", "test prints no results on stdout");
-    let labels = docker(&["image", "inspect", "--format", "{{index .Config.Labels \"application\"}} {{.Config.User}}", &image]);
+    let labels =
+        docker(&["image", "inspect", "--format", "{{index .Config.Labels \"application\"}} {{.Config.User}}", &image]);
     assert_eq!(labels, "todobackend 10001:10001");
-    assert_eq!(docker(&["image", "inspect", "--format", "{{.Id}}", &latest]), docker(&["image", "inspect", "--format", "{{.Id}}", &image]));
+    assert_eq!(
+        docker(&["image", "inspect", "--format", "{{.Id}}", &latest]),
+        docker(&["image", "inspect", "--format", "{{.Id}}", &image])
+    );
 
     let run = sandbox.xtask(&["release"]);
     run.assert_success();
@@ -86,7 +94,11 @@ fn test_then_release_then_clean() {
     let other_image = labelled_image("someone-else", "localhost:1/other-it:x", &unique_name("c"));
     let _ = labelled_image("someone-else", "localhost:1/other-it:x", &unique_name("d"));
     // Removed at the end even if an assertion below fails.
-    cleanup.1.extend([other_image.clone(), "localhost:1/dangling-it:x".to_owned(), "localhost:1/other-it:x".to_owned()]);
+    cleanup.1.extend([
+        other_image.clone(),
+        "localhost:1/dangling-it:x".to_owned(),
+        "localhost:1/other-it:x".to_owned(),
+    ]);
     let run = sandbox.xtask(&["clean"]);
     run.assert_success();
     let filter = format!("label=com.docker.compose.project={project}");
@@ -95,7 +107,10 @@ fn test_then_release_then_clean() {
     assert_eq!(docker(&["network", "ls", "-q", "--filter", &filter]), "");
     assert!(!docker_ok(&["image", "inspect", &old_project_image]), "dangling project image removed");
     if !old_parent.is_empty() {
-        assert!(!docker_ok(&["image", "inspect", &old_parent]), "its labelled parent layer removed with it, not left dangling");
+        assert!(
+            !docker_ok(&["image", "inspect", &old_parent]),
+            "its labelled parent layer removed with it, not left dangling"
+        );
     }
     assert!(docker_ok(&["image", "inspect", &other_image]), "another application's dangling image kept");
     assert!(docker_ok(&["image", "inspect", &image]), "tagged release image kept");
@@ -108,7 +123,13 @@ fn test_then_release_then_clean() {
 fn check_api_from_outside(url: &str) {
     let root = http(&format!("{url}/"), "GET", None, &[]).unwrap();
     assert_eq!(root.status, 200);
-    let preflight = http(&format!("{url}/todos"), "OPTIONS", None, &[("Origin", "http://x"), ("Access-Control-Request-Method", "PATCH")]).unwrap();
+    let preflight = http(
+        &format!("{url}/todos"),
+        "OPTIONS",
+        None,
+        &[("Origin", "http://x"), ("Access-Control-Request-Method", "PATCH")],
+    )
+    .unwrap();
     assert!(preflight.status < 300, "OPTIONS answered {}", preflight.status);
     assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
     assert_eq!(http(&format!("{url}/todos/999999"), "GET", None, &[]).unwrap().status, 404);
@@ -123,7 +144,11 @@ fn release_stops_at_a_failing_migration_and_shows_its_logs() {
     sandbox.xtask(&["build"]).assert_success();
     // The same image, but its database path cannot be created: migrate fails.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("Dockerfile"), format!("FROM {image}\nENV TODOBACKEND_DB=/nonexistent/dir/db.sqlite3\n")).unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {image}\nENV TODOBACKEND_DB=/nonexistent/dir/db.sqlite3\n"),
+    )
+    .unwrap();
     docker(&["build", "-q", "-t", &image, dir.path().to_str().unwrap()]);
 
     let run = sandbox.xtask(&["release", "--no-build"]);

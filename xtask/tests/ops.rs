@@ -13,7 +13,9 @@ mod support;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::swarm::{Stack, app_image, derive, docker, docker_login, docker_ok, error_text, label_the_node, push, stack_name, swarm_lock};
+use support::swarm::{
+    Stack, app_image, derive, docker, docker_login, docker_ok, error_text, label_the_node, push, stack_name, swarm_lock,
+};
 use support::{Images, Moto, Registry, Run, Sandbox};
 
 fn run_of(out: Output) -> Run {
@@ -69,9 +71,14 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     // status: 0 on the converged stack, naming its version.
     let status = sandbox.xtask(&["status"]);
     status.assert_success();
-    assert!(status.stdout.lines().any(|line| line.starts_with("app") && line.contains(&a) && line.contains("converged")), "{}", status.stdout);
+    assert!(
+        status.stdout.lines().any(|line| line.starts_with("app") && line.contains(&a) && line.contains("converged")),
+        "{}",
+        status.stdout
+    );
     assert!(status.stdout.contains(&format!("last deploy: {a} converged")), "{}", status.stdout);
-    let json: serde_json::Value = serde_json::from_str(&sandbox.xtask(&["status", "--json"]).stdout).expect("status --json");
+    let json: serde_json::Value =
+        serde_json::from_str(&sandbox.xtask(&["status", "--json"]).stdout).expect("status --json");
     assert_eq!(json["converged"], true);
 
     // logs: lines, each prefixed with its service and version.
@@ -88,7 +95,11 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     docker_ok(&["service", "update", "--detach", "--replicas", "2", &format!("{stack}_app")]);
     let waiting = sandbox.xtask(&["status"]);
     assert_eq!(waiting.status.code(), Some(1), "{}{}", waiting.stdout, waiting.stderr);
-    assert!(error_text(&waiting).contains("has not converged") && error_text(&waiting).contains("app"), "{}", waiting.stderr);
+    assert!(
+        error_text(&waiting).contains("has not converged") && error_text(&waiting).contains("app"),
+        "{}",
+        waiting.stderr
+    );
     docker_ok(&["service", "update", "--detach", "--replicas", "1", &format!("{stack}_app")]);
 
     // Two deploys at once: one takes the lock, the other is refused at once,
@@ -132,7 +143,10 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     let blocked = at(&a).xtask(&["deploy", "--no-login"]);
     blocked.assert_failure();
     let error = error_text(&blocked);
-    assert!(error.contains(&format!("deploy of {a} in progress by")) && error.contains(&format!("process {}", killed.id())), "{error}");
+    assert!(
+        error.contains(&format!("deploy of {a} in progress by")) && error.contains(&format!("process {}", killed.id())),
+        "{error}"
+    );
     assert!(error.contains("cargo xtask unlock"), "{error}");
     let unlock = sandbox.xtask(&["unlock"]);
     unlock.assert_success();

@@ -20,11 +20,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::swarm::{Stack, app_image, derive, docker, docker_login, error_text, label_the_node, push, spec_image, stack_name, swarm_lock};
+use support::swarm::{
+    Stack, app_image, derive, docker, docker_login, error_text, label_the_node, push, spec_image, stack_name,
+    swarm_lock,
+};
 use support::{Images, Moto, Registry, Sandbox};
 
 const ADDITIVE: (&str, &str) = ("0002_add_note.sql", "-- additive\nALTER TABLE todos ADD COLUMN note TEXT;\n");
-const BREAKING: (&str, &str) = ("0003_add_audit.sql", "CREATE TABLE audit (id INTEGER PRIMARY KEY, what TEXT NOT NULL);\n");
+const BREAKING: (&str, &str) =
+    ("0003_add_audit.sql", "CREATE TABLE audit (id INTEGER PRIMARY KEY, what TEXT NOT NULL);\n");
 
 /// The checkout's files (tracked, and new ones not ignored) copied to `dir`,
 /// with `migrations` added to the service.
@@ -66,7 +70,13 @@ fn variants_dir() -> PathBuf {
 }
 
 /// A real image of the service with `migrations` added, tagged `version`.
-fn variant_image(sandbox: &Sandbox, registry: &Registry, version: &str, migrations: &[(&str, &str)], images: &mut Images) -> String {
+fn variant_image(
+    sandbox: &Sandbox,
+    registry: &Registry,
+    version: &str,
+    migrations: &[(&str, &str)],
+    images: &mut Images,
+) -> String {
     let source = variants_dir().join("src");
     copy_checkout(&source, migrations);
     let tag = format!("{}/todobackend:{version}", registry.host());
@@ -74,7 +84,11 @@ fn variant_image(sandbox: &Sandbox, registry: &Registry, version: &str, migratio
     images.track(&format!("{}/todobackend:latest", registry.host()));
     let target = variants_dir().join("target");
     let built = sandbox
-        .clone_with(&[("APP_VERSION", version), ("ECR_REGISTRY", &registry.host()), ("CARGO_TARGET_DIR", &target.display().to_string())])
+        .clone_with(&[
+            ("APP_VERSION", version),
+            ("ECR_REGISTRY", &registry.host()),
+            ("CARGO_TARGET_DIR", &target.display().to_string()),
+        ])
         .xtask_in(&source, &["build"]);
     built.assert_success();
     tag
@@ -97,7 +111,8 @@ fn titles(port: u16) -> Vec<String> {
 
 fn add_todo(port: u16, title: &str) {
     let body = format!("{{\"title\": \"{title}\"}}");
-    let response = support::request(&format!("http://127.0.0.1:{port}/todos"), "POST", None, &[], Some(&body)).expect("POST /todos");
+    let response = support::request(&format!("http://127.0.0.1:{port}/todos"), "POST", None, &[], Some(&body))
+        .expect("POST /todos");
     assert_eq!(response.status, 201, "POST /todos: {}", response.body);
 }
 
@@ -113,7 +128,8 @@ fn wait_for_app(port: u16) {
 fn history(sandbox: &Sandbox) -> Vec<serde_json::Value> {
     let run = sandbox.xtask(&["history", "--json"]);
     run.assert_success();
-    serde_json::from_str::<Vec<serde_json::Value>>(&run.stdout).unwrap_or_else(|err| panic!("history --json: {err}: {}", run.stdout))
+    serde_json::from_str::<Vec<serde_json::Value>>(&run.stdout)
+        .unwrap_or_else(|err| panic!("history --json: {err}: {}", run.stdout))
 }
 
 /// The backups in the stack's data volume, as the service lists them.
@@ -201,8 +217,10 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
         ("deploy", &b_crash, "rolled back"),
         ("deploy", &a, "converged"),
     ];
-    let expected: Vec<(String, String, String)> =
-        expected.iter().map(|(kind, version, outcome)| (kind.to_string(), version.to_string(), outcome.to_string())).collect();
+    let expected: Vec<(String, String, String)> = expected
+        .iter()
+        .map(|(kind, version, outcome)| (kind.to_string(), version.to_string(), outcome.to_string()))
+        .collect();
     assert_eq!(seen, expected, "history, newest first");
     assert!(entries.iter().all(|entry| entry["digest"].as_str().is_some_and(|digest| digest.starts_with("sha256:"))));
     assert!(entries.iter().all(|entry| !entry["actor"].as_str().unwrap_or_default().is_empty()));

@@ -21,15 +21,9 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     pub fn new() -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let name = format!(
-            "todobackend-test-{}-{}-{nanos}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let name =
+            format!("todobackend-test-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
         let path = std::env::temp_dir().join(name);
         std::fs::create_dir_all(&path).expect("create temp dir");
         TempDir(path)
@@ -72,13 +66,7 @@ pub fn start_server() -> TestServer {
     static_files::collect(&static_root).expect("collectstatic");
     let handle = server::start("127.0.0.1:0", &db, &static_root).expect("server starts");
     let base = handle.url();
-    TestServer {
-        handle,
-        base,
-        db,
-        static_root,
-        dir,
-    }
+    TestServer { handle, base, db, static_root, dir }
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,41 +80,19 @@ impl TestServer {
         self.call("GET", path, &[], None)
     }
 
-    pub fn call(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&str>,
-    ) -> Response {
-        client::request(
-            method,
-            &self.url(path),
-            headers,
-            body.map(str::as_bytes),
-            TIMEOUT,
-        )
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    pub fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Response {
+        client::request(method, &self.url(path), headers, body.map(str::as_bytes), TIMEOUT)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     pub fn post_json(&self, path: &str, body: &Value) -> Response {
         let text = body.to_string();
-        self.call(
-            "POST",
-            path,
-            &[("Content-Type", "application/json")],
-            Some(&text),
-        )
+        self.call("POST", path, &[("Content-Type", "application/json")], Some(&text))
     }
 
     pub fn patch_json(&self, path: &str, body: &Value) -> Response {
         let text = body.to_string();
-        self.call(
-            "PATCH",
-            path,
-            &[("Content-Type", "application/json")],
-            Some(&text),
-        )
+        self.call("PATCH", path, &[("Content-Type", "application/json")], Some(&text))
     }
 
     /// Sends `raw` bytes as they are and returns the whole answer as text,
@@ -143,9 +109,7 @@ impl TestServer {
     /// The path of a todo URL (`http://host/todos/3` -> `/todos/3`).
     pub fn path_of(url: &str) -> String {
         let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-        rest.find('/')
-            .map(|i| rest[i..].to_string())
-            .unwrap_or_else(|| "/".into())
+        rest.find('/').map(|i| rest[i..].to_string()).unwrap_or_else(|| "/".into())
     }
 }
 

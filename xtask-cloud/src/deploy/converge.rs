@@ -134,7 +134,9 @@ fn replicated(service: &Service, replicas: u64, target: &Target<'_>) -> Verdict 
         Some("rollback_started") => Verdict::Waiting(format!("rolling back ({progress})")),
         Some("updating") => Verdict::Waiting(format!("updating, {progress}")),
         _ if on_target(&service.spec_image) && running_new >= replicas => Verdict::Done(progress),
-        _ if !on_target(&service.spec_image) => Verdict::Waiting(format!("spec still on {}", tag_of(&service.spec_image))),
+        _ if !on_target(&service.spec_image) => {
+            Verdict::Waiting(format!("spec still on {}", tag_of(&service.spec_image)))
+        }
         _ => Verdict::Waiting(progress),
     }
 }
@@ -146,9 +148,8 @@ fn one_shot(service: &Service, restart_delay: Duration, target: &Target<'_>) -> 
         return Verdict::Done("completed".into());
     }
     let failures = tasks.iter().filter(|task| task.state == TaskState::Failed).count();
-    let live = tasks
-        .iter()
-        .any(|task| task.desired_running && matches!(task.state, TaskState::Starting | TaskState::Running));
+    let live =
+        tasks.iter().any(|task| task.desired_running && matches!(task.state, TaskState::Starting | TaskState::Running));
     if live {
         let attempt = failures + 1;
         return Verdict::Waiting(if attempt > 1 { format!("running, attempt {attempt}") } else { "running".into() });
@@ -192,7 +193,12 @@ mod tests {
     }
 
     fn job(tasks: Vec<Task>) -> Service {
-        Service { kind: Kind::OneShot { restart_delay: Duration::from_secs(5) }, spec_image: B.into(), update: None, tasks }
+        Service {
+            kind: Kind::OneShot { restart_delay: Duration::from_secs(5) },
+            spec_image: B.into(),
+            update: None,
+            tasks,
+        }
     }
 
     fn judge_b(service: &Service, before: Option<&Update>, idle_secs: u64) -> Verdict {
@@ -258,7 +264,12 @@ mod tests {
         let earlier = update("rollback_completed", "t0");
         let service = app(A, Some(earlier.clone()), vec![task(A, "running", true); 2]);
         let image = ImageRef::parse("r:5000/app:A");
-        let target = Target { image: &image, digest: Some("sha256:aaa"), update_before: Some(&earlier), idle_for: Duration::ZERO };
+        let target = Target {
+            image: &image,
+            digest: Some("sha256:aaa"),
+            update_before: Some(&earlier),
+            idle_for: Duration::ZERO,
+        };
         assert!(matches!(judge(&service, &target), Verdict::Done(_)));
         // A new update (new start time) is this deploy's.
         let again = app(A, Some(update("rollback_completed", "t2")), vec![task(A, "running", true); 2]);
@@ -267,8 +278,14 @@ mod tests {
 
     #[test]
     fn a_one_shot_service_is_done_when_a_task_of_the_new_image_completed() {
-        assert_eq!(judge_b(&job(vec![task(A, "complete", true)]), None, 0), Verdict::Waiting("waiting for its task".into()));
-        assert_eq!(judge_b(&job(vec![task(A, "complete", true), task(B, "running", true)]), None, 0), Verdict::Waiting("running".into()));
+        assert_eq!(
+            judge_b(&job(vec![task(A, "complete", true)]), None, 0),
+            Verdict::Waiting("waiting for its task".into())
+        );
+        assert_eq!(
+            judge_b(&job(vec![task(A, "complete", true), task(B, "running", true)]), None, 0),
+            Verdict::Waiting("running".into())
+        );
         let done = job(vec![task(B, "failed", false), task(B, "complete", true)]);
         assert_eq!(judge_b(&done, None, 0), Verdict::Done("completed".into()));
     }

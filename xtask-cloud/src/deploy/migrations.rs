@@ -157,7 +157,10 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(180);
 pub async fn stack_exists(docker: &Docker, stack: &str) -> Result<bool> {
     let filters = HashMap::from([("label".to_owned(), vec![format!("com.docker.stack.namespace={stack}")])]);
     let services = docker
-        .list_services(Some(bollard::query_parameters::ListServicesOptions { filters: Some(filters), ..Default::default() }))
+        .list_services(Some(bollard::query_parameters::ListServicesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
         .await
         .with_context(|| format!("cannot list the services of stack {stack}"))?;
     Ok(!services.is_empty())
@@ -221,7 +224,8 @@ async fn finish(docker: &Docker, id: &str, args: &[&str]) -> Result<String> {
         let ended = tasks.iter().find_map(|task| {
             let status = task.status.as_ref()?;
             let state = status.state?;
-            let done = matches!(state, TaskState::COMPLETE | TaskState::FAILED | TaskState::REJECTED | TaskState::SHUTDOWN);
+            let done =
+                matches!(state, TaskState::COMPLETE | TaskState::FAILED | TaskState::REJECTED | TaskState::SHUTDOWN);
             let message = status.err.clone().or(status.message.clone()).unwrap_or_default();
             done.then_some((state, message))
         });
@@ -256,7 +260,9 @@ async fn output(docker: &Docker, id: &str) -> (String, String) {
     let read = async {
         while let Some(Ok(item)) = logs.next().await {
             match item {
-                bollard::container::LogOutput::StdOut { message } => stdout.push_str(&String::from_utf8_lossy(&message)),
+                bollard::container::LogOutput::StdOut { message } => {
+                    stdout.push_str(&String::from_utf8_lossy(&message))
+                }
                 other => stderr.push_str(&other.to_string()),
             }
         }
@@ -277,7 +283,9 @@ mod tests {
 
     #[test]
     fn pending_migrations_are_judged_by_their_flag() {
-        let absent = report(r#"{"database":"absent","schema_version":0,"migrations":[],"unknown_applied":[],"can_serve":true,"problem":null}"#);
+        let absent = report(
+            r#"{"database":"absent","schema_version":0,"migrations":[],"unknown_applied":[],"can_serve":true,"problem":null}"#,
+        );
         assert_eq!(effect(&absent), Effect::NoDatabase);
         let current = report(&format!(r#"{{"database":"present","migrations":[{APPLIED}],"can_serve":true}}"#));
         assert_eq!(effect(&current), Effect::Nothing);
@@ -306,7 +314,12 @@ mod tests {
     fn a_breaking_migration_is_refused_unless_allowed_and_every_verdict_is_one_line() {
         let breaking = Effect::Breaking(vec!["0003_drop".into()]);
         let err = verdict("C", &breaking, false).unwrap_err().to_string();
-        assert!(err.contains("0003_drop") && err.contains("--allow-breaking-migration") && err.contains("rollback --restore-data"), "{err}");
+        assert!(
+            err.contains("0003_drop")
+                && err.contains("--allow-breaking-migration")
+                && err.contains("rollback --restore-data"),
+            "{err}"
+        );
         assert!(verdict("C", &breaking, true).unwrap().contains("--allow-breaking-migration"));
         assert!(verdict("B", &Effect::Additive(vec!["0002_note".into()]), false).unwrap().contains("additive"));
         let cannot = Effect::CannotServe { problem: "x".into(), migration: Some("0003_drop".into()) };

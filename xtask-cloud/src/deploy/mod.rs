@@ -25,9 +25,9 @@ use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
 use crate::async_ctx::AsyncCtx;
-use xtask::ctx::Ctx;
 use converge::Verdict;
 use watch::{Expected, Outcome, Snapshot};
+use xtask::ctx::Ctx;
 
 pub use xtask::tasks::DeployArgs as Args;
 
@@ -59,7 +59,11 @@ impl Release<'_> {
     /// Pre-flight (with the database check), then the change, watched and
     /// recorded in the history. `before_change` runs after the checks and
     /// before anything changes.
-    pub fn run(&self, ctx: &Ctx, before_change: impl FnOnce(&Checked, Option<&migrations::Report>) -> Result<()>) -> Result<()> {
+    pub fn run(
+        &self,
+        ctx: &Ctx,
+        before_change: impl FnOnce(&Checked, Option<&migrations::Report>) -> Result<()>,
+    ) -> Result<()> {
         let version = self.version;
         let stack = ctx.settings.stack.clone();
         // The stack file and `docker stack deploy` read APP_VERSION from the
@@ -145,7 +149,8 @@ impl Release<'_> {
                 ("converged", Ok(()))
             }
             Ok(Some(Outcome::Failed { failed, waiting, timed_out })) => {
-                let rolled_back = failed.iter().any(|(_, failure)| matches!(failure, converge::Failure::RolledBack { .. }));
+                let rolled_back =
+                    failed.iter().any(|(_, failure)| matches!(failure, converge::Failure::RolledBack { .. }));
                 let headline = if timed_out {
                     format!("version {version} did not converge within {}s", self.timeout.as_secs())
                 } else {
@@ -177,7 +182,10 @@ fn database_report(ctx: &Ctx, checked: &Checked) -> Result<Option<migrations::Re
     }
     let node = data_node(ctx, checked)?;
     let description = format!("run `todobackend migrations --json` of {} on the data node", app.image);
-    let json = ctx.call(&description, migrations::run_on_data_node(&checked.docker, &node, &app.image, &["migrations", "--json"]));
+    let json = ctx.call(
+        &description,
+        migrations::run_on_data_node(&checked.docker, &node, &app.image, &["migrations", "--json"]),
+    );
     match json {
         // An image built before `migrations --json` existed cannot tell; it
         // also has no `-- additive` migrations to tell about.
@@ -250,7 +258,8 @@ fn run_jobs_first(
     // Beside the stack file: relative paths in it resolve from its directory.
     let file_name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     let jobs_file = path.with_file_name(format!(".{file_name}.jobs.yml"));
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the stack file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the stack file {}", path.display()))?;
     let jobs_text = stackfile::only_services(&shown, &text, names)?;
     ctx.write_file(&jobs_file, &jobs_text)?;
     let deployed = stack_deploy(ctx, stack, &jobs_file);
@@ -260,7 +269,10 @@ fn run_jobs_first(
     match ctx.call(&watch, watch::until_converged(docker, stack, jobs, before_updates, timeout))? {
         None | Some(Outcome::Converged(_)) => Ok(()),
         Some(Outcome::Failed { failed, waiting, .. }) => {
-            let headline = format!("{} did not complete, so the app was not updated (it runs the version it ran before)", names.join(" and "));
+            let headline = format!(
+                "{} did not complete, so the app was not updated (it runs the version it ran before)",
+                names.join(" and ")
+            );
             Err(failure(ctx, docker, stack, &headline, &failed, &waiting))
         }
     }
@@ -280,7 +292,8 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
     let sh = ctx.sh();
     let path = &ctx.settings.stack_file;
     let shown = path.strip_prefix(&ctx.settings.root).unwrap_or(path).display().to_string();
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the stack file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the stack file {}", path.display()))?;
     let lookup = |name: &str| sh.var(name).ok();
     let services = stackfile::load(&shown, &text, &lookup)?;
 

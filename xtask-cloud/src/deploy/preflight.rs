@@ -14,7 +14,8 @@ use crate::docker;
 /// Connect to the engine at DOCKER_HOST and check that it manages a swarm.
 pub async fn swarm_manager() -> Result<Docker> {
     let docker = docker::connect().await?;
-    let info = docker.info().await.with_context(|| format!("cannot read the state of the engine at {}", docker::host()))?;
+    let info =
+        docker.info().await.with_context(|| format!("cannot read the state of the engine at {}", docker::host()))?;
     if let Some(problem) = swarm_problem(&info) {
         bail!("the engine at {} {problem}", docker::host());
     }
@@ -28,18 +29,18 @@ pub fn swarm_problem(info: &SystemInfo) -> Option<String> {
     let manager = swarm.and_then(|swarm| swarm.control_available).unwrap_or(false);
     match state {
         Some(LocalNodeState::ACTIVE) if manager => None,
-        Some(LocalNodeState::ACTIVE) => Some(
-            "is a swarm worker, not a manager: set DOCKER_HOST to a manager (e.g. ssh://user@manager)".into(),
-        ),
+        Some(LocalNodeState::ACTIVE) => {
+            Some("is a swarm worker, not a manager: set DOCKER_HOST to a manager (e.g. ssh://user@manager)".into())
+        }
         Some(LocalNodeState::LOCKED) => Some("is a locked swarm manager: unlock it with `docker swarm unlock`".into()),
         Some(LocalNodeState::PENDING) => Some("is still joining its swarm: try again in a moment".into()),
         Some(LocalNodeState::ERROR) => Some(format!(
             "has a swarm error ({}): see `docker info`",
             swarm.and_then(|swarm| swarm.error.clone()).unwrap_or_default()
         )),
-        _ => Some(
-            "is not part of a swarm: run `docker swarm init` there, or set DOCKER_HOST to a swarm manager".into(),
-        ),
+        _ => {
+            Some("is not part of a swarm: run `docker swarm init` there, or set DOCKER_HOST to a swarm manager".into())
+        }
     }
 }
 
@@ -99,7 +100,11 @@ mod tests {
 
     fn info(state: LocalNodeState, manager: bool) -> SystemInfo {
         SystemInfo {
-            swarm: Some(SwarmInfo { local_node_state: Some(state), control_available: Some(manager), ..Default::default() }),
+            swarm: Some(SwarmInfo {
+                local_node_state: Some(state),
+                control_available: Some(manager),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }

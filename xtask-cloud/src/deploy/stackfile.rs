@@ -58,16 +58,15 @@ struct Placement {
 /// Parse and check `text` (the file at `path`, named in errors). `lookup`
 /// gives the variables the docker CLI will see.
 pub fn load(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ServiceDef>> {
-    let raw: Value = serde_yaml::from_str(text)
-        .map_err(|err| anyhow::anyhow!("{path} is not valid YAML: {err}"))?;
+    let raw: Value = serde_yaml::from_str(text).map_err(|err| anyhow::anyhow!("{path} is not valid YAML: {err}"))?;
     let problems = interpolate::check(text, lookup);
     if !problems.is_empty() {
         let list: Vec<String> = problems.iter().map(Problem::to_string).collect();
         bail!("{path}: {}", list.join("; "));
     }
     let value = substitute_values(raw, lookup).map_err(|problem| anyhow::anyhow!("{path}: {problem}"))?;
-    let file: File = serde_yaml::from_value(value)
-        .map_err(|err| anyhow::anyhow!("{path} is not a stack file: {err}"))?;
+    let file: File =
+        serde_yaml::from_value(value).map_err(|err| anyhow::anyhow!("{path} is not a stack file: {err}"))?;
     if file.services.is_empty() {
         bail!("{path} defines no services");
     }
@@ -77,7 +76,8 @@ pub fn load(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> 
         let Some(image) = image else {
             bail!("{path}: service {name} has no image: a stack deploys images, it does not build them");
         };
-        check_image_reference(&image).map_err(|why| anyhow::anyhow!("{path}: service {name}: image {image:?} {why}"))?;
+        check_image_reference(&image)
+            .map_err(|why| anyhow::anyhow!("{path}: service {name}: image {image:?} {why}"))?;
         let one_shot = matches!(service.deploy.restart_policy.condition.as_deref(), Some("on-failure" | "none"));
         services.push(ServiceDef { name, image, constraints: service.deploy.placement.constraints, one_shot });
     }
@@ -88,7 +88,8 @@ pub fn load(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> 
 /// (networks, volumes, variables) as written: what `deploy` applies first so
 /// that the jobs (migrations) finish before the app is updated.
 pub fn only_services(path: &str, text: &str, keep: &[&str]) -> Result<String> {
-    let mut raw: Value = serde_yaml::from_str(text).map_err(|err| anyhow::anyhow!("{path} is not valid YAML: {err}"))?;
+    let mut raw: Value =
+        serde_yaml::from_str(text).map_err(|err| anyhow::anyhow!("{path} is not valid YAML: {err}"))?;
     let services = raw
         .get_mut("services")
         .and_then(Value::as_mapping_mut)

@@ -159,7 +159,11 @@ pub fn judge_all(
 pub enum Outcome {
     Converged(Vec<(String, String)>),
     /// Failed services (name, failure), or timed out (waiting services).
-    Failed { failed: Vec<(String, Failure)>, waiting: Vec<(String, String)>, timed_out: bool },
+    Failed {
+        failed: Vec<(String, Failure)>,
+        waiting: Vec<(String, String)>,
+        timed_out: bool,
+    },
 }
 
 /// Poll until every expected service is done, one has failed, or `timeout`.
@@ -283,7 +287,8 @@ pub async fn report(docker: &Docker, stack: &str, name: &str) {
                     .map(|image| ImageRef::parse(image).tag.unwrap_or_default())
                     .unwrap_or_default();
                 let message = status.and_then(|status| status.message.clone()).unwrap_or_default();
-                let err = status.and_then(|status| status.err.clone()).map(|err| format!(": {err}")).unwrap_or_default();
+                let err =
+                    status.and_then(|status| status.err.clone()).map(|err| format!(": {err}")).unwrap_or_default();
                 let failed = status.and_then(|status| status.state) == Some(SwarmTaskState::FAILED);
                 let exit = status
                     .filter(|_| failed)

@@ -214,7 +214,11 @@ fn plain_path(path: &[u8]) -> bool {
     for end in 0..=path.len() {
         if end == path.len() || path[end] == b'/' {
             let component = &path[start..end];
-            if component.is_empty() || component == b"." || component == b".." || component.eq_ignore_ascii_case(b".git") {
+            if component.is_empty()
+                || component == b"."
+                || component == b".."
+                || component.eq_ignore_ascii_case(b".git")
+            {
                 return false;
             }
             start = end + 1;
@@ -233,7 +237,8 @@ fn is_dir_or_ancestor(dir: &[u8], other: &[u8]) -> bool {
 #[cfg(unix)]
 fn stat_time(meta: &fs::Metadata, ctime: bool) -> Option<(i32, u32)> {
     use std::os::unix::fs::MetadataExt;
-    let (seconds, nanoseconds) = if ctime { (meta.ctime(), meta.ctime_nsec()) } else { (meta.mtime(), meta.mtime_nsec()) };
+    let (seconds, nanoseconds) =
+        if ctime { (meta.ctime(), meta.ctime_nsec()) } else { (meta.mtime(), meta.mtime_nsec()) };
     Some((seconds as i32, u32::try_from(nanoseconds).ok()?))
 }
 

@@ -43,7 +43,8 @@ pub fn free_port() -> u16 {
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{prefix}{}x{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst), nanos % 10_000)
 }
 
@@ -67,7 +68,9 @@ pub fn require_docker() {
              (or `sudo systemctl start docker`), or point DOCKER_HOST at one; `bash .ci/run` does this.",
             String::from_utf8_lossy(&out.stderr).trim()
         ),
-        Err(err) => panic!("the docker CLI is missing ({err}): install Debian's docker.io (`apt-get install docker.io`)"),
+        Err(err) => {
+            panic!("the docker CLI is missing ({err}): install Debian's docker.io (`apt-get install docker.io`)")
+        }
     }
 }
 
@@ -270,10 +273,7 @@ impl Drop for Moto {
 /// Panics unless `url` points at a loopback address: the hard network rule.
 pub fn assert_loopback(url: &str) {
     let host = url.split("://").nth(1).unwrap_or(url).split(['/', ':']).next().unwrap_or("");
-    assert!(
-        host == "localhost" || host.starts_with("127.") || host == "[::1]",
-        "{url} is not a loopback address"
-    );
+    assert!(host == "localhost" || host.starts_with("127.") || host == "[::1]", "{url} is not a loopback address");
 }
 
 /// `moto_server` from the virtualenv (MOTO_VENV, default target/moto-venv),
@@ -283,7 +283,8 @@ fn moto_server() -> PathBuf {
     static SERVER: OnceLock<PathBuf> = OnceLock::new();
     SERVER
         .get_or_init(|| {
-            let venv = std::env::var_os("MOTO_VENV").map(PathBuf::from).unwrap_or_else(|| target_dir().join("moto-venv"));
+            let venv =
+                std::env::var_os("MOTO_VENV").map(PathBuf::from).unwrap_or_else(|| target_dir().join("moto-venv"));
             let server = venv.join("bin/moto_server");
             let marker = venv.join("installed-by-xtask-tests");
             if server.is_file() && marker.is_file() {
@@ -291,7 +292,10 @@ fn moto_server() -> PathBuf {
             }
             let _ = std::fs::remove_dir_all(&venv);
             run_ok(Command::new("python3").arg("-m").arg("venv").arg(&venv), "python3 -m venv (install python3-venv)");
-            run_ok(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "moto[server]"]), "pip install moto[server]");
+            run_ok(
+                Command::new(venv.join("bin/pip")).args(["install", "--quiet", "moto[server]"]),
+                "pip install moto[server]",
+            );
             std::fs::write(&marker, "").expect("write venv marker");
             server
         })
@@ -358,7 +362,12 @@ impl Run {
     }
 
     pub fn assert_failure(&self) -> &Run {
-        assert!(!self.success(), "xtask succeeded but should not\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert!(
+            !self.success(),
+            "xtask succeeded but should not\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 
@@ -434,9 +443,18 @@ impl Sandbox {
         cmd.args(args).current_dir(dir).stdin(Stdio::null());
         // Nothing of the caller's AWS, Docker login or CI setup leaks in.
         for key in [
-            "AWS_PROFILE", "AWS_ENDPOINT_URL_ECR", "ECR_REGISTRY", "IMAGE_REPOSITORY", "GITHUB_ACTIONS",
-            "CARGO_MANIFEST_DIR", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+            "AWS_PROFILE",
+            "AWS_ENDPOINT_URL_ECR",
+            "ECR_REGISTRY",
+            "IMAGE_REPOSITORY",
+            "GITHUB_ACTIONS",
+            "CARGO_MANIFEST_DIR",
+            "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
         ] {
             cmd.env_remove(key);
         }
@@ -529,7 +547,12 @@ impl Response {
 }
 
 /// A minimal HTTP/1.1 client for loopback URLs (`http://127.0.0.1:PORT/...`).
-pub fn http(url: &str, method: &str, basic_auth: Option<(&str, &str)>, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+pub fn http(
+    url: &str,
+    method: &str,
+    basic_auth: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
     request(url, method, basic_auth, headers, None)
 }
 
@@ -616,7 +639,8 @@ pub mod swarm {
     }
 
     pub fn stack_exists(name: &str) -> bool {
-        let services = docker_ok(&["service", "ls", "--quiet", "--filter", &format!("label=com.docker.stack.namespace={name}")]);
+        let services =
+            docker_ok(&["service", "ls", "--quiet", "--filter", &format!("label=com.docker.stack.namespace={name}")]);
         !services.is_empty()
     }
 
@@ -638,7 +662,8 @@ pub mod swarm {
             }
             // What the xtask keeps on the swarm beside the stack: its history
             // and a lock a killed run left.
-            let history = docker(&["config", "ls", "--quiet", "--filter", &format!("label=com.todobackend.history={}", self.0)]);
+            let history =
+                docker(&["config", "ls", "--quiet", "--filter", &format!("label=com.todobackend.history={}", self.0)]);
             for config in String::from_utf8_lossy(&history.stdout).lines() {
                 let _ = docker(&["config", "rm", config]);
             }
@@ -682,9 +707,8 @@ pub mod swarm {
         let tag = format!("{}/todobackend:{version}", registry.host());
         images.track(&tag);
         images.track(&format!("{}/todobackend:latest", registry.host()));
-        let built = sandbox
-            .clone_with(&[("APP_VERSION", version), ("ECR_REGISTRY", &registry.host())])
-            .xtask(&["build"]);
+        let built =
+            sandbox.clone_with(&[("APP_VERSION", version), ("ECR_REGISTRY", &registry.host())]).xtask(&["build"]);
         built.assert_success();
         tag
     }
@@ -706,7 +730,8 @@ pub mod swarm {
     impl Sandbox {
         /// The same sandbox (same Docker config and stack) with more variables.
         pub fn clone_with(&self, env: &[(&str, &str)]) -> Sandbox {
-            let mut copy = Sandbox { dir: tempfile::tempdir().expect("temp dir"), env: self.env.clone(), root: self.root.clone() };
+            let mut copy =
+                Sandbox { dir: tempfile::tempdir().expect("temp dir"), env: self.env.clone(), root: self.root.clone() };
             for (key, value) in env {
                 copy = copy.with_env(key, value);
             }
@@ -732,7 +757,13 @@ pub mod swarm {
     }
 
     pub fn spec_image(stack: &str, service: &str) -> String {
-        let image = docker_ok(&["service", "inspect", &format!("{stack}_{service}"), "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}"]);
+        let image = docker_ok(&[
+            "service",
+            "inspect",
+            &format!("{stack}_{service}"),
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        ]);
         image.split('@').next().unwrap_or(&image).to_owned()
     }
 
