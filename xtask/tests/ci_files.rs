@@ -100,7 +100,7 @@ fn the_workflow_caches_assumes_a_role_keeps_pull_requests_unprivileged_and_deplo
     for forbidden in ["login", "publish", "xtask ci", "push", "configure-aws-credentials", "secrets."] {
         assert!(!pr.contains(forbidden), "the pull request job runs {forbidden:?}");
     }
-    assert!(!text(&job("test")).contains("id-token"), "the pull request job can mint AWS credentials");
+    assert!(!text(job("test")).contains("id-token"), "the pull request job can mint AWS credentials");
 
     // Main: the whole pipeline with an assumed role, version.json kept and
     // the digests summarised.

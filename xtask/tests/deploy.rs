@@ -140,6 +140,14 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
     let error = error_text(&crashed);
     assert!(error.contains("app:") && error.contains("rolled back"), "{}", crashed.stderr);
     assert!(crashed.stderr.contains("--- app: last log lines"), "{}", crashed.stderr);
+    // The crashed task's own error comes before any healthy task's lines.
+    let failed_log = crashed.stderr.find("--- app: log of failed task").expect("the failed task's log is shown");
+    let crash_error = crashed.stderr[failed_log..].find("not-an-address").map(|at| at + failed_log);
+    assert!(
+        crash_error.is_some_and(|at| at < crashed.stderr.find("--- app: last log lines").unwrap()),
+        "the crash error is not shown first:\n{}",
+        crashed.stderr
+    );
     assert_eq!(spec_image(&stack, "app"), format!("{host}/todobackend:{b}"), "the swarm did not roll back to B");
     let start = Instant::now();
     while !answers(port) && start.elapsed() < Duration::from_secs(30) {
@@ -152,6 +160,8 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
     migration.assert_failure();
     let error = error_text(&migration);
     assert!(error.contains("migrate: failed"), "{}", migration.stderr);
+    // Only the job that failed is named: collectstatic completed.
+    assert!(error.contains("migrate did not complete") && !error.contains("collectstatic and migrate"), "{error}");
     // The jobs run first: a failed migration leaves the app on B, answering.
     assert!(error.contains("the app was not updated"), "{error}");
     assert_eq!(

@@ -325,9 +325,7 @@ mod tests {
         let cannot = Effect::CannotServe { problem: "x".into(), migration: Some("0003_drop".into()) };
         let err = verdict("B", &cannot, true).unwrap_err().to_string();
         assert!(err.contains("--restore-data") && err.contains("0003_drop"), "{err}");
-        for line in [err] {
-            assert_eq!(line.lines().count(), 1);
-        }
+        assert_eq!(err.lines().count(), 1, "{err}");
     }
 
     #[test]

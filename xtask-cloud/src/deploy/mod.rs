@@ -269,9 +269,15 @@ fn run_jobs_first(
     match ctx.call(&watch, watch::until_converged(docker, stack, jobs, before_updates, timeout))? {
         None | Some(Outcome::Converged(_)) => Ok(()),
         Some(Outcome::Failed { failed, waiting, .. }) => {
+            // Only the jobs that failed (or, on a timeout, did not finish).
+            let stuck: Vec<&str> = if failed.is_empty() {
+                waiting.iter().map(|(name, _)| name.as_str()).collect()
+            } else {
+                failed.iter().map(|(name, _)| name.as_str()).collect()
+            };
             let headline = format!(
                 "{} did not complete, so the app was not updated (it runs the version it ran before)",
-                names.join(" and ")
+                stuck.join(" and ")
             );
             Err(failure(ctx, docker, stack, &headline, &failed, &waiting))
         }
@@ -299,9 +305,22 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
 
     let docker = ctx.block_on(preflight::swarm_manager())?;
     let labels = stackfile::label_constraints(&services);
-    for warning in ctx.block_on(preflight::placement_labels(&docker, &labels))? {
-        eprintln!("warning: {warning}");
+    // A first deploy on a swarm of one node: that node keeps the data.
+    if let Some(node) = ctx.block_on(preflight::unlabelled_sole_node(&docker, &labels))? {
+        let wanted: Vec<String> = node.missing.iter().map(|(key, value)| format!("{key}={value}")).collect();
+        let description = format!("label the swarm's only node, {}, with {}", node.name, wanted.join(", "));
+        ctx.call(&description, preflight::label_sole_node(&docker, &node))?;
+        ctx.report(&format!(
+            "labelled the swarm's only node, {}, with {}: it keeps the stack's data",
+            node.name,
+            wanted.join(", ")
+        ));
+    } else {
+        for warning in ctx.block_on(preflight::placement_labels(&docker, &labels))? {
+            eprintln!("warning: {warning}");
+        }
     }
+
     let images: BTreeSet<&str> = services.iter().map(|service| service.image.as_str()).collect();
     let mut digests = HashMap::new();
     for image in images {

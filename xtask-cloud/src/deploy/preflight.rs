@@ -44,6 +44,45 @@ pub fn swarm_problem(info: &SystemInfo) -> Option<String> {
     }
 }
 
+/// The label a swarm of one node lacks, which `deploy` puts on that node
+/// itself: there is no choice of node to make.
+pub struct SoleNode {
+    pub id: String,
+    pub name: String,
+    pub version: i64,
+    pub spec: bollard::models::NodeSpec,
+    pub missing: Vec<(String, String)>,
+}
+
+/// On a swarm of exactly one node, the placement labels no node carries yet.
+pub async fn unlabelled_sole_node(docker: &Docker, labels: &[(String, String)]) -> Result<Option<SoleNode>> {
+    if labels.is_empty() {
+        return Ok(None);
+    }
+    let nodes = docker.list_nodes(None).await.context("cannot list the swarm's nodes")?;
+    let [node] = nodes.as_slice() else { return Ok(None) };
+    let (name, present) = node_labels(node);
+    let missing: Vec<(String, String)> =
+        labels.iter().filter(|(key, value)| present.get(key.as_str()) != Some(value)).cloned().collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let id = node.id.clone().context("the swarm's node has no id")?;
+    let version = node.version.as_ref().and_then(|version| version.index).unwrap_or_default() as i64;
+    Ok(Some(SoleNode { id, name, version, spec: node.spec.clone().unwrap_or_default(), missing }))
+}
+
+/// Put the missing labels on the sole node (its spec otherwise unchanged).
+pub async fn label_sole_node(docker: &Docker, node: &SoleNode) -> Result<()> {
+    let mut spec = node.spec.clone();
+    let labels = spec.labels.get_or_insert_with(HashMap::new);
+    for (key, value) in &node.missing {
+        labels.insert(key.clone(), value.clone());
+    }
+    let options = bollard::query_parameters::UpdateNodeOptions { version: node.version };
+    docker.update_node(&node.id, spec, options).await.with_context(|| format!("cannot label the node {}", node.name))
+}
+
 /// Some node must carry each `node.labels.KEY == VALUE` the stack file places
 /// its services with. Returns warnings (e.g. more than one node matches).
 pub async fn placement_labels(docker: &Docker, labels: &[(String, String)]) -> Result<Vec<String>> {

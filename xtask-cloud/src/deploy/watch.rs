@@ -17,6 +17,8 @@ use crate::image_ref::ImageRef;
 
 const POLL: Duration = Duration::from_secs(1);
 const LOG_LINES: &str = "20";
+/// Failed tasks whose own logs a failure report shows first.
+const FAILED_TASKS_SHOWN: usize = 2;
 /// How long the other services may still run to their end after one failed.
 const SETTLE: Duration = Duration::from_secs(45);
 
@@ -273,9 +275,21 @@ pub async fn report(docker: &Docker, stack: &str, name: &str) {
     let filters = HashMap::from([("service".to_owned(), vec![full_name.clone()])]);
     let tasks = docker.list_tasks(Some(ListTasksOptions { filters: Some(filters) })).await;
     eprintln!("--- {name}: recent tasks");
+    let mut failed_tasks: Vec<(String, String)> = Vec::new();
     match tasks {
         Ok(mut tasks) => {
             tasks.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            // The failed tasks' own logs come first: the healthy tasks'
+            // lines must not bury a crashing release's one error line.
+            failed_tasks = tasks
+                .iter()
+                .filter(|task| task.status.as_ref().and_then(|status| status.state) == Some(SwarmTaskState::FAILED))
+                .filter_map(|task| {
+                    let image = task.spec.as_ref()?.container_spec.as_ref()?.image.as_deref()?;
+                    Some((task.id.clone()?, ImageRef::parse(image).tag.unwrap_or_default()))
+                })
+                .take(FAILED_TASKS_SHOWN)
+                .collect();
             for task in tasks.iter().take(6) {
                 let status = task.status.as_ref();
                 let state = status.and_then(|status| status.state).map(|state| state.to_string()).unwrap_or_default();
@@ -302,9 +316,20 @@ pub async fn report(docker: &Docker, stack: &str, name: &str) {
         }
         Err(err) => eprintln!("    cannot list its tasks: {err}"),
     }
-    eprintln!("--- {name}: last log lines");
     let options = LogsOptions { stdout: true, stderr: true, tail: LOG_LINES.into(), ..Default::default() };
-    let mut logs = docker.service_logs(&full_name, Some(options));
+    for (id, version) in &failed_tasks {
+        eprintln!("--- {name}: log of failed task {} (version {version})", &id[..id.len().min(12)]);
+        print_logs(docker.task_logs(id, Some(options.clone())), &format!("docker service logs {full_name}")).await;
+    }
+    eprintln!("--- {name}: last log lines");
+    print_logs(docker.service_logs(&full_name, Some(options)), &format!("docker service logs {full_name}")).await;
+}
+
+/// Print a log stream, indented, within 15 s.
+async fn print_logs(
+    mut logs: impl futures_util::Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>> + Unpin,
+    by_hand: &str,
+) {
     let read = async {
         let mut lines = 0;
         while let Some(item) = logs.next().await {
@@ -327,6 +352,6 @@ pub async fn report(docker: &Docker, stack: &str, name: &str) {
     match tokio::time::timeout(Duration::from_secs(15), read).await {
         Ok(0) => eprintln!("    (no log lines)"),
         Ok(_) => {}
-        Err(_) => eprintln!("    (its logs did not arrive within 15s: `docker service logs {full_name}`)"),
+        Err(_) => eprintln!("    (the logs did not arrive within 15s: `{by_hand}`)"),
     }
 }
