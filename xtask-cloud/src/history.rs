@@ -106,6 +106,13 @@ async fn read(docker: &Docker, stack: &str) -> Result<Vec<(String, Entry)>> {
         .await
         .context("cannot list the swarm's configs")?;
     let mut entries = Vec::new();
+    // Names are `<stack>_history_<UTC time>_<nanoseconds>`: their order is
+    // the order the entries were written in, also within one second.
+    let mut configs = configs;
+    configs.sort_by(|a, b| {
+        let name = |config: &bollard::models::Config| config.spec.as_ref().and_then(|spec| spec.name.clone());
+        name(b).cmp(&name(a))
+    });
     for config in configs {
         let data = config.spec.and_then(|spec| spec.data).unwrap_or_default();
         let decoded = aws_smithy_types::base64::decode(&data).ok();
@@ -114,13 +121,7 @@ async fn read(docker: &Docker, stack: &str) -> Result<Vec<(String, Entry)>> {
             entries.push((config.id.unwrap_or_default(), entry));
         }
     }
-    entries.sort_by(|a, b| newest_first(&a.1, &b.1));
     Ok(entries)
-}
-
-/// RFC 3339 UTC strings of one format sort as text.
-fn newest_first(a: &Entry, b: &Entry) -> std::cmp::Ordering {
-    b.at.cmp(&a.at)
 }
 
 async fn prune(docker: &Docker, stack: &str) -> Result<()> {
@@ -215,7 +216,7 @@ mod tests {
             at("B", "2026-11-24T02:00:00Z", "rolled back"),
             at("B2", "2026-11-24T03:00:00Z", "converged"),
         ];
-        entries.sort_by(newest_first);
+        entries.sort_by(|a, b| b.at.cmp(&a.at));
         assert_eq!(entries[0].version, "B2");
         assert_eq!(previous_good(&entries, Some("B2")).as_deref(), Some("A"));
         // After a failed release the running version is still the good one.
