@@ -19,6 +19,7 @@ mod progress;
 mod publish;
 mod registry;
 mod rollback;
+mod secret;
 mod status;
 
 use std::process::ExitCode;
@@ -44,5 +45,6 @@ fn run(runner: &mut Runner, task: &CloudTask) -> Result<()> {
         CloudTask::Unlock => lock::unlock(ctx),
         CloudTask::Status(args) => status::run(ctx, args),
         CloudTask::Logs(args) => logs::run(ctx, args),
+        CloudTask::Secret(args) => secret::run(ctx, args),
     }
 }

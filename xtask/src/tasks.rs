@@ -79,6 +79,8 @@ pub enum CloudTask {
     Status(StatusArgs),
     /// The stack's logs, each line prefixed with its service and task version.
     Logs(LogsArgs),
+    /// Swarm secrets for the stack file: `secret create NAME < value-file`.
+    Secret(SecretArgs),
 }
 
 impl Task {
@@ -99,6 +101,7 @@ impl Task {
             Task::Cloud(CloudTask::Unlock) => "unlock",
             Task::Cloud(CloudTask::Status(_)) => "status",
             Task::Cloud(CloudTask::Logs(_)) => "logs",
+            Task::Cloud(CloudTask::Secret(_)) => "secret",
         }
     }
 
@@ -224,6 +227,21 @@ pub struct LogsArgs {
     /// Keep printing new lines until Ctrl-C.
     #[arg(long, short)]
     pub follow: bool,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SecretArgs {
+    #[command(subcommand)]
+    pub action: SecretAction,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum SecretAction {
+    /// Create the secret NAME from stdin (never argv); an existing NAME is refused.
+    Create {
+        /// The secret's name in the swarm, as the stack file names it.
+        name: String,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]

@@ -155,3 +155,96 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     at(&a).xtask(&["deploy", "--no-login", "--timeout", "3m"]).assert_success();
     assert!(!lock_exists(&stack));
 }
+
+#[test]
+fn a_missing_external_secret_is_named_before_the_swarm_changes_and_secret_create_supplies_it() {
+    use std::io::Write;
+    let _lock = swarm_lock();
+    label_the_node();
+    let registry = Registry::start_for_ecr();
+    let moto = Moto::start();
+    let secret = support::unique_name("dbpw");
+    let value = support::unique_name("s3cret-value-");
+    let sandbox = Sandbox::new()
+        .with_aws(&moto)
+        .with_registry(&registry)
+        .with_env("APP_PUBLISH_MODE", "host")
+        .with_env("APP_UPDATE_ORDER", "stop-first")
+        .with_env("APP_PUBLISHED_PORT", &support::free_port().to_string())
+        .with_env("APP_REPLICAS", "1")
+        .with_env("APP_UPDATE_MONITOR", "5s")
+        .with_env("JOB_RESTART_DELAY", "1s");
+    // stack.yml with the app reading a secret the swarm does not have yet.
+    let stack_yml = std::fs::read_to_string(support::project_root().join("stack.yml")).expect("stack.yml");
+    let with_secret =
+        stack_yml.replacen("    command: [\"serve\"]\n", "    command: [\"serve\"]\n    secrets: [db_password]\n", 1)
+            + &format!("\nsecrets:\n  db_password:\n    external: true\n    name: {secret}\n");
+    assert_ne!(with_secret, stack_yml);
+    let stack_file = sandbox.dir.path().join("stack.yml");
+    std::fs::write(&stack_file, with_secret).expect("write the stack file");
+    let sandbox = sandbox.with_env("STACK_FILE", &stack_file.display().to_string());
+    let stack = stack_name(&sandbox);
+    // Dropped after the stack that uses it.
+    let _secret = Secret(secret.clone());
+    let _stack = Stack(stack.clone());
+    let mut images = Images(Vec::new());
+    let version = support::unique_name("a");
+    docker_login(&sandbox, &registry);
+    let image = app_image(&sandbox, &registry, &version, &mut images);
+    push(&sandbox, &image);
+    let at = sandbox.clone_with(&[("APP_VERSION", &version)]);
+
+    let dry = at.xtask(&["deploy", "--no-login", "--dry-run"]);
+    dry.assert_failure();
+    let error = error_text(&dry);
+    assert!(
+        error.contains(&format!("secret {secret}")) && error.contains(&format!("cargo xtask secret create {secret}")),
+        "{error}"
+    );
+    assert!(!support::swarm::stack_exists(&stack), "the swarm was touched");
+
+    // The value on stdin only.
+    let mut create = sandbox
+        .command_in(&sandbox.root, &["secret", "create", &secret])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn secret create");
+    create.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write the value");
+    let created = run_of(create.wait_with_output().expect("secret create"));
+    created.assert_success().assert_not_leaked(&value);
+    assert!(created.stderr.contains(&format!("created the swarm secret {secret}")), "{}", created.stderr);
+    // Secrets cannot change: a second create is refused, with the way out.
+    let mut again = sandbox
+        .command_in(&sandbox.root, &["secret", "create", &secret])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn secret create");
+    again.stdin.take().expect("stdin").write_all(b"another value").expect("write the value");
+    let again = run_of(again.wait_with_output().expect("secret create again"));
+    again.assert_failure();
+    assert!(error_text(&again).contains("cannot change") && error_text(&again).contains("_v2"), "{}", again.stderr);
+
+    let deployed = at.xtask(&["deploy", "--no-login", "--timeout", "3m"]);
+    deployed.assert_success().assert_not_leaked(&value);
+    let mounted = docker_ok(&[
+        "service",
+        "inspect",
+        &format!("{stack}_app"),
+        "--format",
+        "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}} {{end}}",
+    ]);
+    assert!(mounted.contains(&secret), "the app does not mount the secret: {mounted}");
+}
+
+/// Removes a swarm secret when dropped (after the stack that uses it).
+struct Secret(String);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        let _ = docker(&["secret", "rm", &self.0]);
+    }
+}

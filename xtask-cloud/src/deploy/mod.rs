@@ -303,7 +303,9 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
     let lookup = |name: &str| sh.var(name).ok();
     let services = stackfile::load(&shown, &text, &lookup)?;
 
+    let externals = stackfile::externals(&shown, &text, &lookup)?;
     let docker = ctx.block_on(preflight::swarm_manager())?;
+    ctx.block_on(preflight::externals_exist(&docker, &externals))?;
     let labels = stackfile::label_constraints(&services);
     // A first deploy on a swarm of one node: that node keeps the data.
     if let Some(node) = ctx.block_on(preflight::unlabelled_sole_node(&docker, &labels))? {

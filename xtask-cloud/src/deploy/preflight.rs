@@ -44,6 +44,46 @@ pub fn swarm_problem(info: &SystemInfo) -> Option<String> {
     }
 }
 
+/// Every `external: true` secret and config of the stack file must exist in
+/// the swarm: `docker stack deploy` would fail on the first missing one, half
+/// way. The error names each missing one with the command that creates it.
+pub async fn externals_exist(docker: &Docker, wanted: &[super::stackfile::External]) -> Result<()> {
+    use super::stackfile::External;
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let secrets: Vec<String> = docker
+        .list_secrets(None)
+        .await
+        .context("cannot list the swarm's secrets")?
+        .into_iter()
+        .filter_map(|secret| secret.spec?.name)
+        .collect();
+    let configs: Vec<String> = docker
+        .list_configs(None)
+        .await
+        .context("cannot list the swarm's configs")?
+        .into_iter()
+        .filter_map(|config| config.spec?.name)
+        .collect();
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter_map(|external| match external {
+            External::Secret(name) if !secrets.contains(name) => {
+                Some(format!("secret {name} (create it: `cargo xtask secret create {name} < value-file`)"))
+            }
+            External::Config(name) if !configs.contains(name) => {
+                Some(format!("config {name} (create it: `docker config create {name} FILE`)"))
+            }
+            _ => None,
+        })
+        .collect();
+    if !missing.is_empty() {
+        bail!("the stack file uses external objects the swarm does not have: {}", missing.join("; "));
+    }
+    Ok(())
+}
+
 /// The label a swarm of one node lacks, which `deploy` puts on that node
 /// itself: there is no choice of node to make.
 pub struct SoleNode {

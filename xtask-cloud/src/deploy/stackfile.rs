@@ -27,6 +27,26 @@ pub struct ServiceDef {
 struct File {
     #[serde(default)]
     services: BTreeMap<String, Service>,
+    #[serde(default)]
+    secrets: BTreeMap<String, Object>,
+    #[serde(default)]
+    configs: BTreeMap<String, Object>,
+}
+
+/// A top-level secret or config of the stack file.
+#[derive(Deserialize, Default)]
+struct Object {
+    #[serde(default)]
+    external: bool,
+    /// The name in the swarm, when it differs from the key.
+    name: Option<String>,
+}
+
+/// A secret or config the stack file expects the swarm to have already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum External {
+    Secret(String),
+    Config(String),
 }
 
 #[derive(Deserialize)]
@@ -57,7 +77,16 @@ struct Placement {
 
 /// Parse and check `text` (the file at `path`, named in errors). `lookup`
 /// gives the variables the docker CLI will see.
-pub fn load(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ServiceDef>> {
+/// The secrets and configs marked `external: true`, by their swarm names.
+pub fn externals(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<External>> {
+    let file = parse(path, text, lookup)?;
+    let named = |(key, object): (String, Object)| object.external.then(|| object.name.unwrap_or(key));
+    let secrets = file.secrets.into_iter().filter_map(named).map(External::Secret);
+    let configs = file.configs.into_iter().filter_map(named).map(External::Config);
+    Ok(secrets.chain(configs).collect())
+}
+
+fn parse(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<File> {
     let raw: Value = serde_yaml::from_str(text).map_err(|err| anyhow::anyhow!("{path} is not valid YAML: {err}"))?;
     let problems = interpolate::check(text, lookup);
     if !problems.is_empty() {
@@ -65,8 +94,11 @@ pub fn load(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> 
         bail!("{path}: {}", list.join("; "));
     }
     let value = substitute_values(raw, lookup).map_err(|problem| anyhow::anyhow!("{path}: {problem}"))?;
-    let file: File =
-        serde_yaml::from_value(value).map_err(|err| anyhow::anyhow!("{path} is not a stack file: {err}"))?;
+    serde_yaml::from_value(value).map_err(|err| anyhow::anyhow!("{path} is not a stack file: {err}"))
+}
+
+pub fn load(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ServiceDef>> {
+    let file = parse(path, text, lookup)?;
     if file.services.is_empty() {
         bail!("{path} defines no services");
     }
@@ -243,5 +275,15 @@ mod tests {
         };
         let services = [service(&["node.role == manager", "node.labels.zone==a"]), service(&["node.labels.zone == a"])];
         assert_eq!(label_constraints(&services), [("zone".to_owned(), "a".to_owned())]);
+    }
+
+    #[test]
+    fn external_secrets_and_configs_are_found_by_their_swarm_names() {
+        let text = "services:\n  app:\n    image: r/app:1\nsecrets:\n  db:\n    external: true\n    name: db_v2\n  local:\n    file: ./x\n  token:\n    external: true\nconfigs:\n  nginx:\n    external: true\n";
+        let found = externals("s.yml", text, &|_| None).unwrap();
+        assert_eq!(
+            found,
+            [External::Secret("db_v2".into()), External::Secret("token".into()), External::Config("nginx".into())]
+        );
     }
 }
