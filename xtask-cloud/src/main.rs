@@ -17,6 +17,7 @@ mod logout;
 mod logs;
 mod progress;
 mod publish;
+mod refresh_auth;
 mod registry;
 mod rollback;
 mod secret;
@@ -46,5 +47,6 @@ fn run(runner: &mut Runner, task: &CloudTask) -> Result<()> {
         CloudTask::Status(args) => status::run(ctx, args),
         CloudTask::Logs(args) => logs::run(ctx, args),
         CloudTask::Secret(args) => secret::run(ctx, args),
+        CloudTask::RefreshAuth => refresh_auth::run(ctx),
     }
 }

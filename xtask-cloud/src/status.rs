@@ -90,6 +90,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         .collect();
     services.sort_by(|a, b| a.name.cmp(&b.name));
     let last = crate::history::list(ctx, &stack)?.into_iter().next();
+    let credential_age = ctx.block_on(async { oldest_update(&ctx.docker().await?, &stack).await })?;
+    let stale = credential_age.and_then(stale_credential_warning);
     let converged = services.iter().all(|service| service.converged);
 
     if args.json {
@@ -99,6 +101,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             "services": services,
             "last_deploy": last,
             "lock": holder,
+            "registry_credential_age_seconds": credential_age.map(|age| age.as_secs()),
+            "warning": stale,
         });
         ctx.print_result(&serde_json::to_string_pretty(&json)?);
     } else {
@@ -127,6 +131,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         if let Some(holder) = &holder {
             lines.push(format!("locked: {}", holder.describe()));
         }
+        if let Some(warning) = &stale {
+            lines.push(format!("warning: {warning}"));
+        }
         ctx.print_result(&lines.join("\n"));
     }
     if !converged {
@@ -140,8 +147,52 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// ECR tokens last 12 hours.
+const TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// How long ago the stack's least recently updated service was updated: a
+/// deploy and `refresh-auth` both hand the services the credential of the
+/// moment, so this is how old the oldest credential can be.
+async fn oldest_update(docker: &bollard::Docker, stack: &str) -> Result<Option<std::time::Duration>> {
+    let filters =
+        std::collections::HashMap::from([("label".to_owned(), vec![format!("com.docker.stack.namespace={stack}")])]);
+    let services = docker
+        .list_services(Some(bollard::query_parameters::ListServicesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await?;
+    let now = std::time::SystemTime::now();
+    Ok(services
+        .iter()
+        .filter_map(|service| service.updated_at.as_deref())
+        .filter_map(|at| aws_smithy_types::DateTime::from_str(at, aws_smithy_types::date_time::Format::DateTime).ok())
+        .filter_map(|at| std::time::SystemTime::try_from(at).ok())
+        .filter_map(|at| now.duration_since(at).ok())
+        .max())
+}
+
+/// A warning when the services' registry credential may have expired.
+pub fn stale_credential_warning(age: std::time::Duration) -> Option<String> {
+    (age > TOKEN_LIFETIME).then(|| {
+        format!(
+            "the services' registry credential is {} h old and ECR tokens last 12 h: a task rescheduled on a node \
+             without its image cannot pull it; run `cargo xtask refresh-auth`",
+            age.as_secs() / 3600
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_old_credential_is_warned_about() {
+        use std::time::Duration;
+        assert_eq!(super::stale_credential_warning(Duration::from_secs(3600)), None);
+        let warning = super::stale_credential_warning(Duration::from_secs(13 * 3600)).unwrap();
+        assert!(warning.contains("13 h old") && warning.contains("refresh-auth"), "{warning}");
+    }
+
     use super::*;
     use crate::deploy::converge::{Service, Task, Update};
 

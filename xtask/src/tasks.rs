@@ -81,6 +81,8 @@ pub enum CloudTask {
     Logs(LogsArgs),
     /// Swarm secrets for the stack file: `secret create NAME < value-file`.
     Secret(SecretArgs),
+    /// Hand the stack's services a fresh ECR credential (tokens last 12 hours); nothing restarts.
+    RefreshAuth,
 }
 
 impl Task {
@@ -102,6 +104,7 @@ impl Task {
             Task::Cloud(CloudTask::Status(_)) => "status",
             Task::Cloud(CloudTask::Logs(_)) => "logs",
             Task::Cloud(CloudTask::Secret(_)) => "secret",
+            Task::Cloud(CloudTask::RefreshAuth) => "refresh-auth",
         }
     }
 

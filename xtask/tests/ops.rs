@@ -90,6 +90,44 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     unknown.assert_failure();
     assert!(error_text(&unknown).contains("app") && error_text(&unknown).contains("migrate"), "{}", unknown.stderr);
 
+    // refresh-auth: the services get a fresh credential (their spec's version
+    // moves on), no task restarts, and the app answers throughout.
+    let app = format!("{stack}_app");
+    let tasks_before = docker_ok(&["service", "ps", "--quiet", "--filter", "desired-state=running", &app]);
+    let version_before: u64 =
+        docker_ok(&["service", "inspect", "--format", "{{.Version.Index}}", &app]).parse().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut asked, mut failed) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                asked += 1;
+                if !support::swarm::answers(port) {
+                    failed += 1;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (asked, failed)
+        })
+    };
+    let refreshed = sandbox.xtask(&["refresh-auth"]);
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (asked, failed) = poller.join().unwrap();
+    refreshed.assert_success().assert_not_leaked(support::ECR_PASSWORD);
+    assert!(refreshed.stderr.contains("handed") && refreshed.stderr.contains(&app), "{}", refreshed.stderr);
+    assert_eq!(failed, 0, "the app did not answer {failed} of {asked} times during refresh-auth");
+    let version_after: u64 =
+        docker_ok(&["service", "inspect", "--format", "{{.Version.Index}}", &app]).parse().unwrap();
+    assert!(version_after > version_before, "the service was not updated");
+    assert_eq!(
+        docker_ok(&["service", "ps", "--quiet", "--filter", "desired-state=running", &app]),
+        tasks_before,
+        "a task restarted"
+    );
+    assert!(!lock_exists(&stack));
+
     // A service that cannot reach its replicas (a second host-mode replica
     // has no port on one node): status says so and exits 1.
     docker_ok(&["service", "update", "--detach", "--replicas", "2", &format!("{stack}_app")]);
