@@ -46,7 +46,7 @@ impl AsyncCtx for Ctx {
         if let Some(docker) = DOCKER.get() {
             return Ok(docker.clone());
         }
-        let docker = crate::docker::connect().await?;
+        let docker = crate::docker::connect(self.docker_endpoint()?).await?;
         Ok(DOCKER.get_or_init(|| docker).clone())
     }
 }

@@ -88,7 +88,7 @@ pub fn hold<T>(
         return body();
     }
     let held = Arc::new(AtomicBool::new(true));
-    release_on_signals(&stack, held.clone());
+    release_on_signals(ctx.docker_endpoint()?.clone(), &stack, held.clone());
     let result = body();
     held.store(false, Ordering::SeqCst);
     let released = ctx.block_on(async { remove(&ctx.docker().await?, &stack).await });
@@ -169,7 +169,7 @@ pub async fn remove(docker: &Docker, stack: &str) -> Result<()> {
 /// While the lock is held, SIGINT and SIGTERM release it and end the process
 /// (130 / 143): the task's commands get the same signal from the terminal or
 /// the CI runner, and the lock must not outlive it.
-fn release_on_signals(stack: &str, held: Arc<AtomicBool>) {
+fn release_on_signals(endpoint: xtask::docker_endpoint::Endpoint, stack: &str, held: Arc<AtomicBool>) {
     use tokio::signal::unix::{SignalKind, signal};
     let stack = stack.to_owned();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -199,7 +199,7 @@ fn release_on_signals(stack: &str, held: Arc<AtomicBool>) {
                 futures_util::future::Either::Right(_) => ("SIGTERM", 143),
             };
             if held.load(Ordering::SeqCst) {
-                let removed = async { remove(&crate::docker::connect().await?, &stack).await }.await;
+                let removed = async { remove(&crate::docker::connect(&endpoint).await?, &stack).await }.await;
                 match removed {
                     Ok(()) => eprintln!(
                         "interrupted by {name}: released the deploy lock; the stack may be part way through its update: \

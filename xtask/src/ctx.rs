@@ -12,12 +12,14 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use xshell::{Cmd, Shell};
 
+use crate::docker_endpoint::Endpoint;
 use crate::settings::Settings;
 
 pub struct Ctx {
     pub settings: Settings,
     dry_run: bool,
     version: String,
+    docker: Option<Endpoint>,
     sh: Shell,
     task: Cell<&'static str>,
     in_step: Cell<bool>,
@@ -29,17 +31,33 @@ impl Ctx {
     /// `version::resolve`), exported with ECR_REGISTRY, IMAGE_REPOSITORY and
     /// COMPOSE_PROJECT_NAME to every command, so that docker-compose.yml and
     /// stack.yml see the values the xtask uses.
-    pub fn new(settings: Settings, version: String) -> Result<Ctx> {
+    ///
+    /// The Docker endpoint (`docker_endpoint.rs`) is exported the same way:
+    /// `DOCKER_HOST` (with its TLS material) and no `DOCKER_CONTEXT`, so that
+    /// every docker CLI command reaches the engine the API calls reach.
+    pub fn new(settings: Settings, version: String, docker: Option<Endpoint>) -> Result<Ctx> {
         let sh = Shell::new().context("cannot set up the shell for running commands")?;
         sh.change_dir(&settings.root);
         sh.set_var("APP_VERSION", &version);
         sh.set_var("ECR_REGISTRY", settings.registry());
         sh.set_var("IMAGE_REPOSITORY", &settings.repository);
         sh.set_var("COMPOSE_PROJECT_NAME", &settings.compose_project);
+        if let Some(endpoint) = &docker {
+            sh.set_var("DOCKER_HOST", &endpoint.host);
+            // Empty counts as unset for the docker CLI (xshell cannot unset).
+            for name in ["DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_TLS", "DOCKER_CERT_PATH"] {
+                sh.set_var(name, "");
+            }
+            if let Some(tls) = &endpoint.tls {
+                sh.set_var("DOCKER_CERT_PATH", &tls.cert_dir);
+                sh.set_var(if tls.verify { "DOCKER_TLS_VERIFY" } else { "DOCKER_TLS" }, "1");
+            }
+        }
         Ok(Ctx {
             dry_run: settings.dry_run,
             settings,
             version,
+            docker,
             sh,
             task: Cell::new(""),
             in_step: Cell::new(false),
@@ -50,6 +68,12 @@ impl Ctx {
     /// The resolved APP_VERSION.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// The Docker engine every command and API call of this run talks to
+    /// (`None` for `version`, which talks to none).
+    pub fn docker_endpoint(&self) -> Result<&Endpoint> {
+        self.docker.as_ref().context("this task resolved no Docker endpoint")
     }
 
     /// Whether this run only prints its plan. For the effect helpers that

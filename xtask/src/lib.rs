@@ -10,6 +10,7 @@ pub mod build;
 pub mod clean;
 pub mod compose;
 pub mod ctx;
+pub mod docker_endpoint;
 pub mod git;
 pub mod release;
 pub mod settings;

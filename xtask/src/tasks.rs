@@ -342,7 +342,15 @@ pub fn main_with(cli: Cli, cloud: Option<CloudDispatch>) -> std::process::ExitCo
         let from_env = std::env::var("APP_VERSION").ok();
         let version = version::resolve(from_env.as_deref(), &settings.root)
             .with_context(|| format!("{} failed", cli.task.name()))?;
-        let ctx = Ctx::new(settings, version)?;
+        // `version` talks to no engine: it reads no Docker configuration.
+        let docker = match &cli.task {
+            Task::Light(LightTask::Version) => None,
+            task => Some(
+                crate::docker_endpoint::resolve(&|name| std::env::var(name).ok())
+                    .with_context(|| format!("{} failed", task.name()))?,
+            ),
+        };
+        let ctx = Ctx::new(settings, version, docker)?;
         Runner::new(ctx, cloud).run(cli.task)
     })();
     match result {

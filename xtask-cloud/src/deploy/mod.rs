@@ -304,7 +304,7 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
     let services = stackfile::load(&shown, &text, &lookup)?;
 
     let externals = stackfile::externals(&shown, &text, &lookup)?;
-    let docker = ctx.block_on(preflight::swarm_manager())?;
+    let docker = ctx.block_on(preflight::swarm_manager(ctx.docker_endpoint()?))?;
     ctx.block_on(preflight::externals_exist(&docker, &externals))?;
     let labels = stackfile::label_constraints(&services);
     // A first deploy on a swarm of one node: that node keeps the data.

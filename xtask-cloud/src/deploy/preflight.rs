@@ -12,12 +12,12 @@ use bollard::models::{LocalNodeState, Node, SystemInfo};
 use crate::docker;
 
 /// Connect to the engine at DOCKER_HOST and check that it manages a swarm.
-pub async fn swarm_manager() -> Result<Docker> {
-    let docker = docker::connect().await?;
-    let info =
-        docker.info().await.with_context(|| format!("cannot read the state of the engine at {}", docker::host()))?;
+pub async fn swarm_manager(endpoint: &xtask::docker_endpoint::Endpoint) -> Result<Docker> {
+    let docker = docker::connect(endpoint).await?;
+    let at = format!("{} ({})", endpoint.host, endpoint.origin);
+    let info = docker.info().await.with_context(|| format!("cannot read the state of the engine at {at}"))?;
     if let Some(problem) = swarm_problem(&info) {
-        bail!("the engine at {} {problem}", docker::host());
+        bail!("the engine at {at} {problem}");
     }
     Ok(docker)
 }
