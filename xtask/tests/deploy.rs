@@ -32,18 +32,7 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
     let registry = Registry::start_for_ecr();
     let moto = Moto::start();
     let port = support::free_port();
-    let port_text = port.to_string();
-    let sandbox = Sandbox::new()
-        .with_aws(&moto)
-        .with_registry(&registry)
-        .with_env("APP_PUBLISH_MODE", "host")
-        .with_env("APP_UPDATE_ORDER", "stop-first")
-        .with_env("APP_PUBLISHED_PORT", &port_text)
-        // A host-mode port binds once per node: one replica on a single node.
-        .with_env("APP_REPLICAS", "1")
-        .with_env("APP_UPDATE_DELAY", "1s")
-        .with_env("APP_UPDATE_MONITOR", "5s")
-        .with_env("JOB_RESTART_DELAY", "1s");
+    let sandbox = support::swarm::stack_sandbox(&moto, &registry, port);
     let stack = stack_name(&sandbox);
     let _stack = Stack(stack.clone());
     let mut images = Images(Vec::new());

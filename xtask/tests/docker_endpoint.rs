@@ -27,16 +27,7 @@ fn a_context_is_followed_and_docker_host_wins_over_it() {
     label_the_node();
     let registry = Registry::start_for_ecr();
     let moto = Moto::start();
-    let sandbox = Sandbox::new()
-        .with_aws(&moto)
-        .with_registry(&registry)
-        .with_env("APP_PUBLISH_MODE", "host")
-        .with_env("APP_UPDATE_ORDER", "stop-first")
-        .with_env("APP_PUBLISHED_PORT", &support::free_port().to_string())
-        .with_env("APP_REPLICAS", "1")
-        .with_env("APP_UPDATE_MONITOR", "5s")
-        .with_env("JOB_RESTART_DELAY", "1s")
-        .without_env("DOCKER_HOST");
+    let sandbox = support::swarm::stack_sandbox(&moto, &registry, support::free_port()).without_env("DOCKER_HOST");
     let stack = stack_name(&sandbox);
     let _stack = Stack(stack.clone());
     let mut images = Images(Vec::new());

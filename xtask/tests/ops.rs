@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use support::swarm::{
     Stack, app_image, derive, docker, docker_login, docker_ok, error_text, label_the_node, push, stack_name, swarm_lock,
 };
-use support::{Images, Moto, Registry, Run, Sandbox};
+use support::{Images, Moto, Registry, Run};
 
 fn run_of(out: Output) -> Run {
     Run {
@@ -37,16 +37,7 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     let registry = Registry::start_for_ecr();
     let moto = Moto::start();
     let port = support::free_port();
-    let sandbox = Sandbox::new()
-        .with_aws(&moto)
-        .with_registry(&registry)
-        .with_env("APP_PUBLISH_MODE", "host")
-        .with_env("APP_UPDATE_ORDER", "stop-first")
-        .with_env("APP_PUBLISHED_PORT", &port.to_string())
-        .with_env("APP_REPLICAS", "1")
-        .with_env("APP_UPDATE_DELAY", "1s")
-        .with_env("APP_UPDATE_MONITOR", "5s")
-        .with_env("JOB_RESTART_DELAY", "1s");
+    let sandbox = support::swarm::stack_sandbox(&moto, &registry, port);
     let stack = stack_name(&sandbox);
     let _stack = Stack(stack.clone());
     let mut images = Images(Vec::new());
@@ -203,15 +194,7 @@ fn a_missing_external_secret_is_named_before_the_swarm_changes_and_secret_create
     let moto = Moto::start();
     let secret = support::unique_name("dbpw");
     let value = support::unique_name("s3cret-value-");
-    let sandbox = Sandbox::new()
-        .with_aws(&moto)
-        .with_registry(&registry)
-        .with_env("APP_PUBLISH_MODE", "host")
-        .with_env("APP_UPDATE_ORDER", "stop-first")
-        .with_env("APP_PUBLISHED_PORT", &support::free_port().to_string())
-        .with_env("APP_REPLICAS", "1")
-        .with_env("APP_UPDATE_MONITOR", "5s")
-        .with_env("JOB_RESTART_DELAY", "1s");
+    let sandbox = support::swarm::stack_sandbox(&moto, &registry, support::free_port());
     // stack.yml with the app reading a secret the swarm does not have yet.
     let stack_yml = std::fs::read_to_string(support::project_root().join("stack.yml")).expect("stack.yml");
     let with_secret =

@@ -681,6 +681,23 @@ pub mod swarm {
         }
     }
 
+    /// A sandbox that deploys a stack of its own to the local swarm: AWS at
+    /// the emulator, the registry, the app published on `port` of this node
+    /// (host mode: the swarm here has no routing mesh), one replica (a host
+    /// port binds once per node) updated stop-first, short waits.
+    pub fn stack_sandbox(moto: &super::Moto, registry: &Registry, port: u16) -> Sandbox {
+        Sandbox::new()
+            .with_aws(moto)
+            .with_registry(registry)
+            .with_env("APP_PUBLISH_MODE", "host")
+            .with_env("APP_UPDATE_ORDER", "stop-first")
+            .with_env("APP_PUBLISHED_PORT", &port.to_string())
+            .with_env("APP_REPLICAS", "1")
+            .with_env("APP_UPDATE_DELAY", "1s")
+            .with_env("APP_UPDATE_MONITOR", "5s")
+            .with_env("JOB_RESTART_DELAY", "1s")
+    }
+
     /// `docker login` of the sandbox's Docker config, the password on stdin.
     pub fn docker_login(sandbox: &Sandbox, registry: &Registry) {
         let mut child = Command::new("docker")
