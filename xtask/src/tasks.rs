@@ -416,6 +416,8 @@ mod tests {
                 assert_eq!(cli.task.name(), *name);
             }
         }
-        assert!(listed.contains(&"version") && listed.contains(&"deploy"), "{listed:?}");
+        for task in ["version", "deploy", "rollback", "history", "status", "logs", "unlock", "secret", "refresh-auth"] {
+            assert!(listed.contains(&task), "`cargo xtask --help` does not list {task}: {listed:?}");
+        }
     }
 }

@@ -269,3 +269,34 @@ impl Drop for Secret {
         let _ = docker(&["secret", "rm", &self.0]);
     }
 }
+
+#[test]
+fn a_first_deploy_on_a_swarm_of_one_unlabelled_node_labels_it() {
+    let _lock = swarm_lock();
+    let node = docker_ok(&["info", "--format", "{{.Swarm.NodeID}}"]);
+    // Put the label back for the other tests, whatever happens here.
+    struct Relabel(String);
+    impl Drop for Relabel {
+        fn drop(&mut self) {
+            let _ = docker(&["node", "update", "--label-add", "todobackend.data=true", &self.0]);
+        }
+    }
+    let _relabel = Relabel(node.clone());
+    docker_ok(&["node", "update", "--label-rm", "todobackend.data", &node]);
+    let registry = Registry::start_for_ecr();
+    let moto = Moto::start();
+    let sandbox = support::swarm::stack_sandbox(&moto, &registry, support::free_port());
+    let stack = stack_name(&sandbox);
+    let _stack = Stack(stack.clone());
+    let mut images = Images(Vec::new());
+    let version = support::unique_name("a");
+    docker_login(&sandbox, &registry);
+    let image = app_image(&sandbox, &registry, &version, &mut images);
+    push(&sandbox, &image);
+
+    let deployed = sandbox.clone_with(&[("APP_VERSION", &version)]).xtask(&["deploy", "--no-login", "--timeout", "3m"]);
+    deployed.assert_success();
+    assert!(deployed.stderr.contains("labelled the swarm's only node"), "{}", deployed.stderr);
+    let labels = docker_ok(&["node", "inspect", &node, "--format", "{{index .Spec.Labels \"todobackend.data\"}}"]);
+    assert_eq!(labels, "true");
+}
