@@ -17,7 +17,7 @@ use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
 use crate::async_ctx::AsyncCtx;
 use xtask::ctx::Ctx;
-use xtask::settings::{Settings, strip_scheme};
+use xtask::settings::Settings;
 
 /// The user name in every ECR authorization token.
 pub const ECR_USER: &str = "AWS";
@@ -145,12 +145,16 @@ pub fn decode_token(token: &str) -> Result<(String, String)> {
 
 /// `https://123456789012.dkr.ecr.us-west-2.amazonaws.com` → the host (and port).
 pub fn proxy_host(endpoint: &str) -> Result<String> {
-    let host = strip_scheme(endpoint);
-    let host = host.split('/').next().unwrap_or_default().to_owned();
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        bail!("ECR's proxy endpoint {endpoint:?} names no host: set ECR_REGISTRY to the registry host");
-    }
-    Ok(host)
+    let no_host = || anyhow!("ECR's proxy endpoint {endpoint:?} names no host: set ECR_REGISTRY to the registry host");
+    let trimmed = endpoint.trim();
+    // An endpoint without a scheme is a host and a path.
+    let with_scheme = if trimmed.contains("://") { trimmed.to_owned() } else { format!("https://{trimmed}") };
+    let url = url::Url::parse(&with_scheme).map_err(|_| no_host())?;
+    let host = url.host_str().filter(|host| !host.is_empty()).ok_or_else(no_host)?;
+    Ok(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    })
 }
 
 /// What went wrong with an AWS call, for the message.
