@@ -3,59 +3,54 @@
 //!
 //! `docker stack deploy --with-registry-auth` gives the swarm the ECR token
 //! of the moment, which lasts 12 hours; a task rescheduled later, on a node
-//! without the image, cannot pull it (moby#36126). This sends each service's
-//! own spec back with a fresh credential. The swarm keeps the credential in
-//! the tasks' pull options, which it leaves out when it decides whether a
-//! task must be replaced: no task restarts (the ops test checks it on the
-//! real swarm, with the app answering throughout).
+//! without the image, cannot pull it (moby#36126). `login` runs first (a
+//! fresh token in the Docker config), then each service is updated with
+//! `docker service update --with-registry-auth --no-resolve-image`: the CLI
+//! sends the service's own spec back with that credential, and keeps the
+//! image reference as it is (resolving the tag again could move it).
+//!
+//! Found on the real swarm (the ops test checks it): the swarm keeps the
+//! credential in the tasks' pull options, which it leaves out when it decides
+//! whether a task is out of date, so no task restarts. Sending the spec back
+//! through the engine API instead did restart them: the API's round trip of
+//! the spec is not exact.
 
 use std::collections::HashMap;
 
-use anyhow::{Context, Result};
-use bollard::query_parameters::{ListServicesOptions, UpdateServiceOptions};
+use anyhow::{Context, Result, bail};
+use bollard::query_parameters::ListServicesOptions;
+use xshell::cmd;
 use xtask::ctx::Ctx;
 
 use crate::async_ctx::AsyncCtx;
-use crate::ecr;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     let stack = ctx.settings.stack.clone();
     crate::lock::hold(ctx, "refresh-auth", ctx.version(), None, || {
-        let auth = ctx.step("get an ECR authorization token", || ecr::authorization(ctx))?;
-        let description =
-            format!("update every service of stack {stack} with the token's credential, its spec unchanged");
-        let updated = ctx.call(&description, async {
+        let names = ctx.block_on(async {
             let docker = ctx.docker().await?;
             let filters = HashMap::from([("label".to_owned(), vec![format!("com.docker.stack.namespace={stack}")])]);
             let services = docker
                 .list_services(Some(ListServicesOptions { filters: Some(filters), ..Default::default() }))
                 .await
                 .with_context(|| format!("cannot list the services of stack {stack}"))?;
-            if services.is_empty() {
-                anyhow::bail!("stack {stack} is not deployed: there is nothing to refresh");
-            }
-            let mut names = Vec::new();
-            for service in services {
-                let (Some(id), Some(spec)) = (service.id, service.spec) else { continue };
-                let name = spec.name.clone().unwrap_or_else(|| id.clone());
-                let version = service.version.and_then(|version| version.index).unwrap_or_default() as i32;
-                let options = UpdateServiceOptions { version, ..Default::default() };
-                docker
-                    .update_service(&id, spec, options, Some(auth.docker_credentials()))
-                    .await
-                    .with_context(|| format!("cannot hand {name} the new credential"))?;
-                names.push(name);
-            }
+            let mut names: Vec<String> = services.into_iter().filter_map(|service| service.spec?.name).collect();
+            names.sort();
             Ok(names)
         })?;
-        if let Some(names) = updated {
-            eprintln!(
-                "handed {} the credential for {}, valid until {}",
-                names.join(", "),
-                auth.registry,
-                auth.expiry_text()
-            );
+        if names.is_empty() {
+            bail!("stack {stack} is not deployed: there is nothing to refresh");
         }
+        let sh = ctx.sh();
+        for name in &names {
+            ctx.step(&format!("hand {name} the new credential"), || {
+                ctx.run(cmd!(
+                    sh,
+                    "docker service update --with-registry-auth --no-resolve-image --detach --quiet {name}"
+                ))
+            })?;
+        }
+        ctx.report(&format!("handed {} the registry credential of the login above", names.join(", ")));
         Ok(())
     })
 }

@@ -81,7 +81,7 @@ pub enum CloudTask {
     Logs(LogsArgs),
     /// Swarm secrets for the stack file: `secret create NAME < value-file`.
     Secret(SecretArgs),
-    /// Hand the stack's services a fresh ECR credential (tokens last 12 hours); nothing restarts.
+    /// Log in, then hand the stack's services the fresh ECR credential (tokens last 12 hours); nothing restarts.
     RefreshAuth,
 }
 
@@ -143,7 +143,8 @@ impl CloudTask {
     pub fn needs(&self) -> Vec<Task> {
         match self {
             CloudTask::Deploy(DeployArgs { no_login: false, .. })
-            | CloudTask::Rollback(RollbackArgs { no_login: false, .. }) => vec![Task::Cloud(CloudTask::Login)],
+            | CloudTask::Rollback(RollbackArgs { no_login: false, .. })
+            | CloudTask::RefreshAuth => vec![Task::Cloud(CloudTask::Login)],
             _ => Vec::new(),
         }
     }

@@ -107,6 +107,7 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (asked, failed) = poller.join().unwrap();
     refreshed.assert_success().assert_not_leaked(support::ECR_PASSWORD);
+    assert!(refreshed.stderr.contains("==> login:"), "refresh-auth did not log in first:\n{}", refreshed.stderr);
     assert!(refreshed.stderr.contains("handed") && refreshed.stderr.contains(&app), "{}", refreshed.stderr);
     assert_eq!(failed, 0, "the app did not answer {failed} of {asked} times during refresh-auth");
     let version_after: u64 =
