@@ -1,23 +1,24 @@
-//! `refresh-auth`: hand the stack's services a fresh ECR credential, and
-//! change nothing else in their specs.
+//! `refresh-auth`: hand the stack's long-running services a fresh ECR
+//! credential, and change nothing else in their specs.
 //!
 //! `docker stack deploy --with-registry-auth` gives the swarm the ECR token
 //! of the moment, which lasts 12 hours; a task rescheduled later, on a node
 //! without the image, cannot pull it (moby#36126). `login` runs first (a
-//! fresh token in the Docker config), then each service is updated with
-//! `docker service update --with-registry-auth --no-resolve-image`: the CLI
-//! sends the service's own spec back with that credential, and keeps the
-//! image reference as it is (resolving the tag again could move it).
+//! fresh token in the Docker config), then each replicated service is updated
+//! with `docker service update --with-registry-auth`, which sends the
+//! service's own spec back with that credential and waits until the update
+//! has converged (the image is pinned by digest, so it resolves to itself).
 //!
-//! Found on the real swarm (the ops test checks it): the swarm keeps the
-//! credential in the tasks' pull options, which it leaves out when it decides
-//! whether a task is out of date, so no task restarts. Sending the spec back
-//! through the engine API instead did restart them: the API's round trip of
-//! the spec is not exact.
+//! Found on the real swarm (Docker 20.10, the ops test): the swarm counts a
+//! new credential as a change of the task spec, so the tasks are replaced,
+//! by the service's own rolling update (its order, parallelism, delay and
+//! rollback). The one-shot jobs are left alone: they would run again, and
+//! every deploy hands them a fresh credential anyway.
 
 use std::collections::HashMap;
 
 use anyhow::{Context, Result, bail};
+use bollard::models::TaskSpecRestartPolicyConditionEnum;
 use bollard::query_parameters::ListServicesOptions;
 use xshell::cmd;
 use xtask::ctx::Ctx;
@@ -34,20 +35,34 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 .list_services(Some(ListServicesOptions { filters: Some(filters), ..Default::default() }))
                 .await
                 .with_context(|| format!("cannot list the services of stack {stack}"))?;
-            let mut names: Vec<String> = services.into_iter().filter_map(|service| service.spec?.name).collect();
+            let mut names: Vec<String> = services
+                .into_iter()
+                .filter_map(|service| service.spec)
+                .filter(|spec| {
+                    let replicated = spec.mode.as_ref().is_some_and(|mode| mode.replicated.is_some());
+                    let condition = spec
+                        .task_template
+                        .as_ref()
+                        .and_then(|template| template.restart_policy.as_ref())
+                        .and_then(|policy| policy.condition);
+                    let one_shot = matches!(
+                        condition,
+                        Some(TaskSpecRestartPolicyConditionEnum::ON_FAILURE | TaskSpecRestartPolicyConditionEnum::NONE)
+                    );
+                    replicated && !one_shot
+                })
+                .filter_map(|spec| spec.name)
+                .collect();
             names.sort();
             Ok(names)
         })?;
         if names.is_empty() {
-            bail!("stack {stack} is not deployed: there is nothing to refresh");
+            bail!("stack {stack} runs no long-running service: there is nothing to refresh");
         }
         let sh = ctx.sh();
         for name in &names {
-            ctx.step(&format!("hand {name} the new credential"), || {
-                ctx.run(cmd!(
-                    sh,
-                    "docker service update --with-registry-auth --no-resolve-image --detach --quiet {name}"
-                ))
+            ctx.step(&format!("hand {name} the new credential (its own rolling update)"), || {
+                ctx.run(cmd!(sh, "docker service update --with-registry-auth --quiet {name}"))
             })?;
         }
         ctx.report(&format!("handed {} the registry credential of the login above", names.join(", ")));

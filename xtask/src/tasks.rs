@@ -81,7 +81,7 @@ pub enum CloudTask {
     Logs(LogsArgs),
     /// Swarm secrets for the stack file: `secret create NAME < value-file`.
     Secret(SecretArgs),
-    /// Log in, then hand the stack's services the fresh ECR credential (tokens last 12 hours); nothing restarts.
+    /// Log in, then hand the stack's services a fresh ECR credential (tokens last 12 hours), by a rolling update.
     RefreshAuth,
 }
 
