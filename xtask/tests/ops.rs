@@ -291,3 +291,38 @@ fn a_first_deploy_on_a_swarm_of_one_unlabelled_node_labels_it() {
     let labels = docker_ok(&["node", "inspect", &node, "--format", "{{index .Spec.Labels \"todobackend.data\"}}"]);
     assert_eq!(labels, "true");
 }
+
+#[test]
+fn sigterm_during_a_deploy_releases_the_lock() {
+    let _lock = swarm_lock();
+    label_the_node();
+    let registry = Registry::start_for_ecr();
+    let moto = Moto::start();
+    let sandbox = support::swarm::stack_sandbox(&moto, &registry, support::free_port());
+    let stack = stack_name(&sandbox);
+    let _stack = Stack(stack.clone());
+    let mut images = Images(Vec::new());
+    let version = support::unique_name("a");
+    docker_login(&sandbox, &registry);
+    let image = app_image(&sandbox, &registry, &version, &mut images);
+    push(&sandbox, &image);
+
+    let mut deploy = sandbox
+        .clone_with(&[("APP_VERSION", &version)])
+        .command_in(&sandbox.root, &["deploy", "--no-login", "--timeout", "3m"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn a deploy");
+    let start = Instant::now();
+    while !lock_exists(&stack) {
+        assert!(start.elapsed() < Duration::from_secs(120), "the deploy never took the lock");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let killed = std::process::Command::new("kill").args(["-TERM", &deploy.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let out = run_of(deploy.wait_with_output().expect("the deploy ends"));
+    assert_eq!(out.status.code(), Some(143), "{}", out.stderr);
+    assert!(out.stderr.contains("interrupted by SIGTERM: released the deploy lock"), "{}", out.stderr);
+    assert!(!lock_exists(&stack), "the lock outlived the interrupted deploy");
+}
