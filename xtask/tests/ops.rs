@@ -307,7 +307,7 @@ fn sigterm_during_a_deploy_releases_the_lock() {
     let image = app_image(&sandbox, &registry, &version, &mut images);
     push(&sandbox, &image);
 
-    let mut deploy = sandbox
+    let deploy = sandbox
         .clone_with(&[("APP_VERSION", &version)])
         .command_in(&sandbox.root, &["deploy", "--no-login", "--timeout", "3m"])
         .stdout(Stdio::null())
