@@ -200,6 +200,9 @@ fn a_bad_timeout_is_a_one_line_error() {
 /// still run (the sandbox's registry credential is gone), exit non-zero.
 #[test]
 fn ci_with_a_failing_step_still_cleans_up_and_logs_out() {
+    // `ci` ends with `clean`, which prunes the project's dangling images: a
+    // build running in another test meanwhile has such an image for a moment.
+    let _lock = swarm_lock();
     let registry = Registry::start_for_ecr();
     let closed = support::free_port();
     let sandbox = Sandbox::new()
@@ -229,6 +232,7 @@ fn ci_with_a_failing_step_still_cleans_up_and_logs_out() {
 /// clean and logout run, and the exit is non-zero with the signal named.
 #[test]
 fn ci_cleans_up_after_sigterm() {
+    let _lock = swarm_lock();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let sandbox = Sandbox::new()

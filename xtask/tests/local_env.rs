@@ -7,6 +7,14 @@ use std::process::Command;
 
 use support::{Sandbox, http, require_docker, unique_name};
 
+/// `clean` prunes the project's dangling images, and a build has one for a
+/// moment before it tags it: the tests here build and clean one at a time.
+static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn engine_lock() -> std::sync::MutexGuard<'static, ()> {
+    ENGINE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A sandbox whose images and compose project are this test's alone. The
 /// registry host only names the images: nothing is pushed.
 fn sandbox() -> (Sandbox, String) {
@@ -57,6 +65,7 @@ impl Drop for Cleanup<'_> {
 
 #[test]
 fn test_then_release_then_clean() {
+    let _engine = engine_lock();
     require_docker();
     let (sandbox, image) = sandbox();
     let project = sandbox.env.iter().find(|(k, _)| k == "COMPOSE_PROJECT_NAME").unwrap().1.clone();
@@ -137,6 +146,7 @@ fn check_api_from_outside(url: &str) {
 
 #[test]
 fn release_stops_at_a_failing_migration_and_shows_its_logs() {
+    let _engine = engine_lock();
     require_docker();
     let (sandbox, image) = sandbox();
     let latest = format!("{}:latest", image.rsplit_once(':').unwrap().0);
@@ -162,6 +172,7 @@ fn release_stops_at_a_failing_migration_and_shows_its_logs() {
 
 #[test]
 fn a_swarm_stacks_volumes_are_never_used_or_removed() {
+    let _engine = engine_lock();
     require_docker();
     let (sandbox, _image) = sandbox();
     let project = sandbox.env.iter().find(|(k, _)| k == "COMPOSE_PROJECT_NAME").unwrap().1.clone();
