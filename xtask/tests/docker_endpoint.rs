@@ -10,6 +10,10 @@
 
 mod support;
 
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
 use support::swarm::{
     Stack, app_image, docker_login, error_text, label_the_node, push, stack_exists, stack_name, swarm_lock,
 };
@@ -70,4 +74,123 @@ fn a_context_is_followed_and_docker_host_wins_over_it() {
     let gone = sandbox.clone_with(&[("APP_VERSION", &version)]).xtask(&["status"]);
     gone.assert_failure();
     assert!(error_text(&gone).contains("context \"elsewhere\""), "{}", gone.stderr);
+}
+
+#[test]
+fn a_deploy_converges_through_ssh_on_a_port_of_its_own() {
+    let _lock = swarm_lock();
+    label_the_node();
+    let registry = Registry::start_for_ecr();
+    let moto = Moto::start();
+    let sandbox = support::swarm::stack_sandbox(&moto, &registry, support::free_port()).without_env("DOCKER_HOST");
+    let stack = stack_name(&sandbox);
+    let _stack = Stack(stack.clone());
+    let mut images = Images(Vec::new());
+    let version = support::unique_name("a");
+    docker_login(&sandbox, &registry);
+    let image = app_image(&sandbox, &registry, &version, &mut images);
+    push(&sandbox, &image);
+
+    // DOCKER_HOST=ssh://root@127.0.0.1:PORT, Debian's sshd on a loopback port.
+    let sshd = Sshd::start();
+    let path = format!("{}:{}", sshd.bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+    let ssh_host = format!("ssh://root@127.0.0.1:{}", sshd.port);
+    let run = sandbox.clone_with(&[("DOCKER_HOST", &ssh_host), ("PATH", &path), ("APP_VERSION", &version)]).xtask(&[
+        "deploy",
+        "--no-login",
+        "--timeout",
+        "3m",
+    ]);
+    run.assert_success();
+    assert!(run.stdout.contains(&format!("Version {version} is live")), "{}", run.stdout);
+    assert!(stack_exists(&stack));
+    // The engine API (dial-stdio) and the CLI (stack deploy) both logged in.
+    assert!(sshd.logins() >= 2, "not both the API and the CLI went through sshd:\n{}", sshd.log());
+}
+
+// ---------------------------------------------------------------- sshd
+
+/// Debian's sshd on a free loopback port, with a throwaway host key and
+/// client key, killed when dropped. The client side is an `ssh` wrapper
+/// (first on PATH) that reads a private ssh_config: ssh takes ~/.ssh from
+/// the passwd entry, not from HOME, and the user's own files stay untouched.
+struct Sshd {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        let sshd = Path::new("/usr/sbin/sshd");
+        assert!(sshd.exists(), "sshd is missing: `apt-get install openssh-server` (`bash .ci/run` does this)");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        for key in ["host_key", "id"] {
+            let out = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(d.join(key))
+                .output()
+                .expect("ssh-keygen");
+            assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::fs::copy(d.join("id.pub"), d.join("authorized_keys")).expect("authorized_keys");
+        let config = format!(
+            "Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  BatchMode yes\n  StrictHostKeyChecking accept-new\n  UserKnownHostsFile {}\n",
+            d.join("id").display(),
+            d.join("known_hosts").display()
+        );
+        std::fs::write(d.join("ssh_config"), config).expect("ssh_config");
+        std::fs::create_dir(d.join("bin")).expect("bin dir");
+        let wrapper = format!("#!/bin/sh\nexec /usr/bin/ssh -F '{}' \"$@\"\n", d.join("ssh_config").display());
+        std::fs::write(d.join("bin/ssh"), wrapper).expect("ssh wrapper");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join("bin/ssh"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // sshd refuses to start without its privilege separation directory.
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+
+        let port = support::free_port();
+        let log = std::fs::File::create(d.join("sshd.log")).expect("sshd log");
+        let opt = |value: String| ["-o".to_owned(), value];
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-p", &port.to_string()])
+            .args(opt("ListenAddress=127.0.0.1".into()))
+            .args(opt(format!("HostKey={}", d.join("host_key").display())))
+            .args(opt(format!("AuthorizedKeysFile={}", d.join("authorized_keys").display())))
+            .args(opt("PidFile=none".into()))
+            .args(opt("StrictModes=no".into()))
+            .args(opt("PermitRootLogin=prohibit-password".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sshd");
+        let sshd = Sshd { dir, port, child };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "sshd did not listen:\n{}", sshd.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        sshd
+    }
+
+    fn bin_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("bin")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// Accepted logins so far.
+    fn logins(&self) -> usize {
+        self.log().lines().filter(|line| line.contains("Accepted publickey")).count()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
