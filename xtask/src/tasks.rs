@@ -401,6 +401,9 @@ mod tests {
             }))
         };
         assert_eq!(deploy(false).needs().iter().map(Task::name).collect::<Vec<_>>(), ["login"]);
+        // `clean` runs in the light binary: it never builds xtask-cloud.
+        let clean = Cli::try_parse_from(["cargo xtask", "clean"]).unwrap();
+        assert!(matches!(clean.task, Task::Light(LightTask::Clean)));
         assert!(deploy(true).needs().is_empty());
     }
 
