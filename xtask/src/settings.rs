@@ -6,45 +6,66 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-/// Flags every task accepts. Each one falls back to an environment variable,
-/// then to `delivery.yml`.
+// Flags every task accepts, before the task's name or after it (see
+// `tasks::command`). Each one falls back to an environment variable, then to
+// `delivery.yml`. (A doc comment here would become each task's description.)
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Args {
     /// Print the steps (commands and API calls) without running them.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub dry_run: bool,
 
     /// Registry host (and port) that images are tagged for and pushed to.
-    #[arg(long, global = true, env = "ECR_REGISTRY", value_name = "HOST[:PORT]")]
+    #[arg(long, env = "ECR_REGISTRY", value_name = "HOST[:PORT]")]
     pub registry: Option<String>,
 
     /// Image repository in the registry.
-    #[arg(long, global = true, env = "IMAGE_REPOSITORY", value_name = "NAME")]
+    #[arg(long, env = "IMAGE_REPOSITORY", value_name = "NAME")]
     pub repository: Option<String>,
 
     /// AWS region of the ECR registry [env: AWS_REGION, AWS_DEFAULT_REGION].
-    #[arg(long, global = true, value_name = "REGION")]
+    #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
 
     /// AWS profile for credentials.
-    #[arg(long, global = true, env = "AWS_PROFILE", value_name = "NAME")]
+    #[arg(long, env = "AWS_PROFILE", value_name = "NAME")]
     pub profile: Option<String>,
 
     /// Docker Swarm stack name.
-    #[arg(long, global = true, env = "STACK_NAME", value_name = "NAME")]
+    #[arg(long, env = "STACK_NAME", value_name = "NAME")]
     pub stack: Option<String>,
 
     /// Docker Swarm stack file.
-    #[arg(long, global = true, env = "STACK_FILE", value_name = "PATH")]
+    #[arg(long, env = "STACK_FILE", value_name = "PATH")]
     pub stack_file: Option<PathBuf>,
 
     /// Compose project of the local environment.
-    #[arg(long, global = true, env = "COMPOSE_PROJECT_NAME", value_name = "NAME")]
+    #[arg(long, env = "COMPOSE_PROJECT_NAME", value_name = "NAME")]
     pub compose_project: Option<String>,
 
     /// Compose file of the local environment.
-    #[arg(long, global = true, env = "COMPOSE_FILE", value_name = "PATH")]
+    #[arg(long, env = "COMPOSE_FILE", value_name = "PATH")]
     pub compose_file: Option<PathBuf>,
+}
+
+impl Args {
+    /// Take from `later` (the flags as a task's own command line read them)
+    /// each flag that `given` says was written there: written after the
+    /// task's name, it wins over the same flag before it, and over the
+    /// environment, which both levels read alike.
+    pub fn override_with(&mut self, later: Args, given: impl Fn(&str) -> bool) {
+        // Destructured in full, so that a new flag cannot be forgotten here.
+        let Args { dry_run, registry, repository, region, profile, stack, stack_file, compose_project, compose_file } =
+            later;
+        macro_rules! take_given {
+            ($($flag:ident),*) => {
+                $(if given(stringify!($flag)) {
+                    self.$flag = $flag;
+                })*
+            };
+        }
+        take_given!(dry_run, registry, repository, region, profile, stack, stack_file, compose_project, compose_file);
+    }
 }
 
 /// The defaults, as written in `delivery.yml`.

@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args as _, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::ctx::Ctx;
 use crate::{build, clean, release, settings, test, version};
@@ -309,11 +310,44 @@ impl Runner {
     }
 }
 
+/// The command line: the tasks, and the settings flags both before a task's
+/// name and after it (`cargo xtask --dry-run deploy`, `cargo xtask deploy
+/// --dry-run`). clap's `global` flags would do that by copying every flag
+/// into every task's command at start-up, a third of what `version` costs;
+/// instead each task gets its own copy when clap reaches it (`defer`), so
+/// only the task that runs pays for it. Help reads as with `global`.
+pub fn command() -> clap::Command {
+    fn with_settings(task: clap::Command) -> clap::Command {
+        // Numbered from 0 as `global` flags are, so that they sort among the
+        // task's own flags in its help exactly as they did.
+        settings::Args::augment_args(task.next_display_order(0)).mut_subcommands(|sub| sub.defer(with_settings))
+    }
+    Cli::command().mut_subcommands(|task| task.defer(with_settings))
+}
+
+/// Parse `argv` with [`command`]: a settings flag written after the task's
+/// name wins over one before it.
+pub fn parse_from<I, T>(argv: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = command().try_get_matches_from(argv)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    let mut level = &matches;
+    while let Some((_, task)) = level.subcommand() {
+        let later = settings::Args::from_arg_matches(task)?;
+        cli.settings.override_with(later, |id| task.value_source(id) == Some(ValueSource::CommandLine));
+        level = task;
+    }
+    Ok(cli)
+}
+
 /// The command line, or exit: help as clap prints it; a usage error as one
 /// line (`error: ...`), exit code 2, like other command-line tools.
 pub fn parse() -> Cli {
     use clap::error::ErrorKind;
-    match Cli::try_parse() {
+    match parse_from(std::env::args_os()) {
         Ok(cli) => cli,
         Err(err)
             if matches!(
@@ -402,18 +436,44 @@ mod tests {
         };
         assert_eq!(deploy(false).needs().iter().map(Task::name).collect::<Vec<_>>(), ["login"]);
         // `clean` runs in the light binary: it never builds xtask-cloud.
-        let clean = Cli::try_parse_from(["cargo xtask", "clean"]).unwrap();
+        let clean = parse_from(["cargo xtask", "clean"]).unwrap();
         assert!(matches!(clean.task, Task::Light(LightTask::Clean)));
         assert!(deploy(true).needs().is_empty());
     }
 
     #[test]
+    fn settings_flags_stand_before_or_after_the_task_and_the_later_one_wins() {
+        let parse = |argv: &[&str]| parse_from(std::iter::once("cargo xtask").chain(argv.iter().copied())).unwrap();
+        assert!(parse(&["--dry-run", "version"]).settings.dry_run);
+        assert!(parse(&["version", "--dry-run"]).settings.dry_run);
+        assert!(!parse(&["version"]).settings.dry_run);
+        // A flag written before the task is not undone by the task's own copy.
+        assert!(parse(&["--dry-run", "deploy", "--no-login"]).settings.dry_run);
+        assert!(parse(&["secret", "create", "db_password", "--dry-run"]).settings.dry_run);
+        let stack = |argv: &[&str]| parse(argv).settings.stack;
+        assert_eq!(stack(&["--stack", "a", "deploy"]).as_deref(), Some("a"));
+        assert_eq!(stack(&["deploy", "--stack", "b"]).as_deref(), Some("b"));
+        assert_eq!(stack(&["--stack", "a", "deploy", "--stack", "b"]).as_deref(), Some("b"));
+        assert_eq!(
+            stack(&["--stack", "a", "secret", "--stack", "b", "create", "x", "--stack", "c"]).as_deref(),
+            Some("c")
+        );
+        assert_eq!(stack(&["--stack", "a", "secret", "--stack", "b", "create", "x"]).as_deref(), Some("b"));
+        // The task's own flags parse beside them.
+        let cli = parse(&["deploy", "--timeout", "90s", "--registry", "127.0.0.1:5000", "--lock-wait", "1m"]);
+        assert_eq!(cli.settings.registry.as_deref(), Some("127.0.0.1:5000"));
+        let Task::Cloud(CloudTask::Deploy(deploy)) = cli.task else { panic!("not deploy: {:?}", cli.task) };
+        assert_eq!((deploy.timeout, deploy.lock_wait), (Duration::from_secs(90), Some(Duration::from_secs(60))));
+        // A settings flag is no task's positional value.
+        assert!(parse_from(["cargo xtask", "logs", "--tail", "--dry-run"]).is_err());
+    }
+
+    #[test]
     fn every_task_on_the_command_line_has_its_own_name() {
-        use clap::CommandFactory;
-        let command = Cli::command();
+        let command = command();
         let listed: Vec<&str> = command.get_subcommands().map(|sub| sub.get_name()).collect();
         for name in &listed {
-            let cli = Cli::try_parse_from(["cargo xtask", name]);
+            let cli = parse_from(["cargo xtask", name]);
             // Tasks with required arguments cannot parse bare; the others
             // must come back under the name the command line gave them.
             if let Ok(cli) = cli {

@@ -73,3 +73,23 @@ fn command_line_errors_are_one_line_with_exit_2() {
         assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
     }
 }
+
+/// The settings flags work before the task's name and after it, over the
+/// environment, and the one after wins (README, Settings). `clean --dry-run`
+/// shows the compose project it would remove.
+#[test]
+fn settings_flags_before_or_after_the_task_win_over_the_environment() {
+    let repo = git_repo(&[("delivery.yml", SETTINGS)]);
+    let project = |args: &[&str]| {
+        let run = Sandbox::new().with_env("COMPOSE_PROJECT_NAME", "fromenv").xtask_in(repo.path(), args);
+        run.assert_success();
+        let line =
+            run.stdout.lines().find(|line| line.contains("docker-compose -p") || line.contains("docker compose -p"));
+        let line = line.unwrap_or_else(|| panic!("no compose command in the plan:\n{}", run.stdout)).to_owned();
+        line.split(" -p ").nth(1).and_then(|rest| rest.split(' ').next()).unwrap_or_default().to_owned()
+    };
+    assert_eq!(project(&["clean", "--dry-run"]), "fromenv");
+    assert_eq!(project(&["--compose-project", "before", "clean", "--dry-run"]), "before");
+    assert_eq!(project(&["--dry-run", "clean", "--compose-project", "after"]), "after");
+    assert_eq!(project(&["--compose-project", "before", "clean", "--compose-project", "after", "--dry-run"]), "after");
+}
