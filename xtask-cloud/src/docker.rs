@@ -6,14 +6,14 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use bollard::{API_DEFAULT_VERSION, Docker};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::Join;
 use tokio::process::{Child, ChildStdin, ChildStdout};
-use xtask::docker_endpoint::Endpoint;
+use xtask::docker_endpoint::{Endpoint, Transport};
 
 /// Seconds an API call may take (pushes and watches stream for longer; this
 /// bounds each request).
@@ -23,17 +23,16 @@ const TIMEOUT: u64 = 120;
 /// agree on an API version it speaks (Debian 12's engine stops at 1.41), and
 /// check it answers.
 pub async fn connect(endpoint: &Endpoint) -> Result<Docker> {
-    let Endpoint { host, origin, tls } = endpoint;
+    let Endpoint { host, origin, tls, transport } = endpoint;
     let unreachable = || {
         format!(
             "no Docker engine answers at {host} ({origin}): start Docker (e.g. `sudo systemctl start docker`, \
              or `sudo dockerd &`), or fix {origin}"
         )
     };
-    let docker = if let Some(path) = host.strip_prefix("unix://") {
-        Docker::connect_with_unix(path, TIMEOUT, API_DEFAULT_VERSION)
-    } else if host.starts_with("tcp://") || host.starts_with("http://") || host.starts_with("https://") {
-        match tls {
+    let docker = match transport {
+        Transport::Unix(path) => Docker::connect_with_unix(&path.to_string_lossy(), TIMEOUT, API_DEFAULT_VERSION),
+        Transport::Tcp => match tls {
             Some(tls) => Docker::connect_with_ssl(
                 host,
                 &tls.cert_dir.join("key.pem"),
@@ -43,11 +42,8 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Docker> {
                 API_DEFAULT_VERSION,
             ),
             None => Docker::connect_with_http(host, TIMEOUT, API_DEFAULT_VERSION),
-        }
-    } else if host.starts_with("ssh://") {
-        dial_stdio(endpoint)
-    } else {
-        bail!("{host} ({origin}) is not a Docker endpoint: use unix://, tcp:// or ssh://");
+        },
+        Transport::Ssh => dial_stdio(endpoint),
     }
     .with_context(unreachable)?;
     let docker = docker.negotiate_version().await.with_context(unreachable)?;

@@ -15,11 +15,54 @@ pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 /// An engine's address and how it was chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
-    /// `unix:///var/run/docker.sock`, `tcp://host:2376`, `ssh://user@host`.
+    /// `unix:///var/run/docker.sock`, `tcp://host:2376`, `ssh://user@host`:
+    /// as written, for the docker CLI's DOCKER_HOST.
     pub host: String,
     /// Where it came from, for messages: `DOCKER_HOST`, `context "other"`, ...
     pub origin: String,
     pub tls: Option<Tls>,
+    /// How the engine API reaches it, read from `host`.
+    pub transport: Transport,
+}
+
+/// The kinds of endpoint the docker CLI and this xtask both speak.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// A socket file: `unix:///var/run/docker.sock`.
+    Unix(PathBuf),
+    /// HTTP over TCP, with TLS when the endpoint has its material:
+    /// `tcp://host:2376` (or `http://`, `https://`).
+    Tcp,
+    /// `docker system dial-stdio` over ssh: `ssh://[user@]host[:port]`.
+    Ssh,
+}
+
+impl Endpoint {
+    /// An endpoint whose `host` is a URL of a kind in [`Transport`]; anything
+    /// else is an error that names it, where it came from, and the forms.
+    pub fn new(host: String, origin: String, tls: Option<Tls>) -> Result<Endpoint> {
+        let forms = "write unix:///path/to/docker.sock, tcp://HOST:PORT or ssh://[USER@]HOST[:PORT]";
+        let url = url::Url::parse(&host)
+            .map_err(|err| anyhow::anyhow!("{host:?} ({origin}) is not a Docker endpoint ({err}): {forms}"))?;
+        let has_host = url.host_str().is_some_and(|name| !name.is_empty());
+        let transport = match url.scheme() {
+            // No host, an absolute path (percent-decoded, as the URL allows).
+            "unix" if !has_host => url.to_file_path().ok().map(Transport::Unix),
+            "tcp" | "http" | "https" if has_host => Some(Transport::Tcp),
+            "ssh" if has_host && matches!(url.path(), "" | "/") => Some(Transport::Ssh),
+            _ => None,
+        };
+        let Some(transport) = transport else {
+            bail!("{host:?} ({origin}) is not a Docker endpoint this xtask can reach: {forms}");
+        };
+        Ok(Endpoint { host, origin, tls, transport })
+    }
+
+    /// The default socket, as the docker CLI falls back to it.
+    fn default_socket(origin: String) -> Endpoint {
+        let transport = Transport::Unix(PathBuf::from(DEFAULT_HOST.trim_start_matches("unix://")));
+        Endpoint { host: DEFAULT_HOST.to_owned(), origin, tls: None, transport }
+    }
 }
 
 /// TLS material for a `tcp://` endpoint: a directory with `ca.pem`,
@@ -48,7 +91,7 @@ pub fn resolve(env: &dyn Fn(&str) -> Option<String>) -> Result<Endpoint> {
             cert_dir: set("DOCKER_CERT_PATH").map_or_else(|| config.clone(), PathBuf::from),
             verify: set("DOCKER_TLS_VERIFY").is_some(),
         });
-        return Ok(Endpoint { host, origin: "DOCKER_HOST".to_owned(), tls });
+        return Endpoint::new(host, "DOCKER_HOST".to_owned(), tls);
     }
     let (name, origin) = match set("DOCKER_CONTEXT") {
         Some(name) => (name.clone(), format!("context {name:?} (DOCKER_CONTEXT)")),
@@ -56,17 +99,11 @@ pub fn resolve(env: &dyn Fn(&str) -> Option<String>) -> Result<Endpoint> {
             Some(name) => {
                 (name.clone(), format!("context {name:?} (currentContext in {})", config.join("config.json").display()))
             }
-            None => {
-                return Ok(Endpoint {
-                    host: DEFAULT_HOST.to_owned(),
-                    origin: "the default socket".to_owned(),
-                    tls: None,
-                });
-            }
+            None => return Ok(Endpoint::default_socket("the default socket".to_owned())),
         },
     };
     if name == "default" {
-        return Ok(Endpoint { host: DEFAULT_HOST.to_owned(), origin, tls: None });
+        return Ok(Endpoint::default_socket(origin));
     }
     context(&config, &name, origin)
 }
@@ -130,7 +167,7 @@ fn context(config: &Path, name: &str, origin: String) -> Result<Endpoint> {
         let tls_dir = config.join("contexts/tls").join(entry.file_name()).join("docker");
         let has_tls = tls_dir.join("ca.pem").is_file();
         let tls = has_tls.then_some(Tls { cert_dir: tls_dir, verify: !docker.skip_tls_verify });
-        return Ok(Endpoint { host, origin, tls });
+        return Endpoint::new(host, origin, tls);
     }
     bail!("{origin} does not exist in {}: `docker context ls` lists the contexts", meta_dir.display())
 }
@@ -177,6 +214,26 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let nothing = resolve(&env(&[("DOCKER_CONFIG", empty.path().to_str().unwrap())])).unwrap();
         assert_eq!((nothing.host.as_str(), nothing.origin.as_str()), (DEFAULT_HOST, "the default socket"));
+    }
+
+    #[test]
+    fn the_endpoint_url_says_how_to_reach_the_engine() {
+        let transport =
+            |host: &str| Endpoint::new(host.to_owned(), "DOCKER_HOST".to_owned(), None).map(|e| e.transport);
+        assert_eq!(transport("unix:///var/run/docker.sock").unwrap(), Transport::Unix("/var/run/docker.sock".into()));
+        assert_eq!(transport("unix:///tmp/my%20engine.sock").unwrap(), Transport::Unix("/tmp/my engine.sock".into()));
+        assert_eq!(transport("tcp://127.0.0.1:2376").unwrap(), Transport::Tcp);
+        assert_eq!(transport("https://engine.example.invalid:2376").unwrap(), Transport::Tcp);
+        assert_eq!(transport("ssh://deploy@manager:2222").unwrap(), Transport::Ssh);
+        assert_eq!(transport("ssh://manager").unwrap(), Transport::Ssh);
+        for bad in
+            ["manager:2375", "unix://docker.sock", "tcp://", "ssh://manager/var/run", "npipe:////./pipe/x", "ftp://h"]
+        {
+            let err = transport(bad).unwrap_err().to_string();
+            assert!(err.contains(bad) && err.contains("(DOCKER_HOST)") && err.contains("ssh://"), "{bad}: {err}");
+        }
+        let env = env(&[("DOCKER_HOST", "localhost:2375"), ("DOCKER_CONFIG", "/nonexistent")]);
+        assert!(resolve(&env).unwrap_err().to_string().contains("is not a Docker endpoint"));
     }
 
     #[test]
