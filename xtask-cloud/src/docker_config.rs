@@ -9,11 +9,19 @@ use anyhow::{Context, Result};
 use bollard::auth::DockerCredentials;
 use xtask::settings::strip_scheme;
 
-/// The Docker CLI's config file: $DOCKER_CONFIG/config.json, else ~/.docker/config.json.
-pub fn config_path() -> Option<PathBuf> {
-    match std::env::var_os("DOCKER_CONFIG").filter(|dir| !dir.is_empty()) {
-        Some(dir) => Some(PathBuf::from(dir).join("config.json")),
-        None => std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker/config.json")),
+/// The Docker CLI's config file: $DOCKER_CONFIG/config.json, else
+/// ~/.docker/config.json (the directory the endpoint's contexts come from).
+pub fn config_path() -> PathBuf {
+    xtask::docker_endpoint::config_dir(&|name| std::env::var(name).ok()).join("config.json")
+}
+
+/// The config file's path and text; `None` when there is no file.
+fn read_config() -> Result<Option<(PathBuf, String)>> {
+    let path = config_path();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some((path, text))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("cannot read the Docker config {}", path.display())),
     }
 }
 
@@ -78,24 +86,15 @@ pub fn find_credential(config: &str, registry: &str) -> Result<Stored> {
 /// helper (`docker-credential-ecr-login`), which makes a login pointless. No
 /// config file means no helper.
 pub fn uses_ecr_helper(registry: &str) -> Result<bool> {
-    let Some(path) = config_path() else { return Ok(false) };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(find_credential(&text, registry).with_context(|| format!("cannot read {}", path.display()))?
-            == Stored::Helper("ecr-login".into())),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(err) => Err(err).with_context(|| format!("cannot read the Docker config {}", path.display())),
-    }
+    let Some((path, text)) = read_config()? else { return Ok(false) };
+    let stored = find_credential(&text, registry).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(stored == Stored::Helper("ecr-login".into()))
 }
 
 /// The credential Docker keeps for `registry` (what `docker login` stored),
 /// or `None` when it has none.
 pub fn credential(sh: &xshell::Shell, registry: &str) -> Result<Option<DockerCredentials>> {
-    let Some(path) = config_path() else { return Ok(None) };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(err).with_context(|| format!("cannot read the Docker config {}", path.display())),
-    };
+    let Some((path, text)) = read_config()? else { return Ok(None) };
     match find_credential(&text, registry).with_context(|| format!("in {}", path.display()))? {
         Stored::Inline(credentials) => Ok(Some(credentials)),
         Stored::None => Ok(None),

@@ -46,9 +46,7 @@ fn helper_in_use(registry: &str) -> Result<bool> {
     }
     eprintln!(
         "Docker gets the credential for {registry} from docker-credential-ecr-login (credHelpers/credsStore in {}): no login needed",
-        docker_config::config_path()
-            .map(|path| path.display().to_string())
-            .unwrap_or_else(|| "the Docker config".into())
+        docker_config::config_path().display()
     );
     Ok(true)
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
-use bollard::query_parameters::{ListServicesOptions, ListTasksOptions, LogsOptions};
+use bollard::query_parameters::{ListTasksOptions, LogsOptions};
 use futures_util::StreamExt;
 use xtask::ctx::Ctx;
 use xtask::tasks::LogsArgs as Args;
@@ -76,11 +76,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
 
 /// The stack's services, by their names in the stack file.
 async fn services(docker: &Docker, stack: &str) -> Result<Vec<String>> {
-    let filters = HashMap::from([("label".to_owned(), vec![format!("com.docker.stack.namespace={stack}")])]);
-    let listed = docker
-        .list_services(Some(ListServicesOptions { filters: Some(filters), ..Default::default() }))
-        .await
-        .with_context(|| format!("cannot list the services of stack {stack}"))?;
+    let listed = crate::stack::services(docker, stack).await?;
     let prefix = format!("{stack}_");
     let mut names: Vec<String> = listed
         .iter()
@@ -101,20 +97,14 @@ struct TaskRef {
 
 /// The stack's tasks that still have logs, oldest first.
 async fn tasks(docker: &Docker, stack: &str) -> Result<Vec<TaskRef>> {
-    let filters = HashMap::from([("label".to_owned(), vec![format!("com.docker.stack.namespace={stack}")])]);
     let mut tasks = docker
-        .list_tasks(Some(ListTasksOptions { filters: Some(filters) }))
+        .list_tasks(Some(ListTasksOptions { filters: Some(crate::stack::label_filter(stack)) }))
         .await
         .with_context(|| format!("cannot list the tasks of stack {stack}"))?;
     tasks.sort_by(|a, b| a.created_at.cmp(&b.created_at));
     let prefix = format!("{stack}_");
-    let service_names: HashMap<String, String> = docker
-        .list_services(Some(ListServicesOptions {
-            filters: Some(HashMap::from([("label".to_owned(), vec![format!("com.docker.stack.namespace={stack}")])])),
-            ..Default::default()
-        }))
-        .await
-        .with_context(|| format!("cannot list the services of stack {stack}"))?
+    let service_names: HashMap<String, String> = crate::stack::services(docker, stack)
+        .await?
         .into_iter()
         .filter_map(|service| {
             let name = service.spec?.name?;

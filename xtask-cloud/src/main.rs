@@ -21,6 +21,7 @@ mod refresh_auth;
 mod registry;
 mod rollback;
 mod secret;
+mod stack;
 mod status;
 
 use std::process::ExitCode;

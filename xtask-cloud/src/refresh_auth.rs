@@ -15,11 +15,7 @@
 //! rollback). The one-shot jobs are left alone: they would run again, and
 //! every deploy hands them a fresh credential anyway.
 
-use std::collections::HashMap;
-
-use anyhow::{Context, Result, bail};
-use bollard::models::TaskSpecRestartPolicyConditionEnum;
-use bollard::query_parameters::ListServicesOptions;
+use anyhow::{Result, bail};
 use xshell::cmd;
 use xtask::ctx::Ctx;
 
@@ -30,27 +26,11 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     crate::lock::hold(ctx, "refresh-auth", ctx.version(), None, || {
         let names = ctx.block_on(async {
             let docker = ctx.docker().await?;
-            let filters = HashMap::from([("label".to_owned(), vec![format!("com.docker.stack.namespace={stack}")])]);
-            let services = docker
-                .list_services(Some(ListServicesOptions { filters: Some(filters), ..Default::default() }))
-                .await
-                .with_context(|| format!("cannot list the services of stack {stack}"))?;
-            let mut names: Vec<String> = services
+            let mut names: Vec<String> = crate::stack::services(&docker, &stack)
+                .await?
                 .into_iter()
                 .filter_map(|service| service.spec)
-                .filter(|spec| {
-                    let replicated = spec.mode.as_ref().is_some_and(|mode| mode.replicated.is_some());
-                    let condition = spec
-                        .task_template
-                        .as_ref()
-                        .and_then(|template| template.restart_policy.as_ref())
-                        .and_then(|policy| policy.condition);
-                    let one_shot = matches!(
-                        condition,
-                        Some(TaskSpecRestartPolicyConditionEnum::ON_FAILURE | TaskSpecRestartPolicyConditionEnum::NONE)
-                    );
-                    replicated && !one_shot
-                })
+                .filter(crate::stack::is_long_running)
                 .filter_map(|spec| spec.name)
                 .collect();
             names.sort();

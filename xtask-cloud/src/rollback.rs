@@ -9,10 +9,7 @@
 //! backup taken before it (the writes since are lost, and said so first; the
 //! database it replaces is kept as a backup too).
 
-use std::collections::HashMap;
-
 use anyhow::{Context, Result, bail};
-use bollard::query_parameters::ListServicesOptions;
 use xtask::ctx::Ctx;
 use xtask::tasks::RollbackArgs as Args;
 
@@ -99,27 +96,9 @@ fn restore(ctx: &Ctx, checked: &Checked, running_image: &str, migration: &str) -
 /// The version and image of the stack's long-running service(s), as the
 /// swarm runs them now.
 async fn running_app(docker: &bollard::Docker, stack: &str) -> Result<Option<(String, String)>> {
-    let filters = HashMap::from([("label".to_owned(), vec![format!("com.docker.stack.namespace={stack}")])]);
-    let services = docker
-        .list_services(Some(ListServicesOptions { filters: Some(filters), ..Default::default() }))
-        .await
-        .with_context(|| format!("cannot list the services of stack {stack}"))?;
-    let app = services.iter().filter_map(|service| service.spec.as_ref()).find(|spec| {
-        let replicated = spec.mode.as_ref().is_some_and(|mode| mode.replicated.is_some());
-        let condition = spec
-            .task_template
-            .as_ref()
-            .and_then(|template| template.restart_policy.as_ref())
-            .and_then(|policy| policy.condition);
-        replicated
-            && !matches!(
-                condition,
-                Some(
-                    bollard::models::TaskSpecRestartPolicyConditionEnum::ON_FAILURE
-                        | bollard::models::TaskSpecRestartPolicyConditionEnum::NONE
-                )
-            )
-    });
+    let services = crate::stack::services(docker, stack).await?;
+    let app =
+        services.iter().filter_map(|service| service.spec.as_ref()).find(|spec| crate::stack::is_long_running(spec));
     let image = app
         .and_then(|spec| spec.task_template.as_ref())
         .and_then(|template| template.container_spec.as_ref())

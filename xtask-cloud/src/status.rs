@@ -154,14 +154,7 @@ const TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(12 * 
 /// deploy and `refresh-auth` both hand the services the credential of the
 /// moment, so this is how old the oldest credential can be.
 async fn oldest_update(docker: &bollard::Docker, stack: &str) -> Result<Option<std::time::Duration>> {
-    let filters =
-        std::collections::HashMap::from([("label".to_owned(), vec![format!("com.docker.stack.namespace={stack}")])]);
-    let services = docker
-        .list_services(Some(bollard::query_parameters::ListServicesOptions {
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await?;
+    let services = crate::stack::services(docker, stack).await?;
     let now = std::time::SystemTime::now();
     Ok(services
         .iter()

@@ -155,15 +155,7 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(180);
 /// Whether the stack exists: before its first deploy there is no data volume,
 /// and a job must not create one without the stack's labels.
 pub async fn stack_exists(docker: &Docker, stack: &str) -> Result<bool> {
-    let filters = HashMap::from([("label".to_owned(), vec![format!("com.docker.stack.namespace={stack}")])]);
-    let services = docker
-        .list_services(Some(bollard::query_parameters::ListServicesOptions {
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await
-        .with_context(|| format!("cannot list the services of stack {stack}"))?;
-    Ok(!services.is_empty())
+    Ok(!crate::stack::services(docker, stack).await?.is_empty())
 }
 
 /// Run `image` with `args` once, on the data node with the stack's `data`

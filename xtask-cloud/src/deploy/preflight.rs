@@ -52,30 +52,24 @@ pub async fn externals_exist(docker: &Docker, wanted: &[super::stackfile::Extern
     if wanted.is_empty() {
         return Ok(());
     }
-    let secrets: Vec<String> = docker
-        .list_secrets(None)
-        .await
-        .context("cannot list the swarm's secrets")?
-        .into_iter()
-        .filter_map(|secret| secret.spec?.name)
-        .collect();
-    let configs: Vec<String> = docker
-        .list_configs(None)
-        .await
-        .context("cannot list the swarm's configs")?
-        .into_iter()
-        .filter_map(|config| config.spec?.name)
-        .collect();
+    let secrets = docker.list_secrets(None).await.context("cannot list the swarm's secrets")?;
+    let configs = docker.list_configs(None).await.context("cannot list the swarm's configs")?;
+    let exists = |external: &External| match external {
+        External::Secret(name) => {
+            secrets.iter().any(|secret| secret.spec.as_ref().and_then(|spec| spec.name.as_ref()) == Some(name))
+        }
+        External::Config(name) => {
+            configs.iter().any(|config| config.spec.as_ref().and_then(|spec| spec.name.as_ref()) == Some(name))
+        }
+    };
     let missing: Vec<String> = wanted
         .iter()
-        .filter_map(|external| match external {
-            External::Secret(name) if !secrets.contains(name) => {
-                Some(format!("secret {name} (create it: `cargo xtask secret create {name} < value-file`)"))
+        .filter(|external| !exists(external))
+        .map(|external| match external {
+            External::Secret(name) => {
+                format!("secret {name} (create it: `cargo xtask secret create {name} < value-file`)")
             }
-            External::Config(name) if !configs.contains(name) => {
-                Some(format!("config {name} (create it: `docker config create {name} FILE`)"))
-            }
-            _ => None,
+            External::Config(name) => format!("config {name} (create it: `docker config create {name} FILE`)"),
         })
         .collect();
     if !missing.is_empty() {

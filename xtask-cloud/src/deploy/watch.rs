@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bollard::Docker;
-use bollard::models::{TaskSpecRestartPolicyConditionEnum, TaskState as SwarmTaskState};
-use bollard::query_parameters::{ListServicesOptions, ListTasksOptions, LogsOptions};
+use bollard::models::TaskState as SwarmTaskState;
+use bollard::query_parameters::{ListTasksOptions, LogsOptions};
 use futures_util::StreamExt;
 
 use super::converge::{self, Failure, Kind, Verdict};
@@ -50,11 +50,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub async fn read(docker: &Docker, stack: &str) -> Result<Snapshot> {
-        let filters = HashMap::from([("label".to_owned(), vec![format!("com.docker.stack.namespace={stack}")])]);
-        let listed = docker
-            .list_services(Some(ListServicesOptions { filters: Some(filters), ..Default::default() }))
-            .await
-            .with_context(|| format!("cannot list the services of stack {stack}"))?;
+        let listed = crate::stack::services(docker, stack).await?;
         let ids: Vec<String> = listed.iter().filter_map(|service| service.id.clone()).collect();
         let tasks = if ids.is_empty() {
             Vec::new()
@@ -75,15 +71,8 @@ impl Snapshot {
                 .and_then(|container| container.image.clone())
                 .unwrap_or_default();
             let restart = template.and_then(|template| template.restart_policy.as_ref());
-            let condition = restart.and_then(|restart| restart.condition);
             let mode = spec.mode.as_ref();
-            let job = mode.is_some_and(|mode| mode.replicated_job.is_some() || mode.global_job.is_some());
-            let one_shot = job
-                || matches!(
-                    condition,
-                    Some(TaskSpecRestartPolicyConditionEnum::NONE | TaskSpecRestartPolicyConditionEnum::ON_FAILURE)
-                );
-            let kind = if one_shot {
+            let kind = if crate::stack::is_one_shot(spec) {
                 let delay = restart.and_then(|restart| restart.delay).unwrap_or(5_000_000_000).max(0) as u64;
                 Kind::OneShot { restart_delay: Duration::from_nanos(delay) }
             } else {
