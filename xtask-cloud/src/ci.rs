@@ -16,7 +16,7 @@ use anyhow::{Context, Result, anyhow};
 use xtask::release;
 use xtask::tasks::{CloudTask, LightTask, PublishArgs, Runner, Task};
 
-pub use xtask::tasks::CiArgs as Args;
+use xtask::tasks::CiArgs as Args;
 
 /// What one stage of the pipeline does.
 #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@ use xtask::ctx::Ctx;
 const PUSH_ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 
-pub use xtask::tasks::PublishArgs as Args;
+use xtask::tasks::PublishArgs as Args;
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let version = ctx.version().to_owned();

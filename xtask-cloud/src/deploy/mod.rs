@@ -29,7 +29,7 @@ use converge::Verdict;
 use watch::{Expected, Outcome, Snapshot};
 use xtask::ctx::Ctx;
 
-pub use xtask::tasks::DeployArgs as Args;
+use xtask::tasks::DeployArgs as Args;
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let version = ctx.version();
