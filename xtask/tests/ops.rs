@@ -293,7 +293,7 @@ fn a_first_deploy_on_a_swarm_of_one_unlabelled_node_labels_it() {
 }
 
 #[test]
-fn sigterm_during_a_deploy_releases_the_lock() {
+fn sigterm_during_a_deploy_releases_the_lock_and_the_next_deploy_removes_a_left_job() {
     let _lock = swarm_lock();
     label_the_node();
     let registry = Registry::start_for_ecr();
@@ -325,4 +325,37 @@ fn sigterm_during_a_deploy_releases_the_lock() {
     assert_eq!(out.status.code(), Some(143), "{}", out.stderr);
     assert!(out.stderr.contains("interrupted by SIGTERM: released the deploy lock"), "{}", out.stderr);
     assert!(!lock_exists(&stack), "the lock outlived the interrupted deploy");
+
+    // A job an interrupted run could not remove (the database check's, say)
+    // is removed by the next run that holds the lock, which says so.
+    let at = sandbox.clone_with(&[("APP_VERSION", &version)]);
+    at.xtask(&["deploy", "--no-login", "--timeout", "3m"]).assert_success();
+    let left = format!("{stack}_xtask_left");
+    docker_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--quiet",
+        "--no-resolve-image",
+        "--name",
+        &left,
+        "--label",
+        &format!("com.todobackend.job={stack}"),
+        "--mode",
+        "replicated-job",
+        "--restart-condition",
+        "none",
+        &image,
+        "migrations",
+        "--json",
+    ]);
+    let again = at.xtask(&["deploy", "--no-login", "--timeout", "3m"]);
+    again.assert_success();
+    assert!(
+        again.stderr.contains(&format!("removed the job {left}, left behind by an interrupted run")),
+        "{}",
+        again.stderr
+    );
+    let jobs = docker_ok(&["service", "ls", "--quiet", "--filter", &format!("label=com.todobackend.job={stack}")]);
+    assert_eq!(jobs, "", "jobs of stack {stack} outlived the deploy");
 }

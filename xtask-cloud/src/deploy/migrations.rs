@@ -158,15 +158,20 @@ pub async fn stack_exists(docker: &Docker, stack: &str) -> Result<bool> {
     Ok(!crate::stack::services(docker, stack).await?.is_empty())
 }
 
+/// The label on the jobs of [`run_on_data_node`], naming their stack.
+const JOB_LABEL: &str = "com.todobackend.job";
+
 /// Run `image` with `args` once, on the data node with the stack's `data`
 /// volume at /data, as a swarm job; its stdout. Its stderr is shown as it is
-/// (the service says there what it does). The job is removed afterwards.
+/// (the service says there what it does). The job is removed afterwards; one
+/// that a killed run left behind is removed before.
 pub async fn run_on_data_node(docker: &Docker, node: &DataNode<'_>, image: &str, args: &[&str]) -> Result<String> {
+    remove_left_jobs(docker, node.stack).await?;
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let name = format!("{}_xtask_{}", node.stack, nanos % 1_000_000_000);
     let spec = ServiceSpec {
         name: Some(name.clone()),
-        labels: Some(HashMap::from([("com.todobackend.job".to_owned(), node.stack.to_owned())])),
+        labels: Some(HashMap::from([(JOB_LABEL.to_owned(), node.stack.to_owned())])),
         task_template: Some(TaskSpec {
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(image.to_owned()),
@@ -202,6 +207,29 @@ pub async fn run_on_data_node(docker: &Docker, node: &DataNode<'_>, image: &str,
         eprintln!("warning: could not remove the job {name}: {err} (remove it with `docker service rm {name}`)");
     }
     result
+}
+
+/// Remove the stack's jobs that an interrupted run (SIGTERM, SIGKILL, a lost
+/// connection) could not remove. Jobs run only under the stack's deploy lock,
+/// which this run holds, so none of them is another run's.
+async fn remove_left_jobs(docker: &Docker, stack: &str) -> Result<()> {
+    let filters = HashMap::from([("label".to_owned(), vec![format!("{JOB_LABEL}={stack}")])]);
+    let left = docker
+        .list_services(Some(bollard::query_parameters::ListServicesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .with_context(|| format!("cannot list the jobs of stack {stack}"))?;
+    for service in left {
+        let Some(id) = service.id else { continue };
+        let name = service.spec.and_then(|spec| spec.name).unwrap_or_else(|| id.clone());
+        docker.delete_service(&id).await.with_context(|| {
+            format!("cannot remove the job {name} an interrupted run left: `docker service rm {name}`")
+        })?;
+        eprintln!("    removed the job {name}, left behind by an interrupted run");
+    }
+    Ok(())
 }
 
 /// Wait for the job's task to end, then read its output.

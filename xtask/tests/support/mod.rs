@@ -660,8 +660,13 @@ pub mod swarm {
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
-            // What the xtask keeps on the swarm beside the stack: its history
-            // and a lock a killed run left.
+            // What the xtask keeps on the swarm beside the stack: its history,
+            // and a lock or a database job a killed run left.
+            let jobs =
+                docker(&["service", "ls", "--quiet", "--filter", &format!("label=com.todobackend.job={}", self.0)]);
+            for job in String::from_utf8_lossy(&jobs.stdout).lines() {
+                let _ = docker(&["service", "rm", job]);
+            }
             let history =
                 docker(&["config", "ls", "--quiet", "--filter", &format!("label=com.todobackend.history={}", self.0)]);
             for config in String::from_utf8_lossy(&history.stdout).lines() {
