@@ -342,13 +342,20 @@ fn sigterm_during_a_deploy_releases_the_lock_and_the_next_deploy_removes_a_left_
         "--label",
         &format!("com.todobackend.job={stack}"),
         "--mode",
-        "replicated-job",
+        "replicated",
+        "--replicas",
+        "1",
         "--restart-condition",
         "none",
         &image,
         "migrations",
         "--json",
     ]);
+    // And a stopped container of an earlier job, as Docker kept those of the
+    // `replicated-job`s that earlier versions ran (moby/moby#44312).
+    let service_label = format!("com.docker.swarm.service.name={stack}_xtask_1");
+    let earlier = docker_ok(&["create", "--label", &service_label, &image, "migrations", "--json"]);
+    docker_ok(&["start", "--attach", &earlier]);
     let again = at.xtask(&["deploy", "--no-login", "--timeout", "3m"]);
     again.assert_success();
     assert!(
@@ -356,6 +363,20 @@ fn sigterm_during_a_deploy_releases_the_lock_and_the_next_deploy_removes_a_left_
         "{}",
         again.stderr
     );
+    // (Its count may include the left job's, if the swarm had not removed it yet.)
+    assert!(again.stderr.contains("stopped container(s) of earlier database jobs"), "{}", again.stderr);
+    assert!(!docker(&["container", "inspect", &earlier]).status.success(), "the earlier job's container stays");
     let jobs = docker_ok(&["service", "ls", "--quiet", "--filter", &format!("label=com.todobackend.job={stack}")]);
     assert_eq!(jobs, "", "jobs of stack {stack} outlived the deploy");
+    // Every deploy after the first ran a job (the database check), and the
+    // swarm removes each one's container with it: none stays on the node.
+    let job_containers = || {
+        let names = docker_ok(&["ps", "--all", "--format", "{{.Label \"com.docker.swarm.service.name\"}}"]);
+        names.lines().filter(|name| name.starts_with(&format!("{stack}_xtask_"))).count()
+    };
+    let start = Instant::now();
+    while job_containers() > 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "containers of the database jobs stay on the node");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

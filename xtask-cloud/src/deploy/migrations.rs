@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::models::{
-    Mount, MountType, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicatedJob, TaskSpec, TaskSpecContainerSpec,
+    Mount, MountType, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec,
     TaskSpecPlacement, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListTasksOptions, LogsOptions};
@@ -162,9 +162,14 @@ pub async fn stack_exists(docker: &Docker, stack: &str) -> Result<bool> {
 const JOB_LABEL: &str = "com.todobackend.job";
 
 /// Run `image` with `args` once, on the data node with the stack's `data`
-/// volume at /data, as a swarm job; its stdout. Its stderr is shown as it is
-/// (the service says there what it does). The job is removed afterwards; one
-/// that a killed run left behind is removed before.
+/// volume at /data, as a one-off swarm service; its stdout. Its stderr is
+/// shown as it is (the service says there what it does). The service is
+/// removed afterwards; one that a killed run left behind is removed before.
+///
+/// One replica that is never restarted, not a `replicated-job`: the swarm
+/// never removes a job's task and container, even with the service
+/// (moby/moby#44312), so each deploy would leave a container on the data
+/// node holding the data volume.
 pub async fn run_on_data_node(docker: &Docker, node: &DataNode<'_>, image: &str, args: &[&str]) -> Result<String> {
     remove_left_jobs(docker, node.stack).await?;
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
@@ -175,6 +180,7 @@ pub async fn run_on_data_node(docker: &Docker, node: &DataNode<'_>, image: &str,
         task_template: Some(TaskSpec {
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(image.to_owned()),
+                labels: Some(HashMap::from([(JOB_LABEL.to_owned(), node.stack.to_owned())])),
                 args: Some(args.iter().map(|arg| (*arg).to_owned()).collect()),
                 mounts: Some(vec![Mount {
                     target: Some("/data".to_owned()),
@@ -192,7 +198,7 @@ pub async fn run_on_data_node(docker: &Docker, node: &DataNode<'_>, image: &str,
             ..Default::default()
         }),
         mode: Some(ServiceSpecMode {
-            replicated_job: Some(ServiceSpecModeReplicatedJob { max_concurrent: Some(1), total_completions: Some(1) }),
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
             ..Default::default()
         }),
         ..Default::default()
@@ -210,8 +216,10 @@ pub async fn run_on_data_node(docker: &Docker, node: &DataNode<'_>, image: &str,
 }
 
 /// Remove the stack's jobs that an interrupted run (SIGTERM, SIGKILL, a lost
-/// connection) could not remove. Jobs run only under the stack's deploy lock,
-/// which this run holds, so none of them is another run's.
+/// connection) could not remove, and the stopped containers of earlier jobs
+/// on this engine (Docker kept those of the `replicated-job`s that earlier
+/// versions ran, moby/moby#44312). Jobs run only under the stack's deploy
+/// lock, which this run holds, so none of them is another run's.
 async fn remove_left_jobs(docker: &Docker, stack: &str) -> Result<()> {
     let filters = HashMap::from([("label".to_owned(), vec![format!("{JOB_LABEL}={stack}")])]);
     let left = docker
@@ -228,6 +236,39 @@ async fn remove_left_jobs(docker: &Docker, stack: &str) -> Result<()> {
             format!("cannot remove the job {name} an interrupted run left: `docker service rm {name}`")
         })?;
         eprintln!("    removed the job {name}, left behind by an interrupted run");
+    }
+    // Named `<stack>_xtask_<n>.<slot>.<task>` by the swarm; only stopped ones.
+    let prefix = format!("{stack}_xtask_");
+    let filters = HashMap::from([
+        ("label".to_owned(), vec!["com.docker.swarm.service.name".to_owned()]),
+        ("status".to_owned(), vec!["exited".to_owned(), "dead".to_owned()]),
+    ]);
+    let stopped = docker
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .with_context(|| format!("cannot list the containers of stack {stack}'s earlier jobs"))?;
+    // Tidying only: a container that will not go is named, and the run goes on.
+    let mut removed = 0;
+    for container in stopped {
+        let service = container.labels.as_ref().and_then(|labels| labels.get("com.docker.swarm.service.name"));
+        let (Some(id), true) = (container.id, service.is_some_and(|service| service.starts_with(&prefix))) else {
+            continue;
+        };
+        // With its anonymous volumes (the image's /public), not the stack's data.
+        let options = bollard::query_parameters::RemoveContainerOptions { v: true, ..Default::default() };
+        match docker.remove_container(&id, Some(options)).await {
+            Ok(()) => removed += 1,
+            Err(err) => eprintln!(
+                "warning: could not remove the stopped container {id} of an earlier job: {err}: `docker rm -v {id}`"
+            ),
+        }
+    }
+    if removed > 0 {
+        eprintln!("    removed {removed} stopped container(s) of earlier database jobs of stack {stack}");
     }
     Ok(())
 }
