@@ -229,13 +229,16 @@ async fn remove_left_jobs(docker: &Docker, stack: &str) -> Result<()> {
         }))
         .await
         .with_context(|| format!("cannot list the jobs of stack {stack}"))?;
+    // Tidying only: what will not go is named, and the run goes on.
     for service in left {
         let Some(id) = service.id else { continue };
         let name = service.spec.and_then(|spec| spec.name).unwrap_or_else(|| id.clone());
-        docker.delete_service(&id).await.with_context(|| {
-            format!("cannot remove the job {name} an interrupted run left: `docker service rm {name}`")
-        })?;
-        eprintln!("    removed the job {name}, left behind by an interrupted run");
+        match docker.delete_service(&id).await {
+            Ok(()) => eprintln!("    removed the job {name}, left behind by an interrupted run"),
+            Err(err) => eprintln!(
+                "warning: could not remove the job {name} an interrupted run left: {err}: `docker service rm {name}`"
+            ),
+        }
     }
     // Named `<stack>_xtask_<n>.<slot>.<task>` by the swarm; only stopped ones.
     let prefix = format!("{stack}_xtask_");
@@ -251,7 +254,6 @@ async fn remove_left_jobs(docker: &Docker, stack: &str) -> Result<()> {
         }))
         .await
         .with_context(|| format!("cannot list the containers of stack {stack}'s earlier jobs"))?;
-    // Tidying only: a container that will not go is named, and the run goes on.
     let mut removed = 0;
     for container in stopped {
         let service = container.labels.as_ref().and_then(|labels| labels.get("com.docker.swarm.service.name"));
