@@ -161,6 +161,12 @@ pub async fn stack_exists(docker: &Docker, stack: &str) -> Result<bool> {
 /// The label on the jobs of [`run_on_data_node`], naming their stack.
 const JOB_LABEL: &str = "com.todobackend.job";
 
+/// The jobs' names, `<stack>_xtask_<n>`: the swarm names their containers
+/// `<name>.<slot>.<task>` and labels them with the name.
+fn job_prefix(stack: &str) -> String {
+    format!("{stack}_xtask_")
+}
+
 /// Run `image` with `args` once, on the data node with the stack's `data`
 /// volume at /data, as a one-off swarm service; its stdout. Its stderr is
 /// shown as it is (the service says there what it does). The service is
@@ -173,7 +179,7 @@ const JOB_LABEL: &str = "com.todobackend.job";
 pub async fn run_on_data_node(docker: &Docker, node: &DataNode<'_>, image: &str, args: &[&str]) -> Result<String> {
     remove_left_jobs(docker, node.stack).await?;
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let name = format!("{}_xtask_{}", node.stack, nanos % 1_000_000_000);
+    let name = format!("{}{}", job_prefix(node.stack), nanos % 1_000_000_000);
     let spec = ServiceSpec {
         name: Some(name.clone()),
         labels: Some(HashMap::from([(JOB_LABEL.to_owned(), node.stack.to_owned())])),
@@ -240,8 +246,8 @@ async fn remove_left_jobs(docker: &Docker, stack: &str) -> Result<()> {
             ),
         }
     }
-    // Named `<stack>_xtask_<n>.<slot>.<task>` by the swarm; only stopped ones.
-    let prefix = format!("{stack}_xtask_");
+    // Only stopped ones: a job's container is removed with its service.
+    let prefix = job_prefix(stack);
     let filters = HashMap::from([
         ("label".to_owned(), vec!["com.docker.swarm.service.name".to_owned()]),
         ("status".to_owned(), vec!["exited".to_owned(), "dead".to_owned()]),
