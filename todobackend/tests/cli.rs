@@ -165,7 +165,9 @@ fn migrate_adopts_a_database_from_before_checksums() {
 
     let out = run(&["migrate", "--db", db_arg], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("recorded the checksums of 1 migration(s)"), "{}", stderr(&out));
+    // Every embedded migration was applied before checksums were kept.
+    let recorded = format!("recorded the checksums of {} migration(s)", todobackend::migrations::MIGRATIONS.len());
+    assert!(stderr(&out).contains(&recorded), "{}", stderr(&out));
     let out = run(&["migrate", "--db", db_arg], &[]);
     assert!(!stderr(&out).contains("recorded"), "{}", stderr(&out));
 }
