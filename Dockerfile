@@ -6,10 +6,15 @@ FROM scratch
 
 ARG APP_NAME=todobackend
 ARG APP_VERSION=unknown
+# The commit the binary was built from (`cargo xtask build` passes HEAD): the
+# deploy history reads it from the image, so an entry names the deployed
+# version's own commit, not the checkout of whoever deployed it.
+ARG APP_COMMIT=
 LABEL application=$APP_NAME \
       version=$APP_VERSION \
       org.opencontainers.image.title=$APP_NAME \
-      org.opencontainers.image.version=$APP_VERSION
+      org.opencontainers.image.version=$APP_VERSION \
+      org.opencontainers.image.revision=$APP_COMMIT
 
 # A numeric non-root user (scratch has no /etc/passwd). It owns /data and
 # /public, and named volumes mounted there take that ownership.

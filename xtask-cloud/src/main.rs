@@ -44,7 +44,7 @@ fn run(runner: &mut Runner, task: &CloudTask) -> Result<()> {
         CloudTask::Ci(args) => ci::run(runner, args),
         CloudTask::Rollback(args) => rollback::run(ctx, args),
         CloudTask::History(args) => history::run(ctx, args),
-        CloudTask::Unlock => lock::unlock(ctx),
+        CloudTask::Unlock(args) => lock::unlock(ctx, args),
         CloudTask::Status(args) => status::run(ctx, args),
         CloudTask::Logs(args) => logs::run(ctx, args),
         CloudTask::Secret(args) => secret::run(ctx, args),

@@ -41,10 +41,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         let versioned = ctx.settings.image(version);
         let latest = ctx.settings.image("latest");
         let dockerfile = ctx.settings.root.join("Dockerfile");
+        // Empty outside a git repository: the label is then empty, and the
+        // history records no commit for this image.
+        let commit = crate::git::head_commit(&ctx.settings.root).unwrap_or_default();
         let built = ctx.run(cmd!(
             sh,
             "docker build --file {dockerfile} --tag {versioned} --tag {latest}
-                --build-arg APP_NAME={app} --build-arg APP_VERSION={version} {context}"
+                --build-arg APP_NAME={app} --build-arg APP_VERSION={version} --build-arg APP_COMMIT={commit} {context}"
         ));
         let removed = ctx.remove(&context);
         built.and(removed)

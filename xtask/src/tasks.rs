@@ -75,7 +75,7 @@ pub enum CloudTask {
     /// The stack's deploys and rollbacks, newest first, as the swarm records them.
     History(HistoryArgs),
     /// Show who holds the stack's deploy lock, and remove it (after a killed deploy).
-    Unlock,
+    Unlock(UnlockArgs),
     /// Each service of the stack: version, replicas, update state; exit 1 unless converged.
     Status(StatusArgs),
     /// The stack's logs, each line prefixed with its service and task version.
@@ -101,7 +101,7 @@ impl Task {
             Task::Cloud(CloudTask::Ci(_)) => "ci",
             Task::Cloud(CloudTask::Rollback(_)) => "rollback",
             Task::Cloud(CloudTask::History(_)) => "history",
-            Task::Cloud(CloudTask::Unlock) => "unlock",
+            Task::Cloud(CloudTask::Unlock(_)) => "unlock",
             Task::Cloud(CloudTask::Status(_)) => "status",
             Task::Cloud(CloudTask::Logs(_)) => "logs",
             Task::Cloud(CloudTask::Secret(_)) => "secret",
@@ -247,6 +247,13 @@ pub enum SecretAction {
         /// The secret's name in the swarm, as the stack file names it.
         name: String,
     },
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct UnlockArgs {
+    /// Remove the lock even though its holder's process still runs on this host.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]
