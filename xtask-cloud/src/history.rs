@@ -33,35 +33,105 @@ pub struct Entry {
     /// The app image, and its digest in the registry when deploy knew it.
     pub image: String,
     pub digest: Option<String>,
-    /// The commit of the checkout that ran it, when it was one.
+    /// The commit the deployed image was built from (its
+    /// `org.opencontainers.image.revision` label), when it is known.
     pub commit: Option<String>,
     pub actor: String,
     /// RFC 3339, UTC.
     pub at: String,
-    /// `converged`, `rolled back`, `failed`, `timed out` (or `not watched`
-    /// for `--detach`).
+    /// `converged`, `rolled back`, `failed`, `timed out`, `interrupted` (by
+    /// SIGINT or SIGTERM, after the stack started changing), or `not
+    /// watched` for `--detach`.
     pub outcome: String,
     /// The error, for the outcomes that have one.
     #[serde(default)]
     pub detail: Option<String>,
 }
 
-/// Who runs this: the CI's user (GitHub Actions, CodeBuild), else the local one.
+/// Who runs this: the CI's user (GitHub Actions, CodeBuild), else the local
+/// one: USER or LOGNAME, else the account's name (cron, `env -i`, and
+/// containers often set neither).
 pub fn actor() -> String {
     ["GITHUB_ACTOR", "CODEBUILD_INITIATOR", "USER", "LOGNAME"]
         .iter()
         .find_map(|name| std::env::var(name).ok().filter(|value| !value.trim().is_empty()))
+        .or_else(account_name)
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
+/// The name of the account this process runs as, from the password database.
+fn account_name() -> Option<String> {
+    // SAFETY: getpwuid_r writes the entry into `entry` and its strings into
+    // `buffer`, both ours and valid for their sizes; `found` points at
+    // `entry` on success, and its pw_name at a NUL-terminated string in
+    // `buffer`, read before either goes away.
+    unsafe {
+        let mut entry: libc::passwd = std::mem::zeroed();
+        let mut buffer = vec![0 as libc::c_char; 4096];
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let status = libc::getpwuid_r(libc::geteuid(), &mut entry, buffer.as_mut_ptr(), buffer.len(), &mut found);
+        if status != 0 || found.is_null() || (*found).pw_name.is_null() {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr((*found).pw_name).to_string_lossy().trim().to_owned();
+        (!name.is_empty()).then_some(name)
+    }
+}
+
+/// The label `cargo xtask build` puts the image's commit in.
+pub const REVISION_LABEL: &str = "org.opencontainers.image.revision";
+
+/// The commit `image` was built from, from its label, as the engine that
+/// runs this task has the image (the data node's, on a swarm of one node; a
+/// deploy has pulled it there by the time it records). `None` when that
+/// engine has no such image, or the image no label (built before it existed).
+pub async fn image_commit(docker: &Docker, image: &str) -> Option<String> {
+    let inspected = docker.inspect_image(image).await.ok()?;
+    let labels = inspected.config?.labels?;
+    labels.get(REVISION_LABEL).map(|commit| commit.trim().to_owned()).filter(|commit| !commit.is_empty())
+}
+
+/// The commit of `version`: its image's label, else the checkout's HEAD
+/// when `version` is HEAD's own short hash (a deploy of the checkout), else
+/// unknown; never the operator's checkout for another version.
+pub fn commit_of(ctx: &Ctx, docker: &Docker, image: &str, digest: Option<&str>, version: &str) -> Option<String> {
+    // By digest first: an image the swarm pulled has its digest, not always its tag.
+    let by_digest = digest
+        .filter(|digest| digest.starts_with("sha256:"))
+        .map(|digest| format!("{}@{digest}", crate::image_ref::ImageRef::parse(image).name));
+    let labelled = ctx
+        .block_on(async {
+            for reference in by_digest.iter().map(String::as_str).chain([image]) {
+                if let Some(commit) = image_commit(docker, reference).await {
+                    return Ok(Some(commit));
+                }
+            }
+            Ok(None)
+        })
+        .ok()
+        .flatten();
+    labelled.or_else(|| {
+        xtask::git::head_commit(&ctx.settings.root).filter(|head| {
+            version.len() >= 7 && version.chars().all(|c| c.is_ascii_hexdigit()) && head.starts_with(version)
+        })
+    })
+}
+
 /// An entry for `version` of `kind` with `outcome`, stamped now.
-pub fn entry(ctx: &Ctx, kind: &str, version: &str, image: &str, digest: Option<&str>, outcome: &str) -> Entry {
+pub fn entry(
+    kind: &str,
+    version: &str,
+    image: &str,
+    digest: Option<&str>,
+    commit: Option<String>,
+    outcome: &str,
+) -> Entry {
     Entry {
         kind: kind.to_owned(),
         version: version.to_owned(),
         image: image.to_owned(),
         digest: digest.filter(|digest| digest.starts_with("sha256:")).map(str::to_owned),
-        commit: xtask::git::head_commit(&ctx.settings.root),
+        commit,
         actor: actor(),
         at: clock::rfc3339(SystemTime::now()),
         outcome: outcome.to_owned(),
@@ -74,14 +144,16 @@ pub fn entry(ctx: &Ctx, kind: &str, version: &str, image: &str, digest: Option<&
 /// reason a deploy fails: the stack has already changed by then.
 pub fn record(ctx: &Ctx, stack: &str, entry: &Entry) {
     let description = format!("record {} of {} ({}) in the stack's history", entry.kind, entry.version, entry.outcome);
-    let recorded = ctx.call(&description, async {
-        let docker = ctx.docker().await?;
-        write(&docker, stack, entry).await?;
-        prune(&docker, stack).await
-    });
+    let recorded = ctx.call(&description, async { write_and_prune(&ctx.docker().await?, stack, entry).await });
     if let Err(err) = recorded {
         eprintln!("warning: could not record this {} in the history: {err:#}", entry.kind);
     }
+}
+
+/// Write `entry`, then drop the entries beyond the newest 50.
+pub async fn write_and_prune(docker: &Docker, stack: &str, entry: &Entry) -> Result<()> {
+    write(docker, stack, entry).await?;
+    prune(docker, stack).await
 }
 
 async fn write(docker: &Docker, stack: &str, entry: &Entry) -> Result<()> {
@@ -231,6 +303,14 @@ mod tests {
         assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), entry);
         let old = r#"{"kind":"deploy","version":"A","image":"i","digest":null,"commit":null,"actor":"t","at":"x","outcome":"failed"}"#;
         assert_eq!(serde_json::from_str::<Entry>(old).unwrap().detail, None);
+    }
+
+    #[test]
+    fn without_user_or_logname_the_actor_is_the_account_name() {
+        // The account, as the system's own tool finds it.
+        let out = std::process::Command::new("id").arg("-un").output().expect("id runs");
+        let account = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert_eq!(account_name().as_deref(), Some(account.as_str()));
     }
 
     #[test]

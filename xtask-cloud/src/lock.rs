@@ -2,15 +2,18 @@
 //! config on the swarm named `<stack>_deploy_lock`; the swarm refuses to
 //! create a config whose name exists, so taking it is atomic for every
 //! operator and CI run, wherever they run. It says who holds it, from which
-//! host and process, for which version, and since when.
+//! host and process, for which version, and since when, and carries a token
+//! unique to this acquisition.
 //!
+//! It belongs to its holder: releasing removes it only while it still
+//! carries the holder's token, so a run whose lock was taken away (`cargo
+//! xtask unlock --force`) leaves the next holder's lock alone, and says so.
 //! It is released on every way out: success, failure, and Ctrl-C or SIGTERM
-//! (caught while it is held). A holder killed outright (SIGKILL, a lost
-//! machine) leaves it: `cargo xtask unlock` shows the holder and removes it.
+//! (`interrupt.rs`). A holder killed outright (SIGKILL, a lost machine)
+//! leaves it: `cargo xtask unlock` shows the holder and removes it, unless
+//! that process still runs on this host.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
@@ -18,6 +21,7 @@ use bollard::Docker;
 use bollard::models::ConfigSpec;
 use serde::{Deserialize, Serialize};
 use xtask::ctx::Ctx;
+use xtask::tasks::UnlockArgs;
 
 use crate::async_ctx::AsyncCtx;
 
@@ -35,23 +39,28 @@ pub struct Holder {
     pub pid: u32,
     /// RFC 3339, UTC.
     pub since: String,
+    /// Unique to one acquisition (empty in locks of older versions).
+    #[serde(default)]
+    pub token: String,
+}
+
+/// A lock this run took: the config's ID and the token it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    pub id: String,
+    pub token: String,
 }
 
 impl Holder {
     fn here(task: &str, version: &str) -> Holder {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .map(|name| name.trim().to_owned())
-            .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| "an unknown host".to_owned());
         Holder {
             task: task.to_owned(),
             version: version.to_owned(),
             holder: crate::history::actor(),
-            host,
+            host: host_name().unwrap_or_else(|| "an unknown host".to_owned()),
             pid: std::process::id(),
             since: crate::clock::rfc3339(SystemTime::now()),
+            token: token(),
         }
     }
 
@@ -61,6 +70,61 @@ impl Holder {
             "{} of {} in progress by {} since {} (host {}, process {})",
             self.task, self.version, self.holder, self.since, self.host, self.pid
         )
+    }
+
+    /// Whether its process runs: on this host (same host name) the answer
+    /// is known, elsewhere it is not.
+    fn liveness(&self) -> Liveness {
+        if host_name().as_deref() != Some(self.host.as_str()) || self.pid == 0 {
+            return Liveness::Unknown;
+        }
+        if process_runs(self.pid) { Liveness::Runs } else { Liveness::Gone }
+    }
+}
+
+enum Liveness {
+    Runs,
+    Gone,
+    Unknown,
+}
+
+/// This machine's name, as `hostname` prints it.
+fn host_name() -> Option<String> {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that.
+    let status = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    if status != 0 {
+        return None;
+    }
+    let end = buffer.iter().position(|byte| *byte == 0).unwrap_or(buffer.len());
+    let name = String::from_utf8_lossy(&buffer[..end]).trim().to_owned();
+    (!name.is_empty()).then_some(name)
+}
+
+/// Whether process `pid` exists on this host: signal 0 checks without
+/// sending anything (EPERM: it exists, as another user's).
+fn process_runs(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let status = unsafe { libc::kill(pid, 0) };
+    status == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// 128 random bits from the kernel, in hex; should /dev/urandom be missing,
+/// the time, process and host, which still differ between acquisitions.
+fn token() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut file| file.read_exact(&mut bytes));
+    match random {
+        Ok(()) => bytes.iter().map(|byte| format!("{byte:02x}")).collect(),
+        Err(_) => {
+            let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            format!("{nanos:x}-{}-{}", std::process::id(), host_name().unwrap_or_default())
+        }
     }
 }
 
@@ -84,21 +148,25 @@ pub fn hold<T>(
         let docker = ctx.docker().await?;
         take(&docker, &stack, &holder, wait).await
     })?;
-    if taken.is_none() {
+    let Some(taken) = taken else {
         return body();
-    }
-    let held = Arc::new(AtomicBool::new(true));
-    release_on_signals(ctx.docker_endpoint()?.clone(), &stack, held.clone());
+    };
+    crate::interrupt::holding(ctx.docker_endpoint()?.clone(), &stack, taken);
     let result = body();
-    held.store(false, Ordering::SeqCst);
-    let released = ctx.block_on(async { remove(&ctx.docker().await?, &stack).await });
-    if let Err(err) = released {
-        eprintln!("warning: could not release the deploy lock {lock}: {err:#}: remove it with `cargo xtask unlock`");
+    if let Some(taken) = crate::interrupt::take_lock() {
+        match ctx.block_on(async { release(&ctx.docker().await?, &stack, &taken).await }) {
+            Ok(Released::Ours) => {}
+            Ok(other) => eprintln!("warning: {}", other.said()),
+            Err(err) => eprintln!(
+                "warning: could not release the deploy lock {lock}: {err:#}: remove it with `cargo xtask unlock`"
+            ),
+        }
+        crate::interrupt::lock_released();
     }
     result
 }
 
-async fn take(docker: &Docker, stack: &str, holder: &Holder, wait: Option<Duration>) -> Result<()> {
+async fn take(docker: &Docker, stack: &str, holder: &Holder, wait: Option<Duration>) -> Result<Taken> {
     let started = Instant::now();
     let mut said = false;
     loop {
@@ -109,7 +177,7 @@ async fn take(docker: &Docker, stack: &str, holder: &Holder, wait: Option<Durati
             ..Default::default()
         };
         match docker.create_config(spec).await {
-            Ok(_) => return Ok(()),
+            Ok(created) => return Ok(Taken { id: created.id, token: holder.token.clone() }),
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
             Err(err) => return Err(err).with_context(|| format!("cannot take the deploy lock of stack {stack}")),
         }
@@ -135,10 +203,11 @@ async fn take(docker: &Docker, stack: &str, holder: &Holder, wait: Option<Durati
     }
 }
 
-/// The holder of the stack's lock, if it is held.
-pub async fn current(docker: &Docker, stack: &str) -> Result<Option<Holder>> {
+/// The stack's lock as the swarm has it: its config ID and holder.
+async fn read(docker: &Docker, stack: &str) -> Result<Option<(String, Holder)>> {
     match docker.inspect_config(&name(stack)).await {
         Ok(config) => {
+            let id = config.id.unwrap_or_else(|| name(stack));
             let data = config.spec.and_then(|spec| spec.data).unwrap_or_default();
             let holder = aws_smithy_types::base64::decode(&data)
                 .ok()
@@ -150,82 +219,105 @@ pub async fn current(docker: &Docker, stack: &str) -> Result<Option<Holder>> {
                     host: "an unknown host".into(),
                     pid: 0,
                     since: "an unknown time".into(),
+                    token: String::new(),
                 });
-            Ok(Some(holder))
+            Ok(Some((id, holder)))
         }
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
         Err(err) => Err(err).with_context(|| format!("cannot read the deploy lock of stack {stack}")),
     }
 }
 
-/// Remove the stack's lock; gone already is fine.
-pub async fn remove(docker: &Docker, stack: &str) -> Result<()> {
-    match docker.delete_config(&name(stack)).await {
-        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+/// The holder of the stack's lock, if it is held.
+pub async fn current(docker: &Docker, stack: &str) -> Result<Option<Holder>> {
+    Ok(read(docker, stack).await?.map(|(_, holder)| holder))
+}
+
+/// How a release ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Released {
+    /// It was still ours, and is gone now.
+    Ours,
+    /// Someone removed it while this run held it, and nobody holds it now.
+    TakenAway,
+    /// Someone removed it, and another task holds the stack's lock now.
+    HeldByAnother(Holder),
+}
+
+impl Released {
+    pub fn said(&self) -> String {
+        match self {
+            Released::Ours => "released the deploy lock".to_owned(),
+            Released::TakenAway => "the deploy lock was taken away while this run held it (`cargo xtask unlock                                     --force`?): another task may have changed the stack meanwhile"
+                .to_owned(),
+            Released::HeldByAnother(holder) => format!(
+                "the deploy lock was taken away while this run held it (`cargo xtask unlock --force`?) and is now                  another task's ({}): left it in place",
+                holder.describe()
+            ),
+        }
+    }
+}
+
+/// Release the lock `taken`, only if it is still the stack's lock.
+///
+/// Read, compare, delete. The engine offers no conditional delete of a
+/// config (`DELETE /configs/{id}` takes no version or precondition), but a
+/// config cannot change and its ID is never given to another: so the lock is
+/// read by name, its token compared with ours, and it is deleted by the ID
+/// we took it with. Should another task replace it between the read and the
+/// delete, the delete finds no config with our ID and theirs stays: the race
+/// cannot remove someone else's lock, it can only make us report less.
+pub async fn release(docker: &Docker, stack: &str, taken: &Taken) -> Result<Released> {
+    match read(docker, stack).await? {
+        Some((id, holder)) if holder.token != taken.token || id != taken.id => {
+            return Ok(Released::HeldByAnother(holder));
+        }
+        None => return Ok(Released::TakenAway),
+        Some(_) => {}
+    }
+    match docker.delete_config(&taken.id).await {
+        Ok(()) => Ok(Released::Ours),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(Released::TakenAway),
         Err(err) => Err(err).with_context(|| format!("cannot remove the deploy lock {}", name(stack))),
     }
 }
 
-/// While the lock is held, SIGINT and SIGTERM release it and end the process
-/// (130 / 143): the task's commands get the same signal from the terminal or
-/// the CI runner, and the lock must not outlive it.
-fn release_on_signals(endpoint: xtask::docker_endpoint::Endpoint, stack: &str, held: Arc<AtomicBool>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let stack = stack.to_owned();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!(
-                "warning: cannot watch for Ctrl-C ({err}): an interrupted run leaves the lock; `cargo xtask unlock` removes it"
-            );
-            return;
-        }
-    };
-    let signals = runtime.block_on(async {
-        Ok::<_, std::io::Error>((signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?))
-    });
-    let Ok((mut interrupt, mut terminate)) = signals else {
-        eprintln!(
-            "warning: cannot watch for Ctrl-C: an interrupted run leaves the lock; `cargo xtask unlock` removes it"
-        );
-        return;
-    };
-    std::thread::spawn(move || {
-        runtime.block_on(async move {
-            let int = std::pin::pin!(interrupt.recv());
-            let term = std::pin::pin!(terminate.recv());
-            let (name, code) = match futures_util::future::select(int, term).await {
-                futures_util::future::Either::Left(_) => ("SIGINT", 130),
-                futures_util::future::Either::Right(_) => ("SIGTERM", 143),
-            };
-            if held.load(Ordering::SeqCst) {
-                let removed = async { remove(&crate::docker::connect(&endpoint).await?, &stack).await }.await;
-                match removed {
-                    Ok(()) => eprintln!(
-                        "interrupted by {name}: released the deploy lock; the stack may be part way through its update: \
-                         see `cargo xtask status`"
-                    ),
-                    Err(err) => eprintln!("interrupted by {name}: could not release the deploy lock ({err:#}): `cargo xtask unlock`"),
-                }
-            }
-            std::process::exit(code);
-        })
-    });
-}
-
-/// `cargo xtask unlock`: show who holds the lock, then remove it.
-pub fn unlock(ctx: &Ctx) -> Result<()> {
+/// `cargo xtask unlock [--force]`: show who holds the lock, then remove it,
+/// unless its holder's process still runs on this host (`--force` anyway).
+pub fn unlock(ctx: &Ctx, args: &UnlockArgs) -> Result<()> {
     let stack = ctx.settings.stack.clone();
-    let holder = ctx.block_on(async { current(&ctx.docker().await?, &stack).await })?;
-    let Some(holder) = holder else {
+    let found = ctx.block_on(async { read(&ctx.docker().await?, &stack).await })?;
+    let Some((id, holder)) = found else {
         eprintln!("stack {stack} has no deploy lock");
         return Ok(());
     };
     eprintln!("the deploy lock of stack {stack}: {}", holder.describe());
-    ctx.call(&format!("remove the swarm config {}", name(&stack)), async {
-        remove(&ctx.docker().await?, &stack).await
+    match holder.liveness() {
+        Liveness::Runs if !args.force => bail!(
+            "process {} of the lock's holder still runs on this host: it releases the lock when it ends (Ctrl-C              or SIGTERM releases it too); remove it anyway with `cargo xtask unlock --force`",
+            holder.pid
+        ),
+        Liveness::Runs => eprintln!(
+            "    process {} still runs (--force): it will not remove the next holder's lock, and says so when it ends",
+            holder.pid
+        ),
+        Liveness::Gone => eprintln!("    process {} no longer runs on this host", holder.pid),
+        Liveness::Unknown => {
+            eprintln!("    on another host: whether process {} still runs cannot be checked from here", holder.pid)
+        }
+    }
+    // By ID: a lock another task took since the read above stays.
+    let removed = ctx.call(&format!("remove the swarm config {} ({id})", name(&stack)), async {
+        match ctx.docker().await?.delete_config(&id).await {
+            Ok(()) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+            Err(err) => Err(err).with_context(|| format!("cannot remove the deploy lock {}", name(&stack))),
+        }
     })?;
-    ctx.report(&format!("removed the deploy lock of stack {stack}"));
+    match removed {
+        Some(false) => ctx.report(&format!("the deploy lock of stack {stack} was released meanwhile")),
+        _ => ctx.report(&format!("removed the deploy lock of stack {stack}")),
+    }
     Ok(())
 }
 
@@ -242,6 +334,7 @@ mod tests {
             host: "ci-3".into(),
             pid: 42,
             since: "2026-11-24T01:30:00Z".into(),
+            token: token(),
         };
         assert_eq!(
             holder.describe(),
@@ -250,5 +343,21 @@ mod tests {
         let json = serde_json::to_string(&holder).unwrap();
         assert_eq!(serde_json::from_str::<Holder>(&json).unwrap(), holder);
         assert_eq!(name("todobackend"), "todobackend_deploy_lock");
+        // A lock written before tokens existed still reads.
+        let old = r#"{"task":"deploy","version":"1","holder":"a","host":"h","pid":1,"since":"t"}"#;
+        assert_eq!(serde_json::from_str::<Holder>(old).unwrap().token, "");
+    }
+
+    #[test]
+    fn each_acquisition_has_its_own_token_and_this_process_runs_here() {
+        let (first, second) = (Holder::here("deploy", "1"), Holder::here("deploy", "1"));
+        assert_ne!(first.token, second.token);
+        assert_eq!(first.token.len(), 32);
+        assert!(matches!(first.liveness(), Liveness::Runs));
+        let elsewhere = Holder { host: "another-host.invalid".into(), ..first.clone() };
+        assert!(matches!(elsewhere.liveness(), Liveness::Unknown));
+        // pid_max is at most 2^22: this pid never runs.
+        let gone = Holder { pid: 1 << 23, ..first };
+        assert!(matches!(gone.liveness(), Liveness::Gone));
     }
 }

@@ -11,6 +11,7 @@ mod docker_config;
 mod ecr;
 mod history;
 mod image_ref;
+mod interrupt;
 mod lock;
 mod login;
 mod logout;

@@ -209,13 +209,26 @@ pub async fn run_on_data_node(docker: &Docker, node: &DataNode<'_>, image: &str,
         }),
         ..Default::default()
     };
-    let created = docker
-        .create_service(spec, node.credentials.clone())
-        .await
-        .with_context(|| format!("cannot start `todobackend {}` as a swarm job on the data node", args.join(" ")))?;
+    // From here until it is removed, an interrupt removes it (interrupt.rs).
+    let writes = args.first() != Some(&"migrations");
+    crate::interrupt::job_starting(&name, &args.join(" "), writes);
+    let created = docker.create_service(spec, node.credentials.clone()).await;
+    crate::interrupt::job_created();
+    let created = match created {
+        Ok(created) => created,
+        Err(err) => {
+            crate::interrupt::job_done();
+            return Err(err).with_context(|| {
+                format!("cannot start `todobackend {}` as a swarm job on the data node", args.join(" "))
+            });
+        }
+    };
     let id = created.id.unwrap_or_else(|| name.clone());
     let result = finish(docker, &id, args).await;
-    if let Err(err) = docker.delete_service(&id).await {
+    let removed = docker.delete_service(&id).await;
+    // (Stops here if an interrupt took the job over: it says what it did.)
+    crate::interrupt::job_done();
+    if let Err(err) = removed {
         eprintln!("warning: could not remove the job {name}: {err} (remove it with `docker service rm {name}`)");
     }
     result
@@ -286,6 +299,8 @@ async fn finish(docker: &Docker, id: &str, args: &[&str]) -> Result<String> {
     let started = Instant::now();
     let filters = HashMap::from([("service".to_owned(), vec![id.to_owned()])]);
     let (state, message) = loop {
+        // An interrupt removes the job: its verdict is the interrupt's to tell.
+        crate::interrupt::checkpoint();
         let tasks = docker
             .list_tasks(Some(ListTasksOptions { filters: Some(filters.clone()) }))
             .await

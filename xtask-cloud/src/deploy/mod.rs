@@ -85,8 +85,15 @@ impl Release<'_> {
         let app = checked.services.iter().find(|service| !service.one_shot).or(checked.services.first());
         let image = app.map(|service| service.image.clone()).unwrap_or_default();
         let digest = checked.digests.get(&image).cloned();
+        let commit = crate::history::commit_of(ctx, &checked.docker, &image, digest.as_deref(), version);
+        let interrupted = crate::history::entry(self.kind, version, &image, digest.as_deref(), commit.clone(), "");
+        crate::interrupt::stack_changing(Some(interrupted));
         let (outcome, result) = self.change(ctx, &stack, &checked);
-        let mut entry = crate::history::entry(ctx, self.kind, version, &image, digest.as_deref(), outcome);
+        crate::interrupt::release_over();
+        // A first deploy has pulled the image only now.
+        let commit =
+            commit.or_else(|| crate::history::commit_of(ctx, &checked.docker, &image, digest.as_deref(), version));
+        let mut entry = crate::history::entry(self.kind, version, &image, digest.as_deref(), commit, outcome);
         entry.detail = result.as_ref().err().map(|err| format!("{err:#}"));
         crate::history::record(ctx, &stack, &entry);
         result
