@@ -14,12 +14,22 @@
 //! by the service's own rolling update (its order, parallelism, delay and
 //! rollback). The one-shot jobs are left alone: they would run again, and
 //! every deploy hands them a fresh credential anyway.
+//!
+//! `docker service update` returns once the new tasks run, before the
+//! swarm's monitor period has passed and the update is "completed" (found
+//! by the ops test: seconds before). So each service is then watched until
+//! its UpdateStatus says completed, and a paused or rolled back update fails.
 
-use anyhow::{Result, bail};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
 use xshell::cmd;
 use xtask::ctx::Ctx;
 
 use crate::async_ctx::AsyncCtx;
+
+/// How long one service's rolling update may take, monitor period included.
+const UPDATE_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     let stack = ctx.settings.stack.clone();
@@ -40,12 +50,64 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             bail!("stack {stack} runs no long-running service: there is nothing to refresh");
         }
         let sh = ctx.sh();
+        // A dry run has changed nothing and changes nothing.
+        crate::interrupt::stack_changing(None);
         for name in &names {
             ctx.step(&format!("hand {name} the new credential (its own rolling update)"), || {
-                ctx.run(cmd!(sh, "docker service update --with-registry-auth --quiet {name}"))
+                let before = ctx.block_on(async { update_status(&ctx.docker().await?, name).await })?;
+                ctx.run(cmd!(sh, "docker service update --with-registry-auth --quiet {name}"))?;
+                let wait = format!("wait until the update of {name} is completed");
+                ctx.call(&wait, async { until_completed(&ctx.docker().await?, name, before).await })?;
+                Ok(())
             })?;
         }
         ctx.report(&format!("handed {} the registry credential of the login above", names.join(", ")));
         Ok(())
     })
+}
+
+/// A service's UpdateStatus: its state and when it started.
+async fn update_status(docker: &bollard::Docker, name: &str) -> Result<Option<(String, String)>> {
+    let service = docker
+        .inspect_service(name, None::<bollard::query_parameters::InspectServiceOptions>)
+        .await
+        .with_context(|| format!("cannot inspect the service {name}"))?;
+    Ok(service
+        .update_status
+        .and_then(|status| Some((status.state?.to_string(), status.started_at.unwrap_or_default()))))
+}
+
+/// Wait until the update after `before` is completed; fail if the swarm
+/// paused it or rolled it back. Should the swarm have started no update (it
+/// did not count the credential as a change), the state stays `before`'s.
+async fn until_completed(docker: &bollard::Docker, name: &str, before: Option<(String, String)>) -> Result<()> {
+    let started = Instant::now();
+    let mut said = None;
+    loop {
+        let now = update_status(docker, name).await?;
+        let state = now.as_ref().map(|(state, _)| state.as_str());
+        match state {
+            Some("completed") => return Ok(()),
+            // No update of ours, and none under way.
+            None => return Ok(()),
+            Some(_) if now == before && !matches!(state, Some("updating" | "rollback_started")) => return Ok(()),
+            Some(state @ ("paused" | "rollback_paused" | "rollback_completed")) => bail!(
+                "the update of {name} with the new credential ended {state}: see `docker service ps {name}`; the \
+                 swarm kept the old credential for the tasks it did not replace"
+            ),
+            Some(state) => {
+                if said.as_deref() != Some(state) {
+                    eprintln!("    {name}: update {state}");
+                    said = Some(state.to_owned());
+                }
+            }
+        }
+        if started.elapsed() > UPDATE_TIMEOUT {
+            bail!(
+                "the update of {name} did not complete within {}s: see `docker service ps {name}`",
+                UPDATE_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

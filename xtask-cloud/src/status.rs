@@ -27,6 +27,9 @@ pub struct ServiceStatus {
     pub update: String,
     /// For one-shot services: whether a task of the current spec completed.
     pub completed: Option<bool>,
+    /// For one-shot services: whether it failed (no task of the current spec
+    /// completed, none is still on its way, and one failed).
+    pub failed: Option<bool>,
     pub converged: bool,
 }
 
@@ -53,12 +56,21 @@ pub fn service_status(name: &str, service: &converge::Service) -> ServiceStatus 
                 desired: replicas,
                 update,
                 completed: None,
+                failed: None,
                 converged: settled && running == replicas,
             }
         }
         Kind::OneShot { .. } => {
             let completed = service.tasks.iter().filter(current).any(|task| task.state == TaskState::Complete);
             let running = service.tasks.iter().filter(|task| task.state == TaskState::Running).count() as u64;
+            let on_its_way = service
+                .tasks
+                .iter()
+                .filter(current)
+                .any(|task| matches!(task.state, TaskState::Starting | TaskState::Running));
+            let failed = !completed
+                && !on_its_way
+                && service.tasks.iter().filter(current).any(|task| task.state == TaskState::Failed);
             ServiceStatus {
                 name: name.to_owned(),
                 version,
@@ -67,6 +79,7 @@ pub fn service_status(name: &str, service: &converge::Service) -> ServiceStatus 
                 desired: 0,
                 update,
                 completed: Some(completed),
+                failed: Some(failed),
                 converged: settled && completed,
             }
         }
@@ -111,10 +124,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             "SERVICE", "VERSION", "KIND", "TASKS", "UPDATE", "STATE"
         )];
         for service in &services {
-            let tasks = match service.completed {
-                Some(true) => "done".to_owned(),
-                Some(false) => "not done".to_owned(),
-                None => format!("{}/{}", service.running, service.desired),
+            let tasks = match (service.completed, service.failed) {
+                (Some(true), _) => "done".to_owned(),
+                (_, Some(true)) => "failed".to_owned(),
+                (Some(false), _) => "not done".to_owned(),
+                _ => format!("{}/{}", service.running, service.desired),
             };
             let state = if service.converged { "converged" } else { "NOT CONVERGED" };
             lines.push(format!(
@@ -140,11 +154,21 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         let waiting: Vec<String> = services
             .iter()
             .filter(|service| !service.converged)
-            .map(|service| format!("{} ({})", service.name, service.update))
+            .map(|service| format!("{} ({})", service.name, waiting_for(service)))
             .collect();
         bail!("stack {stack} has not converged: {}", waiting.join(", "));
     }
     Ok(())
+}
+
+/// Why a service has not converged, in a word or two: a job that failed
+/// says so (the swarm's update state of a job is "completed" all the same).
+fn waiting_for(service: &ServiceStatus) -> String {
+    match (service.failed, service.completed) {
+        (Some(true), _) => "failed".to_owned(),
+        (_, Some(false)) if service.update == "completed" || service.update == "none" => "not done".to_owned(),
+        _ => service.update.clone(),
+    }
 }
 
 /// ECR tokens last 12 hours.
@@ -228,6 +252,17 @@ mod tests {
         };
         let status = service_status("migrate", &job);
         assert_eq!((status.completed, status.converged, status.update.as_str()), (Some(false), false, "none"));
+        // Failed, and nothing on its way: it says failed, whatever the swarm's update state.
+        let failed = Service { update: update("completed"), ..job.clone() };
+        let status = service_status("migrate", &failed);
+        assert_eq!((status.failed, waiting_for(&status).as_str()), (Some(true), "failed"));
+        // A retry on its way: not failed (yet).
+        let retrying = Service {
+            tasks: vec![task("r/app:B", TaskState::Failed), task("r/app:B", TaskState::Starting)],
+            ..failed.clone()
+        };
+        let status = service_status("migrate", &retrying);
+        assert_eq!((status.failed, waiting_for(&status).as_str()), (Some(false), "not done"));
         let done =
             Service { tasks: vec![task("r/app:B", TaskState::Failed), task("r/app:B", TaskState::Complete)], ..job };
         assert!(service_status("migrate", &done).converged);

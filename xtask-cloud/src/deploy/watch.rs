@@ -314,7 +314,9 @@ pub async fn report(docker: &Docker, stack: &str, name: &str) {
     print_logs(docker.service_logs(&full_name, Some(options)), &format!("docker service logs {full_name}")).await;
 }
 
-/// Print a log stream, indented, within 15 s.
+/// Print a log stream, indented, within 15 s. Only what the engine framed
+/// as the task's stdout or stderr is shown; where the stream stops making
+/// sense, a note says so and where to read the rest.
 async fn print_logs(
     mut logs: impl futures_util::Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>> + Unpin,
     by_hand: &str,
@@ -322,17 +324,20 @@ async fn print_logs(
     let read = async {
         let mut lines = 0;
         while let Some(item) = logs.next().await {
-            match item {
-                Ok(output) => {
-                    let text = output.to_string();
+            let text = match item {
+                Ok(output) => decoded(output),
+                Err(err) => Err(format!("cannot read its logs: {err}")),
+            };
+            match text {
+                Ok(text) => {
                     for line in text.lines() {
                         eprintln!("    {line}");
                         lines += 1;
                     }
                 }
-                Err(err) => {
-                    eprintln!("    cannot read its logs: {err}");
-                    return lines;
+                Err(reason) => {
+                    eprintln!("    ({reason}: the rest is left out; read it with `{by_hand}`)");
+                    return lines.max(1);
                 }
             }
         }
@@ -342,5 +347,53 @@ async fn print_logs(
         Ok(0) => eprintln!("    (no log lines)"),
         Ok(_) => {}
         Err(_) => eprintln!("    (the logs did not arrive within 15s: `{by_hand}`)"),
+    }
+}
+
+/// The text of one item of the engine's multiplexed log stream, or why the
+/// stream cannot be shown from there on. The engine writes its own errors
+/// (Docker 20.10: `Error grabbing logs: ...`) into the stream without a
+/// frame, and bollard then hands the bytes over as `Console`, or, when they
+/// break the framing, reads later frames from the wrong offsets: text with
+/// control bytes is that.
+pub fn decoded(output: bollard::container::LogOutput) -> Result<String, String> {
+    use bollard::container::LogOutput;
+    let garbled = |text: &str| text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'));
+    match output {
+        LogOutput::StdOut { message } | LogOutput::StdErr { message } => {
+            let text = String::from_utf8_lossy(&message).into_owned();
+            if garbled(&text) || text.contains('\u{fffd}') {
+                return Err("the log stream holds bytes that are not text".to_owned());
+            }
+            Ok(text)
+        }
+        LogOutput::StdIn { .. } => Ok(String::new()),
+        LogOutput::Console { message } => {
+            let text = String::from_utf8_lossy(&message);
+            if text.contains("Error grabbing logs") {
+                Err("the engine could not read the rest of these logs".to_owned())
+            } else {
+                Err("the log stream lost its framing".to_owned())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::container::LogOutput;
+
+    #[test]
+    fn only_framed_text_is_shown_and_the_engines_own_errors_become_a_note() {
+        let line = LogOutput::StdErr { message: b"error: cannot bind not-an-address\n".to_vec().into() };
+        assert_eq!(decoded(line).unwrap(), "error: cannot bind not-an-address\n");
+        let grabbing = LogOutput::Console { message: b"Error grabbing logs: unexpected EOF\n".to_vec().into() };
+        let note = decoded(grabbing).unwrap_err();
+        assert!(!note.contains("Error grabbing"), "{note}");
+        // A frame read from the wrong offset: a header's bytes inside the text.
+        let raw = LogOutput::StdOut { message: b"ok\n\x01\x00\x00\x00\x00\x00\x00\x1fmore".to_vec().into() };
+        assert!(decoded(raw).is_err());
+        assert!(decoded(LogOutput::Console { message: b"\x02\x00garbage".to_vec().into() }).is_err());
     }
 }
