@@ -139,6 +139,14 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
         "the crash error is not shown first:\n{}",
         crashed.stderr
     );
+    // The log lines are decoded text: no bytes of the engine's stream
+    // framing, no "Error grabbing logs" of its own (a note instead).
+    assert!(!crashed.stderr.contains("Error grabbing logs"), "{}", crashed.stderr);
+    assert!(
+        !crashed.stderr.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')),
+        "raw stream bytes in the diagnosis:\n{:?}",
+        crashed.stderr
+    );
     assert_eq!(spec_image(&stack, "app"), format!("{host}/todobackend:{b}"), "the swarm did not roll back to B");
     let start = Instant::now();
     while !answers(port) && start.elapsed() < Duration::from_secs(30) {
@@ -161,6 +169,15 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
         "the app was updated despite the failed migration"
     );
     assert!(answers(port), "B does not answer after the failed migration");
+    // status calls the failed job failed, not by the swarm's update state.
+    let status = sandbox.xtask(&["status"]);
+    assert_eq!(status.status.code(), Some(1), "{}{}", status.stdout, status.stderr);
+    assert!(
+        status.stdout.lines().any(|line| line.starts_with("migrate") && line.contains("failed")),
+        "{}",
+        status.stdout
+    );
+    assert!(error_text(&status).contains("migrate (failed)"), "{}", status.stderr);
 
     // Right after `docker stack rm`, deploying the same stack waits for the
     // old network to go instead of failing.

@@ -30,6 +30,48 @@ fn lock_exists(stack: &str) -> bool {
     docker(&["config", "inspect", &format!("{stack}_deploy_lock")]).status.success()
 }
 
+/// The holder the stack's lock records (its pid, token, ...), if it is held.
+fn lock_holder(stack: &str) -> Option<serde_json::Value> {
+    let out = docker(&["config", "inspect", "--format", "{{json .Spec.Data}}", &format!("{stack}_deploy_lock")]);
+    if !out.status.success() {
+        return None;
+    }
+    let data: String = serde_json::from_slice(&out.stdout).expect("the lock's data as a JSON string");
+    let json = aws_smithy_types::base64::decode(&data).expect("base64 data");
+    Some(serde_json::from_slice(&json).expect("the lock's holder as JSON"))
+}
+
+/// Wait until `ready`, polling (no fixed sleep: the wait ends on the event).
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "{what} did not happen within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill runs");
+    assert!(sent.success(), "kill {signal} {pid}");
+}
+
+/// A command's trimmed stdout.
+fn output_of(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program).args(args).output().expect("the command runs");
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The containers of the stack's database jobs, running or not.
+fn job_containers(stack: &str) -> Vec<String> {
+    let names = docker_ok(&["ps", "--all", "--format", "{{.ID}} {{.Label \"com.docker.swarm.service.name\"}}"]);
+    names.lines().filter(|line| line.contains(&format!(" {stack}_xtask_"))).map(str::to_owned).collect()
+}
+
+fn job_services(stack: &str) -> String {
+    docker_ok(&["service", "ls", "--quiet", "--filter", &format!("label=com.todobackend.job={stack}")])
+}
+
 #[test]
 fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     let _lock = swarm_lock();
@@ -46,7 +88,15 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     let host = registry.host();
     docker_login(&sandbox, &registry);
     let image_a = app_image(&sandbox, &registry, &a, &mut images);
-    derive(&image_a, &format!("{host}/todobackend:{b}"), &format!("LABEL version={b}"), &mut images);
+    // B's own commit, as `cargo xtask build` labels an image: the history
+    // names it, not this checkout's.
+    let commit_b = "0123456789abcdef0123456789abcdef01234567";
+    derive(
+        &image_a,
+        &format!("{host}/todobackend:{b}"),
+        &format!("LABEL version={b} org.opencontainers.image.revision={commit_b}"),
+        &mut images,
+    );
     for version in [&a, &b] {
         push(&sandbox, &format!("{host}/todobackend:{version}"));
     }
@@ -57,7 +107,33 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     assert_eq!(none.status.code(), Some(1));
     assert!(error_text(&none).contains("not deployed"), "{}", none.stderr);
 
-    at(&a).xtask(&["deploy", "--no-login", "--timeout", "3m"]).assert_success();
+    // Deployed where neither USER nor LOGNAME is set (cron, `env -i`).
+    let mut without_user = at(&a).command_in(&sandbox.root, &["deploy", "--no-login", "--timeout", "3m"]);
+    for key in ["USER", "LOGNAME", "GITHUB_ACTOR", "CODEBUILD_INITIATOR"] {
+        without_user.env_remove(key);
+    }
+    run_of(without_user.output().expect("deploy")).assert_success();
+    let history = || -> serde_json::Value {
+        let listed = sandbox.xtask(&["history", "--json"]);
+        listed.assert_success();
+        serde_json::from_str(&listed.stdout).expect("history --json")
+    };
+    let account = output_of("id", &["-un"]);
+    let newest = &history()[0];
+    assert_eq!(newest["actor"], account.as_str(), "{newest}");
+    // A's commit is the one `cargo xtask build` labelled it with: HEAD here.
+    let head = output_of("git", &["-C", &sandbox.root.display().to_string(), "rev-parse", "HEAD"]);
+    assert_eq!(
+        docker_ok(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"org.opencontainers.image.revision\"}}",
+            &image_a
+        ]),
+        head
+    );
+    assert_eq!(newest["commit"], head.as_str(), "{newest}");
 
     // status: 0 on the converged stack, naming its version.
     let status = sandbox.xtask(&["status"]);
@@ -96,15 +172,27 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     assert!(refreshed.stderr.contains(&format!("handed {app} the registry credential")), "{}", refreshed.stderr);
     assert!(version_of(&app) > app_before, "the app was not updated");
     assert_eq!(version_of(&format!("{stack}_migrate")), migrate_before, "refresh-auth touched a job");
-    // The update's monitor period passes before the swarm calls it completed.
-    let start = Instant::now();
-    let after = loop {
-        let status = sandbox.xtask(&["status"]);
-        if status.success() || start.elapsed() > Duration::from_secs(90) {
-            break status;
+    // It returned once the swarm called each update completed (its monitor
+    // period included), not when the new tasks started.
+    let services =
+        docker_ok(&["service", "ls", "--quiet", "--filter", &format!("label=com.docker.stack.namespace={stack}")]);
+    let mut long_running = 0;
+    for service in services.lines() {
+        let state = docker_ok(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.Name}} {{.Spec.TaskTemplate.RestartPolicy.Condition}} {{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}",
+            service,
+        ]);
+        let fields: Vec<&str> = state.split_whitespace().collect();
+        if fields.get(1) == Some(&"any") {
+            long_running += 1;
+            assert_eq!(fields.get(2), Some(&"completed"), "refresh-auth returned before the update completed: {state}");
         }
-        std::thread::sleep(Duration::from_secs(2));
-    };
+    }
+    assert!(long_running > 0, "no long-running service in stack {stack}: {services}");
+    let after = sandbox.xtask(&["status"]);
     after.assert_success();
     assert!(after.stdout.lines().any(|line| line.starts_with("app") && line.contains(&a)), "{}", after.stdout);
     assert!(support::swarm::answers(port), "the app does not answer after refresh-auth");
@@ -144,6 +232,8 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     }
     assert!(!lock_exists(&stack), "the lock outlived the deploy");
     sandbox.xtask(&["status"]).assert_success();
+    let newest = &history()[0];
+    assert_eq!((&newest["version"], &newest["commit"]), (&serde_json::json!(b), &serde_json::json!(commit_b)));
 
     // A deploy killed outright leaves its lock: the next one is refused,
     // naming the holder, until `unlock`.
@@ -379,4 +469,162 @@ fn sigterm_during_a_deploy_releases_the_lock_and_the_next_deploy_removes_a_left_
         assert!(start.elapsed() < Duration::from_secs(60), "containers of the database jobs stay on the node");
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+#[test]
+fn a_lock_taken_away_by_a_forced_unlock_is_never_removed_by_its_first_holder() {
+    let _lock = swarm_lock();
+    label_the_node();
+    let registry = Registry::start_for_ecr();
+    let moto = Moto::start();
+    let sandbox = support::swarm::stack_sandbox(&moto, &registry, support::free_port());
+    let stack = stack_name(&sandbox);
+    let _stack = Stack(stack.clone());
+    let mut images = Images(Vec::new());
+    let version = support::unique_name("a");
+    docker_login(&sandbox, &registry);
+    let image = app_image(&sandbox, &registry, &version, &mut images);
+    push(&sandbox, &image);
+    let at = sandbox.clone_with(&[("APP_VERSION", &version)]);
+    let spawn = || {
+        at.command_in(&sandbox.root, &["deploy", "--no-login", "--timeout", "3m"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn a deploy")
+    };
+    // Each deploy is held still (SIGSTOP) at the moment the test needs, so
+    // the order of events is the test's, not the scheduler's.
+    let first = spawn();
+    wait_for("the first deploy takes the lock", Duration::from_secs(120), || {
+        lock_holder(&stack).is_some_and(|holder| holder["pid"] == first.id())
+    });
+    signal(first.id(), "-STOP");
+    let first_token = lock_holder(&stack).expect("the first deploy's lock")["token"].clone();
+
+    // Its process lives on this host: unlock refuses, and the lock stays.
+    let refused = sandbox.xtask(&["unlock"]);
+    refused.assert_failure();
+    let error = error_text(&refused);
+    assert!(error.contains("still runs on this host") && error.contains("unlock --force"), "{}", refused.stderr);
+    assert_eq!(lock_holder(&stack).expect("the lock stays")["token"], first_token);
+
+    sandbox.xtask(&["unlock", "--force"]).assert_success();
+    assert!(!lock_exists(&stack), "unlock --force left the lock");
+
+    let second = spawn();
+    wait_for("the second deploy takes the lock", Duration::from_secs(120), || {
+        lock_holder(&stack).is_some_and(|holder| holder["pid"] == second.id())
+    });
+    signal(second.id(), "-STOP");
+    let second_token = lock_holder(&stack).expect("the second deploy's lock")["token"].clone();
+    assert_ne!(first_token, second_token, "two acquisitions share a token");
+
+    // The first deploy finishes while the second holds the lock: it leaves
+    // that lock alone, and says its own was taken away.
+    signal(first.id(), "-CONT");
+    let first = run_of(first.wait_with_output().expect("the first deploy ends"));
+    first.assert_success();
+    assert!(
+        first.stderr.contains("the deploy lock was taken away while this run held it")
+            && first.stderr.contains(&format!("process {}", lock_pid(&stack))),
+        "{}",
+        first.stderr
+    );
+    assert_eq!(lock_holder(&stack).expect("the second deploy's lock stays")["token"], second_token);
+
+    // The second deploy ends with its own lock, and releases it.
+    let second_pid = second.id();
+    signal(second_pid, "-CONT");
+    let second = run_of(second.wait_with_output().expect("the second deploy ends"));
+    second.assert_success();
+    assert!(!second.stderr.contains("taken away"), "{}", second.stderr);
+    assert!(!lock_exists(&stack), "the second deploy did not release its lock");
+}
+
+/// The pid the stack's lock names.
+fn lock_pid(stack: &str) -> u64 {
+    lock_holder(stack).and_then(|holder| holder["pid"].as_u64()).expect("the lock names a process")
+}
+
+#[test]
+fn an_interrupt_during_the_database_job_removes_it_and_one_after_the_stack_changed_is_recorded() {
+    let _lock = swarm_lock();
+    label_the_node();
+    let registry = Registry::start_for_ecr();
+    let moto = Moto::start();
+    let sandbox = support::swarm::stack_sandbox(&moto, &registry, support::free_port());
+    let stack = stack_name(&sandbox);
+    let _stack = Stack(stack.clone());
+    let mut images = Images(Vec::new());
+    let suffix = support::unique_name("v");
+    let [a, b] = ["a", "b"].map(|name| format!("{name}{suffix}"));
+    let host = registry.host();
+    docker_login(&sandbox, &registry);
+    let image_a = app_image(&sandbox, &registry, &a, &mut images);
+    derive(&image_a, &format!("{host}/todobackend:{b}"), &format!("LABEL version={b}"), &mut images);
+    for version in [&a, &b] {
+        push(&sandbox, &format!("{host}/todobackend:{version}"));
+    }
+    let at = |version: &str| sandbox.clone_with(&[("APP_VERSION", version)]);
+    at(&a).xtask(&["deploy", "--no-login", "--timeout", "3m"]).assert_success();
+    let spawn = |version: &str| {
+        at(version)
+            .command_in(&sandbox.root, &["deploy", "--no-login", "--timeout", "3m"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn a deploy")
+    };
+
+    // Ctrl-C while the database check runs as a job on the data node: held
+    // still (SIGSTOP) as soon as its service exists, so the signal comes
+    // while it is there.
+    let deploy = spawn(&b);
+    wait_for("the database job", Duration::from_secs(120), || !job_services(&stack).is_empty());
+    signal(deploy.id(), "-STOP");
+    signal(deploy.id(), "-INT");
+    signal(deploy.id(), "-CONT");
+    let out = run_of(deploy.wait_with_output().expect("the deploy ends"));
+    assert_eq!(out.status.code(), Some(130), "{}", out.stderr);
+    let said = out.stderr.lines().find(|line| line.starts_with("interrupted by SIGINT")).unwrap_or_default();
+    assert!(
+        said.contains("released the deploy lock")
+            && said.contains(&format!("removed the database job {stack}_xtask_"))
+            && said.contains(&format!("stack {stack} was not changed")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(job_services(&stack), "", "the job service outlived the interrupt");
+    assert_eq!(job_containers(&stack), Vec::<String>::new(), "the job's container outlived the interrupt");
+    assert!(!lock_exists(&stack));
+    assert!(support::swarm::spec_image(&stack, "app").ends_with(&format!(":{a}")), "the app was changed");
+    let listed = sandbox.xtask(&["history", "--json"]);
+    let entries: serde_json::Value = serde_json::from_str(&listed.stdout).expect("history --json");
+    assert_eq!(entries[0]["version"], a.as_str(), "an unchanged stack got a history entry: {entries}");
+
+    // SIGTERM once the stack has changed (the jobs run first on B): the
+    // history records the deploy as interrupted, and says the stack changed.
+    let deploy = spawn(&b);
+    wait_for("the jobs of B on the stack", Duration::from_secs(180), || {
+        support::swarm::spec_image(&stack, "migrate").ends_with(&format!(":{b}"))
+    });
+    signal(deploy.id(), "-TERM");
+    let out = run_of(deploy.wait_with_output().expect("the deploy ends"));
+    assert_eq!(out.status.code(), Some(143), "{}", out.stderr);
+    let said = out.stderr.lines().find(|line| line.starts_with("interrupted by SIGTERM")).unwrap_or_default();
+    assert!(
+        said.contains("released the deploy lock")
+            && said.contains(&format!("recorded the deploy of {b} as interrupted"))
+            && said.contains("part way through its update"),
+        "{}",
+        out.stderr
+    );
+    let listed = sandbox.xtask(&["history", "--json"]);
+    let entries: serde_json::Value = serde_json::from_str(&listed.stdout).expect("history --json");
+    assert_eq!(
+        (&entries[0]["version"], &entries[0]["outcome"]),
+        (&serde_json::json!(b), &serde_json::json!("interrupted"))
+    );
+    assert!(!lock_exists(&stack));
 }

@@ -347,7 +347,14 @@ async fn output(docker: &Docker, id: &str) -> (String, String) {
                 bollard::container::LogOutput::StdOut { message } => {
                     stdout.push_str(&String::from_utf8_lossy(&message))
                 }
-                other => stderr.push_str(&other.to_string()),
+                // Decoded as the diagnosis decodes it: no stream bytes.
+                other => match super::watch::decoded(other) {
+                    Ok(text) => stderr.push_str(&text),
+                    Err(reason) => {
+                        stderr.push_str(&format!("({reason}: `docker service logs {id}`)\n"));
+                        break;
+                    }
+                },
             }
         }
     };
