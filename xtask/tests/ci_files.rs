@@ -151,3 +151,136 @@ fn the_buildspec_installs_the_pinned_toolchain_caches_and_leaves_the_region_alon
     assert_eq!(raw.matches("APP_VERSION=").count(), 1, "APP_VERSION is assigned more than once");
     assert!(raw.to_lowercase().contains("privileged"), "privileged mode is not documented");
 }
+
+/// Where the fake network steps record their calls.
+const CALLS: &str = "calls.log";
+
+/// Stand-ins for what the buildspec's install phase reaches over the network,
+/// on PATH before the machine's own programs: `curl` (which serves an
+/// installer that does what rustup's does: rustup and the cargo proxy into
+/// ~/.cargo/bin, and an ~/.cargo/env file) and Amazon Linux's `dnf`. Each
+/// records its arguments. The `cargo` it installs answers `--version` with a
+/// marker, so the run proves that the cargo found on PATH is the one in
+/// $HOME/.cargo/bin.
+fn fake_network(dir: &std::path::Path) -> PathBuf {
+    let bin = dir.join("fake-bin");
+    std::fs::create_dir_all(&bin).expect("fake bin");
+    let calls = dir.join(CALLS);
+    let record = format!("echo \"$(basename \"$0\") $*\" >> '{}'", calls.display());
+    let rustup = format!(
+        "#!/bin/sh\n{record}\ncase \"$1\" in toolchain) mkdir -p \"$HOME/.rustup/toolchains/pinned/bin\";; esac\n"
+    );
+    let cargo = format!(
+        "#!/bin/sh\n{record}\n[ \"$1\" = --version ] && echo 'cargo 0.0.0 (fake, from $HOME/.cargo/bin)'\nexit 0\n"
+    );
+    // What `curl https://sh.rustup.rs` prints: an installer for `sh -s`.
+    let installer = format!(
+        "set -e\necho \"rustup-init $*\" >> '{calls}'\nmkdir -p \"$HOME/.cargo/bin\" \"$HOME/.rustup\"\n\
+         cat > \"$HOME/.cargo/bin/rustup\" <<'RUSTUP'\n{rustup}RUSTUP\n\
+         cat > \"$HOME/.cargo/bin/cargo\" <<'CARGO'\n{cargo}CARGO\n\
+         chmod +x \"$HOME/.cargo/bin/rustup\" \"$HOME/.cargo/bin/cargo\"\n\
+         echo 'export PATH=\"$HOME/.cargo/bin:$PATH\"' > \"$HOME/.cargo/env\"\n",
+        calls = calls.display()
+    );
+    std::fs::write(dir.join("installer.sh"), installer).expect("installer");
+    let scripts = [
+        ("curl", format!("#!/bin/sh\n{record}\ncat '{}'\n", dir.join("installer.sh").display())),
+        ("dnf", format!("#!/bin/sh\n{record}\n")),
+    ];
+    for (name, script) in scripts {
+        let path = bin.join(name);
+        std::fs::write(&path, script).expect("fake program");
+        Command::new("chmod").arg("+x").arg(&path).status().expect("chmod");
+    }
+    bin
+}
+
+/// The install phase's commands, run as CodeBuild runs a phase: one bash,
+/// in order, stopping at the first that fails. Returns (success, output).
+fn run_install_phase(spec: &Value, home: &std::path::Path, fake_bin: &std::path::Path) -> (bool, String) {
+    let commands: Vec<String> = spec["phases"]["install"]["commands"]
+        .as_sequence()
+        .expect("install commands")
+        .iter()
+        .map(|command| command.as_str().expect("a command is a string").to_owned())
+        .collect();
+    let script = format!("set -e\n{}\n", commands.join("\n"));
+    // The machine's own programs, but none of its Rust: no ~/.cargo/bin.
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", fake_bin.display());
+    let out = Command::new("/bin/bash")
+        .arg("-c")
+        .arg(&script)
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", path)
+        .output()
+        .expect("run bash");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_buildspec_install_phase_reaches_cargo_on_a_cold_and_on_a_cached_build() {
+    let root = support::project_root();
+    let spec = yaml(&root.join("buildspec.yml"));
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let fake_bin = fake_network(scratch.path());
+    let calls = || std::fs::read_to_string(scratch.path().join(CALLS)).unwrap_or_default();
+
+    // A first build: an empty HOME.
+    let cold = scratch.path().join("cold-home");
+    std::fs::create_dir_all(&cold).unwrap();
+    let (ok, output) = run_install_phase(&spec, &cold, &fake_bin);
+    assert!(ok, "the install phase fails on a first build:\n{output}\ncalls:\n{}", calls());
+    assert!(output.contains("cargo 0.0.0 (fake, from $HOME/.cargo/bin)"), "cargo --version not reached:\n{output}");
+    let cold_calls = calls();
+    assert!(
+        cold_calls.contains("curl ") && cold_calls.contains("rustup-init -y"),
+        "rustup not installed:\n{cold_calls}"
+    );
+    assert!(cold_calls.contains("rustup toolchain install"), "the pinned toolchain is not installed:\n{cold_calls}");
+    assert!(cold_calls.contains("dnf install -y -q glibc-static"), "Amazon Linux gets no glibc-static:\n{cold_calls}");
+
+    // A build that restored the cache: only the cached paths under HOME
+    // (the buildspec names them under /root, CodeBuild's HOME).
+    let cached = scratch.path().join("cached-home");
+    std::fs::create_dir_all(&cached).unwrap();
+    let paths = spec["cache"]["paths"].as_sequence().expect("cache paths");
+    let mut restored = 0;
+    for path in paths.iter().filter_map(Value::as_str) {
+        let Some(under_home) = path.strip_prefix("/root/") else { continue };
+        let dir = under_home.trim_end_matches("/**/*");
+        let from = cold.join(dir);
+        if from.exists() {
+            let to = cached.join(dir);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            let copied = Command::new("cp").arg("-a").arg(&from).arg(&to).status().expect("cp");
+            assert!(copied.success());
+            restored += 1;
+        }
+    }
+    assert!(restored > 0, "no cached path exists after the first build: {paths:?}");
+    std::fs::write(scratch.path().join(CALLS), "").unwrap();
+    let (ok, output) = run_install_phase(&spec, &cached, &fake_bin);
+    assert!(ok, "the install phase fails on a build that restored the cache:\n{output}\ncalls:\n{}", calls());
+    assert!(output.contains("cargo 0.0.0 (fake, from $HOME/.cargo/bin)"), "cargo --version not reached:\n{output}");
+    assert!(!calls().contains("curl "), "a cached rustup is downloaded again:\n{}", calls());
+}
+
+#[test]
+fn the_declared_rust_version_is_the_pinned_toolchain() {
+    let root = support::project_root();
+    let quoted = |file: &str, key: &str| {
+        let text = std::fs::read_to_string(root.join(file)).unwrap_or_else(|err| panic!("{file}: {err}"));
+        let line = text
+            .lines()
+            .find(|line| line.trim_start().starts_with(key) && line.contains('='))
+            .unwrap_or_else(|| panic!("{file} has no {key}"));
+        line.split('"').nth(1).unwrap_or_else(|| panic!("{file}: {line}")).to_owned()
+    };
+    // "1.95" and "1.95.0" name the same release.
+    let full = |version: String| if version.matches('.').count() == 1 { format!("{version}.0") } else { version };
+    let declared = full(quoted("Cargo.toml", "rust-version"));
+    let pinned = full(quoted("rust-toolchain.toml", "channel"));
+    assert_eq!(declared, pinned, "rust-version in Cargo.toml is not the toolchain rust-toolchain.toml pins");
+}
