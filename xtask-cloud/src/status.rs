@@ -142,7 +142,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             .filter(|service| !service.converged)
             .map(|service| format!("{} ({})", service.name, service.update))
             .collect();
-        bail!("stack {stack} has not converged: {}", waiting.join(", "));
+        return Err(
+            xtask::exit::Exit::NotConverged.error(format!("stack {stack} has not converged: {}", waiting.join(", ")))
+        );
     }
     Ok(())
 }
