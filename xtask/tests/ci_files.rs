@@ -334,7 +334,19 @@ fn every_action_is_pinned_by_commit_and_checkouts_keep_no_credentials() {
 
 #[test]
 fn dependabot_updates_the_actions_and_the_crates() {
-    let config = yaml(&support::project_root().join(".github/dependabot.yml"));
+    let path = support::project_root().join(".github/dependabot.yml");
+    let out = Command::new(check_jsonschema())
+        .args(["--builtin-schema", "vendor.dependabot"])
+        .arg(&path)
+        .output()
+        .expect("run check-jsonschema");
+    assert!(
+        out.status.success(),
+        "dependabot.yml does not validate:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = yaml(&path);
     let ecosystems: Vec<&str> = config["updates"]
         .as_sequence()
         .expect("updates")
