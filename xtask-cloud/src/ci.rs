@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
+use xtask::exit::{Exit, Signal};
 
 use xtask::release;
 use xtask::tasks::{CloudTask, LightTask, PublishArgs, Runner, Task};
@@ -51,8 +52,8 @@ pub fn pipeline(version_file: PathBuf) -> Vec<Stage> {
 pub fn run(runner: &mut Runner, args: &Args) -> Result<()> {
     let root = runner.ctx().settings.root.clone();
     let version_file = args.version_file.clone().unwrap_or_else(|| root.join("version.json"));
-    let signal = watch_signals()?;
-    let interrupted = || match signal.load(Ordering::SeqCst) {
+    let received = watch_signals()?;
+    let interrupted = || match received.load(Ordering::SeqCst) {
         0 => None,
         number => Some(signal_name(number)),
     };
@@ -69,7 +70,7 @@ pub fn run(runner: &mut Runner, args: &Args) -> Result<()> {
         };
         let result = match (result, interrupted()) {
             (Err(err), Some(signal)) if !stage.always => {
-                Err(err.context(format!("{} interrupted by {signal}", stage.name)))
+                Err(interrupted_by(&received).wrap(err.context(format!("{} interrupted by {signal}", stage.name))))
             }
             (result, _) => result,
         };
@@ -83,7 +84,7 @@ pub fn run(runner: &mut Runner, args: &Args) -> Result<()> {
         }
     }
     if let (None, Some(signal)) = (&first_error, interrupted()) {
-        first_error = Some(anyhow!("interrupted by {signal}"));
+        first_error = Some(interrupted_by(&received).error(format!("interrupted by {signal}")));
     }
     match first_error {
         Some(err) => Err(err),
@@ -109,6 +110,14 @@ fn write_version(runner: &Runner, path: &std::path::Path) -> Result<()> {
     ctx.write_file(path, &format!("{json}\n")).context("cannot write the version file")?;
     ctx.report(&format!("wrote {json} to {}", path.display()));
     Ok(())
+}
+
+/// The exit kind of the signal received (130 for SIGINT, 143 for SIGTERM).
+fn interrupted_by(received: &AtomicI32) -> Exit {
+    match received.load(Ordering::SeqCst) {
+        2 => Exit::Interrupted(Signal::Int),
+        _ => Exit::Interrupted(Signal::Term),
+    }
 }
 
 fn signal_name(number: i32) -> &'static str {

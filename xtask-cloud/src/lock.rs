@@ -21,6 +21,7 @@ use bollard::Docker;
 use bollard::models::ConfigSpec;
 use serde::{Deserialize, Serialize};
 use xtask::ctx::Ctx;
+use xtask::exit::Exit;
 use xtask::tasks::UnlockArgs;
 
 use crate::async_ctx::AsyncCtx;
@@ -190,15 +191,19 @@ async fn take(docker: &Docker, stack: &str, holder: &Holder, wait: Option<Durati
                 }
                 tokio::time::sleep(RETRY).await;
             }
-            Some(wait) => bail!(
-                "{} and still after {}s: try again later, or if that task was killed, `cargo xtask unlock`",
-                other.describe(),
-                wait.as_secs()
-            ),
-            None => bail!(
-                "{}: wait for it (--lock-wait DURATION), or if that task was killed, `cargo xtask unlock`",
-                other.describe()
-            ),
+            Some(wait) => {
+                return Err(Exit::LockHeld.error(format!(
+                    "{} and still after {}s: try again later, or if that task was killed, `cargo xtask unlock`",
+                    other.describe(),
+                    wait.as_secs()
+                )));
+            }
+            None => {
+                return Err(Exit::LockHeld.error(format!(
+                    "{}: wait for it (--lock-wait DURATION), or if that task was killed, `cargo xtask unlock`",
+                    other.describe()
+                )));
+            }
         }
     }
 }

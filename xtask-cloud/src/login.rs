@@ -13,10 +13,10 @@ use xtask::ctx::Ctx;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     // A named registry can be checked for the ECR helper before any AWS call.
-    if let Some(registry) = &ctx.settings.explicit_registry {
-        if helper_in_use(registry)? {
-            return Ok(());
-        }
+    if let Some(registry) = &ctx.settings.explicit_registry
+        && helper_in_use(registry)?
+    {
+        return Ok(());
     }
     let auth = ctx.step("get an ECR authorization token", || ecr::authorization(ctx))?;
     if ctx.settings.explicit_registry.is_none() && helper_in_use(&auth.registry)? {

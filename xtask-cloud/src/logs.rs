@@ -1,4 +1,4 @@
-//! `logs [SERVICE] [--tail N] [--since DURATION] [--follow]`: the stack's
+//! `logs [SERVICE] [--tail N] [--since DURATION] [--follow] [--timestamps]`: the stack's
 //! logs through the engine API, each line prefixed with its service and the
 //! version of the task that wrote it. Ctrl-C ends `--follow` cleanly.
 
@@ -42,6 +42,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             stdout: true,
             stderr: true,
             follow: args.follow,
+            timestamps: args.timestamps,
             since,
             tail: args.tail.map_or("all".to_owned(), |n| n.to_string()),
             ..Default::default()

@@ -1,5 +1,7 @@
 //! A small progress printer on stderr: on a terminal, one bar redrawn in
-//! place; elsewhere (CI logs), a plain line per milestone and no bar.
+//! place; elsewhere (CI logs), a plain line per milestone and no bar. And
+//! the heartbeat of a long wait, which says it is alive the same way. -q
+//! silences both.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -7,8 +9,18 @@ use std::time::{Duration, Instant};
 const BAR_WIDTH: usize = 30;
 const REDRAW_EVERY: Duration = Duration::from_millis(100);
 
+/// Whether stderr is a terminal that can redraw a line (not TERM=dumb).
+fn redrawable() -> bool {
+    std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |term| term != "dumb")
+}
+
+fn quiet() -> bool {
+    xtask::ctx::verbosity() == xtask::settings::Verbosity::Quiet
+}
+
 pub struct Progress {
     label: String,
+    quiet: bool,
     tty: bool,
     drawn: bool,
     last_draw: Option<Instant>,
@@ -18,13 +30,12 @@ impl Progress {
     /// A printer for `label` (e.g. the image being pushed). A terminal gets a
     /// bar unless TERM=dumb; anything else gets lines.
     pub fn new(label: &str) -> Progress {
-        let tty = std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |term| term != "dumb");
-        Progress { label: label.to_owned(), tty, drawn: false, last_draw: None }
+        Progress { label: label.to_owned(), quiet: quiet(), tty: redrawable(), drawn: false, last_draw: None }
     }
 
     /// Redraw the bar at `fraction` (0..=1) with `detail`; nothing outside a terminal.
     pub fn update(&mut self, fraction: f64, detail: &str) {
-        if !self.tty {
+        if !self.tty || self.quiet {
             return;
         }
         let now = Instant::now();
@@ -41,6 +52,9 @@ impl Progress {
 
     /// A milestone: a line in CI; on a terminal the next redraw shows it.
     pub fn milestone(&mut self, fraction: f64, text: &str) {
+        if self.quiet {
+            return;
+        }
         if self.tty {
             self.last_draw = None;
             self.update(fraction, text);
@@ -55,8 +69,83 @@ impl Progress {
             eprint!("\r\x1b[2K");
             self.drawn = false;
         }
-        eprintln!("{}: {text}", self.label);
+        if !self.quiet {
+            eprintln!("{}: {text}", self.label);
+        }
     }
+}
+
+/// In a log, the longest silence a wait keeps before it says it is alive
+/// (within the 15 s a CI log reader expects).
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// The heartbeat of a long wait: on a terminal one line, redrawn in place at
+/// each beat; elsewhere a plain line once nothing was printed for
+/// [`HEARTBEAT`]. Lasting lines (a service's change) go through [`Heartbeat::line`],
+/// which clears the redrawn one first.
+pub struct Heartbeat {
+    quiet: bool,
+    tty: bool,
+    drawn: bool,
+    last_output: Instant,
+}
+
+impl Heartbeat {
+    pub fn new() -> Heartbeat {
+        Heartbeat { quiet: quiet(), tty: redrawable(), drawn: false, last_output: Instant::now() }
+    }
+
+    /// A line that stays.
+    pub fn line(&mut self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        self.clear();
+        eprintln!("{text}");
+        self.last_output = Instant::now();
+    }
+
+    /// Say that the wait goes on: `text` says for how long and for what.
+    pub fn beat(&mut self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        if self.tty {
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "\r\x1b[2K{text}");
+            let _ = stderr.flush();
+            self.drawn = true;
+        } else if self.last_output.elapsed() >= HEARTBEAT {
+            eprintln!("{text}");
+            self.last_output = Instant::now();
+        }
+    }
+
+    /// Remove the redrawn line (before an error or the result).
+    pub fn clear(&mut self) {
+        if self.drawn {
+            eprint!("\r\x1b[2K");
+            self.drawn = false;
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// `    waiting 1m05s of 5m00s for app (1/2 on the new version), migrate (...)`
+pub fn heartbeat_text(elapsed: Duration, timeout: Duration, waiting: &[(String, String)]) -> String {
+    let what: Vec<String> = waiting.iter().map(|(name, text)| format!("{name} ({text})")).collect();
+    format!("    waiting {} of {} for {}", minutes(elapsed), minutes(timeout), what.join(", "))
+}
+
+/// 65 s → "1m05s", 9 s → "9s".
+pub fn minutes(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    if seconds < 60 { format!("{seconds}s") } else { format!("{}m{:02}s", seconds / 60, seconds % 60) }
 }
 
 impl Drop for Progress {
@@ -97,6 +186,17 @@ mod tests {
         assert_eq!(render("img", 0.5, "x"), format!("img [{}{}]  50% x", "#".repeat(15), ".".repeat(15)));
         assert_eq!(render("img", 2.0, ""), format!("img [{}] 100% ", "#".repeat(30)));
         assert_eq!(render("img", f64::NAN, ""), format!("img [{}]   0% ", ".".repeat(30)));
+    }
+
+    #[test]
+    fn the_heartbeat_says_how_long_and_for_what() {
+        let waiting = [("app".to_owned(), "1/2 running".to_owned()), ("migrate".to_owned(), "starting".to_owned())];
+        assert_eq!(
+            heartbeat_text(Duration::from_secs(65), Duration::from_secs(300), &waiting),
+            "    waiting 1m05s of 5m00s for app (1/2 running), migrate (starting)"
+        );
+        assert_eq!(minutes(Duration::from_secs(9)), "9s");
+        assert!(HEARTBEAT <= Duration::from_secs(15));
     }
 
     #[test]

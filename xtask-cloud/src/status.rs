@@ -156,7 +156,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             .filter(|service| !service.converged)
             .map(|service| format!("{} ({})", service.name, waiting_for(service)))
             .collect();
-        bail!("stack {stack} has not converged: {}", waiting.join(", "));
+        return Err(
+            xtask::exit::Exit::NotConverged.error(format!("stack {stack} has not converged: {}", waiting.join(", ")))
+        );
     }
     Ok(())
 }

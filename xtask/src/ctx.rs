@@ -13,11 +13,22 @@ use anyhow::{Context, Result};
 use xshell::{Cmd, Shell};
 
 use crate::docker_endpoint::Endpoint;
-use crate::settings::Settings;
+use crate::settings::{Settings, Verbosity};
+
+/// The run's verbosity, for output that is not written through a `Ctx`
+/// (progress bars, made before a task has its context at hand). Set once by
+/// [`Ctx::new`].
+static VERBOSITY: std::sync::OnceLock<Verbosity> = std::sync::OnceLock::new();
+
+/// How much this run says (-q, -v); `Normal` before a `Ctx` exists.
+pub fn verbosity() -> Verbosity {
+    VERBOSITY.get().copied().unwrap_or_default()
+}
 
 pub struct Ctx {
     pub settings: Settings,
     dry_run: bool,
+    verbosity: Verbosity,
     version: String,
     docker: Option<Endpoint>,
     sh: Shell,
@@ -53,8 +64,10 @@ impl Ctx {
                 sh.set_var(if tls.verify { "DOCKER_TLS_VERIFY" } else { "DOCKER_TLS" }, "1");
             }
         }
+        let _ = VERBOSITY.set(settings.verbosity);
         Ok(Ctx {
             dry_run: settings.dry_run,
+            verbosity: settings.verbosity,
             settings,
             version,
             docker,
@@ -82,6 +95,26 @@ impl Ctx {
         self.dry_run
     }
 
+    /// How much this run says on stderr (-q, -v).
+    pub fn verbosity(&self) -> Verbosity {
+        self.verbosity
+    }
+
+    /// A line about the run's progress on stderr (what it waits for, which
+    /// service changed): dropped by -q, and in a dry run, which only plans.
+    pub fn progress(&self, line: &str) {
+        if !self.dry_run && self.verbosity != Verbosity::Quiet {
+            eprintln!("{line}");
+        }
+    }
+
+    /// A line shown only with -v (never in a dry run, which plans instead).
+    fn echo(&self, line: &str) {
+        if !self.dry_run && self.verbosity == Verbosity::Verbose {
+            eprintln!("{line}");
+        }
+    }
+
     /// The shell commands run in: at the project root, with the workflow's
     /// variables exported.
     pub fn sh(&self) -> &Shell {
@@ -97,11 +130,15 @@ impl Ctx {
     }
 
     /// Run one step under a header: `==> task: title` on stderr, or a
-    /// `::group::` with its duration under GitHub Actions. In a dry run the
-    /// title goes to the plan, and the effects of `body` print themselves.
+    /// `::group::` with its duration under GitHub Actions; none with -q. In
+    /// a dry run the title goes to the plan, and the effects of `body` print
+    /// themselves.
     pub fn step<T>(&self, title: &str, body: impl FnOnce() -> Result<T>) -> Result<T> {
         if self.dry_run {
             println!("  # {title}");
+            return body();
+        }
+        if self.verbosity == Verbosity::Quiet {
             return body();
         }
         // GitHub groups do not nest: an inner step is a plain header.
@@ -137,6 +174,7 @@ impl Ctx {
             self.plan(description);
             return Ok(None);
         }
+        self.echo(&format!("-> {description}"));
         change().map(Some)
     }
 
@@ -146,16 +184,16 @@ impl Ctx {
         if self.dry_run {
             self.plan(&format!("print {line}"));
         } else {
-            println!("{line}");
+            // A reader that went away (`| head`) is not the task's failure.
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
         }
     }
 
     /// A remark on stderr about what a change did; a dry run made none, so it
-    /// says nothing.
+    /// says nothing, and neither does -q.
     pub fn report(&self, line: &str) {
-        if !self.dry_run {
-            eprintln!("{line}");
-        }
+        self.progress(line);
     }
 
     /// A remark in the plan of a dry run only: what a real run would have
@@ -204,13 +242,25 @@ impl Ctx {
 
     /// Run a command, or in a dry run print it. The command line is echoed to
     /// stderr, and so is everything the command prints: stdout is kept for
-    /// the xtask's results.
+    /// the xtask's results. With -q neither shows unless the command fails.
     pub fn run(&self, cmd: Cmd<'_>) -> Result<()> {
         if self.dry_run {
             self.plan(&format!("$ {cmd}"));
             return Ok(());
         }
         let line = cmd.to_string();
+        if self.verbosity == Verbosity::Quiet {
+            let output = std::process::Command::from(cmd).output().with_context(|| format!("cannot start `{line}`"))?;
+            if !output.status.success() {
+                use std::io::Write;
+                let mut stderr = std::io::stderr().lock();
+                let _ = writeln!(stderr, "$ {line}");
+                let _ = stderr.write_all(&output.stdout);
+                let _ = stderr.write_all(&output.stderr);
+                anyhow::bail!("`{line}` failed ({})", output.status);
+            }
+            return Ok(());
+        }
         eprintln!("$ {line}");
         let mut command = std::process::Command::from(cmd);
         command.stdout(std::io::stderr());
@@ -237,8 +287,10 @@ impl Ctx {
             let reason = lines.last().copied().unwrap_or("no message");
             anyhow::bail!("`{line}` failed: {reason}");
         }
-        for line in lines {
-            eprintln!("{line}");
+        if self.verbosity != Verbosity::Quiet {
+            for line in lines {
+                eprintln!("{line}");
+            }
         }
         Ok(())
     }
@@ -247,6 +299,7 @@ impl Ctx {
     /// queries change nothing and later steps need their answers.
     pub fn read(&self, cmd: Cmd<'_>) -> Result<String> {
         let line = cmd.to_string();
+        self.echo(&format!("$ {line}"));
         cmd.quiet().read().with_context(|| format!("`{line}` failed"))
     }
 }

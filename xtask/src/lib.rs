@@ -11,6 +11,7 @@ pub mod clean;
 pub mod compose;
 pub mod ctx;
 pub mod docker_endpoint;
+pub mod exit;
 pub mod git;
 pub mod release;
 pub mod settings;

@@ -6,14 +6,26 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-// Flags every task accepts, before the task's name or after it (see
-// `tasks::command`). Each one falls back to an environment variable, then to
+// The settings flags, under their own heading in the help: before the task's
+// name or after it (see `tasks::command`, which gives each task those it
+// uses). Each one falls back to an environment variable, then to
 // `delivery.yml`. (A doc comment here would become each task's description.)
 #[derive(clap::Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Settings")]
 pub struct Args {
     /// Print the steps (commands and API calls) without running them.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Only results, warnings and errors: no step headers, command lines,
+    /// progress or heartbeat; a failing command's output is still shown.
+    #[arg(long, short = 'q', conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Also echo the read-only commands and the API calls and file changes,
+    /// as they are made (what --dry-run would list).
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
 
     /// Registry host (and port) that images are tagged for and pushed to.
     #[arg(long, env = "ECR_REGISTRY", value_name = "HOST[:PORT]")]
@@ -55,8 +67,26 @@ impl Args {
     /// environment, which both levels read alike.
     pub fn override_with(&mut self, later: Args, given: impl Fn(&str) -> bool) {
         // Destructured in full, so that a new flag cannot be forgotten here.
-        let Args { dry_run, registry, repository, region, profile, stack, stack_file, compose_project, compose_file } =
-            later;
+        let Args {
+            dry_run,
+            quiet,
+            verbose,
+            registry,
+            repository,
+            region,
+            profile,
+            stack,
+            stack_file,
+            compose_project,
+            compose_file,
+        } = later;
+        // -q and -v undo each other: the later one wins.
+        if given("quiet") && quiet {
+            self.verbose = false;
+        }
+        if given("verbose") && verbose {
+            self.quiet = false;
+        }
         macro_rules! take_given {
             ($($flag:ident),*) => {
                 $(if given(stringify!($flag)) {
@@ -64,8 +94,70 @@ impl Args {
                 })*
             };
         }
-        take_given!(dry_run, registry, repository, region, profile, stack, stack_file, compose_project, compose_file);
+        take_given!(
+            dry_run,
+            quiet,
+            verbose,
+            registry,
+            repository,
+            region,
+            profile,
+            stack,
+            stack_file,
+            compose_project,
+            compose_file
+        );
     }
+
+    /// The flags of `ids` as `matches` (a task's command line, which has
+    /// only the settings that task uses) holds them; the others unset.
+    pub fn from_matches(matches: &clap::ArgMatches, ids: &[&str]) -> Args {
+        let flag = |id: &str| ids.contains(&id) && matches.get_flag(id);
+        let text = |id: &str| if ids.contains(&id) { matches.get_one::<String>(id).cloned() } else { None };
+        let path = |id: &str| if ids.contains(&id) { matches.get_one::<PathBuf>(id).cloned() } else { None };
+        Args {
+            dry_run: flag("dry_run"),
+            quiet: flag("quiet"),
+            verbose: flag("verbose"),
+            registry: text("registry"),
+            repository: text("repository"),
+            region: text("region"),
+            profile: text("profile"),
+            stack: text("stack"),
+            stack_file: path("stack_file"),
+            compose_project: text("compose_project"),
+            compose_file: path("compose_file"),
+        }
+    }
+}
+
+/// Which settings a task uses, by flag id, in groups.
+pub mod used {
+    /// Every task: --dry-run, -q, -v.
+    pub const OUTPUT: &[&str] = &["dry_run", "quiet", "verbose"];
+    /// The image's name: --registry, --repository.
+    pub const IMAGE: &[&str] = &["registry", "repository"];
+    /// The registry's host alone (login, logout).
+    pub const REGISTRY: &[&str] = &["registry"];
+    /// AWS: --region, --profile.
+    pub const AWS: &[&str] = &["region", "profile"];
+    /// The swarm stack's name alone.
+    pub const STACK: &[&str] = &["stack"];
+    /// The swarm stack and its file.
+    pub const STACK_FILE: &[&str] = &["stack", "stack_file"];
+    /// The local environment: --compose-project, --compose-file.
+    pub const COMPOSE: &[&str] = &["compose_project", "compose_file"];
+}
+
+/// How much a run says on stderr (-q, -v).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verbosity {
+    /// Results, warnings and errors only.
+    Quiet,
+    #[default]
+    Normal,
+    /// Also the read-only commands, API calls and file changes.
+    Verbose,
 }
 
 /// The defaults, as written in `delivery.yml`.
@@ -105,6 +197,7 @@ pub fn project_root() -> Result<PathBuf> {
 pub struct Settings {
     pub root: PathBuf,
     pub dry_run: bool,
+    pub verbosity: Verbosity,
     /// Images carry the label `application=<app>`.
     pub app: String,
     pub repository: String,
@@ -147,6 +240,11 @@ impl Settings {
         let settings = Settings {
             root: root.to_owned(),
             dry_run: args.dry_run,
+            verbosity: match (args.quiet, args.verbose) {
+                (true, _) => Verbosity::Quiet,
+                (false, true) => Verbosity::Verbose,
+                (false, false) => Verbosity::Normal,
+            },
             app: defaults.app,
             repository: pick(&args.repository, defaults.repository),
             aws_account_id: defaults.aws_account_id,
@@ -163,10 +261,10 @@ impl Settings {
     }
 
     fn check(&self) -> Result<()> {
-        if let Some(registry) = &self.explicit_registry {
-            if registry.contains('/') || registry.contains(char::is_whitespace) {
-                bail!("registry {registry:?} is not a host: set ECR_REGISTRY (or --registry) to HOST or HOST:PORT");
-            }
+        if let Some(registry) = &self.explicit_registry
+            && (registry.contains('/') || registry.contains(char::is_whitespace))
+        {
+            bail!("registry {registry:?} is not a host: set ECR_REGISTRY (or --registry) to HOST or HOST:PORT");
         }
         let repository_ok = !self.repository.is_empty()
             && self

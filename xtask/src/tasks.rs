@@ -19,11 +19,12 @@ use clap::parser::ValueSource;
 use clap::{Args as _, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::ctx::Ctx;
+use crate::exit::{self, Exit};
 use crate::{build, clean, release, settings, test, version};
 
 /// The delivery workflow of todobackend: build, test, release, publish, deploy.
 #[derive(Parser, Debug)]
-#[command(name = "cargo xtask", bin_name = "cargo xtask", disable_version_flag = true)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", disable_version_flag = true, after_help = exit::HELP)]
 pub struct Cli {
     #[command(flatten)]
     pub settings: settings::Args,
@@ -53,6 +54,8 @@ pub enum LightTask {
     Release(release::Args),
     /// Remove the local environment, its volumes and dangling project images.
     Clean,
+    /// Print the shell completion script for bash, zsh or fish (README, Command line).
+    Completions(CompletionsArgs),
 }
 
 /// Tasks that call AWS or the Docker engine API: they run in `xtask-cloud`,
@@ -94,6 +97,7 @@ impl Task {
             Task::Light(LightTask::Test) => "test",
             Task::Light(LightTask::Release(_)) => "release",
             Task::Light(LightTask::Clean) => "clean",
+            Task::Light(LightTask::Completions(_)) => "completions",
             Task::Cloud(CloudTask::Login) => "login",
             Task::Cloud(CloudTask::Logout) => "logout",
             Task::Cloud(CloudTask::Publish(_)) => "publish",
@@ -136,6 +140,7 @@ impl LightTask {
             LightTask::Test => test::run(ctx),
             LightTask::Release(_) => release::run(ctx),
             LightTask::Clean => clean::run(ctx),
+            LightTask::Completions(args) => completions(ctx, args),
         }
     }
 }
@@ -149,6 +154,39 @@ impl CloudTask {
             _ => Vec::new(),
         }
     }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh or fish.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// `completions SHELL`: the script on stdout, generated from [`command`]
+/// (the generator builds every task, its deferred settings included), so it
+/// completes exactly the tasks and flags the help lists. It completes the
+/// command `xtask`: shells complete `cargo` itself through rustup's script,
+/// so the README has `alias xtask='cargo xtask'` beside the install line.
+fn completions(ctx: &Ctx, args: &CompletionsArgs) -> Result<()> {
+    let mut full = command();
+    let mut script = Vec::new();
+    let name = "xtask";
+    match args.shell {
+        Shell::Bash => clap_complete::generate(clap_complete::Shell::Bash, &mut full, name, &mut script),
+        Shell::Zsh => clap_complete::generate(clap_complete::Shell::Zsh, &mut full, name, &mut script),
+        Shell::Fish => clap_complete::generate(clap_complete::Shell::Fish, &mut full, name, &mut script),
+    }
+    let script = String::from_utf8(script).context("the completion script is not UTF-8")?;
+    ctx.print_result(script.trim_end());
+    Ok(())
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -232,6 +270,10 @@ pub struct LogsArgs {
     /// Keep printing new lines until Ctrl-C.
     #[arg(long, short)]
     pub follow: bool,
+
+    /// Show when the engine received each line (RFC 3339, UTC), after the prefix.
+    #[arg(long, short)]
+    pub timestamps: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -317,19 +359,50 @@ impl Runner {
     }
 }
 
+/// The settings flags a task uses (`settings::used`), by the task's name on
+/// the command line: its help lists those under "Settings", and it accepts
+/// no others after its name. `None` for a name that is no task (a test
+/// checks that every task has its entry).
+pub fn settings_used(task: &str) -> Option<Vec<&'static str>> {
+    use settings::used::*;
+    let groups: &[&[&str]] = match task {
+        "version" | "completions" => &[],
+        "build" | "test" => &[IMAGE],
+        "release" => &[IMAGE, COMPOSE],
+        "ci" => &[IMAGE, AWS, COMPOSE],
+        "clean" => &[COMPOSE],
+        "login" | "logout" => &[REGISTRY, AWS],
+        "publish" => &[IMAGE, AWS],
+        "deploy" | "rollback" => &[IMAGE, AWS, STACK_FILE],
+        "refresh-auth" => &[REGISTRY, AWS, STACK],
+        "history" | "unlock" | "status" | "logs" | "secret" => &[STACK],
+        _ => return None,
+    };
+    Some(OUTPUT.iter().chain(groups.iter().copied().flatten()).copied().collect())
+}
+
 /// The command line: the tasks, and the settings flags both before a task's
-/// name and after it (`cargo xtask --dry-run deploy`, `cargo xtask deploy
-/// --dry-run`). clap's `global` flags would do that by copying every flag
-/// into every task's command at start-up, a third of what `version` costs;
-/// instead each task gets its own copy when clap reaches it (`defer`), so
-/// only the task that runs pays for it. Help reads as with `global`.
+/// name (all of them) and after it (those the task uses: `cargo xtask
+/// --dry-run deploy`, `cargo xtask deploy --dry-run`). clap's `global` flags
+/// would copy every flag into every task's command at start-up, a third of
+/// what `version` costs; instead each task gets its own copy when clap
+/// reaches it (`defer`), so only the task that runs pays for it.
 pub fn command() -> clap::Command {
     fn with_settings(task: clap::Command) -> clap::Command {
-        // Numbered from 0 as `global` flags are, so that they sort among the
-        // task's own flags in its help exactly as they did.
-        settings::Args::augment_args(task.next_display_order(0)).mut_subcommands(|sub| sub.defer(with_settings))
+        let used = settings_used(task.get_name()).unwrap_or_default();
+        add_settings(task, &used)
     }
     Cli::command().mut_subcommands(|task| task.defer(with_settings))
+}
+
+/// `task` with the settings flags of `used`, under the Settings heading.
+fn add_settings(mut task: clap::Command, used: &[&str]) -> clap::Command {
+    let all = settings::Args::augment_args(clap::Command::new("settings"));
+    for arg in all.get_arguments().filter(|arg| used.contains(&arg.get_id().as_str())) {
+        task = task.arg(arg.clone());
+    }
+    // A task's own subcommands (`secret create`) take the task's settings.
+    task.mut_subcommands(|sub| add_settings(sub, used))
 }
 
 /// Parse `argv` with [`command`]: a settings flag written after the task's
@@ -341,17 +414,19 @@ where
 {
     let matches = command().try_get_matches_from(argv)?;
     let mut cli = Cli::from_arg_matches(&matches)?;
+    let used = settings_used(cli.task.name()).unwrap_or_default();
     let mut level = &matches;
     while let Some((_, task)) = level.subcommand() {
-        let later = settings::Args::from_arg_matches(task)?;
-        cli.settings.override_with(later, |id| task.value_source(id) == Some(ValueSource::CommandLine));
+        let later = settings::Args::from_matches(task, &used);
+        cli.settings
+            .override_with(later, |id| used.contains(&id) && task.value_source(id) == Some(ValueSource::CommandLine));
         level = task;
     }
     Ok(cli)
 }
 
 /// The command line, or exit: help as clap prints it; a usage error as one
-/// line (`error: ...`), exit code 2, like other command-line tools.
+/// line (`error: ...`), exit code 2 ([`Exit::Usage`]), like other command-line tools.
 pub fn parse() -> Cli {
     use clap::error::ErrorKind;
     match parse_from(std::env::args_os()) {
@@ -370,13 +445,14 @@ pub fn parse() -> Cli {
             let text = err.to_string();
             let first = text.lines().next().unwrap_or("error: the command line is not valid");
             eprintln!("{first} (see `cargo xtask --help`)");
-            std::process::exit(2);
+            std::process::exit(Exit::Usage.code().into());
         }
     }
 }
 
 /// Load the settings, build the context and run the task, with `cloud` for
-/// the cloud tasks. Errors print as one line; the exit code is 1.
+/// the cloud tasks. Errors print as one line; the exit code is the one the
+/// error is marked with ([`exit::code_of`]), else 1.
 pub fn main_with(cli: Cli, cloud: Option<CloudDispatch>) -> std::process::ExitCode {
     let result = (|| {
         let root = settings::project_root()?;
@@ -384,9 +460,9 @@ pub fn main_with(cli: Cli, cloud: Option<CloudDispatch>) -> std::process::ExitCo
         let from_env = std::env::var("APP_VERSION").ok();
         let version = version::resolve(from_env.as_deref(), &settings.root)
             .with_context(|| format!("{} failed", cli.task.name()))?;
-        // `version` talks to no engine: it reads no Docker configuration.
+        // `version` and `completions` talk to no engine: they read no Docker configuration.
         let docker = match &cli.task {
-            Task::Light(LightTask::Version) => None,
+            Task::Light(LightTask::Version | LightTask::Completions(_)) => None,
             task => Some(
                 crate::docker_endpoint::resolve(&|name| std::env::var(name).ok())
                     .with_context(|| format!("{} failed", task.name()))?,
@@ -399,7 +475,7 @@ pub fn main_with(cli: Cli, cloud: Option<CloudDispatch>) -> std::process::ExitCo
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(exit::code_of(&err).code())
         }
     }
 }
@@ -473,6 +549,39 @@ mod tests {
         assert_eq!((deploy.timeout, deploy.lock_wait), (Duration::from_secs(90), Some(Duration::from_secs(60))));
         // A settings flag is no task's positional value.
         assert!(parse_from(["cargo xtask", "logs", "--tail", "--dry-run"]).is_err());
+    }
+
+    #[test]
+    fn every_task_names_the_settings_it_uses_and_they_exist() {
+        let all: Vec<String> = settings::Args::augment_args(clap::Command::new("settings"))
+            .get_arguments()
+            .map(|arg| arg.get_id().to_string())
+            .collect();
+        for task in command().get_subcommands() {
+            let used = settings_used(task.get_name())
+                .unwrap_or_else(|| panic!("{} has no entry in settings_used", task.get_name()));
+            for id in used {
+                assert!(all.iter().any(|known| known == id), "{}: no setting {id}", task.get_name());
+            }
+        }
+        // deploy does not list the local environment's settings.
+        assert!(!settings_used("deploy").unwrap().contains(&"compose_file"));
+        assert!(settings_used("clean").unwrap().contains(&"compose_file"));
+    }
+
+    #[test]
+    fn quiet_and_verbose_stand_anywhere_and_the_later_wins() {
+        let parse = |argv: &[&str]| parse_from(std::iter::once("cargo xtask").chain(argv.iter().copied())).unwrap();
+        let cli = parse(&["-q", "deploy"]);
+        assert!(cli.settings.quiet && !cli.settings.verbose);
+        let cli = parse(&["-q", "deploy", "-v"]);
+        assert!(!cli.settings.quiet && cli.settings.verbose);
+        let cli = parse(&["--verbose", "status", "--quiet"]);
+        assert!(cli.settings.quiet && !cli.settings.verbose);
+        assert!(parse_from(["cargo xtask", "status", "-q", "-v"]).is_err());
+        // Only the settings a task uses stand after its name.
+        assert!(parse_from(["cargo xtask", "deploy", "--compose-file", "x"]).is_err());
+        assert!(parse_from(["cargo xtask", "--compose-file", "x", "deploy"]).is_ok());
     }
 
     #[test]

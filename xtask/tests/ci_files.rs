@@ -3,7 +3,9 @@
 //! virtualenv under target/, offline once installed), and both they and the
 //! CodeBuild buildspec do what the README says: cache, OIDC and no static
 //! keys, pull requests without login or push, a deploy job after the
-//! pipeline, a toolchain install.
+//! pipeline, a toolchain install. Actions are pinned by commit, checkouts
+//! keep no credentials, concurrency is per job, the whole suite runs, and
+//! the buildspec's install phase is run (network stubbed) cold and cached.
 
 mod support;
 
@@ -87,9 +89,6 @@ fn the_workflow_caches_assumes_a_role_keeps_pull_requests_unprivileged_and_deplo
     for (name, job) in jobs {
         assert!(text(&job["steps"]).contains("Swatinem/rust-cache@"), "job {name:?} does not cache");
     }
-    // Concurrency per ref.
-    assert!(text(&workflow["concurrency"]["group"]).contains("github.ref"), "no concurrency group per ref");
-
     // fmt and clippy.
     assert!(steps("lint").contains("cargo fmt --all --check") && steps("lint").contains("cargo clippy"));
 
@@ -115,7 +114,8 @@ fn the_workflow_caches_assumes_a_role_keeps_pull_requests_unprivileged_and_deplo
 
     // Then deploy, in the production environment, through ssh.
     let deploy = job("deploy");
-    assert_eq!(deploy["needs"], Value::from("ci"));
+    let needs = text(&deploy["needs"]);
+    assert!(needs.contains("ci") && needs.contains("lint"), "deploy needs {needs}");
     assert_eq!(deploy["environment"], Value::from("production"));
     assert!(text(&deploy["if"]).contains("refs/heads/main"));
     assert!(text(&deploy["env"]["DOCKER_HOST"]).contains("ssh://"));
@@ -123,6 +123,7 @@ fn the_workflow_caches_assumes_a_role_keeps_pull_requests_unprivileged_and_deplo
         text(&deploy["env"]["APP_VERSION"]).contains("needs.ci.outputs.version"),
         "deploy must deploy what ci published"
     );
+    assert!(text(&ci["needs"]).contains("lint"), "ci publishes without lint passing");
     let deploying = steps("deploy");
     assert!(deploying.contains("cargo xtask deploy") && deploying.contains("secrets.SWARM_SSH_KEY"));
     assert!(deploying.contains("vars.AWS_ROLE_ARN"));
@@ -150,4 +151,300 @@ fn the_buildspec_installs_the_pinned_toolchain_caches_and_leaves_the_region_alon
     assert!(build.contains("cargo xtask ci"));
     assert_eq!(raw.matches("APP_VERSION=").count(), 1, "APP_VERSION is assigned more than once");
     assert!(raw.to_lowercase().contains("privileged"), "privileged mode is not documented");
+}
+
+/// Where the fake network steps record their calls.
+const CALLS: &str = "calls.log";
+
+/// Stand-ins for what the buildspec's install phase reaches over the network,
+/// on PATH before the machine's own programs: `curl` (which serves an
+/// installer that does what rustup's does: rustup and the cargo proxy into
+/// ~/.cargo/bin, and an ~/.cargo/env file) and Amazon Linux's `dnf`. Each
+/// records its arguments. The `cargo` it installs answers `--version` with a
+/// marker, so the run proves that the cargo found on PATH is the one in
+/// $HOME/.cargo/bin.
+fn fake_network(dir: &std::path::Path) -> PathBuf {
+    let bin = dir.join("fake-bin");
+    std::fs::create_dir_all(&bin).expect("fake bin");
+    let calls = dir.join(CALLS);
+    let record = format!("echo \"$(basename \"$0\") $*\" >> '{}'", calls.display());
+    let rustup = format!(
+        "#!/bin/sh\n{record}\ncase \"$1\" in toolchain) mkdir -p \"$HOME/.rustup/toolchains/pinned/bin\";; esac\n"
+    );
+    let cargo = format!(
+        "#!/bin/sh\n{record}\n[ \"$1\" = --version ] && echo 'cargo 0.0.0 (fake, from $HOME/.cargo/bin)'\nexit 0\n"
+    );
+    // What `curl https://sh.rustup.rs` prints: an installer for `sh -s`.
+    let installer = format!(
+        "set -e\necho \"rustup-init $*\" >> '{calls}'\nmkdir -p \"$HOME/.cargo/bin\" \"$HOME/.rustup\"\n\
+         cat > \"$HOME/.cargo/bin/rustup\" <<'RUSTUP'\n{rustup}RUSTUP\n\
+         cat > \"$HOME/.cargo/bin/cargo\" <<'CARGO'\n{cargo}CARGO\n\
+         chmod +x \"$HOME/.cargo/bin/rustup\" \"$HOME/.cargo/bin/cargo\"\n\
+         echo 'export PATH=\"$HOME/.cargo/bin:$PATH\"' > \"$HOME/.cargo/env\"\n",
+        calls = calls.display()
+    );
+    std::fs::write(dir.join("installer.sh"), installer).expect("installer");
+    let scripts = [
+        ("curl", format!("#!/bin/sh\n{record}\ncat '{}'\n", dir.join("installer.sh").display())),
+        ("dnf", format!("#!/bin/sh\n{record}\n")),
+    ];
+    for (name, script) in scripts {
+        let path = bin.join(name);
+        std::fs::write(&path, script).expect("fake program");
+        Command::new("chmod").arg("+x").arg(&path).status().expect("chmod");
+    }
+    bin
+}
+
+/// The install phase's commands, run as CodeBuild runs a phase: one bash,
+/// in order, stopping at the first that fails. Returns (success, output).
+fn run_install_phase(spec: &Value, home: &std::path::Path, fake_bin: &std::path::Path) -> (bool, String) {
+    let commands: Vec<String> = spec["phases"]["install"]["commands"]
+        .as_sequence()
+        .expect("install commands")
+        .iter()
+        .map(|command| command.as_str().expect("a command is a string").to_owned())
+        .collect();
+    let script = format!("set -e\n{}\n", commands.join("\n"));
+    // The machine's own programs, but none of its Rust: no ~/.cargo/bin.
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", fake_bin.display());
+    let out = Command::new("/bin/bash")
+        .arg("-c")
+        .arg(&script)
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", path)
+        .output()
+        .expect("run bash");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_buildspec_install_phase_reaches_cargo_on_a_cold_and_on_a_cached_build() {
+    let root = support::project_root();
+    let spec = yaml(&root.join("buildspec.yml"));
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let fake_bin = fake_network(scratch.path());
+    let calls = || std::fs::read_to_string(scratch.path().join(CALLS)).unwrap_or_default();
+
+    // A first build: an empty HOME.
+    let cold = scratch.path().join("cold-home");
+    std::fs::create_dir_all(&cold).unwrap();
+    let (ok, output) = run_install_phase(&spec, &cold, &fake_bin);
+    assert!(ok, "the install phase fails on a first build:\n{output}\ncalls:\n{}", calls());
+    assert!(output.contains("cargo 0.0.0 (fake, from $HOME/.cargo/bin)"), "cargo --version not reached:\n{output}");
+    let cold_calls = calls();
+    assert!(
+        cold_calls.contains("curl ") && cold_calls.contains("rustup-init -y"),
+        "rustup not installed:\n{cold_calls}"
+    );
+    assert!(cold_calls.contains("rustup toolchain install"), "the pinned toolchain is not installed:\n{cold_calls}");
+    assert!(cold_calls.contains("dnf install -y -q glibc-static"), "Amazon Linux gets no glibc-static:\n{cold_calls}");
+
+    // A build that restored the cache: only the cached paths under HOME
+    // (the buildspec names them under /root, CodeBuild's HOME).
+    let cached = scratch.path().join("cached-home");
+    std::fs::create_dir_all(&cached).unwrap();
+    let paths = spec["cache"]["paths"].as_sequence().expect("cache paths");
+    let mut restored = 0;
+    for path in paths.iter().filter_map(Value::as_str) {
+        let Some(under_home) = path.strip_prefix("/root/") else { continue };
+        let dir = under_home.trim_end_matches("/**/*");
+        let from = cold.join(dir);
+        if from.exists() {
+            let to = cached.join(dir);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            let copied = Command::new("cp").arg("-a").arg(&from).arg(&to).status().expect("cp");
+            assert!(copied.success());
+            restored += 1;
+        }
+    }
+    assert!(restored > 0, "no cached path exists after the first build: {paths:?}");
+    std::fs::write(scratch.path().join(CALLS), "").unwrap();
+    let (ok, output) = run_install_phase(&spec, &cached, &fake_bin);
+    assert!(ok, "the install phase fails on a build that restored the cache:\n{output}\ncalls:\n{}", calls());
+    assert!(output.contains("cargo 0.0.0 (fake, from $HOME/.cargo/bin)"), "cargo --version not reached:\n{output}");
+    assert!(!calls().contains("curl "), "a cached rustup is downloaded again:\n{}", calls());
+}
+
+#[test]
+fn the_declared_rust_version_is_the_pinned_toolchain() {
+    let root = support::project_root();
+    let quoted = |file: &str, key: &str| {
+        let text = std::fs::read_to_string(root.join(file)).unwrap_or_else(|err| panic!("{file}: {err}"));
+        let line = text
+            .lines()
+            .find(|line| line.trim_start().starts_with(key) && line.contains('='))
+            .unwrap_or_else(|| panic!("{file} has no {key}"));
+        line.split('"').nth(1).unwrap_or_else(|| panic!("{file}: {line}")).to_owned()
+    };
+    // "1.95" and "1.95.0" name the same release.
+    let full = |version: String| if version.matches('.').count() == 1 { format!("{version}.0") } else { version };
+    let declared = full(quoted("Cargo.toml", "rust-version"));
+    let pinned = full(quoted("rust-toolchain.toml", "channel"));
+    assert_eq!(declared, pinned, "rust-version in Cargo.toml is not the toolchain rust-toolchain.toml pins");
+}
+
+/// Every workflow's jobs, with the workflow they are in.
+fn all_jobs() -> Vec<(String, String, Value)> {
+    let mut all = Vec::new();
+    for path in workflows() {
+        let workflow = yaml(&path);
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        for (name, job) in workflow["jobs"].as_mapping().expect("jobs") {
+            all.push((file.clone(), name.as_str().expect("job name").to_owned(), job.clone()));
+        }
+    }
+    all
+}
+
+#[test]
+fn every_action_is_pinned_by_commit_and_checkouts_keep_no_credentials() {
+    let mut pinned = 0;
+    for path in workflows() {
+        let raw = std::fs::read_to_string(&path).expect("workflow");
+        for line in raw.lines().filter(|line| line.trim_start().trim_start_matches("- ").starts_with("uses:")) {
+            let reference = line.split("uses:").nth(1).unwrap().trim();
+            let (action, rest) = reference.split_once('@').unwrap_or_else(|| panic!("{line}: not pinned"));
+            let sha = rest.split_whitespace().next().unwrap_or_default();
+            assert!(
+                sha.len() == 40 && sha.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+                "{}: {action} is pinned by {sha:?}, not a 40-hex commit",
+                path.display()
+            );
+            let comment = rest.split_once('#').map(|(_, comment)| comment.trim()).unwrap_or_default();
+            assert!(comment.starts_with('v'), "{}: {action}@{sha} has no `# vX.Y.Z` comment", path.display());
+            pinned += 1;
+        }
+    }
+    assert!(pinned > 0, "no action found");
+    for (file, name, job) in all_jobs() {
+        for step in job["steps"].as_sequence().expect("steps") {
+            if step["uses"].as_str().is_some_and(|uses| uses.starts_with("actions/checkout@")) {
+                assert_eq!(
+                    step["with"]["persist-credentials"],
+                    Value::from(false),
+                    "{file} {name}: checkout keeps the credentials"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn dependabot_updates_the_actions_and_the_crates() {
+    let path = support::project_root().join(".github/dependabot.yml");
+    let out = Command::new(check_jsonschema())
+        .args(["--builtin-schema", "vendor.dependabot"])
+        .arg(&path)
+        .output()
+        .expect("run check-jsonschema");
+    assert!(
+        out.status.success(),
+        "dependabot.yml does not validate:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = yaml(&path);
+    let ecosystems: Vec<&str> = config["updates"]
+        .as_sequence()
+        .expect("updates")
+        .iter()
+        .filter_map(|update| update["package-ecosystem"].as_str())
+        .collect();
+    for wanted in ["github-actions", "cargo"] {
+        assert!(ecosystems.contains(&wanted), "dependabot does not update {wanted}: {ecosystems:?}");
+    }
+}
+
+#[test]
+fn concurrency_is_per_job_checks_cancel_and_changes_to_the_stack_queue() {
+    for path in workflows() {
+        assert!(yaml(&path)["concurrency"].is_null(), "{}: one concurrency group for every job", path.display());
+    }
+    let mut groups = std::collections::HashMap::new();
+    for (file, name, job) in all_jobs() {
+        let group = job["concurrency"]["group"].as_str().unwrap_or_else(|| panic!("{file} {name}: no concurrency"));
+        let cancel = &job["concurrency"]["cancel-in-progress"];
+        let steps = text(&job["steps"]);
+        let changes_the_stack = ["xtask deploy", "xtask rollback", "xtask refresh-auth", "xtask ci"]
+            .iter()
+            .any(|task| steps.contains(task));
+        if changes_the_stack {
+            assert_eq!(cancel, &Value::from(false), "{file} {name}: a publish or deploy can be cancelled half-way");
+        } else {
+            assert_eq!(cancel, &Value::from(true), "{file} {name}: an older check is not cancelled");
+            assert!(group.contains("github.ref"), "{file} {name}: checks are not grouped per ref: {group}");
+        }
+        if let Some(environment) = job["environment"].as_str() {
+            assert!(group.contains(environment), "{file} {name}: not queued per environment: {group}");
+        }
+        // Jobs that share a group wait for each other: only those that
+        // change the same stack may.
+        if let Some((other, other_changes)) = groups.insert(group.to_owned(), (name.clone(), changes_the_stack)) {
+            assert!(other_changes && changes_the_stack, "{name} and {other} share the group {group}");
+        }
+    }
+}
+
+#[test]
+fn the_whole_suite_runs_and_stack_changes_have_a_schedule_and_a_rollback_by_hand() {
+    let jobs = all_jobs();
+    // The suite that proves the xtask: a swarm and what .ci/run starts.
+    assert!(
+        jobs.iter().any(|(_, _, job)| text(&job["steps"]).contains("bash .ci/run")),
+        "no job runs the whole test suite (bash .ci/run)"
+    );
+    assert!(
+        std::fs::read_to_string(support::project_root().join(".ci/run")).unwrap().contains("docker swarm init"),
+        ".ci/run does not make the engine a swarm"
+    );
+
+    // Everything that publishes or changes the stack waits for lint.
+    let ci = yaml(&support::project_root().join(".github/workflows/ci.yml"));
+    for (name, job) in ci["jobs"].as_mapping().unwrap() {
+        let steps = text(&job["steps"]);
+        if steps.contains("xtask ci") || steps.contains("xtask deploy") {
+            assert!(text(&job["needs"]).contains("lint"), "ci.yml {name:?} publishes without needs: lint");
+        }
+    }
+
+    // refresh-auth on a schedule.
+    let refresh = yaml(&support::project_root().join(".github/workflows/refresh-auth.yml"));
+    assert!(text(&refresh["on"]["schedule"]).contains("cron"), "refresh-auth has no schedule");
+    assert!(text(&refresh["jobs"]).contains("cargo xtask refresh-auth"));
+
+    // A rollback by hand, with an optional version, in the environment.
+    let rollback = yaml(&support::project_root().join(".github/workflows/rollback.yml"));
+    let input = &rollback["on"]["workflow_dispatch"]["inputs"]["version"];
+    assert_eq!(input["required"], Value::from(false), "the rollback's version must be optional");
+    let (_, job) = rollback["jobs"].as_mapping().unwrap().iter().next().expect("a rollback job");
+    assert_eq!(job["environment"], Value::from("production"));
+    let steps = text(&job["steps"]);
+    assert!(steps.contains("cargo xtask rollback") && steps.contains("--to"), "{steps}");
+    // The input is passed as a variable, never spliced into the script.
+    let scripts: String = job["steps"].as_sequence().unwrap().iter().filter_map(|step| step["run"].as_str()).collect();
+    assert!(!scripts.contains("${{"), "the rollback splices an expression into its script: {scripts}");
+}
+
+#[test]
+fn no_action_runs_while_the_ssh_agent_can_be_reached() {
+    for (file, name, job) in all_jobs() {
+        let steps = job["steps"].as_sequence().expect("steps");
+        for step in steps {
+            let script = step["run"].as_str().unwrap_or_default();
+            assert!(
+                !(script.contains("SSH_AUTH_SOCK") && script.contains("GITHUB_ENV")),
+                "{file} {name}: the ssh-agent socket is exported to the job, where later steps and post-job actions reach it"
+            );
+        }
+        // Where an agent is started, it is stopped in the same step.
+        for step in steps {
+            let script = step["run"].as_str().unwrap_or_default();
+            if script.contains("ssh-agent -s") {
+                assert!(script.contains("ssh-agent -k"), "{file} {name}: the ssh-agent outlives its step");
+            }
+        }
+    }
 }

@@ -118,6 +118,14 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
     // Version B: a rolling update, then B answers.
     let update = at(&b).xtask(&["deploy", "--no-login", "--timeout", "3m"]);
     update.assert_success();
+    // A log gets a heartbeat at least every 10 s while nothing changes,
+    // saying how long it waited and for what: the rolling update of the
+    // app (update delay and monitor) is a longer silence than that.
+    assert!(
+        update.stderr.lines().any(|line| line.starts_with("    waiting ") && line.contains(" for app (")),
+        "no heartbeat during the rolling update:\n{}",
+        update.stderr
+    );
     assert!(update.stderr.contains("app: updating"), "no rolling update seen:\n{}", update.stderr);
     assert!(update.stdout.contains(&format!("Version {b} is live")), "{}", update.stdout);
     assert_eq!(running_app_images(&stack), [format!("{host}/todobackend:{b}")]);
@@ -127,6 +135,8 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
     let started = Instant::now();
     let crashed = at(&crash).xtask(&["deploy", "--no-login", "--timeout", "150s"]);
     crashed.assert_failure();
+    // Exit 3: the stack changed, the new version is not live (README, exit codes).
+    assert_eq!(crashed.status.code(), Some(3), "{}", crashed.stderr);
     assert!(started.elapsed() < Duration::from_secs(170), "took {:?}", started.elapsed());
     let error = error_text(&crashed);
     assert!(error.contains("app:") && error.contains("rolled back"), "{}", crashed.stderr);
@@ -157,6 +167,7 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
     // A version whose migration fails: non-zero, naming migrate.
     let migration = at(&bad_migrate).xtask(&["deploy", "--no-login", "--timeout", "150s"]);
     migration.assert_failure();
+    assert_eq!(migration.status.code(), Some(3), "{}", migration.stderr);
     let error = error_text(&migration);
     assert!(error.contains("migrate: failed"), "{}", migration.stderr);
     // Only the job that failed is named: collectstatic completed.
@@ -288,4 +299,6 @@ fn ci_cleans_up_after_sigterm() {
     assert!(stderr.contains("==> ci: logout (always)"), "{stderr}");
     let error = stderr.lines().find(|line| line.starts_with("error:")).unwrap_or_default();
     assert!(error.contains("SIGTERM"), "{stderr}");
+    // Interrupted: 128 + SIGTERM, as a shell reports it, after the cleanup.
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
 }

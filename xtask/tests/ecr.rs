@@ -323,3 +323,38 @@ fn profile_and_service_specific_endpoint_are_honoured() {
     let run = profiled.with_env("AWS_PROFILE", "ci").xtask(&["login"]);
     run.assert_success().assert_not_leaked(ECR_PASSWORD);
 }
+
+/// -q: only results, warnings and errors (a login has none to show); -v:
+/// also the API calls as they are made; neither changes what is done.
+#[test]
+fn quiet_and_verbose_say_less_and_more_and_do_the_same() {
+    support::require_docker();
+    let moto = Moto::start();
+    let registry = Registry::start_for_ecr();
+    let user = sandbox(&moto, &registry, &unique_name("verbosity"), "1");
+
+    let normal = user.xtask(&["login"]);
+    normal.assert_success();
+    assert!(normal.stderr.contains("==> login: get an ECR authorization token"), "{}", normal.stderr);
+    assert!(!normal.stderr.contains("-> api:"), "API calls echoed without -v:\n{}", normal.stderr);
+    user.xtask(&["logout"]).assert_success();
+
+    let quiet = user.xtask(&["-q", "login"]);
+    quiet.assert_success();
+    assert_eq!(quiet.stderr, "", "-q login said something");
+    assert!(config_json(&user).contains(&registry.host()), "-q login stored no credential");
+    user.xtask(&["logout", "--quiet"]).assert_success();
+
+    let verbose = user.xtask(&["login", "-v"]);
+    verbose.assert_success().assert_not_leaked(ECR_PASSWORD);
+    assert!(verbose.stderr.contains("==> login: get an ECR authorization token"), "{}", verbose.stderr);
+    assert!(verbose.stderr.contains("-> api: "), "-v echoed no API call:\n{}", verbose.stderr);
+    assert!(config_json(&user).contains(&registry.host()), "-v login stored no credential");
+
+    // Both at once is a usage error; the later one wins across levels.
+    let both = user.xtask(&["login", "-q", "-v"]);
+    assert_eq!(both.status.code(), Some(2), "{}", both.stderr);
+    let later = user.xtask(&["-q", "logout", "-v"]);
+    later.assert_success();
+    assert!(later.stderr.contains("==> logout:") || later.stderr.contains("-> api:"), "{}", later.stderr);
+}

@@ -153,6 +153,19 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     logs.assert_success();
     assert!(!logs.stdout.is_empty(), "no log lines");
     assert!(logs.stdout.lines().all(|line| line.starts_with(&format!("app@{a} | "))), "{}", logs.stdout);
+    // --timestamps: the engine's time of each line, after the prefix.
+    let stamped = sandbox.xtask(&["logs", "app", "--tail", "5", "--timestamps"]);
+    stamped.assert_success();
+    // `app@v | 2026-12-03T09:15:02.123456789Z <line>`
+    let stamped_line = |line: &str| {
+        let rest = line.split_once(" | ").map_or("", |(_, rest)| rest).as_bytes();
+        rest.len() > 20 && rest[4] == b'-' && rest[10] == b'T' && rest[..36.min(rest.len())].contains(&b'Z')
+    };
+    assert!(
+        !stamped.stdout.is_empty() && stamped.stdout.lines().all(stamped_line),
+        "lines without timestamps:\n{}",
+        stamped.stdout
+    );
     let unknown = sandbox.xtask(&["logs", "nosuch"]);
     unknown.assert_failure();
     assert!(error_text(&unknown).contains("app") && error_text(&unknown).contains("migrate"), "{}", unknown.stderr);
@@ -202,7 +215,8 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     // has no port on one node): status says so and exits 1.
     docker_ok(&["service", "update", "--detach", "--replicas", "2", &format!("{stack}_app")]);
     let waiting = sandbox.xtask(&["status"]);
-    assert_eq!(waiting.status.code(), Some(1), "{}{}", waiting.stdout, waiting.stderr);
+    // Exit 3, not converged (1 is for "no stack", a failure).
+    assert_eq!(waiting.status.code(), Some(3), "{}{}", waiting.stdout, waiting.stderr);
     assert!(
         error_text(&waiting).contains("has not converged") && error_text(&waiting).contains("app"),
         "{}",
@@ -227,6 +241,8 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     assert_eq!(succeeded, 1, "{:?}", runs.iter().map(|run| &run.stderr).collect::<Vec<_>>());
     let refused = runs.iter().find(|run| !run.success()).unwrap();
     assert!(error_text(refused).contains(&format!("deploy of {b} in progress by")), "{}", refused.stderr);
+    // Exit 75: the lock is held, retry later.
+    assert_eq!(refused.status.code(), Some(75), "{}", refused.stderr);
     for run in &runs {
         assert!(!run.stderr.contains("out of sequence"), "{}", run.stderr);
     }
@@ -252,6 +268,7 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     let _ = killed.wait();
     let blocked = at(&a).xtask(&["deploy", "--no-login"]);
     blocked.assert_failure();
+    assert_eq!(blocked.status.code(), Some(75), "{}", blocked.stderr);
     let error = error_text(&blocked);
     assert!(
         error.contains(&format!("deploy of {a} in progress by")) && error.contains(&format!("process {}", killed.id())),

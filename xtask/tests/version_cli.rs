@@ -93,3 +93,71 @@ fn settings_flags_before_or_after_the_task_win_over_the_environment() {
     assert_eq!(project(&["--dry-run", "clean", "--compose-project", "after"]), "after");
     assert_eq!(project(&["--compose-project", "before", "clean", "--compose-project", "after", "--dry-run"]), "after");
 }
+
+/// A task's help lists its own options apart from the shared settings, and
+/// only the settings it uses; a setting it does not use is a usage error
+/// after its name (before it, where every setting stands, it is accepted).
+#[test]
+fn each_task_shows_its_options_apart_from_the_settings_it_uses() {
+    let repo = git_repo(&[("delivery.yml", SETTINGS)]);
+    let help = Sandbox::new().xtask_in(repo.path(), &["deploy", "--help"]);
+    help.assert_success();
+    let (options, settings) = help.stdout.split_once("\nSettings:\n").expect("a Settings heading");
+    assert!(options.contains("--lock-wait") && options.contains("--timeout"), "{options}");
+    assert!(!options.contains("--stack"), "a setting among deploy's own options:\n{options}");
+    for flag in ["--dry-run", "--quiet", "--verbose", "--registry", "--region", "--stack", "--stack-file"] {
+        assert!(settings.contains(flag), "deploy --help does not list {flag}:\n{settings}");
+    }
+    assert!(!settings.contains("--compose"), "deploy lists compose settings it does not use:\n{settings}");
+    let clean = Sandbox::new().xtask_in(repo.path(), &["clean", "--help"]);
+    assert!(clean.stdout.contains("--compose-project") && !clean.stdout.contains("--stack"), "{}", clean.stdout);
+
+    let unused = Sandbox::new().xtask_in(repo.path(), &["deploy", "--compose-file", "x.yml"]);
+    assert_eq!(unused.status.code(), Some(2), "{}", unused.stderr);
+    assert!(unused.stderr.contains("--compose-file"), "{}", unused.stderr);
+    let before = Sandbox::new().xtask_in(repo.path(), &["--compose-project", "elsewhere", "version"]);
+    before.assert_success();
+}
+
+/// `cargo xtask --help` documents every exit code.
+#[test]
+fn the_help_documents_the_exit_codes() {
+    let repo = git_repo(&[("delivery.yml", SETTINGS)]);
+    let help = Sandbox::new().xtask_in(repo.path(), &["--help"]);
+    help.assert_success();
+    let table = help.stdout.split_once("Exit codes:").expect("no exit codes in --help").1;
+    for code in ["0", "1", "2", "3", "75", "130", "143"] {
+        assert!(table.lines().any(|line| line.split_whitespace().any(|word| word == code)), "{code}:\n{table}");
+    }
+}
+
+/// The completion scripts: bash sources its own without an error, and each
+/// completes the tasks.
+#[test]
+fn completion_scripts_load_in_their_shells() {
+    let repo = git_repo(&[("delivery.yml", SETTINGS)]);
+    let bash = Sandbox::new().xtask_in(repo.path(), &["completions", "bash"]);
+    bash.assert_success();
+    assert!(bash.stdout.contains("deploy") && bash.stdout.contains("--lock-wait"), "{}", bash.stdout);
+    let script = repo.path().join("completions.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    // What the README's install line does: source it, then ask for the
+    // completion of `xtask dep`.
+    let sourced = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#"set -e; source "$1"; complete -p xtask; COMP_WORDS=(xtask dep); COMP_CWORD=1; _xtask xtask dep xtask; printf '%s\n' "${COMPREPLY[@]}""#)
+        .arg("bash")
+        .arg(&script)
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&sourced.stdout);
+    assert!(sourced.status.success(), "bash cannot source it: {}", String::from_utf8_lossy(&sourced.stderr));
+    assert!(stdout.lines().any(|line| line == "deploy"), "`xtask dep<TAB>` does not complete deploy:\n{stdout}");
+    for shell in ["zsh", "fish"] {
+        let run = Sandbox::new().xtask_in(repo.path(), &["completions", shell]);
+        run.assert_success();
+        assert!(run.stdout.contains("refresh-auth"), "{shell}: {}", run.stdout);
+    }
+    let bad = Sandbox::new().xtask_in(repo.path(), &["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
+}

@@ -242,7 +242,7 @@ fn failure(
     });
     let rolled_back = failed.iter().any(|(_, failure)| matches!(failure, converge::Failure::RolledBack { .. }));
     let swarm = if rolled_back { "the swarm rolled back" } else { "the swarm did not roll back" };
-    anyhow::anyhow!("{headline} ({swarm}): {}", reasons.join("; "))
+    xtask::exit::Exit::NotConverged.error(format!("{headline} ({swarm}): {}", reasons.join("; ")))
 }
 
 /// Swarm starts a stack's services all at once, and `serve` refuses to start

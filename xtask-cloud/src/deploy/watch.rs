@@ -1,6 +1,9 @@
 //! Watching a deployed stack until every service has converged or failed:
 //! the swarm's services and tasks are polled, judged by `converge`, and a
-//! progress line is printed whenever a service's state changes.
+//! progress line is printed whenever a service's state changes. While
+//! nothing changes a heartbeat says how long it has waited and for what
+//! (`progress::Heartbeat`: one redrawn line on a terminal, a plain line at
+//! least every 10 s in a log), so a long wait never looks hung.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -169,6 +172,7 @@ pub async fn until_converged(
     let mut shown: HashMap<String, String> = HashMap::new();
     let mut not_live_since: HashMap<String, Instant> = HashMap::new();
     let mut first_failure: Option<Instant> = None;
+    let mut heartbeat = crate::progress::Heartbeat::new();
     loop {
         let snapshot = Snapshot::read(docker, stack).await?;
         let mut idle = HashMap::new();
@@ -196,7 +200,7 @@ pub async fn until_converged(
         for (want, verdict) in expected.iter().zip(&verdicts) {
             let line = describe(verdict);
             if shown.get(&want.name) != Some(&line) {
-                eprintln!("    {}: {line}", want.name);
+                heartbeat.line(&format!("    {}: {line}", want.name));
                 shown.insert(want.name.clone(), line);
             }
         }
@@ -228,6 +232,7 @@ pub async fn until_converged(
             let timed_out = failed.is_empty();
             return Ok(Outcome::Failed { failed, waiting, timed_out });
         }
+        heartbeat.beat(&crate::progress::heartbeat_text(started.elapsed(), timeout, &waiting));
         tokio::time::sleep(POLL).await;
     }
 }

@@ -1,0 +1,137 @@
+//! What the exit code of `cargo xtask` says, so that a pipeline can tell
+//! "retry later" from "broken". A failure that means more than "it failed"
+//! carries its [`Exit`] inside the `anyhow::Error` (see [`Exit::error`] and
+//! [`Exit::wrap`]), where it is made; both binaries' `main` find it with
+//! [`code_of`]. The table is `cargo xtask --help`'s and the README's.
+
+use std::fmt;
+
+/// The kinds of failure that have their own exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Anything else that failed: 1.
+    Failure,
+    /// The command line does not parse: 2, as clap and most tools exit.
+    Usage,
+    /// The stack changed but the new version is not live: it did not
+    /// converge in time, the swarm rolled it back, or a job failed (the
+    /// version that served still serves); `status`: not converged. 3.
+    NotConverged,
+    /// Another task holds the stack's deploy lock: retry later. 75, sysexits'
+    /// EX_TEMPFAIL ("temporary failure, retry later").
+    LockHeld,
+    /// Ended by SIGINT or SIGTERM: 128 + the signal (130, 143), as a shell
+    /// reports a process the signal killed.
+    Interrupted(Signal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Int,
+    Term,
+}
+
+impl Signal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Int => "SIGINT",
+            Signal::Term => "SIGTERM",
+        }
+    }
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Failure => 1,
+            Exit::Usage => 2,
+            Exit::NotConverged => 3,
+            Exit::LockHeld => 75,
+            Exit::Interrupted(Signal::Int) => 130,
+            Exit::Interrupted(Signal::Term) => 143,
+        }
+    }
+
+    /// A new error of this kind.
+    pub fn error(self, message: impl fmt::Display) -> anyhow::Error {
+        self.wrap(anyhow::anyhow!("{message}"))
+    }
+
+    /// `error`, marked as this kind; it prints exactly as before.
+    pub fn wrap(self, error: anyhow::Error) -> anyhow::Error {
+        anyhow::Error::new(Marked { exit: self, error })
+    }
+}
+
+/// The exit code an error means: the outermost kind marked in its chain,
+/// else [`Exit::Failure`].
+pub fn code_of(error: &anyhow::Error) -> Exit {
+    error.chain().find_map(|cause| cause.downcast_ref::<Marked>()).map_or(Exit::Failure, |marked| marked.exit)
+}
+
+/// The table for `cargo xtask --help`.
+pub const HELP: &str = "\
+Exit codes:
+  0    success
+  1    failure
+  2    usage: the command line does not parse
+  3    not converged: deploy or rollback changed the stack but the new version is not live
+       (timed out, rolled back by the swarm, or a job failed; the version that served still serves);
+       status: a service has not converged
+  75   the deploy lock is held by another task: retry later (or --lock-wait DURATION)
+  130  interrupted by SIGINT (Ctrl-C)
+  143  interrupted by SIGTERM";
+
+/// An error with its kind. Shows as the error it wraps, and its source is
+/// that error's, so `{:#}` prints the same chain.
+#[derive(Debug)]
+struct Marked {
+    exit: Exit,
+    error: anyhow::Error,
+}
+
+impl fmt::Display for Marked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.error)
+    }
+}
+
+impl std::error::Error for Marked {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn the_kind_is_found_under_context_and_the_message_is_unchanged() {
+        let inner: anyhow::Result<()> = Err(anyhow::anyhow!("busy")).context("cannot take the lock");
+        let marked = Exit::LockHeld.wrap(inner.unwrap_err());
+        let outer = Err::<(), _>(marked).context("deploy failed").unwrap_err();
+        assert_eq!(code_of(&outer), Exit::LockHeld);
+        assert_eq!(format!("{outer:#}"), "deploy failed: cannot take the lock: busy");
+        assert_eq!(code_of(&anyhow::anyhow!("plain")), Exit::Failure);
+        assert_eq!(format!("{:#}", Exit::NotConverged.error("not live")), "not live");
+    }
+
+    #[test]
+    fn the_codes_differ() {
+        let all = [
+            Exit::Failure,
+            Exit::Usage,
+            Exit::NotConverged,
+            Exit::LockHeld,
+            Exit::Interrupted(Signal::Int),
+            Exit::Interrupted(Signal::Term),
+        ];
+        let codes: std::collections::HashSet<u8> = all.iter().map(|exit| exit.code()).collect();
+        assert_eq!(codes.len(), all.len());
+        for exit in all {
+            assert!(HELP.contains(&format!("  {}", exit.code())), "{exit:?} is not in the help");
+        }
+    }
+}
