@@ -14,6 +14,7 @@ pub mod converge;
 mod interpolate;
 pub mod migrations;
 mod preflight;
+mod schema;
 pub mod stackfile;
 pub mod watch;
 
@@ -354,6 +355,7 @@ pub struct Checked {
 /// Everything deploy checks before the swarm changes. Reads only.
 fn preflight(ctx: &Ctx) -> Result<Checked> {
     let sh = ctx.sh();
+    preflight::check_stack_name(&ctx.settings.stack)?;
     let path = &ctx.settings.stack_file;
     let shown = path.strip_prefix(&ctx.settings.root).unwrap_or(path).display().to_string();
     let text =
