@@ -21,6 +21,8 @@ use crate::image_ref::ImageRef;
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let stack = ctx.settings.stack.clone();
+    // Before the lock, whose name is the stack's.
+    crate::deploy::check_stack_name(&stack)?;
     let running = ctx.block_on(async { running_app(&ctx.docker().await?, &stack).await })?;
     let Some((running_version, running_image)) = running else {
         bail!("stack {stack} runs no app service: there is nothing to roll back (deploy with `cargo xtask deploy`)");

@@ -13,6 +13,20 @@ use anyhow::{Context, Result};
 use xshell::{Cmd, Shell};
 
 use crate::docker_endpoint::Endpoint;
+
+/// A line on stdout, the run's only way there. A reader that closed it
+/// (`| head`, `| true`) wants no more: the run ends here, quietly and with
+/// exit 0, as `cat` does, rather than panicking on the broken pipe.
+pub fn stdout_line(line: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(err) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("warning: cannot write to stdout: {err}");
+    }
+}
 use crate::settings::Settings;
 
 pub struct Ctx {
@@ -92,7 +106,7 @@ impl Ctx {
     pub fn enter_task(&self, name: &'static str) {
         self.task.set(name);
         if self.dry_run {
-            println!("[{name}]");
+            stdout_line(&format!("[{name}]"));
         }
     }
 
@@ -101,7 +115,7 @@ impl Ctx {
     /// title goes to the plan, and the effects of `body` print themselves.
     pub fn step<T>(&self, title: &str, body: impl FnOnce() -> Result<T>) -> Result<T> {
         if self.dry_run {
-            println!("  # {title}");
+            stdout_line(&format!("  # {title}"));
             return body();
         }
         // GitHub groups do not nest: an inner step is a plain header.
@@ -126,7 +140,7 @@ impl Ctx {
 
     /// Add a line to the plan of a dry run.
     fn plan(&self, line: &str) {
-        println!("    {line}");
+        stdout_line(&format!("    {line}"));
     }
 
     /// A change that is neither a command nor a file: in a dry run,
@@ -146,7 +160,7 @@ impl Ctx {
         if self.dry_run {
             self.plan(&format!("print {line}"));
         } else {
-            println!("{line}");
+            stdout_line(line);
         }
     }
 

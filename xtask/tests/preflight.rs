@@ -41,10 +41,13 @@ fn an_unknown_key_and_a_bad_stack_name_are_refused_before_any_job_runs() {
         assert!(!stack_exists(&stack), "{args:?}: something ran on the swarm although the stack file is refused");
     }
 
+    // Refused before the lock (a swarm config named after the stack).
     let bad_name = sandbox.clone_with(&[("APP_VERSION", &version), ("STACK_NAME", "a b")]);
-    let refused = bad_name.xtask(&["deploy", "--no-login", "--dry-run"]);
-    refused.assert_failure();
-    let error = error_text(&refused);
-    assert!(error.contains("\"a b\"") && error.contains("STACK_NAME"), "{error}");
-    assert!(refused.stdout.trim().lines().all(|line| !line.contains("api:")), "{}", refused.stdout);
+    for args in [&["deploy", "--no-login", "--dry-run"][..], &["deploy", "--no-login"], &["rollback", "--no-login"]] {
+        let refused = bad_name.xtask(args);
+        refused.assert_failure();
+        let error = error_text(&refused);
+        assert!(error.contains("\"a b\"") && error.contains("STACK_NAME"), "{args:?}: {error}");
+        assert!(!refused.stdout.contains("api:"), "{args:?}: {}", refused.stdout);
+    }
 }

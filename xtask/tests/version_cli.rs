@@ -93,3 +93,24 @@ fn settings_flags_before_or_after_the_task_win_over_the_environment() {
     assert_eq!(project(&["--dry-run", "clean", "--compose-project", "after"]), "after");
     assert_eq!(project(&["--compose-project", "before", "clean", "--compose-project", "after", "--dry-run"]), "after");
 }
+
+/// A reader that closed stdout (`cargo xtask history | true`) ends the run
+/// quietly: no panic, not rc 101.
+#[test]
+fn a_closed_stdout_ends_history_status_and_version_quietly() {
+    let sandbox = Sandbox::new();
+    for task in ["history", "status", "version"] {
+        let mut child = sandbox
+            .command_in(&sandbox.root, &[task])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cargo xtask {task}: {err}"));
+        // Closed before the task writes a line: its first write is EPIPE.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("cargo xtask runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{task}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{task}: {stderr}");
+    }
+}

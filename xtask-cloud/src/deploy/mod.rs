@@ -14,6 +14,7 @@ pub mod converge;
 mod interpolate;
 pub mod migrations;
 mod preflight;
+pub use preflight::check_stack_name;
 mod schema;
 pub mod stackfile;
 pub mod watch;
@@ -33,6 +34,8 @@ use xtask::ctx::Ctx;
 use xtask::tasks::DeployArgs as Args;
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    // Before the lock, whose name is the stack's.
+    check_stack_name(&ctx.settings.stack)?;
     let version = ctx.version();
     eprintln!("Deploying version {version}...");
     let release = Release {
@@ -355,7 +358,6 @@ pub struct Checked {
 /// Everything deploy checks before the swarm changes. Reads only.
 fn preflight(ctx: &Ctx) -> Result<Checked> {
     let sh = ctx.sh();
-    preflight::check_stack_name(&ctx.settings.stack)?;
     let path = &ctx.settings.stack_file;
     let shown = path.strip_prefix(&ctx.settings.root).unwrap_or(path).display().to_string();
     let text =
