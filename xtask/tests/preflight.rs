@@ -1,6 +1,7 @@
 //! Pre-flight refuses what `docker stack deploy` would refuse, before
 //! anything runs on the swarm: an unknown key of the stack file (named with
-//! its line) and a stack name the engine does not accept.
+//! its line) and a stack name the engine does not accept; and `--no-login`
+//! without a stored credential names that.
 
 mod support;
 
@@ -50,4 +51,16 @@ fn an_unknown_key_and_a_bad_stack_name_are_refused_before_any_job_runs() {
         assert!(error.contains("\"a b\"") && error.contains("STACK_NAME"), "{args:?}: {error}");
         assert!(!refused.stdout.contains("api:"), "{args:?}: {}", refused.stdout);
     }
+
+    // --no-login with no credential stored: the message names the missing
+    // stored credential, not a refused ECR one.
+    let empty_config = tempfile::tempdir().expect("temp dir");
+    let unlogged =
+        sandbox.clone_with(&[("APP_VERSION", &version), ("DOCKER_CONFIG", &empty_config.path().display().to_string())]);
+    let refused = unlogged.xtask(&["deploy", "--no-login"]);
+    refused.assert_failure();
+    let error = error_text(&refused);
+    assert!(error.contains("stores none for") && error.contains("cargo xtask login"), "{error}");
+    assert!(!error.contains("ECR credential"), "{error}");
+    assert!(!stack_exists(&stack));
 }
