@@ -147,10 +147,14 @@ pub struct Restored {
 }
 
 /// The newest backup taken before `migration`, or a one-line refusal that
-/// names the backups there are.
+/// names the backups there are. A backup taken before an earlier migration
+/// was taken before this one too: one `migrate` that applies 0002 and 0003
+/// writes only the backup before 0002, and that is the one to go back to
+/// past 0003. Migration names start with their zero-padded number, so their
+/// order is the names' order.
 pub fn newest_before<'a>(backups: &'a [Backup], migration: &str, dir: &Path) -> Result<&'a Backup, String> {
     let migration = migration.strip_suffix(".sql").unwrap_or(migration);
-    backups.iter().find(|backup| backup.before.as_deref() == Some(migration)).ok_or_else(|| {
+    backups.iter().find(|backup| backup.before.as_deref().is_some_and(|before| before <= migration)).ok_or_else(|| {
         let there: Vec<&str> = backups.iter().map(|backup| backup.file.as_str()).collect();
         format!(
             "no backup taken before {migration} in {}{}",
@@ -234,7 +238,12 @@ mod tests {
             Backup::parse("1-20261123T010000Z-before-0002_x.sqlite3").unwrap(),
         ];
         assert_eq!(newest_before(&backups, "0002_x.sql", Path::new("/b")).unwrap().taken, "20261124T010000Z");
-        let err = newest_before(&backups, "0004_z", Path::new("/b")).unwrap_err();
-        assert!(err.contains("0004_z") && err.contains("2-20261124T020000Z-before-0003_y.sqlite3"), "{err}");
+        // Past a later migration: the newest backup from before it.
+        assert_eq!(newest_before(&backups, "0004_z", Path::new("/b")).unwrap().taken, "20261124T020000Z");
+        let replaced = [Backup::parse("2-20261124T030000Z-replaced-by-restore.sqlite3").unwrap()];
+        let backups: Vec<Backup> = replaced.into_iter().chain(backups).collect();
+        assert_eq!(newest_before(&backups, "0003_y", Path::new("/b")).unwrap().taken, "20261124T020000Z");
+        let err = newest_before(&backups, "0001_init", Path::new("/b")).unwrap_err();
+        assert!(err.contains("0001_init") && err.contains("2-20261124T020000Z-before-0003_y.sqlite3"), "{err}");
     }
 }

@@ -23,13 +23,8 @@ const TIMEOUT: u64 = 120;
 /// agree on an API version it speaks (Debian 12's engine stops at 1.41), and
 /// check it answers.
 pub async fn connect(endpoint: &Endpoint) -> Result<Docker> {
-    let Endpoint { host, origin, tls, transport } = endpoint;
-    let unreachable = || {
-        format!(
-            "no Docker engine answers at {host} ({origin}): start Docker (e.g. `sudo systemctl start docker`, \
-             or `sudo dockerd &`), or fix {origin}"
-        )
-    };
+    let Endpoint { host, tls, transport, .. } = endpoint;
+    let unreachable = || xtask::docker_endpoint::unreachable_message(endpoint);
     let docker = match transport {
         Transport::Unix(path) => Docker::connect_with_unix(&path.to_string_lossy(), TIMEOUT, API_DEFAULT_VERSION),
         Transport::Tcp => match tls {

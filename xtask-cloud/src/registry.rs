@@ -11,9 +11,21 @@ use crate::image_ref::ImageRef;
 /// (which reaches the registry as the nodes will when they pull), with
 /// `credentials` or none.
 pub async fn digest(docker: &Docker, image: &str, credentials: Option<DockerCredentials>) -> Result<String> {
+    let anonymous = credentials.is_none();
     let inspect = docker.inspect_registry_image(image, credentials).await.map_err(|err| {
         let registry = ImageRef::parse(image).registry.unwrap_or_else(|| "docker.io".to_owned());
-        explain_registry_error(&format!("resolve {image}"), &registry, &docker_error_text(&err))
+        let reason = docker_error_text(&err);
+        // No credential went with the request (`--no-login` with none
+        // stored): the one missing is the stored one, not a bad ECR token.
+        if anonymous && classify_registry_error(&one_line(&reason)) == RegistryProblem::Refused {
+            return anyhow!(
+                "resolve {image}: registry {registry} refused a request without credentials ({}), and the Docker \
+                 config ({}) stores none for {registry}: log in first (`cargo xtask login`, or drop --no-login)",
+                one_line(&reason),
+                xtask::docker_endpoint::config_dir(&|name| std::env::var(name).ok()).join("config.json").display()
+            );
+        }
+        explain_registry_error(&format!("resolve {image}"), &registry, &reason)
     })?;
     inspect.descriptor.digest.with_context(|| format!("the registry gave no digest for {image}"))
 }

@@ -21,60 +21,114 @@ use crate::image_ref::ImageRef;
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let stack = ctx.settings.stack.clone();
+    // Before the lock, whose name is the stack's.
+    crate::deploy::check_stack_name(&stack)?;
     let running = ctx.block_on(async { running_app(&ctx.docker().await?, &stack).await })?;
     let Some((running_version, running_image)) = running else {
         bail!("stack {stack} runs no app service: there is nothing to roll back (deploy with `cargo xtask deploy`)");
     };
+    let entries = history::list(ctx, &stack)?;
     let target = match &args.to {
         Some(version) => {
             xtask::version::check_tag(version).context("--to is not a version")?;
             version.clone()
         }
-        None => history::previous_good(&history::list(ctx, &stack)?, Some(&running_version)).with_context(|| {
-            format!(
-                "the history of stack {stack} has no version that converged before {running_version}: \
-                 name one with `cargo xtask rollback --to VERSION`"
-            )
-        })?,
+        // After a failed release, "back" is the version that served before
+        // it, even when the swarm already rolled the spec back to it: that is
+        // the case where it cannot serve the schema the release left.
+        None => match serving_before_failure(&entries) {
+            Some(before) => before,
+            None => history::previous_good(&entries, Some(&running_version)).with_context(|| {
+                format!(
+                    "the history of stack {stack} has no version that converged before {running_version}: \
+                     name one with `cargo xtask rollback --to VERSION`"
+                )
+            })?,
+        },
     };
-    if target == running_version {
-        bail!("version {target} is the one running on stack {stack}: name another with --to VERSION");
+    // The version the swarm runs is a target only when it cannot serve the
+    // database; the database check below tells.
+    let reinstating = target == running_version;
+    if reinstating {
+        eprintln!("Rolling back stack {stack} to version {target}, which it runs now but which may not serve...");
+    } else {
+        eprintln!("Rolling back stack {stack} from version {running_version} to {target}...");
     }
-    eprintln!("Rolling back stack {stack} from version {running_version} to {target}...");
     let release = Release {
         kind: "rollback",
         version: &target,
         allow_breaking_migration: false,
         detach: false,
         timeout: args.timeout,
+        no_login: args.no_login,
     };
     crate::lock::hold(ctx, "rollback", &target, args.lock_wait, || {
         release.run(ctx, |checked, report| {
-        let Some(report) = report else { return Ok(()) };
-        match migrations::effect(report) {
-            Effect::CannotServe { problem, migration: Some(migration) } => {
-                if !args.restore_data {
-                    bail!(
-                        "version {target} cannot serve the current database: {migration} was applied since and is not \
-                         additive ({problem}): run `cargo xtask rollback --to {target} --restore-data` to restore the \
-                         backup taken before {migration} (the writes made since are lost; the current database is kept \
-                         as a backup)"
-                    );
+            let Some(report) = report else {
+                // A dry run does not run the database check (a job on the
+                // swarm): the plan says what a real run would restore.
+                if args.restore_data && ctx.dry_run() {
+                    restore(ctx, checked, &running_image, None)?;
                 }
-                restore(ctx, checked, &running_image, &migration)
+                if reinstating {
+                    ctx.plan_note(&format!(
+                        "a real run stops here if version {target}, which the swarm runs now, can serve the database"
+                    ));
+                }
+                return Ok(());
+            };
+            match migrations::effect(report) {
+                Effect::CannotServe { problem, migration: Some(migration) } => {
+                    if !args.restore_data {
+                        bail!(
+                            "version {target} cannot serve the current database: {migration} was applied since and is not \
+                             additive ({problem}): run `cargo xtask rollback --to {target} --restore-data` to restore the \
+                             backup taken before {migration} (the writes made since are lost; the current database is kept \
+                             as a backup)"
+                        );
+                    }
+                    restore(ctx, checked, &running_image, Some(&migration))
+                }
+                Effect::CannotServe { problem, migration: None } => {
+                    bail!("version {target} cannot serve the current database ({problem}), and no backup can fix that")
+                }
+                _ if reinstating => bail!(
+                    "version {target} is the one running on stack {stack}, and it can serve the database: \
+                     name another with --to VERSION"
+                ),
+                _ => Ok(()),
             }
-            Effect::CannotServe { problem, migration: None } => {
-                bail!("version {target} cannot serve the current database ({problem}), and no backup can fix that")
-            }
-            _ => Ok(()),
-        }
-    })
+        })
     })
 }
 
+/// The version that served before the newest entry of the history, when
+/// that entry is a release that did not converge: the newest older entry
+/// that converged. `None` when the newest entry converged (or was not
+/// watched): then "back" is the version before the running one.
+fn serving_before_failure(entries: &[history::Entry]) -> Option<String> {
+    let (newest, older) = entries.split_first()?;
+    if matches!(newest.outcome.as_str(), "converged" | "not watched") {
+        return None;
+    }
+    older.iter().find(|entry| entry.outcome == "converged").map(|entry| entry.version.clone())
+}
+
 /// Restore the newest backup taken before `migration`, with the running
-/// image's binary (the target's may be older than `restore` itself).
-fn restore(ctx: &Ctx, checked: &Checked, running_image: &str, migration: &str) -> Result<()> {
+/// image's binary (the target's may be older than `restore` itself). A dry
+/// run does not know `migration` (the database check is a job it does not
+/// run): its plan says how a real run finds it.
+fn restore(ctx: &Ctx, checked: &Checked, running_image: &str, migration: Option<&str>) -> Result<()> {
+    let Some(migration) = migration else {
+        return ctx.step("restore the database from before the first migration the version cannot serve", || {
+            ctx.plan_note(&format!(
+                "run `todobackend restore --before MIGRATION` of {running_image} on the data node, MIGRATION being \
+                 the first applied migration the version cannot serve (a real run learns it from `todobackend \
+                 migrations --json`); the writes since that backup are lost, the current database is kept as a backup"
+            ));
+            Ok(())
+        });
+    };
     ctx.step(&format!("restore the database from before {migration}"), || {
         let node = crate::deploy::data_node(ctx, checked)?;
         let description = format!("run `todobackend restore --before {migration}` of {running_image} on the data node");
@@ -95,7 +149,7 @@ fn restore(ctx: &Ctx, checked: &Checked, running_image: &str, migration: &str) -
 
 /// The version and image of the stack's long-running service(s), as the
 /// swarm runs them now.
-async fn running_app(docker: &bollard::Docker, stack: &str) -> Result<Option<(String, String)>> {
+pub async fn running_app(docker: &bollard::Docker, stack: &str) -> Result<Option<(String, String)>> {
     let services = crate::stack::services(docker, stack).await?;
     let app =
         services.iter().filter_map(|service| service.spec.as_ref()).find(|spec| crate::stack::is_long_running(spec));
@@ -104,4 +158,36 @@ async fn running_app(docker: &bollard::Docker, stack: &str) -> Result<Option<(St
         .and_then(|template| template.container_spec.as_ref())
         .and_then(|container| container.image.clone());
     Ok(image.map(|image| (ImageRef::parse(&image).tag.unwrap_or_else(|| "latest".to_owned()), image)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(version: &str, outcome: &str) -> history::Entry {
+        history::Entry {
+            kind: "deploy".into(),
+            version: version.into(),
+            image: format!("r/app:{version}"),
+            digest: None,
+            commit: None,
+            actor: "t".into(),
+            at: String::new(),
+            outcome: outcome.into(),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn after_a_failed_release_back_is_the_version_that_served_before_it() {
+        // Newest first: C failed after A served, B had converged earlier.
+        let entries = [entry("C", "failed"), entry("A", "converged"), entry("B", "converged"), entry("A", "converged")];
+        assert_eq!(serving_before_failure(&entries).as_deref(), Some("A"));
+        let entries = [entry("C", "rolled back"), entry("X", "timed out"), entry("B", "converged")];
+        assert_eq!(serving_before_failure(&entries).as_deref(), Some("B"));
+        // The newest release converged: no failure to go back from.
+        assert_eq!(serving_before_failure(&entries[2..]), None);
+        assert_eq!(serving_before_failure(&[entry("C", "not watched"), entry("A", "converged")]), None);
+        assert_eq!(serving_before_failure(&[]), None);
+    }
 }

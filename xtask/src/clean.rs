@@ -10,6 +10,8 @@ use crate::compose::Compose;
 use crate::ctx::Ctx;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
+    // No engine: say so in one line now, not after a compile or a build.
+    crate::docker_endpoint::check_reachable(ctx.docker_endpoint()?)?;
     ctx.step("remove the local environment and its volumes", || {
         let compose = Compose::detect(ctx)?;
         ctx.run(compose.cmd(ctx, &["down", "--volumes", "--remove-orphans"]))

@@ -25,6 +25,20 @@ pub fn verbosity() -> Verbosity {
     VERBOSITY.get().copied().unwrap_or_default()
 }
 
+/// A line on stdout, the run's only way there. A reader that closed it
+/// (`| head`, `| true`) wants no more: the run ends here, quietly and with
+/// exit 0, as `cat` does, rather than panicking on the broken pipe.
+pub fn stdout_line(line: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(err) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("warning: cannot write to stdout: {err}");
+    }
+}
+
 pub struct Ctx {
     pub settings: Settings,
     dry_run: bool,
@@ -125,7 +139,7 @@ impl Ctx {
     pub fn enter_task(&self, name: &'static str) {
         self.task.set(name);
         if self.dry_run {
-            println!("[{name}]");
+            stdout_line(&format!("[{name}]"));
         }
     }
 
@@ -135,7 +149,7 @@ impl Ctx {
     /// themselves.
     pub fn step<T>(&self, title: &str, body: impl FnOnce() -> Result<T>) -> Result<T> {
         if self.dry_run {
-            println!("  # {title}");
+            stdout_line(&format!("  # {title}"));
             return body();
         }
         if self.verbosity == Verbosity::Quiet {
@@ -163,7 +177,7 @@ impl Ctx {
 
     /// Add a line to the plan of a dry run.
     fn plan(&self, line: &str) {
-        println!("    {line}");
+        stdout_line(&format!("    {line}"));
     }
 
     /// A change that is neither a command nor a file: in a dry run,
@@ -184,9 +198,7 @@ impl Ctx {
         if self.dry_run {
             self.plan(&format!("print {line}"));
         } else {
-            // A reader that went away (`| head`) is not the task's failure.
-            use std::io::Write;
-            let _ = writeln!(std::io::stdout().lock(), "{line}");
+            stdout_line(line);
         }
     }
 

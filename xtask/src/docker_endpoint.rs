@@ -65,6 +65,76 @@ impl Endpoint {
     }
 }
 
+/// The one line for an engine that does not answer at `endpoint`: where,
+/// from which setting, and what to do. The cloud tasks say the same.
+pub fn unreachable_message(endpoint: &Endpoint) -> String {
+    let Endpoint { host, origin, .. } = endpoint;
+    match &endpoint.transport {
+        Transport::Ssh => {
+            let check = url::Url::parse(host)
+                .ok()
+                .map(|url| {
+                    let port = url.port().map(|port| format!("-p {port} ")).unwrap_or_default();
+                    let user = if url.username().is_empty() { String::new() } else { format!("{}@", url.username()) };
+                    format!("ssh {port}{user}{} docker version", url.host_str().unwrap_or_default())
+                })
+                .unwrap_or_else(|| "ssh HOST docker version".to_owned());
+            format!(
+                "no Docker engine answers at {host} ({origin}): check the ssh connection and the engine behind it \
+                 (`{check}` must work), or fix {origin}"
+            )
+        }
+        _ => format!(
+            "no Docker engine answers at {host} ({origin}): start Docker (e.g. `sudo systemctl start docker`, \
+             or `sudo dockerd &`), or fix {origin}"
+        ),
+    }
+}
+
+/// How long the light tasks wait for the engine to answer before saying it
+/// does not: a local engine answers in milliseconds.
+const REACH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Check, before any compile or build, that an engine answers `GET /_ping`
+/// at `endpoint` (unix socket or plain tcp; TLS and ssh endpoints are left to
+/// the docker CLI, whose own message then says why).
+pub fn check_reachable(endpoint: &Endpoint) -> Result<()> {
+    use std::io::{Read, Write};
+    fn ping(mut stream: impl Read + Write) -> std::io::Result<bool> {
+        stream.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")?;
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer)?;
+        Ok(answer.starts_with(b"HTTP/1."))
+    }
+    let answered = match &endpoint.transport {
+        Transport::Unix(path) => std::os::unix::net::UnixStream::connect(path).and_then(|stream| {
+            stream.set_read_timeout(Some(REACH_TIMEOUT))?;
+            stream.set_write_timeout(Some(REACH_TIMEOUT))?;
+            ping(stream)
+        }),
+        Transport::Tcp if endpoint.tls.is_none() => {
+            let address = url::Url::parse(&endpoint.host)
+                .ok()
+                .and_then(|url| url.socket_addrs(|| Some(2375)).ok())
+                .and_then(|addresses| addresses.into_iter().next());
+            match address {
+                Some(address) => std::net::TcpStream::connect_timeout(&address, REACH_TIMEOUT).and_then(|stream| {
+                    stream.set_read_timeout(Some(REACH_TIMEOUT))?;
+                    stream.set_write_timeout(Some(REACH_TIMEOUT))?;
+                    ping(stream)
+                }),
+                None => Ok(false),
+            }
+        }
+        Transport::Tcp | Transport::Ssh => return Ok(()),
+    };
+    match answered {
+        Ok(true) => Ok(()),
+        Ok(false) => bail!("{}", unreachable_message(endpoint)),
+        Err(err) => bail!("{} ({err})", unreachable_message(endpoint)),
+    }
+}
+
 /// TLS material for a `tcp://` endpoint: a directory with `ca.pem`,
 /// `cert.pem` and `key.pem`, as `DOCKER_CERT_PATH` and contexts keep it.
 #[derive(Debug, Clone, PartialEq, Eq)]

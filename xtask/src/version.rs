@@ -45,7 +45,16 @@ pub fn from_git(dir: &Path) -> Result<String> {
     // it was a tenth of the instructions. It changes no answer on a sound
     // repository, and this process reads git nowhere else.
     git2::opts::strict_hash_verification(false);
-    let repo = Repository::open_ext(dir, RepositoryOpenFlags::FROM_ENV, std::iter::empty::<&str>()).map_err(|_| {
+    let repo = Repository::open_ext(dir, RepositoryOpenFlags::FROM_ENV, std::iter::empty::<&str>()).map_err(|err| {
+        // libgit2 (without its experimental SHA-256 support) refuses a SHA-256
+        // repository: "unknown object format 'sha256'".
+        if err.message().contains("object format") {
+            return anyhow::anyhow!(
+                "{} is in a SHA-256 git repository, which this xtask's git library does not support: set \
+                 APP_VERSION (e.g. APP_VERSION=$(git rev-parse --short=12 HEAD))",
+                dir.display()
+            );
+        }
         anyhow::anyhow!(
             "{} is not inside a git repository: run from the project's checkout, or set APP_VERSION",
             dir.display()
@@ -171,6 +180,20 @@ mod tests {
         fs::create_dir_all(&sub).unwrap();
         let expected = git(dir.path(), &["rev-parse", "--short", "HEAD"]);
         assert_eq!(resolve(None, &sub).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_sha256_repository_is_said_to_be_unsupported() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = std::process::Command::new("git")
+            .args(["init", "--quiet", "--object-format=sha256"])
+            .current_dir(dir.path())
+            .status()
+            .unwrap();
+        assert!(made.success(), "git init --object-format=sha256");
+        let err = format!("{:#}", resolve(None, dir.path()).unwrap_err());
+        assert!(err.contains("SHA-256") && err.contains("APP_VERSION"), "{err}");
+        assert!(!err.contains("not inside a git repository"), "{err}");
     }
 
     #[test]

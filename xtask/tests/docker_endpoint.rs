@@ -108,6 +108,48 @@ fn a_deploy_converges_through_ssh_on_a_port_of_its_own() {
     assert!(sshd.logins() >= 2, "not both the API and the CLI went through sshd:\n{}", sshd.log());
 }
 
+/// With no engine behind the endpoint, the light tasks that need one fail
+/// at once with the cloud tasks' line (endpoint, origin, what to do), before
+/// any compile or build.
+#[test]
+fn light_tasks_without_an_engine_fail_at_once_naming_the_endpoint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A socket file nobody listens on: what a stopped engine leaves.
+    let socket = dir.path().join("dead.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind a socket"));
+    let host = format!("unix://{}", socket.display());
+    let sandbox = Sandbox::new().with_env("DOCKER_HOST", &host).with_env("ECR_REGISTRY", "127.0.0.1:9");
+    for task in ["release", "build", "clean"] {
+        let run = sandbox.xtask(&[task]);
+        run.assert_failure();
+        let error = error_text(&run);
+        assert!(error.contains(&format!("no Docker engine answers at {host} (DOCKER_HOST)")), "{task}: {error}");
+        assert_eq!(error.lines().count(), 1, "{task}: {error}");
+        assert!(
+            !run.stderr.contains("Compiling todobackend") && !run.stderr.contains("==> build:"),
+            "{task}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("Cannot connect to the Docker daemon"), "{task}: {}", run.stderr);
+    }
+}
+
+/// An ssh endpoint that refuses the login: the advice is the ssh
+/// connection, with the command that checks it, not starting Docker.
+#[test]
+fn an_ssh_endpoint_that_fails_points_to_the_ssh_connection() {
+    let sshd = Sshd::start();
+    let path = format!("{}:{}", sshd.bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+    let host = format!("ssh://nobody-{}@127.0.0.1:{}", std::process::id(), sshd.port);
+    let sandbox = Sandbox::new().with_env("DOCKER_HOST", &host).with_env("PATH", &path);
+    let run = sandbox.xtask(&["history"]);
+    run.assert_failure();
+    let error = error_text(&run);
+    let check = format!("ssh -p {} nobody-{}@127.0.0.1 docker version", sshd.port, std::process::id());
+    assert!(error.contains("check the ssh connection") && error.contains(&check), "{error}");
+    assert!(!error.contains("systemctl"), "{error}");
+}
+
 // ---------------------------------------------------------------- sshd
 
 /// Debian's sshd on a free loopback port, with a throwaway host key and

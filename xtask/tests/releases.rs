@@ -243,3 +243,69 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
     assert!(listed.contains("replaced-by-restore"), "the replaced database was not kept:\n{listed}");
     assert!(listed.contains("before-0003_add_audit"), "{listed}");
 }
+
+/// Not additive: an older binary refuses the schema it makes.
+const RENAME: (&str, &str) = ("0003_rename_note.sql", "ALTER TABLE todos RENAME COLUMN note TO remark;\n");
+
+/// A release with a breaking migration that crashes, deployed anyway: the
+/// swarm goes back to A, which cannot serve the new schema. `deploy` says so
+/// and prints the command that brings the service back; that command, run as
+/// printed, puts A back on the data from before the release.
+#[test]
+fn after_a_failed_breaking_release_the_printed_command_brings_the_service_back() {
+    let _lock = swarm_lock();
+    label_the_node();
+    let registry = Registry::start_for_ecr();
+    let moto = Moto::start();
+    let port = support::free_port();
+    let sandbox = support::swarm::stack_sandbox(&moto, &registry, port);
+    let stack = stack_name(&sandbox);
+    let _stack = Stack(stack.clone());
+    let mut images = Images(Vec::new());
+    let suffix = support::unique_name("v");
+    let [a, c, c_crash] = ["a", "c", "ccrash"].map(|name| format!("{name}{suffix}"));
+    let host = registry.host();
+
+    docker_login(&sandbox, &registry);
+    let image_a = app_image(&sandbox, &registry, &a, &mut images);
+    let image_c = variant_image(&sandbox, &registry, &c, &[ADDITIVE, RENAME], &mut images);
+    derive(&image_c, &format!("{host}/todobackend:{c_crash}"), "ENV TODOBACKEND_LISTEN=not-an-address", &mut images);
+    for version in [&a, &c_crash] {
+        push(&sandbox, &format!("{host}/todobackend:{version}"));
+    }
+    let at = |version: &str| sandbox.clone_with(&[("APP_VERSION", version)]);
+
+    at(&a).xtask(&["deploy", "--no-login", "--timeout", "3m"]).assert_success();
+    add_todo(port, "written under A");
+    add_todo(port, "also under A");
+
+    let crashed = at(&c_crash).xtask(&["deploy", "--no-login", "--timeout", "3m", "--allow-breaking-migration"]);
+    crashed.assert_failure();
+    let error = error_text(&crashed);
+    assert!(error.contains(&format!("version {a}")) && error.contains("0003_rename_note"), "{error}");
+    assert!(error.contains("service stays down"), "{error}");
+    assert_eq!(spec_image(&stack, "app"), image_a, "the swarm did not go back to A");
+    let command = error
+        .split('`')
+        .find(|part| part.starts_with("cargo xtask rollback"))
+        .unwrap_or_else(|| panic!("deploy printed no rollback command: {error}"));
+    let args: Vec<&str> = command.split_whitespace().skip(2).collect();
+
+    // Its dry run shows the restore in the plan, and changes nothing.
+    let mut dry: Vec<&str> = vec!["--dry-run"];
+    dry.extend_from_slice(&args);
+    let plan = sandbox.xtask(&dry);
+    plan.assert_success();
+    assert!(plan.stdout.contains("todobackend restore --before"), "{}", plan.stdout);
+
+    // The command as printed: A serves again, every row from before C.
+    let back = sandbox.xtask(&args);
+    back.assert_success();
+    assert!(back.stderr.contains("restored "), "{}", back.stderr);
+    assert_eq!(spec_image(&stack, "app"), image_a);
+    wait_for_app(port);
+    assert_eq!(titles(port), ["also under A", "written under A"]);
+    let newest = &history(&sandbox)[0];
+    assert_eq!((newest["kind"].as_str(), newest["version"].as_str()), (Some("rollback"), Some(a.as_str())));
+    assert_eq!(newest["outcome"].as_str(), Some("converged"), "{newest}");
+}

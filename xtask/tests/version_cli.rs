@@ -2,6 +2,8 @@
 
 mod support;
 
+use std::process::Stdio;
+
 use support::{Sandbox, git, git_repo};
 
 const SETTINGS: &str = include_str!("../../delivery.yml");
@@ -160,4 +162,27 @@ fn completion_scripts_load_in_their_shells() {
     }
     let bad = Sandbox::new().xtask_in(repo.path(), &["completions", "tcsh"]);
     assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
+}
+
+/// A reader that closed stdout (`cargo xtask history | true`) ends the run
+/// quietly: no panic, not rc 101.
+#[test]
+fn a_closed_stdout_ends_history_status_and_version_quietly() {
+    let sandbox = Sandbox::new();
+    // `history --json` prints even an empty history; `status` of a stack
+    // that is not deployed prints nothing, so only its exit is checked.
+    for task in [&["history", "--json"][..], &["status"], &["version"]] {
+        let mut child = sandbox
+            .command_in(&sandbox.root, task)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cargo xtask {task:?}: {err}"));
+        // Closed before the task writes a line: its first write is EPIPE.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("cargo xtask runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{task:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{task:?}: {stderr}");
+    }
 }

@@ -14,6 +14,8 @@ pub mod converge;
 mod interpolate;
 pub mod migrations;
 mod preflight;
+pub use preflight::check_stack_name;
+mod schema;
 pub mod stackfile;
 pub mod watch;
 
@@ -32,6 +34,8 @@ use xtask::ctx::Ctx;
 use xtask::tasks::DeployArgs as Args;
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    // Before the lock, whose name is the stack's.
+    check_stack_name(&ctx.settings.stack)?;
     let version = ctx.version();
     eprintln!("Deploying version {version}...");
     let release = Release {
@@ -40,6 +44,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         allow_breaking_migration: args.allow_breaking_migration,
         detach: args.detach,
         timeout: args.timeout,
+        no_login: args.no_login,
     };
     crate::lock::hold(ctx, "deploy", version, args.lock_wait, || release.run(ctx, |_, _| Ok(())))
 }
@@ -53,6 +58,8 @@ pub struct Release<'a> {
     pub allow_breaking_migration: bool,
     pub detach: bool,
     pub timeout: Duration,
+    /// Whether it runs without `login`: the way back it points to does too.
+    pub no_login: bool,
 }
 
 impl Release<'_> {
@@ -72,8 +79,12 @@ impl Release<'_> {
 
         let checked = ctx.step(&format!("pre-flight checks for stack {stack}"), || preflight(ctx))?;
         let report = ctx.step("what the new version does to the database", || database_report(ctx, &checked))?;
+        let mut breaking = Vec::new();
         if let Some(report) = &report {
             let effect = migrations::effect(report);
+            if let migrations::Effect::Breaking(names) = &effect {
+                breaking = names.clone();
+            }
             let refused = matches!(effect, migrations::Effect::CannotServe { .. }) && self.kind == "rollback";
             if !refused {
                 eprintln!("    {}", migrations::verdict(version, &effect, self.allow_breaking_migration)?);
@@ -87,9 +98,18 @@ impl Release<'_> {
         let digest = checked.digests.get(&image).cloned();
         let commit = crate::history::commit_of(ctx, &checked.docker, &image, digest.as_deref(), version);
         let interrupted = crate::history::entry(self.kind, version, &image, digest.as_deref(), commit.clone(), "");
+        // After a breaking migration the version serving now cannot serve
+        // again if this release fails: which one it is, to point the way back.
+        let serving = if breaking.is_empty() { None } else { self.app_version(ctx, &checked.docker, &stack) };
         crate::interrupt::stack_changing(Some(interrupted));
-        let (outcome, result) = self.change(ctx, &stack, &checked);
+        let (outcome, result, stack_deployed) = self.change(ctx, &stack, &checked);
         crate::interrupt::release_over();
+        let result = match (result, serving) {
+            (Err(err), Some(serving)) if stack_deployed && serving != version => {
+                Err(self.way_back(ctx, &checked.docker, &stack, &serving, &breaking, err))
+            }
+            (result, _) => result,
+        };
         // A first deploy has pulled the image only now.
         let commit =
             commit.or_else(|| crate::history::commit_of(ctx, &checked.docker, &image, digest.as_deref(), version));
@@ -99,14 +119,56 @@ impl Release<'_> {
         result
     }
 
-    /// Jobs first, then the stack, then the watch; the outcome for the history.
-    fn change(&self, ctx: &Ctx, stack: &str, checked: &Checked) -> (&'static str, Result<()>) {
+    /// The version of the stack's app as the swarm's spec has it now, if it
+    /// can be read.
+    fn app_version(&self, ctx: &Ctx, docker: &bollard::Docker, stack: &str) -> Option<String> {
+        match ctx.block_on(crate::rollback::running_app(docker, stack)) {
+            Ok(app) => app.map(|(version, _)| version),
+            Err(err) => {
+                eprintln!("warning: cannot read which version stack {stack} runs: {err:#}");
+                None
+            }
+        }
+    }
+
+    /// The error of a release that failed after its breaking migrations ran:
+    /// `serving`, the version that served before, cannot serve the schema
+    /// they made, so the service stays down whatever the swarm does; say so,
+    /// and the exact command that brings it back.
+    fn way_back(
+        &self,
+        ctx: &Ctx,
+        docker: &bollard::Docker,
+        stack: &str,
+        serving: &str,
+        breaking: &[String],
+        err: anyhow::Error,
+    ) -> anyhow::Error {
+        let landed = self.app_version(ctx, docker, stack);
+        let landed = match landed.as_deref() {
+            Some(landed) if landed == serving => format!("the swarm went back to version {serving}, which"),
+            Some(landed) => format!("the swarm runs version {landed}, and version {serving}, which served before,"),
+            None => format!("version {serving}, which served before,"),
+        };
+        let login = if self.no_login { " --no-login" } else { "" };
+        anyhow::anyhow!(
+            "{err:#}; {landed} cannot serve the schema {} left (not additive), so the service stays down: bring it \
+             back with `cargo xtask rollback --restore-data{login}`, which restores the newest backup taken before \
+             them and deploys {serving} again (the writes made since are lost; the current database is kept as a \
+             backup)",
+            breaking.join(", ")
+        )
+    }
+
+    /// Jobs first, then the stack, then the watch; the outcome for the
+    /// history, and whether `docker stack deploy` of the whole stack ran.
+    fn change(&self, ctx: &Ctx, stack: &str, checked: &Checked) -> (&'static str, Result<()>, bool) {
         let version = self.version;
         let Checked { docker, services, digests } = checked;
         let expected: Vec<Expected> = services.iter().map(|service| Expected::new(stack, service, digests)).collect();
         let before = match ctx.block_on(Snapshot::read(docker, stack)) {
             Ok(before) => before,
-            Err(err) => return ("failed", Err(err)),
+            Err(err) => return ("failed", Err(err), false),
         };
         let no_idle = HashMap::new();
         let before_updates: HashMap<String, Option<converge::Update>> =
@@ -126,19 +188,19 @@ impl Release<'_> {
                 run_jobs_first(ctx, self.timeout, docker, stack, &names, &jobs_expected, &before_updates)
             });
             if let Err(err) = ran {
-                return ("failed", Err(err));
+                return ("failed", Err(err), false);
             }
         }
 
         let file = ctx.settings.stack_file.clone();
         if let Err(err) = ctx.step(&format!("docker stack deploy {stack}"), || stack_deploy(ctx, stack, &file)) {
-            return ("failed", Err(err));
+            return ("failed", Err(err), false);
         }
         if self.detach {
             ctx.print_result(&format!(
                 "Stack {stack} deployed with version {version}, not waiting (--detach): follow it with `docker stack ps {stack}`"
             ));
-            return ("not watched", Ok(()));
+            return ("not watched", Ok(()), true);
         }
 
         let names: Vec<&str> = expected.iter().map(|want| want.name.as_str()).collect();
@@ -147,13 +209,13 @@ impl Release<'_> {
             ctx.call(&watch, watch::until_converged(docker, stack, &expected, &before_updates, self.timeout))
         });
         match outcome {
-            Err(err) => ("failed", Err(err)),
-            Ok(None) => ("converged", Ok(())),
+            Err(err) => ("failed", Err(err), true),
+            Ok(None) => ("converged", Ok(()), true),
             Ok(Some(Outcome::Converged(done))) => {
                 let summary: Vec<String> = done.iter().map(|(name, text)| format!("{name} {text}")).collect();
                 let state = if already_running { "was already running" } else { "is live" };
                 ctx.print_result(&format!("Version {version} {state} on stack {stack}: {}", summary.join(", ")));
-                ("converged", Ok(()))
+                ("converged", Ok(()), true)
             }
             Ok(Some(Outcome::Failed { failed, waiting, timed_out })) => {
                 let rolled_back =
@@ -170,7 +232,7 @@ impl Release<'_> {
                 } else {
                     "failed"
                 };
-                (outcome, Err(failure(ctx, docker, stack, &headline, &failed, &waiting)))
+                (outcome, Err(failure(ctx, docker, stack, &headline, &failed, &waiting)), true)
             }
         }
     }

@@ -94,6 +94,19 @@ fn parse(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Res
         bail!("{path}: {}", list.join("; "));
     }
     let value = substitute_values(raw, lookup).map_err(|problem| anyhow::anyhow!("{path}: {problem}"))?;
+    let violations = super::schema::check(&value);
+    if !violations.is_empty() {
+        let list: Vec<String> = violations
+            .iter()
+            .map(|violation| {
+                let line = super::schema::line_of(text, &violation.path)
+                    .map(|line| format!(" (line {line})"))
+                    .unwrap_or_default();
+                format!("{}{line} {}", violation.path.join("."), violation.problem)
+            })
+            .collect();
+        bail!("{path} would be refused by `docker stack deploy`: {}", list.join("; "));
+    }
     serde_yaml::from_value(value).map_err(|err| anyhow::anyhow!("{path} is not a stack file: {err}"))
 }
 
