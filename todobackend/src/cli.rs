@@ -205,23 +205,37 @@ pub fn run(command: Command) -> Result<bool, String> {
 
 /// `serve`: runs until SIGTERM or SIGINT.
 pub fn serve(listen: &str, db_path: &Path, static_root: &Path) -> Result<(), String> {
-    signals::install();
+    let env = |name: &str| std::env::var(name).ok();
     // TODOBACKEND_LOG=debug also logs the healthcheck's own requests.
-    let log_healthchecks = std::env::var("TODOBACKEND_LOG").is_ok_and(|level| level == "debug");
-    let options = server::Options { access_log: true, log_healthchecks };
+    crate::logging::init(env("TODOBACKEND_LOG_FORMAT").as_deref(), env("TODOBACKEND_LOG").as_deref())?;
+    let limits = server::Limits::from_env(&env)?;
+    signals::install();
+    let options = server::Options { access_log: true, limits };
     let handle = server::start_with(listen, db_path, static_root, options)?;
-    say!("serving on http://{} (database {}, static root {})", handle.addr(), db_path.display(), static_root.display());
+    tracing::info!(
+        address = %handle.addr(),
+        database = %db_path.display(),
+        static_root = %static_root.display(),
+        header_timeout_ms = limits.header_timeout.as_millis() as u64,
+        idle_timeout_ms = limits.idle_timeout.as_millis() as u64,
+        body_timeout_ms = limits.body_timeout.as_millis() as u64,
+        max_header_bytes = limits.max_header_bytes,
+        max_connections = limits.max_connections,
+        "serving on http://{}",
+        handle.addr()
+    );
     if !static_root.is_dir() {
-        say!(
-            "warning: static root {} does not exist; /static/ answers 404 until `todobackend collectstatic` has run",
+        tracing::warn!(
+            "static root {} does not exist; /static/ answers 404 until `todobackend collectstatic` has run",
             static_root.display()
         );
     }
     while !signals::stop_requested() {
-        thread::sleep(Duration::from_millis(200));
+        thread::sleep(Duration::from_millis(50));
     }
-    say!("stopping: finishing requests in progress");
+    tracing::info!("stopping: no new connections, finishing requests in progress");
     handle.shutdown();
+    tracing::info!("stopped");
     Ok(())
 }
 
