@@ -40,7 +40,7 @@ commands:
                    --db PATH  --before MIGRATION  --dry-run
   collectstatic  copy the bundled static files into the static root (idempotent)
                    --static-root DIR
-  healthcheck    exit 0 if GET / on the local server answers 200 within 3 s
+  healthcheck    exit 0 if GET /healthz on the local server answers 200 within 3 s
                    --listen ADDR       the server's listen address; its port is used
   acceptance     run the acceptance suite against a running server (deletes all todos!)
                    --url URL           e.g. http://127.0.0.1:8000 (plain http only)
@@ -373,10 +373,12 @@ pub fn collectstatic(static_root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// `healthcheck`: GET / on the local server must answer 200 in time.
+/// `healthcheck`: GET /healthz (liveness) on the local server must answer
+/// 200 in time. Not /readyz: the container's healthcheck restarts what fails
+/// it, and a database briefly away would fail every replica at once.
 pub fn healthcheck(listen: &str) -> Result<(), String> {
     let target = net::local_target(net::parse_listen(listen)?);
-    let url = format!("http://{target}/");
+    let url = format!("http://{target}/healthz");
     let agent = [("User-Agent", server::HEALTHCHECK_AGENT)];
     let response =
         client::request("GET", &url, &agent, None, HEALTHCHECK_TIMEOUT).map_err(|e| format!("unhealthy: {e}"))?;

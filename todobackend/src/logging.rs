@@ -23,6 +23,7 @@ pub fn init(format: Option<&str>, level: Option<&str>) -> Result<(), String> {
         .with_writer(std::io::stderr)
         .with_max_level(level)
         .with_ansi(false)
+        .with_target(false)
         .with_timer(tracing_subscriber::fmt::time::SystemTime);
     let installed = match format.map(str::to_ascii_lowercase).as_deref() {
         None | Some("") | Some("text") => builder.try_init(),
