@@ -212,10 +212,10 @@ fn route(target: &str) -> Route<'_> {
         "/" => Route::Root,
         "/todos" => Route::Todos,
         _ => {
-            if let Some(id) = path.strip_prefix("/todos/") {
-                if !id.contains('/') {
-                    return Route::Todo(id);
-                }
+            if let Some(id) = path.strip_prefix("/todos/")
+                && !id.contains('/')
+            {
+                return Route::Todo(id);
             }
             if let Some(file) = path.strip_prefix("/static/") {
                 return Route::Static(file);

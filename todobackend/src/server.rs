@@ -87,7 +87,7 @@ fn default_max_connections() -> usize {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes the struct we own; no other effect.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    let soft = if ok { limit.rlim_cur as u64 } else { 1024 };
+    let soft: u64 = if ok { limit.rlim_cur } else { 1024 };
     (soft.saturating_sub(64).clamp(16, 100_000)) as usize
 }
 
