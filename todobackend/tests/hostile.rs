@@ -370,3 +370,20 @@ fn metrics_parse_and_the_counters_move() {
     assert!(value(&after, "todobackend_open_connections") >= 1.0, "{after}");
     assert!(samples(&after).iter().any(|(n, _)| n == "todobackend_database_errors_total"), "{after}");
 }
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let limits = server::Limits { idle_timeout: Duration::from_millis(300), ..Default::default() };
+    let (handle, _dir, _db) = start_with(limits);
+    let stream = TcpStream::connect(handle.addr()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    (&stream).write_all(b"GET /todos HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (head, _) = read_response(&mut reader);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let answered = Instant::now();
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).expect("the server closes the idle connection");
+    let idle = answered.elapsed();
+    assert!(idle >= Duration::from_millis(250) && idle < Duration::from_secs(3), "closed after {idle:?}");
+}
