@@ -27,7 +27,9 @@ ENV TODOBACKEND_DB=/data/todobackend.sqlite3 \
 VOLUME ["/data", "/public"]
 EXPOSE 8000
 
-# No shell or curl in the image: the binary checks itself.
+# No shell or curl in the image: the binary checks itself, on GET /healthz
+# (liveness, not /readyz: a briefly unavailable database must not get every
+# replica restarted at once).
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
   CMD ["/todobackend", "healthcheck"]
 

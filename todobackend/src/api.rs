@@ -43,6 +43,8 @@ pub struct ApiResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The database failed while answering (counted in `/metrics`).
+    pub database_failed: bool,
 }
 
 impl ApiResponse {
@@ -52,7 +54,7 @@ impl ApiResponse {
         if let Some(ct) = content_type {
             headers.push(("Content-Type".into(), ct.into()));
         }
-        ApiResponse { status, headers, body }
+        ApiResponse { status, headers, body, database_failed: false }
     }
 
     fn json(status: u16, value: &Value) -> Self {
@@ -210,10 +212,10 @@ fn route(target: &str) -> Route<'_> {
         "/" => Route::Root,
         "/todos" => Route::Todos,
         _ => {
-            if let Some(id) = path.strip_prefix("/todos/") {
-                if !id.contains('/') {
-                    return Route::Todo(id);
-                }
+            if let Some(id) = path.strip_prefix("/todos/")
+                && !id.contains('/')
+            {
+                return Route::Todo(id);
             }
             if let Some(file) = path.strip_prefix("/static/") {
                 return Route::Static(file);
@@ -229,8 +231,10 @@ fn method_not_allowed(method: &str, allowed: &str) -> ApiResponse {
 
 fn db_error(e: rusqlite::Error) -> ApiResponse {
     // The details go to the log, not to the client.
-    crate::say!("error: database: {e}");
-    ApiResponse::error(500, "internal database error")
+    tracing::error!(error = %e, "database");
+    let mut response = ApiResponse::error(500, "internal database error");
+    response.database_failed = true;
+    response
 }
 
 /// Answers one request.

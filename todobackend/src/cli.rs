@@ -40,7 +40,7 @@ commands:
                    --db PATH  --before MIGRATION  --dry-run
   collectstatic  copy the bundled static files into the static root (idempotent)
                    --static-root DIR
-  healthcheck    exit 0 if GET / on the local server answers 200 within 3 s
+  healthcheck    exit 0 if GET /healthz on the local server answers 200 within 3 s
                    --listen ADDR       the server's listen address; its port is used
   acceptance     run the acceptance suite against a running server (deletes all todos!)
                    --url URL           e.g. http://127.0.0.1:8000 (plain http only)
@@ -205,23 +205,37 @@ pub fn run(command: Command) -> Result<bool, String> {
 
 /// `serve`: runs until SIGTERM or SIGINT.
 pub fn serve(listen: &str, db_path: &Path, static_root: &Path) -> Result<(), String> {
-    signals::install();
+    let env = |name: &str| std::env::var(name).ok();
     // TODOBACKEND_LOG=debug also logs the healthcheck's own requests.
-    let log_healthchecks = std::env::var("TODOBACKEND_LOG").is_ok_and(|level| level == "debug");
-    let options = server::Options { access_log: true, log_healthchecks };
+    crate::logging::init(env("TODOBACKEND_LOG_FORMAT").as_deref(), env("TODOBACKEND_LOG").as_deref())?;
+    let limits = server::Limits::from_env(&env)?;
+    signals::install();
+    let options = server::Options { access_log: true, limits };
     let handle = server::start_with(listen, db_path, static_root, options)?;
-    say!("serving on http://{} (database {}, static root {})", handle.addr(), db_path.display(), static_root.display());
+    tracing::info!(
+        address = %handle.addr(),
+        database = %db_path.display(),
+        static_root = %static_root.display(),
+        header_timeout_ms = limits.header_timeout.as_millis() as u64,
+        idle_timeout_ms = limits.idle_timeout.as_millis() as u64,
+        body_timeout_ms = limits.body_timeout.as_millis() as u64,
+        max_header_bytes = limits.max_header_bytes,
+        max_connections = limits.max_connections,
+        "serving on http://{}",
+        handle.addr()
+    );
     if !static_root.is_dir() {
-        say!(
-            "warning: static root {} does not exist; /static/ answers 404 until `todobackend collectstatic` has run",
+        tracing::warn!(
+            "static root {} does not exist; /static/ answers 404 until `todobackend collectstatic` has run",
             static_root.display()
         );
     }
     while !signals::stop_requested() {
-        thread::sleep(Duration::from_millis(200));
+        thread::sleep(Duration::from_millis(50));
     }
-    say!("stopping: finishing requests in progress");
+    tracing::info!("stopping: no new connections, finishing requests in progress");
     handle.shutdown();
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -359,10 +373,12 @@ pub fn collectstatic(static_root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// `healthcheck`: GET / on the local server must answer 200 in time.
+/// `healthcheck`: GET /healthz (liveness) on the local server must answer
+/// 200 in time. Not /readyz: the container's healthcheck restarts what fails
+/// it, and a database briefly away would fail every replica at once.
 pub fn healthcheck(listen: &str) -> Result<(), String> {
     let target = net::local_target(net::parse_listen(listen)?);
-    let url = format!("http://{target}/");
+    let url = format!("http://{target}/healthz");
     let agent = [("User-Agent", server::HEALTHCHECK_AGENT)];
     let response =
         client::request("GET", &url, &agent, None, HEALTHCHECK_TIMEOUT).map_err(|e| format!("unhealthy: {e}"))?;

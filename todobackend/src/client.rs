@@ -1,19 +1,20 @@
-//! A minimal HTTP/1.1 client over `std::net::TcpStream`, for `healthcheck`
-//! and `acceptance`: one request per connection (`Connection: close`),
-//! bodies framed by Content-Length, chunked encoding or end of stream.
+//! The HTTP client of `healthcheck` and `acceptance`: hyper's HTTP/1.1
+//! client, one request per connection (`Connection: close`); hyper does the
+//! framing (Content-Length, chunked, end of stream).
 //! Plain HTTP only: the image has no CA certificates and the checks run
 //! against the service directly, not through a TLS proxy.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
 
 use crate::net;
 
 /// Refuse to buffer more than this; the API's answers are far smaller.
 const MAX_BODY: usize = 16 * 1024 * 1024;
-const MAX_HEADER_LINE: usize = 16 * 1024;
-const MAX_HEADERS: usize = 200;
 
 /// A parsed `http://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,26 +87,10 @@ impl Response {
     }
 }
 
-/// Reads from the socket, but never past the overall deadline.
-struct DeadlineStream {
-    stream: TcpStream,
-    deadline: Instant,
-}
-
-impl Read for DeadlineStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
-        }
-        self.stream.set_read_timeout(Some(left))?;
-        self.stream.read(buf)
-    }
-}
-
 /// Sends one request and reads the whole response, all within `timeout`.
 /// `headers` are sent as given; Host, Connection and Content-Length are
-/// added here.
+/// added here. The HTTP is hyper's client (one connection per request, on a
+/// single-threaded runtime), not a second hand-written implementation.
 pub fn request(
     method: &str,
     url: &str,
@@ -115,32 +100,57 @@ pub fn request(
 ) -> Result<Response, String> {
     let deadline = Instant::now() + timeout;
     let parsed = parse_url(url)?;
-    let stream = connect(&parsed, deadline)?;
-    let fail = |what: &str, e: io::Error| format!("{method} {url}: {what}: {e}");
-
-    let mut head = format!("{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", parsed.path, parsed.authority);
+    let fail = |what: &str, e: &dyn std::fmt::Display| format!("{method} {url}: {what}: {e}");
+    let body = Bytes::copy_from_slice(body.unwrap_or(b""));
+    let mut req = hyper::Request::builder()
+        .method(hyper::Method::from_bytes(method.as_bytes()).map_err(|e| fail("invalid method", &e))?)
+        .uri(parsed.path.as_str())
+        .header(hyper::header::HOST, parsed.authority.as_str())
+        .header(hyper::header::CONNECTION, "close");
     if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("user-agent")) {
-        head.push_str("User-Agent: todobackend\r\n");
+        req = req.header(hyper::header::USER_AGENT, "todobackend");
     }
     for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+        req = req.header(*name, *value);
     }
-    let body = body.unwrap_or(b"");
     if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        req = req.header(hyper::header::CONTENT_LENGTH, body.len());
     }
-    head.push_str("\r\n");
-    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    stream.set_write_timeout(Some(left)).map_err(|e| fail("socket", e))?;
-    let mut writer = &stream;
-    writer
-        .write_all(head.as_bytes())
-        .and_then(|()| writer.write_all(body))
-        .and_then(|()| writer.flush())
-        .map_err(|e| fail("sending request", e))?;
+    let req = req.body(Full::new(body)).map_err(|e| fail("invalid request", &e))?;
 
-    let mut reader = BufReader::new(DeadlineStream { stream, deadline });
-    read_response(&mut reader, method == "HEAD").map_err(|e| fail("reading response", e))
+    let stream = connect(&parsed, deadline)?;
+    stream.set_nonblocking(true).map_err(|e| fail("socket", &e))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| fail("cannot start the async runtime", &e))?;
+    runtime.block_on(async {
+        let exchange = async {
+            let stream = tokio::net::TcpStream::from_std(stream).map_err(|e| fail("socket", &e))?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| fail("connection", &e))?;
+            // Drives the connection; it ends with the response (Connection: close).
+            tokio::spawn(conn);
+            let response = sender.send_request(req).await.map_err(|e| fail("sending request", &e))?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect();
+            let body = Limited::new(response.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| fail("reading response", &e))?
+                .to_bytes()
+                .to_vec();
+            Ok(Response { status, headers, body })
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(left, exchange).await.unwrap_or_else(|_| Err(fail("reading response", &"timed out")))
+    })
 }
 
 fn connect(url: &Url, deadline: Instant) -> Result<TcpStream, String> {
@@ -157,102 +167,6 @@ fn connect(url: &Url, deadline: Instant) -> Result<TcpStream, String> {
         }
     }
     Err(last.unwrap_or_else(|| format!("cannot connect to {}: timed out", url.authority)))
-}
-
-fn bad(msg: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.into())
-}
-
-fn read_line(r: &mut impl BufRead) -> io::Result<String> {
-    let mut line = Vec::new();
-    let n = r.take(MAX_HEADER_LINE as u64).read_until(b'\n', &mut line)?;
-    if n == 0 {
-        return Err(bad("connection closed early"));
-    }
-    if line.last() != Some(&b'\n') {
-        return Err(bad("line too long or truncated"));
-    }
-    let text = String::from_utf8_lossy(&line);
-    Ok(text.trim_end_matches(['\r', '\n']).to_string())
-}
-
-/// Parses a response from `r`; `head_only` for answers to HEAD.
-pub fn read_response(r: &mut impl BufRead, head_only: bool) -> io::Result<Response> {
-    loop {
-        let status_line = read_line(r)?;
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or("");
-        let status = parts
-            .next()
-            .and_then(|s| s.parse::<u16>().ok())
-            .filter(|_| version.starts_with("HTTP/1."))
-            .ok_or_else(|| bad(format!("not an HTTP response: {status_line:?}")))?;
-        let mut headers = Vec::new();
-        loop {
-            let line = read_line(r)?;
-            if line.is_empty() {
-                break;
-            }
-            if headers.len() >= MAX_HEADERS {
-                return Err(bad("too many headers"));
-            }
-            let (name, value) = line.split_once(':').ok_or_else(|| bad(format!("malformed header line: {line:?}")))?;
-            headers.push((name.trim().to_string(), value.trim().to_string()));
-        }
-        // An interim answer (100 Continue) is followed by the real one.
-        if (100..200).contains(&status) {
-            continue;
-        }
-        let mut response = Response { status, headers, body: Vec::new() };
-        if head_only || status == 204 || status == 304 {
-            return Ok(response);
-        }
-        let chunked =
-            response.header("Transfer-Encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
-        response.body = if chunked {
-            read_chunked(r)?
-        } else if let Some(len) = response.header("Content-Length") {
-            let len: usize = len.parse().map_err(|_| bad("invalid Content-Length"))?;
-            if len > MAX_BODY {
-                return Err(bad("response body too large"));
-            }
-            let mut body = vec![0; len];
-            r.read_exact(&mut body)?;
-            body
-        } else {
-            let mut body = Vec::new();
-            r.take(MAX_BODY as u64 + 1).read_to_end(&mut body)?;
-            if body.len() > MAX_BODY {
-                return Err(bad("response body too large"));
-            }
-            body
-        };
-        return Ok(response);
-    }
-}
-
-fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line = read_line(r)?;
-        let size_text = line.split(';').next().unwrap_or("").trim();
-        let size =
-            usize::from_str_radix(size_text, 16).map_err(|_| bad(format!("invalid chunk size {size_text:?}")))?;
-        if size == 0 {
-            // Trailer fields, if any, end with an empty line.
-            while !read_line(r)?.is_empty() {}
-            return Ok(body);
-        }
-        if body.len() + size > MAX_BODY {
-            return Err(bad("response body too large"));
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        r.read_exact(&mut body[start..])?;
-        if !read_line(r)?.is_empty() {
-            return Err(bad("chunk not followed by CRLF"));
-        }
-    }
 }
 
 #[cfg(test)]
@@ -281,46 +195,5 @@ mod tests {
         assert!(parse_url("http://").is_err());
         assert!(parse_url("http://h:notaport/").is_err());
         assert!(parse_url("http://user@h/").is_err());
-    }
-
-    #[test]
-    fn content_length_response() {
-        let raw = b"HTTP/1.1 201 Created\r\nLocation: http://x/todos/1\r\nContent-Length: 5\r\n\r\nhelloEXTRA";
-        let r = read_response(&mut &raw[..], false).unwrap();
-        assert_eq!(r.status, 201);
-        assert_eq!(r.header("location"), Some("http://x/todos/1"));
-        assert_eq!(r.body, b"hello");
-    }
-
-    #[test]
-    fn chunked_response_after_continue() {
-        let raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\nA\r\n0123456789\r\n0\r\nX-Trailer: y\r\n\r\n";
-        let r = read_response(&mut &raw[..], false).unwrap();
-        assert_eq!(r.status, 200);
-        assert_eq!(r.text(), "abc0123456789");
-    }
-
-    #[test]
-    fn body_until_close_and_no_body_cases() {
-        let raw = b"HTTP/1.0 200 OK\r\n\r\nall of it";
-        assert_eq!(read_response(&mut &raw[..], false).unwrap().text(), "all of it");
-        let raw = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n";
-        assert!(read_response(&mut &raw[..], false).unwrap().body.is_empty());
-        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
-        assert!(read_response(&mut &raw[..], true).unwrap().body.is_empty());
-    }
-
-    #[test]
-    fn garbage_is_an_error_not_a_panic() {
-        for raw in [
-            &b""[..],
-            b"hello\r\n\r\n",
-            b"HTTP/1.1 abc OK\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-        ] {
-            assert!(read_response(&mut &raw[..], false).is_err(), "{:?}", String::from_utf8_lossy(raw));
-        }
     }
 }

@@ -14,10 +14,10 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
     }
-    if let Some(port) = s.strip_prefix("localhost:") {
-        if let Ok(port) = port.parse::<u16>() {
-            return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
-        }
+    if let Some(port) = s.strip_prefix("localhost:")
+        && let Ok(port) = port.parse::<u16>()
+    {
+        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
     }
     Err(format!("invalid listen address '{s}': expected IP:PORT, e.g. 0.0.0.0:8000"))
 }

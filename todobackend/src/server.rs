@@ -1,39 +1,166 @@
-//! The HTTP server: tiny_http accepts connections and parses requests; a
-//! fixed pool of worker threads, each with its own SQLite connection,
-//! answers them through `api::handle`.
+//! The HTTP server: hyper 1 on tokio. Every resource a client can hold is
+//! bounded: the time to send a request head (`header_timeout`), to stay idle
+//! between requests (`idle_timeout`), to send a body (`body_timeout`), the
+//! size of the head (431 past it) and of the body (413), and the number of
+//! open connections (past it, accepting pauses: the kernel's backlog holds
+//! newcomers until a connection closes). The accept loop survives every
+//! accept error, EMFILE included: it backs off and goes on listening.
+//! The API itself is `api::handle`, run on a blocking thread with a
+//! connection of the `Store`.
 
-use std::io::Read;
+use std::future::{Future, poll_fn};
+use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
-use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
-use tiny_http::{Header, Request, Response, Server};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::api::{self, ApiRequest, ApiResponse, Context};
 use crate::db;
+use crate::metrics::{self, Metrics};
 use crate::migrations::MIGRATIONS;
 use crate::net;
-
-/// Requests answered at once. Slow clients do not hold a worker (tiny_http
-/// reads each request fully on its own connection thread first), so a few
-/// are plenty for SQLite-bound work on a small machine.
-pub const WORKERS: usize = 8;
+use crate::store::Store;
 
 /// Largest request body accepted; a todo is a few hundred bytes.
 pub const MAX_BODY: usize = 1024 * 1024;
 
-/// A running server. Dropping it (or calling `shutdown`) stops it: workers
-/// finish the request in hand and exit.
+/// The User-Agent of `todobackend healthcheck`, which the access log skips.
+pub const HEALTHCHECK_AGENT: &str = "todobackend-healthcheck";
+
+/// Header carrying the request id, taken from the client or generated.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// What a client may hold, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// From the moment the server waits for a request head until the whole
+    /// head has arrived. hyper starts this clock when the connection turns
+    /// idle, so it also caps the idle time.
+    pub header_timeout: Duration,
+    /// A keep-alive connection that sends nothing this long is closed.
+    pub idle_timeout: Duration,
+    /// The whole request body must arrive within this.
+    pub body_timeout: Duration,
+    /// Request line and headers together (at least 8 KiB, hyper's minimum).
+    pub max_header_bytes: usize,
+    /// Open client connections; past it, accepting waits.
+    pub max_connections: usize,
+    /// On shutdown, how long requests in flight may take to finish; below
+    /// the stack's `stop_grace_period` (30 s) so that they do.
+    pub shutdown_grace: Duration,
+    /// `/readyz`: how long the database may take to answer.
+    pub ready_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+            max_connections: default_max_connections(),
+            shutdown_grace: Duration::from_secs(25),
+            ready_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// File descriptors the process may hold, less a reserve for the database,
+/// the listener and the blocking threads' files, so that accepting never
+/// starves the rest of the process.
+fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct we own; no other effect.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    let soft: u64 = if ok { limit.rlim_cur } else { 1024 };
+    (soft.saturating_sub(64).clamp(16, 100_000)) as usize
+}
+
+/// `500ms`, `10s`, `2m` or a bare number of seconds.
+fn parse_duration(name: &str, value: &str) -> Result<Duration, String> {
+    let v = value.trim();
+    let bad = || format!("invalid {name} '{value}': expected a duration such as 500ms, 10s or 2m");
+    let (number, scale) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (v, 1.0)
+    };
+    let n: f64 = number.trim().parse().map_err(|_| bad())?;
+    if !(n.is_finite() && n > 0.0) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(n * scale))
+}
+
+impl Limits {
+    /// The defaults, each overridden by its environment variable.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Limits, String> {
+        let mut limits = Limits::default();
+        let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        for (name, field) in [
+            ("TODOBACKEND_HEADER_TIMEOUT", &mut limits.header_timeout),
+            ("TODOBACKEND_IDLE_TIMEOUT", &mut limits.idle_timeout),
+            ("TODOBACKEND_BODY_TIMEOUT", &mut limits.body_timeout),
+            ("TODOBACKEND_SHUTDOWN_GRACE", &mut limits.shutdown_grace),
+            ("TODOBACKEND_READY_TIMEOUT", &mut limits.ready_timeout),
+        ] {
+            if let Some(v) = set(name) {
+                *field = parse_duration(name, &v)?;
+            }
+        }
+        for (name, field, min) in [
+            ("TODOBACKEND_MAX_HEADER_BYTES", &mut limits.max_header_bytes, 8192),
+            ("TODOBACKEND_MAX_CONNECTIONS", &mut limits.max_connections, 1),
+        ] {
+            if let Some(v) = set(name) {
+                *field = v
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= min)
+                    .ok_or_else(|| format!("invalid {name} '{v}': expected a whole number of at least {min}"))?;
+            }
+        }
+        Ok(limits)
+    }
+}
+
+/// Settings beyond the three every caller gives.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// One line per request (`serve` turns it on), at info level; the
+    /// container's own healthchecks at debug level, so that every few
+    /// seconds they do not bury what the logs are read for.
+    pub access_log: bool,
+    pub limits: Limits,
+}
+
+/// A running server. Dropping it (or calling `shutdown`) stops it.
 pub struct ServerHandle {
     addr: SocketAddr,
-    server: Arc<Server>,
-    stop: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    runtime: Option<tokio::runtime::Runtime>,
+    accept_loop: Option<tokio::task::JoinHandle<()>>,
+    state: Arc<State>,
 }
 
 impl ServerHandle {
@@ -47,19 +174,22 @@ impl ServerHandle {
         format!("http://{}", net::local_target(self.addr))
     }
 
-    /// Stops accepting work and waits for the workers to finish.
+    /// The server's metrics, as `/metrics` shows them.
+    pub fn metrics(&self) -> String {
+        self.state.metrics.render()
+    }
+
+    /// Stops accepting, lets requests in flight finish (within the grace
+    /// period), then returns.
     pub fn shutdown(mut self) {
         self.stop_and_join();
     }
 
     fn stop_and_join(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for _ in 0..self.workers.len() {
-            // Each unblock wakes exactly one worker waiting in recv().
-            self.server.unblock();
-        }
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
+        let _ = self.stop.send(true);
+        if let (Some(runtime), Some(accept_loop)) = (self.runtime.take(), self.accept_loop.take()) {
+            let _ = runtime.block_on(accept_loop);
+            runtime.shutdown_timeout(Duration::from_secs(1));
         }
     }
 }
@@ -70,20 +200,18 @@ impl Drop for ServerHandle {
     }
 }
 
-/// Settings beyond the three every caller gives.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Options {
-    /// One line per request on stderr (`serve` turns it on; tests keep
-    /// their output quiet).
-    pub access_log: bool,
-    /// Also log the container's own healthcheck requests. Off by default:
-    /// every few seconds they would bury what the logs are read for (a
-    /// crashing release's one error line among the healthy tasks' lines).
-    pub log_healthchecks: bool,
+struct State {
+    store: Arc<Store>,
+    static_root: PathBuf,
+    fallback_host: String,
+    options: Options,
+    metrics: Metrics,
+    /// Connections being served; shutdown waits for zero.
+    active: AtomicUsize,
+    drained: Notify,
+    request_ids: AtomicU64,
+    id_seed: u64,
 }
-
-/// The User-Agent of `todobackend healthcheck`, which the access log skips.
-pub const HEALTHCHECK_AGENT: &str = "todobackend-healthcheck";
 
 /// Starts the server on `listen` (`IP:PORT`; port 0 picks a free one),
 /// without an access log. See `start_with`.
@@ -107,108 +235,394 @@ pub fn start_with(listen: &str, db_path: &Path, static_root: &Path, options: Opt
     }
     let first_conn = db::open_existing(db_path)?;
     db::ensure_migrated(&first_conn, db_path, MIGRATIONS)?;
+    let store = Store::open(db_path, first_conn)?;
 
-    let server = Server::http(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let addr = server.server_addr().to_ip().ok_or_else(|| format!("cannot listen on {listen}: no IP address bound"))?;
-    let server = Arc::new(server);
-    let stop = Arc::new(AtomicBool::new(false));
-    let fallback_host = net::local_target(addr).to_string();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_io()
+        .enable_time()
+        .thread_name("todobackend-io")
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let listener = runtime
+        .block_on(async { TcpListener::bind(listen).await })
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let state = Arc::new(State {
+        store,
+        static_root: static_root.to_path_buf(),
+        fallback_host: net::local_target(addr).to_string(),
+        options,
+        metrics: Metrics::default(),
+        active: AtomicUsize::new(0),
+        drained: Notify::new(),
+        request_ids: AtomicU64::new(0),
+        id_seed: std::collections::hash_map::RandomState::new().build_hasher().finish(),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let accept_loop = runtime.spawn(accept_loop(listener, Arc::clone(&state), stop_rx));
+    Ok(ServerHandle { addr, stop, runtime: Some(runtime), accept_loop: Some(accept_loop), state })
+}
 
-    let mut conns = vec![first_conn];
-    for _ in 1..WORKERS {
-        conns.push(db::open_existing(db_path)?);
-    }
-    let mut workers = Vec::with_capacity(WORKERS);
-    for (i, conn) in conns.into_iter().enumerate() {
-        let worker = Worker {
-            server: Arc::clone(&server),
-            stop: Arc::clone(&stop),
-            conn,
-            static_root: static_root.to_path_buf(),
-            fallback_host: fallback_host.clone(),
-            access_log: options.access_log,
-            log_healthchecks: options.log_healthchecks,
+enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+/// Whichever of two futures finishes first (`a` is polled first).
+async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
+    let mut a = pin!(a);
+    let mut b = pin!(b);
+    poll_fn(|cx| {
+        if let Poll::Ready(x) = a.as_mut().poll(cx) {
+            return Poll::Ready(Either::Left(x));
+        }
+        b.as_mut().poll(cx).map(Either::Right)
+    })
+    .await
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: watch::Receiver<bool>) {
+    let limits = state.options.limits;
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        // Backpressure: no slot, no accept; connections wait in the backlog.
+        let slot = match race(stopped(stop.clone()), Arc::clone(&slots).acquire_owned()).await {
+            Either::Left(()) => break,
+            Either::Right(Ok(slot)) => slot,
+            Either::Right(Err(_)) => break,
         };
-        let spawned = thread::Builder::new().name(format!("worker-{i}")).spawn(move || worker.run());
-        match spawned {
-            Ok(handle) => workers.push(handle),
+        let accepted = match race(stopped(stop.clone()), listener.accept()).await {
+            Either::Left(()) => break,
+            Either::Right(accepted) => accepted,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                backoff = Duration::from_millis(5);
+                state.active.fetch_add(1, Ordering::SeqCst);
+                let state = Arc::clone(&state);
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    serve_connection(stream, &state, stop).await;
+                    drop(slot);
+                    if state.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+                        state.drained.notify_waiters();
+                    }
+                });
+            }
             Err(e) => {
-                // Stop the workers already running before reporting.
-                drop(ServerHandle { addr, server, stop, workers });
-                return Err(format!("cannot start worker thread: {e}"));
+                // EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: none is a reason to
+                // stop listening. Back off so a full descriptor table is not
+                // a busy loop, and try again.
+                state.metrics.accept_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "accepting a connection failed; retrying");
+                drop(slot);
+                if let Either::Left(()) = race(stopped(stop.clone()), tokio::time::sleep(backoff)).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
     }
-    Ok(ServerHandle { addr, server, stop, workers })
+    drop(listener);
+    tracing::info!(
+        open_connections = state.active.load(Ordering::SeqCst),
+        "stopped accepting; finishing requests in flight"
+    );
+    let deadline = tokio::time::Instant::now() + limits.shutdown_grace;
+    while state.active.load(Ordering::SeqCst) > 0 {
+        let notified = state.drained.notified();
+        if state.active.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            tracing::warn!(
+                open_connections = state.active.load(Ordering::SeqCst),
+                grace_ms = limits.shutdown_grace.as_millis() as u64,
+                "shutdown grace period over; closing the connections left"
+            );
+            break;
+        }
+    }
 }
 
-struct Worker {
-    server: Arc<Server>,
-    stop: Arc<AtomicBool>,
-    conn: Connection,
-    static_root: PathBuf,
-    fallback_host: String,
-    access_log: bool,
-    log_healthchecks: bool,
+/// Per connection: when it last received bytes, and whether a request is
+/// being answered, for the idle timeout.
+struct Activity {
+    started: Instant,
+    last_read_ms: AtomicU64,
+    in_flight: AtomicUsize,
 }
 
-impl Worker {
-    fn run(self) {
-        loop {
-            match self.server.recv() {
-                Ok(request) => self.answer(request),
-                Err(_) if self.stop.load(Ordering::SeqCst) => return,
-                Err(e) => {
-                    crate::say!("warning: accepting a connection failed: {e}");
-                    // Avoid spinning if accept keeps failing (e.g. out of fds).
-                    thread::sleep(Duration::from_millis(50));
+impl Activity {
+    fn touch(&self) {
+        self.last_read_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn idle_for(&self) -> Duration {
+        Duration::from_millis(
+            (self.started.elapsed().as_millis() as u64).saturating_sub(self.last_read_ms.load(Ordering::Relaxed)),
+        )
+    }
+}
+
+/// The socket, noting each read in `Activity`.
+struct Watched {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+async fn serve_connection(stream: TcpStream, state: &Arc<State>, stop: watch::Receiver<bool>) {
+    let limits = state.options.limits;
+    let _ = stream.set_nodelay(true);
+    state.metrics.open_connections.fetch_add(1, Ordering::Relaxed);
+    let activity =
+        Arc::new(Activity { started: Instant::now(), last_read_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) });
+    let io = TokioIo::new(Watched { stream, activity: Arc::clone(&activity) });
+    let service_state = Arc::clone(state);
+    let service_activity = Arc::clone(&activity);
+    let service = hyper::service::service_fn(move |req| {
+        let state = Arc::clone(&service_state);
+        let activity = Arc::clone(&service_activity);
+        async move {
+            activity.in_flight.fetch_add(1, Ordering::SeqCst);
+            let response = answer(req, &state).await;
+            activity.touch();
+            activity.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .title_case_headers(true)
+        .keep_alive(true);
+    let conn = builder.serve_connection(io, service);
+    let mut conn = pin!(conn);
+    let mut stop_signal = pin!(stopped(stop));
+    let tick = (limits.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut idle_check = tokio::time::interval(tick);
+    let mut closing = false;
+    let result = poll_fn(|cx| {
+        if !closing {
+            let stopping = stop_signal.as_mut().poll(cx).is_ready();
+            let mut idle = false;
+            while idle_check.poll_tick(cx).is_ready() {
+                idle = activity.in_flight.load(Ordering::SeqCst) == 0 && activity.idle_for() >= limits.idle_timeout;
+            }
+            if stopping || idle {
+                // Finishes a response in flight, then closes; an idle
+                // connection closes at once.
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+    state.metrics.open_connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// A request id from the client when it is a sane token, else a new one.
+fn request_id(req: &Request<Incoming>, state: &State) -> String {
+    let given = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).filter(|v| {
+        !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    });
+    match given {
+        Some(id) => id.to_string(),
+        None => {
+            let n = state.request_ids.fetch_add(1, Ordering::Relaxed);
+            format!("{:016x}", state.id_seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        }
+    }
+}
+
+fn plain(status: u16, content_type: &str, body: String) -> ApiResponse {
+    ApiResponse {
+        status,
+        headers: vec![("Content-Type".into(), content_type.into()), ("Cache-Control".into(), "no-store".into())],
+        body: body.into_bytes(),
+        database_failed: false,
+    }
+}
+
+async fn answer(req: Request<Incoming>, state: &Arc<State>) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let id = request_id(&req, state);
+    let method = req.method().as_str().to_string();
+    let target = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let path = req.uri().path().to_string();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_string(), v.to_string())))
+        .collect();
+    let healthcheck = req.headers().get(hyper::header::USER_AGENT).is_some_and(|ua| ua == HEALTHCHECK_AGENT);
+    let limits = state.options.limits;
+
+    let log_method = method.clone();
+    let mut close = false;
+    let response = match (method.as_str(), path.as_str()) {
+        ("GET" | "HEAD", "/healthz") => plain(200, "text/plain; charset=utf-8", "ok\n".into()),
+        ("GET" | "HEAD", "/readyz") => match state.store.ready(limits.ready_timeout).await {
+            Ok(()) => plain(200, "text/plain; charset=utf-8", "ready\n".into()),
+            Err(e) => {
+                state.metrics.database_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(request_id = %id, error = %e, "not ready");
+                plain(503, "text/plain; charset=utf-8", "database unavailable\n".into())
+            }
+        },
+        ("GET" | "HEAD", "/metrics") => plain(200, "text/plain; version=0.0.4; charset=utf-8", state.metrics.render()),
+        _ => {
+            let declared =
+                req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > MAX_BODY as u64) {
+                close = true;
+                ApiResponse::error(413, &format!("request body larger than {MAX_BODY} bytes"))
+            } else {
+                let body = Limited::new(req.into_body(), MAX_BODY);
+                match tokio::time::timeout(limits.body_timeout, body.collect()).await {
+                    Err(_) => {
+                        close = true;
+                        ApiResponse::error(408, &format!("request body not received within {:?}", limits.body_timeout))
+                    }
+                    Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                        close = true;
+                        ApiResponse::error(413, &format!("request body larger than {MAX_BODY} bytes"))
+                    }
+                    Ok(Err(e)) => {
+                        close = true;
+                        ApiResponse::error(400, &format!("cannot read request body: {e}"))
+                    }
+                    Ok(Ok(collected)) => {
+                        let body = collected.to_bytes();
+                        let call_state = Arc::clone(state);
+                        let method = log_method.clone();
+                        let outcome = state
+                            .store
+                            .run(move |conn| {
+                                let req =
+                                    ApiRequest { method: &method, target: &target, headers: &headers, body: &body };
+                                let ctx = Context {
+                                    conn,
+                                    static_root: &call_state.static_root,
+                                    fallback_host: &call_state.fallback_host,
+                                };
+                                api::handle(&req, &ctx)
+                            })
+                            .await;
+                        outcome.unwrap_or_else(|e| {
+                            tracing::error!(request_id = %id, error = %e, "request failed");
+                            ApiResponse::error(500, "internal error")
+                        })
+                    }
                 }
             }
         }
+    };
+    if response.database_failed {
+        state.metrics.database_errors.fetch_add(1, Ordering::Relaxed);
     }
+    let status = response.status;
+    let latency = started.elapsed();
+    state.metrics.observe(metrics::route_label(&path), status, latency);
+    if state.options.access_log {
+        let latency_ms = (latency.as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
+        // Paths are client-controlled: tracing's formatters escape them.
+        if healthcheck {
+            tracing::debug!(request_id = %id, method = %log_method, path = %path, status, latency_ms, "request");
+        } else {
+            tracing::info!(request_id = %id, method = %log_method, path = %path, status, latency_ms, "request");
+        }
+    }
+    to_hyper(response, &id, close)
+}
 
-    fn answer(&self, mut request: Request) {
-        let started = Instant::now();
-        let method = request.method().as_str().to_string();
-        let target = request.url().to_string();
-        let headers: Vec<(String, String)> =
-            request.headers().iter().map(|h| (h.field.as_str().to_string(), h.value.as_str().to_string())).collect();
+fn to_hyper(response: ApiResponse, request_id: &str, close: bool) -> Response<Full<Bytes>> {
+    let mut out = Response::new(Full::new(Bytes::from(response.body)));
+    *out.status_mut() = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = out.headers_mut();
+    for (name, value) in &response.headers {
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            (Ok(n), Ok(v)) => {
+                headers.append(n, v);
+            }
+            _ => tracing::warn!(header = %name, "dropped an invalid response header"),
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID, v);
+    }
+    if close {
+        headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    out
+}
 
-        let mut body = Vec::new();
-        let read = request.as_reader().take(MAX_BODY as u64 + 1).read_to_end(&mut body);
-        let response = match read {
-            Err(e) => ApiResponse::error(400, &format!("cannot read request body: {e}")),
-            Ok(_) if body.len() > MAX_BODY => {
-                ApiResponse::error(413, &format!("request body larger than {MAX_BODY} bytes"))
-            }
-            Ok(_) => {
-                let req = ApiRequest { method: &method, target: &target, headers: &headers, body: &body };
-                let ctx =
-                    Context { conn: &self.conn, static_root: &self.static_root, fallback_host: &self.fallback_host };
-                // A bug in a handler must cost one request, not a worker.
-                panic::catch_unwind(AssertUnwindSafe(|| api::handle(&req, &ctx)))
-                    .unwrap_or_else(|_| ApiResponse::error(500, "internal error"))
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_from_env() {
+        let env = |name: &str| match name {
+            "TODOBACKEND_HEADER_TIMEOUT" => Some("250ms".to_string()),
+            "TODOBACKEND_BODY_TIMEOUT" => Some("2".to_string()),
+            "TODOBACKEND_MAX_CONNECTIONS" => Some("300".to_string()),
+            _ => None,
         };
+        let limits = Limits::from_env(&env).unwrap();
+        assert_eq!(limits.header_timeout, Duration::from_millis(250));
+        assert_eq!(limits.body_timeout, Duration::from_secs(2));
+        assert_eq!(limits.max_connections, 300);
+        assert_eq!(limits.idle_timeout, Limits::default().idle_timeout);
 
-        let status = response.status;
-        let mut out = Response::from_data(response.body).with_status_code(status);
-        for (name, value) in &response.headers {
-            match Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-                Ok(h) => out.add_header(h),
-                Err(()) => crate::say!("warning: dropped invalid response header {name}"),
-            }
+        let bad =
+            |value: &'static str| move |name: &str| (name == "TODOBACKEND_IDLE_TIMEOUT").then(|| value.to_string());
+        for value in ["soon", "0", "-1s", "ms"] {
+            let err = Limits::from_env(&bad(value)).unwrap_err();
+            assert!(err.contains("TODOBACKEND_IDLE_TIMEOUT") && err.contains(value), "{err}");
         }
-        let result = request.respond(out);
-        let healthcheck =
-            headers.iter().any(|(name, value)| name.eq_ignore_ascii_case("user-agent") && value == HEALTHCHECK_AGENT);
-        if self.access_log && (self.log_healthchecks || !healthcheck) {
-            let ms = started.elapsed().as_secs_f64() * 1000.0;
-            // escape_debug: the target is client-controlled and goes to a log.
-            crate::say!("{method} {} {status} {ms:.1}ms", target.escape_debug());
-        }
-        if let Err(e) = result {
-            crate::say!("warning: sending the response failed: {e}");
-        }
+        let err = Limits::from_env(&|n: &str| (n == "TODOBACKEND_MAX_HEADER_BYTES").then(|| "100".into())).unwrap_err();
+        assert!(err.contains("at least 8192"), "{err}");
     }
 }

@@ -1,0 +1,389 @@
+//! The server under hostile traffic, on loopback: slow clients, oversized
+//! heads and bodies, descriptor exhaustion, HTTP/1.0 keep-alive, SIGTERM
+//! with a request in flight, readiness, JSON logs and metrics. Timeouts are
+//! shortened through the same settings an operator uses, so the tests stay fast.
+
+mod common;
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use common::{TempDir, migrated_db};
+use todobackend::{client, server, static_files};
+
+const BIN: &str = env!("CARGO_BIN_EXE_todobackend");
+
+/// Polls `check` until it gives a value, failing after `limit`.
+fn wait_until<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `todobackend serve` as a child process, its stderr collected.
+struct ChildServer {
+    child: Child,
+    addr: SocketAddr,
+    url: String,
+    lines: Arc<Mutex<Vec<String>>>,
+    _dir: TempDir,
+}
+
+impl ChildServer {
+    fn start(env: &[(&str, &str)], open_files: Option<u64>) -> ChildServer {
+        let dir = TempDir::new();
+        let db = migrated_db(&dir);
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--static-root"])
+            .arg(dir.join("public"))
+            .env("TODOBACKEND_DB", &db)
+            .env_remove("TODOBACKEND_LOG")
+            .env_remove("TODOBACKEND_LOG_FORMAT")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(limit) = open_files {
+            // SAFETY: setrlimit is async-signal-safe; it only lowers this
+            // child's own descriptor limit before exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let rlim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("start todobackend serve");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (url_tx, url_rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let collected = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("http://127.0.0.1:") {
+                    let url: String = line[i..].chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
+                    let _ = url_tx.send(url);
+                }
+                collected.lock().unwrap().push(line);
+            }
+        });
+        let url = url_rx.recv_timeout(Duration::from_secs(20)).expect("serve prints its address");
+        let addr = url.trim_start_matches("http://").parse().unwrap();
+        ChildServer { child, addr, url, lines, _dir: dir }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn sigterm(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) }, 0);
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        wait_until("serve exits", limit, || child.try_wait().unwrap())
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An in-process server with the given limits.
+fn start_with(limits: server::Limits) -> (server::ServerHandle, TempDir, std::path::PathBuf) {
+    let dir = TempDir::new();
+    let db = migrated_db(&dir);
+    let root = dir.join("public");
+    static_files::collect(&root).unwrap();
+    let handle = server::start_with("127.0.0.1:0", &db, &root, server::Options { access_log: false, limits })
+        .expect("server starts");
+    (handle, dir, db)
+}
+
+/// Reads one response (head and Content-Length body) off `stream`.
+fn read_response(stream: &mut BufReader<TcpStream>) -> (String, Vec<u8>) {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let n = stream.read_line(&mut line).expect("read response head");
+        assert!(n > 0, "connection closed before a full response; got {head:?}");
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).expect("read response body");
+    (head, body)
+}
+
+/// Sends `raw` and reads until the server closes (bounded by a read timeout).
+fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = stream.write_all(raw);
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn more_slow_clients_than_open_files_do_not_stop_the_listener() {
+    // 150 descriptors for the whole process, 300 slow clients, and a
+    // connection bound above the limit so that accept really hits EMFILE.
+    let server = ChildServer::start(
+        &[("TODOBACKEND_HEADER_TIMEOUT", "1s"), ("TODOBACKEND_MAX_CONNECTIONS", "10000")],
+        Some(150),
+    );
+    let mut slow = Vec::new();
+    for _ in 0..300 {
+        let mut s = TcpStream::connect(server.addr).expect("the kernel backlog takes the connection");
+        let _ = s.write_all(b"GET /todos HTTP/1.1\r\nHost: x\r\n");
+        slow.push(s);
+    }
+    wait_until("accept fails for want of descriptors", Duration::from_secs(20), || {
+        server.lines().iter().any(|l| l.contains("accepting a connection failed")).then_some(())
+    });
+    // A normal request during the attack is answered.
+    let r = client::request("GET", &format!("{}/todos", server.url), &[], None, Duration::from_secs(15))
+        .expect("a normal request is answered during the attack");
+    assert_eq!(r.status, 200);
+    drop(slow);
+    // And the listener still accepts afterwards.
+    let r = client::request("GET", &format!("{}/healthz", server.url), &[], None, Duration::from_secs(10)).unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_slow_client_is_closed_within_the_header_timeout() {
+    let limits = server::Limits { header_timeout: Duration::from_millis(500), ..Default::default() };
+    let (handle, _dir, _db) = start_with(limits);
+    let mut stream = TcpStream::connect(handle.addr()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let started = Instant::now();
+    stream.write_all(b"GET /todos HTTP/1.1\r\n").unwrap();
+    // Trickle a header line every read timeout until the server hangs up.
+    let mut i = 0;
+    let closed_after = loop {
+        assert!(started.elapsed() < Duration::from_secs(5), "the server kept a slow client past 5 s");
+        let mut buf = [0u8; 512];
+        match stream.read(&mut buf) {
+            Ok(_) => break started.elapsed(),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                i += 1;
+                if stream.write_all(format!("X-Slow-{i}: y\r\n").as_bytes()).is_err() {
+                    break started.elapsed();
+                }
+            }
+            Err(_) => break started.elapsed(),
+        }
+    };
+    assert!(closed_after >= Duration::from_millis(400), "closed too early: {closed_after:?}");
+    assert!(closed_after < Duration::from_secs(2), "closed after {closed_after:?}, header timeout 500 ms");
+}
+
+#[test]
+fn an_oversized_head_is_431() {
+    let (handle, _dir, _db) = start_with(server::Limits::default());
+    let raw = format!("GET /todos HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(32 * 1024));
+    let answer = exchange(handle.addr(), raw.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+}
+
+#[test]
+fn a_declared_body_over_1_mib_is_413_without_reading_it() {
+    let (handle, _dir, _db) = start_with(server::Limits::default());
+    let raw = format!("POST /todos HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{{", server::MAX_BODY + 1);
+    let answer = exchange(handle.addr(), raw.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("Connection: close"), "{answer}");
+}
+
+#[test]
+fn a_body_sent_too_slowly_is_cut_off() {
+    let limits = server::Limits { body_timeout: Duration::from_millis(300), ..Default::default() };
+    let (handle, _dir, _db) = start_with(limits);
+    let started = Instant::now();
+    let answer = exchange(handle.addr(), b"POST /todos HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"ti");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn http_1_0_keep_alive_is_answered_per_spec() {
+    let (handle, _dir, _db) = start_with(server::Limits::default());
+    let stream = TcpStream::connect(handle.addr()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    for _ in 0..2 {
+        writer.write_all(b"GET /todos HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        let (head, body) = read_response(&mut reader);
+        assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("connection: keep-alive"), "{head}");
+        assert_eq!(body, b"[]");
+    }
+    // Without keep-alive, HTTP/1.0 means one request: the server closes.
+    let answer = exchange(handle.addr(), b"GET /todos HTTP/1.0\r\n\r\n");
+    assert!(answer.ends_with("[]"), "{answer}");
+}
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
+    let mut server = ChildServer::start(&[], None);
+    let body = br#"{"title":"finished after SIGTERM"}"#;
+    let mut upload = TcpStream::connect(server.addr).unwrap();
+    upload.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(upload, "POST /todos HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    upload.write_all(&body[..5]).unwrap();
+    let metrics_url = format!("{}/metrics", server.url);
+    wait_until("the upload's connection is open", Duration::from_secs(10), || {
+        let r = client::request("GET", &metrics_url, &[], None, Duration::from_secs(5)).ok()?;
+        r.text().lines().any(|l| l == "todobackend_open_connections 2").then_some(())
+    });
+
+    server.sigterm();
+    // It stops accepting while the upload is still in flight...
+    wait_until("the listener closes", Duration::from_secs(10), || {
+        TcpStream::connect(server.addr).is_err().then_some(())
+    });
+    // ...and the upload still completes.
+    upload.write_all(&body[5..]).unwrap();
+    let mut reader = BufReader::new(upload);
+    let (head, answer) = read_response(&mut reader);
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+    assert!(String::from_utf8_lossy(&answer).contains("finished after SIGTERM"));
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{:?}", server.lines());
+}
+
+#[test]
+fn readyz_is_503_while_the_database_is_locked_and_200_again_after() {
+    let limits = server::Limits { ready_timeout: Duration::from_millis(200), ..Default::default() };
+    let (handle, _dir, db) = start_with(limits);
+    let ready =
+        || client::request("GET", &format!("{}/readyz", handle.url()), &[], None, Duration::from_secs(5)).unwrap();
+    let live =
+        || client::request("GET", &format!("{}/healthz", handle.url()), &[], None, Duration::from_secs(5)).unwrap();
+    assert_eq!(ready().status, 200);
+
+    // Another process's exclusive lock: readers cannot get in.
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    assert_eq!(ready().status, 503);
+    assert_eq!(live().status, 200, "liveness does not depend on the database");
+    let errors = handle.metrics();
+    assert!(!errors.contains("todobackend_database_errors_total 0\n"), "{errors}");
+
+    locker.execute_batch("COMMIT").unwrap();
+    assert_eq!(ready().status, 200, "ready again without a restart");
+}
+
+#[test]
+fn json_logs_carry_timestamp_level_status_latency_and_request_id() {
+    let mut server = ChildServer::start(&[("TODOBACKEND_LOG_FORMAT", "json")], None);
+    let url = format!("{}/todos", server.url);
+    let r = client::request("GET", &url, &[("X-Request-Id", "req-given-1")], None, Duration::from_secs(5)).unwrap();
+    assert_eq!(r.header("X-Request-Id"), Some("req-given-1"));
+    let r = client::request("GET", &url, &[], None, Duration::from_secs(5)).unwrap();
+    let generated = r.header("X-Request-Id").expect("a generated request id").to_string();
+    assert!(!generated.is_empty());
+    server.sigterm();
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+
+    let lines = server.lines();
+    let mut requests = Vec::new();
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let ts = v["timestamp"].as_str().unwrap_or_else(|| panic!("no timestamp: {line}"));
+        assert!(ts.ends_with('Z') && ts.contains('T'), "not a UTC RFC 3339 time: {line}");
+        assert!(v["level"].is_string(), "no level: {line}");
+        if v["message"] == "request" {
+            requests.push(v);
+        }
+    }
+    for id in ["req-given-1", generated.as_str()] {
+        let r = requests.iter().find(|r| r["request_id"] == id).unwrap_or_else(|| panic!("no log for {id}: {lines:?}"));
+        assert_eq!(
+            (r["method"].as_str(), r["path"].as_str(), r["status"].as_u64()),
+            (Some("GET"), Some("/todos"), Some(200))
+        );
+        assert!(r["latency_ms"].as_f64().is_some(), "{r}");
+    }
+}
+
+/// Parses the Prometheus text format: every sample line is `name{labels} value`.
+fn samples(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line: {l}"));
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in: {l}"));
+            assert!(name.chars().next().is_some_and(|c| c.is_ascii_alphabetic()), "bad name: {l}");
+            (name.to_string(), value)
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_parse_and_the_counters_move() {
+    let (handle, _dir, _db) = start_with(server::Limits::default());
+    let get = |path: &str| {
+        client::request("GET", &format!("{}{path}", handle.url()), &[], None, Duration::from_secs(5)).unwrap()
+    };
+    let value = |text: &str, name: &str| samples(text).into_iter().find(|(n, _)| n == name).map_or(0.0, |(_, v)| v);
+    let todos = "todobackend_http_requests_total{route=\"/todos\",status=\"200\"}";
+    let count = "todobackend_http_request_duration_seconds_count";
+
+    let before = get("/metrics");
+    assert_eq!(before.status, 200);
+    assert!(before.header("Content-Type").unwrap_or("").starts_with("text/plain; version=0.0.4"));
+    let before = before.text();
+    for _ in 0..3 {
+        assert_eq!(get("/todos").status, 200);
+    }
+    let after = get("/metrics").text();
+    assert_eq!(value(&after, todos) - value(&before, todos), 3.0, "{after}");
+    assert!(value(&after, count) >= value(&before, count) + 3.0, "{after}");
+    assert!(value(&after, "todobackend_open_connections") >= 1.0, "{after}");
+    assert!(samples(&after).iter().any(|(n, _)| n == "todobackend_database_errors_total"), "{after}");
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let limits = server::Limits { idle_timeout: Duration::from_millis(300), ..Default::default() };
+    let (handle, _dir, _db) = start_with(limits);
+    let stream = TcpStream::connect(handle.addr()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    (&stream).write_all(b"GET /todos HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (head, _) = read_response(&mut reader);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let answered = Instant::now();
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).expect("the server closes the idle connection");
+    let idle = answered.elapsed();
+    assert!(idle >= Duration::from_millis(250) && idle < Duration::from_secs(3), "closed after {idle:?}");
+}
