@@ -41,9 +41,66 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Docker> {
         Transport::Ssh => dial_stdio(endpoint),
     }
     .with_context(unreachable)?;
-    let docker = docker.negotiate_version().await.with_context(unreachable)?;
-    docker.ping().await.with_context(unreachable)?;
-    Ok(docker)
+    let answered = match docker.negotiate_version().await {
+        Ok(docker) => docker.ping().await.map(|_| docker),
+        Err(err) => Err(err),
+    };
+    match answered {
+        Ok(docker) => {
+            SSH_SAYS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).echo = true;
+            Ok(docker)
+        }
+        Err(err) if matches!(transport, Transport::Ssh) => match ssh_said().await {
+            Some(said) => Err(anyhow::Error::new(err).context(format!("ssh said: {said}")).context(unreachable())),
+            None => Err(anyhow::Error::new(err).context(unreachable())),
+        },
+        Err(err) => Err(anyhow::Error::new(err).context(unreachable())),
+    }
+}
+
+/// What `docker system dial-stdio` (ssh, underneath) wrote on stderr. Until
+/// the engine first answers it is kept, not shown, so that a failed
+/// connection's error can carry ssh's own reason ("Permission denied",
+/// "Connection refused") in its one line; after that it is shown as it comes.
+#[derive(Default)]
+struct SshSays {
+    lines: Vec<String>,
+    echo: bool,
+    closed: bool,
+}
+
+static SSH_SAYS: std::sync::Mutex<SshSays> =
+    std::sync::Mutex::new(SshSays { lines: Vec::new(), echo: false, closed: false });
+
+/// ssh's last words once its stderr has closed (a failed ssh exits at once;
+/// bounded at 2 s in case it does not).
+async fn ssh_said() -> Option<String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        {
+            let says = SSH_SAYS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if says.closed || tokio::time::Instant::now() >= deadline {
+                let said: Vec<&str> =
+                    says.lines.iter().map(|line| line.trim()).filter(|line| !line.is_empty()).collect();
+                return (!said.is_empty()).then(|| said[said.len().saturating_sub(2)..].join(" / "));
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn collect_ssh_stderr(stderr: tokio::process::ChildStderr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let mut says = SSH_SAYS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if says.echo {
+            eprintln!("{line}");
+        } else {
+            says.lines.push(line);
+        }
+    }
+    SSH_SAYS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).closed = true;
 }
 
 /// The engine through `docker system dial-stdio`, which the docker CLI runs
@@ -81,10 +138,19 @@ impl tower_service::Service<hyper::Uri> for DialStdio {
         let mut command = tokio::process::Command::new("docker");
         // The endpoint as the run's other docker commands get it (see Ctx).
         command.args(["system", "dial-stdio"]).env("DOCKER_HOST", &self.host).env("DOCKER_CONTEXT", "");
-        // ssh's own complaints (refused, host key, permission) reach stderr.
-        command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).kill_on_drop(true);
+        // ssh's own complaints (refused, host key, permission) come on
+        // stderr: kept for the error of a connection that fails (SshSays).
+        command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
         Box::pin(async move {
             let mut child = command.spawn()?;
+            if let Some(stderr) = child.stderr.take() {
+                SSH_SAYS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).closed = false;
+                tokio::spawn(collect_ssh_stderr(stderr));
+            }
             let stdin = child.stdin.take().ok_or_else(|| io::Error::other("dial-stdio has no stdin"))?;
             let stdout = child.stdout.take().ok_or_else(|| io::Error::other("dial-stdio has no stdout"))?;
             Ok(DialStdioStream { io: TokioIo::new(tokio::io::join(stdout, stdin)), _child: child })

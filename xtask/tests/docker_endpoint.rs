@@ -148,6 +148,8 @@ fn an_ssh_endpoint_that_fails_points_to_the_ssh_connection() {
     let check = format!("ssh -p {} nobody-{}@127.0.0.1 docker version", sshd.port, std::process::id());
     assert!(error.contains("check the ssh connection") && error.contains(&check), "{error}");
     assert!(!error.contains("systemctl"), "{error}");
+    // ssh's own reason, in the same line: an unknown user is refused.
+    assert!(error.contains("ssh said:") && error.contains("Permission denied"), "{error}");
 }
 
 // ---------------------------------------------------------------- sshd
