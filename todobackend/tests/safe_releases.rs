@@ -217,8 +217,10 @@ fn restore_brings_back_the_database_from_before_a_migration_and_keeps_the_replac
     assert_eq!(seen, 1);
     assert_eq!(version(&db_path), 2);
 
+    // No backup was taken before a migration older than every backup (a
+    // backup from before an earlier migration counts for a later one).
     let none = Command::new(BIN)
-        .args(["restore", "--before", "0009_nothing", "--db"])
+        .args(["restore", "--before", "0000_nothing", "--db"])
         .arg(&db_path)
         .env("TODOBACKEND_BACKUPS", &backups_dir)
         .output()
@@ -226,5 +228,5 @@ fn restore_brings_back_the_database_from_before_a_migration_and_keeps_the_replac
     assert!(!none.status.success());
     let err = String::from_utf8_lossy(&none.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("no backup taken before 0009_nothing") && err.contains("before-0003_drop_note"), "{err}");
+    assert!(err.contains("no backup taken before 0000_nothing") && err.contains("before-0003_drop_note"), "{err}");
 }
