@@ -17,7 +17,9 @@ work=$(mktemp -d /tmp/bench-service.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 # 10,000 client sockets plus the server's own: raise the descriptor limit.
-ulimit -n 65536
+# A container's hard limit may be lower than 65536 (20000 here): take what
+# there is; the clients and the server are separate processes.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 if [ -z "${BASE_BIN:-}" ]; then
   base_tree=/tmp/bench-base
@@ -102,24 +104,24 @@ measure() { # label binary
 
   read -r get_rps get_p99 get_failed < <(timeout 120 ab -q -n "$REQUESTS" -c 50 "$url/todos/1" 2>&1 | ab_figures)
   read -r post_rps post_p99 post_failed < <(timeout 120 ab -q -n "$REQUESTS" -c 50 -p "$dir/post.json" -T application/json "$url/todos" 2>&1 | ab_figures)
-  local alive1; alive1=$(alive "$port")
+  local alive1; alive1=$(alive "$port" 2>/dev/null || echo no)
 
   python3 "$work/hold.py" "$port" "$IDLE" idle > "$dir/idle.out" &
   local holder=$!
   for _ in $(seq 600); do grep -q '^open' "$dir/idle.out" && break; sleep 0.1; done
   local idle_open; idle_open=$(awk '/^open/ {print $2}' "$dir/idle.out")
   sleep 1 # let the server accept what the backlog holds
-  local rss_kib; rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-  local alive2; alive2=$(alive "$port")
-  kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null || true
+  local rss_kib; rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+  local alive2; alive2=$(alive "$port" 2>/dev/null || echo no)
+  kill "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null || true
 
   python3 "$work/hold.py" "$port" "$IDLE" slow > "$dir/slow.out" &
   holder=$!
   for _ in $(seq 600); do grep -q '^open' "$dir/slow.out" && break; sleep 0.1; done
   read -r _ slow_p99 slow_failed < <(timeout 120 ab -q -s 10 -n 1000 -c 10 "$url/todos/1" 2>&1 | ab_figures)
-  local alive3; alive3=$(alive "$port")
-  kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null || true
-  local alive4; alive4=$(alive "$port" || echo no)
+  local alive3; alive3=$(alive "$port" 2>/dev/null || echo no)
+  kill "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null || true
+  local alive4; alive4=$(alive "$port" 2>/dev/null || echo no)
 
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   printf '| %s | %s | %s | %s | %s | %s (%s open) | %s | %s/%s/%s/%s |\n' \
