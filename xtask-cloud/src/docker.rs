@@ -153,16 +153,40 @@ impl tower_service::Service<hyper::Uri> for DialStdio {
             }
             let stdin = child.stdin.take().ok_or_else(|| io::Error::other("dial-stdio has no stdin"))?;
             let stdout = child.stdout.take().ok_or_else(|| io::Error::other("dial-stdio has no stdout"))?;
-            Ok(DialStdioStream { io: TokioIo::new(tokio::io::join(stdout, stdin)), _child: child })
+            Ok(DialStdioStream { io: TokioIo::new(tokio::io::join(stdout, stdin)), child: Some(child) })
         })
     }
 }
 
-/// One HTTP connection: the child's stdout to read, its stdin to write. The
-/// child is killed when hyper drops the connection.
+/// One HTTP connection: the child's stdout to read, its stdin to write.
 struct DialStdioStream {
     io: TokioIo<Join<ChildStdout, ChildStdin>>,
-    _child: Child,
+    child: Option<Child>,
+}
+
+/// How long a dropped connection's child may take to exit on its own.
+const DIAL_STDIO_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Drop for DialStdioStream {
+    /// hyper drops the connection as soon as the engine's side closes, which
+    /// for a failed ssh is before `docker system dial-stdio` has written
+    /// ssh's reason on stderr. Killing it then would lose that reason (and
+    /// the error would say only "connection closed"), so the child gets a
+    /// moment to finish (its stdin closes with `io`) and is killed after it.
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if tokio::time::timeout(DIAL_STDIO_EXIT_GRACE, child.wait()).await.is_err() {
+                        let _ = child.kill().await;
+                    }
+                });
+            }
+            // No runtime to wait on: kill_on_drop ends it now.
+            Err(_) => drop(child),
+        }
+    }
 }
 
 impl Connection for DialStdioStream {
