@@ -108,19 +108,33 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
         String::from_utf8_lossy(&acceptance.stderr)
     );
 
-    // The same version again: quick, and said so.
-    let started = Instant::now();
+    // The same version again: said so, and no task is replaced (no rollout).
+    let running_tasks = || {
+        let listed = support::swarm::docker_ok(&[
+            "service",
+            "ps",
+            "-q",
+            "--filter",
+            "desired-state=running",
+            &format!("{stack}_app"),
+        ]);
+        let mut ids: Vec<String> = listed.lines().map(str::to_owned).collect();
+        ids.sort();
+        ids
+    };
+    let before = running_tasks();
     let again = at(&a).xtask(&["deploy", "--no-login"]);
     again.assert_success();
     assert!(again.stdout.contains("already running"), "{}", again.stdout);
-    assert!(started.elapsed() < Duration::from_secs(30), "re-deploying took {:?}", started.elapsed());
+    assert_eq!(running_tasks(), before, "re-deploying the running version replaced the app's tasks");
 
-    // Version B: a rolling update, then B answers.
-    let update = at(&b).xtask(&["deploy", "--no-login", "--timeout", "3m"]);
+    // Version B: a rolling update, then B answers. A monitor of 15 s makes
+    // the update's last step a silence longer than the heartbeat's 10 s.
+    let update =
+        at(&b).clone_with(&[("APP_UPDATE_MONITOR", "15s")]).xtask(&["deploy", "--no-login", "--timeout", "3m"]);
     update.assert_success();
     // A log gets a heartbeat at least every 10 s while nothing changes,
-    // saying how long it waited and for what: the rolling update of the
-    // app (update delay and monitor) is a longer silence than that.
+    // saying how long it waited and for what.
     assert!(
         update.stderr.lines().any(|line| line.starts_with("    waiting ") && line.contains(" for app (")),
         "no heartbeat during the rolling update:\n{}",
@@ -158,11 +172,7 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
         crashed.stderr
     );
     assert_eq!(spec_image(&stack, "app"), format!("{host}/todobackend:{b}"), "the swarm did not roll back to B");
-    let start = Instant::now();
-    while !answers(port) && start.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    assert!(answers(port), "B does not answer after the rollback");
+    support::wait_until("B answering after the rollback", Duration::from_secs(30), || answers(port));
 
     // A version whose migration fails: non-zero, naming migrate.
     let migration = at(&bad_migrate).xtask(&["deploy", "--no-login", "--timeout", "150s"]);
@@ -273,7 +283,7 @@ fn ci_cleans_up_after_sigterm() {
         .with_env("AWS_SECRET_ACCESS_KEY", "testing")
         .with_env("AWS_REGION", support::REGION);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    cmd.args(["ci"]).current_dir(&sandbox.root).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(["ci"]).current_dir(&sandbox.root).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     cmd.env_remove("GITHUB_ACTIONS")
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
@@ -281,19 +291,41 @@ fn ci_cleans_up_after_sigterm() {
     for (key, value) in &sandbox.env {
         cmd.env(key, value);
     }
-    let child = cmd.spawn().expect("start xtask ci");
-    // login has connected and waits for an answer that never comes.
+    let mut child = cmd.spawn().expect("start xtask ci");
+    // ci reads its stderr line by line, so the test can wait for the moment
+    // the signal is taken, not guess it.
+    let (lines, seen) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = lines.send(line);
+        }
+        all
+    });
+    // login has connected and waits for an answer that never comes (ci
+    // catches signals before its first stage).
     let (held, _) = listener.accept().expect("login connects");
-    std::thread::sleep(Duration::from_millis(500));
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
-    std::thread::sleep(Duration::from_millis(500));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(line) if line.contains("SIGTERM: finishing the current stage") => break,
+            Ok(_) => continue,
+            Err(_) => panic!("ci did not say it took the SIGTERM"),
+        }
+    }
     // Let the SDK fail fast now: close the connection and the port.
     drop(held);
     drop(listener);
-    let out = child.wait_with_output().expect("xtask ci ends");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let status = child.wait().expect("xtask ci ends");
+    let stderr = reader.join().expect("the stderr reader");
+    assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("SIGTERM"), "{stderr}");
     assert!(stderr.contains("==> ci: test skipped: interrupted by SIGTERM"), "{stderr}");
     assert!(stderr.contains("==> ci: clean (always)"), "{stderr}");
@@ -301,5 +333,5 @@ fn ci_cleans_up_after_sigterm() {
     let error = stderr.lines().find(|line| line.starts_with("error:")).unwrap_or_default();
     assert!(error.contains("SIGTERM"), "{stderr}");
     // Interrupted: 128 + SIGTERM, as a shell reports it, after the cleanup.
-    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert_eq!(status.code(), Some(143), "{stderr}");
 }

@@ -26,13 +26,59 @@ use support::swarm::{
 };
 use support::{Images, Moto, Registry, Sandbox};
 
-const ADDITIVE: (&str, &str) = ("0002_add_note.sql", "-- additive\nALTER TABLE todos ADD COLUMN note TEXT;\n");
-const BREAKING: (&str, &str) =
-    ("0003_add_audit.sql", "CREATE TABLE audit (id INTEGER PRIMARY KEY, what TEXT NOT NULL);\n");
+/// A migration a test adds to the checkout's own, numbered after them (so
+/// that a migration a user adds keeps these tests green) and touching only
+/// names of its own.
+struct Added {
+    /// The file name, `NNNN_slug.sql`.
+    file: String,
+    sql: &'static str,
+}
+
+impl Added {
+    /// `steps` after the checkout's newest migration.
+    fn after_the_checkout(steps: u32, slug: &str, sql: &'static str) -> Added {
+        Added { file: format!("{:04}_{slug}.sql", newest_migration_number() + steps), sql }
+    }
+
+    /// The migration's name as the tasks print it: the file name without `.sql`.
+    fn name(&self) -> &str {
+        self.file.trim_end_matches(".sql")
+    }
+}
+
+/// The number of the checkout's newest migration.
+fn newest_migration_number() -> u32 {
+    let dir = support::project_root().join("todobackend/migrations");
+    std::fs::read_dir(&dir)
+        .expect("the checkout's migrations")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".sql"))
+        .filter_map(|name| name.split('_').next()?.parse::<u32>().ok())
+        .max()
+        .expect("the checkout has a migration")
+}
+
+fn additive() -> Added {
+    Added::after_the_checkout(1, "add_test_note", "-- additive\nALTER TABLE todos ADD COLUMN test_note TEXT;\n")
+}
+
+fn breaking() -> Added {
+    Added::after_the_checkout(
+        2,
+        "add_test_audit",
+        "CREATE TABLE test_audit (id INTEGER PRIMARY KEY, what TEXT NOT NULL);\n",
+    )
+}
+
+/// Not additive: an older binary refuses the schema it makes.
+fn rename() -> Added {
+    Added::after_the_checkout(2, "rename_test_note", "ALTER TABLE todos RENAME COLUMN test_note TO test_remark;\n")
+}
 
 /// The checkout's files (tracked, and new ones not ignored) copied to `dir`,
 /// with `migrations` added to the service.
-fn copy_checkout(dir: &Path, migrations: &[(&str, &str)]) {
+fn copy_checkout(dir: &Path, migrations: &[&Added]) {
     let root = support::project_root();
     let listed = Command::new("git")
         .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
@@ -50,15 +96,18 @@ fn copy_checkout(dir: &Path, migrations: &[(&str, &str)]) {
         std::fs::create_dir_all(to.parent().expect("a file has a parent")).expect("create the copy's directories");
         std::fs::copy(&from, &to).unwrap_or_else(|err| panic!("copy {name}: {err}"));
     }
+    // The copy is kept between runs: a migration an earlier run added, and
+    // the checkout does not have, goes.
+    let checkout_migrations = root.join("todobackend/migrations");
     let dir = dir.join("todobackend/migrations");
     for entry in std::fs::read_dir(&dir).expect("the copy's migrations") {
-        let path = entry.expect("a migration").path();
-        if path.file_name().and_then(|name| name.to_str()).is_some_and(|name| !name.starts_with("0001")) {
-            std::fs::remove_file(path).expect("remove a migration from an earlier run");
+        let entry = entry.expect("a migration");
+        if entry.path().is_file() && !checkout_migrations.join(entry.file_name()).exists() {
+            std::fs::remove_file(entry.path()).expect("remove a migration from an earlier run");
         }
     }
-    for (name, sql) in migrations {
-        std::fs::write(dir.join(name), sql).expect("write a migration");
+    for added in migrations {
+        std::fs::write(dir.join(&added.file), added.sql).expect("write a migration");
     }
 }
 
@@ -74,7 +123,7 @@ fn variant_image(
     sandbox: &Sandbox,
     registry: &Registry,
     version: &str,
-    migrations: &[(&str, &str)],
+    migrations: &[&Added],
     images: &mut Images,
 ) -> String {
     let source = variants_dir().join("src");
@@ -156,9 +205,10 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
 
     docker_login(&sandbox, &registry);
     let image_a = app_image(&sandbox, &registry, &a, &mut images);
-    let image_b = variant_image(&sandbox, &registry, &b, &[ADDITIVE], &mut images);
+    let (additive, breaking) = (additive(), breaking());
+    let image_b = variant_image(&sandbox, &registry, &b, &[&additive], &mut images);
     derive(&image_b, &format!("{host}/todobackend:{b_crash}"), "ENV TODOBACKEND_LISTEN=not-an-address", &mut images);
-    let image_c = variant_image(&sandbox, &registry, &c, &[ADDITIVE, BREAKING], &mut images);
+    let image_c = variant_image(&sandbox, &registry, &c, &[&additive, &breaking], &mut images);
     for version in [&a, &b, &b_crash, &c] {
         push(&sandbox, &format!("{host}/todobackend:{version}"));
     }
@@ -177,7 +227,7 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
     // swarm rolls back, and A serves on B's schema with every row.
     let crashed = deploy(&b_crash, &[]);
     crashed.assert_failure();
-    assert!(crashed.stderr.contains("0002_add_note, all additive"), "{}", crashed.stderr);
+    assert!(crashed.stderr.contains(&format!("{}, all additive", additive.name())), "{}", crashed.stderr);
     assert!(error_text(&crashed).contains("rolled back"), "{}", crashed.stderr);
     assert_eq!(spec_image(&stack, "app"), image_a, "the swarm did not roll back to A");
     wait_for_app(port);
@@ -219,7 +269,7 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
     let refused = deploy(&c, &[]);
     refused.assert_failure();
     let error = error_text(&refused);
-    assert!(error.contains("0003_add_audit") && error.contains("--allow-breaking-migration"), "{error}");
+    assert!(error.contains(breaking.name()) && error.contains("--allow-breaking-migration"), "{error}");
     assert_eq!(error.lines().count(), 1, "{error}");
     assert_eq!(spec_image(&stack, "app"), image_a, "a refused deploy changed the swarm");
     // ...and deployed when allowed.
@@ -230,7 +280,7 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
     let back_to_b = sandbox.xtask(&["rollback", "--no-login", "--to", &b]);
     back_to_b.assert_failure();
     let error = error_text(&back_to_b);
-    assert!(error.contains("0003_add_audit") && error.contains("--restore-data"), "{error}");
+    assert!(error.contains(breaking.name()) && error.contains("--restore-data"), "{error}");
     assert_eq!(spec_image(&stack, "app"), image_c, "a refused rollback changed the swarm");
     // ...and with --restore-data, B serves the data from before C, and the
     // database C wrote is kept as a backup.
@@ -241,11 +291,8 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
     assert_eq!(titles(port), ["written under A", "written under B"]);
     let listed = backups(&stack, &image_b);
     assert!(listed.contains("replaced-by-restore"), "the replaced database was not kept:\n{listed}");
-    assert!(listed.contains("before-0003_add_audit"), "{listed}");
+    assert!(listed.contains(&format!("before-{}", breaking.name())), "{listed}");
 }
-
-/// Not additive: an older binary refuses the schema it makes.
-const RENAME: (&str, &str) = ("0003_rename_note.sql", "ALTER TABLE todos RENAME COLUMN note TO remark;\n");
 
 /// A release with a breaking migration that crashes, deployed anyway: the
 /// swarm goes back to A, which cannot serve the new schema. `deploy` says so
@@ -268,7 +315,8 @@ fn after_a_failed_breaking_release_the_printed_command_brings_the_service_back()
 
     docker_login(&sandbox, &registry);
     let image_a = app_image(&sandbox, &registry, &a, &mut images);
-    let image_c = variant_image(&sandbox, &registry, &c, &[ADDITIVE, RENAME], &mut images);
+    let (additive, rename) = (additive(), rename());
+    let image_c = variant_image(&sandbox, &registry, &c, &[&additive, &rename], &mut images);
     derive(&image_c, &format!("{host}/todobackend:{c_crash}"), "ENV TODOBACKEND_LISTEN=not-an-address", &mut images);
     for version in [&a, &c_crash] {
         push(&sandbox, &format!("{host}/todobackend:{version}"));
@@ -282,7 +330,7 @@ fn after_a_failed_breaking_release_the_printed_command_brings_the_service_back()
     let crashed = at(&c_crash).xtask(&["deploy", "--no-login", "--timeout", "3m", "--allow-breaking-migration"]);
     crashed.assert_failure();
     let error = error_text(&crashed);
-    assert!(error.contains(&format!("version {a}")) && error.contains("0003_rename_note"), "{error}");
+    assert!(error.contains(&format!("version {a}")) && error.contains(rename.name()), "{error}");
     assert!(error.contains("service stays down"), "{error}");
     assert_eq!(spec_image(&stack, "app"), image_a, "the swarm did not go back to A");
     let command = error

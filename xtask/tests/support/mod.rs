@@ -48,7 +48,8 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}{}x{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst), nanos % 10_000)
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+/// Wait until `ready`, polling: the wait ends on the event, within `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
         assert!(start.elapsed() < timeout, "{what} did not come up within {timeout:?}");
