@@ -453,7 +453,6 @@ fn restore_postgres(target: &pg::config::Target, before: &str, dry_run: bool) ->
 
 /// `move-to-postgres --from FILE`: see `pg::moving`.
 fn move_to_postgres(from: &Path, target: &pg::config::Target) -> Result<(), String> {
-    say!("moving every row of {} into {}", from.display(), target.display());
     let moved = pg::moving::run(from, target, MIGRATIONS, PG_MIGRATIONS)?;
     for (table, rows) in &moved.tables {
         say!("moved {rows} row(s) of {table}; the counts agree");

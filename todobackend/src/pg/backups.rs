@@ -86,7 +86,7 @@ fn copy_identity(conn: &Conn, from: &str, to: &str, table: &str) -> Result<(), S
         // Both names come from pg_get_serial_sequence, already quoted.
         let state = conn.query_one(&format!("SELECT last_value, is_called FROM {source}"), &[])?;
         let (last, called): (i64, bool) = (state.get(0), state.get(1));
-        conn.query_one("SELECT setval($1::regclass, $2, $3)", &[&target, &last, &called])?;
+        conn.query_one("SELECT setval($1::text::regclass, $2, $3)", &[&target, &last, &called])?;
     }
     Ok(())
 }

@@ -76,7 +76,12 @@ pub fn classify(e: &tokio_postgres::Error) -> StoreError {
             let code = code.code();
             code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
         }
-        None => true,
+        // No SQLSTATE: the connection broke (closed, or an I/O error),
+        // else a client-side error such as a type mismatch.
+        None => {
+            e.is_closed()
+                || std::error::Error::source(e).is_some_and(|source| source.downcast_ref::<std::io::Error>().is_some())
+        }
     };
     if unavailable { StoreError::Unavailable(describe(e)) } else { StoreError::Failed(describe(e)) }
 }

@@ -116,6 +116,25 @@ impl PgServer {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
             std::os::unix::fs::chown(&superuser_file, Some(uid), Some(gid)).unwrap();
         }
+        // A certificate of its own, so connections negotiate TLS (the URLs'
+        // default `sslmode=prefer` and the tests' `require` use it).
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+            .args(["-days", "2", "-subj", "/CN=localhost", "-keyout"])
+            .arg(dir.join("server.key"))
+            .arg("-out")
+            .arg(dir.join("server.crt"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run openssl (apt-get install openssl)");
+        assert!(out.status.success(), "openssl failed: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::set_permissions(dir.join("server.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        if is_root() {
+            let (uid, gid) = postgres_ids();
+            for file in ["server.key", "server.crt"] {
+                std::os::unix::fs::chown(dir.join(file), Some(uid), Some(gid)).unwrap();
+            }
+        }
         let out = as_owner(&bin.join("initdb"))
             .args(["--auth=scram-sha-256", "--username=postgres", "--encoding=UTF8", "--no-sync", "--pwfile"])
             .arg(&superuser_file)
@@ -155,6 +174,8 @@ impl PgServer {
             .arg("-D")
             .arg(self.dir.join("data"))
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"])
+            .args(["-c", "ssl=on", "-c", &format!("ssl_cert_file={}", self.dir.join("server.crt").display())])
+            .args(["-c", &format!("ssl_key_file={}", self.dir.join("server.key").display())])
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(&self.dir)
             .stdin(Stdio::null())
