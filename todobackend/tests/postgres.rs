@@ -309,6 +309,26 @@ fn requests_get_503_quickly_while_the_database_is_down_and_recover_without_a_res
 }
 
 #[test]
+fn migrate_waits_for_a_database_that_is_not_up_yet() {
+    let mut pg = PgServer::start();
+    let db = pg.database();
+    pg.stop();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("migrate").env_remove("TODOBACKEND_DB").stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.envs(db.env());
+    let mut child = cmd.spawn().unwrap();
+    let mut stderr_pipe = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr_pipe, &mut first).unwrap();
+    assert!(first.starts_with("waiting for the database"), "{first}");
+    pg.start_again();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr_pipe, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "{first}{rest}");
+    assert!(rest.contains("is now at version"), "{rest}");
+}
+
+#[test]
 fn move_to_postgres_copies_every_row_with_its_id_and_refuses_a_non_empty_target() {
     let dir = TempDir::new();
     let sqlite = common::migrated_db(&dir);
@@ -401,7 +421,11 @@ fn bad_settings_are_one_line_errors_and_a_wrong_password_is_not_echoed() {
     assert_one_line_error(&out, "TODOBACKEND_DATABASE_PASSWORD_FILE");
     // Nothing listens there: a quick one-line refusal, not a hang.
     let started = Instant::now();
-    let out = run(&["migrate"], &url("postgres://app@127.0.0.1:1/x"));
+    let mut nowhere = url("postgres://app@127.0.0.1:1/x");
+    nowhere.push(("TODOBACKEND_DATABASE_WAIT", "0".into()));
+    let out = run(&["migrate"], &nowhere);
     assert_one_line_error(&out, "cannot connect to postgres://app@127.0.0.1:1/x");
+    nowhere[1].1 = "soon".into();
+    assert_one_line_error(&run(&["migrate"], &nowhere), "TODOBACKEND_DATABASE_WAIT");
     assert!(started.elapsed() < Duration::from_secs(10));
 }

@@ -101,7 +101,7 @@ pub fn run(from: &Path, target: &Target, sqlite_list: &[Migration], pg_list: &[M
         ));
     }
     let ctx = migrate::context(target);
-    let conn = Conn::connect(target).map_err(&ctx)?;
+    let conn = Conn::connect(target).map_err(|e| e.to_string())?;
     let tables = sqlite_tables(&source, from)?;
     // Refuse before touching anything when there is something to lose.
     let _lock = migrate::lock(&conn).map_err(&ctx)?;
