@@ -309,6 +309,36 @@ fn requests_get_503_quickly_while_the_database_is_down_and_recover_without_a_res
 }
 
 #[test]
+fn the_binary_migrates_serves_and_passes_the_acceptance_suite_on_postgres() {
+    let db = shared().database();
+    let out = run(&["migrate"], &db.env());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = TempDir::new();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--static-root"]).arg(dir.join("public"));
+    cmd.env_remove("TODOBACKEND_DB").envs(db.env()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .split_once(" INFO serving on ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_string();
+    assert!(first.contains(&format!("database={}", db.target().display())), "{first}");
+    let acceptance = run(&["acceptance", "--url", &url], &[]);
+    assert!(acceptance.status.success(), "{}", stderr(&acceptance));
+    assert!(stderr(&acceptance).lines().last().unwrap().ends_with("passed, 0 failed"), "{}", stderr(&acceptance));
+    // SAFETY: a signal to the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let log: Vec<String> = lines.map_while(Result::ok).collect();
+    let password = std::fs::read_to_string(&db.password_file).unwrap();
+    assert!(!first.contains(password.trim_end()) && !log.iter().any(|l| l.contains(password.trim_end())));
+    assert!(log.iter().any(|l| l.contains("method=POST path=/todos status=201")), "{log:?}");
+}
+
+#[test]
 fn migrate_waits_for_a_database_that_is_not_up_yet() {
     let mut pg = PgServer::start();
     let db = pg.database();
