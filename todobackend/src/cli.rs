@@ -575,6 +575,16 @@ mod tests {
     }
 
     #[test]
+    fn move_to_postgres_needs_the_sqlite_file() {
+        assert!(parse(&args("move-to-postgres"), &no_env).unwrap_err().contains("--from"));
+        assert_eq!(
+            parse(&args("move-to-postgres --from /data/todobackend.sqlite3"), &no_env).unwrap(),
+            Command::MoveToPostgres { from: "/data/todobackend.sqlite3".into() }
+        );
+        assert!(parse(&args("move-to-postgres --db x"), &no_env).unwrap_err().contains("unknown option"));
+    }
+
+    #[test]
     fn help_and_version() {
         assert_eq!(parse(&args("help"), &no_env).unwrap(), Command::Help);
         assert_eq!(parse(&args("serve --help"), &no_env).unwrap(), Command::Help);
