@@ -1,6 +1,7 @@
-//! todobackend: the Todo-Backend API (todobackend.com) over SQLite, with the
-//! operational subcommands a `FROM scratch` container needs (migrate,
-//! collectstatic, healthcheck, acceptance). `main.rs` only dispatches to
+//! todobackend: the Todo-Backend API (todobackend.com) over SQLite or
+//! PostgreSQL (`backend`), with the operational subcommands a `FROM scratch`
+//! container needs (migrate, collectstatic, healthcheck, acceptance, and the
+//! move from SQLite to PostgreSQL). `main.rs` only dispatches to
 //! `cli`; everything is reachable from tests through this library.
 
 /// Writes one line to stderr, ignoring write errors: unlike `eprintln!`, a
@@ -15,6 +16,7 @@ macro_rules! say {
 
 pub mod acceptance;
 pub mod api;
+pub mod backend;
 pub mod backups;
 pub mod cli;
 pub mod client;
@@ -23,6 +25,7 @@ pub mod logging;
 pub mod metrics;
 pub mod migrations;
 pub mod net;
+pub mod pg;
 pub mod server;
 pub mod signals;
 pub mod static_files;
