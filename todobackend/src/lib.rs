@@ -25,5 +25,6 @@ pub mod migrations;
 pub mod net;
 pub mod server;
 pub mod signals;
+pub mod sqlite_pool;
 pub mod static_files;
 pub mod store;
