@@ -163,7 +163,7 @@ measure() { # label binary (and $run)
   local alive4; alive4=$(alive "$port" 2>/dev/null || echo no)
 
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-  printf '| %s | %s | %s | %s µs | %s | %s | %s µs | %s | %s | %s MiB (%s open) | %s (%s failed) | %s/%s/%s/%s |\n' \
+  printf '| %s | %s | %s | %s | %s µs | %s | %s | %s µs | %s | %s | %s MiB (%s open) | %s (%s failed) | %s/%s/%s/%s |\n' \
     "$run" "$label" "$get_rps" "$get_p99" "$get_us" "$post_rps" "$post_p99" "$post_us" "$((get_bad + post_bad))" "$ka" \
     "$((rss_kib / 1024))" "$idle_open" "${slow_p99:--}" "${slow_failed:-?}" "$alive1" "$alive2" "$alive3" "$alive4"
   echo "$run $label $get_rps $post_rps $((rss_kib / 1024))" >> "$work/figures"

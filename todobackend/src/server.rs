@@ -211,6 +211,7 @@ struct State {
     drained: Notify,
     request_ids: AtomicU64,
     id_seed: u64,
+    lingering_refusals: Arc<Semaphore>,
 }
 
 /// Starts the server on `listen` (`IP:PORT`; port 0 picks a free one),
@@ -262,6 +263,7 @@ pub fn start_with(listen: &str, db_path: &Path, static_root: &Path, options: Opt
         drained: Notify::new(),
         request_ids: AtomicU64::new(0),
         id_seed: std::collections::hash_map::RandomState::new().build_hasher().finish(),
+        lingering_refusals: Arc::new(Semaphore::new(LINGERING_REFUSALS)),
     });
     let (stop, stop_rx) = watch::channel(false);
     let accept_loop = runtime.spawn(accept_loop(listener, Arc::clone(&state), stop_rx));
@@ -374,15 +376,35 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: watch::Rece
     }
 }
 
-/// Past `max_connections`: 503 and close, counted.
-fn refuse(stream: TcpStream, state: &State) {
+/// Refused connections that may linger to be closed cleanly; past it, a
+/// refusal closes at once. Each holds a descriptor from the reserve that
+/// `max_connections` leaves (64) for at most `REFUSAL_LINGER`.
+const LINGERING_REFUSALS: usize = 32;
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+
+/// Past `max_connections`: 503 and close, counted. Closing a socket with
+/// unread bytes resets the connection, which can destroy the 503 before the
+/// client reads it, so the client's request is read and dropped (for a
+/// moment, while few refusals linger) after the answer is sent.
+fn refuse(mut stream: TcpStream, state: &State) {
     state.metrics.refused_connections.fetch_add(1, Ordering::Relaxed);
-    let _ = stream.try_write(REFUSAL);
-    // Read what the client already sent, so that closing does not reset the
-    // connection (and drop the 503) because of unread data.
-    let mut sink = [0u8; 1024];
-    let _ = stream.try_read(&mut sink);
     tracing::debug!("refused a connection: max_connections reached");
+    let _ = stream.try_write(REFUSAL);
+    let Ok(lingering) = Arc::clone(&state.lingering_refusals).try_acquire_owned() else { return };
+    tokio::spawn(async move {
+        let _ = poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_shutdown(cx)).await;
+        let deadline = tokio::time::Instant::now() + REFUSAL_LINGER;
+        let mut sink = [0u8; 1024];
+        while let Ok(Ok(())) = tokio::time::timeout_at(deadline, stream.readable()).await {
+            match stream.try_read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+        drop(lingering);
+    });
 }
 
 /// A connection's slot and its place in the counts, given back on drop.
