@@ -47,6 +47,42 @@ fn configure(conn: &Connection, path: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot configure database {}: {e}", path.display()))
 }
 
+/// Turns the database file to WAL mode (it stays so: the mode is recorded in
+/// the file). In WAL mode readers never wait for a writer and a writer never
+/// waits for readers, so the server can read on its own threads; a commit
+/// appends to the `-wal` file beside the database (with its `-shm` index)
+/// instead of rewriting pages through a rollback journal. Fails (and the
+/// server keeps the rollback journal) where WAL is not possible, such as on
+/// a network file system without shared memory.
+pub fn enable_wal(conn: &Connection) -> Result<(), String> {
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(|e| format!("cannot turn on WAL mode: {e}"))?;
+    if mode.eq_ignore_ascii_case("wal") { Ok(()) } else { Err(format!("the database stays in {mode} journal mode")) }
+}
+
+/// How long a reader on the server's own threads may wait for a lock. In WAL
+/// mode it waits only in rare moments (another process recovering the WAL
+/// after a crash); it must not stall the threads serving sockets for long.
+const INLINE_READ_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// A connection that reads on the server's runtime threads.
+pub fn configure_inline_reader(conn: &Connection, path: &Path) -> Result<(), String> {
+    conn.busy_timeout(INLINE_READ_BUSY_TIMEOUT)
+        .and_then(|()| conn.execute_batch("PRAGMA query_only = ON"))
+        .map_err(|e| format!("cannot configure database {}: {e}", path.display()))
+}
+
+/// The server's one writer connection. `synchronous = FULL` (SQLite's
+/// default, kept on purpose): each commit is on disk before its requests are
+/// answered, so a todo that got its 201 survives a power cut. Group commit
+/// (see `sqlite_pool`) pays for the fsync once per group of writes, which is
+/// what makes POST fast, not a weaker durability.
+pub fn configure_writer(conn: &Connection, path: &Path) -> Result<(), String> {
+    conn.execute_batch("PRAGMA synchronous = FULL")
+        .map_err(|e| format!("cannot configure database {}: {e}", path.display()))
+}
+
 /// Opens (creating it and its directory if needed) the database for `migrate`.
 pub fn open_for_migrate(path: &Path) -> Result<Connection, String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

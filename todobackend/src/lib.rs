@@ -28,5 +28,6 @@ pub mod net;
 pub mod pg;
 pub mod server;
 pub mod signals;
+pub mod sqlite_pool;
 pub mod static_files;
 pub mod store;

@@ -26,7 +26,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::api::{self, ApiRequest, ApiResponse, Context};
 use crate::backend::Database;
@@ -210,6 +210,7 @@ struct State {
     drained: Notify,
     request_ids: AtomicU64,
     id_seed: u64,
+    lingering_refusals: Arc<Semaphore>,
 }
 
 /// Starts the server on `listen` (`IP:PORT`; port 0 picks a free one),
@@ -237,7 +238,12 @@ pub fn start_on(
     let listen = net::parse_listen(listen)?;
     let store = Store::for_serving(database)?;
 
+    // One worker per core (two here); blocking threads only for readiness
+    // checks (and reads, when WAL is off): writes have their own thread.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .max_blocking_threads(16)
         .enable_io()
         .enable_time()
         .thread_name("todobackend-io")
@@ -257,6 +263,7 @@ pub fn start_on(
         drained: Notify::new(),
         request_ids: AtomicU64::new(0),
         id_seed: std::collections::hash_map::RandomState::new().build_hasher().finish(),
+        lingering_refusals: Arc::new(Semaphore::new(LINGERING_REFUSALS)),
     });
     let (stop, stop_rx) = watch::channel(false);
     let accept_loop = runtime.spawn(accept_loop(listener, Arc::clone(&state), stop_rx));
@@ -285,42 +292,61 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// What the accept loop waits for.
+enum Event {
+    Stop,
+    Slot(OwnedSemaphorePermit),
+    Accepted(std::io::Result<(TcpStream, SocketAddr)>),
+}
+
+/// The answer past `max_connections`, written without waiting (the socket
+/// buffer of a fresh connection always takes it) before the connection is
+/// closed: the client learns at once, instead of waiting in the backlog.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 50\r\nRetry-After: 1\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n{\"error\":\"too many open connections; retry later\"}";
+
 async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: watch::Receiver<bool>) {
     let limits = state.options.limits;
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = Duration::from_millis(5);
+    let mut slot: Option<OwnedSemaphorePermit> = None;
     loop {
-        // Backpressure: no slot, no accept; connections wait in the backlog.
-        let slot = match race(stopped(stop.clone()), Arc::clone(&slots).acquire_owned()).await {
-            Either::Left(()) => break,
-            Either::Right(Ok(slot)) => slot,
-            Either::Right(Err(_)) => break,
-        };
-        let accepted = match race(stopped(stop.clone()), listener.accept()).await {
-            Either::Left(()) => break,
-            Either::Right(accepted) => accepted,
-        };
-        match accepted {
-            Ok((stream, _peer)) => {
-                backoff = Duration::from_millis(5);
-                state.active.fetch_add(1, Ordering::SeqCst);
-                let state = Arc::clone(&state);
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    serve_connection(stream, &state, stop).await;
-                    drop(slot);
-                    if state.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-                        state.drained.notify_waiters();
-                    }
-                });
+        if slot.is_none() {
+            slot = Arc::clone(&slots).try_acquire_owned().ok();
+        }
+        let event = if slot.is_some() {
+            match race(stopped(stop.clone()), listener.accept()).await {
+                Either::Left(()) => Event::Stop,
+                Either::Right(accepted) => Event::Accepted(accepted),
             }
-            Err(e) => {
+        } else {
+            // Every slot taken: a connection closing frees one; a newcomer
+            // meanwhile is refused at once.
+            match race(stopped(stop.clone()), race(Arc::clone(&slots).acquire_owned(), listener.accept())).await {
+                Either::Left(()) | Either::Right(Either::Left(Err(_))) => Event::Stop,
+                Either::Right(Either::Left(Ok(freed))) => Event::Slot(freed),
+                Either::Right(Either::Right(accepted)) => Event::Accepted(accepted),
+            }
+        };
+        match event {
+            Event::Stop => break,
+            Event::Slot(freed) => slot = Some(freed),
+            Event::Accepted(Ok((stream, _peer))) => {
+                backoff = Duration::from_millis(5);
+                let Some(slot) = slot.take() else {
+                    refuse(stream, &state);
+                    continue;
+                };
+                state.active.fetch_add(1, Ordering::SeqCst);
+                state.metrics.open_connections.fetch_add(1, Ordering::Relaxed);
+                let open = OpenConnection { state: Arc::clone(&state), _slot: slot };
+                tokio::spawn(serve_connection(stream, open, stop.clone()));
+            }
+            Event::Accepted(Err(e)) => {
                 // EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: none is a reason to
                 // stop listening. Back off so a full descriptor table is not
                 // a busy loop, and try again.
                 state.metrics.accept_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "accepting a connection failed; retrying");
-                drop(slot);
                 if let Either::Left(()) = race(stopped(stop.clone()), tokio::time::sleep(backoff)).await {
                     break;
                 }
@@ -350,12 +376,59 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: watch::Rece
     }
 }
 
-/// Per connection: when it last received bytes, and whether a request is
-/// being answered, for the idle timeout.
+/// Refused connections that may linger to be closed cleanly; past it, a
+/// refusal closes at once. Each holds a descriptor from the reserve that
+/// `max_connections` leaves (64) for at most `REFUSAL_LINGER`.
+const LINGERING_REFUSALS: usize = 32;
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+
+/// Past `max_connections`: 503 and close, counted. Closing a socket with
+/// unread bytes resets the connection, which can destroy the 503 before the
+/// client reads it, so the client's request is read and dropped (for a
+/// moment, while few refusals linger) after the answer is sent.
+fn refuse(mut stream: TcpStream, state: &State) {
+    state.metrics.refused_connections.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!("refused a connection: max_connections reached");
+    let _ = stream.try_write(REFUSAL);
+    let Ok(lingering) = Arc::clone(&state.lingering_refusals).try_acquire_owned() else { return };
+    tokio::spawn(async move {
+        let _ = poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_shutdown(cx)).await;
+        let deadline = tokio::time::Instant::now() + REFUSAL_LINGER;
+        let mut sink = [0u8; 1024];
+        while let Ok(Ok(())) = tokio::time::timeout_at(deadline, stream.readable()).await {
+            match stream.try_read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+        drop(lingering);
+    });
+}
+
+/// A connection's slot and its place in the counts, given back on drop.
+struct OpenConnection {
+    state: Arc<State>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.state.metrics.open_connections.fetch_sub(1, Ordering::Relaxed);
+        if self.state.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.state.drained.notify_waiters();
+        }
+    }
+}
+
+/// Per connection: when it last received bytes, whether a request is being
+/// answered, and whether one ever was, for the idle and first-head timeouts.
 struct Activity {
     started: Instant,
     last_read_ms: AtomicU64,
     in_flight: AtomicUsize,
+    requests: AtomicUsize,
 }
 
 impl Activity {
@@ -406,12 +479,33 @@ impl AsyncWrite for Watched {
     }
 }
 
-async fn serve_connection(stream: TcpStream, state: &Arc<State>, stop: watch::Receiver<bool>) {
+/// A connection's task. Until the client sends its first byte it holds only
+/// the socket, one timer and this small future: hyper's connection (its read
+/// and write buffers, its timers) is built once there is something to read,
+/// so 10,000 idle connections cost little more than their sockets. Idle past
+/// the header timeout, or at shutdown, the connection is closed.
+async fn serve_connection(stream: TcpStream, open: OpenConnection, stop: watch::Receiver<bool>) {
+    let header_timeout = open.state.options.limits.header_timeout;
+    let started = Instant::now();
+    // Peek, not `readable()`: tokio assumes a freshly accepted socket is
+    // readable, so only a read that finds bytes (or the end) tells.
+    let mut first_byte = [0u8; 1];
+    let first = tokio::time::timeout(header_timeout, stream.peek(&mut first_byte));
+    if let Either::Right(Ok(Ok(1..))) = race(stopped(stop.clone()), first).await {
+        Box::pin(serve_http(stream, &open.state, stop, started)).await;
+    }
+    drop(open);
+}
+
+async fn serve_http(stream: TcpStream, state: &Arc<State>, stop: watch::Receiver<bool>, started: Instant) {
     let limits = state.options.limits;
     let _ = stream.set_nodelay(true);
-    state.metrics.open_connections.fetch_add(1, Ordering::Relaxed);
-    let activity =
-        Arc::new(Activity { started: Instant::now(), last_read_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) });
+    let activity = Arc::new(Activity {
+        started,
+        last_read_ms: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+        requests: AtomicUsize::new(0),
+    });
     let io = TokioIo::new(Watched { stream, activity: Arc::clone(&activity) });
     let service_state = Arc::clone(state);
     let service_activity = Arc::clone(&activity);
@@ -420,6 +514,7 @@ async fn serve_connection(stream: TcpStream, state: &Arc<State>, stop: watch::Re
         let activity = Arc::clone(&service_activity);
         async move {
             activity.in_flight.fetch_add(1, Ordering::SeqCst);
+            activity.requests.fetch_add(1, Ordering::Relaxed);
             let response = answer(req, &state).await;
             activity.touch();
             activity.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -436,17 +531,38 @@ async fn serve_connection(stream: TcpStream, state: &Arc<State>, stop: watch::Re
     let conn = builder.serve_connection(io, service);
     let mut conn = pin!(conn);
     let mut stop_signal = pin!(stopped(stop));
-    let tick = (limits.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-    let mut idle_check = tokio::time::interval(tick);
+    // One timer per connection, moved forward as the connection is used:
+    // it fires when the first head is overdue (hyper's own header timer
+    // started only once the first byte was there) or the connection may
+    // have idled past the idle timeout.
+    let first_head_due = started + limits.header_timeout;
+    let mut check = pin!(tokio::time::sleep_until(first_head_due.min(started + limits.idle_timeout).into()));
     let mut closing = false;
     let result = poll_fn(|cx| {
         if !closing {
             let stopping = stop_signal.as_mut().poll(cx).is_ready();
-            let mut idle = false;
-            while idle_check.poll_tick(cx).is_ready() {
-                idle = activity.in_flight.load(Ordering::SeqCst) == 0 && activity.idle_for() >= limits.idle_timeout;
+            let mut close_now = false;
+            while check.as_mut().poll(cx).is_ready() {
+                let now = Instant::now();
+                let served = activity.requests.load(Ordering::Relaxed) > 0;
+                if !served && now >= first_head_due {
+                    // The first head is overdue: hang up, as hyper does
+                    // when its own header timer fires.
+                    return Poll::Ready(Ok(()));
+                }
+                let idle = activity.idle_for();
+                let next = if activity.in_flight.load(Ordering::SeqCst) > 0 {
+                    now + limits.idle_timeout
+                } else if idle >= limits.idle_timeout {
+                    close_now = true;
+                    break;
+                } else {
+                    now + (limits.idle_timeout - idle)
+                };
+                let next = if served { next } else { next.min(first_head_due) };
+                check.as_mut().reset(next.into());
             }
-            if stopping || idle {
+            if stopping || close_now {
                 // Finishes a response in flight, then closes; an idle
                 // connection closes at once.
                 conn.as_mut().graceful_shutdown();
@@ -459,7 +575,6 @@ async fn serve_connection(stream: TcpStream, state: &Arc<State>, stop: watch::Re
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
-    state.metrics.open_connections.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// A request id from the client when it is a sane token, else a new one.
@@ -537,22 +652,23 @@ async fn answer(req: Request<Incoming>, state: &Arc<State>) -> Response<Full<Byt
                         let body = collected.to_bytes();
                         let call_state = Arc::clone(state);
                         let method = log_method.clone();
-                        let outcome = state
-                            .store
-                            .run(move |conn| {
-                                let req =
-                                    ApiRequest { method: &method, target: &target, headers: &headers, body: &body };
-                                let ctx = Context {
-                                    conn,
-                                    static_root: &call_state.static_root,
-                                    fallback_host: &call_state.fallback_host,
-                                };
-                                api::handle(&req, &ctx)
-                            })
-                            .await;
+                        let reads_only = matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS");
+                        let work = move |conn: &dyn crate::backend::Todos| {
+                            let req = ApiRequest { method: &method, target: &target, headers: &headers, body: &body };
+                            let ctx = Context {
+                                conn,
+                                static_root: &call_state.static_root,
+                                fallback_host: &call_state.fallback_host,
+                            };
+                            api::handle(&req, &ctx)
+                        };
+                        let outcome =
+                            if reads_only { state.store.read(work).await } else { state.store.run(work).await };
                         outcome.unwrap_or_else(|e| {
                             tracing::error!(request_id = %id, error = %e, "request failed");
-                            ApiResponse::error(500, "internal error")
+                            let mut failed = ApiResponse::error(500, "internal error");
+                            failed.database_failed = true;
+                            failed
                         })
                     }
                 }

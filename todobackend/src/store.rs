@@ -1,31 +1,33 @@
-//! The storage seam: the server reaches the database only through `Store`.
-//! Either a small pool of SQLite connections used from blocking threads
-//! (rusqlite is synchronous), or a pool of PostgreSQL connections (`pg`),
-//! used from blocking threads too, since the API handlers are synchronous.
-//! Both behind the same two calls, `run` and `ready`.
+//! The storage seam: the server reaches the database only through `Store`,
+//! with three calls, `read`, `run` and `ready`, the same on both backends:
+//! - SQLite (`sqlite_pool`): reads on the calling thread, writes
+//!   group-committed on one writer thread;
+//! - PostgreSQL (`pg`): a pool of connections used from blocking threads,
+//!   since the API handlers are synchronous.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
 use crate::backend::{Database, Todos};
 use crate::db;
 use crate::migrations::{MIGRATIONS, PG_MIGRATIONS};
 use crate::pg;
+use crate::sqlite_pool::SqlitePool;
 
-/// Connections in the pool: SQLite serialises writers anyway, and readers
-/// on two cores gain nothing from more.
+/// Connections in the PostgreSQL pool: a handful per core is plenty for
+/// queries of a few rows.
 pub const POOL_SIZE: usize = 8;
 
 pub struct Store {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-    permits: Semaphore,
-    /// Set for PostgreSQL; the SQLite fields are then unused.
-    postgres: Option<pg::client::Pool>,
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite { path: PathBuf, pool: SqlitePool },
+    Postgres { pool: pg::client::Pool, permits: Semaphore },
 }
 
 impl Store {
@@ -33,7 +35,7 @@ impl Store {
     /// unreachable or has pending or changed migrations, so that a service
     /// restarts until `migrate` has run.
     pub fn for_serving(database: &Database) -> Result<Arc<Store>, String> {
-        match database {
+        let backend = match database {
             Database::Sqlite(db_path) => {
                 if !db_path.exists() {
                     return Err(format!(
@@ -44,61 +46,66 @@ impl Store {
                 }
                 let first_conn = db::open_existing(db_path)?;
                 db::ensure_migrated(&first_conn, db_path, MIGRATIONS)?;
-                Store::open(db_path, first_conn)
+                Backend::Sqlite { path: db_path.clone(), pool: SqlitePool::open(db_path, first_conn)? }
             }
             Database::Postgres(target) => {
                 let conn = pg::client::Conn::connect(target).map_err(|e| format!("refusing to start: {e}"))?;
                 pg::migrate::ensure_migrated(&conn, target, PG_MIGRATIONS)?;
                 let pool = pg::client::Pool::new(target.clone(), POOL_SIZE);
                 pool.put(conn);
-                Ok(Arc::new(Store {
-                    path: PathBuf::new(),
-                    idle: Mutex::new(Vec::new()),
-                    permits: Semaphore::new(POOL_SIZE),
-                    postgres: Some(pool),
-                }))
+                Backend::Postgres { pool, permits: Semaphore::new(POOL_SIZE) }
             }
-        }
+        };
+        Ok(Arc::new(Store { backend }))
     }
 
-    /// Opens `POOL_SIZE` connections to an existing database; `first` is
-    /// one the caller already opened (and checked the schema with).
-    pub fn open(path: &Path, first: Connection) -> Result<Arc<Store>, String> {
-        let mut conns = vec![first];
-        for _ in 1..POOL_SIZE {
-            conns.push(db::open_existing(path)?);
-        }
-        Ok(Arc::new(Store {
-            path: path.to_path_buf(),
-            idle: Mutex::new(conns),
-            permits: Semaphore::new(POOL_SIZE),
-            postgres: None,
-        }))
-    }
-
-    /// Runs `work` with a connection of the pool on a blocking thread, so
-    /// that a slow query never stalls the threads serving sockets.
+    /// Runs `work`, which may write, off the threads serving sockets; its
+    /// result comes back once what it wrote is committed.
     pub async fn run<T, F>(self: &Arc<Self>, work: F) -> Result<T, String>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Todos) -> T + Send + 'static,
     {
-        let permit = self.permits.acquire().await.map_err(|_| "database pool closed".to_string())?;
+        match &self.backend {
+            Backend::Sqlite { pool, .. } => pool.write(move |conn| work(conn)).await,
+            Backend::Postgres { .. } => self.on_postgres(work).await,
+        }
+    }
+
+    /// Runs `work`, which only reads (on SQLite, a connection that refuses
+    /// writes).
+    pub async fn read<T, F>(self: &Arc<Self>, work: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Todos) -> T + Send + 'static,
+    {
+        match &self.backend {
+            Backend::Sqlite { pool, .. } => pool.read(move |conn| work(conn)).await,
+            Backend::Postgres { .. } => self.on_postgres(work).await,
+        }
+    }
+
+    /// `work` with a PostgreSQL session on a blocking thread. It connects (or
+    /// reuses a connection) at the first query; a database that is away
+    /// answers each query with `Unavailable` (503).
+    async fn on_postgres<T, F>(self: &Arc<Self>, work: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Todos) -> T + Send + 'static,
+    {
+        let Backend::Postgres { permits, .. } = &self.backend else {
+            return Err("not a PostgreSQL store".to_string());
+        };
+        let permit = permits.acquire().await.map_err(|_| "database pool closed".to_string())?;
         let store = Arc::clone(self);
         let outcome = tokio::task::spawn_blocking(move || {
-            if let Some(pool) = &store.postgres {
-                // Connects (or reuses) at the first query; a database that
-                // is away answers each query with `Unavailable` (503).
-                let session = pg::todos::Session::new(pool);
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&session)));
-                return result.map_err(|_| "internal error".to_string());
-            }
-            let conn = store.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let Some(conn) = conn else { return Err("database pool empty".to_string()) };
-            // A panic in `work` loses this request, not the connection.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&conn)));
-            store.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
-            result.map_err(|_| "internal error".to_string())
+            let Backend::Postgres { pool, .. } = &store.backend else {
+                return Err("not a PostgreSQL store".to_string());
+            };
+            let session = pg::todos::Session::new(pool);
+            // A panic in `work` loses this request, not the pool.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&session)))
+                .map_err(|_| "internal error".to_string())
         })
         .await
         .map_err(|e| format!("database task failed: {e}"))?;
@@ -106,32 +113,35 @@ impl Store {
         outcome
     }
 
-    /// Readiness: a fresh connection (so a pool connection stuck behind a
-    /// lock is never the one asked) reads the todos table within `timeout`.
-    /// Fails while another process holds an exclusive lock, or the file is
-    /// gone or unreadable.
+    /// Readiness, on a fresh connection (so a pool connection stuck behind a
+    /// lock is never the one asked), within `timeout`. SQLite: reads the
+    /// todos table and takes the write lock (then lets it go), so it fails
+    /// while another process holds the write lock (a migration, a restore),
+    /// or the file is gone or unreadable: a replica that cannot write cannot
+    /// serve POSTs. PostgreSQL: connects and reads the todos table.
     pub async fn ready(&self, timeout: Duration) -> Result<(), String> {
-        if let Some(pool) = &self.postgres {
-            let target = pool.target().clone();
-            let check = tokio::task::spawn_blocking(move || -> Result<(), String> {
-                let conn = pg::client::Conn::connect(&target).map_err(|e| e.to_string())?;
-                conn.query_one("SELECT count(*) FROM todos", &[]).map(|_| ()).map_err(|e| e.to_string())
-            });
-            return match tokio::time::timeout(timeout + pg::client::CONNECT_TIMEOUT, check).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(e)) => Err(format!("readiness check failed: {e}")),
-                Err(_) => Err(format!("database did not answer within {timeout:?}")),
-            };
-        }
-        let path = self.path.clone();
-        let check = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let conn = db::open_existing(&path)?;
-            conn.busy_timeout(timeout).map_err(|e| e.to_string())?;
-            conn.query_row("SELECT count(*) FROM todos", [], |row| row.get::<_, i64>(0))
-                .map(|_| ())
-                .map_err(|e| format!("database {}: {e}", path.display()))
-        });
-        match tokio::time::timeout(timeout + Duration::from_millis(500), check).await {
+        let (check, allowance) = match &self.backend {
+            Backend::Postgres { pool, .. } => {
+                let target = pool.target().clone();
+                let check = tokio::task::spawn_blocking(move || -> Result<(), String> {
+                    let conn = pg::client::Conn::connect(&target).map_err(|e| e.to_string())?;
+                    conn.query_one("SELECT count(*) FROM todos", &[]).map(|_| ()).map_err(|e| e.to_string())
+                });
+                (check, pg::client::CONNECT_TIMEOUT)
+            }
+            Backend::Sqlite { path, .. } => {
+                let path = path.clone();
+                let check = tokio::task::spawn_blocking(move || -> Result<(), String> {
+                    let conn = db::open_existing(&path)?;
+                    conn.busy_timeout(timeout).map_err(|e| e.to_string())?;
+                    conn.query_row("SELECT count(*) FROM (SELECT 1 FROM todos LIMIT 1)", [], |row| row.get::<_, i64>(0))
+                        .and_then(|_| conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK"))
+                        .map_err(|e| format!("database {}: {e}", path.display()))
+                });
+                (check, Duration::from_millis(500))
+            }
+        };
+        match tokio::time::timeout(timeout + allowance, check).await {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => Err(format!("readiness check failed: {e}")),
             Err(_) => Err(format!("database did not answer within {timeout:?}")),

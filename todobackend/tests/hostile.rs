@@ -289,7 +289,8 @@ fn readyz_is_503_while_the_database_is_locked_and_200_again_after() {
         || client::request("GET", &format!("{}/healthz", handle.url()), &[], None, Duration::from_secs(5)).unwrap();
     assert_eq!(ready().status, 200);
 
-    // Another process's exclusive lock: readers cannot get in.
+    // Another process's exclusive lock: in WAL mode readers still read, but
+    // nothing can write, and a replica that cannot write is not ready.
     let locker = rusqlite::Connection::open(&db).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     assert_eq!(ready().status, 503);
@@ -386,4 +387,52 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     reader.read_to_end(&mut rest).expect("the server closes the idle connection");
     let idle = answered.elapsed();
     assert!(idle >= Duration::from_millis(250) && idle < Duration::from_secs(3), "closed after {idle:?}");
+}
+
+#[test]
+fn a_silent_connection_is_closed_within_the_header_timeout() {
+    let limits = server::Limits { header_timeout: Duration::from_millis(500), ..Default::default() };
+    let (handle, _dir, _db) = start_with(limits);
+    let mut stream = TcpStream::connect(handle.addr()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).unwrap_or(0);
+    let closed_after = started.elapsed();
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(closed_after >= Duration::from_millis(400), "closed too early: {closed_after:?}");
+    assert!(closed_after < Duration::from_secs(2), "closed after {closed_after:?}, header timeout 500 ms");
+}
+
+#[test]
+fn past_max_connections_a_newcomer_gets_503_at_once_and_is_counted() {
+    let limits = server::Limits { max_connections: 2, ..Default::default() };
+    let (handle, _dir, _db) = start_with(limits);
+    let open = |handle: &server::ServerHandle| {
+        samples(&handle.metrics()).into_iter().find(|(n, _)| n == "todobackend_open_connections").map(|(_, v)| v)
+    };
+    let refused = |handle: &server::ServerHandle| {
+        samples(&handle.metrics())
+            .into_iter()
+            .find(|(n, _)| n == "todobackend_refused_connections_total")
+            .map_or(-1.0, |(_, v)| v)
+    };
+    assert_eq!(refused(&handle), 0.0);
+    let first = TcpStream::connect(handle.addr()).unwrap();
+    let _second = TcpStream::connect(handle.addr()).unwrap();
+    wait_until("both connections are accepted", Duration::from_secs(5), || (open(&handle) == Some(2.0)).then_some(()));
+
+    let answer = exchange(handle.addr(), b"GET /todos HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("Retry-After: 1") && answer.contains("too many open connections"), "{answer}");
+    assert_eq!(refused(&handle), 1.0);
+
+    // A slot freed is a slot taken again: the next newcomer is served.
+    drop(first);
+    wait_until("the closed connection is given back", Duration::from_secs(5), || {
+        (open(&handle) == Some(1.0)).then_some(())
+    });
+    let answer = exchange(handle.addr(), b"GET /todos HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(refused(&handle), 1.0);
 }
