@@ -18,6 +18,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod postgres;
+pub mod variants;
+
 /// moto's GetAuthorizationToken answers `AWS:<account>-auth-token`; the
 /// account is moto's default.
 pub const ECR_ACCOUNT: &str = "123456789012";
