@@ -24,6 +24,9 @@ pub struct ServiceDef {
     /// The services it names in `depends_on`, which the swarm ignores and
     /// deploy honours for the jobs: `migrate` needs `db` running first.
     pub depends_on: Vec<String>,
+    /// `replicas: 0` (the PostgreSQL stack's `db` with `DB_REPLICAS=0`, when
+    /// the database is elsewhere): its placement needs no node.
+    pub scaled_to_zero: bool,
 }
 
 #[derive(Deserialize)]
@@ -87,6 +90,8 @@ impl DependsOn {
 
 #[derive(Deserialize, Default)]
 struct Deploy {
+    /// An integer, or a string once interpolated (`${DB_REPLICAS:-1}`).
+    replicas: Option<Value>,
     #[serde(default)]
     placement: Placement,
     #[serde(default)]
@@ -154,13 +159,12 @@ pub fn load(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> 
             .map_err(|why| anyhow::anyhow!("{path}: service {name}: image {image:?} {why}"))?;
         let one_shot = matches!(service.deploy.restart_policy.condition.as_deref(), Some("on-failure" | "none"));
         let depends_on = service.depends_on.names();
-        services.push(ServiceDef {
-            name,
-            image,
-            constraints: service.deploy.placement.constraints,
-            one_shot,
-            depends_on,
+        let replicas = service.deploy.replicas.as_ref();
+        let scaled_to_zero = replicas.is_some_and(|replicas| {
+            replicas.as_u64() == Some(0) || replicas.as_str().is_some_and(|text| text.trim() == "0")
         });
+        let constraints = service.deploy.placement.constraints;
+        services.push(ServiceDef { name, image, constraints, one_shot, depends_on, scaled_to_zero });
     }
     for service in &services {
         if let Some(missing) = service.depends_on.iter().find(|name| !services.iter().any(|s| &&s.name == name)) {
@@ -232,11 +236,13 @@ fn check_image_reference(image: &str) -> std::result::Result<(), &'static str> {
     Ok(())
 }
 
-/// `node.labels.KEY == VALUE` constraints, as (KEY, VALUE); other constraints
-/// (node.role, node.hostname, ...) need no pre-flight.
+/// `node.labels.KEY == VALUE` constraints, as (KEY, VALUE), of the services
+/// that run at all; other constraints (node.role, node.hostname, ...) need no
+/// pre-flight.
 pub fn label_constraints(services: &[ServiceDef]) -> Vec<(String, String)> {
     let mut labels = Vec::new();
-    for constraint in services.iter().flat_map(|service| &service.constraints) {
+    let running = services.iter().filter(|service| !service.scaled_to_zero);
+    for constraint in running.flat_map(|service| &service.constraints) {
         let Some((left, right)) = constraint.split_once("==") else { continue };
         if let Some(key) = left.trim().strip_prefix("node.labels.") {
             let pair = (key.trim().to_owned(), right.trim().to_owned());
@@ -305,6 +311,10 @@ mod tests {
         assert_eq!(services.iter().find(|service| service.name == "db").unwrap().image, "127.0.0.1:5000/pg:15");
         let found = externals("stack.yml", text, &env).unwrap();
         assert_eq!(found, [External::Secret("todobackend_db_password".into())]);
+        // The database elsewhere (RDS) and db not run: no node needs the label.
+        let elsewhere = |name: &str| if name == "DB_REPLICAS" { Some("0".into()) } else { env(name) };
+        let services = load("stack.yml", text, &elsewhere).unwrap();
+        assert!(label_constraints(&services).is_empty(), "{:?}", label_constraints(&services));
     }
 
     #[test]
@@ -358,6 +368,7 @@ mod tests {
             constraints: constraints.iter().map(|c| c.to_string()).collect(),
             one_shot: false,
             depends_on: Vec::new(),
+            scaled_to_zero: false,
         };
         let services = [service(&["node.role == manager", "node.labels.zone==a"]), service(&["node.labels.zone == a"])];
         assert_eq!(label_constraints(&services), [("zone".to_owned(), "a".to_owned())]);
