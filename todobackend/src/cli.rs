@@ -36,6 +36,7 @@ commands:
                    --static-root DIR   served under /static/  [env TODOBACKEND_STATIC_ROOT, default /public]
   migrate        apply pending database migrations (idempotent; refuses if an applied one was changed);
                  backs the database up first   [backups: env TODOBACKEND_BACKUPS, default backups/ beside it]
+                 on PostgreSQL, waits for the database to come up  [env TODOBACKEND_DATABASE_WAIT, default 60 s]
                    --db PATH
   migrations     which migrations this binary has, which are applied, and whether it can serve the database
                    --db PATH  --json
@@ -209,7 +210,7 @@ pub fn run(command: Command) -> Result<bool, String> {
         Command::Backups { db, backups, json } => match select(&db)? {
             Database::Sqlite(_) => list_backups(&backups::list(&backups)?, &backups.display().to_string(), json),
             Database::Postgres(target) => {
-                let conn = pg::client::Conn::connect(&target).map_err(pg::migrate::context(&target))?;
+                let conn = pg::client::Conn::connect(&target).map_err(|e| e.to_string())?;
                 let found = pg::backups::list(&conn).map_err(pg::migrate::context(&target))?;
                 list_backups(&found, &pg::backups::location(&target), json)
             }
@@ -315,7 +316,12 @@ pub fn migrate_with(db_path: &Path, backups_dir: &Path, list: &[migrations::Migr
 
 /// `migrate` on PostgreSQL (see `pg::migrate::migrate`), saying the same.
 pub fn migrate_postgres(target: &pg::config::Target, list: &[migrations::Migration]) -> Result<(), String> {
-    let conn = pg::client::Conn::connect(target).map_err(pg::migrate::context(target))?;
+    let env = |name: &str| std::env::var(name).ok();
+    let wait = pg::client::wait_from_env(&env)?;
+    let conn = pg::client::Conn::connect_waiting(target, wait, |why| {
+        say!("waiting for the database (up to {}s, {}): {why}", wait.as_secs(), pg::client::WAIT_VAR)
+    })
+    .map_err(|e| e.to_string())?;
     let migrated = pg::migrate::migrate(&conn, target, list)?;
     if let Some(backup) = &migrated.backup {
         say!("backed up the database to {backup} in {}", pg::backups::location(target));
@@ -421,7 +427,7 @@ fn restore(db: &Path, dir: &Path, before: &str, dry_run: bool) -> Result<(), Str
 /// `restore --before MIGRATION` on PostgreSQL: the same messages and the
 /// same JSON line as on SQLite (`kept` is the replaced tables' backup).
 fn restore_postgres(target: &pg::config::Target, before: &str, dry_run: bool) -> Result<(), String> {
-    let conn = pg::client::Conn::connect(target).map_err(pg::migrate::context(target))?;
+    let conn = pg::client::Conn::connect(target).map_err(|e| e.to_string())?;
     let location = pg::backups::location(target);
     let found = pg::backups::list(&conn).map_err(pg::migrate::context(target))?;
     let chosen = backups::newest_before(&found, before, Path::new(&location))?;
@@ -453,7 +459,6 @@ fn restore_postgres(target: &pg::config::Target, before: &str, dry_run: bool) ->
 
 /// `move-to-postgres --from FILE`: see `pg::moving`.
 fn move_to_postgres(from: &Path, target: &pg::config::Target) -> Result<(), String> {
-    say!("moving every row of {} into {}", from.display(), target.display());
     let moved = pg::moving::run(from, target, MIGRATIONS, PG_MIGRATIONS)?;
     for (table, rows) in &moved.tables {
         say!("moved {rows} row(s) of {table}; the counts agree");
@@ -567,6 +572,16 @@ mod tests {
         assert!(parse(&args("serve --db"), &no_env).unwrap_err().contains("needs a value"));
         assert!(parse(&args("serve extra"), &no_env).unwrap_err().contains("unexpected argument"));
         assert!(parse(&args("serve --db="), &no_env).is_err());
+    }
+
+    #[test]
+    fn move_to_postgres_needs_the_sqlite_file() {
+        assert!(parse(&args("move-to-postgres"), &no_env).unwrap_err().contains("--from"));
+        assert_eq!(
+            parse(&args("move-to-postgres --from /data/todobackend.sqlite3"), &no_env).unwrap(),
+            Command::MoveToPostgres { from: "/data/todobackend.sqlite3".into() }
+        );
+        assert!(parse(&args("move-to-postgres --db x"), &no_env).unwrap_err().contains("unknown option"));
     }
 
     #[test]

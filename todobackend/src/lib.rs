@@ -1,6 +1,7 @@
-//! todobackend: the Todo-Backend API (todobackend.com) over SQLite, with the
-//! operational subcommands a `FROM scratch` container needs (migrate,
-//! collectstatic, healthcheck, acceptance). `main.rs` only dispatches to
+//! todobackend: the Todo-Backend API (todobackend.com) over SQLite or
+//! PostgreSQL (`backend`), with the operational subcommands a `FROM scratch`
+//! container needs (migrate, collectstatic, healthcheck, acceptance, and the
+//! move from SQLite to PostgreSQL). `main.rs` only dispatches to
 //! `cli`; everything is reachable from tests through this library.
 
 /// Writes one line to stderr, ignoring write errors: unlike `eprintln!`, a

@@ -18,7 +18,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_todobackend");
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for var in ["TODOBACKEND_LISTEN", "TODOBACKEND_DB", "TODOBACKEND_STATIC_ROOT"] {
+    for var in [
+        "TODOBACKEND_LISTEN",
+        "TODOBACKEND_DB",
+        "TODOBACKEND_STATIC_ROOT",
+        "TODOBACKEND_DATABASE_URL",
+        "TODOBACKEND_DATABASE_PASSWORD_FILE",
+    ] {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().copied());

@@ -86,7 +86,7 @@ fn copy_identity(conn: &Conn, from: &str, to: &str, table: &str) -> Result<(), S
         // Both names come from pg_get_serial_sequence, already quoted.
         let state = conn.query_one(&format!("SELECT last_value, is_called FROM {source}"), &[])?;
         let (last, called): (i64, bool) = (state.get(0), state.get(1));
-        conn.query_one("SELECT setval($1::regclass, $2, $3)", &[&target, &last, &called])?;
+        conn.query_one("SELECT setval($1::text::regclass, $2, $3)", &[&target, &last, &called])?;
     }
     Ok(())
 }
@@ -154,7 +154,7 @@ fn rotate(conn: &Conn, kind: &str) -> Result<(), StoreError> {
 /// The backup `migrate` takes before applying `migration` (the caller holds
 /// the migrate lock). Returns its name; nothing is kept when it fails.
 pub fn before_migration(conn: &Conn, schema_version: u32, migration: &str) -> Result<String, StoreError> {
-    conn.batch(SETUP)?;
+    conn.batch(SETUP).map_err(|e| prefix(e, "cannot set up the backups catalog"))?;
     let name = fresh_name(conn, schema_version, &format!("-before-{migration}"))?;
     in_transaction(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ", || {
         let schema = new_schema(conn, &name)?;

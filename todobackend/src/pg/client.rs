@@ -23,7 +23,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// One statement. Long enough for any query of the API; a server that
 /// stopped answering (a killed node) is given up on after it.
-pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -76,9 +76,29 @@ pub fn classify(e: &tokio_postgres::Error) -> StoreError {
             let code = code.code();
             code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
         }
-        None => true,
+        // No SQLSTATE: the connection broke (closed, or an I/O error),
+        // else a client-side error such as a type mismatch.
+        None => {
+            e.is_closed()
+                || std::error::Error::source(e).is_some_and(|source| source.downcast_ref::<std::io::Error>().is_some())
+        }
     };
     if unavailable { StoreError::Unavailable(describe(e)) } else { StoreError::Failed(describe(e)) }
+}
+
+/// How long `migrate` waits for a database that is not up yet (on a swarm,
+/// the `migrate` job may start before `db`): `TODOBACKEND_DATABASE_WAIT`
+/// seconds, 60 by default, 0 to try once.
+pub const WAIT_VAR: &str = "TODOBACKEND_DATABASE_WAIT";
+
+pub fn wait_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Duration, String> {
+    match env(WAIT_VAR).filter(|v| !v.is_empty()) {
+        None => Ok(Duration::from_secs(60)),
+        Some(value) => value
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{WAIT_VAR}={value:?} is not a number of seconds; write e.g. {WAIT_VAR}=60")),
+    }
 }
 
 /// One open connection.
@@ -88,19 +108,23 @@ pub struct Conn {
 
 impl Conn {
     /// Resolves the host (see `resolve`), then tries its addresses in turn.
+    /// A server that refuses (wrong password, no such database) fails at
+    /// once, as `Failed`; one that cannot be reached is `Unavailable`.
     pub fn connect(target: &Target) -> Result<Conn, StoreError> {
-        let addresses = resolve::resolve(&target.host).map_err(StoreError::Unavailable)?;
+        let cannot = |why: String| format!("cannot connect to {}: {why}", target.display());
+        let addresses = resolve::resolve(&target.host).map_err(|why| StoreError::Unavailable(cannot(why)))?;
         let mut last = String::from("no address");
         for ip in addresses {
             match Self::connect_to(target, SocketAddr::new(ip, target.port)) {
                 Ok(conn) => return Ok(conn),
-                Err(e) => last = e,
+                Err(StoreError::Failed(why)) => return Err(StoreError::Failed(cannot(why))),
+                Err(StoreError::Unavailable(why)) => last = why,
             }
         }
-        Err(StoreError::Unavailable(format!("cannot connect to {}: {last}", target.display())))
+        Err(StoreError::Unavailable(cannot(last)))
     }
 
-    fn connect_to(target: &Target, address: SocketAddr) -> Result<Conn, String> {
+    fn connect_to(target: &Target, address: SocketAddr) -> Result<Conn, StoreError> {
         let mut config = tokio_postgres::Config::new();
         config.user(&target.user).dbname(&target.dbname).application_name("todobackend");
         if let Some(password) = &target.password {
@@ -111,20 +135,41 @@ impl Conn {
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             SslMode::Require => tokio_postgres::config::SslMode::Require,
         });
-        let tls = tls::Tls::new(&target.host)?;
+        let tls = tls::Tls::new(&target.host).map_err(StoreError::Failed)?;
         let attempt = async {
-            let stream = TcpStream::connect(address).await.map_err(|e| format!("{address}: {e}"))?;
+            let stream =
+                TcpStream::connect(address).await.map_err(|e| StoreError::Unavailable(format!("{address}: {e}")))?;
             let _ = stream.set_nodelay(true);
-            config.connect_raw(stream, tls).await.map_err(|e| describe(&e))
+            config.connect_raw(stream, tls).await.map_err(|e| match classify(&e) {
+                // Missing password: a setting to fix, not a database away.
+                StoreError::Unavailable(why) if why.contains(PASSWORD_FILE_VAR) => StoreError::Failed(why),
+                other => other,
+            })
         };
         let (client, connection) = block_on(async { tokio::time::timeout(CONNECT_TIMEOUT, attempt).await })
-            .map_err(|_| format!("{address} did not answer within {CONNECT_TIMEOUT:?}"))??;
+            .map_err(|_| StoreError::Unavailable(format!("{address} did not answer within {CONNECT_TIMEOUT:?}")))??;
         runtime().spawn(async move {
             // Ends when the server or the client closes; `Client` then
             // reports closed and the pool drops it.
             let _ = connection.await;
         });
         Ok(Conn { client })
+    }
+
+    /// `connect`, trying again while the database is unavailable (not when
+    /// it refuses: a wrong password or database fails at once), for up to
+    /// `wait`; `waiting` is told why before each new try.
+    pub fn connect_waiting(target: &Target, wait: Duration, mut waiting: impl FnMut(&str)) -> Result<Conn, StoreError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Conn::connect(target) {
+                Err(StoreError::Unavailable(why)) if std::time::Instant::now() < deadline => {
+                    waiting(&why);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
     }
 
     pub fn is_closed(&self) -> bool {

@@ -110,7 +110,7 @@ pub fn ensure_migrated(conn: &Conn, target: &Target, list: &[Migration]) -> Resu
 
 /// `migrations [--json]` on PostgreSQL: read only.
 pub fn report(target: &Target, list: &[Migration]) -> Result<Report, String> {
-    let conn = Conn::connect(target).map_err(context(target))?;
+    let conn = Conn::connect(target).map_err(|e| e.to_string())?;
     let applied = applied(&conn).map_err(context(target))?;
     let mut report = Report {
         present: applied.is_some(),

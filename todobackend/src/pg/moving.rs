@@ -101,7 +101,7 @@ pub fn run(from: &Path, target: &Target, sqlite_list: &[Migration], pg_list: &[M
         ));
     }
     let ctx = migrate::context(target);
-    let conn = Conn::connect(target).map_err(&ctx)?;
+    let conn = Conn::connect(target).map_err(|e| e.to_string())?;
     let tables = sqlite_tables(&source, from)?;
     // Refuse before touching anything when there is something to lose.
     let _lock = migrate::lock(&conn).map_err(&ctx)?;
@@ -118,6 +118,7 @@ pub fn run(from: &Path, target: &Target, sqlite_list: &[Migration], pg_list: &[M
         }
     }
     drop(_lock);
+    crate::say!("moving every row of {} into {}", from.display(), target.display());
     let migrated = migrate::migrate(&conn, target, pg_list)?;
     for name in &migrated.outcome.applied {
         crate::say!("applied migration {name} to {}", target.display());
@@ -222,7 +223,7 @@ fn reset_sequences(source: &Connection, from: &Path, conn: &Conn, table: &str) -
         if let Some(sequence) = sequence {
             // setval(.., 0) is refused: an empty table starts at 1.
             let (value, called) = if next_after > 0 { (next_after, true) } else { (1, false) };
-            conn.query_one("SELECT setval($1::regclass, $2, $3)", &[&sequence, &value, &called]).map_err(pg)?;
+            conn.query_one("SELECT setval($1::text::regclass, $2, $3)", &[&sequence, &value, &called]).map_err(pg)?;
         }
     }
     Ok(())

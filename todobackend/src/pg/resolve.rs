@@ -105,7 +105,11 @@ pub fn query_all(name: &str, nameservers: &[SocketAddr]) -> Result<Vec<IpAddr>, 
                     answered = true;
                     found.extend(addresses);
                 }
-                Err(e) => last_error = e,
+                Err(e) => {
+                    last_error = e;
+                    // Silent for A: not worth waiting again for AAAA.
+                    break;
+                }
             }
         }
         if answered {

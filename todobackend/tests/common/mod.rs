@@ -67,6 +67,13 @@ pub fn start_server() -> TestServer {
     start_server_on(Backend::Sqlite)
 }
 
+/// A server over an existing SQLite database (static files from `dir`).
+pub fn start_server_from(db: &Path, dir: &TempDir) -> ServerHandle {
+    let static_root = dir.join("public");
+    static_files::collect(&static_root).expect("collectstatic");
+    server::start("127.0.0.1:0", db, &static_root).expect("server starts")
+}
+
 /// The two storage backends, for tests that run on both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -116,6 +116,25 @@ impl PgServer {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
             std::os::unix::fs::chown(&superuser_file, Some(uid), Some(gid)).unwrap();
         }
+        // A certificate of its own, so connections negotiate TLS (the URLs'
+        // default `sslmode=prefer` and the tests' `require` use it).
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+            .args(["-days", "2", "-subj", "/CN=localhost", "-keyout"])
+            .arg(dir.join("server.key"))
+            .arg("-out")
+            .arg(dir.join("server.crt"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run openssl (apt-get install openssl)");
+        assert!(out.status.success(), "openssl failed: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::set_permissions(dir.join("server.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        if is_root() {
+            let (uid, gid) = postgres_ids();
+            for file in ["server.key", "server.crt"] {
+                std::os::unix::fs::chown(dir.join(file), Some(uid), Some(gid)).unwrap();
+            }
+        }
         let out = as_owner(&bin.join("initdb"))
             .args(["--auth=scram-sha-256", "--username=postgres", "--encoding=UTF8", "--no-sync", "--pwfile"])
             .arg(&superuser_file)
@@ -127,7 +146,14 @@ impl PgServer {
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         let mut server =
             PgServer { dir, port: free_port(), child: None, password_file, databases: AtomicUsize::new(0) };
-        server.start_again();
+        // The port was free a moment ago; another test run may take it
+        // first, so a refused bind picks another.
+        let mut tries = 0;
+        while let Err(why) = server.spawn_and_wait() {
+            tries += 1;
+            assert!(tries < 3 && why.contains("could not"), "postgres did not start: {why}");
+            server.port = free_port();
+        }
         let admin = server.superuser("postgres");
         let app_password = std::fs::read_to_string(&server.password_file).unwrap();
         admin
@@ -145,6 +171,14 @@ impl PgServer {
 
     /// Starts the stopped server again, on the same port and data.
     pub fn start_again(&mut self) {
+        if let Err(why) = self.spawn_and_wait() {
+            panic!("postgres did not start again: {why}");
+        }
+    }
+
+    /// Starts postgres and waits until it accepts connections; the log's
+    /// tail when it exits instead.
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_file()).unwrap();
         if is_root() {
@@ -155,6 +189,8 @@ impl PgServer {
             .arg("-D")
             .arg(self.dir.join("data"))
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"])
+            .args(["-c", "ssl=on", "-c", &format!("ssl_cert_file={}", self.dir.join("server.crt").display())])
+            .args(["-c", &format!("ssl_key_file={}", self.dir.join("server.key").display())])
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(&self.dir)
             .stdin(Stdio::null())
@@ -164,19 +200,24 @@ impl PgServer {
             .expect("start postgres");
         self.child = Some(child);
         let port = self.port.to_string();
-        wait_until("PostgreSQL accepts connections", Duration::from_secs(60), || {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("postgres exited ({status}): {}", std::fs::read_to_string(self.log_file()).unwrap_or_default());
+        let log_file = self.log_file();
+        let child = self.child.as_mut().expect("just started");
+        let outcome = wait_until("PostgreSQL accepts connections", Duration::from_secs(60), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+                return Some(Err(format!("postgres exited ({status}): {log}")));
             }
             let ready = Command::new(bin_dir().join("pg_isready"))
                 .args(["-q", "-h", "127.0.0.1", "-p", &port])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
-            ready.then_some(())
+            ready.then_some(Ok(()))
         });
+        if outcome.is_err() {
+            self.child = None;
+        }
+        outcome
     }
 
     /// Stops it (fast shutdown: sessions are ended) and waits for the exit.
