@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
-use crate::db::{self, NewTodo, Todo, TodoPatch};
+use crate::backend::{StoreError, Todos};
+use crate::db::{NewTodo, Todo, TodoPatch};
 use crate::static_files;
 
 /// Headers sent with every answer so that browser front-ends on other
@@ -82,7 +82,7 @@ impl ApiResponse {
 
 /// What the handlers need besides the request.
 pub struct Context<'a> {
-    pub conn: &'a Connection,
+    pub conn: &'a dyn Todos,
     pub static_root: &'a Path,
     /// Host to put in URLs when the request names none (HTTP/1.0 without Host).
     pub fallback_host: &'a str,
@@ -229,10 +229,16 @@ fn method_not_allowed(method: &str, allowed: &str) -> ApiResponse {
     ApiResponse::error(405, &format!("method {method} is not allowed here")).with_header("Allow", allowed.to_string())
 }
 
-fn db_error(e: rusqlite::Error) -> ApiResponse {
+fn db_error(e: StoreError) -> ApiResponse {
     // The details go to the log, not to the client.
     tracing::error!(error = %e, "database");
-    let mut response = ApiResponse::error(500, "internal database error");
+    let mut response = match e {
+        // Away (stopped, restarting, unreachable): the client may retry.
+        StoreError::Unavailable(_) => {
+            ApiResponse::error(503, "database unavailable").with_header("Retry-After", "1".to_string())
+        }
+        StoreError::Failed(_) => ApiResponse::error(500, "internal database error"),
+    };
     response.database_failed = true;
     response
 }
@@ -256,7 +262,7 @@ pub fn handle(req: &ApiRequest<'_>, ctx: &Context<'_>) -> ApiResponse {
             m => method_not_allowed(m, "GET, HEAD, OPTIONS"),
         },
         Route::Todos => match method.as_str() {
-            "GET" => match db::list(ctx.conn) {
+            "GET" => match ctx.conn.list() {
                 Ok(todos) => {
                     let base = request_base_url(req, ctx);
                     let items: Vec<Value> = todos.iter().map(|t| todo_json(t, &base)).collect();
@@ -266,7 +272,7 @@ pub fn handle(req: &ApiRequest<'_>, ctx: &Context<'_>) -> ApiResponse {
             },
             "POST" => match parse_new_todo(req.body) {
                 Err(msg) => ApiResponse::error(400, &msg),
-                Ok(new) => match db::create(ctx.conn, &new) {
+                Ok(new) => match ctx.conn.create(&new) {
                     Ok(todo) => {
                         let base = request_base_url(req, ctx);
                         let body = todo_json(&todo, &base);
@@ -276,7 +282,7 @@ pub fn handle(req: &ApiRequest<'_>, ctx: &Context<'_>) -> ApiResponse {
                     Err(e) => db_error(e),
                 },
             },
-            "DELETE" => match db::delete_all(ctx.conn) {
+            "DELETE" => match ctx.conn.delete_all() {
                 Ok(()) => ApiResponse::no_content(),
                 Err(e) => db_error(e),
             },
@@ -292,13 +298,13 @@ pub fn handle(req: &ApiRequest<'_>, ctx: &Context<'_>) -> ApiResponse {
                 return not_found();
             };
             let result = match method.as_str() {
-                "GET" => db::get(ctx.conn, id),
+                "GET" => ctx.conn.get(id),
                 "PATCH" => match parse_patch(req.body) {
                     Err(msg) => return ApiResponse::error(400, &msg),
-                    Ok(patch) => db::update(ctx.conn, id, &patch),
+                    Ok(patch) => ctx.conn.update(id, &patch),
                 },
                 _ => {
-                    return match db::delete(ctx.conn, id) {
+                    return match ctx.conn.delete(id) {
                         Ok(true) => ApiResponse::no_content(),
                         Ok(false) => not_found(),
                         Err(e) => db_error(e),

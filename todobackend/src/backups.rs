@@ -41,7 +41,12 @@ pub struct Backup {
 
 impl Backup {
     pub fn parse(file: &str) -> Option<Backup> {
-        let stem = file.strip_suffix(SUFFIX)?;
+        Backup::parse_name(file.strip_suffix(SUFFIX)?, file)
+    }
+
+    /// A backup named `stem` (the file name without `.sqlite3`; on
+    /// PostgreSQL, the backup's name in its catalog), listed as `file`.
+    pub fn parse_name(stem: &str, file: &str) -> Option<Backup> {
         let (version, rest) = stem.split_once('-')?;
         let schema_version = version.parse().ok()?;
         let (taken, before) = match rest.split_once(BEFORE) {

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
-use crate::migrations::MIGRATIONS;
+use crate::backend::Database;
+use crate::migrations::{MIGRATIONS, PG_MIGRATIONS};
 use crate::static_files::Outcome;
-use crate::{acceptance, backups, client, db, migrations, net, server, signals, static_files};
+use crate::{acceptance, backups, client, db, migrations, net, pg, server, signals, static_files};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8000";
 pub const DEFAULT_DB: &str = "/data/todobackend.sqlite3";
@@ -20,9 +21,13 @@ pub const DEFAULT_STATIC_ROOT: &str = "/public";
 pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub const USAGE: &str = "\
-todobackend: the Todo-Backend API over SQLite
+todobackend: the Todo-Backend API over SQLite or PostgreSQL
 
 usage: todobackend <command> [options]
+
+database: SQLite at --db / TODOBACKEND_DB, unless TODOBACKEND_DATABASE_URL=postgres://USER@HOST:PORT/DB
+  (?sslmode=disable|prefer|require) selects PostgreSQL; its password is read from the file named by
+  TODOBACKEND_DATABASE_PASSWORD_FILE. Every command below works on both.
 
 commands:
   serve          serve the HTTP API (refuses to start while migrations are pending or changed)
@@ -38,6 +43,9 @@ commands:
                    --db PATH  --json
   restore        restore the newest backup taken before a migration (the current database is kept as a backup)
                    --db PATH  --before MIGRATION  --dry-run
+  move-to-postgres  copy every row of a SQLite database into the empty PostgreSQL database of
+                 TODOBACKEND_DATABASE_URL (migrated first; ids kept, counts verified)
+                   --from PATH         the SQLite database file
   collectstatic  copy the bundled static files into the static root (idempotent)
                    --static-root DIR
   healthcheck    exit 0 if GET /healthz on the local server answers 200 within 3 s
@@ -56,6 +64,7 @@ pub enum Command {
     Migrations { db: PathBuf, json: bool },
     Backups { db: PathBuf, backups: PathBuf, json: bool },
     Restore { db: PathBuf, backups: PathBuf, before: String, dry_run: bool },
+    MoveToPostgres { from: PathBuf },
     CollectStatic { static_root: PathBuf },
     Healthcheck { listen: String },
     Acceptance { url: String },
@@ -71,6 +80,7 @@ struct Flags {
     static_root: Option<String>,
     url: Option<String>,
     before: Option<String>,
+    from: Option<String>,
     json: bool,
     dry_run: bool,
 }
@@ -89,6 +99,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         "migrations" => &["--db", "--json"],
         "backups" => &["--db", "--json"],
         "restore" => &["--db", "--before", "--dry-run"],
+        "move-to-postgres" => &["--from"],
         "collectstatic" => &["--static-root"],
         "healthcheck" => &["--listen"],
         "acceptance" => &["--url"],
@@ -133,6 +144,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             "--db" => &mut flags.db,
             "--static-root" => &mut flags.static_root,
             "--before" => &mut flags.before,
+            "--from" => &mut flags.from,
             _ => &mut flags.url,
         };
         *slot = Some(value);
@@ -163,6 +175,9 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             let before = flags.before.ok_or("restore needs --before MIGRATION, e.g. --before 0003_add_x")?;
             Command::Restore { backups: backups::dir_for(&db, env), db, before, dry_run: flags.dry_run }
         }
+        "move-to-postgres" => Command::MoveToPostgres {
+            from: flags.from.ok_or("move-to-postgres needs --from PATH, the SQLite database file")?.into(),
+        },
         "collectstatic" => Command::CollectStatic {
             static_root: pick(flags.static_root, "TODOBACKEND_STATIC_ROOT", DEFAULT_STATIC_ROOT).into(),
         },
@@ -174,17 +189,44 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
 /// Runs a command. `Ok(true)`: success; `Ok(false)`: failure already
 /// reported (failed acceptance checks); `Err`: one line to print.
 pub fn run(command: Command) -> Result<bool, String> {
+    let env = |name: &str| std::env::var(name).ok();
+    let select = |db: &Path| Database::select(db, &env);
     match command {
-        Command::Serve { listen, db, static_root } => serve(&listen, &db, &static_root).map(|()| true),
-        Command::Migrate { db, backups } => migrate_with(&db, &backups, MIGRATIONS).map(|()| true),
+        Command::Serve { listen, db, static_root } => serve(&listen, &select(&db)?, &static_root).map(|()| true),
+        Command::Migrate { db, backups } => match select(&db)? {
+            Database::Sqlite(db) => migrate_with(&db, &backups, MIGRATIONS).map(|()| true),
+            Database::Postgres(target) => migrate_postgres(&target, PG_MIGRATIONS).map(|()| true),
+        },
         Command::Migrations { db, json } => {
-            let report = migrations::report(&db, MIGRATIONS)?;
+            let report = match select(&db)? {
+                Database::Sqlite(db) => migrations::report(&db, MIGRATIONS)?,
+                Database::Postgres(target) => pg::migrate::report(&target, PG_MIGRATIONS)?,
+            };
             let text = if json { report.to_json() } else { report.table() };
             let _ = writeln!(std::io::stdout(), "{text}");
             Ok(true)
         }
-        Command::Backups { db: _, backups, json } => list_backups(&backups, json).map(|()| true),
-        Command::Restore { db, backups, before, dry_run } => restore(&db, &backups, &before, dry_run).map(|()| true),
+        Command::Backups { db, backups, json } => match select(&db)? {
+            Database::Sqlite(_) => list_backups(&backups::list(&backups)?, &backups.display().to_string(), json),
+            Database::Postgres(target) => {
+                let conn = pg::client::Conn::connect(&target).map_err(pg::migrate::context(&target))?;
+                let found = pg::backups::list(&conn).map_err(pg::migrate::context(&target))?;
+                list_backups(&found, &pg::backups::location(&target), json)
+            }
+        }
+        .map(|()| true),
+        Command::Restore { db, backups, before, dry_run } => match select(&db)? {
+            Database::Sqlite(db) => restore(&db, &backups, &before, dry_run).map(|()| true),
+            Database::Postgres(target) => restore_postgres(&target, &before, dry_run).map(|()| true),
+        },
+        Command::MoveToPostgres { from } => match Database::select(Path::new(""), &env)? {
+            Database::Sqlite(_) => Err(format!(
+                "move-to-postgres needs {}=postgres://USER@HOST:PORT/DB (and {}) naming the empty target database",
+                pg::config::URL_VAR,
+                pg::config::PASSWORD_FILE_VAR
+            )),
+            Database::Postgres(target) => move_to_postgres(&from, &target).map(|()| true),
+        },
         Command::CollectStatic { static_root } => collectstatic(&static_root).map(|()| true),
         Command::Healthcheck { listen } => healthcheck(&listen).map(|()| true),
         Command::Acceptance { url } => {
@@ -204,17 +246,17 @@ pub fn run(command: Command) -> Result<bool, String> {
 }
 
 /// `serve`: runs until SIGTERM or SIGINT.
-pub fn serve(listen: &str, db_path: &Path, static_root: &Path) -> Result<(), String> {
+pub fn serve(listen: &str, database: &Database, static_root: &Path) -> Result<(), String> {
     let env = |name: &str| std::env::var(name).ok();
     // TODOBACKEND_LOG=debug also logs the healthcheck's own requests.
     crate::logging::init(env("TODOBACKEND_LOG_FORMAT").as_deref(), env("TODOBACKEND_LOG").as_deref())?;
     let limits = server::Limits::from_env(&env)?;
     signals::install();
     let options = server::Options { access_log: true, limits };
-    let handle = server::start_with(listen, db_path, static_root, options)?;
+    let handle = server::start_on(listen, database, static_root, options)?;
     tracing::info!(
         address = %handle.addr(),
-        database = %db_path.display(),
+        database = %database.describe(),
         static_root = %static_root.display(),
         header_timeout_ms = limits.header_timeout.as_millis() as u64,
         idle_timeout_ms = limits.idle_timeout.as_millis() as u64,
@@ -266,19 +308,37 @@ pub fn migrate_with(db_path: &Path, backups_dir: &Path, list: &[migrations::Migr
     // The errors stand on their own (`migration 0001_x.sql failed: ...`);
     // the database is the one named by --db / TODOBACKEND_DB.
     let outcome = migrations::migrate(&mut conn, list)?;
+    let version = migrations::current_version(&conn)?;
+    say_migrated(&db_path.display().to_string(), &outcome, version, list.len());
+    Ok(())
+}
+
+/// `migrate` on PostgreSQL (see `pg::migrate::migrate`), saying the same.
+pub fn migrate_postgres(target: &pg::config::Target, list: &[migrations::Migration]) -> Result<(), String> {
+    let conn = pg::client::Conn::connect(target).map_err(pg::migrate::context(target))?;
+    let migrated = pg::migrate::migrate(&conn, target, list)?;
+    if let Some(backup) = &migrated.backup {
+        say!("backed up the database to {backup} in {}", pg::backups::location(target));
+    }
+    say_migrated(&target.display(), &migrated.outcome, migrated.version, list.len());
+    Ok(())
+}
+
+/// What `migrate` did, on stderr, the same for both backends.
+fn say_migrated(database: &str, outcome: &migrations::Outcome, version: u32, list_len: usize) {
     if !outcome.newer.is_empty() {
         say!(
             "database {} is at schema {}, newer than this binary knows ({}): {} additive, so this binary can serve it; nothing to do",
-            db_path.display(),
-            migrations::current_version(&conn)?,
-            list.len(),
+            database,
+            version,
+            list_len,
             if outcome.newer.len() == 1 {
                 format!("{} is", outcome.newer[0])
             } else {
                 format!("{} are", outcome.newer.join(", "))
             }
         );
-        return Ok(());
+        return;
     }
     if !outcome.adopted.is_empty() {
         say!(
@@ -287,21 +347,18 @@ pub fn migrate_with(db_path: &Path, backups_dir: &Path, list: &[migrations::Migr
             outcome.adopted.join(", ")
         );
     }
-    let applied = outcome.applied;
-    if applied.is_empty() {
-        say!("no pending migrations: database {} is up to date", db_path.display());
+    if outcome.applied.is_empty() {
+        say!("no pending migrations: database {database} is up to date");
     } else {
-        for name in &applied {
+        for name in &outcome.applied {
             say!("applied migration {name}");
         }
-        say!("database {} is now at version {}", db_path.display(), list.len());
+        say!("database {database} is now at version {list_len}");
     }
-    Ok(())
 }
 
 /// `backups`: the backups, newest first.
-fn list_backups(dir: &Path, json: bool) -> Result<(), String> {
-    let found = backups::list(dir)?;
+fn list_backups(found: &[backups::Backup], location: &str, json: bool) -> Result<(), String> {
     let mut out = std::io::stdout();
     if json {
         let items: Vec<serde_json::Value> = found
@@ -315,9 +372,9 @@ fn list_backups(dir: &Path, json: bool) -> Result<(), String> {
             .collect();
         let _ = writeln!(out, "{}", serde_json::Value::Array(items));
     } else if found.is_empty() {
-        say!("no backups in {}", dir.display());
+        say!("no backups in {location}");
     } else {
-        for backup in &found {
+        for backup in found {
             let _ = writeln!(
                 out,
                 "{}  schema {}  {}  {}",
@@ -358,6 +415,52 @@ fn restore(db: &Path, dir: &Path, before: &str, dry_run: bool) -> Result<(), Str
             "schema_version": restored.schema_version,
         })
     );
+    Ok(())
+}
+
+/// `restore --before MIGRATION` on PostgreSQL: the same messages and the
+/// same JSON line as on SQLite (`kept` is the replaced tables' backup).
+fn restore_postgres(target: &pg::config::Target, before: &str, dry_run: bool) -> Result<(), String> {
+    let conn = pg::client::Conn::connect(target).map_err(pg::migrate::context(target))?;
+    let location = pg::backups::location(target);
+    let found = pg::backups::list(&conn).map_err(pg::migrate::context(target))?;
+    let chosen = backups::newest_before(&found, before, Path::new(&location))?;
+    let migration = before.strip_suffix(".sql").unwrap_or(before);
+    say!(
+        "restoring {} (schema {}, taken {}): everything written since then is lost, including what {} and later migrations changed",
+        chosen.file,
+        chosen.schema_version,
+        chosen.taken_text(),
+        migration
+    );
+    if dry_run {
+        say!("dry run: nothing restored; the current tables would be kept as a backup in {location}");
+        return Ok(());
+    }
+    let restored = pg::backups::restore(&conn, before, Path::new(&location))?;
+    say!("restored; the replaced tables are kept as the backup {} in {location}", restored.kept);
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::json!({
+            "restored": restored.restored.file,
+            "kept": restored.kept,
+            "schema_version": restored.schema_version,
+        })
+    );
+    Ok(())
+}
+
+/// `move-to-postgres --from FILE`: see `pg::moving`.
+fn move_to_postgres(from: &Path, target: &pg::config::Target) -> Result<(), String> {
+    say!("moving every row of {} into {}", from.display(), target.display());
+    let moved = pg::moving::run(from, target, MIGRATIONS, PG_MIGRATIONS)?;
+    for (table, rows) in &moved.tables {
+        say!("moved {rows} row(s) of {table}; the counts agree");
+    }
+    let tables: serde_json::Map<String, serde_json::Value> =
+        moved.tables.iter().map(|(table, rows)| (table.clone(), serde_json::json!(rows))).collect();
+    let _ = writeln!(std::io::stdout(), "{}", serde_json::json!({ "moved": tables }));
     Ok(())
 }
 

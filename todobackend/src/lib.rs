@@ -15,6 +15,7 @@ macro_rules! say {
 
 pub mod acceptance;
 pub mod api;
+pub mod backend;
 pub mod backups;
 pub mod cli;
 pub mod client;
@@ -23,6 +24,7 @@ pub mod logging;
 pub mod metrics;
 pub mod migrations;
 pub mod net;
+pub mod pg;
 pub mod server;
 pub mod signals;
 pub mod static_files;

@@ -211,22 +211,28 @@ pub fn unrecorded<'a>(conn: &Connection, migrations: &'a [Migration]) -> Result<
             missing.push(migration);
             continue;
         };
-        let now = migration.checksum();
-        let what = if name != migration.name {
-            format!("it was applied as {name}")
-        } else if recorded_checksum != now {
-            format!("checksum {recorded_checksum} when applied, {now} now")
-        } else {
-            continue;
-        };
-        return Err(format!(
-            "migration {} was changed after it was applied to this database ({what}); \
-             restore the file and put the change in a new migration instead, \
-             or, for a throwaway local database, remove the database (e.g. `cargo xtask clean`)",
-            migration.name
-        ));
+        check_applied(migration, &name, &recorded_checksum)?;
     }
     Ok(missing)
+}
+
+/// Fails with one line when `migration` is not what the database recorded
+/// when it applied it (its name and checksum); both backends use this.
+pub fn check_applied(migration: &Migration, name: &str, recorded_checksum: &str) -> Result<(), String> {
+    let now = migration.checksum();
+    let what = if name != migration.name {
+        format!("it was applied as {name}")
+    } else if recorded_checksum != now {
+        format!("checksum {recorded_checksum} when applied, {now} now")
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "migration {} was changed after it was applied to this database ({what}); \
+         restore the file and put the change in a new migration instead, \
+         or, for a throwaway local database, remove the database (e.g. `cargo xtask clean`)",
+        migration.name
+    ))
 }
 
 /// What `migrate` did.

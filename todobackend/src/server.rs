@@ -29,9 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::api::{self, ApiRequest, ApiResponse, Context};
-use crate::db;
+use crate::backend::Database;
 use crate::metrics::{self, Metrics};
-use crate::migrations::MIGRATIONS;
 use crate::net;
 use crate::store::Store;
 
@@ -225,17 +224,18 @@ pub fn start(listen: &str, db_path: &Path, static_root: &Path) -> Result<ServerH
 /// pending migrations, so that a service restarts until `migrate` has run.
 /// Files under `/static/` are served from `static_root`.
 pub fn start_with(listen: &str, db_path: &Path, static_root: &Path, options: Options) -> Result<ServerHandle, String> {
+    start_on(listen, &Database::Sqlite(db_path.to_path_buf()), static_root, options)
+}
+
+/// `start_with` on either backend (see `Store::for_serving`).
+pub fn start_on(
+    listen: &str,
+    database: &Database,
+    static_root: &Path,
+    options: Options,
+) -> Result<ServerHandle, String> {
     let listen = net::parse_listen(listen)?;
-    if !db_path.exists() {
-        return Err(format!(
-            "refusing to start: database {} does not exist, so all {} migration(s) are pending; run `todobackend migrate` first",
-            db_path.display(),
-            MIGRATIONS.len()
-        ));
-    }
-    let first_conn = db::open_existing(db_path)?;
-    db::ensure_migrated(&first_conn, db_path, MIGRATIONS)?;
-    let store = Store::open(db_path, first_conn)?;
+    let store = Store::for_serving(database)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_io()

@@ -1,6 +1,9 @@
 //! Static files: the bundled ones (embedded at compile time) that
-//! `collectstatic` writes into the static root, and serving files from that
-//! root under `/static/`.
+//! `collectstatic` writes into the static root, and serving files under
+//! `/static/`: from that root, and the bundled ones also when the root lacks
+//! them. So every replica serves them on every node without a volume filled
+//! by a job on one node (the PostgreSQL stack has neither), and a collected
+//! root (the single-node stack, `release`) still wins for its own files.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -73,14 +76,16 @@ pub fn content_type(path: &Path) -> &'static str {
 }
 
 /// Reads a file for `/static/<url_path>`: its content type and bytes, or
-/// `None` when there is no such (regular) file.
+/// `None` when there is no such (regular) file below the root and none
+/// bundled by that name.
 pub fn read(root: &Path, url_path: &str) -> Option<(&'static str, Vec<u8>)> {
     let path = safe_path(root, url_path)?;
-    if !path.is_file() {
-        return None;
+    if path.is_file() {
+        let data = fs::read(&path).ok()?;
+        return Some((content_type(&path), data));
     }
-    let data = fs::read(&path).ok()?;
-    Some((content_type(&path), data))
+    let (name, contents) = BUNDLED.iter().find(|(name, _)| *name == url_path)?;
+    Some((content_type(Path::new(name)), contents.as_bytes().to_vec()))
 }
 
 #[cfg(test)]
@@ -95,6 +100,20 @@ mod tests {
         for bad in ["", "../etc/passwd", "a/../../b", ".hidden", "a//b", "/abs", "a%2e", "a\\b"] {
             assert_eq!(safe_path(root, bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn bundled_files_are_served_without_a_collected_root_and_a_collected_file_wins() {
+        let missing = Path::new("/nonexistent-static-root");
+        let (kind, data) = read(missing, "style.css").unwrap();
+        assert_eq!((kind, data.as_slice()), ("text/css; charset=utf-8", BUNDLED[1].1.as_bytes()));
+        assert_eq!(read(missing, "nope.css"), None);
+        assert_eq!(read(missing, "../style.css"), None);
+        let root = std::env::temp_dir().join(format!("static-files-test-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("style.css"), "body{}").unwrap();
+        assert_eq!(read(&root, "style.css").unwrap().1, b"body{}");
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The acceptance suite passes against the real server, and fails against
-//! a server that gets the API wrong (so it is able to fail).
+//! The acceptance suite passes against the real server on both backends,
+//! and fails against a server that gets the API wrong (so it is able to fail).
 
 mod common;
 
@@ -7,12 +7,11 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread;
 
-use common::start_server;
+use common::{Backend, start_server_on};
 use todobackend::acceptance;
 
-#[test]
-fn suite_passes_against_the_real_server() {
-    let s = start_server();
+fn suite_passes_against_the_real_server(backend: Backend) {
+    let s = start_server_on(backend);
     let mut out = Vec::new();
     let summary = acceptance::run(&s.base, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
@@ -24,9 +23,8 @@ fn suite_passes_against_the_real_server() {
     assert_eq!(s.get("/todos").text(), "[]");
 }
 
-#[test]
-fn suite_accepts_a_trailing_slash_in_the_url() {
-    let s = start_server();
+fn suite_accepts_a_trailing_slash_in_the_url(backend: Backend) {
+    let s = start_server_on(backend);
     let summary = acceptance::run(&format!("{}/", s.base), &mut Vec::new()).unwrap();
     assert!(summary.ok());
 }
@@ -65,3 +63,5 @@ fn an_invalid_url_is_an_error_not_a_run() {
     assert!(acceptance::run("not a url", &mut Vec::new()).is_err());
     assert!(acceptance::run("https://127.0.0.1:1", &mut Vec::new()).is_err());
 }
+
+both_backends!(suite_passes_against_the_real_server, suite_accepts_a_trailing_slash_in_the_url);

@@ -1,5 +1,5 @@
-//! The whole HTTP API over real sockets, against the real server and a real
-//! SQLite file.
+//! The whole HTTP API over real sockets, against the real server on each
+//! backend: a real SQLite file, and a real PostgreSQL server on loopback.
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, error_message, json, start_server};
+use common::{Backend, TestServer, error_message, json, start_server_on};
 use serde_json::{Value, json};
 use todobackend::server;
 
@@ -23,9 +23,8 @@ fn assert_cors(r: &todobackend::client::Response) {
     assert!(headers.contains("content-type"), "{headers}");
 }
 
-#[test]
-fn root_is_a_json_index_pointing_at_todos() {
-    let s = start_server();
+fn root_is_a_json_index_pointing_at_todos(backend: Backend) {
+    let s = start_server_on(backend);
     let r = s.get("/");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("Content-Type"), Some("application/json"));
@@ -33,9 +32,8 @@ fn root_is_a_json_index_pointing_at_todos() {
     assert_cors(&r);
 }
 
-#[test]
-fn post_answers_201_with_location_and_the_todo() {
-    let s = start_server();
+fn post_answers_201_with_location_and_the_todo(backend: Backend) {
+    let s = start_server_on(backend);
     let r = s.post_json("/todos", &json!({ "title": "buy milk" }));
     assert_eq!(r.status, 201, "{}", r.text());
     assert_cors(&r);
@@ -60,9 +58,8 @@ fn post_answers_201_with_location_and_the_todo() {
     assert_eq!(list, json!([todo, second]));
 }
 
-#[test]
-fn patch_updates_only_the_given_fields() {
-    let s = start_server();
+fn patch_updates_only_the_given_fields(backend: Backend) {
+    let s = start_server_on(backend);
     let created = json(&s.post_json("/todos", &json!({ "title": "a", "order": 1 })));
     let path = TestServer::path_of(created["url"].as_str().unwrap());
 
@@ -101,9 +98,8 @@ fn patch_updates_only_the_given_fields() {
     error_message(&r);
 }
 
-#[test]
-fn delete_one_and_delete_all() {
-    let s = start_server();
+fn delete_one_and_delete_all(backend: Backend) {
+    let s = start_server_on(backend);
     let a = json(&s.post_json("/todos", &json!({ "title": "a" })));
     let b = json(&s.post_json("/todos", &json!({ "title": "b" })));
     let a_path = TestServer::path_of(a["url"].as_str().unwrap());
@@ -121,9 +117,8 @@ fn delete_one_and_delete_all() {
     assert_eq!(json(&s.get("/todos")), json!([]));
 }
 
-#[test]
-fn unknown_ids_and_paths_are_404_with_a_json_error() {
-    let s = start_server();
+fn unknown_ids_and_paths_are_404_with_a_json_error(backend: Backend) {
+    let s = start_server_on(backend);
     for path in ["/todos/12345", "/todos/abc", "/todos/1/extra", "/nope", "/static/missing.css"] {
         let r = s.get(path);
         assert_eq!(r.status, 404, "{path}");
@@ -133,9 +128,8 @@ fn unknown_ids_and_paths_are_404_with_a_json_error() {
     assert_eq!(s.call("DELETE", "/todos/12345", &[], None).status, 404);
 }
 
-#[test]
-fn bad_post_bodies_are_400_and_store_nothing() {
-    let s = start_server();
+fn bad_post_bodies_are_400_and_store_nothing(backend: Backend) {
+    let s = start_server_on(backend);
     for body in [
         "{\"title\": ",
         "not json",
@@ -159,9 +153,8 @@ fn bad_post_bodies_are_400_and_store_nothing() {
     assert_eq!(json(&s.get("/todos")), json!([]));
 }
 
-#[test]
-fn wrong_methods_are_405_with_allow() {
-    let s = start_server();
+fn wrong_methods_are_405_with_allow(backend: Backend) {
+    let s = start_server_on(backend);
     for (method, path) in [
         ("PUT", "/todos"),
         ("PATCH", "/todos"),
@@ -179,9 +172,8 @@ fn wrong_methods_are_405_with_allow() {
     }
 }
 
-#[test]
-fn options_preflight_is_answered_on_any_path() {
-    let s = start_server();
+fn options_preflight_is_answered_on_any_path(backend: Backend) {
+    let s = start_server_on(backend);
     let preflight = [
         ("Origin", "http://example.test"),
         ("Access-Control-Request-Method", "PATCH"),
@@ -194,9 +186,8 @@ fn options_preflight_is_answered_on_any_path() {
     }
 }
 
-#[test]
-fn urls_follow_host_and_forwarded_headers() {
-    let s = start_server();
+fn urls_follow_host_and_forwarded_headers(backend: Backend) {
+    let s = start_server_on(backend);
     let r = s.post_json("/todos", &json!({ "title": "t" }));
     assert_eq!(r.status, 201);
     let id = json(&r)["id"].as_i64().unwrap();
@@ -225,9 +216,8 @@ fn urls_follow_host_and_forwarded_headers() {
     assert!(answer.contains(&format!("{{\"todos\":\"{}/todos\"}}", s.base)), "{answer}");
 }
 
-#[test]
-fn static_files_are_served_from_the_static_root() {
-    let s = start_server();
+fn static_files_are_served_from_the_static_root(backend: Backend) {
+    let s = start_server_on(backend);
     let r = s.get("/static/style.css");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("Content-Type"), Some("text/css; charset=utf-8"));
@@ -249,18 +239,16 @@ fn static_files_are_served_from_the_static_root() {
     }
 }
 
-#[test]
-fn oversized_bodies_are_refused() {
-    let s = start_server();
+fn oversized_bodies_are_refused(backend: Backend) {
+    let s = start_server_on(backend);
     let big = format!("{{\"title\":\"{}\"}}", "x".repeat(server::MAX_BODY + 10));
     let r = s.call("POST", "/todos", &[("Content-Type", "application/json")], Some(&big));
     assert_eq!(r.status, 413);
     assert_eq!(json(&s.get("/todos")), json!([]));
 }
 
-#[test]
-fn concurrent_requests_are_all_answered() {
-    let s = Arc::new(start_server());
+fn concurrent_requests_are_all_answered(backend: Backend) {
+    let s = Arc::new(start_server_on(backend));
     // A client that connects and sends half a request must not hold up others.
     let mut stalled = TcpStream::connect(s.handle.addr()).unwrap();
     stalled.write_all(b"POST /todos HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{").unwrap();
@@ -287,13 +275,12 @@ fn concurrent_requests_are_all_answered() {
     drop(stalled);
 }
 
-#[test]
-fn todos_survive_a_restart_of_the_server() {
-    let s = start_server();
+fn todos_survive_a_restart_of_the_server(backend: Backend) {
+    let s = start_server_on(backend);
     let created = json(&s.post_json("/todos", &json!({ "title": "durable" })));
-    let common::TestServer { handle, db, static_root, dir, .. } = s;
+    let common::TestServer { handle, database, static_root, dir, .. } = s;
     handle.shutdown();
-    let handle = server::start("127.0.0.1:0", &db, &static_root).unwrap();
+    let handle = server::start_on("127.0.0.1:0", &database, &static_root, server::Options::default()).unwrap();
     let r = todobackend::client::request("GET", &format!("{}/todos", handle.url()), &[], None, Duration::from_secs(5))
         .unwrap();
     let list = json(&r);
@@ -302,3 +289,19 @@ fn todos_survive_a_restart_of_the_server() {
     handle.shutdown();
     drop(dir);
 }
+
+both_backends!(
+    root_is_a_json_index_pointing_at_todos,
+    post_answers_201_with_location_and_the_todo,
+    patch_updates_only_the_given_fields,
+    delete_one_and_delete_all,
+    unknown_ids_and_paths_are_404_with_a_json_error,
+    bad_post_bodies_are_400_and_store_nothing,
+    wrong_methods_are_405_with_allow,
+    options_preflight_is_answered_on_any_path,
+    urls_follow_host_and_forwarded_headers,
+    static_files_are_served_from_the_static_root,
+    oversized_bodies_are_refused,
+    concurrent_requests_are_all_answered,
+    todos_survive_a_restart_of_the_server,
+);

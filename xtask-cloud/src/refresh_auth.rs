@@ -13,7 +13,10 @@
 //! new credential as a change of the task spec, so the tasks are replaced,
 //! by the service's own rolling update (its order, parallelism, delay and
 //! rollback). The one-shot jobs are left alone: they would run again, and
-//! every deploy hands them a fresh credential anyway.
+//! every deploy hands them a fresh credential anyway. So is a service that
+//! does not run the release image (the PostgreSQL stack's `db`): it is pinned
+//! to the node that keeps its volume, which has its image, and replacing its
+//! task would stop the database for every replica of the app.
 //!
 //! `docker service update` returns once the new tasks run, before the
 //! swarm's monitor period has passed and the update is "completed" (found
@@ -34,18 +37,30 @@ const UPDATE_TIMEOUT: Duration = Duration::from_secs(600);
 pub fn run(ctx: &Ctx) -> Result<()> {
     let stack = ctx.settings.stack.clone();
     crate::lock::hold(ctx, "refresh-auth", ctx.version(), None, || {
-        let names = ctx.block_on(async {
+        let release_image = ctx.settings.image_name();
+        let (names, others) = ctx.block_on(async {
             let docker = ctx.docker().await?;
-            let mut names: Vec<String> = crate::stack::services(&docker, &stack)
-                .await?
-                .into_iter()
-                .filter_map(|service| service.spec)
-                .filter(crate::stack::is_long_running)
-                .filter_map(|spec| spec.name)
-                .collect();
+            let (mut names, mut others): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+            let services = crate::stack::services(&docker, &stack).await?;
+            for spec in services.into_iter().filter_map(|service| service.spec) {
+                let release = crate::stack::runs_release(&spec, &release_image);
+                match (crate::stack::is_long_running(&spec), release, spec.name) {
+                    (true, true, Some(name)) => names.push(name),
+                    (true, false, Some(name)) => others.push(name),
+                    _ => {}
+                }
+            }
             names.sort();
-            Ok(names)
+            others.sort();
+            Ok((names, others))
         })?;
+        if !others.is_empty() {
+            eprintln!(
+                "    left alone: {} (not the release image {release_image}: pinned to a node that has its image, \
+                 and a new credential would restart it)",
+                others.join(", ")
+            );
+        }
         if names.is_empty() {
             bail!("stack {stack} runs no long-running service: there is nothing to refresh");
         }

@@ -23,7 +23,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let stack = ctx.settings.stack.clone();
     // Before the lock, whose name is the stack's.
     crate::deploy::check_stack_name(&stack)?;
-    let running = ctx.block_on(async { running_app(&ctx.docker().await?, &stack).await })?;
+    let release_image = ctx.settings.image_name();
+    let running = ctx.block_on(async { running_app(&ctx.docker().await?, &stack, &release_image).await })?;
     let Some((running_version, running_image)) = running else {
         bail!("stack {stack} runs no app service: there is nothing to roll back (deploy with `cargo xtask deploy`)");
     };
@@ -147,13 +148,15 @@ fn restore(ctx: &Ctx, checked: &Checked, running_image: &str, migration: Option<
     })
 }
 
-/// The version and image of the stack's long-running service(s), as the
-/// swarm runs them now.
-pub async fn running_app(docker: &bollard::Docker, stack: &str) -> Result<Option<(String, String)>> {
+/// The version and image of the stack's app (see `stack::app`), as the
+/// swarm runs it now.
+pub async fn running_app(
+    docker: &bollard::Docker,
+    stack: &str,
+    release_image: &str,
+) -> Result<Option<(String, String)>> {
     let services = crate::stack::services(docker, stack).await?;
-    let app =
-        services.iter().filter_map(|service| service.spec.as_ref()).find(|spec| crate::stack::is_long_running(spec));
-    let image = app
+    let image = crate::stack::app(&services, release_image)
         .and_then(|spec| spec.task_template.as_ref())
         .and_then(|template| template.container_spec.as_ref())
         .and_then(|container| container.image.clone());

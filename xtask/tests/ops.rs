@@ -294,7 +294,8 @@ fn a_missing_external_secret_is_named_before_the_swarm_changes_and_secret_create
     let value = support::unique_name("s3cret-value-");
     let sandbox = support::swarm::stack_sandbox(&moto, &registry, support::free_port());
     // stack.yml with the app reading a secret the swarm does not have yet.
-    let stack_yml = std::fs::read_to_string(support::project_root().join("stack.yml")).expect("stack.yml");
+    let stack_yml =
+        std::fs::read_to_string(support::project_root().join("stack.single-node.yml")).expect("stack.single-node.yml");
     let with_secret =
         stack_yml.replacen("    command: [\"serve\"]\n", "    command: [\"serve\"]\n    secrets: [db_password]\n", 1)
             + &format!("\nsecrets:\n  db_password:\n    external: true\n    name: {secret}\n");

@@ -25,9 +25,10 @@ fn an_unknown_key_and_a_bad_stack_name_are_refused_before_any_job_runs() {
     docker_login(&sandbox, &registry);
     push(&sandbox, &tag);
 
-    let text = std::fs::read_to_string(support::project_root().join("stack.yml")).expect("read stack.yml");
+    let text = std::fs::read_to_string(support::project_root().join("stack.single-node.yml"))
+        .expect("read stack.single-node.yml");
     let with_typo = text.replacen("    command: [\"serve\"]\n", "    comand: [\"x\"]\n", 1);
-    assert_ne!(with_typo, text, "stack.yml has no `command: [\"serve\"]` line to misspell");
+    assert_ne!(with_typo, text, "stack.single-node.yml has no `command: [\"serve\"]` line to misspell");
     let line = with_typo.lines().position(|line| line.contains("comand:")).expect("the typo's line") + 1;
     let file = sandbox.dir.path().join("stack.yml");
     std::fs::write(&file, &with_typo).expect("write the stack file");

@@ -9,128 +9,18 @@
 //! which hands the task over to `xtask-cloud` (the real hand-over, with its
 //! command line, environment and exit code).
 //!
-//! Versions B and C are real builds with more migrations: a copy of the
-//! checkout with the migration files added, built by its own `cargo xtask
-//! build` into a target directory of their own under this one's (kept, so a
-//! second run builds only the service).
+//! Versions B and C are real builds with more migrations
+//! (`support::variants`). These run on the single-node SQLite stack;
+//! `postgres_stack.rs` runs the same releases on the PostgreSQL one.
 
 mod support;
-
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use support::swarm::{
     Stack, app_image, derive, docker, docker_login, error_text, label_the_node, push, spec_image, stack_name,
     swarm_lock,
 };
-use support::{Images, Moto, Registry, Sandbox};
-
-const ADDITIVE: (&str, &str) = ("0002_add_note.sql", "-- additive\nALTER TABLE todos ADD COLUMN note TEXT;\n");
-const BREAKING: (&str, &str) =
-    ("0003_add_audit.sql", "CREATE TABLE audit (id INTEGER PRIMARY KEY, what TEXT NOT NULL);\n");
-
-/// The checkout's files (tracked, and new ones not ignored) copied to `dir`,
-/// with `migrations` added to the service.
-fn copy_checkout(dir: &Path, migrations: &[(&str, &str)]) {
-    let root = support::project_root();
-    let listed = Command::new("git")
-        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
-        .current_dir(&root)
-        .output()
-        .expect("git ls-files");
-    assert!(listed.status.success(), "git ls-files failed");
-    for name in listed.stdout.split(|byte| *byte == 0).filter(|name| !name.is_empty()) {
-        let name = String::from_utf8_lossy(name).into_owned();
-        let from = root.join(&name);
-        if !from.is_file() {
-            continue;
-        }
-        let to = dir.join(&name);
-        std::fs::create_dir_all(to.parent().expect("a file has a parent")).expect("create the copy's directories");
-        std::fs::copy(&from, &to).unwrap_or_else(|err| panic!("copy {name}: {err}"));
-    }
-    let dir = dir.join("todobackend/migrations");
-    for entry in std::fs::read_dir(&dir).expect("the copy's migrations") {
-        let path = entry.expect("a migration").path();
-        if path.file_name().and_then(|name| name.to_str()).is_some_and(|name| !name.starts_with("0001")) {
-            std::fs::remove_file(path).expect("remove a migration from an earlier run");
-        }
-    }
-    for (name, sql) in migrations {
-        std::fs::write(dir.join(name), sql).expect("write a migration");
-    }
-}
-
-fn variants_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| support::project_root().join("target"));
-    target.join("variants")
-}
-
-/// A real image of the service with `migrations` added, tagged `version`.
-fn variant_image(
-    sandbox: &Sandbox,
-    registry: &Registry,
-    version: &str,
-    migrations: &[(&str, &str)],
-    images: &mut Images,
-) -> String {
-    let source = variants_dir().join("src");
-    copy_checkout(&source, migrations);
-    let tag = format!("{}/todobackend:{version}", registry.host());
-    images.track(&tag);
-    images.track(&format!("{}/todobackend:latest", registry.host()));
-    let target = variants_dir().join("target");
-    let built = sandbox
-        .clone_with(&[
-            ("APP_VERSION", version),
-            ("ECR_REGISTRY", &registry.host()),
-            ("CARGO_TARGET_DIR", &target.display().to_string()),
-        ])
-        .xtask_in(&source, &["build"]);
-    built.assert_success();
-    tag
-}
-
-/// The todos' titles the deployed app serves, sorted.
-fn titles(port: u16) -> Vec<String> {
-    let response = support::http(&format!("http://127.0.0.1:{port}/todos"), "GET", None, &[]).expect("GET /todos");
-    assert_eq!(response.status, 200, "GET /todos: {}", response.body);
-    let todos: serde_json::Value = serde_json::from_str(&response.body).expect("a JSON list of todos");
-    let mut titles: Vec<String> = todos
-        .as_array()
-        .expect("a JSON list of todos")
-        .iter()
-        .filter_map(|todo| todo.get("title").and_then(|title| title.as_str()).map(str::to_owned))
-        .collect();
-    titles.sort();
-    titles
-}
-
-fn add_todo(port: u16, title: &str) {
-    let body = format!("{{\"title\": \"{title}\"}}");
-    let response = support::request(&format!("http://127.0.0.1:{port}/todos"), "POST", None, &[], Some(&body))
-        .expect("POST /todos");
-    assert_eq!(response.status, 201, "POST /todos: {}", response.body);
-}
-
-/// Wait until the app answers on `port` (after a rollback the old task starts again).
-fn wait_for_app(port: u16) {
-    let start = Instant::now();
-    while !support::swarm::answers(port) {
-        assert!(start.elapsed() < Duration::from_secs(60), "the app does not answer on port {port}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn history(sandbox: &Sandbox) -> Vec<serde_json::Value> {
-    let run = sandbox.xtask(&["history", "--json"]);
-    run.assert_success();
-    serde_json::from_str::<Vec<serde_json::Value>>(&run.stdout)
-        .unwrap_or_else(|err| panic!("history --json: {err}: {}", run.stdout))
-}
+use support::variants::{ADDITIVE, BREAKING, add_todo, history, titles, variant_image, wait_for_app};
+use support::{Images, Moto, Registry};
 
 /// The backups in the stack's data volume, as the service lists them.
 fn backups(stack: &str, image: &str) -> String {

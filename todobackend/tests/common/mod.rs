@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod postgres;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use todobackend::backend::Database;
 use todobackend::client::{self, Response};
 use todobackend::server::{self, ServerHandle};
 use todobackend::{migrations, static_files};
@@ -51,6 +54,7 @@ pub struct TestServer {
     pub db: PathBuf,
     pub static_root: PathBuf,
     pub dir: TempDir,
+    pub database: Database,
 }
 
 pub fn migrated_db(dir: &TempDir) -> PathBuf {
@@ -60,13 +64,51 @@ pub fn migrated_db(dir: &TempDir) -> PathBuf {
 }
 
 pub fn start_server() -> TestServer {
+    start_server_on(Backend::Sqlite)
+}
+
+/// The two storage backends, for tests that run on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A server over a migrated database of `backend` (on PostgreSQL, a new
+/// database of the shared test server).
+pub fn start_server_on(backend: Backend) -> TestServer {
     let dir = TempDir::new();
-    let db = migrated_db(&dir);
     let static_root = dir.join("public");
     static_files::collect(&static_root).expect("collectstatic");
-    let handle = server::start("127.0.0.1:0", &db, &static_root).expect("server starts");
+    let (db, database) = match backend {
+        Backend::Sqlite => {
+            let db = migrated_db(&dir);
+            (db.clone(), Database::Sqlite(db))
+        }
+        Backend::Postgres => {
+            let pg = postgres::shared().database();
+            todobackend::cli::migrate_postgres(&pg.target(), migrations::PG_MIGRATIONS).expect("migrate");
+            (PathBuf::new(), pg.database())
+        }
+    };
+    let handle =
+        server::start_on("127.0.0.1:0", &database, &static_root, server::Options::default()).expect("server starts");
     let base = handle.url();
-    TestServer { handle, base, db, static_root, dir }
+    TestServer { handle, base, db, static_root, dir, database }
+}
+
+/// `#[test]`s for each backend: `both_backends!(name, ...)` turns each
+/// `fn name(backend: Backend)` into `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name($crate::common::Backend::Sqlite) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name($crate::common::Backend::Postgres) } )*
+        }
+    };
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);

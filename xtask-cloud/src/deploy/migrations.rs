@@ -1,11 +1,13 @@
 //! What a release does to the database, learnt before the swarm changes.
 //!
 //! The new image's own `todobackend migrations --json` is run against the
-//! live database, as a one-off swarm job on the node that keeps the data (the
-//! node the stack's placement label names, with the stack's `data` volume):
-//! only there is the database, and the swarm places the job there as it
-//! places the stack. A job pulls the image with the stack's registry
-//! credential, as the nodes will.
+//! live database, as a one-off swarm job that reaches it the way the stack's
+//! own `migrate` job does, as the swarm runs it now: its environment, secrets,
+//! volumes, networks and placement. On the single-node stack that is the
+//! `data` volume on the node the placement label names (only there is the
+//! SQLite file); on the PostgreSQL stack it is `db` by name over the stack's
+//! network, with the password secret, on any node. A job pulls the image with
+//! the stack's registry credential, as the nodes will.
 //!
 //! A migration not marked `-- additive` is refused unless the user says so:
 //! if the new app then failed, the swarm's rollback would bring back a version
@@ -143,7 +145,9 @@ pub fn verdict(version: &str, effect: &Effect, allow_breaking: bool) -> Result<S
 /// Where and how a one-off job reaches the stack's data.
 pub struct DataNode<'a> {
     pub stack: &'a str,
-    /// The stack's placement constraints (the data label).
+    /// The stack file's placement constraints of its release job, for a
+    /// stack whose running services show no `migrate` to copy the way from
+    /// (then the job mounts the stack's `data` volume, as stacks did before).
     pub constraints: Vec<String>,
     /// The registry credential `docker stack deploy --with-registry-auth` sends.
     pub credentials: Option<DockerCredentials>,
@@ -167,10 +171,11 @@ fn job_prefix(stack: &str) -> String {
     format!("{stack}_xtask_")
 }
 
-/// Run `image` with `args` once, on the data node with the stack's `data`
-/// volume at /data, as a one-off swarm service; its stdout. Its stderr is
-/// shown as it is (the service says there what it does). The service is
-/// removed afterwards; one that a killed run left behind is removed before.
+/// Run `image` with `args` once, reaching the database as the stack's
+/// `migrate` does (see [`way_to_the_database`]), as a one-off swarm service;
+/// its stdout. Its stderr is shown as it is (the service says there what it
+/// does). The service is removed afterwards; one that a killed run left
+/// behind is removed before.
 ///
 /// One replica that is never restarted, not a `replicated-job`: the swarm
 /// never removes a job's task and container, even with the service
@@ -180,6 +185,7 @@ pub async fn run_on_data_node(docker: &Docker, node: &DataNode<'_>, image: &str,
     remove_left_jobs(docker, node.stack).await?;
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let name = format!("{}{}", job_prefix(node.stack), nanos % 1_000_000_000);
+    let way = way_to_the_database(docker, node).await?;
     let spec = ServiceSpec {
         name: Some(name.clone()),
         labels: Some(HashMap::from([(JOB_LABEL.to_owned(), node.stack.to_owned())])),
@@ -188,15 +194,13 @@ pub async fn run_on_data_node(docker: &Docker, node: &DataNode<'_>, image: &str,
                 image: Some(image.to_owned()),
                 labels: Some(HashMap::from([(JOB_LABEL.to_owned(), node.stack.to_owned())])),
                 args: Some(args.iter().map(|arg| (*arg).to_owned()).collect()),
-                mounts: Some(vec![Mount {
-                    target: Some("/data".to_owned()),
-                    source: Some(format!("{}_data", node.stack)),
-                    typ: Some(MountType::VOLUME),
-                    ..Default::default()
-                }]),
+                env: way.env,
+                mounts: way.mounts,
+                secrets: way.secrets,
                 ..Default::default()
             }),
-            placement: Some(TaskSpecPlacement { constraints: Some(node.constraints.clone()), ..Default::default() }),
+            networks: way.networks,
+            placement: Some(way.placement),
             restart_policy: Some(TaskSpecRestartPolicy {
                 condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
                 ..Default::default()
@@ -232,6 +236,62 @@ pub async fn run_on_data_node(docker: &Docker, node: &DataNode<'_>, image: &str,
         eprintln!("warning: could not remove the job {name}: {err} (remove it with `docker service rm {name}`)");
     }
     result
+}
+
+/// What a job copies from the stack's `migrate` to reach the database.
+#[derive(Debug, Default, PartialEq)]
+struct Way {
+    env: Option<Vec<String>>,
+    mounts: Option<Vec<Mount>>,
+    secrets: Option<Vec<bollard::models::TaskSpecContainerSpecSecrets>>,
+    networks: Option<Vec<bollard::models::NetworkAttachmentConfig>>,
+    placement: TaskSpecPlacement,
+}
+
+/// The way the stack's own `migrate` job reaches the database, as the swarm
+/// runs it now (the live database is the one the running stack uses, also
+/// when the new stack file points elsewhere). A stack without one (deployed
+/// from another file): the `data` volume on the stack file's data node.
+async fn way_to_the_database(docker: &Docker, node: &DataNode<'_>) -> Result<Way> {
+    let services = crate::stack::services(docker, node.stack).await?;
+    let specs: Vec<&ServiceSpec> = services.iter().filter_map(|service| service.spec.as_ref()).collect();
+    Ok(way_from(node, &specs))
+}
+
+fn way_from(node: &DataNode<'_>, specs: &[&ServiceSpec]) -> Way {
+    let runs_migrate = |spec: &&&ServiceSpec| {
+        let container = spec.task_template.as_ref().and_then(|template| template.container_spec.as_ref());
+        let args = container.and_then(|container| container.args.as_ref());
+        crate::stack::is_one_shot(spec) && args.and_then(|args| args.first()).is_some_and(|arg| arg == "migrate")
+    };
+    let Some(migrate) = specs.iter().find(runs_migrate) else {
+        return Way {
+            mounts: Some(vec![Mount {
+                target: Some("/data".to_owned()),
+                source: Some(format!("{}_data", node.stack)),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            }]),
+            placement: TaskSpecPlacement { constraints: Some(node.constraints.clone()), ..Default::default() },
+            ..Default::default()
+        };
+    };
+    let template = migrate.task_template.clone().unwrap_or_default();
+    let container = template.container_spec.unwrap_or_default();
+    // Its own name on the network, not migrate's.
+    let networks = template.networks.map(|networks| {
+        networks
+            .into_iter()
+            .map(|network| bollard::models::NetworkAttachmentConfig { aliases: None, ..network })
+            .collect()
+    });
+    Way {
+        env: container.env,
+        mounts: container.mounts,
+        secrets: container.secrets,
+        networks,
+        placement: template.placement.unwrap_or_default(),
+    }
 }
 
 /// Remove the stack's jobs that an interrupted run (SIGTERM, SIGKILL, a lost
@@ -417,6 +477,55 @@ mod tests {
         let err = verdict("B", &cannot, true).unwrap_err().to_string();
         assert!(err.contains("--restore-data") && err.contains("0003_drop"), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
+    }
+
+    #[test]
+    fn a_job_reaches_the_database_as_the_stacks_migrate_does() {
+        use bollard::models::{NetworkAttachmentConfig, TaskSpecContainerSpecSecrets};
+        let node = DataNode {
+            stack: "s",
+            constraints: vec!["node.labels.todobackend.data == true".into()],
+            credentials: None,
+        };
+        let service = |args: &[&str], condition, env: &[&str]| ServiceSpec {
+            task_template: Some(TaskSpec {
+                container_spec: Some(TaskSpecContainerSpec {
+                    args: Some(args.iter().map(|arg| arg.to_string()).collect()),
+                    env: Some(env.iter().map(|var| var.to_string()).collect()),
+                    secrets: Some(vec![TaskSpecContainerSpecSecrets {
+                        secret_name: Some("todobackend_db_password".into()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                networks: Some(vec![NetworkAttachmentConfig {
+                    target: Some("net-id".into()),
+                    aliases: Some(vec!["migrate".into()]),
+                    ..Default::default()
+                }]),
+                restart_policy: Some(TaskSpecRestartPolicy { condition: Some(condition), ..Default::default() }),
+                ..Default::default()
+            }),
+            mode: Some(ServiceSpecMode {
+                replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let app = service(&["serve"], TaskSpecRestartPolicyConditionEnum::ANY, &["APP=1"]);
+        let migrate = service(&["migrate"], TaskSpecRestartPolicyConditionEnum::ON_FAILURE, &["URL=postgres://db"]);
+        let way = way_from(&node, &[&app, &migrate]);
+        assert_eq!(way.env, Some(vec!["URL=postgres://db".to_owned()]));
+        assert_eq!(way.secrets.unwrap()[0].secret_name.as_deref(), Some("todobackend_db_password"));
+        let networks = way.networks.unwrap();
+        assert_eq!((networks[0].target.as_deref(), networks[0].aliases.as_ref()), (Some("net-id"), None));
+        assert_eq!(way.mounts, None, "no data volume on the PostgreSQL stack");
+        assert_eq!(way.placement, TaskSpecPlacement::default(), "the PostgreSQL stack's migrate is not pinned");
+        // No migrate job on the stack: the data volume on the data node.
+        let way = way_from(&node, &[&app]);
+        assert_eq!(way.mounts.unwrap()[0].source.as_deref(), Some("s_data"));
+        assert_eq!(way.placement.constraints, Some(node.constraints.clone()));
+        assert_eq!((way.env, way.networks), (None, None));
     }
 
     #[test]

@@ -93,8 +93,7 @@ impl Release<'_> {
         before_change(&checked, report.as_ref())?;
 
         // From here on the stack changes: whatever happens is recorded.
-        let app = checked.services.iter().find(|service| !service.one_shot).or(checked.services.first());
-        let image = app.map(|service| service.image.clone()).unwrap_or_default();
+        let image = checked.app().map(|service| service.image.clone()).unwrap_or_default();
         let digest = checked.digests.get(&image).cloned();
         let commit = crate::history::commit_of(ctx, &checked.docker, &image, digest.as_deref(), version);
         let interrupted = crate::history::entry(self.kind, version, &image, digest.as_deref(), commit.clone(), "");
@@ -122,7 +121,7 @@ impl Release<'_> {
     /// The version of the stack's app as the swarm's spec has it now, if it
     /// can be read.
     fn app_version(&self, ctx: &Ctx, docker: &bollard::Docker, stack: &str) -> Option<String> {
-        match ctx.block_on(crate::rollback::running_app(docker, stack)) {
+        match ctx.block_on(crate::rollback::running_app(docker, stack, &ctx.settings.image_name())) {
             Ok(app) => app.map(|(version, _)| version),
             Err(err) => {
                 eprintln!("warning: cannot read which version stack {stack} runs: {err:#}");
@@ -164,7 +163,7 @@ impl Release<'_> {
     /// history, and whether `docker stack deploy` of the whole stack ran.
     fn change(&self, ctx: &Ctx, stack: &str, checked: &Checked) -> (&'static str, Result<()>, bool) {
         let version = self.version;
-        let Checked { docker, services, digests } = checked;
+        let Checked { docker, services, digests, .. } = checked;
         let expected: Vec<Expected> = services.iter().map(|service| Expected::new(stack, service, digests)).collect();
         let before = match ctx.block_on(Snapshot::read(docker, stack)) {
             Ok(before) => before,
@@ -182,10 +181,28 @@ impl Release<'_> {
 
         let jobs: Vec<&stackfile::ServiceDef> = services.iter().filter(|service| service.one_shot).collect();
         if !already_running && !jobs.is_empty() && jobs.len() < services.len() {
+            let needed = needed_by_jobs(services);
+            if !needed.is_empty() {
+                let names: Vec<&str> = needed.iter().map(|service| service.name.as_str()).collect();
+                let started = ctx.step(&format!("start what the jobs need first: {}", names.join(", ")), || {
+                    let expected: Vec<Expected> =
+                        needed.iter().map(|service| Expected::new(stack, service, digests)).collect();
+                    let what = "did not start, so the jobs did not run and the app was not updated (it runs the version it ran before)";
+                    deploy_only(ctx, self.timeout, docker, stack, &names, &expected, &before_updates, what)
+                });
+                if let Err(err) = started {
+                    return ("failed", Err(err), false);
+                }
+            }
             let names: Vec<&str> = jobs.iter().map(|job| job.name.as_str()).collect();
             let ran = ctx.step(&format!("run the jobs first: {}", names.join(", ")), || {
                 let jobs_expected: Vec<Expected> = jobs.iter().map(|job| Expected::new(stack, job, digests)).collect();
-                run_jobs_first(ctx, self.timeout, docker, stack, &names, &jobs_expected, &before_updates)
+                // With what they depend on in the file, so that it stays a
+                // whole stack file (every name in depends_on defined).
+                let mut file_names = names.clone();
+                file_names.extend(needed.iter().map(|service| service.name.as_str()));
+                let what = "did not complete, so the app was not updated (it runs the version it ran before)";
+                deploy_only(ctx, self.timeout, docker, stack, &file_names, &jobs_expected, &before_updates, what)
             });
             if let Err(err) = ran {
                 return ("failed", Err(err), false);
@@ -241,7 +258,8 @@ impl Release<'_> {
 /// The database as the release's image sees it (`todobackend migrations
 /// --json`, run on the data node), or `None` before the stack's first deploy.
 fn database_report(ctx: &Ctx, checked: &Checked) -> Result<Option<migrations::Report>> {
-    let Some(app) = checked.services.iter().find(|service| service.one_shot).or(checked.services.first()) else {
+    let job = checked.release_job().or_else(|| checked.services.iter().find(|service| service.one_shot));
+    let Some(app) = job.or(checked.services.first()) else {
         return Ok(None);
     };
     let stack = &ctx.settings.stack;
@@ -266,10 +284,12 @@ fn database_report(ctx: &Ctx, checked: &Checked) -> Result<Option<migrations::Re
     }
 }
 
-/// The data node of the stack: its placement constraints, and the registry
+/// Where the stack's database jobs run (see `migrations::run_on_data_node`):
+/// the placement constraints of the stack file's release job (the data label
+/// on the single-node stack, none on the PostgreSQL one), and the registry
 /// credential its images are pulled with.
 pub fn data_node<'a>(ctx: &'a Ctx, checked: &Checked) -> Result<migrations::DataNode<'a>> {
-    let app = checked.services.first().context("the stack file has no services")?;
+    let app = checked.release_job().or(checked.services.first()).context("the stack file has no services")?;
     let registry = crate::image_ref::ImageRef::parse(&app.image).registry;
     let credentials = match &registry {
         Some(registry) => crate::docker_config::credential(ctx.sh(), registry)?,
@@ -307,20 +327,40 @@ fn failure(
     xtask::exit::Exit::NotConverged.error(format!("{headline} ({swarm}): {}", reasons.join("; ")))
 }
 
+/// The long-running services that the jobs name in `depends_on` (`db` for
+/// `migrate`), in the file's order.
+fn needed_by_jobs(services: &[stackfile::ServiceDef]) -> Vec<&stackfile::ServiceDef> {
+    let wanted: BTreeSet<&str> = services
+        .iter()
+        .filter(|service| service.one_shot)
+        .flat_map(|job| job.depends_on.iter().map(String::as_str))
+        .collect();
+    services.iter().filter(|service| !service.one_shot && wanted.contains(service.name.as_str())).collect()
+}
+
 /// Swarm starts a stack's services all at once, and `serve` refuses to start
 /// while migrations are pending: updated together, the new app would fail
 /// and roll back. So the jobs (migrate, collectstatic) are deployed first,
 /// from a copy of the stack file that holds only them, and watched until they
 /// completed; only then is the whole stack deployed. A failing job stops
-/// here, with the app untouched.
-fn run_jobs_first(
+/// here, with the app untouched. What the jobs depend on (the database) is
+/// deployed the same way before them, and watched until it runs: a migrate
+/// started beside a database that is still initialising would spend its
+/// attempts on it.
+///
+/// Deploys the services `names` of the stack file and watches `expected`;
+/// on failure the error says which of them `what` (`did not complete, so
+/// ...`).
+#[allow(clippy::too_many_arguments)]
+fn deploy_only(
     ctx: &Ctx,
     timeout: Duration,
     docker: &bollard::Docker,
     stack: &str,
     names: &[&str],
-    jobs: &[Expected],
+    expected: &[Expected],
     before_updates: &HashMap<String, Option<converge::Update>>,
+    what: &str,
 ) -> Result<()> {
     let path = &ctx.settings.stack_file;
     let shown = path.strip_prefix(&ctx.settings.root).unwrap_or(path).display().to_string();
@@ -334,20 +374,18 @@ fn run_jobs_first(
     let deployed = stack_deploy(ctx, stack, &jobs_file);
     ctx.remove(&jobs_file)?;
     deployed?;
-    let watch = format!("watch {} until completed, timeout {}s", names.join(", "), timeout.as_secs());
-    match ctx.call(&watch, watch::until_converged(docker, stack, jobs, before_updates, timeout))? {
+    let watched: Vec<&str> = expected.iter().map(|want| want.name.as_str()).collect();
+    let watch = format!("watch {} until done, timeout {}s", watched.join(", "), timeout.as_secs());
+    match ctx.call(&watch, watch::until_converged(docker, stack, expected, before_updates, timeout))? {
         None | Some(Outcome::Converged(_)) => Ok(()),
         Some(Outcome::Failed { failed, waiting, .. }) => {
-            // Only the jobs that failed (or, on a timeout, did not finish).
+            // Only the services that failed (or, on a timeout, did not finish).
             let stuck: Vec<&str> = if failed.is_empty() {
                 waiting.iter().map(|(name, _)| name.as_str()).collect()
             } else {
                 failed.iter().map(|(name, _)| name.as_str()).collect()
             };
-            let headline = format!(
-                "{} did not complete, so the app was not updated (it runs the version it ran before)",
-                stuck.join(" and ")
-            );
+            let headline = format!("{} {what}", stuck.join(" and "));
             Err(failure(ctx, docker, stack, &headline, &failed, &waiting))
         }
     }
@@ -360,6 +398,31 @@ pub struct Checked {
     pub services: Vec<stackfile::ServiceDef>,
     /// Image reference → digest in its registry.
     pub digests: HashMap<String, String>,
+    /// `<registry>/<repository>`: the release image, which the app and its
+    /// jobs run (a database service beside them runs another).
+    pub release_image: String,
+}
+
+impl Checked {
+    fn runs_release(&self, service: &stackfile::ServiceDef) -> bool {
+        crate::image_ref::ImageRef::parse(&service.image).name == self.release_image
+    }
+
+    /// The long-running service that runs the release: the app, whose image
+    /// the history records (a stack file naming none: its first service).
+    pub fn app(&self) -> Option<&stackfile::ServiceDef> {
+        let long_running = |service: &&stackfile::ServiceDef| !service.one_shot;
+        let services = &self.services;
+        let release = services.iter().filter(long_running).find(|service| self.runs_release(service));
+        release.or_else(|| services.iter().find(long_running)).or(services.first())
+    }
+
+    /// The job that runs the release (`migrate`), whose image's
+    /// `todobackend migrations` tells what the release does to the database.
+    fn release_job(&self) -> Option<&stackfile::ServiceDef> {
+        let services = &self.services;
+        services.iter().filter(|service| service.one_shot).find(|service| self.runs_release(service))
+    }
 }
 
 /// Everything deploy checks before the swarm changes. Reads only.
@@ -409,7 +472,7 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
         eprintln!("    {image}: {digest}");
         digests.insert(image.to_owned(), digest);
     }
-    Ok(Checked { docker, services, digests })
+    Ok(Checked { docker, services, digests, release_image: ctx.settings.image_name() })
 }
 
 /// How long to retry `docker stack deploy` while a removed stack's network

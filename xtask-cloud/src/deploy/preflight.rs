@@ -142,7 +142,8 @@ fn node_labels(node: &Node) -> (String, HashMap<String, String>) {
 }
 
 /// Error if no node has `key=value`; a warning if several do (each would get
-/// its own local volume, and the SQLite data would split).
+/// its own local volume: SQLite's data would split, and PostgreSQL moved to
+/// another labelled node would initialise an empty database there).
 pub fn label_problem(nodes: &[(String, HashMap<String, String>)], key: &str, value: &str) -> Result<Option<String>> {
     let matching: Vec<&str> = nodes
         .iter()
@@ -159,7 +160,8 @@ pub fn label_problem(nodes: &[(String, HashMap<String, String>)], key: &str, val
         }
         [_] => Ok(None),
         several => Ok(Some(format!(
-            "{} nodes have the label {key}={value} ({}): each keeps its own volumes, so the services may not share their data",
+            "{} nodes have the label {key}={value} ({}): each keeps its own volumes, so a service placed on it (the \
+             database) may start on another node's empty volume; keep the label on the node that keeps the data only",
             several.len(),
             several.join(", ")
         ))),

@@ -21,6 +21,12 @@ pub struct ServiceDef {
     /// Restarted only on failure (or never): a job that runs to completion,
     /// such as `migrate`, rather than a long-running replicated service.
     pub one_shot: bool,
+    /// The services it names in `depends_on`, which the swarm ignores and
+    /// deploy honours for the jobs: `migrate` needs `db` running first.
+    pub depends_on: Vec<String>,
+    /// `replicas: 0` (the PostgreSQL stack's `db` with `DB_REPLICAS=0`, when
+    /// the database is elsewhere): its placement needs no node.
+    pub scaled_to_zero: bool,
 }
 
 #[derive(Deserialize)]
@@ -54,10 +60,38 @@ struct Service {
     image: Option<String>,
     #[serde(default)]
     deploy: Deploy,
+    #[serde(default)]
+    depends_on: DependsOn,
+}
+
+/// `depends_on: [db]`, or the long form `depends_on: {db: {condition: ...}}`
+/// (the swarm heeds no condition; deploy waits until the service converged).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DependsOn {
+    List(Vec<String>),
+    Map(BTreeMap<String, Value>),
+}
+
+impl Default for DependsOn {
+    fn default() -> DependsOn {
+        DependsOn::List(Vec::new())
+    }
+}
+
+impl DependsOn {
+    fn names(self) -> Vec<String> {
+        match self {
+            DependsOn::List(names) => names,
+            DependsOn::Map(map) => map.into_keys().collect(),
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
 struct Deploy {
+    /// An integer, or a string once interpolated (`${DB_REPLICAS:-1}`).
+    replicas: Option<Value>,
     #[serde(default)]
     placement: Placement,
     #[serde(default)]
@@ -124,7 +158,18 @@ pub fn load(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> 
         check_image_reference(&image)
             .map_err(|why| anyhow::anyhow!("{path}: service {name}: image {image:?} {why}"))?;
         let one_shot = matches!(service.deploy.restart_policy.condition.as_deref(), Some("on-failure" | "none"));
-        services.push(ServiceDef { name, image, constraints: service.deploy.placement.constraints, one_shot });
+        let depends_on = service.depends_on.names();
+        let replicas = service.deploy.replicas.as_ref();
+        let scaled_to_zero = replicas.is_some_and(|replicas| {
+            replicas.as_u64() == Some(0) || replicas.as_str().is_some_and(|text| text.trim() == "0")
+        });
+        let constraints = service.deploy.placement.constraints;
+        services.push(ServiceDef { name, image, constraints, one_shot, depends_on, scaled_to_zero });
+    }
+    for service in &services {
+        if let Some(missing) = service.depends_on.iter().find(|name| !services.iter().any(|s| &&s.name == name)) {
+            bail!("{path}: service {} depends on {missing}, which the file does not define", service.name);
+        }
     }
     Ok(services)
 }
@@ -191,11 +236,13 @@ fn check_image_reference(image: &str) -> std::result::Result<(), &'static str> {
     Ok(())
 }
 
-/// `node.labels.KEY == VALUE` constraints, as (KEY, VALUE); other constraints
-/// (node.role, node.hostname, ...) need no pre-flight.
+/// `node.labels.KEY == VALUE` constraints, as (KEY, VALUE), of the services
+/// that run at all; other constraints (node.role, node.hostname, ...) need no
+/// pre-flight.
 pub fn label_constraints(services: &[ServiceDef]) -> Vec<(String, String)> {
     let mut labels = Vec::new();
-    for constraint in services.iter().flat_map(|service| &service.constraints) {
+    let running = services.iter().filter(|service| !service.scaled_to_zero);
+    for constraint in running.flat_map(|service| &service.constraints) {
         let Some((left, right)) = constraint.split_once("==") else { continue };
         if let Some(key) = left.trim().strip_prefix("node.labels.") {
             let pair = (key.trim().to_owned(), right.trim().to_owned());
@@ -234,16 +281,51 @@ mod tests {
     }
 
     #[test]
-    fn the_projects_stack_file_loads_with_the_exported_variables() {
-        let text = include_str!("../../../stack.yml");
-        let services = load("stack.yml", text, &env).unwrap();
+    fn the_projects_stack_files_load_with_the_exported_variables() {
+        // The single-node stack: SQLite, every service on the data node.
+        let text = include_str!("../../../stack.single-node.yml");
+        let services = load("stack.single-node.yml", text, &env).unwrap();
         let names: Vec<&str> = services.iter().map(|service| service.name.as_str()).collect();
         assert_eq!(names, ["app", "collectstatic", "migrate"]);
         for service in &services {
             assert_eq!(service.image, "127.0.0.1:5000/todobackend:abc123", "{}", service.name);
             assert_eq!(service.constraints, ["node.labels.todobackend.data == true"], "{}", service.name);
+            assert!(service.depends_on.is_empty(), "{}", service.name);
         }
         assert_eq!(label_constraints(&services), [("todobackend.data".to_owned(), "true".to_owned())]);
+
+        // The PostgreSQL stack: only the database is pinned, and migrate
+        // waits for it.
+        let text = include_str!("../../../stack.yml");
+        let services = load("stack.yml", text, &env).unwrap();
+        let by_name = |name: &str| services.iter().find(|service| service.name == name).unwrap();
+        assert_eq!(by_name("app").image, "127.0.0.1:5000/todobackend:abc123");
+        assert!(by_name("app").constraints.is_empty(), "the app is pinned: {:?}", by_name("app").constraints);
+        assert!(!by_name("app").one_shot && !by_name("db").one_shot && by_name("migrate").one_shot);
+        assert_eq!(by_name("migrate").depends_on, ["db"]);
+        assert_eq!(by_name("db").image, "postgres:16-alpine");
+        assert_eq!(by_name("db").constraints, ["node.labels.todobackend.data == true"]);
+        assert_eq!(label_constraints(&services), [("todobackend.data".to_owned(), "true".to_owned())]);
+        let db_image = |name: &str| if name == "DB_IMAGE" { Some("127.0.0.1:5000/pg:15".into()) } else { env(name) };
+        let services = load("stack.yml", text, &db_image).unwrap();
+        assert_eq!(services.iter().find(|service| service.name == "db").unwrap().image, "127.0.0.1:5000/pg:15");
+        let found = externals("stack.yml", text, &env).unwrap();
+        assert_eq!(found, [External::Secret("todobackend_db_password".into())]);
+        // The database elsewhere (RDS) and db not run: no node needs the label.
+        let elsewhere = |name: &str| if name == "DB_REPLICAS" { Some("0".into()) } else { env(name) };
+        let services = load("stack.yml", text, &elsewhere).unwrap();
+        assert!(label_constraints(&services).is_empty(), "{:?}", label_constraints(&services));
+    }
+
+    #[test]
+    fn depends_on_takes_both_forms_and_names_only_services_of_the_file() {
+        let text = "services:\n  db:\n    image: pg:1\n  job:\n    image: r/j:1\n    depends_on:\n      db:\n        condition: service_healthy\n";
+        let services = load("s.yml", text, &env).unwrap();
+        assert_eq!(services.iter().find(|s| s.name == "job").unwrap().depends_on, ["db"]);
+        let err = load("s.yml", "services:\n  job:\n    image: r/j:1\n    depends_on: [nope]\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("job depends on nope"), "{err}");
     }
 
     #[test]
@@ -285,6 +367,8 @@ mod tests {
             image: "i".into(),
             constraints: constraints.iter().map(|c| c.to_string()).collect(),
             one_shot: false,
+            depends_on: Vec::new(),
+            scaled_to_zero: false,
         };
         let services = [service(&["node.role == manager", "node.labels.zone==a"]), service(&["node.labels.zone == a"])];
         assert_eq!(label_constraints(&services), [("zone".to_owned(), "a".to_owned())]);

@@ -22,6 +22,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod postgres;
+pub mod variants;
+
 /// moto's GetAuthorizationToken answers `AWS:<account>-auth-token`; the
 /// account is moto's default.
 pub const ECR_ACCOUNT: &str = "123456789012";
@@ -713,8 +716,35 @@ pub mod swarm {
     /// A sandbox that deploys a stack of its own to the local swarm: AWS at
     /// the emulator, the registry, the app published on `port` of this node
     /// (host mode: the swarm here has no routing mesh), one replica (a host
-    /// port binds once per node) updated stop-first, short waits.
+    /// port binds once per node) updated stop-first, short waits. The stack
+    /// file is the single-node SQLite one, `stack.single-node.yml`: the tests
+    /// of SQLite behaviour (backups on the data volume, restore) run there;
+    /// [`postgres_stack_sandbox`] is the PostgreSQL stack.
     pub fn stack_sandbox(moto: &super::Moto, registry: &Registry, port: u16) -> Sandbox {
+        let single_node = super::project_root().join("stack.single-node.yml");
+        common_stack_sandbox(moto, registry, port).with_env("STACK_FILE", &single_node.display().to_string())
+    }
+
+    /// A sandbox that deploys the PostgreSQL stack, `stack.yml`, as
+    /// [`stack_sandbox`] does the single-node one: `db` runs `db_image` (the
+    /// tests' own, in `registry`), its password is the swarm secret
+    /// `password_secret`, and at most one app replica runs per node (host
+    /// mode).
+    pub fn postgres_stack_sandbox(
+        moto: &super::Moto,
+        registry: &Registry,
+        port: u16,
+        db_image: &str,
+        password_secret: &str,
+    ) -> Sandbox {
+        common_stack_sandbox(moto, registry, port)
+            .with_env("STACK_FILE", &super::project_root().join("stack.yml").display().to_string())
+            .with_env("DB_IMAGE", db_image)
+            .with_env("DB_PASSWORD_SECRET", password_secret)
+            .with_env("APP_MAX_REPLICAS_PER_NODE", "1")
+    }
+
+    fn common_stack_sandbox(moto: &super::Moto, registry: &Registry, port: u16) -> Sandbox {
         Sandbox::new()
             .with_aws(moto)
             .with_registry(registry)

@@ -1,0 +1,220 @@
+//! Connections to PostgreSQL, used synchronously. The API handlers and the
+//! operational commands are synchronous (as rusqlite is), so each call here
+//! blocks its thread on a future. The connections' own tasks (tokio-postgres
+//! splits a connection into a `Client` and a future that drives the socket)
+//! run on one small runtime of this module's, never dropped, so a call works
+//! the same from a server's blocking thread and from a command's `main`.
+
+use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row};
+
+use crate::backend::StoreError;
+use crate::pg::config::{PASSWORD_FILE_VAR, SslMode, Target};
+use crate::pg::{resolve, tls};
+
+/// Reaching the server, TLS and authentication, all included: a database
+/// that is away makes a request fail within this, not hang.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One statement. Long enough for any query of the API; a server that
+/// stopped answering (a killed node) is given up on after it.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("todobackend-pg")
+            .enable_io()
+            .enable_time()
+            .build()
+            .expect("cannot start the PostgreSQL runtime")
+    })
+}
+
+/// Runs a future to completion on the calling thread (not from inside an
+/// async task: callers are blocking threads or `main`).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    runtime().block_on(future)
+}
+
+/// One line for a tokio-postgres error: the server's own message when it
+/// sent one, else the error and its causes.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().lines().collect::<Vec<_>>().join(" ");
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    if text.contains("password missing") {
+        return format!("the server asks for a password; set {PASSWORD_FILE_VAR} to a file holding it");
+    }
+    text
+}
+
+/// Connection trouble (503, retry later) or an error the server answered
+/// with (500).
+pub fn classify(e: &tokio_postgres::Error) -> StoreError {
+    let unavailable = match e.code() {
+        // connection_exception, operator intervention (admin shutdown,
+        // crash shutdown, cannot connect now), insufficient resources.
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
+        }
+        None => true,
+    };
+    if unavailable { StoreError::Unavailable(describe(e)) } else { StoreError::Failed(describe(e)) }
+}
+
+/// One open connection.
+pub struct Conn {
+    client: Client,
+}
+
+impl Conn {
+    /// Resolves the host (see `resolve`), then tries its addresses in turn.
+    pub fn connect(target: &Target) -> Result<Conn, StoreError> {
+        let addresses = resolve::resolve(&target.host).map_err(StoreError::Unavailable)?;
+        let mut last = String::from("no address");
+        for ip in addresses {
+            match Self::connect_to(target, SocketAddr::new(ip, target.port)) {
+                Ok(conn) => return Ok(conn),
+                Err(e) => last = e,
+            }
+        }
+        Err(StoreError::Unavailable(format!("cannot connect to {}: {last}", target.display())))
+    }
+
+    fn connect_to(target: &Target, address: SocketAddr) -> Result<Conn, String> {
+        let mut config = tokio_postgres::Config::new();
+        config.user(&target.user).dbname(&target.dbname).application_name("todobackend");
+        if let Some(password) = &target.password {
+            config.password(password.expose());
+        }
+        config.ssl_mode(match target.sslmode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            SslMode::Require => tokio_postgres::config::SslMode::Require,
+        });
+        let tls = tls::Tls::new(&target.host)?;
+        let attempt = async {
+            let stream = TcpStream::connect(address).await.map_err(|e| format!("{address}: {e}"))?;
+            let _ = stream.set_nodelay(true);
+            config.connect_raw(stream, tls).await.map_err(|e| describe(&e))
+        };
+        let (client, connection) = block_on(async { tokio::time::timeout(CONNECT_TIMEOUT, attempt).await })
+            .map_err(|_| format!("{address} did not answer within {CONNECT_TIMEOUT:?}"))??;
+        runtime().spawn(async move {
+            // Ends when the server or the client closes; `Client` then
+            // reports closed and the pool drops it.
+            let _ = connection.await;
+        });
+        Ok(Conn { client })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    fn timed<T>(
+        &self,
+        future: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StoreError> {
+        match block_on(async { tokio::time::timeout(QUERY_TIMEOUT, future).await }) {
+            Ok(result) => result.map_err(|e| classify(&e)),
+            Err(_) => Err(StoreError::Unavailable(format!("the database did not answer within {QUERY_TIMEOUT:?}"))),
+        }
+    }
+
+    pub fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+        self.timed(self.client.query(sql, params))
+    }
+
+    pub fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, StoreError> {
+        self.timed(self.client.query_opt(sql, params))
+    }
+
+    pub fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, StoreError> {
+        self.timed(self.client.query_one(sql, params))
+    }
+
+    pub fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        self.timed(self.client.execute(sql, params))
+    }
+
+    /// Statements without parameters, several separated by `;` (migrations).
+    /// No timeout: a migration or a backup may take long, and waits for
+    /// the locks it needs.
+    pub fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        block_on(self.client.batch_execute(sql)).map_err(|e| classify(&e))
+    }
+}
+
+/// Open connections kept for reuse. How many are in use at once is bounded
+/// by the caller (`Store`'s semaphore); this keeps at most `size` idle.
+pub struct Pool {
+    target: Target,
+    idle: Mutex<Vec<Conn>>,
+    size: usize,
+}
+
+impl Pool {
+    pub fn new(target: Target, size: usize) -> Pool {
+        Pool { target, idle: Mutex::new(Vec::new()), size }
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// An idle connection still open, else a new one. A database that
+    /// restarted closed the old ones; they are dropped here, so the first
+    /// request after it is back gets a fresh connection instead of an error.
+    pub fn get(&self) -> Result<Conn, StoreError> {
+        loop {
+            let conn = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            match conn {
+                Some(conn) if !conn.is_closed() => return Ok(conn),
+                Some(_) => continue,
+                None => return Conn::connect(&self.target),
+            }
+        }
+    }
+
+    pub fn put(&self, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if !conn.is_closed() && idle.len() < self.size {
+            idle.push(conn);
+        }
+    }
+}
+
+impl Conn {
+    /// A prepared statement, to run many times (bulk inserts).
+    pub fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
+        self.timed(self.client.prepare(sql))
+    }
+
+    pub fn execute_statement(
+        &self,
+        statement: &tokio_postgres::Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        self.timed(self.client.execute(statement, params))
+    }
+}

@@ -1,0 +1,229 @@
+//! `move-to-postgres --from FILE`: every row of a SQLite database into an
+//! empty PostgreSQL database. The target is migrated first (so its schema is
+//! this release's), must hold no rows, and gets the rows in one transaction
+//! with their ids; the identity sequences then continue after the highest id
+//! SQLite ever gave (its `sqlite_sequence`, so deleted ids stay unused), and
+//! the row counts of both sides must agree before it commits.
+
+use std::path::Path;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+use tokio_postgres::types::{ToSql, Type};
+
+use crate::backend::StoreError;
+use crate::migrations::{self, Migration};
+use crate::pg::backups::ident;
+use crate::pg::client::Conn;
+use crate::pg::config::Target;
+use crate::pg::migrate;
+
+/// Rows moved, per table.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Moved {
+    pub tables: Vec<(String, i64)>,
+}
+
+/// A SQLite value as the PostgreSQL column's type wants it.
+fn convert(value: ValueRef<'_>, ty: &Type, column: &str) -> Result<Box<dyn ToSql + Sync + Send>, String> {
+    let mismatch = || format!("column {column}: a SQLite value {value:?} does not fit PostgreSQL type {ty}");
+    Ok(match value {
+        ValueRef::Null => match *ty {
+            Type::INT8 => Box::new(None::<i64>),
+            Type::INT4 => Box::new(None::<i32>),
+            Type::INT2 => Box::new(None::<i16>),
+            Type::BOOL => Box::new(None::<bool>),
+            Type::FLOAT8 => Box::new(None::<f64>),
+            Type::FLOAT4 => Box::new(None::<f32>),
+            Type::BYTEA => Box::new(None::<Vec<u8>>),
+            _ => Box::new(None::<String>),
+        },
+        ValueRef::Integer(i) => match *ty {
+            Type::INT8 => Box::new(i),
+            Type::INT4 => Box::new(i32::try_from(i).map_err(|_| mismatch())?),
+            Type::INT2 => Box::new(i16::try_from(i).map_err(|_| mismatch())?),
+            Type::BOOL if i == 0 || i == 1 => Box::new(i == 1),
+            Type::FLOAT8 => Box::new(i as f64),
+            _ => return Err(mismatch()),
+        },
+        ValueRef::Real(f) => match *ty {
+            Type::FLOAT8 => Box::new(f),
+            Type::FLOAT4 => Box::new(f as f32),
+            _ => return Err(mismatch()),
+        },
+        ValueRef::Text(bytes) => match *ty {
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR => {
+                Box::new(String::from_utf8(bytes.to_vec()).map_err(|_| format!("column {column}: text is not UTF-8"))?)
+            }
+            _ => return Err(mismatch()),
+        },
+        ValueRef::Blob(bytes) => match *ty {
+            Type::BYTEA => Box::new(bytes.to_vec()),
+            _ => return Err(mismatch()),
+        },
+    })
+}
+
+fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> String + '_ {
+    move |e| format!("database {}: {e}", path.display())
+}
+
+/// The app's tables in the SQLite database (not its bookkeeping).
+fn sqlite_tables(conn: &Connection, path: &Path) -> Result<Vec<String>, String> {
+    let mut statement = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+             AND name <> 'schema_migrations' ORDER BY name",
+        )
+        .map_err(sqlite_error(path))?;
+    let names = statement.query_map([], |row| row.get::<_, String>(0)).map_err(sqlite_error(path))?;
+    names.collect::<Result<Vec<_>, _>>().map_err(sqlite_error(path))
+}
+
+fn count_rows(conn: &Conn, table: &str) -> Result<i64, StoreError> {
+    Ok(conn.query_one(&format!("SELECT count(*) FROM {}", ident(table)), &[])?.get(0))
+}
+
+/// Moves the rows of the SQLite database at `from` into `target`.
+pub fn run(from: &Path, target: &Target, sqlite_list: &[Migration], pg_list: &[Migration]) -> Result<Moved, String> {
+    if !from.exists() {
+        return Err(format!("the SQLite database {} does not exist; pass the file with --from", from.display()));
+    }
+    let source = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sqlite_error(from))?;
+    let pending = migrations::pending(&source, sqlite_list).map_err(|e| format!("database {}: {e}", from.display()))?;
+    let version = migrations::current_version(&source)? as usize;
+    if !pending.is_empty() || version != sqlite_list.len() {
+        return Err(format!(
+            "the SQLite database {} is at schema version {version}, this release's is {}; move it with the release that migrated it, after `todobackend migrate --db {}`",
+            from.display(),
+            sqlite_list.len(),
+            from.display()
+        ));
+    }
+    let ctx = migrate::context(target);
+    let conn = Conn::connect(target).map_err(&ctx)?;
+    let tables = sqlite_tables(&source, from)?;
+    // Refuse before touching anything when there is something to lose.
+    let _lock = migrate::lock(&conn).map_err(&ctx)?;
+    for table in &tables {
+        let exists: bool = conn.query_one("SELECT to_regclass($1) IS NOT NULL", &[&ident(table)]).map_err(&ctx)?.get(0);
+        if exists {
+            let rows = count_rows(&conn, table).map_err(&ctx)?;
+            if rows > 0 {
+                return Err(format!(
+                    "refusing to move: the PostgreSQL database {} already holds {rows} row(s) in {table}; move into an empty database",
+                    target.display()
+                ));
+            }
+        }
+    }
+    drop(_lock);
+    let migrated = migrate::migrate(&conn, target, pg_list)?;
+    for name in &migrated.outcome.applied {
+        crate::say!("applied migration {name} to {}", target.display());
+    }
+    let _lock = migrate::lock(&conn).map_err(&ctx)?;
+    conn.batch("BEGIN").map_err(&ctx)?;
+    match copy(&source, from, &conn, &tables) {
+        Ok(moved) => {
+            conn.batch("COMMIT").map_err(&ctx)?;
+            Ok(moved)
+        }
+        Err(e) => {
+            let _ = conn.batch("ROLLBACK");
+            Err(format!("{e}; nothing was moved"))
+        }
+    }
+}
+
+fn copy(source: &Connection, from: &Path, conn: &Conn, tables: &[String]) -> Result<Moved, String> {
+    let pg = |e: StoreError| e.to_string();
+    let mut moved = Moved { tables: Vec::new() };
+    for table in tables {
+        // Emptiness again, inside the transaction and under its lock.
+        conn.batch(&format!("LOCK TABLE {} IN EXCLUSIVE MODE", ident(table))).map_err(pg)?;
+        if count_rows(conn, table).map_err(pg)? > 0 {
+            return Err(format!("refusing to move: {table} is no longer empty"));
+        }
+        let mut columns: Vec<String> = Vec::new();
+        {
+            let mut info = source
+                .prepare(&format!("SELECT name FROM pragma_table_info('{}')", table.replace('\'', "''")))
+                .map_err(sqlite_error(from))?;
+            let names = info.query_map([], |row| row.get::<_, String>(0)).map_err(sqlite_error(from))?;
+            for name in names {
+                columns.push(name.map_err(sqlite_error(from))?);
+            }
+        }
+        let list = columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+        let placeholders = (1..=columns.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let insert = format!("INSERT INTO {} ({list}) OVERRIDING SYSTEM VALUE VALUES ({placeholders})", ident(table));
+        let statement = conn.prepare(&insert).map_err(pg)?;
+        let types = statement.params().to_vec();
+        let mut select = source.prepare(&format!("SELECT {list} FROM {}", ident(table))).map_err(sqlite_error(from))?;
+        let mut rows = select.query([]).map_err(sqlite_error(from))?;
+        let mut count = 0i64;
+        while let Some(row) = rows.next().map_err(sqlite_error(from))? {
+            let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::with_capacity(columns.len());
+            for (index, (column, ty)) in columns.iter().zip(&types).enumerate() {
+                let value = row.get_ref(index).map_err(sqlite_error(from))?;
+                values.push(convert(value, ty, &format!("{table}.{column}"))?);
+            }
+            let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect();
+            conn.execute_statement(&statement, &params).map_err(pg)?;
+            count += 1;
+        }
+        let sqlite_count: i64 = source
+            .query_row(&format!("SELECT count(*) FROM {}", ident(table)), [], |row| row.get(0))
+            .map_err(sqlite_error(from))?;
+        let pg_count = count_rows(conn, table).map_err(pg)?;
+        if sqlite_count != pg_count || count != pg_count {
+            return Err(format!("{table}: {sqlite_count} row(s) in SQLite, {pg_count} in PostgreSQL after the copy"));
+        }
+        reset_sequences(source, from, conn, table)?;
+        moved.tables.push((table.clone(), pg_count));
+    }
+    Ok(moved)
+}
+
+/// Each identity column continues after the highest value SQLite gave out
+/// (its AUTOINCREMENT counter when it kept one, else the highest row).
+fn reset_sequences(source: &Connection, from: &Path, conn: &Conn, table: &str) -> Result<(), String> {
+    let pg = |e: StoreError| e.to_string();
+    let identity = conn
+        .query(
+            "SELECT a.attname::text FROM pg_attribute a JOIN pg_class c ON a.attrelid = c.oid \
+             WHERE c.oid = to_regclass($1) AND a.attidentity <> '' AND NOT a.attisdropped",
+            &[&ident(table)],
+        )
+        .map_err(pg)?;
+    let has_counters: bool = source
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_sequence'", [], |row| row.get::<_, i64>(0))
+        .map(|n| n > 0)
+        .map_err(sqlite_error(from))?;
+    for column in identity {
+        let column: String = column.get(0);
+        let counter: i64 = if has_counters {
+            source
+                .query_row("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = ?1", [table], |row| {
+                    row.get(0)
+                })
+                .map_err(sqlite_error(from))?
+        } else {
+            0
+        };
+        let highest: i64 = conn
+            .query_one(&format!("SELECT coalesce(max({}), 0)::bigint FROM {}", ident(&column), ident(table)), &[])
+            .map_err(pg)?
+            .get(0);
+        let next_after = counter.max(highest);
+        let sequence: Option<String> =
+            conn.query_one("SELECT pg_get_serial_sequence($1, $2)", &[&ident(table), &column]).map_err(pg)?.get(0);
+        if let Some(sequence) = sequence {
+            // setval(.., 0) is refused: an empty table starts at 1.
+            let (value, called) = if next_after > 0 { (next_after, true) } else { (1, false) };
+            conn.query_one("SELECT setval($1::regclass, $2, $3)", &[&sequence, &value, &called]).map_err(pg)?;
+        }
+    }
+    Ok(())
+}

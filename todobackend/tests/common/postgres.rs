@@ -1,0 +1,272 @@
+//! A real PostgreSQL server for the tests: Debian's server binaries
+//! (`/usr/lib/postgresql/N/bin`), a cluster made by `initdb` in a temporary
+//! directory, listening on a free loopback port, with a password (SCRAM) so
+//! that the password file is exercised. As root (CI), the cluster runs as the
+//! `postgres` user, since PostgreSQL refuses to run as root. Each test gets a
+//! database of its own (`database()`), so tests share one server per test
+//! binary and stay parallel-safe; a test that stops the server starts its own.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use todobackend::backend::Database;
+use todobackend::pg::client::Conn;
+use todobackend::pg::config::{PASSWORD_FILE_VAR, Target, URL_VAR};
+
+/// The role the app connects as (not a superuser: it owns its database).
+pub const APP_USER: &str = "app";
+
+fn bin_dir() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").is_file() && bin.join("postgres").is_file())
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!(
+            "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin: install Debian's server \
+             (`apt-get install postgresql-15`, as .ci/run does); the PostgreSQL tests need it"
+        )
+    })
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The uid and gid of `postgres`, from /etc/passwd.
+fn postgres_ids() -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    passwd
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.first() == Some(&"postgres")).then(|| (fields[2].parse().unwrap(), fields[3].parse().unwrap()))
+        })
+        .expect("no postgres user: install Debian's postgresql package, which creates it")
+}
+
+/// A command run as the cluster's owner.
+fn as_owner(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    if is_root() {
+        let (uid, gid) = postgres_ids();
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn wait_until<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running PostgreSQL cluster; stopped and removed when dropped.
+pub struct PgServer {
+    dir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+    pub password_file: PathBuf,
+    databases: AtomicUsize,
+}
+
+impl PgServer {
+    pub fn start() -> PgServer {
+        let bin = bin_dir();
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "todobackend-pg-{}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Secrets of this test run only (never printed).
+        let secret = |salt: &str| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write(salt.as_bytes());
+            format!("pw{:016x}", h.finish())
+        };
+        let superuser_password = secret("super");
+        let superuser_file = dir.join("superuser-password");
+        std::fs::write(&superuser_file, format!("{superuser_password}\n")).unwrap();
+        let password_file = dir.join("app-password");
+        std::fs::write(&password_file, format!("{}\n", secret("app"))).unwrap();
+        if is_root() {
+            let (uid, gid) = postgres_ids();
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+            std::os::unix::fs::chown(&superuser_file, Some(uid), Some(gid)).unwrap();
+        }
+        let out = as_owner(&bin.join("initdb"))
+            .args(["--auth=scram-sha-256", "--username=postgres", "--encoding=UTF8", "--no-sync", "--pwfile"])
+            .arg(&superuser_file)
+            .arg("-D")
+            .arg(dir.join("data"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run initdb");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut server =
+            PgServer { dir, port: free_port(), child: None, password_file, databases: AtomicUsize::new(0) };
+        server.start_again();
+        let admin = server.superuser("postgres");
+        let app_password = std::fs::read_to_string(&server.password_file).unwrap();
+        admin
+            .batch(&format!(
+                "CREATE ROLE {APP_USER} LOGIN PASSWORD '{}'",
+                app_password.trim_end_matches('\n').replace('\'', "''")
+            ))
+            .unwrap();
+        server
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    /// Starts the stopped server again, on the same port and data.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_file()).unwrap();
+        if is_root() {
+            let (uid, gid) = postgres_ids();
+            std::os::unix::fs::chown(self.log_file(), Some(uid), Some(gid)).unwrap();
+        }
+        let child = as_owner(&bin_dir().join("postgres"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"])
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start postgres");
+        self.child = Some(child);
+        let port = self.port.to_string();
+        wait_until("PostgreSQL accepts connections", Duration::from_secs(60), || {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("postgres exited ({status}): {}", std::fs::read_to_string(self.log_file()).unwrap_or_default());
+            }
+            let ready = Command::new(bin_dir().join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &port])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            ready.then_some(())
+        });
+    }
+
+    /// Stops it (fast shutdown: sessions are ended) and waits for the exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill with a pid we own and a valid signal.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let _ = child.wait();
+        }
+    }
+
+    /// A connection as the superuser, to set things up.
+    pub fn superuser(&self, dbname: &str) -> Conn {
+        let url = format!("postgres://postgres@127.0.0.1:{}/{dbname}?sslmode=disable", self.port);
+        let file = self.dir.join("superuser-password");
+        let env = |name: &str| match name {
+            URL_VAR => Some(url.clone()),
+            PASSWORD_FILE_VAR => Some(file.to_str().unwrap().to_owned()),
+            _ => None,
+        };
+        Conn::connect(&Target::from_env(&env).unwrap().unwrap()).unwrap()
+    }
+
+    /// A new empty database owned by the app's role.
+    pub fn database(&self) -> PgDatabase {
+        let name = format!("todos_{}", self.databases.fetch_add(1, Ordering::SeqCst));
+        self.superuser("postgres").batch(&format!("CREATE DATABASE {name} OWNER {APP_USER}")).unwrap();
+        let url = format!("postgres://{APP_USER}@127.0.0.1:{}/{name}", self.port);
+        PgDatabase { name, url, password_file: self.password_file.clone() }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A database of a test: its URL and password file, as the service gets them.
+#[derive(Clone)]
+pub struct PgDatabase {
+    pub name: String,
+    pub url: String,
+    pub password_file: PathBuf,
+}
+
+impl PgDatabase {
+    /// The two variables that select it.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![(URL_VAR, self.url.clone()), (PASSWORD_FILE_VAR, self.password_file.to_str().unwrap().to_owned())]
+    }
+
+    pub fn target(&self) -> Target {
+        let env = self.env();
+        let lookup = |name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+        Target::from_env(&lookup).unwrap().unwrap()
+    }
+
+    pub fn database(&self) -> Database {
+        Database::Postgres(self.target())
+    }
+
+    pub fn connect(&self) -> Conn {
+        Conn::connect(&self.target()).unwrap()
+    }
+}
+
+/// The server shared by the tests of one test binary, stopped and removed
+/// when the binary exits (statics are never dropped, so at exit).
+pub fn shared() -> &'static PgServer {
+    static SERVER: OnceLock<PgServer> = OnceLock::new();
+    static mut STOP: Option<(u32, PathBuf)> = None;
+    extern "C" fn stop_at_exit() {
+        // SAFETY: written once before registration, read only here at exit.
+        if let Some((pid, dir)) = unsafe { (*std::ptr::addr_of!(STOP)).clone() } {
+            unsafe { libc::kill(pid as i32, libc::SIGINT) };
+            let mut status = 0;
+            unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    SERVER.get_or_init(|| {
+        let server = PgServer::start();
+        let pid = server.child.as_ref().unwrap().id();
+        // SAFETY: written once here, inside get_or_init, before atexit runs.
+        unsafe {
+            *std::ptr::addr_of_mut!(STOP) = Some((pid, server.dir.clone()));
+            libc::atexit(stop_at_exit);
+        }
+        server
+    })
+}

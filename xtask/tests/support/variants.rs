@@ -1,0 +1,127 @@
+//! Versions of the service for the release tests, and the app as a client
+//! sees it: a real build with more migrations is a copy of the checkout with
+//! the migration files added, built by its own `cargo xtask build` into a
+//! target directory of their own under this one's (kept, so a second run
+//! builds only the service). Portable SQL serves both backends.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::{Images, Registry, Sandbox};
+
+/// An additive migration (a nullable column), and one that is not.
+pub const ADDITIVE: (&str, &str) = ("0002_add_note.sql", "-- additive\nALTER TABLE todos ADD COLUMN note TEXT;\n");
+pub const BREAKING: (&str, &str) =
+    ("0003_add_audit.sql", "CREATE TABLE audit (id INTEGER PRIMARY KEY, what TEXT NOT NULL);\n");
+
+/// The checkout's files (tracked, and new ones not ignored) copied to `dir`,
+/// with `migrations` added to the service.
+pub fn copy_checkout(dir: &Path, migrations: &[(&str, &str)]) {
+    let root = super::project_root();
+    let listed = Command::new("git")
+        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .current_dir(&root)
+        .output()
+        .expect("git ls-files");
+    assert!(listed.status.success(), "git ls-files failed");
+    for name in listed.stdout.split(|byte| *byte == 0).filter(|name| !name.is_empty()) {
+        let name = String::from_utf8_lossy(name).into_owned();
+        let from = root.join(&name);
+        if !from.is_file() {
+            continue;
+        }
+        let to = dir.join(&name);
+        std::fs::create_dir_all(to.parent().expect("a file has a parent")).expect("create the copy's directories");
+        std::fs::copy(&from, &to).unwrap_or_else(|err| panic!("copy {name}: {err}"));
+    }
+    let dir = dir.join("todobackend/migrations");
+    // Files only: a backend's own overrides live in a directory
+    // (migrations/postgres/), copied above from the checkout.
+    for entry in std::fs::read_dir(&dir).expect("the copy's migrations") {
+        let path = entry.expect("a migration").path();
+        let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_owned();
+        let tracked = support_tracked(&name);
+        if path.is_file() && !tracked {
+            std::fs::remove_file(path).expect("remove a migration from an earlier run");
+        }
+    }
+    for (name, sql) in migrations {
+        std::fs::write(dir.join(name), sql).expect("write a migration");
+    }
+}
+
+pub fn variants_dir() -> PathBuf {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| super::project_root().join("target"));
+    target.join("variants")
+}
+
+/// A real image of the service with `migrations` added, tagged `version`.
+pub fn variant_image(
+    sandbox: &Sandbox,
+    registry: &Registry,
+    version: &str,
+    migrations: &[(&str, &str)],
+    images: &mut Images,
+) -> String {
+    let source = variants_dir().join("src");
+    copy_checkout(&source, migrations);
+    let tag = format!("{}/todobackend:{version}", registry.host());
+    images.track(&tag);
+    images.track(&format!("{}/todobackend:latest", registry.host()));
+    let target = variants_dir().join("target");
+    let built = sandbox
+        .clone_with(&[
+            ("APP_VERSION", version),
+            ("ECR_REGISTRY", &registry.host()),
+            ("CARGO_TARGET_DIR", &target.display().to_string()),
+        ])
+        .xtask_in(&source, &["build"]);
+    built.assert_success();
+    tag
+}
+
+/// The todos' titles the deployed app serves, sorted.
+pub fn titles(port: u16) -> Vec<String> {
+    let response = super::http(&format!("http://127.0.0.1:{port}/todos"), "GET", None, &[]).expect("GET /todos");
+    assert_eq!(response.status, 200, "GET /todos: {}", response.body);
+    let todos: serde_json::Value = serde_json::from_str(&response.body).expect("a JSON list of todos");
+    let mut titles: Vec<String> = todos
+        .as_array()
+        .expect("a JSON list of todos")
+        .iter()
+        .filter_map(|todo| todo.get("title").and_then(|title| title.as_str()).map(str::to_owned))
+        .collect();
+    titles.sort();
+    titles
+}
+
+pub fn add_todo(port: u16, title: &str) {
+    let body = format!("{{\"title\": \"{title}\"}}");
+    let response =
+        super::request(&format!("http://127.0.0.1:{port}/todos"), "POST", None, &[], Some(&body)).expect("POST /todos");
+    assert_eq!(response.status, 201, "POST /todos: {}", response.body);
+}
+
+/// Wait until the app answers on `port` (after a rollback the old task starts again).
+pub fn wait_for_app(port: u16) {
+    let start = Instant::now();
+    while !super::swarm::answers(port) {
+        assert!(start.elapsed() < Duration::from_secs(60), "the app does not answer on port {port}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+pub fn history(sandbox: &Sandbox) -> Vec<serde_json::Value> {
+    let run = sandbox.xtask(&["history", "--json"]);
+    run.assert_success();
+    serde_json::from_str::<Vec<serde_json::Value>>(&run.stdout)
+        .unwrap_or_else(|err| panic!("history --json: {err}: {}", run.stdout))
+}
+
+/// Whether `name` is one of the checkout's own migrations (an earlier
+/// run's added ones are not).
+fn support_tracked(name: &str) -> bool {
+    super::project_root().join("todobackend/migrations").join(name).is_file()
+}
