@@ -224,9 +224,14 @@ async fn undo() -> String {
         let note =
             if job.writes { " (it writes to the database: it may have finished before it was removed)" } else { "" };
         said.push(match removed {
-            Ok(()) => {
+            Ok(None) => {
                 format!("removed the database job {} (`todobackend {}`) and its container{note}", job.name, job.what)
             }
+            Ok(Some(node)) => format!(
+                "removed the database job {} (`todobackend {}`) once its container on node {node} had stopped \
+                 (the swarm removes it there){note}",
+                job.name, job.what
+            ),
             Err(err) => format!(
                 "could not remove the database job {} ({err}): `docker service rm {}`{note}",
                 job.name, job.name
@@ -270,8 +275,21 @@ async fn undo() -> String {
 /// Remove the job's service, then its container, and wait until the
 /// container is gone: the swarm removes it too, but later, and a container
 /// being started when the service goes can appear after a first look.
-async fn remove_job(docker: &bollard::Docker, name: &str) -> Result<(), String> {
+///
+/// A job the swarm placed on another node (the data node need not be the
+/// manager the xtask talks to) has a container this engine cannot see or
+/// remove: it is scaled to zero first, and its task's state, which the
+/// manager knows, tells when that container has stopped; then the service
+/// goes, and the swarm removes the container there. Ok names that node.
+async fn remove_job(docker: &bollard::Docker, name: &str) -> Result<Option<String>, String> {
     use std::collections::HashMap;
+    if let Some(node) = placed_elsewhere(docker, name).await {
+        stop_tasks(docker, name).await.map_err(|err| format!("{err} (its task runs on node {node})"))?;
+        return match docker.delete_service(name).await {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(Some(node)),
+            Err(err) => Err(err.to_string()),
+        };
+    }
     match docker.delete_service(name).await {
         Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
         Err(err) => return Err(err.to_string()),
@@ -286,7 +304,7 @@ async fn remove_job(docker: &bollard::Docker, name: &str) -> Result<(), String> 
         };
         let containers = docker.list_containers(Some(options)).await.map_err(|err| err.to_string())?;
         if containers.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         if started.elapsed() > CONTAINER_GONE {
             let ids: Vec<String> = containers.into_iter().filter_map(|container| container.id).collect();
@@ -297,6 +315,63 @@ async fn remove_job(docker: &bollard::Docker, name: &str) -> Result<(), String> 
             let options =
                 bollard::query_parameters::RemoveContainerOptions { force: true, v: true, ..Default::default() };
             let _ = docker.remove_container(&id, Some(options)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The name of the node the job's task was placed on, when it is not this
+/// engine's node.
+async fn placed_elsewhere(docker: &bollard::Docker, name: &str) -> Option<String> {
+    let here = docker.info().await.ok()?.swarm?.node_id?;
+    let filters = std::collections::HashMap::from([("service".to_owned(), vec![name.to_owned()])]);
+    let tasks =
+        docker.list_tasks(Some(bollard::query_parameters::ListTasksOptions { filters: Some(filters) })).await.ok()?;
+    let node = tasks.into_iter().filter_map(|task| task.node_id).find(|node| *node != here)?;
+    let hostname = docker.inspect_node(&node).await.ok().and_then(|found| found.description?.hostname);
+    Some(hostname.unwrap_or(node))
+}
+
+/// Scale the job's service to zero and wait until none of its tasks is on
+/// its way or running: its container has stopped, wherever it runs.
+async fn stop_tasks(docker: &bollard::Docker, name: &str) -> Result<(), String> {
+    use bollard::models::{ServiceSpecMode, ServiceSpecModeReplicated, TaskState};
+    let service = docker.inspect_service(name, None).await.map_err(|err| err.to_string())?;
+    let version = service.version.and_then(|version| version.index).unwrap_or_default() as i32;
+    let mut spec = service.spec.unwrap_or_default();
+    spec.mode = Some(ServiceSpecMode {
+        replicated: Some(ServiceSpecModeReplicated { replicas: Some(0) }),
+        ..Default::default()
+    });
+    let options = bollard::query_parameters::UpdateServiceOptions { version, ..Default::default() };
+    docker.update_service(name, spec, options, None).await.map_err(|err| err.to_string())?;
+    let filters = std::collections::HashMap::from([("service".to_owned(), vec![name.to_owned()])]);
+    let started = Instant::now();
+    loop {
+        let options = bollard::query_parameters::ListTasksOptions { filters: Some(filters.clone()) };
+        let tasks = docker.list_tasks(Some(options)).await.map_err(|err| err.to_string())?;
+        let live = tasks.iter().any(|task| {
+            let state = task.status.as_ref().and_then(|status| status.state);
+            !matches!(
+                state,
+                Some(
+                    TaskState::COMPLETE
+                        | TaskState::SHUTDOWN
+                        | TaskState::FAILED
+                        | TaskState::REJECTED
+                        | TaskState::REMOVE
+                        | TaskState::ORPHANED
+                )
+            )
+        });
+        if !live {
+            return Ok(());
+        }
+        if started.elapsed() > CONTAINER_GONE {
+            return Err(format!(
+                "its task did not stop within {}s: `docker service rm {name}`",
+                CONTAINER_GONE.as_secs()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -34,6 +34,25 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             None => services.iter().collect(),
         };
         let tasks = tasks(&docker, &stack).await?;
+        // A task's logs come from its node's engine, through the manager: of
+        // a node that is down they never come, and the stream would wait for
+        // it forever. Those tasks are left out, and said so.
+        let nodes = crate::swarm_nodes::list(&docker).await?;
+        let (tasks, unreachable): (Vec<TaskRef>, Vec<TaskRef>) = tasks.into_iter().partition(|task| {
+            !nodes.iter().any(|node| Some(&node.id) == task.node.as_ref() && node.is_down())
+        });
+        for node in nodes.iter().filter(|node| node.is_down()) {
+            let left_out = unreachable
+                .iter()
+                .filter(|task| task.node.as_ref() == Some(&node.id) && chosen.contains(&&task.service))
+                .count();
+            if left_out > 0 {
+                eprintln!(
+                    "warning: node {} is {}: the logs of its {left_out} task(s) are left out (the swarm cannot reach it)",
+                    node.name, node.state
+                );
+            }
+        }
         let since = args.since.map_or(0, |ago| {
             let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO);
             now.saturating_sub(ago).as_secs() as i32
@@ -94,6 +113,8 @@ struct TaskRef {
     id: String,
     service: String,
     version: String,
+    /// The node it runs (or ran) on, if the swarm placed it yet.
+    node: Option<String>,
 }
 
 /// The stack's tasks that still have logs, oldest first.
@@ -116,9 +137,10 @@ async fn tasks(docker: &Docker, stack: &str) -> Result<Vec<TaskRef>> {
         .into_iter()
         .filter_map(|task| {
             let service = service_names.get(task.service_id.as_ref()?)?.clone();
+            let node = task.node_id.clone();
             let image = task.spec?.container_spec?.image?;
             let version = ImageRef::parse(&image).tag.unwrap_or_else(|| "latest".to_owned());
-            Some(TaskRef { id: task.id?, service, version })
+            Some(TaskRef { id: task.id?, service, version, node })
         })
         .collect())
 }

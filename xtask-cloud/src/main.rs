@@ -24,6 +24,7 @@ mod rollback;
 mod secret;
 mod stack;
 mod status;
+mod swarm_nodes;
 
 use std::process::ExitCode;
 

@@ -88,9 +88,14 @@ pub fn service_status(name: &str, service: &converge::Service) -> ServiceStatus 
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let stack = ctx.settings.stack.clone();
-    let (snapshot, holder) = ctx.block_on(async {
+    let (snapshot, holder, nodes, task_nodes) = ctx.block_on(async {
         let docker = ctx.docker().await?;
-        Ok((Snapshot::read(&docker, &stack).await?, crate::lock::current(&docker, &stack).await?))
+        let snapshot = Snapshot::read(&docker, &stack).await?;
+        let holder = crate::lock::current(&docker, &stack).await?;
+        // Where each task runs, from the swarm: the engine here sees only its own containers.
+        let nodes = crate::swarm_nodes::list(&docker).await?;
+        let task_nodes = crate::swarm_nodes::task_nodes(&docker, &stack, &nodes).await?;
+        Ok((snapshot, holder, nodes, task_nodes))
     })?;
     if snapshot.services.is_empty() {
         bail!("stack {stack} is not deployed: deploy it with `cargo xtask deploy`");
@@ -111,6 +116,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         let json = serde_json::json!({
             "stack": stack,
             "converged": converged,
+            "nodes": nodes,
+            "task_nodes": services
+                .iter()
+                .map(|service| (service.name.clone(), task_nodes.get(&format!("{prefix}{}", service.name))))
+                .collect::<std::collections::BTreeMap<_, _>>(),
             "services": services,
             "last_deploy": last,
             "lock": holder,
@@ -120,8 +130,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         ctx.print_result(&serde_json::to_string_pretty(&json)?);
     } else {
         let mut lines = vec![format!(
-            "{:<16}  {:<16}  {:<10}  {:<8}  {:<20}  {}",
-            "SERVICE", "VERSION", "KIND", "TASKS", "UPDATE", "STATE"
+            "{:<16}  {:<16}  {:<10}  {:<8}  {:<20}  {:<13}  {}",
+            "SERVICE", "VERSION", "KIND", "TASKS", "UPDATE", "STATE", "NODES"
         )];
         for service in &services {
             let tasks = match (service.completed, service.failed) {
@@ -131,10 +141,23 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
                 _ => format!("{}/{}", service.running, service.desired),
             };
             let state = if service.converged { "converged" } else { "NOT CONVERGED" };
+            let on =
+                task_nodes.get(&format!("{prefix}{}", service.name)).map(|names| names.join(",")).unwrap_or_default();
             lines.push(format!(
-                "{:<16}  {:<16}  {:<10}  {:<8}  {:<20}  {state}",
+                "{:<16}  {:<16}  {:<10}  {:<8}  {:<20}  {state:<13}  {on}",
                 service.name, service.version, service.kind, tasks, service.update
             ));
+        }
+        // A swarm of several nodes: each node's state, a lost one loud.
+        if nodes.len() > 1 {
+            let described: Vec<String> = nodes.iter().map(crate::swarm_nodes::NodeStatus::describe).collect();
+            lines.push(format!("nodes: {}", described.join(", ")));
+            for down in nodes.iter().filter(|node| node.is_down()) {
+                lines.push(format!(
+                    "warning: node {} is {}: the swarm reschedules its tasks on the other nodes",
+                    down.name, down.state
+                ));
+            }
         }
         lines.push(match &last {
             Some(entry) => {

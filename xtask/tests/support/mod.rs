@@ -9,7 +9,11 @@
 //! - [`Sandbox`]: a `cargo xtask` command with a private Docker config and the
 //!   AWS variables pointed at the emulator, so no test touches the user's
 //!   login or any address but loopback.
+//! - [`multinode::MultiNode`]: a swarm of several engines, each in a network
+//!   namespace of its own on a private bridge that the harness makes and removes.
 #![allow(dead_code)] // each test binary uses its own part of this module
+
+pub mod multinode;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -96,6 +100,8 @@ pub fn require_swarm() {
 
 /// Debian's `docker-registry` on a loopback port, with htpasswd auth for one user.
 pub struct Registry {
+    /// The address it listens on: 127.0.0.1, or a multi-node harness's bridge.
+    pub ip: String,
     pub port: u16,
     pub user: String,
     password: String,
@@ -111,6 +117,11 @@ impl Registry {
     }
 
     pub fn start(user: &str, password: &str) -> Registry {
+        Registry::start_on("127.0.0.1", user, password)
+    }
+
+    /// A registry listening on `ip` (loopback, or an address the test made).
+    pub fn start_on(ip: &str, user: &str, password: &str) -> Registry {
         let dir = tempfile::tempdir().expect("temp dir");
         // htpasswd reads the password from stdin (-i): it never is an argument.
         let mut htpasswd = Command::new("htpasswd")
@@ -124,7 +135,14 @@ impl Registry {
         let out = htpasswd.wait_with_output().expect("htpasswd runs");
         assert!(out.status.success(), "htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
         std::fs::write(dir.path().join("htpasswd"), &out.stdout).expect("write htpasswd");
-        let mut registry = Registry { port: 0, user: user.to_owned(), password: password.to_owned(), dir, child: None };
+        let mut registry = Registry {
+            ip: ip.to_owned(),
+            port: 0,
+            user: user.to_owned(),
+            password: password.to_owned(),
+            dir,
+            child: None,
+        };
         registry.run();
         registry
     }
@@ -135,10 +153,11 @@ impl Registry {
             "version: 0.1\n\
              log:\n  level: warn\n\
              storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n\
+             http:\n  addr: {ip}:{port}\n\
              auth:\n  htpasswd:\n    realm: test-registry\n    path: {htpasswd}\n",
             root = self.dir.path().join("data").display(),
             htpasswd = self.dir.path().join("htpasswd").display(),
+            ip = self.ip,
         );
         let config_path = self.dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("write registry config");
@@ -158,9 +177,9 @@ impl Registry {
         });
     }
 
-    /// `127.0.0.1:PORT`, the registry host as images name it.
+    /// `IP:PORT`, the registry host as images name it.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     pub fn url(&self) -> String {
@@ -274,10 +293,15 @@ impl Drop for Moto {
     }
 }
 
-/// Panics unless `url` points at a loopback address: the hard network rule.
+/// Panics unless `url` points at a loopback address, or into the private
+/// network of a live multi-node harness (a bridge this test process made and
+/// removes): the hard network rule.
 pub fn assert_loopback(url: &str) {
     let host = url.split("://").nth(1).unwrap_or(url).split(['/', ':']).next().unwrap_or("");
-    assert!(host == "localhost" || host.starts_with("127.") || host == "[::1]", "{url} is not a loopback address");
+    assert!(
+        host == "localhost" || host.starts_with("127.") || host == "[::1]" || multinode::is_harness_address(host),
+        "{url} is not a loopback address"
+    );
 }
 
 /// `moto_server` from the virtualenv (MOTO_VENV, default target/moto-venv),

@@ -1,0 +1,613 @@
+//! The xtask on a swarm of three nodes (issue 19): Docker engines in network
+//! namespaces of their own, joined into one swarm on a private bridge
+//! (`support::multinode`). The xtask talks to node 1, the manager; the
+//! data lives on node 2, so the jobs, logs and tasks it must follow run on
+//! an engine it is not connected to.
+//!
+//! Nothing here touches the host's engine or its swarm: each test makes its
+//! own swarm, and removes it, so these tests run beside the other swarm tests.
+
+mod support;
+
+use support::multinode::{MultiNode, Step};
+
+#[test]
+fn a_set_up_that_fails_part_way_leaves_nothing_behind() {
+    for step in [Step::Bridge, Step::Namespaces, Step::Engines, Step::Registry, Step::Swarm] {
+        let failed = std::panic::catch_unwind(|| MultiNode::start_failing_after(3, step));
+        assert!(failed.is_err(), "the set-up did not fail after {step:?}");
+        let trace = MultiNode::last_trace().expect("the harness recorded its names");
+        let left = trace.leftovers();
+        assert!(left.is_empty(), "after a set-up failed after {step:?}, these remain:\n{}", left.join("\n"));
+    }
+    // And a whole swarm once dropped (the deploy tests check it with the stack running).
+    let swarm = MultiNode::start(3);
+    let trace = swarm.trace();
+    assert!(!trace.leftovers().is_empty(), "the trace does not see a live harness");
+    drop(swarm);
+    let left = trace.leftovers();
+    assert!(left.is_empty(), "after the harness was dropped, these remain:\n{}", left.join("\n"));
+}
+
+// ---------------------------------------------------------------- the stack on three nodes
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use support::multinode::Node;
+use support::{Moto, Run, Sandbox};
+
+/// The port the app publishes in host mode on each node: every node has a
+/// network namespace of its own, so any port is free there.
+const PORT: u16 = 8080;
+
+/// The SQLite stack of one data node: `stack.single-node.yml` once the
+/// PostgreSQL stack took `stack.yml`'s place, `stack.yml` before.
+fn sqlite_stack_file() -> PathBuf {
+    let root = support::project_root();
+    let single = root.join("stack.single-node.yml");
+    if single.exists() { single } else { root.join("stack.yml") }
+}
+
+/// A sandbox that deploys through the manager's socket: AWS at the
+/// emulator, the harness's registry, the app in host mode on `PORT`, one
+/// replica at a time updated stop-first, short waits.
+fn sandbox(swarm: &MultiNode, moto: &Moto, stack_file: &std::path::Path) -> Sandbox {
+    Sandbox::new()
+        .with_aws(moto)
+        .with_registry(swarm.registry())
+        .with_env("DOCKER_HOST", &swarm.manager().docker_host())
+        .with_env("STACK_FILE", &stack_file.display().to_string())
+        .with_env("APP_PUBLISH_MODE", "host")
+        .with_env("APP_UPDATE_ORDER", "stop-first")
+        .with_env("APP_PUBLISHED_PORT", &PORT.to_string())
+        .with_env("APP_REPLICAS", "1")
+        .with_env("APP_UPDATE_DELAY", "1s")
+        .with_env("APP_UPDATE_MONITOR", "5s")
+        .with_env("JOB_RESTART_DELAY", "1s")
+}
+
+/// The docker CLI on `node` with the sandbox's Docker config.
+fn docker_as(node: &Node, sandbox: &Sandbox, args: &[&str]) -> Run {
+    let out = Command::new("docker")
+        .args(args)
+        .env("DOCKER_HOST", node.docker_host())
+        .env("DOCKER_CONFIG", sandbox.docker_config())
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(Stdio::null())
+        .output()
+        .expect("docker runs");
+    Run {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The real release image, built by `cargo xtask build` on the manager's
+/// engine (the only engine here that trusts the bridge's registry) and
+/// pushed by `cargo xtask publish`; then versions derived from it, pushed
+/// with the credential of `cargo xtask login`. Returns the image of `version`.
+fn publish_versions(swarm: &MultiNode, sandbox: &Sandbox, version: &str, derived: &[(&str, &str)]) -> String {
+    let at = sandbox.clone_with(&[("APP_VERSION", version)]);
+    at.xtask(&["build"]).assert_success();
+    at.xtask(&["publish", "--create-repository"]).assert_success();
+    let image = format!("{}/todobackend:{version}", swarm.registry().host());
+    at.xtask(&["login"]).assert_success();
+    for (tag, lines) in derived {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("Dockerfile"), format!("FROM {image}\n{lines}\n")).expect("Dockerfile");
+        let derived_image = format!("{}/todobackend:{tag}", swarm.registry().host());
+        let context = dir.path().display().to_string();
+        let built = docker_as(swarm.manager(), sandbox, &["build", "--quiet", "--tag", &derived_image, &context]);
+        assert!(built.success(), "docker build {derived_image}: {}", built.stderr);
+        let pushed = docker_as(swarm.manager(), sandbox, &["push", &derived_image]);
+        assert!(pushed.success(), "docker push {derived_image}: {}", pushed.stderr);
+    }
+    // From here on each deploy logs in itself, as a user's does.
+    assert!(docker_as(swarm.manager(), sandbox, &["logout", &swarm.registry().host()]).success());
+    image
+}
+
+fn stack_name(sandbox: &Sandbox) -> String {
+    support::swarm::stack_name(sandbox)
+}
+
+/// The nodes (host names) of a service's tasks that should run.
+fn running_on(swarm: &MultiNode, service: &str) -> Vec<String> {
+    let out = swarm.manager().docker_ok(&[
+        "service",
+        "ps",
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.Node}} {{.CurrentState}}",
+        service,
+    ]);
+    let mut nodes: Vec<String> = out
+        .lines()
+        .filter(|line| line.contains(" Running"))
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+fn answers(node: &Node, path: &str) -> Option<u16> {
+    support::http(&node.url(PORT, path), "GET", None, &[]).ok().map(|response| response.status)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    start.elapsed()
+}
+
+fn spec_image(manager: &Node, stack: &str, service: &str) -> String {
+    let image = manager.docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        &format!("{stack}_{service}"),
+    ]);
+    image.split('@').next().unwrap_or(&image).to_owned()
+}
+
+fn assert_gone(trace: support::multinode::Trace) {
+    let left = trace.leftovers();
+    assert!(left.is_empty(), "the harness left these behind:\n{}", left.join("\n"));
+}
+
+#[test]
+fn the_sqlite_stack_deploys_updates_and_rolls_back_with_its_data_on_a_worker() {
+    let swarm = MultiNode::start(3);
+    let trace = swarm.trace();
+    let moto = Moto::start();
+    let sandbox = sandbox(&swarm, &moto, &sqlite_stack_file());
+    let stack = stack_name(&sandbox);
+    let (manager, data_node) = (swarm.manager(), swarm.node(2));
+    let suffix = support::unique_name("v");
+    let (a, b, crash) = (format!("a{suffix}"), format!("b{suffix}"), format!("crash{suffix}"));
+    publish_versions(
+        &swarm,
+        &sandbox,
+        &a,
+        &[(&b, &format!("LABEL version={b}")), (&crash, "ENV TODOBACKEND_LISTEN=not-an-address")],
+    );
+    let at = |version: &str| sandbox.clone_with(&[("APP_VERSION", version)]);
+
+    // On a swarm of three nodes the xtask labels none: it says which to label.
+    let unlabelled = at(&a).xtask(&["deploy"]);
+    unlabelled.assert_failure();
+    assert!(unlabelled.stderr.contains("todobackend.data"), "{}", unlabelled.stderr);
+    assert!(manager.docker_ok(&["node", "ls", "--format", "{{.Hostname}} {{.Status}}"]).lines().count() == 3);
+    let labels = manager.docker_ok(&["node", "inspect", "--format", "{{.Spec.Labels}}", &manager.node_id()]);
+    assert!(!labels.contains("todobackend.data"), "the manager was labelled: {labels}");
+
+    // The data on node 2, a worker: the jobs and the app run there, where
+    // the manager, the engine the xtask talks to, lists no container.
+    manager.docker_ok(&["node", "update", "--label-add", "todobackend.data=true", &data_node.node_id()]);
+    let first = at(&a).xtask(&["deploy", "--timeout", "3m"]);
+    first.assert_success().assert_not_leaked(support::ECR_PASSWORD);
+    assert!(
+        first.stdout.contains("migrate completed") && first.stdout.contains("collectstatic completed"),
+        "{}",
+        first.stdout
+    );
+    for service in ["app", "migrate", "collectstatic"] {
+        let nodes = manager.docker_ok(&["service", "ps", "--format", "{{.Node}}", &format!("{stack}_{service}")]);
+        assert!(nodes.lines().all(|node| node == data_node.hostname), "{service} ran on {nodes}");
+    }
+    let on_manager = manager.docker_ok(&[
+        "ps",
+        "--all",
+        "--quiet",
+        "--filter",
+        &format!("label=com.docker.stack.namespace={stack}"),
+    ]);
+    assert!(on_manager.is_empty(), "the manager runs containers of the stack: {on_manager}");
+    assert_eq!(answers(data_node, "/"), Some(200), "version {a} does not answer on {}", data_node.hostname);
+
+    // The node that pulled had no credential of its own: the swarm's
+    // (--with-registry-auth) was the only one.
+    let image_a = format!("{}/todobackend:{a}", swarm.registry().host());
+    let bare = Sandbox::new();
+    let pull = docker_as(swarm.node(3), &bare, &["pull", &image_a]);
+    assert!(!pull.success(), "node3 pulls without a credential: the registry does not check");
+
+    // status: each service's node; logs: a job's lines, from node 2.
+    let status = at(&a).xtask(&["status"]);
+    status.assert_success();
+    let app_line = status.stdout.lines().find(|line| line.starts_with("app ")).expect("an app line");
+    assert!(app_line.ends_with(&data_node.hostname), "{}", status.stdout);
+    assert!(status.stdout.contains("nodes: node1 (manager) ready, node2 ready, node3 ready"), "{}", status.stdout);
+    let json: serde_json::Value = serde_json::from_str(&at(&a).xtask(&["status", "--json"]).stdout).expect("json");
+    assert_eq!(json["task_nodes"]["migrate"], serde_json::json!([data_node.hostname]), "{json}");
+    let logs = at(&a).xtask(&["logs", "migrate"]);
+    logs.assert_success();
+    assert!(logs.stdout.lines().any(|line| line.starts_with(&format!("migrate@{a} | "))), "{}", logs.stdout);
+
+    // Ctrl-C while the database check runs as a job on node 2: the
+    // interrupt stops the job's task there (the manager sees only its
+    // state), then removes the job; nothing of it keeps running.
+    let job_filter = format!("label=com.todobackend.job={stack}");
+    let deploy = at(&b)
+        .command_in(&sandbox.root, &["deploy", "--no-login", "--timeout", "3m"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn a deploy");
+    wait_until("the database job", Duration::from_secs(120), || {
+        !manager.docker_ok(&["service", "ls", "--quiet", "--filter", &job_filter]).is_empty()
+    });
+    signal(deploy.id(), "-STOP");
+    wait_until("the job's task placed on node 2", Duration::from_secs(60), || {
+        let jobs = manager.docker_ok(&["service", "ls", "--quiet", "--filter", &job_filter]);
+        jobs.lines().any(|job| {
+            manager.docker_ok(&["service", "ps", "--format", "{{.Node}}", job]).contains(&data_node.hostname)
+        })
+    });
+    signal(deploy.id(), "-INT");
+    signal(deploy.id(), "-CONT");
+    let out = deploy.wait_with_output().expect("the deploy ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let said = stderr.lines().find(|line| line.starts_with("interrupted by SIGINT")).unwrap_or_default();
+    assert!(
+        said.contains(&format!("removed the database job {stack}_xtask_"))
+            && said.contains(&format!("its container on node {} had stopped", data_node.hostname)),
+        "{stderr}"
+    );
+    assert_eq!(manager.docker_ok(&["service", "ls", "--quiet", "--filter", &job_filter]), "");
+    let job_container = format!("label=com.todobackend.job={stack}");
+    assert_eq!(data_node.docker_ok(&["ps", "--quiet", "--filter", &job_container]), "", "the job still runs on node 2");
+    wait_until("the swarm removes the job's container on node 2", Duration::from_secs(60), || {
+        data_node.docker_ok(&["ps", "--all", "--quiet", "--filter", &job_container]).is_empty()
+    });
+
+    // A rolling update, watched to convergence, its jobs on node 2 again.
+    let update = at(&b).xtask(&["deploy", "--no-login", "--timeout", "3m"]);
+    update.assert_success();
+    assert!(update.stdout.contains(&format!("Version {b} is live")), "{}", update.stdout);
+    assert_eq!(answers(data_node, "/"), Some(200));
+
+    // A release that crashes on node 2: rolled back, its error read from
+    // node 2 through the manager, version B still serving.
+    let failed = at(&crash).xtask(&["deploy", "--no-login", "--timeout", "3m"]);
+    assert_eq!(failed.status.code(), Some(3), "{}\n{}", failed.stdout, failed.stderr);
+    assert!(failed.stderr.contains("rolled it back"), "{}", failed.stderr);
+    assert!(failed.stderr.contains("not-an-address"), "the crash's own log line is missing:\n{}", failed.stderr);
+    assert_eq!(answers(data_node, "/"), Some(200), "nothing serves after the failed release");
+    assert_eq!(spec_image(manager, &stack, "app"), format!("{}/todobackend:{b}", swarm.registry().host()));
+
+    // rollback: its database check runs as a job on node 2.
+    let rollback = at(&b).xtask(&["rollback", "--to", &a, "--no-login", "--timeout", "3m"]);
+    rollback.assert_success();
+    assert_eq!(spec_image(manager, &stack, "app"), image_a, "{}\n{}", rollback.stdout, rollback.stderr);
+    assert_eq!(answers(data_node, "/"), Some(200));
+
+    drop(swarm);
+    assert_gone(trace);
+}
+
+/// The SQLite stack with the app free to run on any node, at most one
+/// replica per node, and the jobs global, so that every node has its own
+/// database: a fixture for what happens to the app's replicas across nodes
+/// (drain, loss, logs), not a stack to run (its nodes' data differ).
+fn unpinned_stack_file(dir: &std::path::Path) -> PathBuf {
+    let text = std::fs::read_to_string(sqlite_stack_file()).expect("read the SQLite stack file");
+    let pinned_job =
+        "      replicas: 1\n      placement:\n        constraints: [\"node.labels.todobackend.data == true\"]\n";
+    assert_eq!(text.matches(pinned_job).count(), 2, "the stack's jobs are no longer pinned as this test expects");
+    let text = text.replace(pinned_job, "      mode: global\n");
+    let pinned_app = "constraints: [\"node.labels.todobackend.data == true\"]";
+    assert_eq!(text.matches(pinned_app).count(), 1, "the stack's app is no longer pinned as this test expects");
+    let path = dir.join("stack.yml");
+    std::fs::write(&path, text.replace(pinned_app, "max_replicas_per_node: 1")).expect("write the stack file");
+    path
+}
+
+/// A client sending GET requests to one node's port in a loop, until stopped.
+struct Client {
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Client {
+    fn start(url: String) -> Client {
+        let (sent, failed, stop) = (Arc::default(), Arc::default(), Arc::new(AtomicBool::new(false)));
+        let thread = {
+            let (sent, failed, stop): (Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicBool>) =
+                (Arc::clone(&sent), Arc::clone(&failed), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    let ok = support::http(&url, "GET", None, &[]).is_ok_and(|response| response.status == 200);
+                    if !ok {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        Client { sent, failed, stop, thread: Some(thread) }
+    }
+
+    /// Stop it: (requests sent, requests failed).
+    fn stop(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        (self.sent.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst))
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The node of `swarm` named `name`.
+fn named<'a>(swarm: &'a MultiNode, name: &str) -> &'a Node {
+    swarm.nodes.iter().find(|node| node.hostname == name).unwrap_or_else(|| panic!("no node {name}"))
+}
+
+/// `cargo xtask ARGS` that must end within `timeout` (a read that waits on
+/// a lost node must not hang).
+fn xtask_within(sandbox: &Sandbox, args: &[&str], timeout: Duration) -> Run {
+    let mut child = sandbox
+        .command_in(&sandbox.root, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the xtask");
+    let start = Instant::now();
+    while child.try_wait().expect("wait for the xtask").is_none() {
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("the xtask's output");
+            panic!(
+                "`cargo xtask {}` did not end within {timeout:?}:\n{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("the xtask's output");
+    Run {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn the_app_keeps_answering_while_a_node_is_drained_or_lost() {
+    let swarm = MultiNode::start(3);
+    let trace = swarm.trace();
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sandbox = sandbox(&swarm, &moto, &unpinned_stack_file(dir.path())).with_env("APP_REPLICAS", "2");
+    let stack = stack_name(&sandbox);
+    let app = format!("{stack}_app");
+    let manager = swarm.manager();
+    let suffix = support::unique_name("v");
+    let (a, b) = (format!("a{suffix}"), format!("b{suffix}"));
+    publish_versions(&swarm, &sandbox, &a, &[(&b, &format!("LABEL version={b}"))]);
+    let at = |version: &str| sandbox.clone_with(&[("APP_VERSION", version)]);
+
+    at(&a).xtask(&["deploy", "--timeout", "3m"]).assert_success();
+    let app_nodes = running_on(&swarm, &app);
+    assert_eq!(app_nodes.len(), 2, "{app_nodes:?}");
+    for name in &app_nodes {
+        wait_until(&format!("the app answers on {name}"), Duration::from_secs(60), || {
+            answers(named(&swarm, name), "/") == Some(200)
+        });
+    }
+
+    // status names both nodes; logs has lines from the tasks on both (each
+    // node's request carries an id of its own, which the app logs).
+    let status = at(&a).xtask(&["status"]);
+    status.assert_success();
+    let app_line = status.stdout.lines().find(|line| line.starts_with("app ")).expect("an app line");
+    assert!(app_line.ends_with(&app_nodes.join(",")), "{}", status.stdout);
+    let ids: Vec<String> = app_nodes.iter().map(|name| format!("via-{name}-{suffix}")).collect();
+    for (name, id) in app_nodes.iter().zip(&ids) {
+        let url = named(&swarm, name).url(PORT, "/todos");
+        let response = support::http(&url, "GET", None, &[("X-Request-Id", id)]).expect("the app answers");
+        assert_eq!(response.status, 200);
+    }
+    wait_until("logs app shows both nodes' requests", Duration::from_secs(30), || {
+        let logs = at(&a).xtask(&["logs", "app"]);
+        logs.assert_success();
+        ids.iter().all(|id| logs.stdout.lines().any(|line| line.starts_with("app@") && line.contains(id.as_str())))
+    });
+
+    // Drain a node with an app task (a worker), while a client loops on
+    // the other app node's port: no request fails, the task moves to the spare.
+    let drained = app_nodes.iter().find(|name| **name != manager.hostname).expect("an app task on a worker").clone();
+    let kept = app_nodes.iter().find(|name| **name != drained).expect("the other app node").clone();
+    let spare = swarm.nodes.iter().find(|node| !app_nodes.contains(&node.hostname)).expect("a spare node");
+    let client = Client::start(named(&swarm, &kept).url(PORT, "/todos"));
+    let drained_id = named(&swarm, &drained).node_id();
+    manager.docker_ok(&["node", "update", "--availability", "drain", &drained_id]);
+    let rescheduled = wait_until("the drained node's task runs on the spare", Duration::from_secs(120), || {
+        running_on(&swarm, &app) == sorted(&[&kept, &spare.hostname]) && answers(spare, "/") == Some(200)
+    });
+    let (sent, failed) = client.stop();
+    eprintln!(
+        "drain: {sent} requests sent to {kept}, {failed} failed; the app task of {drained} answered on {} after {:.1} s",
+        spare.hostname,
+        rescheduled.as_secs_f64()
+    );
+    assert!(sent > 0, "the client sent nothing");
+    assert_eq!(failed, 0, "{failed} of {sent} requests to {kept} failed while {drained} drained");
+    at(&a).xtask(&["status"]).assert_success();
+    manager.docker_ok(&["node", "update", "--availability", "active", &drained_id]);
+
+    // Lose a worker with an app task (its link cut): the other keeps
+    // answering, the swarm marks it down and reschedules on the node that
+    // is free again; status says so, and a deploy still works.
+    let candidates = sorted(&[&kept, &spare.hostname]);
+    let lost = candidates.iter().find(|name| **name != manager.hostname).expect("an app task on a worker").clone();
+    let answering = candidates.iter().find(|name| **name != lost).expect("the other app node").clone();
+    let client = Client::start(named(&swarm, &answering).url(PORT, "/todos"));
+    let lost_id = named(&swarm, &lost).node_id();
+    swarm.cut_link(named(&swarm, &lost).index);
+    let marked_down = wait_until("the swarm marks the lost node down", Duration::from_secs(120), || {
+        manager.docker_ok(&["node", "inspect", "--format", "{{.Status.State}}", &lost_id]) == "down"
+    });
+    let replaced = wait_until("the lost node's task runs elsewhere", Duration::from_secs(120), || {
+        running_on(&swarm, &app) == sorted(&[&answering, &drained])
+            && answers(named(&swarm, &drained), "/") == Some(200)
+    });
+    let (sent, failed) = client.stop();
+    eprintln!(
+        "loss: {sent} requests sent to {answering}, {failed} failed; {lost} marked down after {:.1} s, its task \
+         answered on {drained} {:.1} s later",
+        marked_down.as_secs_f64(),
+        replaced.as_secs_f64()
+    );
+    assert_eq!(failed, 0, "{failed} of {sent} requests to {answering} failed while {lost} was lost");
+    let status = at(&a).xtask(&["status"]);
+    status.assert_success();
+    assert!(status.stdout.contains(&format!("{lost} DOWN")), "{}", status.stdout);
+    // logs: the lost node's task is left out, said so, and the rest comes.
+    let logs = xtask_within(&at(&a), &["logs", "app", "--tail", "5"], Duration::from_secs(60));
+    logs.assert_success();
+    assert!(logs.stderr.contains(&format!("warning: node {lost} is down")), "{}", logs.stderr);
+    assert!(logs.stdout.lines().any(|line| line.starts_with("app@")), "{}", logs.stdout);
+    let update = at(&b).xtask(&["deploy", "--timeout", "3m"]);
+    update.assert_success();
+    for name in [&answering, &drained] {
+        wait_until(&format!("version {b} answers on {name}"), Duration::from_secs(60), || {
+            answers(named(&swarm, name), "/") == Some(200)
+        });
+    }
+    assert!(spec_image(manager, &stack, "app").ends_with(&format!(":{b}")));
+
+    drop(swarm);
+    assert_gone(trace);
+}
+
+fn signal(pid: u32, which: &str) {
+    let sent = Command::new("kill").args([which, &pid.to_string()]).status().expect("kill runs");
+    assert!(sent.success(), "kill {which} {pid}");
+}
+
+fn sorted(names: &[&String]) -> Vec<String> {
+    let mut names: Vec<String> = names.iter().map(|name| (*name).clone()).collect();
+    names.sort();
+    names
+}
+
+/// The tests' PostgreSQL image (`support::postgres`, built on the host's
+/// engine) in the harness's registry, loaded through the manager's engine.
+fn push_postgres(swarm: &MultiNode, sandbox: &Sandbox) -> String {
+    let local = support::postgres::image();
+    let image = format!("{}/todobackend-postgres:15", swarm.registry().host());
+    let saved = Command::new("docker").args(["save", &local]).stdout(Stdio::piped()).spawn().expect("docker save");
+    let loaded = Command::new("docker")
+        .args(["load", "--quiet"])
+        .env("DOCKER_HOST", swarm.manager().docker_host())
+        .stdin(saved.stdout.expect("docker save's output"))
+        .output()
+        .expect("docker load");
+    assert!(loaded.status.success(), "docker load: {}", String::from_utf8_lossy(&loaded.stderr));
+    swarm.manager().docker_ok(&["tag", &local, &image]);
+    sandbox.xtask(&["login"]).assert_success();
+    let pushed = docker_as(swarm.manager(), sandbox, &["push", &image]);
+    assert!(pushed.success(), "docker push {image}: {}", pushed.stderr);
+    image
+}
+
+fn create_secret(sandbox: &Sandbox, name: &str, value: &str) {
+    use std::io::Write;
+    let mut create = sandbox
+        .command_in(&sandbox.root, &["secret", "create", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn secret create");
+    create.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write the value");
+    let out = create.wait_with_output().expect("secret create");
+    assert!(out.status.success(), "secret create: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_postgres_stack_serves_one_database_from_two_nodes_and_waits_out_the_db_node() {
+    let swarm = MultiNode::start(3);
+    let trace = swarm.trace();
+    let moto = Moto::start();
+    let (manager, data_node) = (swarm.manager(), swarm.node(2));
+    let secret = support::unique_name("dbpw");
+    let base = sandbox(&swarm, &moto, &support::project_root().join("stack.yml"))
+        .with_env("APP_REPLICAS", "2")
+        .with_env("APP_MAX_REPLICAS_PER_NODE", "1")
+        .with_env("DB_PASSWORD_SECRET", &secret);
+    let db_image = push_postgres(&swarm, &base);
+    let sandbox = base.with_env("DB_IMAGE", &db_image);
+    let stack = stack_name(&sandbox);
+    let a = format!("a{}", support::unique_name("v"));
+    publish_versions(&swarm, &sandbox, &a, &[]);
+    create_secret(&sandbox, &secret, &support::unique_name("pw"));
+    manager.docker_ok(&["node", "update", "--label-add", "todobackend.data=true", &data_node.node_id()]);
+
+    let at = sandbox.clone_with(&[("APP_VERSION", &a)]);
+    at.xtask(&["deploy", "--timeout", "4m"]).assert_success();
+    assert_eq!(running_on(&swarm, &format!("{stack}_db")), vec![data_node.hostname.clone()]);
+    let app_nodes = running_on(&swarm, &format!("{stack}_app"));
+    assert_eq!(app_nodes.len(), 2, "the app's replicas are not on two nodes: {app_nodes:?}");
+    let (first, second) = (named(&swarm, &app_nodes[0]), named(&swarm, &app_nodes[1]));
+    for node in [first, second] {
+        wait_until(&format!("the app answers on {}", node.hostname), Duration::from_secs(60), || {
+            answers(node, "/readyz") == Some(200)
+        });
+    }
+
+    // A row written through one node is read through the other.
+    let title = support::unique_name("written-on-");
+    let body = format!(r#"{{"title":"{title}"}}"#);
+    let created = support::request(&first.url(PORT, "/todos"), "POST", None, &[], Some(&body)).expect("POST");
+    assert!(created.status < 300, "POST /todos on {}: {} {}", first.hostname, created.status, created.body);
+    let listed = support::http(&second.url(PORT, "/todos"), "GET", None, &[]).expect("GET");
+    assert!(listed.body.contains(&title), "{} does not serve the row written on {}", second.hostname, first.hostname);
+
+    // The db node lost: an app replica elsewhere says 503 on /readyz (and
+    // stays alive); back when the node returns, with the row.
+    let probe = [first, second].into_iter().find(|node| node.index != data_node.index).expect("an app off the db node");
+    swarm.cut_link(data_node.index);
+    let unready = wait_until("/readyz answers 503 without the db node", Duration::from_secs(60), || {
+        answers(probe, "/readyz") == Some(503)
+    });
+    assert_eq!(answers(probe, "/healthz"), Some(200), "the app is not alive without its database");
+    swarm.restore_link(data_node.index);
+    let ready = wait_until("/readyz answers 200 once the db node is back", Duration::from_secs(120), || {
+        answers(probe, "/readyz") == Some(200)
+    });
+    eprintln!(
+        "db node lost: {} answered 503 on /readyz after {:.1} s, 200 again {:.1} s after the link came back",
+        probe.hostname,
+        unready.as_secs_f64(),
+        ready.as_secs_f64()
+    );
+    let listed = support::http(&probe.url(PORT, "/todos"), "GET", None, &[]).expect("GET");
+    assert!(listed.body.contains(&title), "the row is gone after the db node came back");
+
+    drop(swarm);
+    assert_gone(trace);
+}
