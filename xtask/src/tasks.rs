@@ -400,7 +400,9 @@ pub fn settings_used(task: &str) -> Option<Vec<&'static str>> {
         "history" | "unlock" | "status" | "logs" | "secret" => &[STACK],
         _ => return None,
     };
-    Some(OUTPUT.iter().chain(groups.iter().copied().flatten()).copied().collect())
+    // Every task that reads delivery.yml's settings takes --env.
+    let env: &[&str] = if groups.is_empty() { &[] } else { ENV };
+    Some(OUTPUT.iter().chain(env).chain(groups.iter().copied().flatten()).copied().collect())
 }
 
 /// The command line: the tasks, and the settings flags both before a task's
@@ -493,7 +495,7 @@ pub fn main_with(cli: Cli, cloud: Option<CloudDispatch>) -> std::process::ExitCo
         let docker = match &cli.task {
             Task::Light(LightTask::Version | LightTask::Completions(_)) => None,
             task => Some(
-                crate::docker_endpoint::resolve(&|name| std::env::var(name).ok())
+                crate::docker_endpoint::resolve(&|name| settings.docker_lookup(name))
                     .with_context(|| format!("{} failed", task.name()))?,
             ),
         };
