@@ -6,7 +6,7 @@
 //!
 //! `cargo xtask history [--json]` prints them, newest first.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
@@ -46,6 +46,11 @@ pub struct Entry {
     /// The error, for the outcomes that have one.
     #[serde(default)]
     pub detail: Option<String>,
+    /// Each service's spec as this run left it (digests only), to tell drift:
+    /// see `plan::drift`. Empty for entries written before it, or when the
+    /// stack could not be read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub specs: BTreeMap<String, crate::plan::drift::SpecRecord>,
 }
 
 /// Who runs this: the CI's user (GitHub Actions, CodeBuild), else the local
@@ -136,6 +141,7 @@ pub fn entry(
         at: clock::rfc3339(SystemTime::now()),
         outcome: outcome.to_owned(),
         detail: None,
+        specs: BTreeMap::new(),
     }
 }
 
@@ -278,6 +284,7 @@ mod tests {
             at: at.into(),
             outcome: outcome.into(),
             detail: None,
+            specs: BTreeMap::new(),
         }
     }
 

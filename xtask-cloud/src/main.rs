@@ -16,6 +16,7 @@ mod lock;
 mod login;
 mod logout;
 mod logs;
+mod plan;
 mod progress;
 mod publish;
 mod refresh_auth;
@@ -51,5 +52,6 @@ fn run(runner: &mut Runner, task: &CloudTask) -> Result<()> {
         CloudTask::Logs(args) => logs::run(ctx, args),
         CloudTask::Secret(args) => secret::run(ctx, args),
         CloudTask::RefreshAuth => refresh_auth::run(ctx),
+        CloudTask::Plan(args) => plan::run(ctx, args),
     }
 }

@@ -62,6 +62,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         detach: false,
         timeout: args.timeout,
         no_login: args.no_login,
+        prune: false,
     };
     crate::lock::hold(ctx, "rollback", &target, args.lock_wait, || {
         release.run(ctx, |checked, report| {
@@ -178,6 +179,7 @@ mod tests {
             at: String::new(),
             outcome: outcome.into(),
             detail: None,
+            specs: Default::default(),
         }
     }
 

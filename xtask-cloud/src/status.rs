@@ -1,8 +1,10 @@
 //! `status [--json]`: what the stack runs now. For each service: the version,
 //! replicas running of desired, the update state, whether a one-shot service
-//! completed; then the last deploy from the history and the deploy lock. The
-//! exit code is 0 when the stack has converged and 1 when it has not, so that
-//! it serves as a monitor or a CI gate.
+//! completed; then the last deploy from the history and the deploy lock, and
+//! the drift: every service and field changed outside the xtask since the
+//! last deploy recorded the specs (`plan::drift`). The exit code is 0 when
+//! the stack has converged without drift, 3 when it has not converged, 1 on
+//! drift (unless `--allow-drift`), so that it serves as a monitor or a CI gate.
 
 use anyhow::{Result, bail};
 use serde::Serialize;
@@ -107,10 +109,15 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         .map(|(full_name, service)| service_status(full_name.strip_prefix(&prefix).unwrap_or(full_name), service))
         .collect();
     services.sort_by(|a, b| a.name.cmp(&b.name));
-    let last = crate::history::list(ctx, &stack)?.into_iter().next();
+    let history = crate::history::list(ctx, &stack)?;
+    let last = history.first().cloned();
     let credential_age = ctx.block_on(async { oldest_update(&ctx.docker().await?, &stack).await })?;
     let stale = credential_age.and_then(stale_credential_warning);
     let converged = services.iter().all(|service| service.converged);
+    let docker = ctx.block_on(async { ctx.docker().await })?;
+    let live = crate::plan::live_services(ctx, &docker, &stack)?;
+    let drift =
+        crate::plan::drift::last_recorded(&history).map(|recorded| crate::plan::drift::drifted(&recorded, &live));
 
     if args.json {
         let json = serde_json::json!({
@@ -126,6 +133,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             "lock": holder,
             "registry_credential_age_seconds": credential_age.map(|age| age.as_secs()),
             "warning": stale,
+            // Per service, the fields changed outside the xtask since the
+            // last deploy; null when no deploy recorded the specs.
+            "drift": drift,
         });
         ctx.print_result(&serde_json::to_string_pretty(&json)?);
     } else {
@@ -171,6 +181,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         if let Some(warning) = &stale {
             lines.push(format!("warning: {warning}"));
         }
+        for (service, fields) in drift.iter().flatten() {
+            lines.push(format!(
+                "drift: {service}: {} changed outside the xtask since the last deploy (the next deploy reverts it)",
+                fields.join(", ")
+            ));
+        }
         ctx.print_result(&lines.join("\n"));
     }
     if !converged {
@@ -181,6 +197,15 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             .collect();
         return Err(
             xtask::exit::Exit::NotConverged.error(format!("stack {stack} has not converged: {}", waiting.join(", ")))
+        );
+    }
+    let drifted: Vec<String> =
+        drift.iter().flatten().map(|(service, fields)| format!("{service} ({})", fields.join(", "))).collect();
+    if !drifted.is_empty() && !args.allow_drift {
+        bail!(
+            "stack {stack} has drifted from its last deploy: {}: `cargo xtask plan` shows what a deploy reverts; \
+             `--allow-drift` accepts it",
+            drifted.join("; ")
         );
     }
     Ok(())

@@ -67,6 +67,13 @@ impl Ctx {
         sh.set_var("ECR_REGISTRY", settings.registry());
         sh.set_var("IMAGE_REPOSITORY", &settings.repository);
         sh.set_var("COMPOSE_PROJECT_NAME", &settings.compose_project);
+        // The environment's stack variables (delivery.NAME.yml), where the
+        // process's environment does not set them.
+        for (name, value) in &settings.variables {
+            if std::env::var_os(name).is_none() {
+                sh.set_var(name, value);
+            }
+        }
         if let Some(endpoint) = &docker {
             sh.set_var("DOCKER_HOST", &endpoint.host);
             // Empty counts as unset for the docker CLI (xshell cannot unset).

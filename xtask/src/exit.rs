@@ -17,6 +17,11 @@ pub enum Exit {
     /// converge in time, the swarm rolled it back, or a job failed (the
     /// version that served still serves); `status`: not converged. 3.
     NotConverged,
+    /// `plan --exit-code`: the deploy would change something. 2, as the issue
+    /// asked and as `terraform plan -detailed-exitcode` exits; it shares the
+    /// code with [`Exit::Usage`], so with `--exit-code` on the command line
+    /// a usage error exits [`USAGE_WITH_EXIT_CODE`] instead.
+    Changes,
     /// Another task holds the stack's deploy lock: retry later. 75, sysexits'
     /// EX_TEMPFAIL ("temporary failure, retry later").
     LockHeld,
@@ -44,7 +49,7 @@ impl Exit {
     pub fn code(self) -> u8 {
         match self {
             Exit::Failure => 1,
-            Exit::Usage => 2,
+            Exit::Usage | Exit::Changes => 2,
             Exit::NotConverged => 3,
             Exit::LockHeld => 75,
             Exit::Interrupted(Signal::Int) => 130,
@@ -69,12 +74,17 @@ pub fn code_of(error: &anyhow::Error) -> Exit {
     error.chain().find_map(|cause| cause.downcast_ref::<Marked>()).map_or(Exit::Failure, |marked| marked.exit)
 }
 
+/// A usage error on a command line that asks for `--exit-code`, where 2
+/// means "changes": sysexits' EX_USAGE.
+pub const USAGE_WITH_EXIT_CODE: u8 = 64;
+
 /// The table for `cargo xtask --help`.
 pub const HELP: &str = "\
 Exit codes:
   0    success
   1    failure
-  2    usage: the command line does not parse
+  2    usage: the command line does not parse; plan --exit-code: the deploy would change something
+       (then a usage error exits 64)
   3    not converged: deploy or rollback changed the stack but the new version is not live
        (timed out, rolled back by the swarm, or a job failed; the version that served still serves);
        status: a service has not converged
@@ -130,6 +140,9 @@ mod tests {
         ];
         let codes: std::collections::HashSet<u8> = all.iter().map(|exit| exit.code()).collect();
         assert_eq!(codes.len(), all.len());
+        // Changes shares 2 with usage; with --exit-code, usage is 64.
+        assert_eq!(Exit::Changes.code(), Exit::Usage.code());
+        assert!(!codes.contains(&USAGE_WITH_EXIT_CODE) && HELP.contains("exits 64"));
         for exit in all {
             assert!(HELP.contains(&format!("  {}", exit.code())), "{exit:?} is not in the help");
         }

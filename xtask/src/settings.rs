@@ -1,6 +1,8 @@
 //! Settings shared by the tasks: defaults in `delivery.yml` at the project
-//! root, overridden by environment variables, overridden by flags.
+//! root, with an environment's `delivery.NAME.yml` over it (`--env NAME`,
+//! XTASK_ENV), overridden by environment variables, overridden by flags.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -13,6 +15,10 @@ use serde::Deserialize;
 #[derive(clap::Args, Debug, Clone, Default)]
 #[command(next_help_heading = "Settings")]
 pub struct Args {
+    /// The environment: read delivery.NAME.yml over delivery.yml (staging, production, ...).
+    #[arg(long = "env", env = "XTASK_ENV", value_name = "NAME")]
+    pub env: Option<String>,
+
     /// Print the steps (commands and API calls) without running them.
     #[arg(long)]
     pub dry_run: bool,
@@ -68,6 +74,7 @@ impl Args {
     pub fn override_with(&mut self, later: Args, given: impl Fn(&str) -> bool) {
         // Destructured in full, so that a new flag cannot be forgotten here.
         let Args {
+            env,
             dry_run,
             quiet,
             verbose,
@@ -95,6 +102,7 @@ impl Args {
             };
         }
         take_given!(
+            env,
             dry_run,
             quiet,
             verbose,
@@ -116,6 +124,7 @@ impl Args {
         let text = |id: &str| if ids.contains(&id) { matches.get_one::<String>(id).cloned() } else { None };
         let path = |id: &str| if ids.contains(&id) { matches.get_one::<PathBuf>(id).cloned() } else { None };
         Args {
+            env: text("env"),
             dry_run: flag("dry_run"),
             quiet: flag("quiet"),
             verbose: flag("verbose"),
@@ -135,6 +144,8 @@ impl Args {
 pub mod used {
     /// Every task: --dry-run, -q, -v.
     pub const OUTPUT: &[&str] = &["dry_run", "quiet", "verbose"];
+    /// Every task that reads delivery.yml's settings: --env.
+    pub const ENV: &[&str] = &["env"];
     /// The image's name: --registry, --repository.
     pub const IMAGE: &[&str] = &["registry", "repository"];
     /// The registry's host alone (login, logout).
@@ -174,9 +185,92 @@ struct Defaults {
     stack_file: PathBuf,
     compose_project: String,
     compose_file: PathBuf,
+    /// The Docker engine, when neither DOCKER_HOST nor DOCKER_CONTEXT is set.
+    #[serde(default)]
+    docker_host: Option<String>,
+    #[serde(default)]
+    docker_context: Option<String>,
+    /// The stack file's variables (`APP_REPLICAS: 1`), when the
+    /// environment does not set them.
+    #[serde(default)]
+    variables: BTreeMap<String, serde_yaml::Value>,
 }
 
 pub const DEFAULTS_FILE: &str = "delivery.yml";
+
+/// The environments of the project at `root`: NAME of each
+/// `delivery.NAME.yml` beside delivery.yml, sorted.
+pub fn known_environments(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter_map(|name| name.strip_prefix("delivery.")?.strip_suffix(".yml").map(str::to_owned))
+        .filter(|name| !name.is_empty() && check_environment_name(name).is_ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Environment names are file-name parts: letters, digits, `-` and `_`.
+fn check_environment_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        bail!("environment name {name:?} is not valid: use letters, digits, '-' and '_' (--env or XTASK_ENV)");
+    }
+    Ok(())
+}
+
+/// `delivery.yml` with the environment's file over it: each key the
+/// environment's file writes replaces delivery.yml's (`variables` key by key).
+fn merged_defaults(root: &Path, env: Option<&str>) -> Result<(Defaults, Option<PathBuf>)> {
+    let read = |path: &Path| -> Result<serde_yaml::Mapping> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the settings file {}", path.display()))?;
+        let value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|err| {
+            anyhow::anyhow!("{} is not valid: {err}: fix the file (see README.md, Settings)", path.display())
+        })?;
+        match value {
+            serde_yaml::Value::Mapping(map) => Ok(map),
+            serde_yaml::Value::Null => Ok(serde_yaml::Mapping::new()),
+            _ => bail!("{} is not valid: it must be a mapping of settings (see README.md, Settings)", path.display()),
+        }
+    };
+    let base_path = root.join(DEFAULTS_FILE);
+    let mut merged = read(&base_path)?;
+    let mut env_path = None;
+    if let Some(env) = env.filter(|env| !env.trim().is_empty()) {
+        check_environment_name(env)?;
+        let path = root.join(format!("delivery.{env}.yml"));
+        if !path.is_file() {
+            let known = known_environments(root);
+            let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+            bail!(
+                "unknown environment {env:?}: there is no delivery.{env}.yml in {} (known environments: {known}); \
+                 add the file or pick a known one with --env or XTASK_ENV",
+                root.display()
+            );
+        }
+        for (key, value) in read(&path)? {
+            match (key.as_str(), merged.get_mut(&key), value) {
+                (Some("variables"), Some(serde_yaml::Value::Mapping(base)), serde_yaml::Value::Mapping(over)) => {
+                    base.extend(over)
+                }
+                (_, _, value) => {
+                    merged.insert(key, value);
+                }
+            }
+        }
+        env_path = Some(path);
+    }
+    let files = match &env_path {
+        Some(path) => format!("{} over {}", path.display(), base_path.display()),
+        None => base_path.display().to_string(),
+    };
+    let defaults: Defaults = serde_yaml::from_value(serde_yaml::Value::Mapping(merged))
+        .map_err(|err| anyhow::anyhow!("{files} is not valid: {err}: fix the file (see README.md, Settings)"))?;
+    Ok((defaults, env_path))
+}
 
 /// The project root: the nearest directory, from the current one up, that
 /// holds delivery.yml; else the parent of the crate that cargo ran.
@@ -211,16 +305,20 @@ pub struct Settings {
     pub stack_file: PathBuf,
     pub compose_project: String,
     pub compose_file: PathBuf,
+    /// The environment (`--env`, XTASK_ENV) whose delivery.NAME.yml was read.
+    pub env: Option<String>,
+    /// The Docker engine or context from the settings files, used when
+    /// neither DOCKER_HOST nor DOCKER_CONTEXT is set.
+    pub docker_host: Option<String>,
+    pub docker_context: Option<String>,
+    /// The stack file's variables from the settings files; a variable set in
+    /// the environment wins.
+    pub variables: BTreeMap<String, String>,
 }
 
 impl Settings {
     pub fn load(root: &Path, args: &Args) -> Result<Settings> {
-        let path = root.join(DEFAULTS_FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read the settings file {}", path.display()))?;
-        let defaults: Defaults = serde_yaml::from_str(&text).map_err(|err| {
-            anyhow::anyhow!("{} is not valid: {err}: fix the file (see README.md, Settings)", path.display())
-        })?;
+        let (defaults, _) = merged_defaults(root, args.env.as_deref())?;
         let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
             .iter()
             .filter_map(|name| std::env::var(name).ok())
@@ -255,6 +353,10 @@ impl Settings {
             stack_file: root.join(args.stack_file.clone().unwrap_or(defaults.stack_file)),
             compose_project: pick(&args.compose_project, defaults.compose_project),
             compose_file: root.join(args.compose_file.clone().unwrap_or(defaults.compose_file)),
+            env: args.env.clone().filter(|env| !env.trim().is_empty()),
+            docker_host: defaults.docker_host.filter(|value| !value.trim().is_empty()),
+            docker_context: defaults.docker_context.filter(|value| !value.trim().is_empty()),
+            variables: variables(defaults.variables)?,
         };
         settings.check()?;
         Ok(settings)
@@ -306,6 +408,41 @@ impl Settings {
     /// `<registry>/<repository>:<tag>`.
     pub fn image(&self, tag: &str) -> String {
         format!("{}:{tag}", self.image_name())
+    }
+}
+
+/// The settings files' `variables` as text; only scalars are variables.
+fn variables(raw: BTreeMap<String, serde_yaml::Value>) -> Result<BTreeMap<String, String>> {
+    raw.into_iter()
+        .map(|(name, value)| {
+            let text = match value {
+                serde_yaml::Value::String(text) => text,
+                serde_yaml::Value::Number(number) => number.to_string(),
+                serde_yaml::Value::Bool(flag) => flag.to_string(),
+                _ => bail!(
+                    "variables.{name} in the settings is not a string, number or boolean: write `{name}: \"value\"`"
+                ),
+            };
+            Ok((name, text))
+        })
+        .collect()
+}
+
+impl Settings {
+    /// The variables the Docker endpoint is resolved from: the process's,
+    /// with the settings files' `docker_host` / `docker_context` standing in
+    /// for DOCKER_HOST / DOCKER_CONTEXT when neither of those is set.
+    pub fn docker_lookup(&self, name: &str) -> Option<String> {
+        let set = |name: &str| std::env::var(name).ok().filter(|value| !value.trim().is_empty());
+        let from_env = set(name);
+        if from_env.is_some() || set("DOCKER_HOST").is_some() || set("DOCKER_CONTEXT").is_some() {
+            return from_env;
+        }
+        match name {
+            "DOCKER_HOST" => self.docker_host.clone(),
+            "DOCKER_CONTEXT" if self.docker_host.is_none() => self.docker_context.clone(),
+            _ => None,
+        }
     }
 }
 
@@ -396,6 +533,45 @@ mod tests {
     fn unknown_keys_in_the_file_are_errors() {
         let err = serde_yaml::from_str::<Defaults>("app: x\nregion: y\n").unwrap_err().to_string();
         assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn an_environment_file_overrides_delivery_yml_key_by_key_and_unknown_ones_are_listed() {
+        let root = tempfile_dir();
+        std::fs::write(root.join(DEFAULTS_FILE), include_str!("../../delivery.yml")).unwrap();
+        std::fs::write(
+            root.join("delivery.staging.yml"),
+            "stack: todobackend-staging\ndocker_host: ssh://deploy@staging\nvariables:\n  APP_REPLICAS: 1\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("delivery.production.yml"), "stack: todobackend\n").unwrap();
+        let args = Args { env: Some("staging".into()), ..Args::default() };
+        let settings = Settings::load(&root, &args).unwrap();
+        assert_eq!(settings.stack, "todobackend-staging");
+        assert_eq!(settings.repository, "todobackend", "a key the environment leaves is delivery.yml's");
+        assert_eq!(settings.docker_host.as_deref(), Some("ssh://deploy@staging"));
+        assert_eq!(settings.variables.get("APP_REPLICAS").map(String::as_str), Some("1"));
+        // The environment variable still beats the file.
+        let args = Args { env: Some("staging".into()), stack: Some("mine".into()), ..Args::default() };
+        assert_eq!(Settings::load(&root, &args).unwrap().stack, "mine");
+        let args = Args { env: Some("prod".into()), ..Args::default() };
+        let err = format!("{:#}", Settings::load(&root, &args).unwrap_err());
+        assert!(err.contains("unknown environment \"prod\"") && err.contains("production, staging"), "{err}");
+        let args = Args { env: Some("../x".into()), ..Args::default() };
+        assert!(Settings::load(&root, &args).is_err());
+        std::fs::write(root.join("delivery.bad.yml"), "stak: x\n").unwrap();
+        let args = Args { env: Some("bad".into()), ..Args::default() };
+        let err = format!("{:#}", Settings::load(&root, &args).unwrap_err());
+        assert!(err.contains("delivery.bad.yml") && err.contains("unknown field"), "{err}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A fresh directory under the system's temp dir (this crate has no tempfile).
+    fn tempfile_dir() -> PathBuf {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let dir = std::env::temp_dir().join(format!("xtask-settings-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub enum CloudTask {
     Secret(SecretArgs),
     /// Log in, then hand the stack's services a fresh ECR credential (tokens last 12 hours), by a rolling update.
     RefreshAuth,
+    /// What a deploy would change, per service and field, against what the swarm runs now.
+    Plan(PlanArgs),
 }
 
 impl Task {
@@ -110,6 +112,7 @@ impl Task {
             Task::Cloud(CloudTask::Logs(_)) => "logs",
             Task::Cloud(CloudTask::Secret(_)) => "secret",
             Task::Cloud(CloudTask::RefreshAuth) => "refresh-auth",
+            Task::Cloud(CloudTask::Plan(_)) => "plan",
         }
     }
 
@@ -221,6 +224,10 @@ pub struct DeployArgs {
     /// Wait up to DURATION for another task's deploy lock instead of failing at once.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub lock_wait: Option<Duration>,
+
+    /// Remove the stack's services that the stack file no longer has.
+    #[arg(long)]
+    pub prune: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -252,6 +259,10 @@ pub struct StatusArgs {
     /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
+
+    /// Exit 0 even when a service was changed outside the xtask since the last deploy.
+    #[arg(long)]
+    pub allow_drift: bool,
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -296,6 +307,17 @@ pub struct UnlockArgs {
     /// Remove the lock even though its holder's process still runs on this host.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PlanArgs {
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Exit 2 when the deploy would change something, 0 when not (a usage error then exits 64).
+    #[arg(long)]
+    pub exit_code: bool,
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -373,12 +395,14 @@ pub fn settings_used(task: &str) -> Option<Vec<&'static str>> {
         "clean" => &[COMPOSE],
         "login" | "logout" => &[REGISTRY, AWS],
         "publish" => &[IMAGE, AWS],
-        "deploy" | "rollback" => &[IMAGE, AWS, STACK_FILE],
+        "deploy" | "rollback" | "plan" => &[IMAGE, AWS, STACK_FILE],
         "refresh-auth" => &[REGISTRY, AWS, STACK],
         "history" | "unlock" | "status" | "logs" | "secret" => &[STACK],
         _ => return None,
     };
-    Some(OUTPUT.iter().chain(groups.iter().copied().flatten()).copied().collect())
+    // Every task that reads delivery.yml's settings takes --env.
+    let env: &[&str] = if groups.is_empty() { &[] } else { ENV };
+    Some(OUTPUT.iter().chain(env).chain(groups.iter().copied().flatten()).copied().collect())
 }
 
 /// The command line: the tasks, and the settings flags both before a task's
@@ -445,7 +469,14 @@ pub fn parse() -> Cli {
             let text = err.to_string();
             let first = text.lines().next().unwrap_or("error: the command line is not valid");
             eprintln!("{first} (see `cargo xtask --help`)");
-            std::process::exit(Exit::Usage.code().into());
+            // `plan --exit-code` exits 2 for "changes": there a usage error
+            // must not read as one.
+            let exit_code_asked = std::env::args_os().any(|arg| arg == "--exit-code");
+            std::process::exit(if exit_code_asked {
+                exit::USAGE_WITH_EXIT_CODE.into()
+            } else {
+                Exit::Usage.code().into()
+            });
         }
     }
 }
@@ -464,7 +495,7 @@ pub fn main_with(cli: Cli, cloud: Option<CloudDispatch>) -> std::process::ExitCo
         let docker = match &cli.task {
             Task::Light(LightTask::Version | LightTask::Completions(_)) => None,
             task => Some(
-                crate::docker_endpoint::resolve(&|name| std::env::var(name).ok())
+                crate::docker_endpoint::resolve(&|name| settings.docker_lookup(name))
                     .with_context(|| format!("{} failed", task.name()))?,
             ),
         };
@@ -474,8 +505,14 @@ pub fn main_with(cli: Cli, cloud: Option<CloudDispatch>) -> std::process::ExitCo
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
-            std::process::ExitCode::from(exit::code_of(&err).code())
+            let exit = exit::code_of(&err);
+            // "There are changes" (`plan --exit-code`) is an answer, not an error.
+            if exit == Exit::Changes {
+                eprintln!("{err:#}");
+            } else {
+                eprintln!("error: {err:#}");
+            }
+            std::process::ExitCode::from(exit.code())
         }
     }
 }
@@ -515,6 +552,7 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 allow_breaking_migration: false,
                 lock_wait: None,
+                prune: false,
             }))
         };
         assert_eq!(deploy(false).needs().iter().map(Task::name).collect::<Vec<_>>(), ["login"]);

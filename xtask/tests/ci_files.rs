@@ -127,6 +127,24 @@ fn the_workflow_caches_assumes_a_role_keeps_pull_requests_unprivileged_and_deplo
     let deploying = steps("deploy");
     assert!(deploying.contains("cargo xtask deploy") && deploying.contains("secrets.SWARM_SSH_KEY"));
     assert!(deploying.contains("vars.AWS_ROLE_ARN"));
+
+    // Environments: staging deploys at once what ci published, production
+    // only after it, through the `production` environment's approval.
+    let staging = job("deploy-staging");
+    assert_eq!(staging["environment"], Value::from("staging"));
+    assert!(text(&staging["needs"]).contains("ci") && text(&staging["needs"]).contains("lint"));
+    assert!(text(&staging["if"]).contains("refs/heads/main"));
+    assert!(text(&staging["env"]["APP_VERSION"]).contains("needs.ci.outputs.version"));
+    assert!(steps("deploy-staging").contains("cargo xtask deploy --env staging"), "{}", steps("deploy-staging"));
+    assert!(steps("deploy-staging").contains("cargo xtask plan --env staging"));
+    assert!(needs.contains("deploy-staging"), "production deploys before staging: needs {needs}");
+    assert!(deploying.contains("cargo xtask deploy --env production"), "{deploying}");
+    assert!(deploying.contains("cargo xtask plan --env production"), "{deploying}");
+    // Each environment named in a workflow has its settings file.
+    for environment in ["staging", "production"] {
+        let file = support::project_root().join(format!("delivery.{environment}.yml"));
+        assert!(file.is_file(), "{} is missing", file.display());
+    }
 }
 
 #[test]
@@ -423,6 +441,7 @@ fn the_whole_suite_runs_and_stack_changes_have_a_schedule_and_a_rollback_by_hand
     assert_eq!(job["environment"], Value::from("production"));
     let steps = text(&job["steps"]);
     assert!(steps.contains("cargo xtask rollback") && steps.contains("--to"), "{steps}");
+    assert!(steps.contains("--env production"), "the rollback does not name its environment: {steps}");
     // The input is passed as a variable, never spliced into the script.
     let scripts: String = job["steps"].as_sequence().unwrap().iter().filter_map(|step| step["run"].as_str()).collect();
     assert!(!scripts.contains("${{"), "the rollback splices an expression into its script: {scripts}");

@@ -45,6 +45,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         detach: args.detach,
         timeout: args.timeout,
         no_login: args.no_login,
+        prune: args.prune,
     };
     crate::lock::hold(ctx, "deploy", version, args.lock_wait, || release.run(ctx, |_, _| Ok(())))
 }
@@ -60,6 +61,8 @@ pub struct Release<'a> {
     pub timeout: Duration,
     /// Whether it runs without `login`: the way back it points to does too.
     pub no_login: bool,
+    /// Remove the services the stack file no longer has (`--prune`).
+    pub prune: bool,
 }
 
 impl Release<'_> {
@@ -91,6 +94,9 @@ impl Release<'_> {
             }
         }
         before_change(&checked, report.as_ref())?;
+        if ctx.dry_run() {
+            crate::plan::in_dry_run(ctx, &checked, self.prune)?;
+        }
 
         // From here on the stack changes: whatever happens is recorded.
         let image = checked.app().map(|service| service.image.clone()).unwrap_or_default();
@@ -112,8 +118,13 @@ impl Release<'_> {
         // A first deploy has pulled the image only now.
         let commit =
             commit.or_else(|| crate::history::commit_of(ctx, &checked.docker, &image, digest.as_deref(), version));
+        // A dry run changed nothing: it cannot know an outcome.
+        let outcome = if ctx.dry_run() { "planned" } else { outcome };
         let mut entry = crate::history::entry(self.kind, version, &image, digest.as_deref(), commit, outcome);
         entry.detail = result.as_ref().err().map(|err| format!("{err:#}"));
+        if stack_deployed && !ctx.dry_run() {
+            entry.specs = crate::plan::drift::as_deployed(ctx, &checked.docker, &stack);
+        }
         crate::history::record(ctx, &stack, &entry);
         result
     }
@@ -210,7 +221,11 @@ impl Release<'_> {
         }
 
         let file = ctx.settings.stack_file.clone();
-        if let Err(err) = ctx.step(&format!("docker stack deploy {stack}"), || stack_deploy(ctx, stack, &file)) {
+        if !self.prune {
+            crate::plan::prune::warn_about_left_services(ctx, docker, stack, services);
+        }
+        let prune = self.prune;
+        if let Err(err) = ctx.step(&format!("docker stack deploy {stack}"), || stack_deploy(ctx, stack, &file, prune)) {
             return ("failed", Err(err), false);
         }
         if self.detach {
@@ -371,7 +386,8 @@ fn deploy_only(
         std::fs::read_to_string(path).with_context(|| format!("cannot read the stack file {}", path.display()))?;
     let jobs_text = stackfile::only_services(&shown, &text, names)?;
     ctx.write_file(&jobs_file, &jobs_text)?;
-    let deployed = stack_deploy(ctx, stack, &jobs_file);
+    // Never --prune here: this file holds only the jobs.
+    let deployed = stack_deploy(ctx, stack, &jobs_file, false);
     ctx.remove(&jobs_file)?;
     deployed?;
     let watched: Vec<&str> = expected.iter().map(|want| want.name.as_str()).collect();
@@ -479,9 +495,10 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
 /// is still going away.
 const NETWORK_RACE: Duration = Duration::from_secs(60);
 
-fn stack_deploy(ctx: &Ctx, stack: &str, file: &Path) -> Result<()> {
+fn stack_deploy(ctx: &Ctx, stack: &str, file: &Path, prune: bool) -> Result<()> {
     let sh = ctx.sh();
-    let deploy = || cmd!(sh, "docker stack deploy --with-registry-auth -c {file} {stack}");
+    let prune = prune.then_some("--prune");
+    let deploy = || cmd!(sh, "docker stack deploy --with-registry-auth {prune...} -c {file} {stack}");
     ctx.effect(&format!("$ {}", deploy()), || deploy_retrying_the_network_race(stack, deploy))?;
     Ok(())
 }

@@ -121,6 +121,14 @@ pub fn externals(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>
 }
 
 fn parse(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<File> {
+    let value = interpolated(path, text, lookup)?;
+    serde_yaml::from_value(value).map_err(|err| anyhow::anyhow!("{path} is not a stack file: {err}"))
+}
+
+/// The whole stack file, checked and interpolated as `docker stack deploy`
+/// will read it: what deploy loads its services from, and what `plan`
+/// compares with the swarm (one reading for both).
+pub fn interpolated(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Value> {
     let raw: Value = serde_yaml::from_str(text).map_err(|err| anyhow::anyhow!("{path} is not valid YAML: {err}"))?;
     let problems = interpolate::check(text, lookup);
     if !problems.is_empty() {
@@ -141,7 +149,7 @@ fn parse(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Res
             .collect();
         bail!("{path} would be refused by `docker stack deploy`: {}", list.join("; "));
     }
-    serde_yaml::from_value(value).map_err(|err| anyhow::anyhow!("{path} is not a stack file: {err}"))
+    Ok(value)
 }
 
 pub fn load(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ServiceDef>> {

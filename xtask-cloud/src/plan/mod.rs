@@ -1,0 +1,406 @@
+//! `plan [--json] [--exit-code]`: what a deploy would change, service by
+//! service and field by field, against what the swarm runs now; the same plan
+//! heads `deploy --dry-run` and `rollback --dry-run`.
+//!
+//! The desired side is the stack file as deploy reads it
+//! (`stackfile::interpolated`, the same code), turned into fields as the
+//! docker CLI turns it into a service spec (`fields::desired`); the live side
+//! is each service's spec from the engine API (`fields::live`). Images are
+//! compared by tag and, when the registry answers, by the digest it resolves
+//! the tag to. Values of secret-looking environment variables are never
+//! shown. A field the swarm runs differently from the last recorded deploy
+//! was changed outside the xtask (drift): the plan says the deploy reverts it.
+
+pub mod drift;
+pub mod fields;
+pub mod prune;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use xtask::ctx::Ctx;
+use xtask::tasks::PlanArgs as Args;
+
+use crate::async_ctx::AsyncCtx;
+use crate::deploy::stackfile;
+use fields::Fields;
+
+/// What one field of one service does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub field: String,
+    /// `None`: the field is added (or, for `new`, removed). Masked values
+    /// read `(sensitive)`.
+    pub old: Option<String>,
+    pub new: Option<String>,
+    /// The live value differs from what the last deploy recorded: changed
+    /// outside the xtask, and this deploy reverts it.
+    pub drift: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    /// In the swarm, not in the stack file: kept unless `deploy --prune`.
+    Remove,
+    Unchanged,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServicePlan {
+    pub name: String,
+    pub action: Action,
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub stack: String,
+    pub stack_file: String,
+    pub services: Vec<ServicePlan>,
+    /// The images whose digest the registry did not resolve: a tag pushed
+    /// again would not show.
+    pub unresolved_digests: Vec<String>,
+    /// Whether anything would change (removals included).
+    pub changes: bool,
+}
+
+impl Plan {
+    #[cfg(test)]
+    fn removed(&self) -> Vec<&str> {
+        self.services
+            .iter()
+            .filter(|service| service.action == Action::Remove)
+            .map(|service| service.name.as_str())
+            .collect()
+    }
+
+    fn count(&self, action: Action) -> usize {
+        self.services.iter().filter(|service| service.action == action).count()
+    }
+
+    /// `Plan: 1 to add, 1 to change, 0 to remove, 2 unchanged.`
+    pub fn summary(&self) -> String {
+        format!(
+            "Plan: {} to add, {} to change, {} to remove, {} unchanged.",
+            self.count(Action::Create),
+            self.count(Action::Update),
+            self.count(Action::Remove),
+            self.count(Action::Unchanged)
+        )
+    }
+
+    /// Readable like `terraform plan`: a block per service that changes,
+    /// `~ field: old → new`, then the summary.
+    pub fn render(&self, prune: bool) -> Vec<String> {
+        let mut lines = Vec::new();
+        if !self.changes {
+            lines.push(format!("No changes: stack {} runs what {} describes.", self.stack, self.stack_file));
+        } else {
+            lines.push(format!("Stack {} against {}:", self.stack, self.stack_file));
+        }
+        for service in &self.services {
+            match service.action {
+                Action::Unchanged => continue,
+                Action::Create => lines.push(format!("  + {} (new service)", service.name)),
+                Action::Update => lines.push(format!("  ~ {}", service.name)),
+                Action::Remove if prune => {
+                    lines.push(format!("  - {} (not in {}: removed, --prune)", service.name, self.stack_file))
+                }
+                Action::Remove => lines.push(format!(
+                    "  - {} (not in {}: kept, `deploy --prune` removes it)",
+                    service.name, self.stack_file
+                )),
+            }
+            for change in &service.changes {
+                let drift = if change.drift { "   (changed outside the xtask: reverted)" } else { "" };
+                let line = match (&change.old, &change.new) {
+                    (Some(old), Some(new)) => format!("      ~ {}: {old} → {new}{drift}", change.field),
+                    (None, Some(new)) => format!("      + {}: {new}{drift}", change.field),
+                    (Some(old), None) => format!("      - {}: {old}{drift}", change.field),
+                    (None, None) => continue,
+                };
+                lines.push(line);
+            }
+        }
+        if !self.unresolved_digests.is_empty() {
+            lines.push(format!(
+                "  (the registry did not resolve {}: compared by tag only)",
+                self.unresolved_digests.join(", ")
+            ));
+        }
+        lines.push(self.summary());
+        lines
+    }
+}
+
+/// Compare the desired services with the live ones. `drifted` names, per
+/// live service, the fields changed since the last recorded deploy.
+pub fn compare(
+    stack: &str,
+    stack_file: &str,
+    desired: &BTreeMap<String, Fields>,
+    live: &BTreeMap<String, Fields>,
+    drifted: &BTreeMap<String, BTreeSet<String>>,
+    unresolved_digests: Vec<String>,
+) -> Plan {
+    let names: BTreeSet<&String> = desired.keys().chain(live.keys()).collect();
+    let no_drift = BTreeSet::new();
+    let services: Vec<ServicePlan> = names
+        .into_iter()
+        .map(|name| {
+            let drifted = drifted.get(name).unwrap_or(&no_drift);
+            match (desired.get(name), live.get(name)) {
+                (Some(want), None) => ServicePlan {
+                    name: name.clone(),
+                    action: Action::Create,
+                    changes: diff(&Fields::new(), want, drifted),
+                },
+                (None, Some(_)) => ServicePlan { name: name.clone(), action: Action::Remove, changes: Vec::new() },
+                (Some(want), Some(have)) => {
+                    let mut have = have.clone();
+                    // A digest the registry did not give cannot be compared.
+                    if !want.contains_key("image.digest") {
+                        have.remove("image.digest");
+                    }
+                    let changes = diff(&have, want, drifted);
+                    let action = if changes.is_empty() { Action::Unchanged } else { Action::Update };
+                    ServicePlan { name: name.clone(), action, changes }
+                }
+                (None, None) => unreachable!("a name comes from one of the two maps"),
+            }
+        })
+        .collect();
+    let changes = services.iter().any(|service| service.action != Action::Unchanged);
+    Plan { stack: stack.to_owned(), stack_file: stack_file.to_owned(), services, unresolved_digests, changes }
+}
+
+/// The fields that differ, secret-looking values masked.
+fn diff(have: &Fields, want: &Fields, drifted: &BTreeSet<String>) -> Vec<Change> {
+    let keys: BTreeSet<&String> = have.keys().chain(want.keys()).collect();
+    keys.into_iter()
+        .filter(|key| have.get(*key) != want.get(*key))
+        .map(|key| {
+            let sensitive = key.strip_prefix("environment.").is_some_and(fields::is_secret_name);
+            let show = |value: Option<&String>, changed: &str| {
+                value.map(|value| if sensitive { format!("(sensitive{changed})") } else { value.clone() })
+            };
+            let (old, new) = (have.get(key), want.get(key));
+            let changed = if old.is_some() && new.is_some() { ", changed" } else { "" };
+            Change { field: key.clone(), old: show(old, ""), new: show(new, changed), drift: drifted.contains(key) }
+        })
+        .collect()
+}
+
+/// The stack file's services as fields, with the digest of each image where
+/// `digests` has one.
+pub fn desired_services(ctx: &Ctx, digests: &HashMap<String, String>) -> Result<BTreeMap<String, Fields>> {
+    let path = &ctx.settings.stack_file;
+    let shown = shown_path(ctx);
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the stack file {}", path.display()))?;
+    let sh = ctx.sh();
+    let lookup = |name: &str| sh.var(name).ok();
+    let file = stackfile::interpolated(&shown, &text, &lookup)?;
+    let base_dir = path.parent().unwrap_or(&ctx.settings.root);
+    let stack = fields::StackFile { stack: &ctx.settings.stack, file: &file, base_dir, lookup: &lookup };
+    let mut services = BTreeMap::new();
+    for (name, service) in file.get("services").and_then(serde_yaml::Value::as_mapping).into_iter().flatten() {
+        let Some(name) = name.as_str() else { continue };
+        let mut fields = fields::desired(&stack, service);
+        let image = service.get("image").and_then(serde_yaml::Value::as_str).unwrap_or_default();
+        if let Some(digest) = digests.get(image).filter(|digest| digest.starts_with("sha256:")) {
+            fields.insert("image.digest".into(), digest.clone());
+        }
+        services.insert(name.to_owned(), fields);
+    }
+    Ok(services)
+}
+
+fn shown_path(ctx: &Ctx) -> String {
+    let path = &ctx.settings.stack_file;
+    path.strip_prefix(&ctx.settings.root).unwrap_or(path).display().to_string()
+}
+
+/// The stack's services as the swarm runs them, as fields, by their name in
+/// the stack file.
+///
+/// The specs are the engine's JSON as it sends it, read with `docker service
+/// inspect` on the same endpoint: bollard's model names the healthcheck
+/// `HealthCheck` where the engine sends `Healthcheck`, so its typed spec
+/// loses it (and a plan would always show the healthcheck as added).
+pub fn live_services(ctx: &Ctx, docker: &bollard::Docker, stack: &str) -> Result<BTreeMap<String, Fields>> {
+    let (services, networks) = ctx.block_on(async {
+        let services = crate::stack::services(docker, stack).await?;
+        let networks = docker.list_networks(None).await.context("cannot list the swarm's networks")?;
+        Ok((services, networks))
+    })?;
+    let network_names: BTreeMap<String, String> =
+        networks.into_iter().filter_map(|network| Some((network.id?, network.name?))).collect();
+    let ids: Vec<String> = services.into_iter().filter_map(|service| service.id).collect();
+    if ids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let sh = ctx.sh();
+    let inspected = ctx.read(xshell::cmd!(sh, "docker service inspect {ids...}"))?;
+    let inspected: Vec<serde_json::Value> =
+        serde_json::from_str(&inspected).context("`docker service inspect` did not answer a JSON list")?;
+    let prefix = format!("{stack}_");
+    let mut live = BTreeMap::new();
+    for service in inspected {
+        let spec = &service["Spec"];
+        let full = spec["Name"].as_str().unwrap_or_default();
+        let name = full.strip_prefix(&prefix).unwrap_or(full).to_owned();
+        live.insert(name, fields::live(spec, &network_names));
+    }
+    Ok(live)
+}
+
+/// The digests of the stack file's images as the registry resolves them,
+/// with the Docker config's stored credentials; the images it did not
+/// resolve (said on stderr: the plan goes on by tag).
+pub fn resolve_digests(
+    ctx: &Ctx,
+    docker: &bollard::Docker,
+    services: &[stackfile::ServiceDef],
+) -> (HashMap<String, String>, Vec<String>) {
+    let images: BTreeSet<&str> = services.iter().map(|service| service.image.as_str()).collect();
+    let mut digests = HashMap::new();
+    let mut unresolved = Vec::new();
+    for image in images {
+        let reference = crate::image_ref::ImageRef::parse(image);
+        let resolved = match &reference.registry {
+            Some(registry) => crate::docker_config::credential(ctx.sh(), registry),
+            None => Ok(None),
+        }
+        .and_then(|credentials| ctx.block_on(crate::registry::digest(docker, image, credentials)));
+        match resolved {
+            Ok(digest) => {
+                digests.insert(image.to_owned(), digest);
+            }
+            Err(err) => {
+                eprintln!("warning: {err:#}");
+                unresolved.push(image.to_owned());
+            }
+        }
+    }
+    (digests, unresolved)
+}
+
+/// The plan of deploying the stack file as it is now (APP_VERSION and the
+/// other variables as the shell has them).
+pub fn make(
+    ctx: &Ctx,
+    docker: &bollard::Docker,
+    services: &[stackfile::ServiceDef],
+    digests: Option<&HashMap<String, String>>,
+) -> Result<Plan> {
+    let stack = &ctx.settings.stack;
+    let (digests, unresolved) = match digests {
+        Some(known) => {
+            let unresolved = known
+                .iter()
+                .filter(|(_, digest)| !digest.starts_with("sha256:"))
+                .map(|(image, _)| image.clone())
+                .collect();
+            (known.clone(), unresolved)
+        }
+        None => resolve_digests(ctx, docker, services),
+    };
+    let desired = desired_services(ctx, &digests)?;
+    let live = live_services(ctx, docker, stack)?;
+    let recorded = drift::last_recorded(&crate::history::list(ctx, stack)?);
+    let drifted = recorded.map(|recorded| drift::drifted(&recorded, &live)).unwrap_or_default();
+    let drifted = drifted.into_iter().map(|(service, fields)| (service, fields.into_iter().collect())).collect();
+    let mut unresolved: Vec<String> = unresolved;
+    unresolved.sort();
+    Ok(compare(stack, &shown_path(ctx), &desired, &live, &drifted, unresolved))
+}
+
+/// The plan at the top of `deploy --dry-run` and `rollback --dry-run`, as
+/// lines of the dry run.
+pub fn in_dry_run(ctx: &Ctx, checked: &crate::deploy::Checked, prune: bool) -> Result<Plan> {
+    ctx.step("what this changes on the stack (the plan)", || {
+        let plan = make(ctx, &checked.docker, &checked.services, Some(&checked.digests))?;
+        for line in plan.render(prune) {
+            ctx.plan_note(&line);
+        }
+        Ok(plan)
+    })
+}
+
+/// `cargo xtask plan`.
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    crate::deploy::check_stack_name(&ctx.settings.stack)?;
+    let path = &ctx.settings.stack_file;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the stack file {}", path.display()))?;
+    let sh = ctx.sh();
+    let lookup = |name: &str| sh.var(name).ok();
+    let services = stackfile::load(&shown_path(ctx), &text, &lookup)?;
+    let docker = ctx.block_on(async { ctx.docker().await })?;
+    let plan = make(ctx, &docker, &services, None)?;
+    if args.json {
+        ctx.print_result(&serde_json::to_string_pretty(&plan).context("cannot encode the plan")?);
+    } else {
+        ctx.print_result(&plan.render(false).join("\n"));
+    }
+    if args.exit_code && plan.changes {
+        return Err(xtask::exit::Exit::Changes
+            .error(format!("stack {} differs from {} (--exit-code)", plan.stack, plan.stack_file)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Fields {
+        pairs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect()
+    }
+
+    #[test]
+    fn changed_added_and_removed_services_and_fields_are_listed() {
+        let live = BTreeMap::from([
+            ("app".to_owned(), fields(&[("replicas", "1"), ("environment.DB_PASSWORD", "hunter2"), ("image", "r:a")])),
+            ("old".to_owned(), fields(&[("image", "r:a")])),
+            ("same".to_owned(), fields(&[("image", "r:a"), ("image.digest", "sha256:1")])),
+        ]);
+        let desired = BTreeMap::from([
+            (
+                "app".to_owned(),
+                fields(&[("replicas", "3"), ("environment.DB_PASSWORD", "swordfish"), ("image", "r:a")]),
+            ),
+            ("new".to_owned(), fields(&[("image", "r:b")])),
+            ("same".to_owned(), fields(&[("image", "r:a")])),
+        ]);
+        let drifted = BTreeMap::from([("app".to_owned(), BTreeSet::from(["replicas".to_owned()]))]);
+        let plan = compare("s", "stack.yml", &desired, &live, &drifted, vec![]);
+        let actions: Vec<(&str, Action)> = plan.services.iter().map(|s| (s.name.as_str(), s.action)).collect();
+        assert_eq!(
+            actions,
+            [("app", Action::Update), ("new", Action::Create), ("old", Action::Remove), ("same", Action::Unchanged)]
+        );
+        assert_eq!(plan.removed(), ["old"]);
+        let text = plan.render(false).join("\n");
+        assert!(text.contains("~ replicas: 1 → 3   (changed outside the xtask: reverted)"), "{text}");
+        assert!(text.contains("~ environment.DB_PASSWORD: (sensitive) → (sensitive, changed)"), "{text}");
+        assert!(!text.contains("hunter2") && !text.contains("swordfish"), "{text}");
+        assert!(text.contains("- old (not in stack.yml: kept"), "{text}");
+        assert!(text.ends_with("Plan: 1 to add, 1 to change, 1 to remove, 1 unchanged."), "{text}");
+        let json = serde_json::to_string(&plan).unwrap();
+        assert!(!json.contains("hunter2") && !json.contains("swordfish"), "{json}");
+    }
+
+    #[test]
+    fn the_same_services_make_no_changes() {
+        let both = BTreeMap::from([("app".to_owned(), fields(&[("replicas", "1")]))]);
+        let plan = compare("s", "stack.yml", &both, &both, &BTreeMap::new(), vec![]);
+        assert!(!plan.changes);
+        assert_eq!(plan.render(false)[0], "No changes: stack s runs what stack.yml describes.");
+    }
+}
