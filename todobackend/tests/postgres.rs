@@ -291,6 +291,10 @@ fn requests_get_503_quickly_while_the_database_is_down_and_recover_without_a_res
         let started = Instant::now();
         let r = if path == "/todos" { post(&base, "while down") } else { get(&base, path) };
         assert_eq!(r.status, 503, "{path}: {}", r.text());
+        if path == "/todos" {
+            assert_eq!(r.header("Retry-After"), Some("1"));
+            assert_eq!(json(&r), json!({ "error": "database unavailable" }));
+        }
         assert!(started.elapsed() < Duration::from_secs(5), "{path} took {:?}", started.elapsed());
     }
     assert_eq!(get(&base, "/todos").status, 503);

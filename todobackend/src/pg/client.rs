@@ -263,3 +263,16 @@ impl Conn {
         self.timed(self.client.execute(statement, params))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_is_whole_seconds_with_a_default() {
+        assert_eq!(wait_from_env(&|_| None).unwrap(), Duration::from_secs(60));
+        assert_eq!(wait_from_env(&|_| Some("0".into())).unwrap(), Duration::ZERO);
+        let err = wait_from_env(&|_| Some("1m".into())).unwrap_err();
+        assert!(err.contains(WAIT_VAR) && err.contains("1m"), "{err}");
+    }
+}
