@@ -2,11 +2,10 @@
 //! bounded: the time to send a request head (`header_timeout`), to stay idle
 //! between requests (`idle_timeout`), to send a body (`body_timeout`), the
 //! size of the head (431 past it) and of the body (413), and the number of
-//! open connections (past it, accepting pauses: the kernel's backlog holds
-//! newcomers until a connection closes). The accept loop survives every
-//! accept error, EMFILE included: it backs off and goes on listening.
-//! The API itself is `api::handle`, run on a blocking thread with a
-//! connection of the `Store`.
+//! open connections (past it, a newcomer gets 503 at once). The accept loop
+//! survives every accept error, EMFILE included: it backs off and goes on
+//! listening. The API itself is `api::handle`, given a connection by the
+//! `Store`: reads on the runtime's threads, writes on its writer thread.
 
 use std::future::{Future, poll_fn};
 use std::hash::{BuildHasher, Hasher};
@@ -56,7 +55,7 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Request line and headers together (at least 8 KiB, hyper's minimum).
     pub max_header_bytes: usize,
-    /// Open client connections; past it, accepting waits.
+    /// Open client connections; past it, a newcomer is answered 503 and closed.
     pub max_connections: usize,
     /// On shutdown, how long requests in flight may take to finish; below
     /// the stack's `stop_grace_period` (30 s) so that they do.
