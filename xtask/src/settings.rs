@@ -15,10 +15,6 @@ use serde::Deserialize;
 #[derive(clap::Args, Debug, Clone, Default)]
 #[command(next_help_heading = "Settings")]
 pub struct Args {
-    /// The environment: read delivery.NAME.yml over delivery.yml (staging, production, ...).
-    #[arg(long = "env", env = "XTASK_ENV", value_name = "NAME")]
-    pub env: Option<String>,
-
     /// Print the steps (commands and API calls) without running them.
     #[arg(long)]
     pub dry_run: bool,
@@ -32,6 +28,10 @@ pub struct Args {
     /// as they are made (what --dry-run would list).
     #[arg(long, short = 'v')]
     pub verbose: bool,
+
+    /// The environment: read delivery.NAME.yml over delivery.yml (staging, production, ...).
+    #[arg(long = "env", env = "XTASK_ENV", value_name = "NAME")]
+    pub env: Option<String>,
 
     /// Registry host (and port) that images are tagged for and pushed to.
     #[arg(long, env = "ECR_REGISTRY", value_name = "HOST[:PORT]")]
