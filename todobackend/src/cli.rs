@@ -53,6 +53,8 @@ commands:
                    --listen ADDR       the server's listen address; its port is used
   acceptance     run the acceptance suite against a running server (deletes all todos!)
                    --url URL           e.g. http://127.0.0.1:8000 (plain http only)
+                   --keep-data         leave the other todos alone: only the suite's own are
+                                       written and deleted (what `deploy` runs against a live stack)
   help           show this text
   version        show the version
 ";
@@ -68,7 +70,7 @@ pub enum Command {
     MoveToPostgres { from: PathBuf },
     CollectStatic { static_root: PathBuf },
     Healthcheck { listen: String },
-    Acceptance { url: String },
+    Acceptance { url: String, keep_data: bool },
     Help,
     Version,
 }
@@ -84,6 +86,7 @@ struct Flags {
     from: Option<String>,
     json: bool,
     dry_run: bool,
+    keep_data: bool,
 }
 
 /// Parses the arguments (without the program name). `env` looks up
@@ -103,7 +106,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         "move-to-postgres" => &["--from"],
         "collectstatic" => &["--static-root"],
         "healthcheck" => &["--listen"],
-        "acceptance" => &["--url"],
+        "acceptance" => &["--url", "--keep-data"],
         "help" | "-h" | "--help" => return Ok(Command::Help),
         "version" | "-V" | "--version" => return Ok(Command::Version),
         other => return Err(format!("unknown command '{other}'; run `todobackend help` for usage")),
@@ -126,11 +129,15 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             return Err(format!("unknown option '{name}' for {command} (it takes: {})", allowed.join(", ")));
         }
         // Switches take no value.
-        if matches!(name, "--json" | "--dry-run") {
+        if matches!(name, "--json" | "--dry-run" | "--keep-data") {
             if inline_value.is_some() {
                 return Err(format!("option {name} takes no value"));
             }
-            *(if name == "--json" { &mut flags.json } else { &mut flags.dry_run }) = true;
+            *(match name {
+                "--json" => &mut flags.json,
+                "--keep-data" => &mut flags.keep_data,
+                _ => &mut flags.dry_run,
+            }) = true;
             continue;
         }
         let value = match inline_value {
@@ -183,7 +190,10 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             static_root: pick(flags.static_root, "TODOBACKEND_STATIC_ROOT", DEFAULT_STATIC_ROOT).into(),
         },
         "healthcheck" => Command::Healthcheck { listen: pick(flags.listen, "TODOBACKEND_LISTEN", DEFAULT_LISTEN) },
-        _ => Command::Acceptance { url: flags.url.ok_or("acceptance needs --url, e.g. --url http://127.0.0.1:8000")? },
+        _ => Command::Acceptance {
+            url: flags.url.ok_or("acceptance needs --url, e.g. --url http://127.0.0.1:8000")?,
+            keep_data: flags.keep_data,
+        },
     })
 }
 
@@ -230,8 +240,12 @@ pub fn run(command: Command) -> Result<bool, String> {
         },
         Command::CollectStatic { static_root } => collectstatic(&static_root).map(|()| true),
         Command::Healthcheck { listen } => healthcheck(&listen).map(|()| true),
-        Command::Acceptance { url } => {
-            let summary = acceptance::run(&url, &mut std::io::stderr())?;
+        Command::Acceptance { url, keep_data } => {
+            let summary = if keep_data {
+                acceptance::run_keeping_data(&url, &mut std::io::stderr())?
+            } else {
+                acceptance::run(&url, &mut std::io::stderr())?
+            };
             Ok(summary.ok())
         }
         // Written without print!, which panics when stdout is a closed pipe.
@@ -560,7 +574,7 @@ mod tests {
         assert!(parse(&args("acceptance"), &no_env).unwrap_err().contains("--url"));
         assert_eq!(
             parse(&args("acceptance --url http://127.0.0.1:1"), &no_env).unwrap(),
-            Command::Acceptance { url: "http://127.0.0.1:1".into() }
+            Command::Acceptance { url: "http://127.0.0.1:1".into(), keep_data: false }
         );
     }
 

@@ -64,4 +64,33 @@ fn an_invalid_url_is_an_error_not_a_run() {
     assert!(acceptance::run("https://127.0.0.1:1", &mut Vec::new()).is_err());
 }
 
-both_backends!(suite_passes_against_the_real_server, suite_accepts_a_trailing_slash_in_the_url);
+/// `--keep-data` (what `deploy` runs against a live stack): the users'
+/// todos are all there afterwards, unchanged, and the suite's own is gone.
+fn suite_keeping_data_leaves_the_other_todos_alone(backend: Backend) {
+    let s = start_server_on(backend);
+    for title in ["a user's todo", "another one"] {
+        assert_eq!(s.post_json("/todos", &serde_json::json!({ "title": title })).status, 201);
+    }
+    let before = s.get("/todos").text();
+    let mut out = Vec::new();
+    let summary = acceptance::run_keeping_data(&s.base, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(summary.ok(), "{text}");
+    assert!(!text.contains("after DELETE /todos"), "{text}");
+    assert!(text.contains("ok      GET /todos lists the new todo"), "{text}");
+    assert_eq!(s.get("/todos").text(), before, "the users' todos are kept as they were");
+}
+
+#[test]
+fn suite_keeping_data_still_fails_against_a_wrong_server() {
+    let url = start_wrong_server();
+    let mut out = Vec::new();
+    let summary = acceptance::run_keeping_data(&url, &mut out).unwrap();
+    assert!(!summary.ok() && summary.failures.iter().any(|f| f.contains("POST /todos")));
+}
+
+both_backends!(
+    suite_passes_against_the_real_server,
+    suite_accepts_a_trailing_slash_in_the_url,
+    suite_keeping_data_leaves_the_other_todos_alone
+);

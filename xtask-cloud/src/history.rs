@@ -51,6 +51,10 @@ pub struct Entry {
     /// stack could not be read.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub specs: BTreeMap<String, crate::plan::drift::SpecRecord>,
+    /// `deploy`'s verification in the swarm: `passed`, `failed`, `skipped
+    /// (--no-verify)`; none for rollbacks and entries written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<String>,
 }
 
 /// Who runs this: the CI's user (GitHub Actions, CodeBuild), else the local
@@ -142,6 +146,7 @@ pub fn entry(
         outcome: outcome.to_owned(),
         detail: None,
         specs: BTreeMap::new(),
+        verification: None,
     }
 }
 
@@ -250,17 +255,22 @@ fn table(entries: &[Entry]) -> String {
         text.map(|text| text.chars().take(len).collect()).unwrap_or_else(|| "-".to_owned())
     };
     let mut lines = vec![format!(
-        "{:<20}  {:<8}  {:<16}  {:<11}  {:<12}  {:<8}  {}",
+        "{:<20}  {:<8}  {:<16}  {:<19}  {:<12}  {:<8}  {}",
         "WHEN", "KIND", "VERSION", "OUTCOME", "BY", "COMMIT", "DIGEST"
     )];
     for entry in entries {
         let digest = entry.digest.as_deref().map(|digest| digest.trim_start_matches("sha256:"));
+        // A deploy that skipped its verification says so where it says it converged.
+        let outcome = match entry.verification.as_deref() {
+            Some(skipped) if skipped.starts_with("skipped") => format!("{} (--no-verify)", entry.outcome),
+            _ => entry.outcome.clone(),
+        };
         lines.push(format!(
-            "{:<20}  {:<8}  {:<16}  {:<11}  {:<12}  {:<8}  {}",
+            "{:<20}  {:<8}  {:<16}  {:<19}  {:<12}  {:<8}  {}",
             entry.at,
             entry.kind,
             entry.version,
-            entry.outcome,
+            outcome,
             entry.actor,
             short(entry.commit.as_deref(), 8),
             short(digest, 12)
@@ -285,6 +295,7 @@ mod tests {
             outcome: outcome.into(),
             detail: None,
             specs: BTreeMap::new(),
+            verification: None,
         }
     }
 

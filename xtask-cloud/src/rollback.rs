@@ -63,6 +63,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         timeout: args.timeout,
         no_login: args.no_login,
         prune: false,
+        verification: crate::deploy::verify::Verification::NotApplicable,
     };
     crate::lock::hold(ctx, "rollback", &target, args.lock_wait, || {
         release.run(ctx, |checked, report| {
@@ -108,7 +109,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
 /// that entry is a release that did not converge: the newest older entry
 /// that converged. `None` when the newest entry converged (or was not
 /// watched): then "back" is the version before the running one.
-fn serving_before_failure(entries: &[history::Entry]) -> Option<String> {
+pub(crate) fn serving_before_failure(entries: &[history::Entry]) -> Option<String> {
     let (newest, older) = entries.split_first()?;
     if matches!(newest.outcome.as_str(), "converged" | "not watched") {
         return None;
@@ -180,6 +181,7 @@ mod tests {
             outcome: outcome.into(),
             detail: None,
             specs: Default::default(),
+            verification: None,
         }
     }
 

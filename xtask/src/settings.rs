@@ -194,6 +194,60 @@ struct Defaults {
     /// environment does not set them.
     #[serde(default)]
     variables: BTreeMap<String, serde_yaml::Value>,
+    /// The suite `deploy` runs against each new app task before it records
+    /// the deploy as converged.
+    #[serde(default)]
+    verify: Option<VerifyDefaults>,
+}
+
+/// `verify:` in delivery.yml.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct VerifyDefaults {
+    #[serde(default)]
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+/// How `deploy` verifies a new version in the swarm: `command` (the app
+/// image's arguments, `{task}` replaced by each new app task's address) runs
+/// as a one-off task on the stack's network, once per task, within `timeout`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verify {
+    pub command: Vec<String>,
+    pub timeout: std::time::Duration,
+}
+
+/// Where the verify command names the task it checks.
+pub const VERIFY_TASK: &str = "{task}";
+
+impl Default for Verify {
+    fn default() -> Verify {
+        Verify {
+            command: ["acceptance", "--keep-data", "--url", "http://{task}:8000"].map(str::to_owned).to_vec(),
+            timeout: std::time::Duration::from_secs(120),
+        }
+    }
+}
+
+fn verify_settings(raw: Option<VerifyDefaults>) -> Result<Verify> {
+    let mut verify = Verify::default();
+    let Some(raw) = raw else { return Ok(verify) };
+    if let Some(command) = raw.command {
+        if command.is_empty() || !command.iter().any(|arg| arg.contains(VERIFY_TASK)) {
+            bail!(
+                "verify.command in {DEFAULTS_FILE} must name the task it checks as {VERIFY_TASK} \
+                 (e.g. [acceptance, --url, \"http://{VERIFY_TASK}:8000\"])"
+            );
+        }
+        verify.command = command;
+    }
+    if let Some(timeout) = raw.timeout {
+        verify.timeout = crate::tasks::parse_duration(&timeout)
+            .map_err(|err| anyhow::anyhow!("verify.timeout in {DEFAULTS_FILE} is not valid: {err}"))?;
+    }
+    Ok(verify)
 }
 
 pub const DEFAULTS_FILE: &str = "delivery.yml";
@@ -314,6 +368,8 @@ pub struct Settings {
     /// The stack file's variables from the settings files; a variable set in
     /// the environment wins.
     pub variables: BTreeMap<String, String>,
+    /// `deploy`'s verification in the swarm (`verify:` in delivery.yml).
+    pub verify: Verify,
 }
 
 impl Settings {
@@ -357,6 +413,7 @@ impl Settings {
             docker_host: defaults.docker_host.filter(|value| !value.trim().is_empty()),
             docker_context: defaults.docker_context.filter(|value| !value.trim().is_empty()),
             variables: variables(defaults.variables)?,
+            verify: verify_settings(defaults.verify)?,
         };
         settings.check()?;
         Ok(settings)
@@ -527,6 +584,25 @@ mod tests {
         let args = Args { compose_project: Some("todobackend".into()), ..Args::default() };
         let err = Settings::merge(Path::new("/p"), &args, defaults(), None).unwrap_err().to_string();
         assert!(err.contains("COMPOSE_PROJECT_NAME") && err.contains("STACK_NAME"), "{err}");
+    }
+
+    #[test]
+    fn the_verify_suite_is_read_from_the_file_with_a_default() {
+        let settings = Settings::merge(Path::new("/p"), &Args::default(), defaults(), None).unwrap();
+        assert_eq!(settings.verify, Verify::default(), "delivery.yml writes the defaults");
+        let mut own = defaults();
+        own.verify = serde_yaml::from_str("command: [check, \"{task}:9000\"]\ntimeout: 30s\n").unwrap();
+        let settings = Settings::merge(Path::new("/p"), &Args::default(), own, None).unwrap();
+        assert_eq!(settings.verify.command, ["check", "{task}:9000"]);
+        assert_eq!(settings.verify.timeout, std::time::Duration::from_secs(30));
+        let mut no_task = defaults();
+        no_task.verify = serde_yaml::from_str("command: [acceptance, --url, http://app:8000]\n").unwrap();
+        let err = Settings::merge(Path::new("/p"), &Args::default(), no_task, None).unwrap_err().to_string();
+        assert!(err.contains("verify.command") && err.contains("{task}"), "{err}");
+        let mut bad_timeout = defaults();
+        bad_timeout.verify = serde_yaml::from_str("timeout: soon\n").unwrap();
+        let err = Settings::merge(Path::new("/p"), &Args::default(), bad_timeout, None).unwrap_err().to_string();
+        assert!(err.contains("verify.timeout"), "{err}");
     }
 
     #[test]

@@ -228,6 +228,11 @@ pub struct DeployArgs {
     /// Remove the stack's services that the stack file no longer has.
     #[arg(long)]
     pub prune: bool,
+
+    /// Do not run the verify suite (delivery.yml's `verify`) against the new
+    /// version before recording it as converged; the history says so.
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -553,6 +558,7 @@ mod tests {
                 allow_breaking_migration: false,
                 lock_wait: None,
                 prune: false,
+                no_verify: false,
             }))
         };
         assert_eq!(deploy(false).needs().iter().map(Task::name).collect::<Vec<_>>(), ["login"]);

@@ -163,11 +163,11 @@ pub async fn stack_exists(docker: &Docker, stack: &str) -> Result<bool> {
 }
 
 /// The label on the jobs of [`run_on_data_node`], naming their stack.
-const JOB_LABEL: &str = "com.todobackend.job";
+pub(super) const JOB_LABEL: &str = "com.todobackend.job";
 
 /// The jobs' names, `<stack>_xtask_<n>`: the swarm names their containers
 /// `<name>.<slot>.<task>` and labels them with the name.
-fn job_prefix(stack: &str) -> String {
+pub(super) fn job_prefix(stack: &str) -> String {
     format!("{stack}_xtask_")
 }
 
@@ -299,7 +299,7 @@ fn way_from(node: &DataNode<'_>, specs: &[&ServiceSpec]) -> Way {
 /// on this engine (Docker kept those of the `replicated-job`s that earlier
 /// versions ran, moby/moby#44312). Jobs run only under the stack's deploy
 /// lock, which this run holds, so none of them is another run's.
-async fn remove_left_jobs(docker: &Docker, stack: &str) -> Result<()> {
+pub(super) async fn remove_left_jobs(docker: &Docker, stack: &str) -> Result<()> {
     let filters = HashMap::from([("label".to_owned(), vec![format!("{JOB_LABEL}={stack}")])]);
     let left = docker
         .list_services(Some(bollard::query_parameters::ListServicesOptions {
@@ -397,7 +397,7 @@ async fn finish(docker: &Docker, id: &str, args: &[&str]) -> Result<String> {
 }
 
 /// The job's stdout and stderr, apart.
-async fn output(docker: &Docker, id: &str) -> (String, String) {
+pub(super) async fn output(docker: &Docker, id: &str) -> (String, String) {
     let options = LogsOptions { stdout: true, stderr: true, ..Default::default() };
     let mut logs = docker.service_logs(id, Some(options));
     let (mut stdout, mut stderr) = (String::new(), String::new());

@@ -17,6 +17,7 @@ mod preflight;
 pub use preflight::check_stack_name;
 mod schema;
 pub mod stackfile;
+pub mod verify;
 pub mod watch;
 
 use std::collections::{BTreeSet, HashMap};
@@ -46,8 +47,19 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         timeout: args.timeout,
         no_login: args.no_login,
         prune: args.prune,
+        verification: if args.no_verify {
+            verify::Verification::Skipped
+        } else {
+            verify::Verification::Run(ctx.settings.verify.clone())
+        },
     };
-    crate::lock::hold(ctx, "deploy", version, args.lock_wait, || release.run(ctx, |_, _| Ok(())))
+    crate::lock::hold(ctx, "deploy", version, args.lock_wait, || {
+        let result = release.run(ctx, |_, _| Ok(()));
+        match result {
+            Err(err) if verify::failure_of(&err).is_some() => Err(release.back_after_failed_verification(ctx, err)),
+            result => result,
+        }
+    })
 }
 
 /// A version to put on the stack: by `deploy` (the checkout's version) or by
@@ -63,6 +75,8 @@ pub struct Release<'a> {
     pub no_login: bool,
     /// Remove the services the stack file no longer has (`--prune`).
     pub prune: bool,
+    /// Whether the new version is verified in the swarm once it converged.
+    pub verification: verify::Verification,
 }
 
 impl Release<'_> {
@@ -122,6 +136,9 @@ impl Release<'_> {
         let outcome = if ctx.dry_run() { "planned" } else { outcome };
         let mut entry = crate::history::entry(self.kind, version, &image, digest.as_deref(), commit, outcome);
         entry.detail = result.as_ref().err().map(|err| format!("{err:#}"));
+        if matches!(outcome, "converged" | "failed verification") {
+            entry.verification = self.verification.recorded(outcome == "converged");
+        }
         if stack_deployed && !ctx.dry_run() {
             entry.specs = crate::plan::drift::as_deployed(ctx, &checked.docker, &stack);
         }
@@ -242,13 +259,12 @@ impl Release<'_> {
         });
         match outcome {
             Err(err) => ("failed", Err(err), true),
-            Ok(None) => ("converged", Ok(()), true),
-            Ok(Some(Outcome::Converged(done))) => {
+            Ok(None) => self.verified(ctx, stack, checked, already_running, || ()),
+            Ok(Some(Outcome::Converged(done))) => self.verified(ctx, stack, checked, already_running, || {
                 let summary: Vec<String> = done.iter().map(|(name, text)| format!("{name} {text}")).collect();
                 let state = if already_running { "was already running" } else { "is live" };
                 ctx.print_result(&format!("Version {version} {state} on stack {stack}: {}", summary.join(", ")));
-                ("converged", Ok(()), true)
-            }
+            }),
             Ok(Some(Outcome::Failed { failed, waiting, timed_out })) => {
                 let rolled_back =
                     failed.iter().any(|(_, failure)| matches!(failure, converge::Failure::RolledBack { .. }));
@@ -265,6 +281,114 @@ impl Release<'_> {
                     "failed"
                 };
                 (outcome, Err(failure(ctx, docker, stack, &headline, &failed, &waiting)), true)
+            }
+        }
+    }
+}
+
+impl Release<'_> {
+    /// The outcome of a rollout that converged: verified in the swarm first
+    /// (unless `--no-verify`, or the version was already running and so was
+    /// verified when it was deployed); `live` says it is live once it is.
+    fn verified(
+        &self,
+        ctx: &Ctx,
+        stack: &str,
+        checked: &Checked,
+        already_running: bool,
+        live: impl FnOnce(),
+    ) -> (&'static str, Result<()>, bool) {
+        let verify = match &self.verification {
+            verify::Verification::Run(verify) if !already_running => verify,
+            _ => {
+                live();
+                return ("converged", Ok(()), true);
+            }
+        };
+        let Some(app) = checked.app() else {
+            live();
+            return ("converged", Ok(()), true);
+        };
+        let credentials = match data_node(ctx, checked) {
+            Ok(node) => node.credentials,
+            Err(err) => return ("failed", Err(err), true),
+        };
+        let target = verify::Target {
+            stack,
+            service: format!("{stack}_{}", app.name),
+            image: &app.image,
+            version: self.version,
+            credentials,
+            sh: ctx.sh(),
+        };
+        let title = format!(
+            "verify version {} in the swarm: `{}` against each new {} task, timeout {}s",
+            self.version,
+            verify.command.join(" "),
+            app.name,
+            verify.timeout.as_secs()
+        );
+        let ran = ctx.step(&title, || {
+            let description =
+                format!("run `{}` as a one-off task on stack {stack}'s network", verify.command.join(" "));
+            ctx.call(&description, verify::run(&checked.docker, &target, verify))
+        });
+        match ran {
+            Ok(_) => {
+                live();
+                ("converged", Ok(()), true)
+            }
+            Err(err) if verify::failure_of(&err).is_some() => ("failed verification", Err(err), true),
+            Err(err) => ("failed", Err(err.context(format!("cannot verify version {}", self.version))), true),
+        }
+    }
+
+    /// After a failed verification (recorded as such): the whole stack back
+    /// at the version `rollback` would choose, under the same lock; the error
+    /// names the failing checks and where the stack is now.
+    fn back_after_failed_verification(&self, ctx: &Ctx, err: anyhow::Error) -> anyhow::Error {
+        let stack = &ctx.settings.stack;
+        let failed = format!("{err:#}");
+        let exit = xtask::exit::Exit::NotConverged;
+        let entries = match crate::history::list(ctx, stack) {
+            Ok(entries) => entries,
+            Err(list_err) => {
+                return exit.error(format!(
+                    "{failed}; cannot read the history of stack {stack} to roll back ({list_err:#}): \
+                     run `cargo xtask rollback`"
+                ));
+            }
+        };
+        let Some(target) = crate::rollback::serving_before_failure(&entries) else {
+            return exit.error(format!(
+                "{failed}; stack {stack} has no earlier converged version to go back to, so it still runs {}: \
+                 fix it and deploy again",
+                self.version
+            ));
+        };
+        eprintln!("Version {} failed verification: rolling back stack {stack} to version {target}...", self.version);
+        let back = Release {
+            kind: "rollback",
+            version: &target,
+            allow_breaking_migration: false,
+            detach: false,
+            timeout: self.timeout,
+            no_login: self.no_login,
+            prune: false,
+            verification: verify::Verification::NotApplicable,
+        };
+        let login = if self.no_login { " --no-login" } else { "" };
+        let rolled_back = back.run(ctx, |_, report| match report.map(migrations::effect) {
+            Some(migrations::Effect::CannotServe { problem, .. }) => bail!(
+                "version {target} cannot serve the database the failed version left ({problem}): \
+                 run `cargo xtask rollback --restore-data{login}`"
+            ),
+            _ => Ok(()),
+        });
+        match rolled_back {
+            Ok(()) => exit.error(format!("{failed}; stack {stack} was rolled back to version {target}, which serves")),
+            Err(back_err) => {
+                exit.error(format!("{failed}; rolling stack {stack} back to version {target} failed too: {back_err:#}"))
             }
         }
     }
