@@ -37,15 +37,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         // After a failed release, "back" is the version that served before
         // it, even when the swarm already rolled the spec back to it: that is
         // the case where it cannot serve the schema the release left.
-        None => match serving_before_failure(&entries) {
-            Some(before) => before,
-            None => history::previous_good(&entries, Some(&running_version)).with_context(|| {
-                format!(
-                    "the history of stack {stack} has no version that converged before {running_version}: \
-                     name one with `cargo xtask rollback --to VERSION`"
-                )
-            })?,
-        },
+        None => back_from(&entries, &running_version).with_context(|| {
+            format!(
+                "the history of stack {stack} has no version that converged before {running_version}: \
+                 name one with `cargo xtask rollback --to VERSION`"
+            )
+        })?,
     };
     // The version the swarm runs is a target only when it cannot serve the
     // database; the database check below tells.
@@ -105,11 +102,19 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     })
 }
 
+/// The version `rollback` goes back to from `running` by default (also the
+/// one `deploy` puts back after a failed verification): after a failed
+/// release, the version that served before it; else the newest other one
+/// that converged.
+pub(crate) fn back_from(entries: &[history::Entry], running: &str) -> Option<String> {
+    serving_before_failure(entries).or_else(|| history::previous_good(entries, Some(running)))
+}
+
 /// The version that served before the newest entry of the history, when
 /// that entry is a release that did not converge: the newest older entry
 /// that converged. `None` when the newest entry converged (or was not
 /// watched): then "back" is the version before the running one.
-pub(crate) fn serving_before_failure(entries: &[history::Entry]) -> Option<String> {
+fn serving_before_failure(entries: &[history::Entry]) -> Option<String> {
     let (newest, older) = entries.split_first()?;
     if matches!(newest.outcome.as_str(), "converged" | "not watched") {
         return None;

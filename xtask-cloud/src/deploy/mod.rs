@@ -359,7 +359,7 @@ impl Release<'_> {
                 ));
             }
         };
-        let Some(target) = crate::rollback::serving_before_failure(&entries) else {
+        let Some(target) = crate::rollback::back_from(&entries, self.version) else {
             return exit.error(format!(
                 "{failed}; stack {stack} has no earlier converged version to go back to, so it still runs {}: \
                  fix it and deploy again",
