@@ -513,3 +513,102 @@ fn sorted(names: &[&String]) -> Vec<String> {
     names.sort();
     names
 }
+
+/// The tests' PostgreSQL image (`support::postgres`, built on the host's
+/// engine) in the harness's registry, loaded through the manager's engine.
+fn push_postgres(swarm: &MultiNode, sandbox: &Sandbox) -> String {
+    let local = support::postgres::image();
+    let image = format!("{}/todobackend-postgres:15", swarm.registry().host());
+    let mut saved = Command::new("docker").args(["save", &local]).stdout(Stdio::piped()).spawn().expect("docker save");
+    let loaded = Command::new("docker")
+        .args(["load", "--quiet"])
+        .env("DOCKER_HOST", swarm.manager().docker_host())
+        .stdin(saved.stdout.take().expect("docker save's output"))
+        .output()
+        .expect("docker load");
+    assert!(saved.wait().expect("docker save ends").success(), "docker save {local} failed");
+    assert!(loaded.status.success(), "docker load: {}", String::from_utf8_lossy(&loaded.stderr));
+    swarm.manager().docker_ok(&["tag", &local, &image]);
+    sandbox.xtask(&["login"]).assert_success();
+    let pushed = docker_as(swarm.manager(), sandbox, &["push", &image]);
+    assert!(pushed.success(), "docker push {image}: {}", pushed.stderr);
+    image
+}
+
+fn create_secret(sandbox: &Sandbox, name: &str, value: &str) {
+    use std::io::Write;
+    let mut create = sandbox
+        .command_in(&sandbox.root, &["secret", "create", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn secret create");
+    create.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write the value");
+    let out = create.wait_with_output().expect("secret create");
+    assert!(out.status.success(), "secret create: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_postgres_stack_serves_one_database_from_two_nodes_and_waits_out_the_db_node() {
+    let swarm = MultiNode::start(3);
+    let trace = swarm.trace();
+    let moto = Moto::start();
+    let (manager, data_node) = (swarm.manager(), swarm.node(2));
+    let secret = support::unique_name("dbpw");
+    let base = sandbox(&swarm, &moto, &support::project_root().join("stack.yml"))
+        .with_env("APP_REPLICAS", "2")
+        .with_env("APP_MAX_REPLICAS_PER_NODE", "1")
+        .with_env("DB_PASSWORD_SECRET", &secret);
+    let db_image = push_postgres(&swarm, &base);
+    let sandbox = base.with_env("DB_IMAGE", &db_image);
+    let stack = stack_name(&sandbox);
+    let a = format!("a{}", support::unique_name("v"));
+    publish_versions(&swarm, &sandbox, &a, &[]);
+    create_secret(&sandbox, &secret, &support::unique_name("pw"));
+    manager.docker_ok(&["node", "update", "--label-add", "todobackend.data=true", &data_node.node_id()]);
+
+    let at = sandbox.clone_with(&[("APP_VERSION", &a)]);
+    at.xtask(&["deploy", "--timeout", "4m"]).assert_success();
+    assert_eq!(running_on(&swarm, &format!("{stack}_db")), vec![data_node.hostname.clone()]);
+    let app_nodes = running_on(&swarm, &format!("{stack}_app"));
+    assert_eq!(app_nodes.len(), 2, "the app's replicas are not on two nodes: {app_nodes:?}");
+    let (first, second) = (named(&swarm, &app_nodes[0]), named(&swarm, &app_nodes[1]));
+    for node in [first, second] {
+        wait_until(&format!("the app answers on {}", node.hostname), Duration::from_secs(60), || {
+            answers(node, "/readyz") == Some(200)
+        });
+    }
+
+    // A row written through one node is read through the other.
+    let title = support::unique_name("written-on-");
+    let body = format!(r#"{{"title":"{title}"}}"#);
+    let created = support::request(&first.url(PORT, "/todos"), "POST", None, &[], Some(&body)).expect("POST");
+    assert!(created.status < 300, "POST /todos on {}: {} {}", first.hostname, created.status, created.body);
+    let listed = support::http(&second.url(PORT, "/todos"), "GET", None, &[]).expect("GET");
+    assert!(listed.body.contains(&title), "{} does not serve the row written on {}", second.hostname, first.hostname);
+
+    // The db node lost: an app replica elsewhere says 503 on /readyz (and
+    // stays alive); back when the node returns, with the row.
+    let probe = [first, second].into_iter().find(|node| node.index != data_node.index).expect("an app off the db node");
+    swarm.cut_link(data_node.index);
+    let unready = wait_until("/readyz answers 503 without the db node", Duration::from_secs(60), || {
+        answers(probe, "/readyz") == Some(503)
+    });
+    assert_eq!(answers(probe, "/healthz"), Some(200), "the app is not alive without its database");
+    swarm.restore_link(data_node.index);
+    let ready = wait_until("/readyz answers 200 once the db node is back", Duration::from_secs(120), || {
+        answers(probe, "/readyz") == Some(200)
+    });
+    eprintln!(
+        "db node lost: {} answered 503 on /readyz after {:.1} s, 200 again {:.1} s after the link came back",
+        probe.hostname,
+        unready.as_secs_f64(),
+        ready.as_secs_f64()
+    );
+    let listed = support::http(&probe.url(PORT, "/todos"), "GET", None, &[]).expect("GET");
+    assert!(listed.body.contains(&title), "the row is gone after the db node came back");
+
+    drop(swarm);
+    assert_gone(trace);
+}
