@@ -151,26 +151,35 @@ fn migrations_json_tells_what_a_binary_would_do_without_touching_the_database() 
     assert_eq!(absent["migrations"][0]["name"], name);
     assert_eq!(absent["migrations"][0]["applied"], false);
 
-    // Migrated by a later release with an additive and then a breaking one.
-    let later = [
-        MIGRATIONS[0],
-        Migration { name: "0002_add_note.sql", sql: "-- additive\nALTER TABLE todos ADD COLUMN note TEXT;" },
-    ];
+    // Migrated by a later release with an additive and then a breaking one,
+    // numbered after this binary's own (however many it has).
+    let newest: u32 = MIGRATIONS.last().unwrap().name[..4].parse().unwrap();
+    let named = |steps: u32, slug: &str| -> &'static str { format!("{:04}_{slug}.sql", newest + steps).leak() };
+    let additive =
+        Migration { name: named(1, "add_test_note"), sql: "-- additive\nALTER TABLE todos ADD COLUMN test_note TEXT;" };
+    let mut later = MIGRATIONS.to_vec();
+    later.push(additive);
     cli::migrate_with(&db_path, &dir.join("backups"), &later).unwrap();
     let report = json(&db_path);
     assert_eq!(report["database"], "present");
-    assert_eq!(report["schema_version"], 2);
+    assert_eq!(report["schema_version"], newest + 1);
     assert_eq!(report["migrations"][0]["applied"], true);
     assert_eq!(
         report["unknown_applied"][0],
-        serde_json::json!({"version": 2, "name": "0002_add_note", "additive": true})
+        serde_json::json!({
+            "version": newest + 1,
+            "name": additive.name.strip_suffix(".sql").unwrap(),
+            "additive": true
+        })
     );
     assert_eq!(report["can_serve"], true);
-    let breaking = [later[0], later[1], Migration { name: "0003_b.sql", sql: "CREATE TABLE b (y);" }];
-    cli::migrate_with(&db_path, &dir.join("backups"), &breaking).unwrap();
+    let breaking = Migration { name: named(2, "b"), sql: "CREATE TABLE test_b (y);" };
+    later.push(breaking);
+    cli::migrate_with(&db_path, &dir.join("backups"), &later).unwrap();
     let report = json(&db_path);
     assert_eq!(report["can_serve"], false);
-    assert!(report["problem"].as_str().unwrap().contains("0003_b"), "{report}");
+    let breaking_name = breaking.name.strip_suffix(".sql").unwrap();
+    assert!(report["problem"].as_str().unwrap().contains(breaking_name), "{report}");
 }
 
 #[test]

@@ -519,13 +519,14 @@ fn sorted(names: &[&String]) -> Vec<String> {
 fn push_postgres(swarm: &MultiNode, sandbox: &Sandbox) -> String {
     let local = support::postgres::image();
     let image = format!("{}/todobackend-postgres:15", swarm.registry().host());
-    let saved = Command::new("docker").args(["save", &local]).stdout(Stdio::piped()).spawn().expect("docker save");
+    let mut saved = Command::new("docker").args(["save", &local]).stdout(Stdio::piped()).spawn().expect("docker save");
     let loaded = Command::new("docker")
         .args(["load", "--quiet"])
         .env("DOCKER_HOST", swarm.manager().docker_host())
-        .stdin(saved.stdout.expect("docker save's output"))
+        .stdin(saved.stdout.take().expect("docker save's output"))
         .output()
         .expect("docker load");
+    assert!(saved.wait().expect("docker save ends").success(), "docker save {local} failed");
     assert!(loaded.status.success(), "docker load: {}", String::from_utf8_lossy(&loaded.stderr));
     swarm.manager().docker_ok(&["tag", &local, &image]);
     sandbox.xtask(&["login"]).assert_success();

@@ -136,7 +136,9 @@ use support::swarm::{
     Stack, app_image, derive, docker_login, docker_ok, error_text, label_the_node, push, spec_image, stack_exists,
     stack_name, swarm_lock,
 };
-use support::variants::{ADDITIVE, BREAKING, add_todo, history, titles, variant_image, wait_for_app};
+use support::variants::{
+    ADDED_COLUMN, Added, add_todo, additive, breaking, history, titles, variant_image, wait_for_app,
+};
 use support::{Images, Moto, Registry, Run, Sandbox};
 
 /// Removes a swarm secret when dropped (after the stack that uses it).
@@ -233,7 +235,7 @@ impl PgStack {
     }
 
     /// A variant of the service (more migrations), pushed.
-    fn variant(&mut self, version: &str, migrations: &[(&str, &str)]) -> String {
+    fn variant(&mut self, version: &str, migrations: &[&Added]) -> String {
         let image = variant_image(&self.sandbox, &self.registry, version, migrations, &mut self.images);
         push(&self.sandbox, &image);
         image
@@ -400,24 +402,26 @@ fn failed_releases_keep_serving_and_rollback_restores_on_postgres() {
     let mut fixture = PgStack::new();
     let suffix = unique_name("v");
     let [b, b_crash, c] = ["b", "bcrash", "c"].map(|name| format!("{name}{suffix}"));
-    let image_b = fixture.variant(&b, &[ADDITIVE]);
+    let (additive, breaking) = (additive(), breaking());
+    let image_b = fixture.variant(&b, &[&additive]);
     fixture.derived(&image_b, &b_crash, "ENV TODOBACKEND_LISTEN=not-an-address");
-    let image_c = fixture.variant(&c, &[ADDITIVE, BREAKING]);
+    let image_c = fixture.variant(&c, &[&additive, &breaking]);
     let fixture = fixture.deployed();
     let (stack, port, a) = (fixture.name().to_owned(), fixture.port, fixture.a.clone());
     add_todo(port, "written under A");
 
     let crashed = fixture.deploy(&b_crash, &[]);
     crashed.assert_failure();
-    assert!(crashed.stderr.contains("0002_add_note, all additive"), "{}", crashed.stderr);
+    assert!(crashed.stderr.contains(&format!("{}, all additive", additive.name())), "{}", crashed.stderr);
     assert!(error_text(&crashed).contains("rolled back"), "{}", crashed.stderr);
     assert_eq!(spec_image(&stack, "app"), fixture.image_a, "the swarm did not roll back to A");
     wait_for_app(port);
     assert_eq!(titles(port), ["written under A"]);
     // A serves on B's schema, in PostgreSQL.
     assert_eq!(
-        fixture
-            .sql("select count(*) from information_schema.columns where table_name = 'todos' and column_name = 'note'"),
+        fixture.sql(&format!(
+            "select count(*) from information_schema.columns where table_name = 'todos' and column_name = '{ADDED_COLUMN}'"
+        )),
         "1"
     );
 
@@ -432,7 +436,7 @@ fn failed_releases_keep_serving_and_rollback_restores_on_postgres() {
 
     let refused = fixture.deploy(&c, &[]);
     refused.assert_failure();
-    assert!(error_text(&refused).contains("0003_add_audit"), "{}", refused.stderr);
+    assert!(error_text(&refused).contains(breaking.name()), "{}", refused.stderr);
     fixture.deploy(&c, &["--allow-breaking-migration"]).assert_success();
     add_todo(port, "written under C");
 

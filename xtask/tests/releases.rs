@@ -19,7 +19,7 @@ use support::swarm::{
     Stack, app_image, derive, docker, docker_login, error_text, label_the_node, push, spec_image, stack_name,
     swarm_lock,
 };
-use support::variants::{ADDITIVE, BREAKING, add_todo, history, titles, variant_image, wait_for_app};
+use support::variants::{add_todo, additive, breaking, history, renaming, titles, variant_image, wait_for_app};
 use support::{Images, Moto, Registry};
 
 /// The backups in the stack's data volume, as the service lists them.
@@ -46,9 +46,10 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
 
     docker_login(&sandbox, &registry);
     let image_a = app_image(&sandbox, &registry, &a, &mut images);
-    let image_b = variant_image(&sandbox, &registry, &b, &[ADDITIVE], &mut images);
+    let (additive, breaking) = (additive(), breaking());
+    let image_b = variant_image(&sandbox, &registry, &b, &[&additive], &mut images);
     derive(&image_b, &format!("{host}/todobackend:{b_crash}"), "ENV TODOBACKEND_LISTEN=not-an-address", &mut images);
-    let image_c = variant_image(&sandbox, &registry, &c, &[ADDITIVE, BREAKING], &mut images);
+    let image_c = variant_image(&sandbox, &registry, &c, &[&additive, &breaking], &mut images);
     for version in [&a, &b, &b_crash, &c] {
         push(&sandbox, &format!("{host}/todobackend:{version}"));
     }
@@ -67,7 +68,7 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
     // swarm rolls back, and A serves on B's schema with every row.
     let crashed = deploy(&b_crash, &[]);
     crashed.assert_failure();
-    assert!(crashed.stderr.contains("0002_add_note, all additive"), "{}", crashed.stderr);
+    assert!(crashed.stderr.contains(&format!("{}, all additive", additive.name())), "{}", crashed.stderr);
     assert!(error_text(&crashed).contains("rolled back"), "{}", crashed.stderr);
     assert_eq!(spec_image(&stack, "app"), image_a, "the swarm did not roll back to A");
     wait_for_app(port);
@@ -109,7 +110,7 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
     let refused = deploy(&c, &[]);
     refused.assert_failure();
     let error = error_text(&refused);
-    assert!(error.contains("0003_add_audit") && error.contains("--allow-breaking-migration"), "{error}");
+    assert!(error.contains(breaking.name()) && error.contains("--allow-breaking-migration"), "{error}");
     assert_eq!(error.lines().count(), 1, "{error}");
     assert_eq!(spec_image(&stack, "app"), image_a, "a refused deploy changed the swarm");
     // ...and deployed when allowed.
@@ -120,7 +121,7 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
     let back_to_b = sandbox.xtask(&["rollback", "--no-login", "--to", &b]);
     back_to_b.assert_failure();
     let error = error_text(&back_to_b);
-    assert!(error.contains("0003_add_audit") && error.contains("--restore-data"), "{error}");
+    assert!(error.contains(breaking.name()) && error.contains("--restore-data"), "{error}");
     assert_eq!(spec_image(&stack, "app"), image_c, "a refused rollback changed the swarm");
     // ...and with --restore-data, B serves the data from before C, and the
     // database C wrote is kept as a backup.
@@ -131,11 +132,10 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
     assert_eq!(titles(port), ["written under A", "written under B"]);
     let listed = backups(&stack, &image_b);
     assert!(listed.contains("replaced-by-restore"), "the replaced database was not kept:\n{listed}");
-    assert!(listed.contains("before-0003_add_audit"), "{listed}");
+    assert!(listed.contains(&format!("before-{}", breaking.name())), "{listed}");
 }
 
 /// Not additive: an older binary refuses the schema it makes.
-const RENAME: (&str, &str) = ("0003_rename_note.sql", "ALTER TABLE todos RENAME COLUMN note TO remark;\n");
 
 /// A release with a breaking migration that crashes, deployed anyway: the
 /// swarm goes back to A, which cannot serve the new schema. `deploy` says so
@@ -158,7 +158,8 @@ fn after_a_failed_breaking_release_the_printed_command_brings_the_service_back()
 
     docker_login(&sandbox, &registry);
     let image_a = app_image(&sandbox, &registry, &a, &mut images);
-    let image_c = variant_image(&sandbox, &registry, &c, &[ADDITIVE, RENAME], &mut images);
+    let (additive, renaming) = (additive(), renaming());
+    let image_c = variant_image(&sandbox, &registry, &c, &[&additive, &renaming], &mut images);
     derive(&image_c, &format!("{host}/todobackend:{c_crash}"), "ENV TODOBACKEND_LISTEN=not-an-address", &mut images);
     for version in [&a, &c_crash] {
         push(&sandbox, &format!("{host}/todobackend:{version}"));
@@ -172,7 +173,7 @@ fn after_a_failed_breaking_release_the_printed_command_brings_the_service_back()
     let crashed = at(&c_crash).xtask(&["deploy", "--no-login", "--timeout", "3m", "--allow-breaking-migration"]);
     crashed.assert_failure();
     let error = error_text(&crashed);
-    assert!(error.contains(&format!("version {a}")) && error.contains("0003_rename_note"), "{error}");
+    assert!(error.contains(&format!("version {a}")) && error.contains(renaming.name()), "{error}");
     assert!(error.contains("service stays down"), "{error}");
     assert_eq!(spec_image(&stack, "app"), image_a, "the swarm did not go back to A");
     let command = error

@@ -299,6 +299,12 @@ fn way_from(node: &DataNode<'_>, specs: &[&ServiceSpec]) -> Way {
 /// on this engine (Docker kept those of the `replicated-job`s that earlier
 /// versions ran, moby/moby#44312). Jobs run only under the stack's deploy
 /// lock, which this run holds, so none of them is another run's.
+///
+/// The jobs (services) go wherever their tasks ran: the swarm removes their
+/// containers on every node. The stopped containers of those old
+/// `replicated-job`s are only this engine's: on a data node that is not the
+/// manager the xtask talks to, no engine API call from here reaches them
+/// (`docker container prune --filter label=com.todobackend.job` there does).
 pub(super) async fn remove_left_jobs(docker: &Docker, stack: &str) -> Result<()> {
     let filters = HashMap::from([("label".to_owned(), vec![format!("{JOB_LABEL}={stack}")])]);
     let left = docker

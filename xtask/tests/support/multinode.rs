@@ -45,9 +45,15 @@ const NET_PREFIX: [u8; 2] = [10, 231];
 /// The subnets (third bytes) of the harnesses alive in this process.
 static LIVE_SUBNETS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
-/// The names of the harness made last in this process, for a test of a
-/// set-up that panicked (and so returned no harness).
-static LAST_TRACE: Mutex<Option<Trace>> = Mutex::new(None);
+/// Every subnet this process claimed: never claimed twice, so that what a
+/// harness left behind is never mistaken for the next one's (or hidden by it).
+static CLAIMED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// The names of the harness this thread made last, for a test of a
+    /// set-up that panicked (and so returned no harness).
+    static LAST_TRACE: std::cell::RefCell<Option<Trace>> = const { std::cell::RefCell::new(None) };
+}
 
 /// One multi-node swarm at a time in a test process: three engines and their
 /// containerds are a lot for a small machine.
@@ -205,7 +211,7 @@ impl MultiNode {
         harness.tag = format!("tbmn{subnet}");
         harness.bridge_made = true;
         lock(&LIVE_SUBNETS).push(subnet);
-        *lock(&LAST_TRACE) = Some(harness.trace());
+        LAST_TRACE.with(|last| *last.borrow_mut() = Some(harness.trace()));
         let bridge = harness.tag.clone();
         let gateway = harness.bridge_ip();
         ip(&["addr", "add", &format!("{gateway}/24"), "dev", &bridge]);
@@ -218,7 +224,7 @@ impl MultiNode {
         let dir = tempfile::Builder::new().prefix("tbmn").tempdir().expect("temp dir");
         let dir_path = dir.path().to_owned();
         harness.dir = Some(dir);
-        *lock(&LAST_TRACE) = Some(harness.trace());
+        LAST_TRACE.with(|last| *last.borrow_mut() = Some(harness.trace()));
         std::fs::write(dir_path.join("daemon.json"), "{}").expect("write daemon.json");
         let cgroup = cgroup2_root().join(&harness.tag);
         std::fs::create_dir(&cgroup)
@@ -371,10 +377,10 @@ impl MultiNode {
         ip(&["link", "set", &self.node(index).veth, "up"]);
     }
 
-    /// The names of the harness this process made last (also one whose
+    /// The names of the harness this thread made last (also one whose
     /// set-up panicked).
     pub fn last_trace() -> Option<Trace> {
-        lock(&LAST_TRACE).clone()
+        LAST_TRACE.with(|last| last.borrow().clone())
     }
 
     /// The names to look for once the harness is gone.
@@ -501,7 +507,8 @@ fn contains_tag(line: &str, tag: &str) -> bool {
 
 /// The bridge `tbmn<X>` for the first free X from one derived from this
 /// process: the name is the claim (creating an existing link fails), and a
-/// /24 any route or address already uses is skipped.
+/// /24 any route or address already uses, or this process used before, is
+/// skipped.
 fn claim_subnet() -> u8 {
     let used = format!(
         "{}\n{}",
@@ -512,10 +519,11 @@ fn claim_subnet() -> u8 {
     for offset in 0..250 {
         let subnet = ((first + offset) % 250 + 2) as u8;
         let prefix = format!("{}.{}.{subnet}.", NET_PREFIX[0], NET_PREFIX[1]);
-        if used.contains(&prefix) {
+        if used.contains(&prefix) || lock(&CLAIMED).contains(&subnet) {
             continue;
         }
         if run("ip", &["link", "add", &format!("tbmn{subnet}"), "type", "bridge"]).is_ok() {
+            lock(&CLAIMED).push(subnet);
             return subnet;
         }
     }

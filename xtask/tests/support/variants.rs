@@ -10,14 +10,64 @@ use std::time::{Duration, Instant};
 
 use super::{Images, Registry, Sandbox};
 
-/// An additive migration (a nullable column), and one that is not.
-pub const ADDITIVE: (&str, &str) = ("0002_add_note.sql", "-- additive\nALTER TABLE todos ADD COLUMN note TEXT;\n");
-pub const BREAKING: (&str, &str) =
-    ("0003_add_audit.sql", "CREATE TABLE audit (id INTEGER PRIMARY KEY, what TEXT NOT NULL);\n");
+/// A migration a test adds to the checkout's own: numbered after them, so
+/// that a migration a user adds keeps the tests green, and touching only
+/// names of its own (a user's migration may well add a `note` column).
+pub struct Added {
+    /// The file name, `NNNN_slug.sql`.
+    pub file: String,
+    pub sql: &'static str,
+}
+
+impl Added {
+    /// `steps` after the checkout's newest migration.
+    fn after_the_checkout(steps: u32, slug: &str, sql: &'static str) -> Added {
+        Added { file: format!("{:04}_{slug}.sql", newest_migration_number() + steps), sql }
+    }
+
+    /// The migration's name as the tasks print it: the file name without `.sql`.
+    pub fn name(&self) -> &str {
+        self.file.trim_end_matches(".sql")
+    }
+}
+
+/// The number of the checkout's newest migration.
+fn newest_migration_number() -> u32 {
+    let dir = super::project_root().join("todobackend/migrations");
+    std::fs::read_dir(&dir)
+        .expect("the checkout's migrations")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".sql"))
+        .filter_map(|name| name.split('_').next()?.parse::<u32>().ok())
+        .max()
+        .expect("the checkout has a migration")
+}
+
+/// The column `additive` adds.
+pub const ADDED_COLUMN: &str = "test_note";
+
+/// An additive migration: a nullable column.
+pub fn additive() -> Added {
+    Added::after_the_checkout(1, "add_test_note", "-- additive\nALTER TABLE todos ADD COLUMN test_note TEXT;\n")
+}
+
+/// Not additive: a table an older binary does not know.
+pub fn breaking() -> Added {
+    Added::after_the_checkout(
+        2,
+        "add_test_audit",
+        "CREATE TABLE test_audit (id INTEGER PRIMARY KEY, what TEXT NOT NULL);\n",
+    )
+}
+
+/// Not additive, after `additive`: an older binary cannot serve the schema.
+pub fn renaming() -> Added {
+    Added::after_the_checkout(2, "rename_test_note", "ALTER TABLE todos RENAME COLUMN test_note TO test_remark;\n")
+}
 
 /// The checkout's files (tracked, and new ones not ignored) copied to `dir`,
 /// with `migrations` added to the service.
-pub fn copy_checkout(dir: &Path, migrations: &[(&str, &str)]) {
+pub fn copy_checkout(dir: &Path, migrations: &[&Added]) {
     let root = super::project_root();
     let listed = Command::new("git")
         .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
@@ -46,8 +96,8 @@ pub fn copy_checkout(dir: &Path, migrations: &[(&str, &str)]) {
             std::fs::remove_file(path).expect("remove a migration from an earlier run");
         }
     }
-    for (name, sql) in migrations {
-        std::fs::write(dir.join(name), sql).expect("write a migration");
+    for added in migrations {
+        std::fs::write(dir.join(&added.file), added.sql).expect("write a migration");
     }
 }
 
@@ -62,7 +112,7 @@ pub fn variant_image(
     sandbox: &Sandbox,
     registry: &Registry,
     version: &str,
-    migrations: &[(&str, &str)],
+    migrations: &[&Added],
     images: &mut Images,
 ) -> String {
     let source = variants_dir().join("src");
