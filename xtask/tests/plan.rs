@@ -137,7 +137,8 @@ fn plan_shows_changes_drift_and_removed_services_and_deploy_prunes_them() {
 
     // Three changes: replicas, an added (secret-looking) variable, the update delay.
     let dir = tempfile::tempdir().expect("temp dir");
-    let original = std::fs::read_to_string(support::project_root().join("stack.yml")).expect("stack.yml");
+    let original =
+        std::fs::read_to_string(support::project_root().join("stack.single-node.yml")).expect("stack.single-node.yml");
     let token = support::unique_name("tokenvalue");
     let changed_file = write_stack_file(
         dir.path(),

@@ -572,7 +572,8 @@ mod tests {
         StackFile { stack: "s", file, base_dir: Path::new("/p"), lookup }
     }
 
-    /// The app of the project's stack file against the spec the CLI made of
+    /// The app of the project's single-node stack file (the one whose spec was
+    /// captured) against the spec the CLI made of
     /// it (docker 20.10, `docker service inspect`): no field differs.
     #[test]
     fn the_projects_app_agrees_with_the_spec_the_cli_made_of_it() {
@@ -583,8 +584,12 @@ mod tests {
             "APP_PUBLISHED_PORT" => Some("18999".to_owned()),
             _ => None,
         };
-        let file = crate::deploy::stackfile::interpolated("stack.yml", include_str!("../../../stack.yml"), &env)
-            .expect("stack.yml interpolates");
+        let file = crate::deploy::stackfile::interpolated(
+            "stack.single-node.yml",
+            include_str!("../../../stack.single-node.yml"),
+            &env,
+        )
+        .expect("stack.single-node.yml interpolates");
         let spec: Json = serde_json::from_str(LIVE_APP).unwrap();
         let networks = BTreeMap::from([("zeyy8bvouc4gw43fdt8zi9s2p".to_owned(), "s_net".to_owned())]);
         let mut live = live(&spec, &networks);
