@@ -408,10 +408,8 @@ fn list_backups(found: &[backups::Backup], location: &str, json: bool) -> Result
     Ok(())
 }
 
-/// `restore --before MIGRATION`: says what is lost, then restores.
-fn restore(db: &Path, dir: &Path, before: &str, dry_run: bool) -> Result<(), String> {
-    let found = backups::list(dir)?;
-    let chosen = backups::newest_before(&found, before, dir)?;
+/// What a restore loses, said before it happens (both backends).
+fn announce_restore(chosen: &backups::Backup, before: &str) {
     let migration = before.strip_suffix(".sql").unwrap_or(before);
     say!(
         "restoring {} (schema {}, taken {}): everything written since then is lost, including what {} and later migrations changed",
@@ -420,21 +418,30 @@ fn restore(db: &Path, dir: &Path, before: &str, dry_run: bool) -> Result<(), Str
         chosen.taken_text(),
         migration
     );
+}
+
+/// The JSON line a restore answers with on stdout, the same on both backends.
+fn answer_restored(restored: &str, kept: Option<&str>, schema_version: u32) {
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::json!({ "restored": restored, "kept": kept, "schema_version": schema_version })
+    );
+}
+
+/// `restore --before MIGRATION`: says what is lost, then restores.
+fn restore(db: &Path, dir: &Path, before: &str, dry_run: bool) -> Result<(), String> {
+    let found = backups::list(dir)?;
+    let chosen = backups::newest_before(&found, before, dir)?;
+    announce_restore(chosen, before);
     if dry_run {
         say!("dry run: nothing restored; the current database would be kept as a backup in {}", dir.display());
         return Ok(());
     }
     let restored = backups::restore(db, dir, before)?;
     say!("restored; the replaced database is kept as {}", restored.kept.display());
-    let _ = writeln!(
-        std::io::stdout(),
-        "{}",
-        serde_json::json!({
-            "restored": restored.restored.file,
-            "kept": restored.kept.file_name().map(|name| name.to_string_lossy().into_owned()),
-            "schema_version": restored.schema_version,
-        })
-    );
+    let kept = restored.kept.file_name().map(|name| name.to_string_lossy().into_owned());
+    answer_restored(&restored.restored.file, kept.as_deref(), restored.schema_version);
     Ok(())
 }
 
@@ -445,29 +452,14 @@ fn restore_postgres(target: &pg::config::Target, before: &str, dry_run: bool) ->
     let location = pg::backups::location(target);
     let found = pg::backups::list(&conn).map_err(pg::migrate::context(target))?;
     let chosen = backups::newest_before(&found, before, Path::new(&location))?;
-    let migration = before.strip_suffix(".sql").unwrap_or(before);
-    say!(
-        "restoring {} (schema {}, taken {}): everything written since then is lost, including what {} and later migrations changed",
-        chosen.file,
-        chosen.schema_version,
-        chosen.taken_text(),
-        migration
-    );
+    announce_restore(chosen, before);
     if dry_run {
         say!("dry run: nothing restored; the current tables would be kept as a backup in {location}");
         return Ok(());
     }
     let restored = pg::backups::restore(&conn, before, Path::new(&location))?;
     say!("restored; the replaced tables are kept as the backup {} in {location}", restored.kept);
-    let _ = writeln!(
-        std::io::stdout(),
-        "{}",
-        serde_json::json!({
-            "restored": restored.restored.file,
-            "kept": restored.kept,
-            "schema_version": restored.schema_version,
-        })
-    );
+    answer_restored(&restored.restored.file, Some(&restored.kept), restored.schema_version);
     Ok(())
 }
 

@@ -135,8 +135,6 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
     assert!(listed.contains(&format!("before-{}", breaking.name())), "{listed}");
 }
 
-/// Not additive: an older binary refuses the schema it makes.
-
 /// A release with a breaking migration that crashes, deployed anyway: the
 /// swarm goes back to A, which cannot serve the new schema. `deploy` says so
 /// and prints the command that brings the service back; that command, run as
