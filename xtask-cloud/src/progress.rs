@@ -15,7 +15,7 @@ fn redrawable() -> bool {
 }
 
 fn quiet() -> bool {
-    xtask::ctx::verbosity() == xtask::settings::Verbosity::Quiet
+    xtask::output::verbosity() == xtask::settings::Verbosity::Quiet
 }
 
 pub struct Progress {

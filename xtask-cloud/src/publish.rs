@@ -68,7 +68,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         })
     })?;
     for (image, digest) in digests.unwrap_or_default() {
-        xtask::ctx::stdout_line(&format!("{image}@{digest}"));
+        xtask::output::result(&format!("{image}@{digest}"));
     }
     Ok(())
 }

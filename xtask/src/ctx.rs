@@ -13,31 +13,8 @@ use anyhow::{Context, Result};
 use xshell::{Cmd, Shell};
 
 use crate::docker_endpoint::Endpoint;
+use crate::output;
 use crate::settings::{Settings, Verbosity};
-
-/// The run's verbosity, for output that is not written through a `Ctx`
-/// (progress bars, made before a task has its context at hand). Set once by
-/// [`Ctx::new`].
-static VERBOSITY: std::sync::OnceLock<Verbosity> = std::sync::OnceLock::new();
-
-/// How much this run says (-q, -v); `Normal` before a `Ctx` exists.
-pub fn verbosity() -> Verbosity {
-    VERBOSITY.get().copied().unwrap_or_default()
-}
-
-/// A line on stdout, the run's only way there. A reader that closed it
-/// (`| head`, `| true`) wants no more: the run ends here, quietly and with
-/// exit 0, as `cat` does, rather than panicking on the broken pipe.
-pub fn stdout_line(line: &str) {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    if let Err(err) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
-        if err.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-        eprintln!("warning: cannot write to stdout: {err}");
-    }
-}
 
 pub struct Ctx {
     pub settings: Settings,
@@ -85,7 +62,7 @@ impl Ctx {
                 sh.set_var(if tls.verify { "DOCKER_TLS_VERIFY" } else { "DOCKER_TLS" }, "1");
             }
         }
-        let _ = VERBOSITY.set(settings.verbosity);
+        output::set_mode(settings.verbosity, settings.dry_run);
         Ok(Ctx {
             dry_run: settings.dry_run,
             verbosity: settings.verbosity,
@@ -124,16 +101,23 @@ impl Ctx {
     /// A line about the run's progress on stderr (what it waits for, which
     /// service changed): dropped by -q, and in a dry run, which only plans.
     pub fn progress(&self, line: &str) {
-        if !self.dry_run && self.verbosity != Verbosity::Quiet {
-            eprintln!("{line}");
-        }
+        output::progress(line);
+    }
+
+    /// The task's own account of what it does or did, on stderr, kept with
+    /// -q and in a dry run (see [`output::say`]).
+    pub fn say(&self, line: &str) {
+        output::say(line);
+    }
+
+    /// `warning: <line>` on stderr, whatever the verbosity.
+    pub fn warn(&self, line: &str) {
+        output::warn(line);
     }
 
     /// A line shown only with -v (never in a dry run, which plans instead).
     fn echo(&self, line: &str) {
-        if !self.dry_run && self.verbosity == Verbosity::Verbose {
-            eprintln!("{line}");
-        }
+        output::verbose(line);
     }
 
     /// The shell commands run in: at the project root, with the workflow's
@@ -146,7 +130,7 @@ impl Ctx {
     pub fn enter_task(&self, name: &'static str) {
         self.task.set(name);
         if self.dry_run {
-            stdout_line(&format!("[{name}]"));
+            output::result(&format!("[{name}]"));
         }
     }
 
@@ -156,7 +140,7 @@ impl Ctx {
     /// themselves.
     pub fn step<T>(&self, title: &str, body: impl FnOnce() -> Result<T>) -> Result<T> {
         if self.dry_run {
-            stdout_line(&format!("  # {title}"));
+            output::result(&format!("  # {title}"));
             return body();
         }
         if self.verbosity == Verbosity::Quiet {
@@ -166,25 +150,25 @@ impl Ctx {
         let grouped = self.github_actions && !self.in_step.get();
         let task = self.task.get();
         if grouped {
-            eprintln!("::group::{task}: {title}");
+            output::say(&format!("::group::{task}: {title}"));
         } else {
-            eprintln!("==> {task}: {title}");
+            output::say(&format!("==> {task}: {title}"));
         }
         let outer = self.in_step.replace(true);
         let started = Instant::now();
         let result = body();
         self.in_step.set(outer);
         if grouped {
-            eprintln!("::endgroup::");
+            output::say("::endgroup::");
             let outcome = if result.is_ok() { "done" } else { "FAILED" };
-            eprintln!("{task}: {title}: {outcome} in {:.1}s", started.elapsed().as_secs_f64());
+            output::say(&format!("{task}: {title}: {outcome} in {:.1}s", started.elapsed().as_secs_f64()));
         }
         result
     }
 
     /// Add a line to the plan of a dry run.
     fn plan(&self, line: &str) {
-        stdout_line(&format!("    {line}"));
+        output::result(&format!("    {line}"));
     }
 
     /// A change that is neither a command nor a file: in a dry run,
@@ -205,7 +189,7 @@ impl Ctx {
         if self.dry_run {
             self.plan(&format!("print {line}"));
         } else {
-            stdout_line(line);
+            output::result(line);
         }
     }
 
@@ -269,18 +253,16 @@ impl Ctx {
         }
         let line = cmd.to_string();
         if self.verbosity == Verbosity::Quiet {
-            let output = std::process::Command::from(cmd).output().with_context(|| format!("cannot start `{line}`"))?;
-            if !output.status.success() {
-                use std::io::Write;
-                let mut stderr = std::io::stderr().lock();
-                let _ = writeln!(stderr, "$ {line}");
-                let _ = stderr.write_all(&output.stdout);
-                let _ = stderr.write_all(&output.stderr);
-                anyhow::bail!("`{line}` failed ({})", output.status);
+            let ran = std::process::Command::from(cmd).output().with_context(|| format!("cannot start `{line}`"))?;
+            if !ran.status.success() {
+                output::say(&format!("$ {line}"));
+                output::raw(&String::from_utf8_lossy(&ran.stdout));
+                output::raw(&String::from_utf8_lossy(&ran.stderr));
+                anyhow::bail!("`{line}` failed ({})", ran.status);
             }
             return Ok(());
         }
-        eprintln!("$ {line}");
+        output::say(&format!("$ {line}"));
         let mut command = std::process::Command::from(cmd);
         command.stdout(std::io::stderr());
         let status = command.status().with_context(|| format!("cannot start `{line}`"))?;
@@ -299,16 +281,16 @@ impl Ctx {
             return Ok(());
         }
         let line = cmd.to_string();
-        let output = cmd.stdin(secret).quiet().ignore_status().output().with_context(|| format!("`{line}` failed"))?;
-        let stderr = String::from_utf8_lossy(&output.stderr).replace(secret, "********");
+        let ran = cmd.stdin(secret).quiet().ignore_status().output().with_context(|| format!("`{line}` failed"))?;
+        let stderr = String::from_utf8_lossy(&ran.stderr).replace(secret, "********");
         let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
-        if !output.status.success() {
+        if !ran.status.success() {
             let reason = lines.last().copied().unwrap_or("no message");
             anyhow::bail!("`{line}` failed: {reason}");
         }
         if self.verbosity != Verbosity::Quiet {
             for line in lines {
-                eprintln!("{line}");
+                output::say(line);
             }
         }
         Ok(())

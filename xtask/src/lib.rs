@@ -13,6 +13,7 @@ pub mod ctx;
 pub mod docker_endpoint;
 pub mod exit;
 pub mod git;
+pub mod output;
 pub mod release;
 pub mod settings;
 pub mod tasks;

@@ -59,7 +59,7 @@ fn wait_until_healthy(ctx: &Ctx, compose: &Compose) -> Result<()> {
     if id.is_empty() {
         bail!("the app container was not created");
     }
-    eprintln!("waiting for the app to be healthy...");
+    ctx.progress("waiting for the app to be healthy...");
     let sh = ctx.sh();
     let started = Instant::now();
     loop {
@@ -93,7 +93,7 @@ fn parse_state(text: &str) -> Result<(bool, &str, &str)> {
 
 /// The last lines of a service's logs, to stderr, after a failure.
 fn show_logs(ctx: &Ctx, compose: &Compose, service: &str) {
-    eprintln!("--- last logs of {service}");
+    ctx.say(&format!("--- last logs of {service}"));
     let _ = ctx.run(compose.cmd(ctx, &["logs", "--no-color", "--tail", "50", service]));
 }
 

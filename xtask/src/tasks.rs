@@ -473,7 +473,7 @@ pub fn parse() -> Cli {
         Err(err) => {
             let text = err.to_string();
             let first = text.lines().next().unwrap_or("error: the command line is not valid");
-            eprintln!("{first} (see `cargo xtask --help`)");
+            crate::output::say(&format!("{first} (see `cargo xtask --help`)"));
             // `plan --exit-code` exits 2 for "changes": there a usage error
             // must not read as one.
             let exit_code_asked = std::env::args_os().any(|arg| arg == "--exit-code");
@@ -513,9 +513,9 @@ pub fn main_with(cli: Cli, cloud: Option<CloudDispatch>) -> std::process::ExitCo
             let exit = exit::code_of(&err);
             // "There are changes" (`plan --exit-code`) is an answer, not an error.
             if exit == Exit::Changes {
-                eprintln!("{err:#}");
+                crate::output::say(&format!("{err:#}"));
             } else {
-                eprintln!("error: {err:#}");
+                crate::output::error(&format!("{err:#}"));
             }
             std::process::ExitCode::from(exit.code())
         }
