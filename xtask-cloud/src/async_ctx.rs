@@ -15,9 +15,11 @@ static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
 static DOCKER: OnceLock<bollard::Docker> = OnceLock::new();
 
 pub trait AsyncCtx {
-    /// A call to an API (AWS, the Docker engine): in a dry run, print
-    /// `description` and return `None`; otherwise run `call` to completion.
-    fn call<T, F: Future<Output = Result<T>>>(&self, description: &str, call: F) -> Result<Option<T>>;
+    /// A call to an API (AWS, the Docker engine) that changes something: in
+    /// a dry run, print `description` and return `planned` (the value the
+    /// plan goes on with); otherwise run `call` to completion. Reads are not
+    /// calls: they run in a dry run too, through `block_on`.
+    fn call<T, F: Future<Output = Result<T>>>(&self, description: &str, planned: T, call: F) -> Result<T>;
 
     /// Run async work on the runtime.
     fn block_on<T>(&self, future: impl Future<Output = Result<T>>) -> Result<T>;
@@ -27,8 +29,8 @@ pub trait AsyncCtx {
 }
 
 impl AsyncCtx for Ctx {
-    fn call<T, F: Future<Output = Result<T>>>(&self, description: &str, call: F) -> Result<Option<T>> {
-        self.effect(&format!("api: {description}"), || self.block_on(call))
+    fn call<T, F: Future<Output = Result<T>>>(&self, description: &str, planned: T, call: F) -> Result<T> {
+        self.effect(&format!("api: {description}"), planned, || self.block_on(call))
     }
 
     fn block_on<T>(&self, future: impl Future<Output = Result<T>>) -> Result<T> {

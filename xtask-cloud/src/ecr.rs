@@ -95,16 +95,16 @@ pub async fn client(settings: &Settings) -> Result<aws_sdk_ecr::Client> {
 pub fn authorization(ctx: &Ctx) -> Result<Authorization> {
     let settings = &ctx.settings;
     let description = format!("ecr GetAuthorizationToken (region {})", settings.region);
-    let fetched = ctx.call(&description, async {
-        let client = client(settings).await?;
-        fetch_authorization(&client, settings).await
-    })?;
-    Ok(fetched.unwrap_or_else(|| Authorization {
+    let planned = Authorization {
         registry: settings.registry(),
         username: ECR_USER.to_owned(),
         password: "********".to_owned(),
         expires_at: None,
-    }))
+    };
+    ctx.call(&description, planned, async {
+        let client = client(settings).await?;
+        fetch_authorization(&client, settings).await
+    })
 }
 
 /// GetAuthorizationToken with `client`, decoded; the registry is the explicit

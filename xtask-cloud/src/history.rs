@@ -155,9 +155,9 @@ pub fn entry(
 /// reason a deploy fails: the stack has already changed by then.
 pub fn record(ctx: &Ctx, stack: &str, entry: &Entry) {
     let description = format!("record {} of {} ({}) in the stack's history", entry.kind, entry.version, entry.outcome);
-    let recorded = ctx.call(&description, async { write_and_prune(&ctx.docker().await?, stack, entry).await });
+    let recorded = ctx.call(&description, (), async { write_and_prune(&ctx.docker().await?, stack, entry).await });
     if let Err(err) = recorded {
-        eprintln!("warning: could not record this {} in the history: {err:#}", entry.kind);
+        ctx.warn(&format!("could not record this {} in the history: {err:#}", entry.kind));
     }
 }
 

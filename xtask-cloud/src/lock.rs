@@ -145,14 +145,15 @@ pub fn hold<T>(
     let stack = ctx.settings.stack.clone();
     let lock = name(&stack);
     let holder = Holder::here(task, version);
-    let taken = ctx.call(&format!("take the deploy lock (swarm config {lock})"), async {
-        let docker = ctx.docker().await?;
-        take(&docker, &stack, &holder, wait).await
+    // The lock taken is handed to the interrupt handler at once, which
+    // releases it on SIGINT or SIGTERM; the task takes it back below. (A
+    // dry run takes none, so its interrupt has nothing to undo.)
+    let endpoint = ctx.docker_endpoint()?.clone();
+    ctx.call(&format!("take the deploy lock (swarm config {lock})"), (), async {
+        let taken = take(&ctx.docker().await?, &stack, &holder, wait).await?;
+        crate::interrupt::holding(endpoint, &stack, taken);
+        Ok(())
     })?;
-    let Some(taken) = taken else {
-        return body();
-    };
-    crate::interrupt::holding(ctx.docker_endpoint()?.clone(), &stack, taken);
     let result = body();
     if let Some(taken) = crate::interrupt::take_lock() {
         match ctx.block_on(async { release(&ctx.docker().await?, &stack, &taken).await }) {
@@ -312,18 +313,16 @@ pub fn unlock(ctx: &Ctx, args: &UnlockArgs) -> Result<()> {
         }
     }
     // By ID: a lock another task took since the read above stays.
-    let removed = ctx.call(&format!("remove the swarm config {} ({id})", name(&stack)), async {
+    ctx.call(&format!("remove the swarm config {} ({id})", name(&stack)), (), async {
         match ctx.docker().await?.delete_config(&id).await {
-            Ok(()) => Ok(true),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
-            Err(err) => Err(err).with_context(|| format!("cannot remove the deploy lock {}", name(&stack))),
+            Ok(()) => ctx.report(&format!("removed the deploy lock of stack {stack}")),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                ctx.report(&format!("the deploy lock of stack {stack} was released meanwhile"))
+            }
+            Err(err) => return Err(err).with_context(|| format!("cannot remove the deploy lock {}", name(&stack))),
         }
-    })?;
-    match removed {
-        Some(false) => ctx.report(&format!("the deploy lock of stack {stack} was released meanwhile")),
-        _ => ctx.report(&format!("removed the deploy lock of stack {stack}")),
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]

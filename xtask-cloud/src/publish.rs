@@ -29,18 +29,18 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let versioned = ctx.settings.image(&version);
     let latest = ctx.settings.image("latest");
 
+    // A read: it runs in a dry run too, where the image may not be built
+    // (`ci --dry-run` only planned the build).
     let layers = ctx.step("check the release image is built", || {
-        ctx.call(&format!("docker image inspect {versioned}"), async {
-            let docker = ctx.docker().await?;
-            local_layers(&docker, &versioned).await
-        })
+        let layers = ctx.block_on(async { local_layers(&ctx.docker().await?, &versioned).await });
+        ctx.read_or_plan(&format!("inspect {versioned}"), 0, layers)
     })?;
     let auth = ctx.step("get an ECR authorization token", || ecr::authorization(ctx))?;
     if args.create_repository {
         ctx.step(&format!("make sure ECR repository {} exists", ctx.settings.repository), || ensure_repository(ctx))?;
     }
     ctx.step(&format!("tag {latest}"), || {
-        ctx.call(&format!("docker tag {versioned} {latest}"), async {
+        ctx.call(&format!("docker tag {versioned} {latest}"), (), async {
             let docker = ctx.docker().await?;
             let options = TagImageOptionsBuilder::new().repo(&ctx.settings.image_name()).tag("latest").build();
             docker
@@ -51,14 +51,15 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     })?;
     for (image, tag) in [(&versioned, version.as_str()), (&latest, "latest")] {
         ctx.step(&format!("push {image}"), || {
-            ctx.call(&format!("docker push {image} (credential of the ECR token)"), async {
+            ctx.call(&format!("docker push {image} (credential of the ECR token)"), (), async {
                 let docker = ctx.docker().await?;
-                push_with_retries(&docker, ctx, &auth, tag, layers.unwrap_or(0)).await
+                push_with_retries(&docker, ctx, &auth, tag, layers).await
             })
         })?;
     }
     let digests = ctx.step("resolve the pushed tags in the registry", || {
-        ctx.call(&format!("engine distribution inspect of {versioned} and {latest}"), async {
+        // Nothing was pushed in a dry run: no digests to print.
+        ctx.call(&format!("engine distribution inspect of {versioned} and {latest}"), Vec::new(), async {
             let docker = ctx.docker().await?;
             let mut digests = Vec::new();
             for image in [&versioned, &latest] {
@@ -67,7 +68,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             Ok(digests)
         })
     })?;
-    for (image, digest) in digests.unwrap_or_default() {
+    for (image, digest) in digests {
         xtask::output::result(&format!("{image}@{digest}"));
     }
     Ok(())
@@ -101,11 +102,14 @@ fn ensure_repository(ctx: &Ctx) -> Result<()> {
     let settings = &ctx.settings;
     let repository = settings.repository.clone();
     let description = format!("ecr DescribeRepositories {repository}, then CreateRepository {repository} if missing");
-    let created = ctx.call(&description, async {
+    ctx.call(&description, (), async {
         let client = ecr::client(settings).await?;
         let described = client.describe_repositories().repository_names(&repository).send().await;
         match described {
-            Ok(_) => Ok(false),
+            Ok(_) => {
+                ctx.say(&format!("ECR repository {repository} exists"));
+                Ok(())
+            }
             Err(err) if err.as_service_error().is_some_and(|e| e.is_repository_not_found_exception()) => {
                 client
                     .create_repository()
@@ -113,17 +117,12 @@ fn ensure_repository(ctx: &Ctx) -> Result<()> {
                     .send()
                     .await
                     .map_err(|err| ecr::explain_sdk_error("ECR CreateRepository", &err, settings))?;
-                Ok(true)
+                ctx.say(&format!("created ECR repository {repository}"));
+                Ok(())
             }
             Err(err) => Err(ecr::explain_sdk_error("ECR DescribeRepositories", &err, settings)),
         }
-    })?;
-    match created {
-        Some(true) => eprintln!("created ECR repository {repository}"),
-        Some(false) => eprintln!("ECR repository {repository} exists"),
-        None => {}
-    }
-    Ok(())
+    })
 }
 
 /// Push `tag` of the settings' image, again after a transient failure, with

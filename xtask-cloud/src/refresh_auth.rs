@@ -72,7 +72,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 let before = ctx.block_on(async { update_status(&ctx.docker().await?, name).await })?;
                 ctx.run(cmd!(sh, "docker service update --with-registry-auth --quiet {name}"))?;
                 let wait = format!("wait until the update of {name} is completed");
-                ctx.call(&wait, async { until_completed(&ctx.docker().await?, name, before).await })?;
+                ctx.call(&wait, (), async { until_completed(&ctx.docker().await?, name, before).await })?;
                 Ok(())
             })?;
         }

@@ -65,9 +65,10 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     crate::lock::hold(ctx, "rollback", &target, args.lock_wait, || {
         release.run(ctx, |checked, report| {
             let Some(report) = report else {
-                // A dry run does not run the database check (a job on the
-                // swarm): the plan says what a real run would restore.
-                if args.restore_data && ctx.dry_run() {
+                // No report (the check is a job on the swarm, which a dry run
+                // does not run; an image too old to give one): which backup
+                // to restore is not known.
+                if args.restore_data {
                     restore(ctx, checked, &running_image, None)?;
                 }
                 if reinstating {
@@ -129,29 +130,32 @@ fn serving_before_failure(entries: &[history::Entry]) -> Option<String> {
 fn restore(ctx: &Ctx, checked: &Checked, running_image: &str, migration: Option<&str>) -> Result<()> {
     let Some(migration) = migration else {
         return ctx.step("restore the database from before the first migration the version cannot serve", || {
-            ctx.plan_note(&format!(
+            let plan = format!(
                 "run `todobackend restore --before MIGRATION` of {running_image} on the data node, MIGRATION being \
                  the first applied migration the version cannot serve (a real run learns it from `todobackend \
                  migrations --json`); the writes since that backup are lost, the current database is kept as a backup"
-            ));
-            Ok(())
+            );
+            ctx.effect(&plan, (), || {
+                bail!(
+                    "{running_image} gives no report of the database's migrations (`todobackend migrations --json`), \
+                     so which backup to restore is not known: restore one by hand (README, Backups)"
+                )
+            })
         });
     };
     ctx.step(&format!("restore the database from before {migration}"), || {
         let node = crate::deploy::data_node(ctx, checked)?;
         let description = format!("run `todobackend restore --before {migration}` of {running_image} on the data node");
-        let answer = ctx.call(
-            &description,
-            migrations::run_on_data_node(&checked.docker, &node, running_image, &["restore", "--before", migration]),
-        )?;
-        if let Some(answer) = answer {
+        ctx.call(&description, (), async {
+            let args = ["restore", "--before", migration];
+            let answer = migrations::run_on_data_node(&checked.docker, &node, running_image, &args).await?;
             let line = answer.lines().rev().find(|line| line.trim_start().starts_with('{')).unwrap_or("").trim();
             let restored: serde_json::Value =
                 serde_json::from_str(line).with_context(|| format!("`todobackend restore` answered {answer:?}"))?;
             let field = |key: &str| restored.get(key).and_then(|value| value.as_str()).unwrap_or("?").to_owned();
-            eprintln!("    restored {}; the replaced database is kept as {}", field("restored"), field("kept"));
-        }
-        Ok(())
+            ctx.say(&format!("    restored {}; the replaced database is kept as {}", field("restored"), field("kept")));
+            Ok(())
+        })
     })
 }
 

@@ -28,7 +28,7 @@ fn create(ctx: &Ctx, name: &str) -> Result<()> {
         );
     }
     let description = format!("create the swarm secret {name} from stdin");
-    let created = ctx.call(&description, async {
+    ctx.call(&description, (), async {
         let mut value = Vec::new();
         stdin.lock().read_to_end(&mut value).context("cannot read the secret's value from stdin")?;
         if value.is_empty() {
@@ -42,18 +42,17 @@ fn create(ctx: &Ctx, name: &str) -> Result<()> {
         };
         let docker = ctx.docker().await?;
         match docker.create_secret(spec).await {
-            Ok(_) => Ok(value.len()),
+            Ok(_) => {
+                ctx.say(&format!("created the swarm secret {name} ({} bytes)", value.len()));
+                Ok(())
+            }
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => bail!(
                 "the swarm has a secret {name} already, and secrets cannot change: create the new value under a new \
                  name (e.g. {name}_v2) and point the stack file at it (README, Rotating a secret)"
             ),
             Err(err) => Err(err).with_context(|| format!("cannot create the secret {name}")),
         }
-    })?;
-    if let Some(bytes) = created {
-        eprintln!("created the swarm secret {name} ({bytes} bytes)");
-    }
-    Ok(())
+    })
 }
 
 /// Docker's secret names: letters, digits, `-`, `_`, `.`, up to 64, starting

@@ -32,7 +32,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let context = target_dir(ctx).join(format!("docker-context-{}", std::process::id()));
     ctx.step("stage the image's build context", || {
         let binary = target_dir(ctx).join(&target).join("release").join(PACKAGE);
-        ctx.effect(&format!("stage {} with {}", context.display(), binary.display()), || {
+        ctx.effect(&format!("stage {} with {}", context.display(), binary.display()), (), || {
             stage_context(&binary, &context)
         })
     })?;

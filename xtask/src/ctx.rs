@@ -87,12 +87,6 @@ impl Ctx {
         self.docker.as_ref().context("this task resolved no Docker endpoint")
     }
 
-    /// Whether this run only prints its plan. For the effect helpers that
-    /// other crates add to `Ctx` (API calls); task code never asks.
-    pub fn dry_run(&self) -> bool {
-        self.dry_run
-    }
-
     /// How much this run says on stderr (-q, -v).
     pub fn verbosity(&self) -> Verbosity {
         self.verbosity
@@ -172,15 +166,16 @@ impl Ctx {
     }
 
     /// A change that is neither a command nor a file: in a dry run,
-    /// `description` goes to the plan and `None` comes back; otherwise `change`
-    /// runs.
-    pub fn effect<T>(&self, description: &str, change: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+    /// `description` goes to the plan and `planned`, the value the rest of
+    /// the run goes on with, comes back (say in `description` what it
+    /// stands for); otherwise `change` runs and its value comes back.
+    pub fn effect<T>(&self, description: &str, planned: T, change: impl FnOnce() -> Result<T>) -> Result<T> {
         if self.dry_run {
             self.plan(description);
-            return Ok(None);
+            return Ok(planned);
         }
         self.echo(&format!("-> {description}"));
-        change().map(Some)
+        change()
     }
 
     /// A line of the task's result on stdout (the xtask's only stdout); in a
@@ -207,31 +202,36 @@ impl Ctx {
         }
     }
 
-    /// The result of a check that a dry run may fail for want of an earlier
-    /// step's effect (a login that only printed its plan): in a dry run a
-    /// failure goes to the plan with `what`, and `None` comes back.
-    pub fn check_unless_dry_run<T>(&self, what: &str, result: Result<T>) -> Result<Option<T>> {
+    /// Work whose only product is lines of the plan (a dry run's account
+    /// of what would change): run in a dry run, skipped otherwise.
+    pub fn plan_only(&self, body: impl FnOnce() -> Result<()>) -> Result<()> {
+        if self.dry_run { body() } else { Ok(()) }
+    }
+
+    /// The result of a read that a dry run may fail for want of an earlier
+    /// step's effect (a login or a build that only printed its plan): the
+    /// read has run either way; in a dry run its failure goes to the plan
+    /// with `what`, and `planned` comes back for the rest of the plan.
+    pub fn read_or_plan<T>(&self, what: &str, planned: T, result: Result<T>) -> Result<T> {
         match result {
-            Ok(value) => Ok(Some(value)),
             Err(err) if self.dry_run => {
                 self.plan(&format!("could not {what} now: {err:#}"));
-                Ok(None)
+                Ok(planned)
             }
-            Err(err) => Err(err),
+            result => result,
         }
     }
 
     /// Write a file.
     pub fn write_file(&self, path: &Path, contents: &str) -> Result<()> {
-        self.effect(&format!("write {}", path.display()), || {
+        self.effect(&format!("write {}", path.display()), (), || {
             std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
-        })?;
-        Ok(())
+        })
     }
 
     /// Remove a file or a directory tree; gone already is fine.
     pub fn remove(&self, path: &Path) -> Result<()> {
-        self.effect(&format!("remove {}", path.display()), || {
+        self.effect(&format!("remove {}", path.display()), (), || {
             let removed = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
             match removed {
                 Err(err) if err.kind() != std::io::ErrorKind::NotFound => {

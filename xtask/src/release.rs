@@ -29,16 +29,18 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         // --no-deps: migrate and collectstatic ran just above, with their
         // failures attributed to them.
         ctx.run(compose.cmd(ctx, &["up", "--detach", "--no-deps", "app"]))?;
-        ctx.effect("$ docker inspect <app container>, repeated until its healthcheck passes", || {
+        ctx.effect("$ docker inspect <app container>, repeated until its healthcheck passes", (), || {
             wait_until_healthy(ctx, &compose).inspect_err(|_| show_logs(ctx, &compose, "app"))
         })
     })?;
     one_shot(ctx, &compose, "run the acceptance tests", "acceptance")?;
     let url = ctx.step("find the app's address", || {
         let port = || compose.cmd(ctx, &["port", "app", "8000"]);
-        ctx.effect(&format!("$ {}", port()), || local_url(&ctx.read(port())?))
+        // A dry run started no app: its address is a placeholder.
+        let planned = "http://localhost:<port>".to_owned();
+        ctx.effect(&format!("$ {}", port()), planned, || local_url(&ctx.read(port())?))
     })?;
-    ctx.print_result(&format!("App running at {}", url.as_deref().unwrap_or("http://localhost:<port>")));
+    ctx.print_result(&format!("App running at {url}"));
     Ok(())
 }
 

@@ -108,9 +108,7 @@ impl Release<'_> {
             }
         }
         before_change(&checked, report.as_ref())?;
-        if ctx.dry_run() {
-            crate::plan::in_dry_run(ctx, &checked, self.prune)?;
-        }
+        ctx.plan_only(|| crate::plan::in_dry_run(ctx, &checked, self.prune))?;
 
         // From here on the stack changes: whatever happens is recorded.
         let image = checked.app().map(|service| service.image.clone()).unwrap_or_default();
@@ -132,14 +130,12 @@ impl Release<'_> {
         // A first deploy has pulled the image only now.
         let commit =
             commit.or_else(|| crate::history::commit_of(ctx, &checked.docker, &image, digest.as_deref(), version));
-        // A dry run changed nothing: it cannot know an outcome.
-        let outcome = if ctx.dry_run() { "planned" } else { outcome };
         let mut entry = crate::history::entry(self.kind, version, &image, digest.as_deref(), commit, outcome);
         entry.detail = result.as_ref().err().map(|err| format!("{err:#}"));
         if matches!(outcome, "converged" | "failed verification") {
             entry.verification = self.verification.recorded(outcome == "converged");
         }
-        if stack_deployed && !ctx.dry_run() {
+        if stack_deployed {
             entry.specs = crate::plan::drift::as_deployed(ctx, &checked.docker, &stack);
         }
         crate::history::record(ctx, &stack, &entry);
@@ -255,17 +251,23 @@ impl Release<'_> {
         let names: Vec<&str> = expected.iter().map(|want| want.name.as_str()).collect();
         let watch = format!("watch {} until converged, timeout {}s", names.join(", "), self.timeout.as_secs());
         let outcome = ctx.step("wait until every service runs the new version", || {
-            ctx.call(&watch, watch::until_converged(docker, stack, &expected, &before_updates, self.timeout))
+            let planned = Outcome::Planned;
+            ctx.call(&watch, planned, watch::until_converged(docker, stack, &expected, &before_updates, self.timeout))
         });
         match outcome {
             Err(err) => ("failed", Err(err), true),
-            Ok(None) => self.verified(ctx, stack, checked, already_running, || ()),
-            Ok(Some(Outcome::Converged(done))) => self.verified(ctx, stack, checked, already_running, || {
+            // A dry run changed nothing: it cannot know an outcome. Its plan
+            // goes on with the verification a real run would make.
+            Ok(Outcome::Planned) => {
+                let (_, result, deployed) = self.verified(ctx, stack, checked, already_running, || ());
+                ("planned", result, deployed)
+            }
+            Ok(Outcome::Converged(done)) => self.verified(ctx, stack, checked, already_running, || {
                 let summary: Vec<String> = done.iter().map(|(name, text)| format!("{name} {text}")).collect();
                 let state = if already_running { "was already running" } else { "is live" };
                 ctx.print_result(&format!("Version {version} {state} on stack {stack}: {}", summary.join(", ")));
             }),
-            Ok(Some(Outcome::Failed { failed, waiting, timed_out })) => {
+            Ok(Outcome::Failed { failed, waiting, timed_out }) => {
                 let rolled_back =
                     failed.iter().any(|(_, failure)| matches!(failure, converge::Failure::RolledBack { .. }));
                 let headline = if timed_out {
@@ -331,7 +333,7 @@ impl Release<'_> {
         let ran = ctx.step(&title, || {
             let description =
                 format!("run `{}` as a one-off task on stack {stack}'s network", verify.command.join(" "));
-            ctx.call(&description, verify::run(&checked.docker, &target, verify))
+            ctx.call(&description, (), verify::run(&checked.docker, &target, verify))
         });
         match ran {
             Ok(_) => {
@@ -408,19 +410,24 @@ fn database_report(ctx: &Ctx, checked: &Checked) -> Result<Option<migrations::Re
     }
     let node = data_node(ctx, checked)?;
     let description = format!("run `todobackend migrations --json` of {} on the data node", app.image);
-    let json = ctx.call(
-        &description,
-        migrations::run_on_data_node(&checked.docker, &node, &app.image, &["migrations", "--json"]),
-    );
-    match json {
-        // An image built before `migrations --json` existed cannot tell; it
-        // also has no `-- additive` migrations to tell about.
-        Err(err) if format!("{err:#}").contains("unknown command 'migrations'") => {
-            eprintln!("    {} predates `todobackend migrations`: its migrations cannot be checked", app.image);
-            Ok(None)
+    // A dry run runs no job: it has no report, as for an image that cannot
+    // give one.
+    let report = ctx.call(&description, None, async {
+        let json = migrations::run_on_data_node(&checked.docker, &node, &app.image, &["migrations", "--json"]).await;
+        match json {
+            // An image built before `migrations --json` existed cannot tell; it
+            // also has no `-- additive` migrations to tell about.
+            Err(err) if format!("{err:#}").contains("unknown command 'migrations'") => {
+                ctx.say(&format!(
+                    "    {} predates `todobackend migrations`: its migrations cannot be checked",
+                    app.image
+                ));
+                Ok(None)
+            }
+            json => migrations::Report::parse(&json?).map(Some),
         }
-        json => json?.map(|json| migrations::Report::parse(&json)).transpose(),
-    }
+    })?;
+    Ok(report)
 }
 
 /// Where the stack's database jobs run (see `migrations::run_on_data_node`):
@@ -516,9 +523,13 @@ fn deploy_only(
     deployed?;
     let watched: Vec<&str> = expected.iter().map(|want| want.name.as_str()).collect();
     let watch = format!("watch {} until done, timeout {}s", watched.join(", "), timeout.as_secs());
-    match ctx.call(&watch, watch::until_converged(docker, stack, expected, before_updates, timeout))? {
-        None | Some(Outcome::Converged(_)) => Ok(()),
-        Some(Outcome::Failed { failed, waiting, .. }) => {
+    match ctx.call(
+        &watch,
+        Outcome::Planned,
+        watch::until_converged(docker, stack, expected, before_updates, timeout),
+    )? {
+        Outcome::Planned | Outcome::Converged(_) => Ok(()),
+        Outcome::Failed { failed, waiting, .. } => {
             // Only the services that failed (or, on a timeout, did not finish).
             let stuck: Vec<&str> = if failed.is_empty() {
                 waiting.iter().map(|(name, _)| name.as_str()).collect()
@@ -583,7 +594,7 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
     if let Some(node) = ctx.block_on(preflight::unlabelled_sole_node(&docker, &labels))? {
         let wanted: Vec<String> = node.missing.iter().map(|(key, value)| format!("{key}={value}")).collect();
         let description = format!("label the swarm's only node, {}, with {}", node.name, wanted.join(", "));
-        ctx.call(&description, preflight::label_sole_node(&docker, &node))?;
+        ctx.call(&description, (), preflight::label_sole_node(&docker, &node))?;
         ctx.report(&format!(
             "labelled the swarm's only node, {}, with {}: it keeps the stack's data",
             node.name,
@@ -606,9 +617,8 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
         .and_then(|credentials| ctx.block_on(crate::registry::digest(&docker, image, credentials)));
         // A dry run has not logged in (`login` only printed its plan), so
         // the registry may refuse it: the plan says so, and goes on.
-        let digest = ctx
-            .check_unless_dry_run(&format!("check {image} in its registry (a real deploy logs in first)"), resolved)?
-            .unwrap_or_else(|| "unchecked".to_owned());
+        let what = format!("check {image} in its registry (a real deploy logs in first)");
+        let digest = ctx.read_or_plan(&what, "unchecked".to_owned(), resolved)?;
         eprintln!("    {image}: {digest}");
         digests.insert(image.to_owned(), digest);
     }
@@ -623,8 +633,7 @@ fn stack_deploy(ctx: &Ctx, stack: &str, file: &Path, prune: bool) -> Result<()> 
     let sh = ctx.sh();
     let prune = prune.then_some("--prune");
     let deploy = || cmd!(sh, "docker stack deploy --with-registry-auth {prune...} -c {file} {stack}");
-    ctx.effect(&format!("$ {}", deploy()), || deploy_retrying_the_network_race(stack, deploy))?;
-    Ok(())
+    ctx.effect(&format!("$ {}", deploy()), (), || deploy_retrying_the_network_race(stack, deploy))
 }
 
 fn deploy_retrying_the_network_race<'a>(stack: &str, deploy: impl Fn() -> xshell::Cmd<'a>) -> Result<()> {

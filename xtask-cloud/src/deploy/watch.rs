@@ -152,6 +152,8 @@ pub fn judge_all(
 /// How the watch ended.
 pub enum Outcome {
     Converged(Vec<(String, String)>),
+    /// A dry run's: nothing was deployed, so nothing was watched.
+    Planned,
     /// Failed services (name, failure), or timed out (waiting services).
     Failed {
         failed: Vec<(String, Failure)>,

@@ -322,13 +322,13 @@ pub fn make(
 
 /// The plan at the top of `deploy --dry-run` and `rollback --dry-run`, as
 /// lines of the dry run.
-pub fn in_dry_run(ctx: &Ctx, checked: &crate::deploy::Checked, prune: bool) -> Result<Plan> {
+pub fn in_dry_run(ctx: &Ctx, checked: &crate::deploy::Checked, prune: bool) -> Result<()> {
     ctx.step("what this changes on the stack (the plan)", || {
         let plan = make(ctx, &checked.docker, &checked.services, Some(&checked.digests))?;
         for line in plan.render(prune) {
             ctx.plan_note(&line);
         }
-        Ok(plan)
+        Ok(())
     })
 }
 
