@@ -25,10 +25,85 @@ pub const LABEL: &str = "com.todobackend.history";
 /// Entries kept; older ones are removed when a new one is written.
 pub const KEPT: usize = 50;
 
+/// What put a version on the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Deploy,
+    Rollback,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Deploy => "deploy",
+            Kind::Rollback => "rollback",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// How a release ended, as the history records it (the same words in the
+/// JSON, the table and the messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Every service runs the new version (and it passed its verification).
+    #[serde(rename = "converged")]
+    Converged,
+    /// The swarm rolled the update back.
+    #[serde(rename = "rolled back")]
+    RolledBack,
+    #[serde(rename = "failed")]
+    Failed,
+    #[serde(rename = "timed out")]
+    TimedOut,
+    /// By SIGINT or SIGTERM, after the stack started changing.
+    #[serde(rename = "interrupted")]
+    Interrupted,
+    /// `--detach`.
+    #[serde(rename = "not watched")]
+    NotWatched,
+    /// It converged, then failed its acceptance suite in the swarm.
+    #[serde(rename = "failed verification")]
+    FailedVerification,
+    /// A dry run's: it changed nothing, so it knows no outcome.
+    #[serde(rename = "planned")]
+    Planned,
+    /// A word this version does not know (an entry written by a later one).
+    #[serde(other, rename = "unknown")]
+    Unknown,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Converged => "converged",
+            Outcome::RolledBack => "rolled back",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed out",
+            Outcome::Interrupted => "interrupted",
+            Outcome::NotWatched => "not watched",
+            Outcome::FailedVerification => "failed verification",
+            Outcome::Planned => "planned",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
-    /// `deploy` or `rollback`.
-    pub kind: String,
+    pub kind: Kind,
     pub version: String,
     /// The app image, and its digest in the registry when deploy knew it.
     pub image: String,
@@ -39,10 +114,7 @@ pub struct Entry {
     pub actor: String,
     /// RFC 3339, UTC.
     pub at: String,
-    /// `converged`, `rolled back`, `failed`, `timed out`, `interrupted` (by
-    /// SIGINT or SIGTERM, after the stack started changing), or `not
-    /// watched` for `--detach`.
-    pub outcome: String,
+    pub outcome: Outcome,
     /// The error, for the outcomes that have one.
     #[serde(default)]
     pub detail: Option<String>,
@@ -128,22 +200,22 @@ pub fn commit_of(ctx: &Ctx, docker: &Docker, image: &str, digest: Option<&str>, 
 
 /// An entry for `version` of `kind` with `outcome`, stamped now.
 pub fn entry(
-    kind: &str,
+    kind: Kind,
     version: &str,
     image: &str,
     digest: Option<&str>,
     commit: Option<String>,
-    outcome: &str,
+    outcome: Outcome,
 ) -> Entry {
     Entry {
-        kind: kind.to_owned(),
+        kind,
         version: version.to_owned(),
         image: image.to_owned(),
         digest: digest.filter(|digest| digest.starts_with("sha256:")).map(str::to_owned),
         commit,
         actor: actor(),
         at: clock::rfc3339(SystemTime::now()),
-        outcome: outcome.to_owned(),
+        outcome,
         detail: None,
         specs: BTreeMap::new(),
         verification: None,
@@ -227,7 +299,7 @@ pub fn list(ctx: &Ctx, stack: &str) -> Result<Vec<Entry>> {
 pub fn previous_good(entries: &[Entry], running: Option<&str>) -> Option<String> {
     entries
         .iter()
-        .filter(|entry| entry.outcome == "converged")
+        .filter(|entry| entry.outcome == Outcome::Converged)
         .find(|entry| Some(entry.version.as_str()) != running)
         .map(|entry| entry.version.clone())
 }
@@ -263,7 +335,7 @@ fn table(entries: &[Entry]) -> String {
         // A deploy that skipped its verification says so where it says it converged.
         let outcome = match entry.verification.as_deref() {
             Some(skipped) if skipped.starts_with("skipped") => format!("{} (--no-verify)", entry.outcome),
-            _ => entry.outcome.clone(),
+            _ => entry.outcome.to_string(),
         };
         lines.push(format!(
             "{:<20}  {:<8}  {:<16}  {:<19}  {:<12}  {:<8}  {}",
@@ -283,16 +355,16 @@ fn table(entries: &[Entry]) -> String {
 mod tests {
     use super::*;
 
-    fn at(version: &str, at: &str, outcome: &str) -> Entry {
+    fn at(version: &str, at: &str, outcome: Outcome) -> Entry {
         Entry {
-            kind: "deploy".into(),
+            kind: Kind::Deploy,
             version: version.into(),
             image: format!("r/app:{version}"),
             digest: None,
             commit: None,
             actor: "t".into(),
             at: at.into(),
-            outcome: outcome.into(),
+            outcome,
             detail: None,
             specs: BTreeMap::new(),
             verification: None,
@@ -302,9 +374,9 @@ mod tests {
     #[test]
     fn the_rollback_target_is_the_last_good_version_that_is_not_running() {
         let mut entries = vec![
-            at("A", "2026-11-24T01:00:00Z", "converged"),
-            at("B", "2026-11-24T02:00:00Z", "rolled back"),
-            at("B2", "2026-11-24T03:00:00Z", "converged"),
+            at("A", "2026-11-24T01:00:00Z", Outcome::Converged),
+            at("B", "2026-11-24T02:00:00Z", Outcome::RolledBack),
+            at("B2", "2026-11-24T03:00:00Z", Outcome::Converged),
         ];
         entries.sort_by(|a, b| b.at.cmp(&a.at));
         assert_eq!(entries[0].version, "B2");
@@ -316,11 +388,16 @@ mod tests {
 
     #[test]
     fn entries_round_trip_through_json_and_tolerate_missing_detail() {
-        let entry = at("A", "2026-11-24T01:00:00Z", "converged");
+        let entry = at("A", "2026-11-24T01:00:00Z", Outcome::RolledBack);
         let json = serde_json::to_string(&entry).unwrap();
+        assert!(json.contains(r#""kind":"deploy""#) && json.contains(r#""outcome":"rolled back""#), "{json}");
         assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), entry);
         let old = r#"{"kind":"deploy","version":"A","image":"i","digest":null,"commit":null,"actor":"t","at":"x","outcome":"failed"}"#;
-        assert_eq!(serde_json::from_str::<Entry>(old).unwrap().detail, None);
+        let old = serde_json::from_str::<Entry>(old).unwrap();
+        assert_eq!((old.detail, old.outcome), (None, Outcome::Failed));
+        // An outcome a later version wrote is read, as unknown.
+        let later = r#"{"kind":"rollback","version":"A","image":"i","digest":null,"commit":null,"actor":"t","at":"x","outcome":"paused"}"#;
+        assert_eq!(serde_json::from_str::<Entry>(later).unwrap().outcome, Outcome::Unknown);
     }
 
     #[test]
@@ -333,7 +410,7 @@ mod tests {
 
     #[test]
     fn the_table_has_a_line_per_entry_under_a_header() {
-        let mut entry = at("A", "2026-11-24T01:00:00Z", "converged");
+        let mut entry = at("A", "2026-11-24T01:00:00Z", Outcome::Converged);
         entry.digest = Some("sha256:0123456789abcdef".into());
         let table = table(&[entry]);
         let lines: Vec<&str> = table.lines().collect();

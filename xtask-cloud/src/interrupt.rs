@@ -142,7 +142,7 @@ pub fn job_done() {
 pub fn stack_changing(entry: Option<Entry>) {
     let mut state = state();
     state.stack_changed = true;
-    state.pending = entry.map(|entry| Entry { outcome: "interrupted".to_owned(), ..entry });
+    state.pending = entry.map(|entry| Entry { outcome: crate::history::Outcome::Interrupted, ..entry });
 }
 
 /// The release is over: the task records its own outcome, unless the

@@ -16,7 +16,7 @@ use xtask::tasks::RollbackArgs as Args;
 use crate::async_ctx::AsyncCtx;
 use crate::deploy::migrations::{self, Effect};
 use crate::deploy::{Checked, Release};
-use crate::history;
+use crate::history::{self, Outcome};
 use crate::image_ref::ImageRef;
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
@@ -53,7 +53,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         eprintln!("Rolling back stack {stack} from version {running_version} to {target}...");
     }
     let release = Release {
-        kind: "rollback",
+        kind: history::Kind::Rollback,
         version: &target,
         allow_breaking_migration: false,
         detach: false,
@@ -117,10 +117,10 @@ pub(crate) fn back_from(entries: &[history::Entry], running: &str) -> Option<Str
 /// watched): then "back" is the version before the running one.
 fn serving_before_failure(entries: &[history::Entry]) -> Option<String> {
     let (newest, older) = entries.split_first()?;
-    if matches!(newest.outcome.as_str(), "converged" | "not watched") {
+    if matches!(newest.outcome, Outcome::Converged | Outcome::NotWatched) {
         return None;
     }
-    older.iter().find(|entry| entry.outcome == "converged").map(|entry| entry.version.clone())
+    older.iter().find(|entry| entry.outcome == Outcome::Converged).map(|entry| entry.version.clone())
 }
 
 /// Restore the newest backup taken before `migration`, with the running
@@ -178,16 +178,16 @@ pub async fn running_app(
 mod tests {
     use super::*;
 
-    fn entry(version: &str, outcome: &str) -> history::Entry {
+    fn entry(version: &str, outcome: Outcome) -> history::Entry {
         history::Entry {
-            kind: "deploy".into(),
+            kind: history::Kind::Deploy,
             version: version.into(),
             image: format!("r/app:{version}"),
             digest: None,
             commit: None,
             actor: "t".into(),
             at: String::new(),
-            outcome: outcome.into(),
+            outcome,
             detail: None,
             specs: Default::default(),
             verification: None,
@@ -197,13 +197,18 @@ mod tests {
     #[test]
     fn after_a_failed_release_back_is_the_version_that_served_before_it() {
         // Newest first: C failed after A served, B had converged earlier.
-        let entries = [entry("C", "failed"), entry("A", "converged"), entry("B", "converged"), entry("A", "converged")];
+        let entries = [
+            entry("C", Outcome::Failed),
+            entry("A", Outcome::Converged),
+            entry("B", Outcome::Converged),
+            entry("A", Outcome::Converged),
+        ];
         assert_eq!(serving_before_failure(&entries).as_deref(), Some("A"));
-        let entries = [entry("C", "rolled back"), entry("X", "timed out"), entry("B", "converged")];
+        let entries = [entry("C", Outcome::RolledBack), entry("X", Outcome::TimedOut), entry("B", Outcome::Converged)];
         assert_eq!(serving_before_failure(&entries).as_deref(), Some("B"));
         // The newest release converged: no failure to go back from.
         assert_eq!(serving_before_failure(&entries[2..]), None);
-        assert_eq!(serving_before_failure(&[entry("C", "not watched"), entry("A", "converged")]), None);
+        assert_eq!(serving_before_failure(&[entry("C", Outcome::NotWatched), entry("A", Outcome::Converged)]), None);
         assert_eq!(serving_before_failure(&[]), None);
     }
 }

@@ -28,8 +28,9 @@ use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
 use crate::async_ctx::AsyncCtx;
+use crate::history::{Kind, Outcome};
 use converge::Verdict;
-use watch::{Expected, Outcome, Snapshot};
+use watch::{Expected, Snapshot};
 use xtask::ctx::Ctx;
 
 use xtask::tasks::DeployArgs as Args;
@@ -40,7 +41,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let version = ctx.version();
     eprintln!("Deploying version {version}...");
     let release = Release {
-        kind: "deploy",
+        kind: Kind::Deploy,
         version,
         allow_breaking_migration: args.allow_breaking_migration,
         detach: args.detach,
@@ -65,8 +66,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
 /// A version to put on the stack: by `deploy` (the checkout's version) or by
 /// `rollback` (an earlier one).
 pub struct Release<'a> {
-    /// `deploy` or `rollback`, as the history records it.
-    pub kind: &'static str,
+    /// As the history records it.
+    pub kind: Kind,
     pub version: &'a str,
     pub allow_breaking_migration: bool,
     pub detach: bool,
@@ -102,7 +103,7 @@ impl Release<'_> {
             if let migrations::Effect::Breaking(names) = &effect {
                 breaking = names.clone();
             }
-            let refused = matches!(effect, migrations::Effect::CannotServe { .. }) && self.kind == "rollback";
+            let refused = matches!(effect, migrations::Effect::CannotServe { .. }) && self.kind == Kind::Rollback;
             if !refused {
                 eprintln!("    {}", migrations::verdict(version, &effect, self.allow_breaking_migration)?);
             }
@@ -114,7 +115,8 @@ impl Release<'_> {
         let image = checked.app().map(|service| service.image.clone()).unwrap_or_default();
         let digest = checked.digests.get(&image).cloned();
         let commit = crate::history::commit_of(ctx, &checked.docker, &image, digest.as_deref(), version);
-        let interrupted = crate::history::entry(self.kind, version, &image, digest.as_deref(), commit.clone(), "");
+        let interrupted =
+            crate::history::entry(self.kind, version, &image, digest.as_deref(), commit.clone(), Outcome::Interrupted);
         // After a breaking migration the version serving now cannot serve
         // again if this release fails: which one it is, to point the way back.
         let serving = if breaking.is_empty() { None } else { self.app_version(ctx, &checked.docker, &stack) };
@@ -132,8 +134,8 @@ impl Release<'_> {
             commit.or_else(|| crate::history::commit_of(ctx, &checked.docker, &image, digest.as_deref(), version));
         let mut entry = crate::history::entry(self.kind, version, &image, digest.as_deref(), commit, outcome);
         entry.detail = result.as_ref().err().map(|err| format!("{err:#}"));
-        if matches!(outcome, "converged" | "failed verification") {
-            entry.verification = self.verification.recorded(outcome == "converged");
+        if matches!(outcome, Outcome::Converged | Outcome::FailedVerification) {
+            entry.verification = self.verification.recorded(outcome == Outcome::Converged);
         }
         if stack_deployed {
             entry.specs = crate::plan::drift::as_deployed(ctx, &checked.docker, &stack);
@@ -185,13 +187,13 @@ impl Release<'_> {
 
     /// Jobs first, then the stack, then the watch; the outcome for the
     /// history, and whether `docker stack deploy` of the whole stack ran.
-    fn change(&self, ctx: &Ctx, stack: &str, checked: &Checked) -> (&'static str, Result<()>, bool) {
+    fn change(&self, ctx: &Ctx, stack: &str, checked: &Checked) -> (Outcome, Result<()>, bool) {
         let version = self.version;
         let Checked { docker, services, digests, .. } = checked;
         let expected: Vec<Expected> = services.iter().map(|service| Expected::new(stack, service, digests)).collect();
         let before = match ctx.block_on(Snapshot::read(docker, stack)) {
             Ok(before) => before,
-            Err(err) => return ("failed", Err(err), false),
+            Err(err) => return (Outcome::Failed, Err(err), false),
         };
         let no_idle = HashMap::new();
         let before_updates: HashMap<String, Option<converge::Update>> =
@@ -215,7 +217,7 @@ impl Release<'_> {
                     deploy_only(ctx, self.timeout, docker, stack, &names, &expected, &before_updates, what)
                 });
                 if let Err(err) = started {
-                    return ("failed", Err(err), false);
+                    return (Outcome::Failed, Err(err), false);
                 }
             }
             let names: Vec<&str> = jobs.iter().map(|job| job.name.as_str()).collect();
@@ -229,7 +231,7 @@ impl Release<'_> {
                 deploy_only(ctx, self.timeout, docker, stack, &file_names, &jobs_expected, &before_updates, what)
             });
             if let Err(err) = ran {
-                return ("failed", Err(err), false);
+                return (Outcome::Failed, Err(err), false);
             }
         }
 
@@ -239,35 +241,35 @@ impl Release<'_> {
         }
         let prune = self.prune;
         if let Err(err) = ctx.step(&format!("docker stack deploy {stack}"), || stack_deploy(ctx, stack, &file, prune)) {
-            return ("failed", Err(err), false);
+            return (Outcome::Failed, Err(err), false);
         }
         if self.detach {
             ctx.print_result(&format!(
                 "Stack {stack} deployed with version {version}, not waiting (--detach): follow it with `docker stack ps {stack}`"
             ));
-            return ("not watched", Ok(()), true);
+            return (Outcome::NotWatched, Ok(()), true);
         }
 
         let names: Vec<&str> = expected.iter().map(|want| want.name.as_str()).collect();
         let watch = format!("watch {} until converged, timeout {}s", names.join(", "), self.timeout.as_secs());
         let outcome = ctx.step("wait until every service runs the new version", || {
-            let planned = Outcome::Planned;
+            let planned = watch::Outcome::Planned;
             ctx.call(&watch, planned, watch::until_converged(docker, stack, &expected, &before_updates, self.timeout))
         });
         match outcome {
-            Err(err) => ("failed", Err(err), true),
+            Err(err) => (Outcome::Failed, Err(err), true),
             // A dry run changed nothing: it cannot know an outcome. Its plan
             // goes on with the verification a real run would make.
-            Ok(Outcome::Planned) => {
+            Ok(watch::Outcome::Planned) => {
                 let (_, result, deployed) = self.verified(ctx, stack, checked, already_running, || ());
-                ("planned", result, deployed)
+                (Outcome::Planned, result, deployed)
             }
-            Ok(Outcome::Converged(done)) => self.verified(ctx, stack, checked, already_running, || {
+            Ok(watch::Outcome::Converged(done)) => self.verified(ctx, stack, checked, already_running, || {
                 let summary: Vec<String> = done.iter().map(|(name, text)| format!("{name} {text}")).collect();
                 let state = if already_running { "was already running" } else { "is live" };
                 ctx.print_result(&format!("Version {version} {state} on stack {stack}: {}", summary.join(", ")));
             }),
-            Ok(Outcome::Failed { failed, waiting, timed_out }) => {
+            Ok(watch::Outcome::Failed { failed, waiting, timed_out }) => {
                 let rolled_back =
                     failed.iter().any(|(_, failure)| matches!(failure, converge::Failure::RolledBack { .. }));
                 let headline = if timed_out {
@@ -276,11 +278,11 @@ impl Release<'_> {
                     format!("version {version} failed to deploy")
                 };
                 let outcome = if rolled_back {
-                    "rolled back"
+                    Outcome::RolledBack
                 } else if timed_out {
-                    "timed out"
+                    Outcome::TimedOut
                 } else {
-                    "failed"
+                    Outcome::Failed
                 };
                 (outcome, Err(failure(ctx, docker, stack, &headline, &failed, &waiting)), true)
             }
@@ -299,21 +301,21 @@ impl Release<'_> {
         checked: &Checked,
         already_running: bool,
         live: impl FnOnce(),
-    ) -> (&'static str, Result<()>, bool) {
+    ) -> (Outcome, Result<()>, bool) {
         let verify = match &self.verification {
             verify::Verification::Run(verify) if !already_running => verify,
             _ => {
                 live();
-                return ("converged", Ok(()), true);
+                return (Outcome::Converged, Ok(()), true);
             }
         };
         let Some(app) = checked.app() else {
             live();
-            return ("converged", Ok(()), true);
+            return (Outcome::Converged, Ok(()), true);
         };
         let credentials = match data_node(ctx, checked) {
             Ok(node) => node.credentials,
-            Err(err) => return ("failed", Err(err), true),
+            Err(err) => return (Outcome::Failed, Err(err), true),
         };
         let target = verify::Target {
             stack,
@@ -338,10 +340,10 @@ impl Release<'_> {
         match ran {
             Ok(_) => {
                 live();
-                ("converged", Ok(()), true)
+                (Outcome::Converged, Ok(()), true)
             }
-            Err(err) if verify::failure_of(&err).is_some() => ("failed verification", Err(err), true),
-            Err(err) => ("failed", Err(err.context(format!("cannot verify version {}", self.version))), true),
+            Err(err) if verify::failure_of(&err).is_some() => (Outcome::FailedVerification, Err(err), true),
+            Err(err) => (Outcome::Failed, Err(err.context(format!("cannot verify version {}", self.version))), true),
         }
     }
 
@@ -370,7 +372,7 @@ impl Release<'_> {
         };
         eprintln!("Version {} failed verification: rolling back stack {stack} to version {target}...", self.version);
         let back = Release {
-            kind: "rollback",
+            kind: Kind::Rollback,
             version: &target,
             allow_breaking_migration: false,
             detach: false,
@@ -525,11 +527,11 @@ fn deploy_only(
     let watch = format!("watch {} until done, timeout {}s", watched.join(", "), timeout.as_secs());
     match ctx.call(
         &watch,
-        Outcome::Planned,
+        watch::Outcome::Planned,
         watch::until_converged(docker, stack, expected, before_updates, timeout),
     )? {
-        Outcome::Planned | Outcome::Converged(_) => Ok(()),
-        Outcome::Failed { failed, waiting, .. } => {
+        watch::Outcome::Planned | watch::Outcome::Converged(_) => Ok(()),
+        watch::Outcome::Failed { failed, waiting, .. } => {
             // Only the services that failed (or, on a timeout, did not finish).
             let stuck: Vec<&str> = if failed.is_empty() {
                 waiting.iter().map(|(name, _)| name.as_str()).collect()
