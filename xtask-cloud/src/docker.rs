@@ -95,7 +95,7 @@ async fn collect_ssh_stderr(stderr: tokio::process::ChildStderr) {
     while let Ok(Some(line)) = lines.next_line().await {
         let mut says = SSH_SAYS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if says.echo {
-            eprintln!("{line}");
+            xtask::output::say(&line);
         } else {
             says.lines.push(line);
         }

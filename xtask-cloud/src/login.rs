@@ -44,9 +44,9 @@ fn helper_in_use(registry: &str) -> Result<bool> {
     if !docker_config::uses_ecr_helper(registry)? {
         return Ok(false);
     }
-    eprintln!(
+    xtask::output::say(&format!(
         "Docker gets the credential for {registry} from docker-credential-ecr-login (credHelpers/credsStore in {}): no login needed",
         docker_config::config_path().display()
-    );
+    ));
     Ok(true)
 }

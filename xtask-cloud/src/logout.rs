@@ -21,7 +21,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 Ok(auth) => auth.registry,
                 Err(err) => {
                     let fallback = ctx.settings.registry();
-                    eprintln!("cannot get an ECR token ({err:#}); logging out of {fallback}");
+                    ctx.say(&format!("cannot get an ECR token ({err:#}); logging out of {fallback}"));
                     fallback
                 }
             })

@@ -3,7 +3,7 @@
 //! the heartbeat of a long wait, which says it is alive the same way. -q
 //! silences both.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 const BAR_WIDTH: usize = 30;
@@ -44,9 +44,7 @@ impl Progress {
         }
         self.last_draw = Some(now);
         let line = render(&self.label, fraction, detail);
-        let mut stderr = std::io::stderr().lock();
-        let _ = write!(stderr, "\r\x1b[2K{line}");
-        let _ = stderr.flush();
+        xtask::output::raw(&format!("\r\x1b[2K{line}"));
         self.drawn = true;
     }
 
@@ -59,18 +57,18 @@ impl Progress {
             self.last_draw = None;
             self.update(fraction, text);
         } else {
-            eprintln!("{}: {text}", self.label);
+            xtask::output::say(&format!("{}: {text}", self.label));
         }
     }
 
     /// The last line: replaces the bar on a terminal, a plain line elsewhere.
     pub fn finish(&mut self, text: &str) {
         if self.drawn {
-            eprint!("\r\x1b[2K");
+            xtask::output::raw("\r\x1b[2K");
             self.drawn = false;
         }
         if !self.quiet {
-            eprintln!("{}: {text}", self.label);
+            xtask::output::say(&format!("{}: {text}", self.label));
         }
     }
 }
@@ -101,7 +99,7 @@ impl Heartbeat {
             return;
         }
         self.clear();
-        eprintln!("{text}");
+        xtask::output::say(text);
         self.last_output = Instant::now();
     }
 
@@ -111,12 +109,10 @@ impl Heartbeat {
             return;
         }
         if self.tty {
-            let mut stderr = std::io::stderr().lock();
-            let _ = write!(stderr, "\r\x1b[2K{text}");
-            let _ = stderr.flush();
+            xtask::output::raw(&format!("\r\x1b[2K{text}"));
             self.drawn = true;
         } else if self.last_output.elapsed() >= HEARTBEAT {
-            eprintln!("{text}");
+            xtask::output::say(text);
             self.last_output = Instant::now();
         }
     }
@@ -124,7 +120,7 @@ impl Heartbeat {
     /// Remove the redrawn line (before an error or the result).
     pub fn clear(&mut self) {
         if self.drawn {
-            eprint!("\r\x1b[2K");
+            xtask::output::raw("\r\x1b[2K");
             self.drawn = false;
         }
     }
@@ -152,7 +148,7 @@ impl Drop for Progress {
     fn drop(&mut self) {
         // Never leave a half-drawn bar in front of an error message.
         if self.drawn {
-            eprintln!();
+            xtask::output::say("");
         }
     }
 }

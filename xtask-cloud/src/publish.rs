@@ -134,7 +134,7 @@ async fn push_with_retries(docker: &Docker, ctx: &Ctx, auth: &Authorization, tag
         PUSH_ATTEMPTS,
         FIRST_BACKOFF,
         |attempt, reason| {
-            eprintln!("push of {image} failed ({reason}); attempt {attempt} of {PUSH_ATTEMPTS} follows");
+            ctx.say(&format!("push of {image} failed ({reason}); attempt {attempt} of {PUSH_ATTEMPTS} follows"));
         },
         || push(docker, &name, tag, auth.docker_credentials(), layers),
     )

@@ -55,11 +55,11 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             Ok((names, others))
         })?;
         if !others.is_empty() {
-            eprintln!(
+            ctx.say(&format!(
                 "    left alone: {} (not the release image {release_image}: pinned to a node that has its image, \
                  and a new credential would restart it)",
                 others.join(", ")
-            );
+            ));
         }
         if names.is_empty() {
             bail!("stack {stack} runs no long-running service: there is nothing to refresh");
@@ -112,7 +112,7 @@ async fn until_completed(docker: &bollard::Docker, name: &str, before: Option<(S
             ),
             Some(state) => {
                 if said.as_deref() != Some(state) {
-                    eprintln!("    {name}: update {state}");
+                    xtask::output::say(&format!("    {name}: update {state}"));
                     said = Some(state.to_owned());
                 }
             }

@@ -48,9 +48,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     // database; the database check below tells.
     let reinstating = target == running_version;
     if reinstating {
-        eprintln!("Rolling back stack {stack} to version {target}, which it runs now but which may not serve...");
+        ctx.say(&format!(
+            "Rolling back stack {stack} to version {target}, which it runs now but which may not serve..."
+        ));
     } else {
-        eprintln!("Rolling back stack {stack} from version {running_version} to {target}...");
+        ctx.say(&format!("Rolling back stack {stack} from version {running_version} to {target}..."));
     }
     let release = Release {
         kind: history::Kind::Rollback,

@@ -233,7 +233,9 @@ pub async fn run_on_data_node(docker: &Docker, node: &DataNode<'_>, image: &str,
     // (Stops here if an interrupt took the job over: it says what it did.)
     crate::interrupt::job_done();
     if let Err(err) = removed {
-        eprintln!("warning: could not remove the job {name}: {err} (remove it with `docker service rm {name}`)");
+        xtask::output::warn(&format!(
+            "could not remove the job {name}: {err} (remove it with `docker service rm {name}`)"
+        ));
     }
     result
 }
@@ -319,10 +321,10 @@ pub(super) async fn remove_left_jobs(docker: &Docker, stack: &str) -> Result<()>
         let Some(id) = service.id else { continue };
         let name = service.spec.and_then(|spec| spec.name).unwrap_or_else(|| id.clone());
         match docker.delete_service(&id).await {
-            Ok(()) => eprintln!("    removed the job {name}, left behind by an interrupted run"),
-            Err(err) => eprintln!(
-                "warning: could not remove the job {name} an interrupted run left: {err}: `docker service rm {name}`"
-            ),
+            Ok(()) => xtask::output::say(&format!("    removed the job {name}, left behind by an interrupted run")),
+            Err(err) => xtask::output::warn(&format!(
+                "could not remove the job {name} an interrupted run left: {err}: `docker service rm {name}`"
+            )),
         }
     }
     // Only stopped ones: a job's container is removed with its service.
@@ -349,13 +351,15 @@ pub(super) async fn remove_left_jobs(docker: &Docker, stack: &str) -> Result<()>
         let options = bollard::query_parameters::RemoveContainerOptions { v: true, ..Default::default() };
         match docker.remove_container(&id, Some(options)).await {
             Ok(()) => removed += 1,
-            Err(err) => eprintln!(
-                "warning: could not remove the stopped container {id} of an earlier job: {err}: `docker rm -v {id}`"
-            ),
+            Err(err) => xtask::output::warn(&format!(
+                "could not remove the stopped container {id} of an earlier job: {err}: `docker rm -v {id}`"
+            )),
         }
     }
     if removed > 0 {
-        eprintln!("    removed {removed} stopped container(s) of earlier database jobs of stack {stack}");
+        xtask::output::say(&format!(
+            "    removed {removed} stopped container(s) of earlier database jobs of stack {stack}"
+        ));
     }
     Ok(())
 }
@@ -393,7 +397,7 @@ async fn finish(docker: &Docker, id: &str, args: &[&str]) -> Result<String> {
     };
     let (stdout, stderr) = output(docker, id).await;
     for line in stderr.lines().filter(|line| !line.trim().is_empty()) {
-        eprintln!("    {line}");
+        xtask::output::say(&format!("    {line}"));
     }
     if state != TaskState::COMPLETE {
         let reason = stderr.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or(&message);

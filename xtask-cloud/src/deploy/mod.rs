@@ -39,7 +39,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     // Before the lock, whose name is the stack's.
     check_stack_name(&ctx.settings.stack)?;
     let version = ctx.version();
-    eprintln!("Deploying version {version}...");
+    ctx.say(&format!("Deploying version {version}..."));
     let release = Release {
         kind: Kind::Deploy,
         version,
@@ -105,7 +105,7 @@ impl Release<'_> {
             }
             let refused = matches!(effect, migrations::Effect::CannotServe { .. }) && self.kind == Kind::Rollback;
             if !refused {
-                eprintln!("    {}", migrations::verdict(version, &effect, self.allow_breaking_migration)?);
+                ctx.say(&format!("    {}", migrations::verdict(version, &effect, self.allow_breaking_migration)?));
             }
         }
         before_change(&checked, report.as_ref())?;
@@ -150,7 +150,7 @@ impl Release<'_> {
         match ctx.block_on(crate::rollback::running_app(docker, stack, &ctx.settings.image_name())) {
             Ok(app) => app.map(|(version, _)| version),
             Err(err) => {
-                eprintln!("warning: cannot read which version stack {stack} runs: {err:#}");
+                ctx.warn(&format!("cannot read which version stack {stack} runs: {err:#}"));
                 None
             }
         }
@@ -202,7 +202,7 @@ impl Release<'_> {
             .iter()
             .all(|verdict| matches!(verdict, Verdict::Done(_)));
         if already_running {
-            eprintln!("Version {version} is already running on stack {stack}: re-applying the stack file only");
+            ctx.say(&format!("Version {version} is already running on stack {stack}: re-applying the stack file only"));
         }
 
         let jobs: Vec<&stackfile::ServiceDef> = services.iter().filter(|service| service.one_shot).collect();
@@ -370,7 +370,10 @@ impl Release<'_> {
                 self.version
             ));
         };
-        eprintln!("Version {} failed verification: rolling back stack {stack} to version {target}...", self.version);
+        ctx.say(&format!(
+            "Version {} failed verification: rolling back stack {stack} to version {target}...",
+            self.version
+        ));
         let back = Release {
             kind: Kind::Rollback,
             version: &target,
@@ -407,7 +410,7 @@ fn database_report(ctx: &Ctx, checked: &Checked) -> Result<Option<migrations::Re
     };
     let stack = &ctx.settings.stack;
     if !ctx.block_on(migrations::stack_exists(&checked.docker, stack))? {
-        eprintln!("    stack {stack} is not deployed yet: no database to check");
+        ctx.say(&format!("    stack {stack} is not deployed yet: no database to check"));
         return Ok(None);
     }
     let node = data_node(ctx, checked)?;
@@ -604,7 +607,7 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
         ));
     } else {
         for warning in ctx.block_on(preflight::placement_labels(&docker, &labels))? {
-            eprintln!("warning: {warning}");
+            ctx.warn(&warning);
         }
     }
 
@@ -621,7 +624,7 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
         // the registry may refuse it: the plan says so, and goes on.
         let what = format!("check {image} in its registry (a real deploy logs in first)");
         let digest = ctx.read_or_plan(&what, "unchecked".to_owned(), resolved)?;
-        eprintln!("    {image}: {digest}");
+        ctx.say(&format!("    {image}: {digest}"));
         digests.insert(image.to_owned(), digest);
     }
     Ok(Checked { docker, services, digests, release_image: ctx.settings.image_name() })
@@ -646,12 +649,14 @@ fn deploy_retrying_the_network_race<'a>(stack: &str, deploy: impl Fn() -> xshell
         let output = command.ignore_status().output().with_context(|| format!("cannot run `{line}`"))?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        eprint!("{stdout}{stderr}");
+        xtask::output::raw(&format!("{stdout}{stderr}"));
         if output.status.success() {
             return Ok(());
         }
         if network_race(&stderr) && started.elapsed() < NETWORK_RACE {
-            eprintln!("    the network of a removed stack {stack} is still going away: retrying in 2s");
+            xtask::output::say(&format!(
+                "    the network of a removed stack {stack} is still going away: retrying in 2s"
+            ));
             std::thread::sleep(Duration::from_secs(2));
             continue;
         }

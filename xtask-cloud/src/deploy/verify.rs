@@ -98,10 +98,10 @@ pub async fn run(docker: &Docker, target: &Target<'_>, verify: &Verify) -> Resul
     let mut failing = Vec::new();
     for address in &addresses {
         let args: Vec<String> = verify.command.iter().map(|arg| arg.replace(VERIFY_TASK, address)).collect();
-        eprintln!("    verifying task {address} of {}: `{}`", target.service, args.join(" "));
+        xtask::output::say(&format!("    verifying task {address} of {}: `{}`", target.service, args.join(" ")));
         let (passed, lines) = run_job(docker, target, &networks, &args, verify.timeout).await?;
         for line in &lines {
-            eprintln!("      {line}");
+            xtask::output::say(&format!("      {line}"));
         }
         if !passed {
             let failed: Vec<&String> = lines.iter().filter(|line| line.starts_with("FAILED")).collect();
@@ -115,7 +115,7 @@ pub async fn run(docker: &Docker, target: &Target<'_>, verify: &Verify) -> Resul
         }
     }
     if failing.is_empty() {
-        eprintln!("    verified {} task(s) of {}", addresses.len(), target.service);
+        xtask::output::say(&format!("    verified {} task(s) of {}", addresses.len(), target.service));
         return Ok(());
     }
     Err(Failed { version: target.version.to_owned(), lines: failing }.into())
@@ -235,7 +235,9 @@ async fn run_job(
     let removed = docker.delete_service(&id).await;
     crate::interrupt::job_done();
     if let Err(err) = removed {
-        eprintln!("warning: could not remove the verify job {name}: {err} (remove it with `docker service rm {name}`)");
+        xtask::output::warn(&format!(
+            "could not remove the verify job {name}: {err} (remove it with `docker service rm {name}`)"
+        ));
     }
     result
 }

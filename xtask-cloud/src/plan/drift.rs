@@ -52,7 +52,7 @@ pub fn as_deployed(ctx: &xtask::ctx::Ctx, docker: &bollard::Docker, stack: &str)
     match super::live_services(ctx, docker, stack) {
         Ok(live) => records(&live),
         Err(err) => {
-            eprintln!("warning: cannot read the services' specs for the history (drift): {err:#}");
+            ctx.warn(&format!("cannot read the services' specs for the history (drift): {err:#}"));
             BTreeMap::new()
         }
     }

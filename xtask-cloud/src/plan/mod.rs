@@ -282,7 +282,7 @@ pub fn resolve_digests(
                 digests.insert(image.to_owned(), digest);
             }
             Err(err) => {
-                eprintln!("warning: {err:#}");
+                ctx.warn(&format!("{err:#}"));
                 unresolved.push(image.to_owned());
             }
         }

@@ -25,15 +25,15 @@ pub async fn left_out(docker: &bollard::Docker, stack: &str, services: &[Service
 pub fn warn_about_left_services(ctx: &Ctx, docker: &bollard::Docker, stack: &str, services: &[ServiceDef]) {
     match ctx.block_on(left_out(docker, stack, services)) {
         Ok(names) if names.is_empty() => {}
-        Ok(names) => eprintln!(
-            "warning: {} of stack {stack} {} not in {}: left running; `cargo xtask deploy --prune` removes {}",
+        Ok(names) => ctx.warn(&format!(
+            "{} of stack {stack} {} not in {}: left running; `cargo xtask deploy --prune` removes {}",
             names.join(", "),
             if names.len() == 1 { "is" } else { "are" },
             ctx.settings.stack_file.file_name().map(|name| name.to_string_lossy()).unwrap_or_default(),
             if names.len() == 1 { "it" } else { "them" }
-        ),
+        )),
         Err(err) => {
-            eprintln!("warning: cannot tell whether stack {stack} runs services its file no longer has: {err:#}")
+            ctx.warn(&format!("cannot tell whether stack {stack} runs services its file no longer has: {err:#}"))
         }
     }
 }
