@@ -15,7 +15,7 @@ use bollard::models::ConfigSpec;
 use bollard::query_parameters::ListConfigsOptions;
 use serde::{Deserialize, Serialize};
 use xtask::ctx::Ctx;
-use xtask::tasks::HistoryArgs as Args;
+use xtask::flags::HistoryArgs as Args;
 
 use crate::async_ctx::AsyncCtx;
 use crate::clock;

@@ -22,7 +22,7 @@ use bollard::models::ConfigSpec;
 use serde::{Deserialize, Serialize};
 use xtask::ctx::Ctx;
 use xtask::exit::Exit;
-use xtask::tasks::UnlockArgs;
+use xtask::flags::UnlockArgs;
 
 use crate::async_ctx::AsyncCtx;
 

@@ -10,7 +10,7 @@ use bollard::Docker;
 use bollard::query_parameters::{ListTasksOptions, LogsOptions};
 use futures_util::StreamExt;
 use xtask::ctx::Ctx;
-use xtask::tasks::LogsArgs as Args;
+use xtask::flags::LogsArgs as Args;
 
 use crate::async_ctx::AsyncCtx;
 use crate::image_ref::ImageRef;

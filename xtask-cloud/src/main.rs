@@ -30,21 +30,25 @@ mod swarm_nodes;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use xtask::tasks::{self, CloudTask, Runner};
+use xtask::ctx::Ctx;
+use xtask::flags::{self, CloudTask};
+use xtask::runner::{self, Cloud};
 
 fn main() -> ExitCode {
-    tasks::main_with(tasks::parse(), Some(run))
+    let cloud = Cloud { dispatch, catch_signals: ci::catch_signals };
+    runner::main_with(flags::parse(), Some(cloud))
 }
 
-/// The cloud tasks' dispatch; the runner runs the light ones itself.
-fn run(runner: &mut Runner, task: &CloudTask) -> Result<()> {
-    let ctx = runner.ctx();
+/// The cloud tasks' dispatch; the runner runs the light ones, and `ci`'s
+/// pipeline, itself.
+fn dispatch(ctx: &Ctx, task: &CloudTask) -> Result<()> {
     match task {
         CloudTask::Login => login::run(ctx),
         CloudTask::Logout => logout::run(ctx),
         CloudTask::Publish(args) => publish::run(ctx, args),
         CloudTask::Deploy(args) => deploy::run(ctx, args),
-        CloudTask::Ci(args) => ci::run(runner, args),
+        // The runner runs ci's stages itself and never hands it here.
+        CloudTask::Ci(_) => anyhow::bail!("ci is a pipeline of tasks, run by the runner"),
         CloudTask::Rollback(args) => rollback::run(ctx, args),
         CloudTask::History(args) => history::run(ctx, args),
         CloudTask::Unlock(args) => lock::unlock(ctx, args),

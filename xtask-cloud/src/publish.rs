@@ -21,7 +21,7 @@ use xtask::ctx::Ctx;
 const PUSH_ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 
-use xtask::tasks::PublishArgs as Args;
+use xtask::flags::PublishArgs as Args;
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let version = ctx.version().to_owned();

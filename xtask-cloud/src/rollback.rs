@@ -11,7 +11,7 @@
 
 use anyhow::{Context, Result, bail};
 use xtask::ctx::Ctx;
-use xtask::tasks::RollbackArgs as Args;
+use xtask::flags::RollbackArgs as Args;
 
 use crate::async_ctx::AsyncCtx;
 use crate::deploy::migrations::{self, Effect};

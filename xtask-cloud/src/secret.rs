@@ -9,7 +9,7 @@ use std::io::{IsTerminal, Read};
 use anyhow::{Context, Result, bail};
 use bollard::models::SecretSpec;
 use xtask::ctx::Ctx;
-use xtask::tasks::{SecretAction, SecretArgs as Args};
+use xtask::flags::{SecretAction, SecretArgs as Args};
 
 use crate::async_ctx::AsyncCtx;
 

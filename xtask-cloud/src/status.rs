@@ -9,7 +9,7 @@
 use anyhow::{Result, bail};
 use serde::Serialize;
 use xtask::ctx::Ctx;
-use xtask::tasks::StatusArgs as Args;
+use xtask::flags::StatusArgs as Args;
 
 use crate::async_ctx::AsyncCtx;
 use crate::deploy::converge::{self, Kind, TaskState};

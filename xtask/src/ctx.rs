@@ -5,7 +5,7 @@
 //! and in a dry run `Ctx` prints that to the plan instead. So a dry run cannot
 //! drift from the real one.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::time::Instant;
 
@@ -23,7 +23,7 @@ pub struct Ctx {
     version: String,
     docker: Option<Endpoint>,
     sh: Shell,
-    task: Cell<&'static str>,
+    task: RefCell<String>,
     in_step: Cell<bool>,
     github_actions: bool,
 }
@@ -70,7 +70,7 @@ impl Ctx {
             version,
             docker,
             sh,
-            task: Cell::new(""),
+            task: RefCell::new(String::new()),
             in_step: Cell::new(false),
             github_actions: std::env::var("GITHUB_ACTIONS").is_ok_and(|value| value == "true"),
         })
@@ -121,8 +121,8 @@ impl Ctx {
     }
 
     /// Name the task whose steps follow (used in headers and the plan).
-    pub fn enter_task(&self, name: &'static str) {
-        self.task.set(name);
+    pub fn enter_task(&self, name: &str) {
+        name.clone_into(&mut self.task.borrow_mut());
         if self.dry_run {
             output::result(&format!("[{name}]"));
         }
@@ -142,7 +142,7 @@ impl Ctx {
         }
         // GitHub groups do not nest: an inner step is a plain header.
         let grouped = self.github_actions && !self.in_step.get();
-        let task = self.task.get();
+        let task = self.task.borrow().clone();
         if grouped {
             output::say(&format!("::group::{task}: {title}"));
         } else {

@@ -2,20 +2,24 @@
 //! by the two binaries: `xtask`, light, for the tasks that need neither AWS
 //! nor the Docker engine API, and `xtask-cloud` for those that do.
 //!
-//! Imports run one way, downward: `tasks` (the command line, the graph and the
-//! runner) uses the task modules, which use `ctx`, which uses `settings` and
-//! `version`'s pure resolution.
+//! Imports run one way, downward: `runner` (the graph, the dispatch of the
+//! light tasks, `ci`'s pipeline) uses the task modules, which use `ctx`
+//! (effects) and `output` (lines); at the bottom floor, `flags` (the command
+//! line: every task's arguments) and `settings`. No task module imports
+//! another.
 
 pub mod build;
 pub mod clean;
+pub mod completions;
 pub mod compose;
 pub mod ctx;
 pub mod docker_endpoint;
 pub mod exit;
+pub mod flags;
 pub mod git;
 pub mod output;
 pub mod release;
+pub mod runner;
 pub mod settings;
-pub mod tasks;
 pub mod test;
 pub mod version;

@@ -8,14 +8,15 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
 
+use xtask::flags::{self, Task};
+use xtask::runner;
 use xtask::settings::project_root;
-use xtask::tasks::{self, Task};
 
 fn main() -> ExitCode {
-    let cli = tasks::parse();
+    let cli = flags::parse();
     match cli.task {
         // A light task needs only light tasks (see `tasks.rs`).
-        Task::Light(_) => tasks::main_with(cli, None),
+        Task::Light(_) => runner::main_with(cli, None),
         Task::Cloud(_) => {
             // Only returns if the hand-over failed.
             let err = hand_to_cloud();

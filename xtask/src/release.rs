@@ -9,13 +9,6 @@ use anyhow::{Context, Result, bail};
 use crate::compose::Compose;
 use crate::ctx::Ctx;
 
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct Args {
-    /// Use the images already built (by `test` or `build`) instead of building first.
-    #[arg(long)]
-    pub no_build: bool,
-}
-
 /// How long the app may take to report healthy.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(90);
 

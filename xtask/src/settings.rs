@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 // The settings flags, under their own heading in the help: before the task's
-// name or after it (see `tasks::command`, which gives each task those it
+// name or after it (see `flags::command`, which gives each task those it
 // uses). Each one falls back to an environment variable, then to
 // `delivery.yml`. (A doc comment here would become each task's description.)
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -244,7 +244,7 @@ fn verify_settings(raw: Option<VerifyDefaults>) -> Result<Verify> {
         verify.command = command;
     }
     if let Some(timeout) = raw.timeout {
-        verify.timeout = crate::tasks::parse_duration(&timeout)
+        verify.timeout = crate::flags::parse_duration(&timeout)
             .map_err(|err| anyhow::anyhow!("verify.timeout in {DEFAULTS_FILE} is not valid: {err}"))?;
     }
     Ok(verify)

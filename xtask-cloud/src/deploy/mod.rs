@@ -33,7 +33,7 @@ use converge::Verdict;
 use watch::{Expected, Snapshot};
 use xtask::ctx::Ctx;
 
-use xtask::tasks::DeployArgs as Args;
+use xtask::flags::DeployArgs as Args;
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     // Before the lock, whose name is the stack's.

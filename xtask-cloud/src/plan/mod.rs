@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use xtask::ctx::Ctx;
-use xtask::tasks::PlanArgs as Args;
+use xtask::flags::PlanArgs as Args;
 
 use crate::async_ctx::AsyncCtx;
 use crate::deploy::stackfile;

@@ -1,26 +1,20 @@
-//! The tasks: the command line that names them, the graph of what each needs
-//! first, and the runner that runs a task after its prerequisites, each at
-//! most once, like a Makefile's recipes.
+//! The command line, in one place: every task with its arguments (their
+//! doc comments are the help), the settings flags each task takes, and the
+//! parsing. The task modules read their arguments from here; the runner
+//! (`runner.rs`) runs what was parsed.
 //!
-//! The split into two binaries is a type: a [`LightTask`] runs in this crate
-//! (no AWS SDK, no Docker engine API), a [`CloudTask`] in `xtask-cloud`. A
-//! light task can only need light tasks, so the light binary never has to ask
-//! where a prerequisite lives. Adding a task means a variant in one of the two
-//! enums, its arm in [`Task::name`], and its arm in that enum's dispatch
-//! ([`LightTask::run`] here, `xtask-cloud`'s `tasks::run` for cloud tasks):
-//! the compiler checks both matches.
+//! The split into two binaries is a type: a [`LightTask`] runs in the
+//! `xtask` binary (no AWS SDK, no Docker engine API), a [`CloudTask`] in
+//! `xtask-cloud`.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use clap::parser::ValueSource;
 use clap::{Args as _, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::ctx::Ctx;
 use crate::exit::{self, Exit};
-use crate::{build, clean, release, settings, test, version};
+use crate::settings;
 
 /// The delivery workflow of todobackend: build, test, release, publish, deploy.
 #[derive(Parser, Debug)]
@@ -51,7 +45,7 @@ pub enum LightTask {
     /// Run the service's tests and build the release image.
     Test,
     /// Start the local environment from the built image and run acceptance tests.
-    Release(release::Args),
+    Release(ReleaseArgs),
     /// Remove the local environment, its volumes and dangling project images.
     Clean,
     /// Print the shell completion script for bash, zsh or fish (README, Command line).
@@ -92,70 +86,25 @@ pub enum CloudTask {
 }
 
 impl Task {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Task::Light(LightTask::Version) => "version",
-            Task::Light(LightTask::Build) => "build",
-            Task::Light(LightTask::Test) => "test",
-            Task::Light(LightTask::Release(_)) => "release",
-            Task::Light(LightTask::Clean) => "clean",
-            Task::Light(LightTask::Completions(_)) => "completions",
-            Task::Cloud(CloudTask::Login) => "login",
-            Task::Cloud(CloudTask::Logout) => "logout",
-            Task::Cloud(CloudTask::Publish(_)) => "publish",
-            Task::Cloud(CloudTask::Deploy(_)) => "deploy",
-            Task::Cloud(CloudTask::Ci(_)) => "ci",
-            Task::Cloud(CloudTask::Rollback(_)) => "rollback",
-            Task::Cloud(CloudTask::History(_)) => "history",
-            Task::Cloud(CloudTask::Unlock(_)) => "unlock",
-            Task::Cloud(CloudTask::Status(_)) => "status",
-            Task::Cloud(CloudTask::Logs(_)) => "logs",
-            Task::Cloud(CloudTask::Secret(_)) => "secret",
-            Task::Cloud(CloudTask::RefreshAuth) => "refresh-auth",
-            Task::Cloud(CloudTask::Plan(_)) => "plan",
+    /// The task's name on the command line. clap names each task after its
+    /// variant in kebab-case (`RefreshAuth` is `refresh-auth`); this applies
+    /// the same rule to the variant's name, so that no list of names has to
+    /// be kept beside the enums (a test checks it against every task clap
+    /// lists).
+    pub fn name(&self) -> String {
+        let debug = match self {
+            Task::Light(task) => format!("{task:?}"),
+            Task::Cloud(task) => format!("{task:?}"),
+        };
+        let variant = debug.split(|c: char| !c.is_ascii_alphanumeric()).next().unwrap_or_default();
+        let mut name = String::new();
+        for (i, c) in variant.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                name.push('-');
+            }
+            name.push(c.to_ascii_lowercase());
         }
-    }
-
-    /// The tasks that run before this one, like a Makefile's prerequisites.
-    pub fn needs(&self) -> Vec<Task> {
-        match self {
-            Task::Light(light) => light.needs().into_iter().map(Task::Light).collect(),
-            Task::Cloud(cloud) => cloud.needs(),
-        }
-    }
-}
-
-impl LightTask {
-    /// A light task needs only light tasks: the type says so.
-    pub fn needs(&self) -> Vec<LightTask> {
-        match self {
-            LightTask::Test => vec![LightTask::Build],
-            LightTask::Release(args) if !args.no_build => vec![LightTask::Build],
-            _ => Vec::new(),
-        }
-    }
-
-    /// The light tasks' dispatch.
-    pub fn run(&self, ctx: &Ctx) -> Result<()> {
-        match self {
-            LightTask::Version => version::run(ctx),
-            LightTask::Build => build::run(ctx),
-            LightTask::Test => test::run(ctx),
-            LightTask::Release(_) => release::run(ctx),
-            LightTask::Clean => clean::run(ctx),
-            LightTask::Completions(args) => completions(ctx, args),
-        }
-    }
-}
-
-impl CloudTask {
-    pub fn needs(&self) -> Vec<Task> {
-        match self {
-            CloudTask::Deploy(DeployArgs { no_login: false, .. })
-            | CloudTask::Rollback(RollbackArgs { no_login: false, .. })
-            | CloudTask::RefreshAuth => vec![Task::Cloud(CloudTask::Login)],
-            _ => Vec::new(),
-        }
+        name
     }
 }
 
@@ -173,23 +122,11 @@ pub enum Shell {
     Fish,
 }
 
-/// `completions SHELL`: the script on stdout, generated from [`command`]
-/// (the generator builds every task, its deferred settings included), so it
-/// completes exactly the tasks and flags the help lists. It completes the
-/// command `xtask`: shells complete `cargo` itself through rustup's script,
-/// so the README has `alias xtask='cargo xtask'` beside the install line.
-fn completions(ctx: &Ctx, args: &CompletionsArgs) -> Result<()> {
-    let mut full = command();
-    let mut script = Vec::new();
-    let name = "xtask";
-    match args.shell {
-        Shell::Bash => clap_complete::generate(clap_complete::Shell::Bash, &mut full, name, &mut script),
-        Shell::Zsh => clap_complete::generate(clap_complete::Shell::Zsh, &mut full, name, &mut script),
-        Shell::Fish => clap_complete::generate(clap_complete::Shell::Fish, &mut full, name, &mut script),
-    }
-    let script = String::from_utf8(script).context("the completion script is not UTF-8")?;
-    ctx.print_result(script.trim_end());
-    Ok(())
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ReleaseArgs {
+    /// Use the images already built (by `test` or `build`) instead of building first.
+    #[arg(long)]
+    pub no_build: bool,
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -348,44 +285,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|_| format!("{text:?} is not a duration: write e.g. 300, 90s, 5m or 1h"))
 }
 
-/// Runs a cloud task; the binary that has them passes it to the runner.
-pub type CloudDispatch = fn(&mut Runner, &CloudTask) -> Result<()>;
-
-/// Runs tasks with their prerequisites, each at most once.
-pub struct Runner {
-    ctx: Ctx,
-    done: HashSet<&'static str>,
-    cloud: Option<CloudDispatch>,
-}
-
-impl Runner {
-    pub fn new(ctx: Ctx, cloud: Option<CloudDispatch>) -> Runner {
-        Runner { ctx, done: HashSet::new(), cloud }
-    }
-
-    pub fn run(&mut self, task: Task) -> Result<()> {
-        for need in task.needs() {
-            self.run(need)?;
-        }
-        if !self.done.insert(task.name()) {
-            return Ok(());
-        }
-        self.ctx.enter_task(task.name());
-        let result = match &task {
-            Task::Light(light) => light.run(&self.ctx),
-            Task::Cloud(cloud) => match self.cloud {
-                Some(dispatch) => dispatch(self, cloud),
-                None => Err(anyhow::anyhow!("this binary has no cloud tasks: run it through `cargo xtask`")),
-            },
-        };
-        result.with_context(|| format!("{} failed", task.name()))
-    }
-
-    pub fn ctx(&self) -> &Ctx {
-        &self.ctx
-    }
-}
-
 /// The settings flags a task uses (`settings::used`), by the task's name on
 /// the command line: its help lists those under "Settings", and it accepts
 /// no others after its name. `None` for a name that is no task (a test
@@ -443,7 +342,7 @@ where
 {
     let matches = command().try_get_matches_from(argv)?;
     let mut cli = Cli::from_arg_matches(&matches)?;
-    let used = settings_used(cli.task.name()).unwrap_or_default();
+    let used = settings_used(&cli.task.name()).unwrap_or_default();
     let mut level = &matches;
     while let Some((_, task)) = level.subcommand() {
         let later = settings::Args::from_matches(task, &used);
@@ -486,48 +385,6 @@ pub fn parse() -> Cli {
     }
 }
 
-/// Load the settings, build the context and run the task, with `cloud` for
-/// the cloud tasks. Errors print as one line; the exit code is the one the
-/// error is marked with ([`exit::code_of`]), else 1.
-pub fn main_with(cli: Cli, cloud: Option<CloudDispatch>) -> std::process::ExitCode {
-    let result = (|| {
-        let root = settings::project_root()?;
-        let settings = settings::Settings::load(&root, &cli.settings)?;
-        let from_env = std::env::var("APP_VERSION").ok();
-        let version = version::resolve(from_env.as_deref(), &settings.root)
-            .with_context(|| format!("{} failed", cli.task.name()))?;
-        // `version` and `completions` talk to no engine: they read no Docker configuration.
-        let docker = match &cli.task {
-            Task::Light(LightTask::Version | LightTask::Completions(_)) => None,
-            task => Some(
-                crate::docker_endpoint::resolve(&|name| settings.docker_lookup(name))
-                    .with_context(|| format!("{} failed", task.name()))?,
-            ),
-        };
-        let ctx = Ctx::new(settings, version, docker)?;
-        Runner::new(ctx, cloud).run(cli.task)
-    })();
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            let exit = exit::code_of(&err);
-            // "There are changes" (`plan --exit-code`) is an answer, not an error.
-            if exit == Exit::Changes {
-                crate::output::say(&format!("{err:#}"));
-            } else {
-                crate::output::error(&format!("{err:#}"));
-            }
-            std::process::ExitCode::from(exit.code())
-        }
-    }
-}
-
-/// Refuse a task this binary cannot run (the light binary hands cloud tasks
-/// over before it gets here).
-pub fn not_here(task: &Task) -> Result<()> {
-    bail!("{} is a cloud task: run it through `cargo xtask`", task.name())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,30 +399,6 @@ mod tests {
         for bad in ["", "5x", "m", "-1", "99999999999999999999h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn light_tasks_need_only_light_tasks_and_deploy_logs_in_first() {
-        let test = Task::Light(LightTask::Test);
-        assert_eq!(test.needs().iter().map(Task::name).collect::<Vec<_>>(), ["build"]);
-        let release = Task::Light(LightTask::Release(release::Args { no_build: true }));
-        assert!(release.needs().is_empty());
-        let deploy = |no_login| {
-            Task::Cloud(CloudTask::Deploy(DeployArgs {
-                no_login,
-                detach: false,
-                timeout: Duration::from_secs(1),
-                allow_breaking_migration: false,
-                lock_wait: None,
-                prune: false,
-                no_verify: false,
-            }))
-        };
-        assert_eq!(deploy(false).needs().iter().map(Task::name).collect::<Vec<_>>(), ["login"]);
-        // `clean` runs in the light binary: it never builds xtask-cloud.
-        let clean = parse_from(["cargo xtask", "clean"]).unwrap();
-        assert!(matches!(clean.task, Task::Light(LightTask::Clean)));
-        assert!(deploy(true).needs().is_empty());
     }
 
     #[test]
