@@ -15,7 +15,7 @@ use xtask::settings::project_root;
 fn main() -> ExitCode {
     let cli = flags::parse();
     match cli.task {
-        // A light task needs only light tasks (see `tasks.rs`).
+        // A light task needs only light tasks (see `runner::needs`).
         Task::Light(_) => runner::main_with(cli, None),
         Task::Cloud(_) => {
             // Only returns if the hand-over failed.
