@@ -13,19 +13,15 @@
 //! if the new app then failed, the swarm's rollback would bring back a version
 //! that refuses the new schema, and the service would be down.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use bollard::models::{
-    Mount, MountType, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec,
-    TaskSpecPlacement, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
-};
-use bollard::query_parameters::{ListTasksOptions, LogsOptions};
-use futures_util::StreamExt;
+use bollard::models::{Mount, MountType, ServiceSpec, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement};
 use serde::Deserialize;
+
+use super::job::{self, Job};
 
 /// `todobackend migrations --json`: the database as one binary sees it.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -162,82 +158,54 @@ pub async fn stack_exists(docker: &Docker, stack: &str) -> Result<bool> {
     Ok(!crate::stack::services(docker, stack).await?.is_empty())
 }
 
-/// The label on the jobs of [`run_on_data_node`], naming their stack.
-pub(super) const JOB_LABEL: &str = "com.todobackend.job";
-
-/// The jobs' names, `<stack>_xtask_<n>`: the swarm names their containers
-/// `<name>.<slot>.<task>` and labels them with the name.
-pub(super) fn job_prefix(stack: &str) -> String {
-    format!("{stack}_xtask_")
-}
-
 /// Run `image` with `args` once, reaching the database as the stack's
 /// `migrate` does (see [`way_to_the_database`]), as a one-off swarm service;
 /// its stdout. Its stderr is shown as it is (the service says there what it
-/// does). The service is removed afterwards; one that a killed run left
-/// behind is removed before.
-///
-/// One replica that is never restarted, not a `replicated-job`: the swarm
-/// never removes a job's task and container, even with the service
-/// (moby/moby#44312), so each deploy would leave a container on the data
-/// node holding the data volume.
+/// does). The service is removed afterwards (see `job.rs`); one that a
+/// killed run left behind is removed before.
 pub async fn run_on_data_node(docker: &Docker, node: &DataNode<'_>, image: &str, args: &[&str]) -> Result<String> {
-    remove_left_jobs(docker, node.stack).await?;
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let name = format!("{}{}", job_prefix(node.stack), nanos % 1_000_000_000);
+    job::remove_left(docker, node.stack).await?;
     let way = way_to_the_database(docker, node).await?;
-    let spec = ServiceSpec {
-        name: Some(name.clone()),
-        labels: Some(HashMap::from([(JOB_LABEL.to_owned(), node.stack.to_owned())])),
-        task_template: Some(TaskSpec {
-            container_spec: Some(TaskSpecContainerSpec {
-                image: Some(image.to_owned()),
-                labels: Some(HashMap::from([(JOB_LABEL.to_owned(), node.stack.to_owned())])),
-                args: Some(args.iter().map(|arg| (*arg).to_owned()).collect()),
-                env: way.env,
-                mounts: way.mounts,
-                secrets: way.secrets,
-                ..Default::default()
-            }),
-            networks: way.networks,
-            placement: Some(way.placement),
-            restart_policy: Some(TaskSpecRestartPolicy {
-                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
-                ..Default::default()
-            }),
+    let task = TaskSpec {
+        container_spec: Some(TaskSpecContainerSpec {
+            image: Some(image.to_owned()),
+            args: Some(args.iter().map(|arg| (*arg).to_owned()).collect()),
+            env: way.env,
+            mounts: way.mounts,
+            secrets: way.secrets,
             ..Default::default()
         }),
-        mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
-            ..Default::default()
-        }),
+        networks: way.networks,
+        placement: Some(way.placement),
         ..Default::default()
     };
-    // From here until it is removed, an interrupt removes it (interrupt.rs).
-    let writes = args.first() != Some(&"migrations");
-    crate::interrupt::job_starting(&name, &args.join(" "), writes);
-    let created = docker.create_service(spec, node.credentials.clone()).await;
-    crate::interrupt::job_created();
-    let created = match created {
-        Ok(created) => created,
-        Err(err) => {
-            crate::interrupt::job_done();
-            return Err(err).with_context(|| {
-                format!("cannot start `todobackend {}` as a swarm job on the data node", args.join(" "))
-            });
-        }
+    let job = Job {
+        stack: node.stack,
+        kind: "",
+        task,
+        credentials: node.credentials.clone(),
+        what: args.join(" "),
+        started_as: format!("`todobackend {}` as a swarm job on the data node", args.join(" ")),
+        writes: args.first() != Some(&"migrations"),
+        timeout: JOB_TIMEOUT,
     };
-    let id = created.id.unwrap_or_else(|| name.clone());
-    let result = finish(docker, &id, args).await;
-    let removed = docker.delete_service(&id).await;
-    // (Stops here if an interrupt took the job over: it says what it did.)
-    crate::interrupt::job_done();
-    if let Err(err) = removed {
-        xtask::output::warn(&format!(
-            "could not remove the job {name}: {err} (remove it with `docker service rm {name}`)"
-        ));
+    let ended = job::run(docker, job).await?;
+    if ended.state.is_none() {
+        bail!(
+            "`todobackend {}` did not finish on the data node within {}s: see `docker service ps {}`",
+            args.join(" "),
+            JOB_TIMEOUT.as_secs(),
+            ended.id
+        );
     }
-    result
+    for line in ended.stderr.lines().filter(|line| !line.trim().is_empty()) {
+        xtask::output::say(&format!("    {line}"));
+    }
+    if !ended.completed() {
+        let reason = ended.stderr.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or(&ended.message);
+        bail!("`todobackend {}` failed on the data node: {}", args.join(" "), reason.trim());
+    }
+    Ok(ended.stdout)
 }
 
 /// What a job copies from the stack's `migrate` to reach the database.
@@ -296,145 +264,12 @@ fn way_from(node: &DataNode<'_>, specs: &[&ServiceSpec]) -> Way {
     }
 }
 
-/// Remove the stack's jobs that an interrupted run (SIGTERM, SIGKILL, a lost
-/// connection) could not remove, and the stopped containers of earlier jobs
-/// on this engine (Docker kept those of the `replicated-job`s that earlier
-/// versions ran, moby/moby#44312). Jobs run only under the stack's deploy
-/// lock, which this run holds, so none of them is another run's.
-///
-/// The jobs (services) go wherever their tasks ran: the swarm removes their
-/// containers on every node. The stopped containers of those old
-/// `replicated-job`s are only this engine's: on a data node that is not the
-/// manager the xtask talks to, no engine API call from here reaches them
-/// (`docker container prune --filter label=com.todobackend.job` there does).
-pub(super) async fn remove_left_jobs(docker: &Docker, stack: &str) -> Result<()> {
-    let filters = HashMap::from([("label".to_owned(), vec![format!("{JOB_LABEL}={stack}")])]);
-    let left = docker
-        .list_services(Some(bollard::query_parameters::ListServicesOptions {
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await
-        .with_context(|| format!("cannot list the jobs of stack {stack}"))?;
-    // Tidying only: what will not go is named, and the run goes on.
-    for service in left {
-        let Some(id) = service.id else { continue };
-        let name = service.spec.and_then(|spec| spec.name).unwrap_or_else(|| id.clone());
-        match docker.delete_service(&id).await {
-            Ok(()) => xtask::output::say(&format!("    removed the job {name}, left behind by an interrupted run")),
-            Err(err) => xtask::output::warn(&format!(
-                "could not remove the job {name} an interrupted run left: {err}: `docker service rm {name}`"
-            )),
-        }
-    }
-    // Only stopped ones: a job's container is removed with its service.
-    let prefix = job_prefix(stack);
-    let filters = HashMap::from([
-        ("label".to_owned(), vec!["com.docker.swarm.service.name".to_owned()]),
-        ("status".to_owned(), vec!["exited".to_owned(), "dead".to_owned()]),
-    ]);
-    let stopped = docker
-        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await
-        .with_context(|| format!("cannot list the containers of stack {stack}'s earlier jobs"))?;
-    let mut removed = 0;
-    for container in stopped {
-        let service = container.labels.as_ref().and_then(|labels| labels.get("com.docker.swarm.service.name"));
-        let (Some(id), true) = (container.id, service.is_some_and(|service| service.starts_with(&prefix))) else {
-            continue;
-        };
-        // With its anonymous volumes (the image's /public), not the stack's data.
-        let options = bollard::query_parameters::RemoveContainerOptions { v: true, ..Default::default() };
-        match docker.remove_container(&id, Some(options)).await {
-            Ok(()) => removed += 1,
-            Err(err) => xtask::output::warn(&format!(
-                "could not remove the stopped container {id} of an earlier job: {err}: `docker rm -v {id}`"
-            )),
-        }
-    }
-    if removed > 0 {
-        xtask::output::say(&format!(
-            "    removed {removed} stopped container(s) of earlier database jobs of stack {stack}"
-        ));
-    }
-    Ok(())
-}
-
-/// Wait for the job's task to end, then read its output.
-async fn finish(docker: &Docker, id: &str, args: &[&str]) -> Result<String> {
-    let started = Instant::now();
-    let filters = HashMap::from([("service".to_owned(), vec![id.to_owned()])]);
-    let (state, message) = loop {
-        // An interrupt removes the job: its verdict is the interrupt's to tell.
-        crate::interrupt::checkpoint();
-        let tasks = docker
-            .list_tasks(Some(ListTasksOptions { filters: Some(filters.clone()) }))
-            .await
-            .context("cannot list the job's tasks")?;
-        let ended = tasks.iter().find_map(|task| {
-            let status = task.status.as_ref()?;
-            let state = status.state?;
-            let done =
-                matches!(state, TaskState::COMPLETE | TaskState::FAILED | TaskState::REJECTED | TaskState::SHUTDOWN);
-            let message = status.err.clone().or(status.message.clone()).unwrap_or_default();
-            done.then_some((state, message))
-        });
-        if let Some(ended) = ended {
-            break ended;
-        }
-        if started.elapsed() > JOB_TIMEOUT {
-            bail!(
-                "`todobackend {}` did not finish on the data node within {}s: see `docker service ps {id}`",
-                args.join(" "),
-                JOB_TIMEOUT.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    let (stdout, stderr) = output(docker, id).await;
-    for line in stderr.lines().filter(|line| !line.trim().is_empty()) {
-        xtask::output::say(&format!("    {line}"));
-    }
-    if state != TaskState::COMPLETE {
-        let reason = stderr.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or(&message);
-        bail!("`todobackend {}` failed on the data node: {}", args.join(" "), reason.trim());
-    }
-    Ok(stdout)
-}
-
-/// The job's stdout and stderr, apart.
-pub(super) async fn output(docker: &Docker, id: &str) -> (String, String) {
-    let options = LogsOptions { stdout: true, stderr: true, ..Default::default() };
-    let mut logs = docker.service_logs(id, Some(options));
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    let read = async {
-        while let Some(Ok(item)) = logs.next().await {
-            match item {
-                bollard::container::LogOutput::StdOut { message } => {
-                    stdout.push_str(&String::from_utf8_lossy(&message))
-                }
-                // Decoded as the diagnosis decodes it: no stream bytes.
-                other => match super::watch::decoded(other) {
-                    Ok(text) => stderr.push_str(&text),
-                    Err(reason) => {
-                        stderr.push_str(&format!("({reason}: `docker service logs {id}`)\n"));
-                        break;
-                    }
-                },
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(20), read).await;
-    (stdout, stderr)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bollard::models::{
+        ServiceSpecMode, ServiceSpecModeReplicated, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+    };
 
     fn report(json: &str) -> Report {
         Report::parse(json).unwrap()

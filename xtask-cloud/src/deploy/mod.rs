@@ -12,6 +12,7 @@
 
 pub mod converge;
 mod interpolate;
+mod job;
 pub mod migrations;
 mod preflight;
 pub use preflight::check_stack_name;
@@ -214,7 +215,7 @@ impl Release<'_> {
                     let expected: Vec<Expected> =
                         needed.iter().map(|service| Expected::new(stack, service, digests)).collect();
                     let what = "did not start, so the jobs did not run and the app was not updated (it runs the version it ran before)";
-                    deploy_only(ctx, self.timeout, docker, stack, &names, &expected, &before_updates, what)
+                    deploy_only(ctx, self.timeout, checked, stack, &names, &expected, &before_updates, what)
                 });
                 if let Err(err) = started {
                     return (Outcome::Failed, Err(err), false);
@@ -228,7 +229,7 @@ impl Release<'_> {
                 let mut file_names = names.clone();
                 file_names.extend(needed.iter().map(|service| service.name.as_str()));
                 let what = "did not complete, so the app was not updated (it runs the version it ran before)";
-                deploy_only(ctx, self.timeout, docker, stack, &file_names, &jobs_expected, &before_updates, what)
+                deploy_only(ctx, self.timeout, checked, stack, &file_names, &jobs_expected, &before_updates, what)
             });
             if let Err(err) = ran {
                 return (Outcome::Failed, Err(err), false);
@@ -442,10 +443,7 @@ fn database_report(ctx: &Ctx, checked: &Checked) -> Result<Option<migrations::Re
 pub fn data_node<'a>(ctx: &'a Ctx, checked: &Checked) -> Result<migrations::DataNode<'a>> {
     let app = checked.release_job().or(checked.services.first()).context("the stack file has no services")?;
     let registry = crate::image_ref::ImageRef::parse(&app.image).registry;
-    let credentials = match &registry {
-        Some(registry) => crate::docker_config::credential(ctx.sh(), registry)?,
-        None => None,
-    };
+    let credentials = checked.credentials.get(&registry).cloned().flatten();
     Ok(migrations::DataNode { stack: &ctx.settings.stack, constraints: app.constraints.clone(), credentials })
 }
 
@@ -506,21 +504,19 @@ fn needed_by_jobs(services: &[stackfile::ServiceDef]) -> Vec<&stackfile::Service
 fn deploy_only(
     ctx: &Ctx,
     timeout: Duration,
-    docker: &bollard::Docker,
+    checked: &Checked,
     stack: &str,
     names: &[&str],
     expected: &[Expected],
     before_updates: &HashMap<String, Option<converge::Update>>,
     what: &str,
 ) -> Result<()> {
-    let path = &ctx.settings.stack_file;
-    let shown = path.strip_prefix(&ctx.settings.root).unwrap_or(path).display().to_string();
+    let docker = &checked.docker;
+    let source = &checked.source;
     // Beside the stack file: relative paths in it resolve from its directory.
-    let file_name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-    let jobs_file = path.with_file_name(format!(".{file_name}.jobs.yml"));
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read the stack file {}", path.display()))?;
-    let jobs_text = stackfile::only_services(&shown, &text, names)?;
+    let file_name = source.path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let jobs_file = source.path.with_file_name(format!(".{file_name}.jobs.yml"));
+    let jobs_text = stackfile::only_services(&source.shown, &source.text, names)?;
     ctx.write_file(&jobs_file, &jobs_text)?;
     // Never --prune here: this file holds only the jobs.
     let deployed = stack_deploy(ctx, stack, &jobs_file, false);
@@ -551,9 +547,14 @@ fn deploy_only(
 /// their images are in the registry.
 pub struct Checked {
     pub docker: bollard::Docker,
+    /// The stack file, as pre-flight read it (the deploy reads it no more).
+    pub source: stackfile::Source,
     pub services: Vec<stackfile::ServiceDef>,
     /// Image reference → digest in its registry.
     pub digests: HashMap<String, String>,
+    /// Registry (`None`: Docker Hub's) → the credential the Docker config
+    /// has for it, looked up once.
+    pub credentials: HashMap<Option<String>, Option<bollard::auth::DockerCredentials>>,
     /// `<registry>/<repository>`: the release image, which the app and its
     /// jobs run (a database service beside them runs another).
     pub release_image: String,
@@ -584,14 +585,11 @@ impl Checked {
 /// Everything deploy checks before the swarm changes. Reads only.
 fn preflight(ctx: &Ctx) -> Result<Checked> {
     let sh = ctx.sh();
-    let path = &ctx.settings.stack_file;
-    let shown = path.strip_prefix(&ctx.settings.root).unwrap_or(path).display().to_string();
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read the stack file {}", path.display()))?;
+    let source = stackfile::Source::read(&ctx.settings)?;
     let lookup = |name: &str| sh.var(name).ok();
-    let services = stackfile::load(&shown, &text, &lookup)?;
+    let services = stackfile::load(&source.shown, &source.text, &lookup)?;
 
-    let externals = stackfile::externals(&shown, &text, &lookup)?;
+    let externals = stackfile::externals(&source.shown, &source.text, &lookup)?;
     let docker = ctx.block_on(preflight::swarm_manager(ctx.docker_endpoint()?))?;
     ctx.block_on(preflight::externals_exist(&docker, &externals))?;
     let labels = stackfile::label_constraints(&services);
@@ -613,13 +611,15 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
 
     let images: BTreeSet<&str> = services.iter().map(|service| service.image.as_str()).collect();
     let mut digests = HashMap::new();
+    let mut credentials = HashMap::new();
     for image in images {
-        let reference = crate::image_ref::ImageRef::parse(image);
-        let resolved = match &reference.registry {
-            Some(registry) => crate::docker_config::credential(sh, registry),
-            None => Ok(None),
-        }
-        .and_then(|credentials| ctx.block_on(crate::registry::digest(&docker, image, credentials)));
+        let registry = crate::image_ref::ImageRef::parse(image).registry;
+        let credential = match &registry {
+            Some(registry) => crate::docker_config::credential(sh, registry)?,
+            None => None,
+        };
+        let resolved = ctx.block_on(crate::registry::digest(&docker, image, credential.clone()));
+        credentials.insert(registry, credential);
         // A dry run has not logged in (`login` only printed its plan), so
         // the registry may refuse it: the plan says so, and goes on.
         let what = format!("check {image} in its registry (a real deploy logs in first)");
@@ -627,7 +627,7 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
         ctx.say(&format!("    {image}: {digest}"));
         digests.insert(image.to_owned(), digest);
     }
-    Ok(Checked { docker, services, digests, release_image: ctx.settings.image_name() })
+    Ok(Checked { docker, source, services, digests, credentials, release_image: ctx.settings.image_name() })
 }
 
 /// How long to retry `docker stack deploy` while a removed stack's network

@@ -3,13 +3,32 @@
 //! image (after interpolation) and its placement constraints.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::interpolate::{self, Problem};
 use crate::image_ref::ImageRef;
+
+/// The stack file as a run reads it, once: where it is, how messages name
+/// it (relative to the project), and its text.
+pub struct Source {
+    pub path: PathBuf,
+    pub shown: String,
+    pub text: String,
+}
+
+impl Source {
+    pub fn read(settings: &xtask::settings::Settings) -> Result<Source> {
+        let path = settings.stack_file.clone();
+        let shown = path.strip_prefix(&settings.root).unwrap_or(&path).display().to_string();
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read the stack file {}", path.display()))?;
+        Ok(Source { path, shown, text })
+    }
+}
 
 /// One service of the stack file, interpolated.
 #[derive(Debug, Clone, PartialEq, Eq)]

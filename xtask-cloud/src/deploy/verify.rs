@@ -16,18 +16,17 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use bollard::models::{
-    NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
-};
+use bollard::models::{NetworkAttachmentConfig, TaskSpec, TaskSpecContainerSpec, TaskState};
 use bollard::query_parameters::ListTasksOptions;
 use xshell::cmd;
 use xtask::settings::{VERIFY_TASK, Verify};
+
+use super::job::Job;
 
 /// How a release is verified.
 #[derive(Debug, Clone)]
@@ -90,7 +89,7 @@ pub struct Target<'a> {
 /// `target.image`, one after the other; [`Failed`] with the failing lines
 /// of every task that failed.
 pub async fn run(docker: &Docker, target: &Target<'_>, verify: &Verify) -> Result<()> {
-    super::migrations::remove_left_jobs(docker, target.stack).await?;
+    super::job::remove_left(docker, target.stack).await?;
     let (networks, addresses) = new_tasks(docker, target).await?;
     if addresses.is_empty() {
         bail!("no running task of {} runs {}: nothing to verify", target.service, target.image);
@@ -182,9 +181,8 @@ fn first_address(listed: &str, networks: &[&str]) -> Option<String> {
     })
 }
 
-/// One run of the suite as a one-off swarm service (one replica, never
-/// restarted, removed afterwards; see `migrations::run_on_data_node` for why
-/// not a `replicated-job`): whether it passed, and its output's lines.
+/// One run of the suite as a one-off swarm job (see `job.rs`): whether it
+/// passed, and its output's lines.
 async fn run_job(
     docker: &Docker,
     target: &Target<'_>,
@@ -192,97 +190,40 @@ async fn run_job(
     args: &[String],
     timeout: Duration,
 ) -> Result<(bool, Vec<String>)> {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let name = format!("{}verify_{}", super::migrations::job_prefix(target.stack), nanos % 1_000_000_000);
-    let labels = HashMap::from([(super::migrations::JOB_LABEL.to_owned(), target.stack.to_owned())]);
-    let spec = ServiceSpec {
-        name: Some(name.clone()),
-        labels: Some(labels.clone()),
-        task_template: Some(TaskSpec {
-            container_spec: Some(TaskSpecContainerSpec {
-                image: Some(target.image.to_owned()),
-                labels: Some(labels),
-                args: Some(args.to_vec()),
-                ..Default::default()
-            }),
-            networks: Some(networks.to_vec()),
-            restart_policy: Some(TaskSpecRestartPolicy {
-                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
-                ..Default::default()
-            }),
+    let task = TaskSpec {
+        container_spec: Some(TaskSpecContainerSpec {
+            image: Some(target.image.to_owned()),
+            args: Some(args.to_vec()),
             ..Default::default()
         }),
-        mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
-            ..Default::default()
-        }),
+        networks: Some(networks.to_vec()),
         ..Default::default()
     };
-    // An interrupt removes it (interrupt.rs); it writes only to the app.
-    crate::interrupt::job_starting(&name, &args.join(" "), false);
-    let created = docker.create_service(spec, target.credentials.clone()).await;
-    crate::interrupt::job_created();
-    let created = match created {
-        Ok(created) => created,
-        Err(err) => {
-            crate::interrupt::job_done();
-            return Err(err)
-                .with_context(|| format!("cannot start the verify suite `{}` as a swarm job", args.join(" ")));
-        }
+    let job = Job {
+        stack: target.stack,
+        kind: "verify_",
+        task,
+        credentials: target.credentials.clone(),
+        what: args.join(" "),
+        started_as: format!("the verify suite `{}` as a swarm job", args.join(" ")),
+        // It writes only to the app.
+        writes: false,
+        timeout,
     };
-    let id = created.id.unwrap_or_else(|| name.clone());
-    let result = wait(docker, &id, args, timeout).await;
-    let removed = docker.delete_service(&id).await;
-    crate::interrupt::job_done();
-    if let Err(err) = removed {
-        xtask::output::warn(&format!(
-            "could not remove the verify job {name}: {err} (remove it with `docker service rm {name}`)"
-        ));
-    }
-    result
-}
-
-/// Wait for the job's task to end within `timeout`; whether it completed,
-/// and its output.
-async fn wait(docker: &Docker, id: &str, args: &[String], timeout: Duration) -> Result<(bool, Vec<String>)> {
-    let started = Instant::now();
-    let filters = HashMap::from([("service".to_owned(), vec![id.to_owned()])]);
-    let (state, message) = loop {
-        crate::interrupt::checkpoint();
-        let tasks = docker
-            .list_tasks(Some(ListTasksOptions { filters: Some(filters.clone()) }))
-            .await
-            .context("cannot list the verify job's tasks")?;
-        let ended = tasks.iter().find_map(|task| {
-            let status = task.status.as_ref()?;
-            let state = status.state?;
-            let done =
-                matches!(state, TaskState::COMPLETE | TaskState::FAILED | TaskState::REJECTED | TaskState::SHUTDOWN);
-            let message = status.err.clone().or(status.message.clone()).unwrap_or_default();
-            done.then_some((state, message))
-        });
-        if let Some(ended) = ended {
-            break ended;
+    let ended = super::job::run(docker, job).await?;
+    let mut lines = lines_of(&ended.stdout, &ended.stderr);
+    match ended.state {
+        None => lines.push(format!(
+            "did not finish within {}s (verify.timeout in delivery.yml): `{}`",
+            timeout.as_secs(),
+            args.join(" ")
+        )),
+        Some(state) if !ended.completed() && lines.is_empty() => {
+            lines.push(format!("the job's task ended {state:?}: {}", ended.message))
         }
-        if started.elapsed() > timeout {
-            let (stdout, stderr) = super::migrations::output(docker, id).await;
-            let mut lines = lines_of(&stdout, &stderr);
-            lines.push(format!(
-                "did not finish within {}s (verify.timeout in delivery.yml): `{}`",
-                timeout.as_secs(),
-                args.join(" ")
-            ));
-            return Ok((false, lines));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    let (stdout, stderr) = super::migrations::output(docker, id).await;
-    let mut lines = lines_of(&stdout, &stderr);
-    let passed = state == TaskState::COMPLETE;
-    if !passed && lines.is_empty() {
-        lines.push(format!("the job's task ended {state:?}: {message}"));
+        Some(_) => {}
     }
-    Ok((passed, lines))
+    Ok((ended.completed(), lines))
 }
 
 fn lines_of(stdout: &str, stderr: &str) -> Vec<String> {

@@ -197,15 +197,15 @@ fn diff(have: &Fields, want: &Fields, drifted: &BTreeSet<String>) -> Vec<Change>
 
 /// The stack file's services as fields, with the digest of each image where
 /// `digests` has one.
-pub fn desired_services(ctx: &Ctx, digests: &HashMap<String, String>) -> Result<BTreeMap<String, Fields>> {
-    let path = &ctx.settings.stack_file;
-    let shown = shown_path(ctx);
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read the stack file {}", path.display()))?;
+pub fn desired_services(
+    ctx: &Ctx,
+    source: &stackfile::Source,
+    digests: &HashMap<String, String>,
+) -> Result<BTreeMap<String, Fields>> {
     let sh = ctx.sh();
     let lookup = |name: &str| sh.var(name).ok();
-    let file = stackfile::interpolated(&shown, &text, &lookup)?;
-    let base_dir = path.parent().unwrap_or(&ctx.settings.root);
+    let file = stackfile::interpolated(&source.shown, &source.text, &lookup)?;
+    let base_dir = source.path.parent().unwrap_or(&ctx.settings.root);
     let stack = fields::StackFile { stack: &ctx.settings.stack, file: &file, base_dir, lookup: &lookup };
     let mut services = BTreeMap::new();
     for (name, service) in file.get("services").and_then(serde_yaml::Value::as_mapping).into_iter().flatten() {
@@ -218,11 +218,6 @@ pub fn desired_services(ctx: &Ctx, digests: &HashMap<String, String>) -> Result<
         services.insert(name.to_owned(), fields);
     }
     Ok(services)
-}
-
-fn shown_path(ctx: &Ctx) -> String {
-    let path = &ctx.settings.stack_file;
-    path.strip_prefix(&ctx.settings.root).unwrap_or(path).display().to_string()
 }
 
 /// The stack's services as the swarm runs them, as fields, by their name in
@@ -295,6 +290,7 @@ pub fn resolve_digests(
 pub fn make(
     ctx: &Ctx,
     docker: &bollard::Docker,
+    source: &stackfile::Source,
     services: &[stackfile::ServiceDef],
     digests: Option<&HashMap<String, String>>,
 ) -> Result<Plan> {
@@ -310,21 +306,21 @@ pub fn make(
         }
         None => resolve_digests(ctx, docker, services),
     };
-    let desired = desired_services(ctx, &digests)?;
+    let desired = desired_services(ctx, source, &digests)?;
     let live = live_services(ctx, docker, stack)?;
     let recorded = drift::last_recorded(&crate::history::list(ctx, stack)?);
     let drifted = recorded.map(|recorded| drift::drifted(&recorded, &live)).unwrap_or_default();
     let drifted = drifted.into_iter().map(|(service, fields)| (service, fields.into_iter().collect())).collect();
     let mut unresolved: Vec<String> = unresolved;
     unresolved.sort();
-    Ok(compare(stack, &shown_path(ctx), &desired, &live, &drifted, unresolved))
+    Ok(compare(stack, &source.shown, &desired, &live, &drifted, unresolved))
 }
 
 /// The plan at the top of `deploy --dry-run` and `rollback --dry-run`, as
 /// lines of the dry run.
 pub fn in_dry_run(ctx: &Ctx, checked: &crate::deploy::Checked, prune: bool) -> Result<()> {
     ctx.step("what this changes on the stack (the plan)", || {
-        let plan = make(ctx, &checked.docker, &checked.services, Some(&checked.digests))?;
+        let plan = make(ctx, &checked.docker, &checked.source, &checked.services, Some(&checked.digests))?;
         for line in plan.render(prune) {
             ctx.plan_note(&line);
         }
@@ -335,14 +331,12 @@ pub fn in_dry_run(ctx: &Ctx, checked: &crate::deploy::Checked, prune: bool) -> R
 /// `cargo xtask plan`.
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     crate::deploy::check_stack_name(&ctx.settings.stack)?;
-    let path = &ctx.settings.stack_file;
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read the stack file {}", path.display()))?;
+    let source = stackfile::Source::read(&ctx.settings)?;
     let sh = ctx.sh();
     let lookup = |name: &str| sh.var(name).ok();
-    let services = stackfile::load(&shown_path(ctx), &text, &lookup)?;
+    let services = stackfile::load(&source.shown, &source.text, &lookup)?;
     let docker = ctx.block_on(async { ctx.docker().await })?;
-    let plan = make(ctx, &docker, &services, None)?;
+    let plan = make(ctx, &docker, &source, &services, None)?;
     if args.json {
         ctx.print_result(&serde_json::to_string_pretty(&plan).context("cannot encode the plan")?);
     } else {

@@ -1,0 +1,247 @@
+//! One-off swarm jobs: an image run once as a service of one replica that is
+//! never restarted, waited for, its output read, and removed. The database
+//! checks and restores (`migrations.rs`) and the verification suite
+//! (`verify.rs`) run this way.
+//!
+//! One replica that is never restarted, not a `replicated-job`: the swarm
+//! never removes a job's task and container, even with the service
+//! (moby/moby#44312), so each deploy would leave a container on the node,
+//! holding the data volume there.
+//!
+//! From just before its service is created until it is removed, a job is the
+//! interrupt handler's to remove on SIGINT or SIGTERM (`interrupt.rs`).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::models::{
+    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum, TaskState,
+};
+use bollard::query_parameters::{ListTasksOptions, LogsOptions};
+use futures_util::StreamExt;
+
+/// The label on every job, naming its stack.
+pub(super) const JOB_LABEL: &str = "com.todobackend.job";
+
+/// The jobs' names, `<stack>_xtask_<n>`: the swarm names their containers
+/// `<name>.<slot>.<task>` and labels them with the name.
+pub(super) fn job_prefix(stack: &str) -> String {
+    format!("{stack}_xtask_")
+}
+
+/// A job to run: its task (image, arguments, and whatever else it needs:
+/// environment, mounts, networks, placement) and what it is for.
+pub(super) struct Job<'a> {
+    pub stack: &'a str,
+    /// Between the stack's prefix and the unique number (`verify_`, or none).
+    pub kind: &'a str,
+    pub task: TaskSpec,
+    /// The registry credential its image is pulled with.
+    pub credentials: Option<DockerCredentials>,
+    /// What it runs, as the interrupt handler names it (`migrations --json`).
+    pub what: String,
+    /// What it is, for the error when it cannot start (`` `todobackend
+    /// migrations --json` as a swarm job on the data node ``).
+    pub started_as: String,
+    /// Whether it writes to the database (a restore), or only reads.
+    pub writes: bool,
+    pub timeout: Duration,
+}
+
+/// How a job ended.
+pub(super) struct Ended {
+    /// `None` when it did not end within the job's timeout.
+    pub state: Option<TaskState>,
+    /// The task's error or status message.
+    pub message: String,
+    pub stdout: String,
+    pub stderr: String,
+    /// The service's ID, for the commands that inspect it by hand.
+    pub id: String,
+}
+
+impl Ended {
+    pub fn completed(&self) -> bool {
+        self.state == Some(TaskState::COMPLETE)
+    }
+}
+
+/// Run `job` to its end (or its timeout), read its output, and remove it.
+/// An error only when it could not be started or watched.
+pub(super) async fn run(docker: &Docker, job: Job<'_>) -> Result<Ended> {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let name = format!("{}{}{}", job_prefix(job.stack), job.kind, nanos % 1_000_000_000);
+    let labels = HashMap::from([(JOB_LABEL.to_owned(), job.stack.to_owned())]);
+    let mut task = job.task;
+    if let Some(container) = task.container_spec.as_mut() {
+        container.labels = Some(labels.clone());
+    }
+    task.restart_policy =
+        Some(TaskSpecRestartPolicy { condition: Some(TaskSpecRestartPolicyConditionEnum::NONE), ..Default::default() });
+    let spec = ServiceSpec {
+        name: Some(name.clone()),
+        labels: Some(labels),
+        task_template: Some(task),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    crate::interrupt::job_starting(&name, &job.what, job.writes);
+    let created = docker.create_service(spec, job.credentials).await;
+    crate::interrupt::job_created();
+    let created = match created {
+        Ok(created) => created,
+        Err(err) => {
+            crate::interrupt::job_done();
+            return Err(err).with_context(|| format!("cannot start {}", job.started_as));
+        }
+    };
+    let id = created.id.unwrap_or_else(|| name.clone());
+    let ended = wait(docker, &id, job.timeout).await;
+    let ended = match ended {
+        Ok((state, message)) => {
+            let (stdout, stderr) = output(docker, &id).await;
+            Ok(Ended { state, message, stdout, stderr, id: id.clone() })
+        }
+        Err(err) => Err(err),
+    };
+    let removed = docker.delete_service(&id).await;
+    // (Stops here if an interrupt took the job over: it says what it did.)
+    crate::interrupt::job_done();
+    if let Err(err) = removed {
+        xtask::output::warn(&format!(
+            "could not remove the job {name}: {err} (remove it with `docker service rm {name}`)"
+        ));
+    }
+    ended
+}
+
+/// Wait until the job's task has ended: its state and message, or no state
+/// once `timeout` has passed.
+async fn wait(docker: &Docker, id: &str, timeout: Duration) -> Result<(Option<TaskState>, String)> {
+    let started = Instant::now();
+    let filters = HashMap::from([("service".to_owned(), vec![id.to_owned()])]);
+    loop {
+        // An interrupt removes the job: its verdict is the interrupt's to tell.
+        crate::interrupt::checkpoint();
+        let tasks = docker
+            .list_tasks(Some(ListTasksOptions { filters: Some(filters.clone()) }))
+            .await
+            .context("cannot list the job's tasks")?;
+        let ended = tasks.iter().find_map(|task| {
+            let status = task.status.as_ref()?;
+            let state = status.state?;
+            let done =
+                matches!(state, TaskState::COMPLETE | TaskState::FAILED | TaskState::REJECTED | TaskState::SHUTDOWN);
+            let message = status.err.clone().or(status.message.clone()).unwrap_or_default();
+            done.then_some((Some(state), message))
+        });
+        if let Some(ended) = ended {
+            return Ok(ended);
+        }
+        if started.elapsed() > timeout {
+            return Ok((None, String::new()));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Remove the stack's jobs that an interrupted run (SIGTERM, SIGKILL, a lost
+/// connection) could not remove, and the stopped containers of earlier jobs
+/// on this engine (Docker kept those of the `replicated-job`s that earlier
+/// versions ran, moby/moby#44312). Jobs run only under the stack's deploy
+/// lock, which this run holds, so none of them is another run's.
+///
+/// The jobs (services) go wherever their tasks ran: the swarm removes their
+/// containers on every node. The stopped containers of those old
+/// `replicated-job`s are only this engine's: on a data node that is not the
+/// manager the xtask talks to, no engine API call from here reaches them
+/// (`docker container prune --filter label=com.todobackend.job` there does).
+pub(super) async fn remove_left(docker: &Docker, stack: &str) -> Result<()> {
+    let filters = HashMap::from([("label".to_owned(), vec![format!("{JOB_LABEL}={stack}")])]);
+    let left = docker
+        .list_services(Some(bollard::query_parameters::ListServicesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .with_context(|| format!("cannot list the jobs of stack {stack}"))?;
+    // Tidying only: what will not go is named, and the run goes on.
+    for service in left {
+        let Some(id) = service.id else { continue };
+        let name = service.spec.and_then(|spec| spec.name).unwrap_or_else(|| id.clone());
+        match docker.delete_service(&id).await {
+            Ok(()) => xtask::output::say(&format!("    removed the job {name}, left behind by an interrupted run")),
+            Err(err) => xtask::output::warn(&format!(
+                "could not remove the job {name} an interrupted run left: {err}: `docker service rm {name}`"
+            )),
+        }
+    }
+    // Only stopped ones: a job's container is removed with its service.
+    let prefix = job_prefix(stack);
+    let filters = HashMap::from([
+        ("label".to_owned(), vec!["com.docker.swarm.service.name".to_owned()]),
+        ("status".to_owned(), vec!["exited".to_owned(), "dead".to_owned()]),
+    ]);
+    let stopped = docker
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .with_context(|| format!("cannot list the containers of stack {stack}'s earlier jobs"))?;
+    let mut removed = 0;
+    for container in stopped {
+        let service = container.labels.as_ref().and_then(|labels| labels.get("com.docker.swarm.service.name"));
+        let (Some(id), true) = (container.id, service.is_some_and(|service| service.starts_with(&prefix))) else {
+            continue;
+        };
+        // With its anonymous volumes (the image's /public), not the stack's data.
+        let options = bollard::query_parameters::RemoveContainerOptions { v: true, ..Default::default() };
+        match docker.remove_container(&id, Some(options)).await {
+            Ok(()) => removed += 1,
+            Err(err) => xtask::output::warn(&format!(
+                "could not remove the stopped container {id} of an earlier job: {err}: `docker rm -v {id}`"
+            )),
+        }
+    }
+    if removed > 0 {
+        xtask::output::say(&format!(
+            "    removed {removed} stopped container(s) of earlier database jobs of stack {stack}"
+        ));
+    }
+    Ok(())
+}
+
+/// The job's stdout and stderr, apart.
+async fn output(docker: &Docker, id: &str) -> (String, String) {
+    let options = LogsOptions { stdout: true, stderr: true, ..Default::default() };
+    let mut logs = docker.service_logs(id, Some(options));
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    let read = async {
+        while let Some(Ok(item)) = logs.next().await {
+            match item {
+                bollard::container::LogOutput::StdOut { message } => {
+                    stdout.push_str(&String::from_utf8_lossy(&message))
+                }
+                // Decoded as the diagnosis decodes it: no stream bytes.
+                other => match super::watch::decoded(other) {
+                    Ok(text) => stderr.push_str(&text),
+                    Err(reason) => {
+                        stderr.push_str(&format!("({reason}: `docker service logs {id}`)\n"));
+                        break;
+                    }
+                },
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(20), read).await;
+    (stdout, stderr)
+}
