@@ -72,30 +72,17 @@ impl Args {
     /// task's name, it wins over the same flag before it, and over the
     /// environment, which both levels read alike.
     pub fn override_with(&mut self, later: Args, given: impl Fn(&str) -> bool) {
-        // Destructured in full, so that a new flag cannot be forgotten here.
-        let Args {
-            env,
-            dry_run,
-            quiet,
-            verbose,
-            registry,
-            repository,
-            region,
-            profile,
-            stack,
-            stack_file,
-            compose_project,
-            compose_file,
-        } = later;
         // -q and -v undo each other: the later one wins.
-        if given("quiet") && quiet {
+        if given("quiet") && later.quiet {
             self.verbose = false;
         }
-        if given("verbose") && verbose {
+        if given("verbose") && later.verbose {
             self.quiet = false;
         }
+        // Destructured in full, so that a new flag cannot be forgotten here.
         macro_rules! take_given {
             ($($flag:ident),*) => {
+                let Args { $($flag),* } = later;
                 $(if given(stringify!($flag)) {
                     self.$flag = $flag;
                 })*
