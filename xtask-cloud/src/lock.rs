@@ -148,10 +148,11 @@ pub fn hold<T>(
     // The lock taken is handed to the interrupt handler at once, which
     // releases it on SIGINT or SIGTERM; the task takes it back below. (A
     // dry run takes none, so its interrupt has nothing to undo.)
-    let endpoint = ctx.docker_endpoint()?.clone();
-    ctx.call(&format!("take the deploy lock (swarm config {lock})"), (), async {
-        let taken = take(&ctx.docker().await?, &stack, &holder, wait).await?;
-        crate::interrupt::holding(endpoint, &stack, taken);
+    // (An effect rather than a `ctx.call`: the handler is installed outside
+    // the runtime that takes the lock.)
+    ctx.effect(&format!("api: take the deploy lock (swarm config {lock})"), (), || {
+        let taken = ctx.block_on(async { take(&ctx.docker().await?, &stack, &holder, wait).await })?;
+        crate::interrupt::holding(ctx.docker_endpoint()?.clone(), &stack, taken);
         Ok(())
     })?;
     let result = body();
