@@ -232,6 +232,26 @@ pub fn previous_good(entries: &[Entry], running: Option<&str>) -> Option<String>
         .map(|entry| entry.version.clone())
 }
 
+/// The version `rollback` goes back to from `running` by default (also the
+/// one `deploy` puts back after a failed verification): after a failed
+/// release, the version that served before it; else the newest other one
+/// that converged.
+pub fn back_from(entries: &[Entry], running: &str) -> Option<String> {
+    serving_before_failure(entries).or_else(|| previous_good(entries, Some(running)))
+}
+
+/// The version that served before the newest entry of the history, when
+/// that entry is a release that did not converge: the newest older entry
+/// that converged. `None` when the newest entry converged (or was not
+/// watched): then "back" is the version before the running one.
+fn serving_before_failure(entries: &[Entry]) -> Option<String> {
+    let (newest, older) = entries.split_first()?;
+    if matches!(newest.outcome.as_str(), "converged" | "not watched") {
+        return None;
+    }
+    older.iter().find(|entry| entry.outcome == "converged").map(|entry| entry.version.clone())
+}
+
 /// `cargo xtask history [--json]`.
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let stack = &ctx.settings.stack;
@@ -312,6 +332,20 @@ mod tests {
         // After a failed release the running version is still the good one.
         assert_eq!(previous_good(&entries[1..], Some("A")), None);
         assert_eq!(previous_good(&entries, None).as_deref(), Some("B2"));
+    }
+
+    #[test]
+    fn after_a_failed_release_back_is_the_version_that_served_before_it() {
+        let entry = |version: &str, outcome: &str| at(version, "", outcome);
+        // Newest first: C failed after A served, B had converged earlier.
+        let entries = [entry("C", "failed"), entry("A", "converged"), entry("B", "converged"), entry("A", "converged")];
+        assert_eq!(serving_before_failure(&entries).as_deref(), Some("A"));
+        let entries = [entry("C", "rolled back"), entry("X", "timed out"), entry("B", "converged")];
+        assert_eq!(serving_before_failure(&entries).as_deref(), Some("B"));
+        // The newest release converged: no failure to go back from.
+        assert_eq!(serving_before_failure(&entries[2..]), None);
+        assert_eq!(serving_before_failure(&[entry("C", "not watched"), entry("A", "converged")]), None);
+        assert_eq!(serving_before_failure(&[]), None);
     }
 
     #[test]

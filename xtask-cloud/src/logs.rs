@@ -2,24 +2,24 @@
 //! logs through the engine API, each line prefixed with its service and the
 //! version of the task that wrote it. Ctrl-C ends `--follow` cleanly.
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use bollard::Docker;
-use bollard::query_parameters::{ListTasksOptions, LogsOptions};
+use bollard::query_parameters::LogsOptions;
 use futures_util::StreamExt;
 use xtask::ctx::Ctx;
 use xtask::tasks::LogsArgs as Args;
 
 use crate::async_ctx::AsyncCtx;
 use crate::image_ref::ImageRef;
+use crate::stack::{Snapshot, Task};
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let stack = ctx.settings.stack.clone();
     ctx.block_on(async {
         let docker = ctx.docker().await?;
-        let services = services(&docker, &stack).await?;
+        let snapshot = Snapshot::read(&docker, &stack).await?;
+        let services = snapshot.names();
         if services.is_empty() {
             bail!("stack {stack} is not deployed: deploy it with `cargo xtask deploy`");
         }
@@ -33,7 +33,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             }
             None => services.iter().collect(),
         };
-        let tasks = tasks(&docker, &stack).await?;
+        let tasks = tasks(&snapshot);
         // A task's logs come from its node's engine, through the manager: of
         // a node that is down they never come, and the stream would wait for
         // it forever. Those tasks are left out, and said so.
@@ -94,19 +94,6 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     })
 }
 
-/// The stack's services, by their names in the stack file.
-async fn services(docker: &Docker, stack: &str) -> Result<Vec<String>> {
-    let listed = crate::stack::services(docker, stack).await?;
-    let prefix = format!("{stack}_");
-    let mut names: Vec<String> = listed
-        .iter()
-        .filter_map(|service| service.spec.as_ref()?.name.as_ref())
-        .map(|name| name.strip_prefix(&prefix).unwrap_or(name).to_owned())
-        .collect();
-    names.sort();
-    Ok(names)
-}
-
 /// A task of the stack: its id, service (as the stack file names it) and
 /// version (image tag).
 struct TaskRef {
@@ -118,29 +105,21 @@ struct TaskRef {
 }
 
 /// The stack's tasks that still have logs, oldest first.
-async fn tasks(docker: &Docker, stack: &str) -> Result<Vec<TaskRef>> {
-    let mut tasks = docker
-        .list_tasks(Some(ListTasksOptions { filters: Some(crate::stack::label_filter(stack)) }))
-        .await
-        .with_context(|| format!("cannot list the tasks of stack {stack}"))?;
-    tasks.sort_by(|a, b| a.created_at.cmp(&b.created_at));
-    let prefix = format!("{stack}_");
-    let service_names: HashMap<String, String> = crate::stack::services(docker, stack)
-        .await?
-        .into_iter()
-        .filter_map(|service| {
-            let name = service.spec?.name?;
-            Some((service.id?, name.strip_prefix(&prefix).unwrap_or(&name).to_owned()))
-        })
+fn tasks(stack: &Snapshot) -> Vec<TaskRef> {
+    let mut tasks: Vec<(&str, &Task)> = stack
+        .services
+        .iter()
+        .flat_map(|(service, described)| described.tasks.iter().map(move |task| (stack.short_name(service), task)))
+        .filter(|(_, task)| !task.id.is_empty() && !task.image.is_empty())
         .collect();
-    Ok(tasks
+    tasks.sort_by(|(_, a), (_, b)| a.created_at.cmp(&b.created_at));
+    tasks
         .into_iter()
-        .filter_map(|task| {
-            let service = service_names.get(task.service_id.as_ref()?)?.clone();
-            let node = task.node_id.clone();
-            let image = task.spec?.container_spec?.image?;
-            let version = ImageRef::parse(&image).tag.unwrap_or_else(|| "latest".to_owned());
-            Some(TaskRef { id: task.id?, service, version, node })
+        .map(|(service, task)| TaskRef {
+            id: task.id.clone(),
+            service: service.to_owned(),
+            version: ImageRef::parse(&task.image).version(),
+            node: task.node.clone(),
         })
-        .collect())
+        .collect()
 }

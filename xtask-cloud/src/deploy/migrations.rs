@@ -156,12 +156,6 @@ pub struct DataNode<'a> {
 /// How long a one-off job may take, pull included.
 const JOB_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Whether the stack exists: before its first deploy there is no data volume,
-/// and a job must not create one without the stack's labels.
-pub async fn stack_exists(docker: &Docker, stack: &str) -> Result<bool> {
-    Ok(!crate::stack::services(docker, stack).await?.is_empty())
-}
-
 /// The label on the jobs of [`run_on_data_node`], naming their stack.
 pub(super) const JOB_LABEL: &str = "com.todobackend.job";
 

@@ -28,8 +28,9 @@ use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
 use crate::async_ctx::AsyncCtx;
+use crate::stack::Snapshot;
 use converge::Verdict;
-use watch::{Expected, Outcome, Snapshot};
+use watch::{Expected, Outcome};
 use xtask::ctx::Ctx;
 
 use xtask::tasks::DeployArgs as Args;
@@ -149,8 +150,8 @@ impl Release<'_> {
     /// The version of the stack's app as the swarm's spec has it now, if it
     /// can be read.
     fn app_version(&self, ctx: &Ctx, docker: &bollard::Docker, stack: &str) -> Option<String> {
-        match ctx.block_on(crate::rollback::running_app(docker, stack, &ctx.settings.image_name())) {
-            Ok(app) => app.map(|(version, _)| version),
+        match ctx.block_on(crate::stack::running_app(docker, stack, &ctx.settings.image_name())) {
+            Ok(app) => app.map(|app| app.version),
             Err(err) => {
                 eprintln!("warning: cannot read which version stack {stack} runs: {err:#}");
                 None
@@ -198,7 +199,7 @@ impl Release<'_> {
             Err(err) => return ("failed", Err(err), false),
         };
         let no_idle = HashMap::new();
-        let before_updates: HashMap<String, Option<converge::Update>> =
+        let before_updates: HashMap<String, Option<crate::stack::Update>> =
             expected.iter().map(|want| (want.full_name.clone(), before.update_of(&want.full_name))).collect();
         let already_running = watch::judge_all(&expected, &before, &before_updates, &no_idle)
             .iter()
@@ -359,7 +360,7 @@ impl Release<'_> {
                 ));
             }
         };
-        let Some(target) = crate::rollback::back_from(&entries, self.version) else {
+        let Some(target) = crate::history::back_from(&entries, self.version) else {
             return exit.error(format!(
                 "{failed}; stack {stack} has no earlier converged version to go back to, so it still runs {}: \
                  fix it and deploy again",
@@ -402,7 +403,7 @@ fn database_report(ctx: &Ctx, checked: &Checked) -> Result<Option<migrations::Re
         return Ok(None);
     };
     let stack = &ctx.settings.stack;
-    if !ctx.block_on(migrations::stack_exists(&checked.docker, stack))? {
+    if !ctx.block_on(crate::stack::exists(&checked.docker, stack))? {
         eprintln!("    stack {stack} is not deployed yet: no database to check");
         return Ok(None);
     }
@@ -498,7 +499,7 @@ fn deploy_only(
     stack: &str,
     names: &[&str],
     expected: &[Expected],
-    before_updates: &HashMap<String, Option<converge::Update>>,
+    before_updates: &HashMap<String, Option<crate::stack::Update>>,
     what: &str,
 ) -> Result<()> {
     let path = &ctx.settings.stack_file;
