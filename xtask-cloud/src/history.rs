@@ -1,27 +1,25 @@
 //! The history of the stack's deploys and rollbacks, kept on the swarm so
 //! that every operator and every CI run sees the same one: each entry is a
-//! Docker config labelled `com.todobackend.history=<stack>`, whose data is
-//! the entry as JSON. Configs cannot change, so an entry is written once,
-//! when its outcome is known; the newest 50 are kept.
+//! record on the swarm (`records.rs`: a config labelled
+//! `com.todobackend.history=<stack>`, whose data is the entry as JSON).
+//! Configs cannot change, so an entry is written once, when its outcome is
+//! known; the newest 50 are kept.
 //!
 //! `cargo xtask history [--json]` prints them, newest first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use bollard::Docker;
-use bollard::models::ConfigSpec;
-use bollard::query_parameters::ListConfigsOptions;
 use serde::{Deserialize, Serialize};
 use xtask::ctx::Ctx;
 use xtask::tasks::HistoryArgs as Args;
 
 use crate::async_ctx::AsyncCtx;
 use crate::clock;
+use crate::records::{self, HISTORY_LABEL};
 
-/// The label that marks an entry, with the stack as its value.
-pub const LABEL: &str = "com.todobackend.history";
 /// Entries kept; older ones are removed when a new one is written.
 pub const KEPT: usize = 50;
 
@@ -168,48 +166,22 @@ pub async fn write_and_prune(docker: &Docker, stack: &str, entry: &Entry) -> Res
 }
 
 async fn write(docker: &Docker, stack: &str, entry: &Entry) -> Result<()> {
-    let json = serde_json::to_string(entry).context("cannot encode the history entry")?;
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let name = format!("{stack}_history_{}_{nanos:09}", clock::compact(SystemTime::now()));
-    let spec = ConfigSpec {
-        name: Some(name.clone()),
-        labels: Some(HashMap::from([(LABEL.to_owned(), stack.to_owned())])),
-        data: Some(aws_smithy_types::base64::encode(json)),
-        ..Default::default()
-    };
-    docker.create_config(spec).await.with_context(|| format!("cannot create the swarm config {name}"))?;
+    let name = records::history_name(stack, SystemTime::now());
+    records::create(docker, HISTORY_LABEL, stack, &name, entry)
+        .await
+        .with_context(|| format!("cannot create the swarm config {name}"))?;
     Ok(())
 }
 
-/// The stack's entries, newest first, with their config ids.
+/// The stack's entries, newest first (their names sort as they were
+/// written), with their config ids.
 async fn read(docker: &Docker, stack: &str) -> Result<Vec<(String, Entry)>> {
-    let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL}={stack}")])]);
-    let configs = docker
-        .list_configs(Some(ListConfigsOptions { filters: Some(filters) }))
-        .await
-        .context("cannot list the swarm's configs")?;
-    let mut entries = Vec::new();
-    // Names are `<stack>_history_<UTC time>_<nanoseconds>`: their order is
-    // the order the entries were written in, also within one second.
-    let mut configs = configs;
-    configs.sort_by(|a, b| {
-        let name = |config: &bollard::models::Config| config.spec.as_ref().and_then(|spec| spec.name.clone());
-        name(b).cmp(&name(a))
-    });
-    for config in configs {
-        let data = config.spec.and_then(|spec| spec.data).unwrap_or_default();
-        let decoded = aws_smithy_types::base64::decode(&data).ok();
-        // Someone else's config under our label is skipped, not fatal.
-        if let Some(entry) = decoded.and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok()) {
-            entries.push((config.id.unwrap_or_default(), entry));
-        }
-    }
-    Ok(entries)
+    records::list(docker, HISTORY_LABEL, stack).await.context("cannot list the swarm's configs")
 }
 
 async fn prune(docker: &Docker, stack: &str) -> Result<()> {
     for (id, _) in read(docker, stack).await?.into_iter().skip(KEPT) {
-        docker.delete_config(&id).await.with_context(|| format!("cannot remove the old history entry {id}"))?;
+        records::remove(docker, &id).await.with_context(|| format!("cannot remove the old history entry {id}"))?;
     }
     Ok(())
 }

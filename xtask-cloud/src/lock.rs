@@ -13,20 +13,18 @@
 //! leaves it: `cargo xtask unlock` shows the holder and removes it, unless
 //! that process still runs on this host.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
-use bollard::models::ConfigSpec;
 use serde::{Deserialize, Serialize};
 use xtask::ctx::Ctx;
 use xtask::exit::Exit;
 use xtask::tasks::UnlockArgs;
 
 use crate::async_ctx::AsyncCtx;
+use crate::records::{self, Created, LOCK_LABEL, Removal, lock_name as name};
 
-const LABEL: &str = "com.todobackend.lock";
 /// How often a waiting task asks again.
 const RETRY: Duration = Duration::from_secs(2);
 
@@ -129,10 +127,6 @@ fn token() -> String {
     }
 }
 
-pub fn name(stack: &str) -> String {
-    format!("{stack}_deploy_lock")
-}
-
 /// Run `body` holding the stack's deploy lock; `wait` for it if another task
 /// holds it (else fail at once, naming the holder). A dry run takes no lock.
 pub fn hold<T>(
@@ -171,16 +165,11 @@ async fn take(docker: &Docker, stack: &str, holder: &Holder, wait: Option<Durati
     let started = Instant::now();
     let mut said = false;
     loop {
-        let spec = ConfigSpec {
-            name: Some(name(stack)),
-            labels: Some(HashMap::from([(LABEL.to_owned(), stack.to_owned())])),
-            data: Some(aws_smithy_types::base64::encode(serde_json::to_string(holder)?)),
-            ..Default::default()
-        };
-        match docker.create_config(spec).await {
-            Ok(created) => return Ok(Taken { id: created.id, token: holder.token.clone() }),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
-            Err(err) => return Err(err).with_context(|| format!("cannot take the deploy lock of stack {stack}")),
+        let created = records::create(docker, LOCK_LABEL, stack, &name(stack), holder)
+            .await
+            .with_context(|| format!("cannot take the deploy lock of stack {stack}"))?;
+        if let Created::Id(id) = created {
+            return Ok(Taken { id, token: holder.token.clone() });
         }
         let Some(other) = current(docker, stack).await? else { continue };
         match wait {
@@ -210,27 +199,22 @@ async fn take(docker: &Docker, stack: &str, holder: &Holder, wait: Option<Durati
 
 /// The stack's lock as the swarm has it: its config ID and holder.
 async fn read(docker: &Docker, stack: &str) -> Result<Option<(String, Holder)>> {
-    match docker.inspect_config(&name(stack)).await {
-        Ok(config) => {
-            let id = config.id.unwrap_or_else(|| name(stack));
-            let data = config.spec.and_then(|spec| spec.data).unwrap_or_default();
-            let holder = aws_smithy_types::base64::decode(&data)
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<Holder>(&bytes).ok())
-                .unwrap_or_else(|| Holder {
-                    task: "a task".into(),
-                    version: "an unknown version".into(),
-                    holder: "someone".into(),
-                    host: "an unknown host".into(),
-                    pid: 0,
-                    since: "an unknown time".into(),
-                    token: String::new(),
-                });
-            Ok(Some((id, holder)))
-        }
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
-        Err(err) => Err(err).with_context(|| format!("cannot read the deploy lock of stack {stack}")),
-    }
+    let found = records::read::<Holder>(docker, &name(stack))
+        .await
+        .with_context(|| format!("cannot read the deploy lock of stack {stack}"))?;
+    // A lock whose data does not read is still the stack's lock.
+    Ok(found.map(|(id, holder)| {
+        let holder = holder.unwrap_or_else(|| Holder {
+            task: "a task".into(),
+            version: "an unknown version".into(),
+            holder: "someone".into(),
+            host: "an unknown host".into(),
+            pid: 0,
+            since: "an unknown time".into(),
+            token: String::new(),
+        });
+        (id, holder)
+    }))
 }
 
 /// The holder of the stack's lock, if it is held.
@@ -280,11 +264,13 @@ pub async fn release(docker: &Docker, stack: &str, taken: &Taken) -> Result<Rele
         None => return Ok(Released::TakenAway),
         Some(_) => {}
     }
-    match docker.delete_config(&taken.id).await {
-        Ok(()) => Ok(Released::Ours),
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(Released::TakenAway),
-        Err(err) => Err(err).with_context(|| format!("cannot remove the deploy lock {}", name(stack))),
-    }
+    let removal = records::remove(docker, &taken.id)
+        .await
+        .with_context(|| format!("cannot remove the deploy lock {}", name(stack)))?;
+    Ok(match removal {
+        Removal::Removed => Released::Ours,
+        Removal::AlreadyGone => Released::TakenAway,
+    })
 }
 
 /// `cargo xtask unlock [--force]`: show who holds the lock, then remove it,
@@ -313,14 +299,12 @@ pub fn unlock(ctx: &Ctx, args: &UnlockArgs) -> Result<()> {
     }
     // By ID: a lock another task took since the read above stays.
     let removed = ctx.call(&format!("remove the swarm config {} ({id})", name(&stack)), async {
-        match ctx.docker().await?.delete_config(&id).await {
-            Ok(()) => Ok(true),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
-            Err(err) => Err(err).with_context(|| format!("cannot remove the deploy lock {}", name(&stack))),
-        }
+        records::remove(&ctx.docker().await?, &id)
+            .await
+            .with_context(|| format!("cannot remove the deploy lock {}", name(&stack)))
     })?;
     match removed {
-        Some(false) => ctx.report(&format!("the deploy lock of stack {stack} was released meanwhile")),
+        Some(Removal::AlreadyGone) => ctx.report(&format!("the deploy lock of stack {stack} was released meanwhile")),
         _ => ctx.report(&format!("removed the deploy lock of stack {stack}")),
     }
     Ok(())
@@ -347,7 +331,6 @@ mod tests {
         );
         let json = serde_json::to_string(&holder).unwrap();
         assert_eq!(serde_json::from_str::<Holder>(&json).unwrap(), holder);
-        assert_eq!(name("todobackend"), "todobackend_deploy_lock");
         // A lock written before tokens existed still reads.
         let old = r#"{"task":"deploy","version":"1","holder":"a","host":"h","pid":1,"since":"t"}"#;
         assert_eq!(serde_json::from_str::<Holder>(old).unwrap().token, "");

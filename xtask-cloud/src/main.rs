@@ -19,6 +19,7 @@ mod logs;
 mod plan;
 mod progress;
 mod publish;
+mod records;
 mod refresh_auth;
 mod registry;
 mod rollback;
