@@ -8,8 +8,7 @@
 //! cleanup runs; a second signal exits at once (status 130).
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 use xtask::exit::{Exit, Signal};
@@ -53,10 +52,7 @@ pub fn run(runner: &mut Runner, args: &Args) -> Result<()> {
     let root = runner.ctx().settings.root.clone();
     let version_file = args.version_file.clone().unwrap_or_else(|| root.join("version.json"));
     let received = watch_signals()?;
-    let interrupted = || match received.load(Ordering::SeqCst) {
-        0 => None,
-        number => Some(signal_name(number)),
-    };
+    let interrupted = || received.get().map(|signal| signal.name());
     let mut first_error: Option<anyhow::Error> = None;
     for stage in pipeline(version_file) {
         if let Some(reason) = skip_reason(&stage, first_error.is_some(), interrupted()) {
@@ -113,58 +109,26 @@ fn write_version(runner: &Runner, path: &std::path::Path) -> Result<()> {
 }
 
 /// The exit kind of the signal received (130 for SIGINT, 143 for SIGTERM).
-fn interrupted_by(received: &AtomicI32) -> Exit {
-    match received.load(Ordering::SeqCst) {
-        2 => Exit::Interrupted(Signal::Int),
-        _ => Exit::Interrupted(Signal::Term),
-    }
+fn interrupted_by(received: &OnceLock<Signal>) -> Exit {
+    Exit::Interrupted(received.get().copied().unwrap_or(Signal::Term))
 }
 
-fn signal_name(number: i32) -> &'static str {
-    match number {
-        2 => "SIGINT",
-        15 => "SIGTERM",
-        _ => "a signal",
-    }
-}
-
-/// Catch SIGINT and SIGTERM from now on: the first sets the returned number,
-/// the second exits at once.
-fn watch_signals() -> Result<Arc<AtomicI32>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let received = Arc::new(AtomicI32::new(0));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime that catches signals")?;
-    let (mut interrupt, mut terminate) = runtime.block_on(async {
-        let interrupt = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
-        let terminate = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
-        anyhow::Ok((interrupt, terminate))
-    })?;
-    let flag = received.clone();
-    std::thread::spawn(move || {
-        runtime.block_on(async move {
-            loop {
-                let number = {
-                    let int = std::pin::pin!(interrupt.recv());
-                    let term = std::pin::pin!(terminate.recv());
-                    match futures_util::future::select(int, term).await {
-                        futures_util::future::Either::Left(_) => 2,
-                        futures_util::future::Either::Right(_) => 15,
-                    }
-                };
-                if flag.swap(number, Ordering::SeqCst) != 0 {
-                    eprintln!("==> ci: {} again: exiting without cleaning up", signal_name(number));
-                    std::process::exit(130);
-                }
-                eprintln!(
-                    "==> ci: {}: finishing the current stage, then clean and logout (send it again to exit now)",
-                    signal_name(number)
-                );
-            }
-        })
-    });
+/// Catch SIGINT and SIGTERM from now on: the first is kept in the returned
+/// cell, the second exits at once.
+fn watch_signals() -> Result<Arc<OnceLock<Signal>>> {
+    let received = Arc::new(OnceLock::new());
+    let first = received.clone();
+    crate::signals::on(&[Signal::Int, Signal::Term], move |signal| {
+        if first.set(signal).is_err() {
+            xtask::output::say(&format!("==> ci: {} again: exiting without cleaning up", signal.name()));
+            std::process::exit(130);
+        }
+        xtask::output::say(&format!(
+            "==> ci: {}: finishing the current stage, then clean and logout (send it again to exit now)",
+            signal.name()
+        ));
+    })
+    .context("cannot catch SIGINT and SIGTERM")?;
     Ok(received)
 }
 

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use bollard::query_parameters::LogsOptions;
 use futures_util::StreamExt;
 use xtask::ctx::Ctx;
+use xtask::exit::Signal;
 use xtask::tasks::LogsArgs as Args;
 
 use crate::async_ctx::AsyncCtx;
@@ -86,7 +87,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             return print.await;
         }
         // Ctrl-C ends following: the stream stops, the task succeeds.
-        let interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+        let interrupted = crate::signals::first(&[Signal::Int]).context("cannot catch Ctrl-C")?;
         match futures_util::future::select(std::pin::pin!(print), interrupted).await {
             futures_util::future::Either::Left((printed, _)) => printed,
             futures_util::future::Either::Right(_) => Ok(()),

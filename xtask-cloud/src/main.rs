@@ -24,6 +24,7 @@ mod refresh_auth;
 mod registry;
 mod rollback;
 mod secret;
+mod signals;
 mod stack;
 mod status;
 mod swarm_nodes;
