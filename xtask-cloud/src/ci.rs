@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 use xtask::exit::{Exit, Signal};
+use xtask::output::say;
 
 use xtask::release;
 use xtask::tasks::{CloudTask, LightTask, PublishArgs, Runner, Task};
@@ -56,10 +57,10 @@ pub fn run(runner: &mut Runner, args: &Args) -> Result<()> {
     let mut first_error: Option<anyhow::Error> = None;
     for stage in pipeline(version_file) {
         if let Some(reason) = skip_reason(&stage, first_error.is_some(), interrupted()) {
-            eprintln!("==> ci: {} skipped: {reason}", stage.name);
+            say(&format!("==> ci: {} skipped: {reason}", stage.name));
             continue;
         }
-        eprintln!("==> ci: {}{}", stage.name, if stage.always { " (always)" } else { "" });
+        say(&format!("==> ci: {}{}", stage.name, if stage.always { " (always)" } else { "" }));
         let result = match stage.action {
             Action::Run(task) => runner.run(task),
             Action::WriteVersion(path) => write_version(runner, &path),
@@ -73,10 +74,10 @@ pub fn run(runner: &mut Runner, args: &Args) -> Result<()> {
         match (result, &first_error) {
             (Ok(()), _) => {}
             (Err(err), None) => {
-                eprintln!("==> ci: {} FAILED: {err:#}", stage.name);
+                say(&format!("==> ci: {} FAILED: {err:#}", stage.name));
                 first_error = Some(err);
             }
-            (Err(err), Some(_)) => eprintln!("==> ci: {} also failed: {err:#}", stage.name),
+            (Err(err), Some(_)) => say(&format!("==> ci: {} also failed: {err:#}", stage.name)),
         }
     }
     if let (None, Some(signal)) = (&first_error, interrupted()) {
@@ -120,10 +121,10 @@ fn watch_signals() -> Result<Arc<OnceLock<Signal>>> {
     let first = received.clone();
     crate::signals::on(&[Signal::Int, Signal::Term], move |signal| {
         if first.set(signal).is_err() {
-            xtask::output::say(&format!("==> ci: {} again: exiting without cleaning up", signal.name()));
+            say(&format!("==> ci: {} again: exiting without cleaning up", signal.name()));
             std::process::exit(130);
         }
-        xtask::output::say(&format!(
+        say(&format!(
             "==> ci: {}: finishing the current stage, then clean and logout (send it again to exit now)",
             signal.name()
         ));

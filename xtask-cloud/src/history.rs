@@ -155,7 +155,7 @@ pub fn record(ctx: &Ctx, stack: &str, entry: &Entry) {
     let description = format!("record {} of {} ({}) in the stack's history", entry.kind, entry.version, entry.outcome);
     let recorded = ctx.call(&description, async { write_and_prune(&ctx.docker().await?, stack, entry).await });
     if let Err(err) = recorded {
-        eprintln!("warning: could not record this {} in the history: {err:#}", entry.kind);
+        ctx.warn(&format!("could not record this {} in the history: {err:#}", entry.kind));
     }
 }
 
@@ -234,7 +234,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         return Ok(());
     }
     if entries.is_empty() {
-        eprintln!("no deploy of stack {stack} is recorded yet");
+        ctx.say(&format!("no deploy of stack {stack} is recorded yet"));
         return Ok(());
     }
     ctx.print_result(&table(&entries));

@@ -24,6 +24,7 @@ use xtask::tasks::UnlockArgs;
 
 use crate::async_ctx::AsyncCtx;
 use crate::records::{self, Created, LOCK_LABEL, Removal, lock_name as name};
+use xtask::output::progress;
 
 /// How often a waiting task asks again.
 const RETRY: Duration = Duration::from_secs(2);
@@ -151,10 +152,10 @@ pub fn hold<T>(
     if let Some(taken) = crate::interrupt::take_lock() {
         match ctx.block_on(async { release(&ctx.docker().await?, &stack, &taken).await }) {
             Ok(Released::Ours) => {}
-            Ok(other) => eprintln!("warning: {}", other.said()),
-            Err(err) => eprintln!(
-                "warning: could not release the deploy lock {lock}: {err:#}: remove it with `cargo xtask unlock`"
-            ),
+            Ok(other) => ctx.warn(&other.said()),
+            Err(err) => ctx.warn(&format!(
+                "could not release the deploy lock {lock}: {err:#}: remove it with `cargo xtask unlock`"
+            )),
         }
         crate::interrupt::lock_released();
     }
@@ -175,7 +176,7 @@ async fn take(docker: &Docker, stack: &str, holder: &Holder, wait: Option<Durati
         match wait {
             Some(wait) if started.elapsed() < wait => {
                 if !said {
-                    eprintln!("waiting for the deploy lock: {} (up to {}s)", other.describe(), wait.as_secs());
+                    progress(&format!("waiting for the deploy lock: {} (up to {}s)", other.describe(), wait.as_secs()));
                     said = true;
                 }
                 tokio::time::sleep(RETRY).await;
@@ -237,10 +238,12 @@ impl Released {
     pub fn said(&self) -> String {
         match self {
             Released::Ours => "released the deploy lock".to_owned(),
-            Released::TakenAway => "the deploy lock was taken away while this run held it (`cargo xtask unlock                                     --force`?): another task may have changed the stack meanwhile"
+            Released::TakenAway => "the deploy lock was taken away while this run held it (`cargo xtask unlock \
+                                     --force`?): another task may have changed the stack meanwhile"
                 .to_owned(),
             Released::HeldByAnother(holder) => format!(
-                "the deploy lock was taken away while this run held it (`cargo xtask unlock --force`?) and is now                  another task's ({}): left it in place",
+                "the deploy lock was taken away while this run held it (`cargo xtask unlock --force`?) and is now \
+                 another task's ({}): left it in place",
                 holder.describe()
             ),
         }
@@ -279,23 +282,25 @@ pub fn unlock(ctx: &Ctx, args: &UnlockArgs) -> Result<()> {
     let stack = ctx.settings.stack.clone();
     let found = ctx.block_on(async { read(&ctx.docker().await?, &stack).await })?;
     let Some((id, holder)) = found else {
-        eprintln!("stack {stack} has no deploy lock");
+        ctx.say(&format!("stack {stack} has no deploy lock"));
         return Ok(());
     };
-    eprintln!("the deploy lock of stack {stack}: {}", holder.describe());
+    ctx.say(&format!("the deploy lock of stack {stack}: {}", holder.describe()));
     match holder.liveness() {
         Liveness::Runs if !args.force => bail!(
-            "process {} of the lock's holder still runs on this host: it releases the lock when it ends (Ctrl-C              or SIGTERM releases it too); remove it anyway with `cargo xtask unlock --force`",
+            "process {} of the lock's holder still runs on this host: it releases the lock when it ends (Ctrl-C \
+             or SIGTERM releases it too); remove it anyway with `cargo xtask unlock --force`",
             holder.pid
         ),
-        Liveness::Runs => eprintln!(
+        Liveness::Runs => ctx.say(&format!(
             "    process {} still runs (--force): it will not remove the next holder's lock, and says so when it ends",
             holder.pid
-        ),
-        Liveness::Gone => eprintln!("    process {} no longer runs on this host", holder.pid),
-        Liveness::Unknown => {
-            eprintln!("    on another host: whether process {} still runs cannot be checked from here", holder.pid)
-        }
+        )),
+        Liveness::Gone => ctx.say(&format!("    process {} no longer runs on this host", holder.pid)),
+        Liveness::Unknown => ctx.say(&format!(
+            "    on another host: whether process {} still runs cannot be checked from here",
+            holder.pid
+        )),
     }
     // By ID: a lock another task took since the read above stays.
     let removed = ctx.call(&format!("remove the swarm config {} ({id})", name(&stack)), async {
@@ -334,6 +339,15 @@ mod tests {
         // A lock written before tokens existed still reads.
         let old = r#"{"task":"deploy","version":"1","holder":"a","host":"h","pid":1,"since":"t"}"#;
         assert_eq!(serde_json::from_str::<Holder>(old).unwrap().token, "");
+    }
+
+    #[test]
+    fn what_a_release_says_reads_as_one_sentence() {
+        let holder = Holder::here("deploy", "1");
+        for released in [Released::Ours, Released::TakenAway, Released::HeldByAnother(holder)] {
+            let said = released.said();
+            assert!(!said.contains("  "), "a run of spaces in {said:?}");
+        }
     }
 
     #[test]

@@ -39,19 +39,19 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         // a node that is down they never come, and the stream would wait for
         // it forever. Those tasks are left out, and said so.
         let nodes = crate::swarm_nodes::list(&docker).await?;
-        let (tasks, unreachable): (Vec<TaskRef>, Vec<TaskRef>) = tasks.into_iter().partition(|task| {
-            !nodes.iter().any(|node| Some(&node.id) == task.node.as_ref() && node.is_down())
-        });
+        let (tasks, unreachable): (Vec<TaskRef>, Vec<TaskRef>) = tasks
+            .into_iter()
+            .partition(|task| !nodes.iter().any(|node| Some(&node.id) == task.node.as_ref() && node.is_down()));
         for node in nodes.iter().filter(|node| node.is_down()) {
             let left_out = unreachable
                 .iter()
                 .filter(|task| task.node.as_ref() == Some(&node.id) && chosen.contains(&&task.service))
                 .count();
             if left_out > 0 {
-                eprintln!(
-                    "warning: node {} is {}: the logs of its {left_out} task(s) are left out (the swarm cannot reach it)",
+                ctx.warn(&format!(
+                    "node {} is {}: the logs of its {left_out} task(s) are left out (the swarm cannot reach it)",
                     node.name, node.state
-                );
+                ));
             }
         }
         let since = args.since.map_or(0, |ago| {

@@ -18,6 +18,7 @@ use super::converge::{self, Failure, Verdict};
 use super::stackfile::ServiceDef;
 use crate::image_ref::ImageRef;
 use crate::stack::{Kind, Snapshot, Update};
+use xtask::output::say;
 
 const POLL: Duration = Duration::from_secs(1);
 const LOG_LINES: &str = "20";
@@ -189,7 +190,7 @@ pub async fn report(docker: &Docker, stack: &str, name: &str) {
     let full_name = format!("{stack}_{name}");
     let filters = HashMap::from([("service".to_owned(), vec![full_name.clone()])]);
     let tasks = docker.list_tasks(Some(ListTasksOptions { filters: Some(filters) })).await;
-    eprintln!("--- {name}: recent tasks");
+    say(&format!("--- {name}: recent tasks"));
     let mut failed_tasks: Vec<(String, String)> = Vec::new();
     match tasks {
         Ok(mut tasks) => {
@@ -226,17 +227,17 @@ pub async fn report(docker: &Docker, stack: &str, name: &str) {
                     .filter(|code| *code != 0)
                     .map(|code| format!(" (exit code {code})"))
                     .unwrap_or_default();
-                eprintln!("    {:<9} version {image}: {message}{err}{exit}", state);
+                say(&format!("    {:<9} version {image}: {message}{err}{exit}", state));
             }
         }
-        Err(err) => eprintln!("    cannot list its tasks: {err}"),
+        Err(err) => say(&format!("    cannot list its tasks: {err}")),
     }
     let options = LogsOptions { stdout: true, stderr: true, tail: LOG_LINES.into(), ..Default::default() };
     for (id, version) in &failed_tasks {
-        eprintln!("--- {name}: log of failed task {} (version {version})", &id[..id.len().min(12)]);
+        say(&format!("--- {name}: log of failed task {} (version {version})", &id[..id.len().min(12)]));
         print_logs(docker.task_logs(id, Some(options.clone())), &format!("docker service logs {full_name}")).await;
     }
-    eprintln!("--- {name}: last log lines");
+    say(&format!("--- {name}: last log lines"));
     print_logs(docker.service_logs(&full_name, Some(options)), &format!("docker service logs {full_name}")).await;
 }
 
@@ -257,12 +258,12 @@ async fn print_logs(
             match text {
                 Ok(text) => {
                     for line in text.lines() {
-                        eprintln!("    {line}");
+                        say(&format!("    {line}"));
                         lines += 1;
                     }
                 }
                 Err(reason) => {
-                    eprintln!("    ({reason}: the rest is left out; read it with `{by_hand}`)");
+                    say(&format!("    ({reason}: the rest is left out; read it with `{by_hand}`)"));
                     return lines.max(1);
                 }
             }
@@ -270,9 +271,9 @@ async fn print_logs(
         lines
     };
     match tokio::time::timeout(Duration::from_secs(15), read).await {
-        Ok(0) => eprintln!("    (no log lines)"),
+        Ok(0) => say("    (no log lines)"),
         Ok(_) => {}
-        Err(_) => eprintln!("    (the logs did not arrive within 15s: `{by_hand}`)"),
+        Err(_) => say(&format!("    (the logs did not arrive within 15s: `{by_hand}`)")),
     }
 }
 
