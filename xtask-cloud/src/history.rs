@@ -1,27 +1,25 @@
 //! The history of the stack's deploys and rollbacks, kept on the swarm so
 //! that every operator and every CI run sees the same one: each entry is a
-//! Docker config labelled `com.todobackend.history=<stack>`, whose data is
-//! the entry as JSON. Configs cannot change, so an entry is written once,
-//! when its outcome is known; the newest 50 are kept.
+//! record on the swarm (`records.rs`: a config labelled
+//! `com.todobackend.history=<stack>`, whose data is the entry as JSON).
+//! Configs cannot change, so an entry is written once, when its outcome is
+//! known; the newest 50 are kept.
 //!
 //! `cargo xtask history [--json]` prints them, newest first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use bollard::Docker;
-use bollard::models::ConfigSpec;
-use bollard::query_parameters::ListConfigsOptions;
 use serde::{Deserialize, Serialize};
 use xtask::ctx::Ctx;
 use xtask::flags::HistoryArgs as Args;
 
 use crate::async_ctx::AsyncCtx;
 use crate::clock;
+use crate::records::{self, HISTORY_LABEL};
 
-/// The label that marks an entry, with the stack as its value.
-pub const LABEL: &str = "com.todobackend.history";
 /// Entries kept; older ones are removed when a new one is written.
 pub const KEPT: usize = 50;
 
@@ -240,48 +238,22 @@ pub async fn write_and_prune(docker: &Docker, stack: &str, entry: &Entry) -> Res
 }
 
 async fn write(docker: &Docker, stack: &str, entry: &Entry) -> Result<()> {
-    let json = serde_json::to_string(entry).context("cannot encode the history entry")?;
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let name = format!("{stack}_history_{}_{nanos:09}", clock::compact(SystemTime::now()));
-    let spec = ConfigSpec {
-        name: Some(name.clone()),
-        labels: Some(HashMap::from([(LABEL.to_owned(), stack.to_owned())])),
-        data: Some(aws_smithy_types::base64::encode(json)),
-        ..Default::default()
-    };
-    docker.create_config(spec).await.with_context(|| format!("cannot create the swarm config {name}"))?;
+    let name = records::history_name(stack, SystemTime::now());
+    records::create(docker, HISTORY_LABEL, stack, &name, entry)
+        .await
+        .with_context(|| format!("cannot create the swarm config {name}"))?;
     Ok(())
 }
 
-/// The stack's entries, newest first, with their config ids.
+/// The stack's entries, newest first (their names sort as they were
+/// written), with their config ids.
 async fn read(docker: &Docker, stack: &str) -> Result<Vec<(String, Entry)>> {
-    let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL}={stack}")])]);
-    let configs = docker
-        .list_configs(Some(ListConfigsOptions { filters: Some(filters) }))
-        .await
-        .context("cannot list the swarm's configs")?;
-    let mut entries = Vec::new();
-    // Names are `<stack>_history_<UTC time>_<nanoseconds>`: their order is
-    // the order the entries were written in, also within one second.
-    let mut configs = configs;
-    configs.sort_by(|a, b| {
-        let name = |config: &bollard::models::Config| config.spec.as_ref().and_then(|spec| spec.name.clone());
-        name(b).cmp(&name(a))
-    });
-    for config in configs {
-        let data = config.spec.and_then(|spec| spec.data).unwrap_or_default();
-        let decoded = aws_smithy_types::base64::decode(&data).ok();
-        // Someone else's config under our label is skipped, not fatal.
-        if let Some(entry) = decoded.and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok()) {
-            entries.push((config.id.unwrap_or_default(), entry));
-        }
-    }
-    Ok(entries)
+    records::list(docker, HISTORY_LABEL, stack).await.context("cannot list the swarm's configs")
 }
 
 async fn prune(docker: &Docker, stack: &str) -> Result<()> {
     for (id, _) in read(docker, stack).await?.into_iter().skip(KEPT) {
-        docker.delete_config(&id).await.with_context(|| format!("cannot remove the old history entry {id}"))?;
+        records::remove(docker, &id).await.with_context(|| format!("cannot remove the old history entry {id}"))?;
     }
     Ok(())
 }
@@ -304,6 +276,26 @@ pub fn previous_good(entries: &[Entry], running: Option<&str>) -> Option<String>
         .map(|entry| entry.version.clone())
 }
 
+/// The version `rollback` goes back to from `running` by default (also the
+/// one `deploy` puts back after a failed verification): after a failed
+/// release, the version that served before it; else the newest other one
+/// that converged.
+pub fn back_from(entries: &[Entry], running: &str) -> Option<String> {
+    serving_before_failure(entries).or_else(|| previous_good(entries, Some(running)))
+}
+
+/// The version that served before the newest entry of the history, when
+/// that entry is a release that did not converge: the newest older entry
+/// that converged. `None` when the newest entry converged (or was not
+/// watched): then "back" is the version before the running one.
+fn serving_before_failure(entries: &[Entry]) -> Option<String> {
+    let (newest, older) = entries.split_first()?;
+    if matches!(newest.outcome, Outcome::Converged | Outcome::NotWatched) {
+        return None;
+    }
+    older.iter().find(|entry| entry.outcome == Outcome::Converged).map(|entry| entry.version.clone())
+}
+
 /// `cargo xtask history [--json]`.
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let stack = &ctx.settings.stack;
@@ -314,7 +306,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         return Ok(());
     }
     if entries.is_empty() {
-        eprintln!("no deploy of stack {stack} is recorded yet");
+        ctx.say(&format!("no deploy of stack {stack} is recorded yet"));
         return Ok(());
     }
     ctx.print_result(&table(&entries));
@@ -384,6 +376,25 @@ mod tests {
         // After a failed release the running version is still the good one.
         assert_eq!(previous_good(&entries[1..], Some("A")), None);
         assert_eq!(previous_good(&entries, None).as_deref(), Some("B2"));
+    }
+
+    #[test]
+    fn after_a_failed_release_back_is_the_version_that_served_before_it() {
+        let entry = |version: &str, outcome: Outcome| at(version, "", outcome);
+        // Newest first: C failed after A served, B had converged earlier.
+        let entries = [
+            entry("C", Outcome::Failed),
+            entry("A", Outcome::Converged),
+            entry("B", Outcome::Converged),
+            entry("A", Outcome::Converged),
+        ];
+        assert_eq!(serving_before_failure(&entries).as_deref(), Some("A"));
+        let entries = [entry("C", Outcome::RolledBack), entry("X", Outcome::TimedOut), entry("B", Outcome::Converged)];
+        assert_eq!(serving_before_failure(&entries).as_deref(), Some("B"));
+        // The newest release converged: no failure to go back from.
+        assert_eq!(serving_before_failure(&entries[2..]), None);
+        assert_eq!(serving_before_failure(&[entry("C", Outcome::NotWatched), entry("A", Outcome::Converged)]), None);
+        assert_eq!(serving_before_failure(&[]), None);
     }
 
     #[test]

@@ -32,9 +32,15 @@ impl ImageRef {
         ImageRef { registry: registry.map(str::to_owned), name: name.to_owned(), tag, digest }
     }
 
+    /// The version it names: its tag, else `latest`, as Docker defaults it
+    /// (status, logs, rollback and deploy's progress all say this).
+    pub fn version(&self) -> String {
+        self.tag.clone().unwrap_or_else(|| "latest".to_owned())
+    }
+
     /// `name:tag` (the tag defaults to `latest`, as Docker's does).
     pub fn name_tag(&self) -> String {
-        format!("{}:{}", self.name, self.tag.as_deref().unwrap_or("latest"))
+        format!("{}:{}", self.name, self.version())
     }
 
     /// Whether a task or service image (`name:tag@digest`) is this image: same
@@ -65,6 +71,8 @@ mod tests {
         let plain = ImageRef::parse("library/alpine");
         assert_eq!(plain.registry, None);
         assert_eq!(plain.name_tag(), "library/alpine:latest");
+        assert_eq!(plain.version(), "latest");
+        assert_eq!(image.version(), "abc");
         assert_eq!(ImageRef::parse("localhost/x:1").registry.as_deref(), Some("localhost"));
         assert_eq!(ImageRef::parse("reg:5000/x").tag, None);
     }

@@ -22,6 +22,7 @@ use std::sync::{Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
 use xtask::docker_endpoint::Endpoint;
+use xtask::exit::{Exit, Signal};
 
 use crate::history::Entry;
 use crate::lock::Taken;
@@ -152,37 +153,25 @@ pub fn release_over() {
 }
 
 fn install() {
-    use tokio::signal::unix::{SignalKind, signal};
     let cannot = |reason: String| {
-        eprintln!(
-            "warning: cannot watch for Ctrl-C ({reason}): an interrupted run leaves the lock; `cargo xtask unlock` removes it"
-        )
+        xtask::output::warn(&format!(
+            "cannot watch for Ctrl-C ({reason}): an interrupted run leaves the lock; `cargo xtask unlock` removes it"
+        ))
     };
+    // Made now: once a signal came, there is no way left to say it failed.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => return cannot(err.to_string()),
     };
-    let signals = runtime.block_on(async {
-        Ok::<_, std::io::Error>((signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?))
-    });
-    let (mut interrupt, mut terminate) = match signals {
-        Ok(signals) => signals,
-        Err(err) => return cannot(err.to_string()),
-    };
-    std::thread::spawn(move || {
+    let caught = crate::signals::on(&[Signal::Int, Signal::Term], move |signal| {
         HANDLER.with(|handler| handler.set(true));
-        runtime.block_on(async move {
-            let int = std::pin::pin!(interrupt.recv());
-            let term = std::pin::pin!(terminate.recv());
-            let (name, code) = match futures_util::future::select(int, term).await {
-                futures_util::future::Either::Left(_) => ("SIGINT", 130),
-                futures_util::future::Either::Right(_) => ("SIGTERM", 143),
-            };
-            let said = undo().await;
-            eprintln!("interrupted by {name}: {said}");
-            std::process::exit(code);
-        })
+        let said = runtime.block_on(undo());
+        xtask::output::say(&format!("interrupted by {}: {said}", signal.name()));
+        std::process::exit(Exit::Interrupted(signal).code().into());
     });
+    if let Err(err) = caught {
+        cannot(err.to_string());
+    }
 }
 
 /// Take everything over from the task, undo or record it; what was done.

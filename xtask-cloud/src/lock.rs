@@ -13,20 +13,19 @@
 //! leaves it: `cargo xtask unlock` shows the holder and removes it, unless
 //! that process still runs on this host.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
-use bollard::models::ConfigSpec;
 use serde::{Deserialize, Serialize};
 use xtask::ctx::Ctx;
 use xtask::exit::Exit;
 use xtask::flags::UnlockArgs;
 
 use crate::async_ctx::AsyncCtx;
+use crate::records::{self, Created, LOCK_LABEL, Removal, lock_name as name};
+use xtask::output::progress;
 
-const LABEL: &str = "com.todobackend.lock";
 /// How often a waiting task asks again.
 const RETRY: Duration = Duration::from_secs(2);
 
@@ -129,10 +128,6 @@ fn token() -> String {
     }
 }
 
-pub fn name(stack: &str) -> String {
-    format!("{stack}_deploy_lock")
-}
-
 /// Run `body` holding the stack's deploy lock; `wait` for it if another task
 /// holds it (else fail at once, naming the holder). A dry run takes no lock.
 pub fn hold<T>(
@@ -159,10 +154,10 @@ pub fn hold<T>(
     if let Some(taken) = crate::interrupt::take_lock() {
         match ctx.block_on(async { release(&ctx.docker().await?, &stack, &taken).await }) {
             Ok(Released::Ours) => {}
-            Ok(other) => eprintln!("warning: {}", other.said()),
-            Err(err) => eprintln!(
-                "warning: could not release the deploy lock {lock}: {err:#}: remove it with `cargo xtask unlock`"
-            ),
+            Ok(other) => ctx.warn(&other.said()),
+            Err(err) => ctx.warn(&format!(
+                "could not release the deploy lock {lock}: {err:#}: remove it with `cargo xtask unlock`"
+            )),
         }
         crate::interrupt::lock_released();
     }
@@ -173,22 +168,17 @@ async fn take(docker: &Docker, stack: &str, holder: &Holder, wait: Option<Durati
     let started = Instant::now();
     let mut said = false;
     loop {
-        let spec = ConfigSpec {
-            name: Some(name(stack)),
-            labels: Some(HashMap::from([(LABEL.to_owned(), stack.to_owned())])),
-            data: Some(aws_smithy_types::base64::encode(serde_json::to_string(holder)?)),
-            ..Default::default()
-        };
-        match docker.create_config(spec).await {
-            Ok(created) => return Ok(Taken { id: created.id, token: holder.token.clone() }),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
-            Err(err) => return Err(err).with_context(|| format!("cannot take the deploy lock of stack {stack}")),
+        let created = records::create(docker, LOCK_LABEL, stack, &name(stack), holder)
+            .await
+            .with_context(|| format!("cannot take the deploy lock of stack {stack}"))?;
+        if let Created::Id(id) = created {
+            return Ok(Taken { id, token: holder.token.clone() });
         }
         let Some(other) = current(docker, stack).await? else { continue };
         match wait {
             Some(wait) if started.elapsed() < wait => {
                 if !said {
-                    eprintln!("waiting for the deploy lock: {} (up to {}s)", other.describe(), wait.as_secs());
+                    progress(&format!("waiting for the deploy lock: {} (up to {}s)", other.describe(), wait.as_secs()));
                     said = true;
                 }
                 tokio::time::sleep(RETRY).await;
@@ -212,27 +202,22 @@ async fn take(docker: &Docker, stack: &str, holder: &Holder, wait: Option<Durati
 
 /// The stack's lock as the swarm has it: its config ID and holder.
 async fn read(docker: &Docker, stack: &str) -> Result<Option<(String, Holder)>> {
-    match docker.inspect_config(&name(stack)).await {
-        Ok(config) => {
-            let id = config.id.unwrap_or_else(|| name(stack));
-            let data = config.spec.and_then(|spec| spec.data).unwrap_or_default();
-            let holder = aws_smithy_types::base64::decode(&data)
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<Holder>(&bytes).ok())
-                .unwrap_or_else(|| Holder {
-                    task: "a task".into(),
-                    version: "an unknown version".into(),
-                    holder: "someone".into(),
-                    host: "an unknown host".into(),
-                    pid: 0,
-                    since: "an unknown time".into(),
-                    token: String::new(),
-                });
-            Ok(Some((id, holder)))
-        }
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
-        Err(err) => Err(err).with_context(|| format!("cannot read the deploy lock of stack {stack}")),
-    }
+    let found = records::read::<Holder>(docker, &name(stack))
+        .await
+        .with_context(|| format!("cannot read the deploy lock of stack {stack}"))?;
+    // A lock whose data does not read is still the stack's lock.
+    Ok(found.map(|(id, holder)| {
+        let holder = holder.unwrap_or_else(|| Holder {
+            task: "a task".into(),
+            version: "an unknown version".into(),
+            holder: "someone".into(),
+            host: "an unknown host".into(),
+            pid: 0,
+            since: "an unknown time".into(),
+            token: String::new(),
+        });
+        (id, holder)
+    }))
 }
 
 /// The holder of the stack's lock, if it is held.
@@ -255,10 +240,12 @@ impl Released {
     pub fn said(&self) -> String {
         match self {
             Released::Ours => "released the deploy lock".to_owned(),
-            Released::TakenAway => "the deploy lock was taken away while this run held it (`cargo xtask unlock                                     --force`?): another task may have changed the stack meanwhile"
+            Released::TakenAway => "the deploy lock was taken away while this run held it (`cargo xtask unlock \
+                                     --force`?): another task may have changed the stack meanwhile"
                 .to_owned(),
             Released::HeldByAnother(holder) => format!(
-                "the deploy lock was taken away while this run held it (`cargo xtask unlock --force`?) and is now                  another task's ({}): left it in place",
+                "the deploy lock was taken away while this run held it (`cargo xtask unlock --force`?) and is now \
+                 another task's ({}): left it in place",
                 holder.describe()
             ),
         }
@@ -282,11 +269,13 @@ pub async fn release(docker: &Docker, stack: &str, taken: &Taken) -> Result<Rele
         None => return Ok(Released::TakenAway),
         Some(_) => {}
     }
-    match docker.delete_config(&taken.id).await {
-        Ok(()) => Ok(Released::Ours),
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(Released::TakenAway),
-        Err(err) => Err(err).with_context(|| format!("cannot remove the deploy lock {}", name(stack))),
-    }
+    let removal = records::remove(docker, &taken.id)
+        .await
+        .with_context(|| format!("cannot remove the deploy lock {}", name(stack)))?;
+    Ok(match removal {
+        Removal::Removed => Released::Ours,
+        Removal::AlreadyGone => Released::TakenAway,
+    })
 }
 
 /// `cargo xtask unlock [--force]`: show who holds the lock, then remove it,
@@ -295,32 +284,34 @@ pub fn unlock(ctx: &Ctx, args: &UnlockArgs) -> Result<()> {
     let stack = ctx.settings.stack.clone();
     let found = ctx.block_on(async { read(&ctx.docker().await?, &stack).await })?;
     let Some((id, holder)) = found else {
-        eprintln!("stack {stack} has no deploy lock");
+        ctx.say(&format!("stack {stack} has no deploy lock"));
         return Ok(());
     };
-    eprintln!("the deploy lock of stack {stack}: {}", holder.describe());
+    ctx.say(&format!("the deploy lock of stack {stack}: {}", holder.describe()));
     match holder.liveness() {
         Liveness::Runs if !args.force => bail!(
-            "process {} of the lock's holder still runs on this host: it releases the lock when it ends (Ctrl-C              or SIGTERM releases it too); remove it anyway with `cargo xtask unlock --force`",
+            "process {} of the lock's holder still runs on this host: it releases the lock when it ends (Ctrl-C \
+             or SIGTERM releases it too); remove it anyway with `cargo xtask unlock --force`",
             holder.pid
         ),
-        Liveness::Runs => eprintln!(
+        Liveness::Runs => ctx.say(&format!(
             "    process {} still runs (--force): it will not remove the next holder's lock, and says so when it ends",
             holder.pid
-        ),
-        Liveness::Gone => eprintln!("    process {} no longer runs on this host", holder.pid),
-        Liveness::Unknown => {
-            eprintln!("    on another host: whether process {} still runs cannot be checked from here", holder.pid)
-        }
+        )),
+        Liveness::Gone => ctx.say(&format!("    process {} no longer runs on this host", holder.pid)),
+        Liveness::Unknown => ctx.say(&format!(
+            "    on another host: whether process {} still runs cannot be checked from here",
+            holder.pid
+        )),
     }
     // By ID: a lock another task took since the read above stays.
     ctx.call(&format!("remove the swarm config {} ({id})", name(&stack)), (), async {
-        match ctx.docker().await?.delete_config(&id).await {
-            Ok(()) => ctx.report(&format!("removed the deploy lock of stack {stack}")),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-                ctx.report(&format!("the deploy lock of stack {stack} was released meanwhile"))
-            }
-            Err(err) => return Err(err).with_context(|| format!("cannot remove the deploy lock {}", name(&stack))),
+        let removal = records::remove(&ctx.docker().await?, &id)
+            .await
+            .with_context(|| format!("cannot remove the deploy lock {}", name(&stack)))?;
+        match removal {
+            Removal::AlreadyGone => ctx.report(&format!("the deploy lock of stack {stack} was released meanwhile")),
+            _ => ctx.report(&format!("removed the deploy lock of stack {stack}")),
         }
         Ok(())
     })
@@ -347,10 +338,18 @@ mod tests {
         );
         let json = serde_json::to_string(&holder).unwrap();
         assert_eq!(serde_json::from_str::<Holder>(&json).unwrap(), holder);
-        assert_eq!(name("todobackend"), "todobackend_deploy_lock");
         // A lock written before tokens existed still reads.
         let old = r#"{"task":"deploy","version":"1","holder":"a","host":"h","pid":1,"since":"t"}"#;
         assert_eq!(serde_json::from_str::<Holder>(old).unwrap().token, "");
+    }
+
+    #[test]
+    fn what_a_release_says_reads_as_one_sentence() {
+        let holder = Holder::here("deploy", "1");
+        for released in [Released::Ours, Released::TakenAway, Released::HeldByAnother(holder)] {
+            let said = released.said();
+            assert!(!said.contains("  "), "a run of spaces in {said:?}");
+        }
     }
 
     #[test]

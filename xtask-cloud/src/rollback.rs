@@ -16,16 +16,16 @@ use xtask::flags::RollbackArgs as Args;
 use crate::async_ctx::AsyncCtx;
 use crate::deploy::migrations::{self, Effect};
 use crate::deploy::{Checked, Release};
-use crate::history::{self, Outcome};
-use crate::image_ref::ImageRef;
+use crate::history;
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let stack = ctx.settings.stack.clone();
     // Before the lock, whose name is the stack's.
     crate::deploy::check_stack_name(&stack)?;
     let release_image = ctx.settings.image_name();
-    let running = ctx.block_on(async { running_app(&ctx.docker().await?, &stack, &release_image).await })?;
-    let Some((running_version, running_image)) = running else {
+    let running =
+        ctx.block_on(async { crate::stack::running_app(&ctx.docker().await?, &stack, &release_image).await })?;
+    let Some(crate::stack::RunningApp { version: running_version, image: running_image }) = running else {
         bail!("stack {stack} runs no app service: there is nothing to roll back (deploy with `cargo xtask deploy`)");
     };
     let entries = history::list(ctx, &stack)?;
@@ -37,7 +37,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         // After a failed release, "back" is the version that served before
         // it, even when the swarm already rolled the spec back to it: that is
         // the case where it cannot serve the schema the release left.
-        None => back_from(&entries, &running_version).with_context(|| {
+        None => history::back_from(&entries, &running_version).with_context(|| {
             format!(
                 "the history of stack {stack} has no version that converged before {running_version}: \
                  name one with `cargo xtask rollback --to VERSION`"
@@ -105,26 +105,6 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     })
 }
 
-/// The version `rollback` goes back to from `running` by default (also the
-/// one `deploy` puts back after a failed verification): after a failed
-/// release, the version that served before it; else the newest other one
-/// that converged.
-pub(crate) fn back_from(entries: &[history::Entry], running: &str) -> Option<String> {
-    serving_before_failure(entries).or_else(|| history::previous_good(entries, Some(running)))
-}
-
-/// The version that served before the newest entry of the history, when
-/// that entry is a release that did not converge: the newest older entry
-/// that converged. `None` when the newest entry converged (or was not
-/// watched): then "back" is the version before the running one.
-fn serving_before_failure(entries: &[history::Entry]) -> Option<String> {
-    let (newest, older) = entries.split_first()?;
-    if matches!(newest.outcome, Outcome::Converged | Outcome::NotWatched) {
-        return None;
-    }
-    older.iter().find(|entry| entry.outcome == Outcome::Converged).map(|entry| entry.version.clone())
-}
-
 /// Restore the newest backup taken before `migration`, with the running
 /// image's binary (the target's may be older than `restore` itself). A dry
 /// run does not know `migration` (the database check is a job it does not
@@ -159,58 +139,4 @@ fn restore(ctx: &Ctx, checked: &Checked, running_image: &str, migration: Option<
             Ok(())
         })
     })
-}
-
-/// The version and image of the stack's app (see `stack::app`), as the
-/// swarm runs it now.
-pub async fn running_app(
-    docker: &bollard::Docker,
-    stack: &str,
-    release_image: &str,
-) -> Result<Option<(String, String)>> {
-    let services = crate::stack::services(docker, stack).await?;
-    let image = crate::stack::app(&services, release_image)
-        .and_then(|spec| spec.task_template.as_ref())
-        .and_then(|template| template.container_spec.as_ref())
-        .and_then(|container| container.image.clone());
-    Ok(image.map(|image| (ImageRef::parse(&image).tag.unwrap_or_else(|| "latest".to_owned()), image)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(version: &str, outcome: Outcome) -> history::Entry {
-        history::Entry {
-            kind: history::Kind::Deploy,
-            version: version.into(),
-            image: format!("r/app:{version}"),
-            digest: None,
-            commit: None,
-            actor: "t".into(),
-            at: String::new(),
-            outcome,
-            detail: None,
-            specs: Default::default(),
-            verification: None,
-        }
-    }
-
-    #[test]
-    fn after_a_failed_release_back_is_the_version_that_served_before_it() {
-        // Newest first: C failed after A served, B had converged earlier.
-        let entries = [
-            entry("C", Outcome::Failed),
-            entry("A", Outcome::Converged),
-            entry("B", Outcome::Converged),
-            entry("A", Outcome::Converged),
-        ];
-        assert_eq!(serving_before_failure(&entries).as_deref(), Some("A"));
-        let entries = [entry("C", Outcome::RolledBack), entry("X", Outcome::TimedOut), entry("B", Outcome::Converged)];
-        assert_eq!(serving_before_failure(&entries).as_deref(), Some("B"));
-        // The newest release converged: no failure to go back from.
-        assert_eq!(serving_before_failure(&entries[2..]), None);
-        assert_eq!(serving_before_failure(&[entry("C", Outcome::NotWatched), entry("A", Outcome::Converged)]), None);
-        assert_eq!(serving_before_failure(&[]), None);
-    }
 }

@@ -12,9 +12,8 @@ use xtask::ctx::Ctx;
 use xtask::flags::StatusArgs as Args;
 
 use crate::async_ctx::AsyncCtx;
-use crate::deploy::converge::{self, Kind, TaskState};
-use crate::deploy::watch::Snapshot;
 use crate::image_ref::ImageRef;
+use crate::stack::{Kind, Service, Snapshot, Task, TaskState};
 
 #[derive(Debug, Serialize, PartialEq)]
 pub struct ServiceStatus {
@@ -36,12 +35,12 @@ pub struct ServiceStatus {
 }
 
 /// The status of one service (pure).
-pub fn service_status(name: &str, service: &converge::Service) -> ServiceStatus {
+pub fn service_status(name: &str, service: &Service) -> ServiceStatus {
     let spec = ImageRef::parse(&service.spec_image);
-    let current = |task: &&converge::Task| spec.matches(&task.image, None);
+    let current = |task: &&Task| spec.matches(&task.image, None);
     let update = service.update.as_ref().map_or("none".to_owned(), |update| update.state.clone());
     let settled = !matches!(update.as_str(), "updating" | "paused" | "rollback_started" | "rollback_paused");
-    let version = spec.tag.clone().unwrap_or_else(|| "latest".to_owned());
+    let version = spec.version();
     match service.kind {
         Kind::Replicated { replicas } => {
             let running = service
@@ -90,15 +89,15 @@ pub fn service_status(name: &str, service: &converge::Service) -> ServiceStatus 
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let stack = ctx.settings.stack.clone();
-    let (snapshot, holder, nodes, task_nodes) = ctx.block_on(async {
+    let (snapshot, holder, nodes) = ctx.block_on(async {
         let docker = ctx.docker().await?;
         let snapshot = Snapshot::read(&docker, &stack).await?;
         let holder = crate::lock::current(&docker, &stack).await?;
-        // Where each task runs, from the swarm: the engine here sees only its own containers.
         let nodes = crate::swarm_nodes::list(&docker).await?;
-        let task_nodes = crate::swarm_nodes::task_nodes(&docker, &stack, &nodes).await?;
-        Ok((snapshot, holder, nodes, task_nodes))
+        Ok((snapshot, holder, nodes))
     })?;
+    // Where each task runs, from the swarm: the engine here sees only its own containers.
+    let task_nodes = crate::swarm_nodes::task_nodes(&snapshot, &nodes);
     if snapshot.services.is_empty() {
         bail!("stack {stack} is not deployed: deploy it with `cargo xtask deploy`");
     }
@@ -106,12 +105,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let mut services: Vec<ServiceStatus> = snapshot
         .services
         .iter()
-        .map(|(full_name, service)| service_status(full_name.strip_prefix(&prefix).unwrap_or(full_name), service))
+        .map(|(full_name, service)| service_status(snapshot.short_name(full_name), service))
         .collect();
     services.sort_by(|a, b| a.name.cmp(&b.name));
     let history = crate::history::list(ctx, &stack)?;
     let last = history.first().cloned();
-    let credential_age = ctx.block_on(async { oldest_update(&ctx.docker().await?, &stack).await })?;
+    let credential_age = oldest_update(&snapshot);
     let stale = credential_age.and_then(stale_credential_warning);
     let converged = services.iter().all(|service| service.converged);
     let docker = ctx.block_on(async { ctx.docker().await })?;
@@ -227,16 +226,16 @@ const TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(12 * 
 /// How long ago the stack's least recently updated service was updated: a
 /// deploy and `refresh-auth` both hand the services the credential of the
 /// moment, so this is how old the oldest credential can be.
-async fn oldest_update(docker: &bollard::Docker, stack: &str) -> Result<Option<std::time::Duration>> {
-    let services = crate::stack::services(docker, stack).await?;
+fn oldest_update(stack: &Snapshot) -> Option<std::time::Duration> {
     let now = std::time::SystemTime::now();
-    Ok(services
-        .iter()
+    stack
+        .services
+        .values()
         .filter_map(|service| service.updated_at.as_deref())
         .filter_map(|at| aws_smithy_types::DateTime::from_str(at, aws_smithy_types::date_time::Format::DateTime).ok())
         .filter_map(|at| std::time::SystemTime::try_from(at).ok())
         .filter_map(|at| now.duration_since(at).ok())
-        .max())
+        .max()
 }
 
 /// A warning when the services' registry credential may have expired.
@@ -261,10 +260,10 @@ mod tests {
     }
 
     use super::*;
-    use crate::deploy::converge::{Service, Task, Update};
+    use crate::stack::Update;
 
     fn task(image: &str, state: TaskState) -> Task {
-        Task { image: image.into(), state, desired_running: state == TaskState::Running }
+        Task::new(image, state, state == TaskState::Running)
     }
 
     fn update(state: &str) -> Option<Update> {
@@ -277,6 +276,7 @@ mod tests {
             kind: Kind::Replicated { replicas: 2 },
             spec_image: "r/app:B@sha256:1".into(),
             update: update("completed"),
+            updated_at: None,
             tasks: vec![task("r/app:B@sha256:1", TaskState::Running), task("r/app:B@sha256:1", TaskState::Running)],
         };
         let status = service_status("app", &running);
@@ -298,6 +298,7 @@ mod tests {
             kind: Kind::OneShot { restart_delay: std::time::Duration::ZERO },
             spec_image: "r/app:B".into(),
             update: None,
+            updated_at: None,
             tasks: vec![task("r/app:B", TaskState::Failed)],
         };
         let status = service_status("migrate", &job);

@@ -7,9 +7,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use anyhow::{Context, Result};
 use bollard::Docker;
-use bollard::models::{Node, NodeState, TaskState};
-use bollard::query_parameters::ListTasksOptions;
+use bollard::models::{Node, NodeState};
 use serde::Serialize;
+
+use crate::stack::{Service, Snapshot, Task, TaskState};
 
 /// A node as `status` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -79,45 +80,29 @@ pub async fn list(docker: &Docker) -> Result<Vec<NodeStatus>> {
 /// For each service of the stack (by its full name), the nodes its running
 /// tasks run on; for a service with none running (a completed job), the node
 /// of its newest task.
-pub async fn task_nodes(docker: &Docker, stack: &str, nodes: &[NodeStatus]) -> Result<HashMap<String, Vec<String>>> {
-    let tasks = docker
-        .list_tasks(Some(ListTasksOptions { filters: Some(crate::stack::label_filter(stack)) }))
-        .await
-        .with_context(|| format!("cannot list the tasks of stack {stack}"))?;
-    let services: HashMap<String, String> = crate::stack::services(docker, stack)
-        .await?
-        .into_iter()
-        .filter_map(|service| Some((service.id?, service.spec?.name?)))
-        .collect();
+pub fn task_nodes(stack: &Snapshot, nodes: &[NodeStatus]) -> HashMap<String, Vec<String>> {
     let name_of =
         |id: &str| nodes.iter().find(|node| node.id == id).map_or_else(|| id.to_owned(), |node| node.name.clone());
-    let mut running: HashMap<String, BTreeSet<String>> = HashMap::new();
-    let mut newest: HashMap<String, (String, String)> = HashMap::new();
-    for task in &tasks {
-        let (Some(service), Some(node)) =
-            (task.service_id.as_ref().and_then(|id| services.get(id)), task.node_id.as_deref())
-        else {
-            continue;
-        };
-        let state = task.status.as_ref().and_then(|status| status.state);
-        if state == Some(TaskState::RUNNING) {
-            running.entry(service.clone()).or_default().insert(name_of(node));
-        }
-        let created = task.created_at.clone().unwrap_or_default();
-        if newest.get(service).is_none_or(|(at, _)| *at < created) {
-            newest.insert(service.clone(), (created, name_of(node)));
-        }
-    }
-    Ok(services
-        .values()
-        .map(|service| {
-            let nodes = match running.get(service) {
-                Some(names) => names.iter().cloned().collect(),
-                None => newest.get(service).map(|(_, node)| vec![node.clone()]).unwrap_or_default(),
+    stack
+        .services
+        .iter()
+        .map(|(service, Service { tasks, .. })| {
+            let placed = || tasks.iter().filter_map(|task| Some((task, task.node.as_deref()?)));
+            let running: BTreeSet<String> =
+                placed().filter(|(task, _)| task.state == TaskState::Running).map(|(_, node)| name_of(node)).collect();
+            let nodes = if running.is_empty() {
+                // The newest task; of tasks created at the same time, the first listed.
+                let newest = placed().fold(None::<(&Task, &str)>, |newest, (task, node)| match newest {
+                    Some((kept, _)) if kept.created_at >= task.created_at => newest,
+                    _ => Some((task, node)),
+                });
+                newest.map(|(_, node)| vec![name_of(node)]).unwrap_or_default()
+            } else {
+                running.into_iter().collect()
             };
             (service.clone(), nodes)
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -141,5 +126,49 @@ mod tests {
         assert_eq!(node("node3", "worker", "ready", "drain").describe(), "node3 ready drain");
         assert!(node("node2", "worker", "disconnected", "active").is_down());
         assert!(!node("node2", "worker", "ready", "pause").is_down());
+    }
+
+    #[test]
+    fn a_service_is_on_the_nodes_of_its_running_tasks_else_on_its_newest_tasks_node() {
+        use crate::stack::Kind;
+        let task = |state: TaskState, node: Option<&str>, created_at: &str| Task {
+            node: node.map(str::to_owned),
+            created_at: created_at.to_owned(),
+            ..Task::new("r/app:B", state, state == TaskState::Running)
+        };
+        let service = |tasks: Vec<Task>| Service {
+            kind: Kind::Replicated { replicas: 2 },
+            spec_image: "r/app:B".into(),
+            update: None,
+            updated_at: None,
+            tasks,
+        };
+        let stack = Snapshot::of(
+            "s",
+            HashMap::from([
+                (
+                    "s_app".to_owned(),
+                    service(vec![
+                        task(TaskState::Running, Some("n2"), "t1"),
+                        task(TaskState::Shutdown, Some("n3"), "t3"),
+                        task(TaskState::Running, Some("n1"), "t2"),
+                    ]),
+                ),
+                (
+                    "s_migrate".to_owned(),
+                    service(vec![
+                        task(TaskState::Failed, Some("n1"), "t1"),
+                        task(TaskState::Complete, Some("n2"), "t2"),
+                        task(TaskState::Starting, None, "t3"),
+                    ]),
+                ),
+                ("s_new".to_owned(), service(vec![])),
+            ]),
+        );
+        let nodes = [node("n1", "manager", "ready", "active"), node("n2", "worker", "ready", "active")];
+        let placed = task_nodes(&stack, &nodes);
+        assert_eq!(placed["s_app"], ["n1", "n2"]);
+        assert_eq!(placed["s_migrate"], ["n2"], "a task not placed yet is on no node");
+        assert!(placed["s_new"].is_empty());
     }
 }

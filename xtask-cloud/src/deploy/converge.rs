@@ -1,68 +1,10 @@
 //! When a deployed service has converged, or has failed: pure rules on the
-//! service and task states the watcher reads from the swarm.
+//! service and task states the watcher reads from the swarm (`stack.rs`).
 
 use std::time::Duration;
 
 use crate::image_ref::ImageRef;
-
-/// A task's state, as the swarm reports it (its names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskState {
-    /// new, allocated, pending, assigned, accepted, preparing, ready, starting.
-    Starting,
-    Running,
-    Complete,
-    /// failed, rejected, orphaned: the task did not do its work.
-    Failed,
-    /// shutdown, remove: stopped by the orchestrator (replaced, scaled down).
-    Shutdown,
-}
-
-impl TaskState {
-    pub fn from_name(name: &str) -> TaskState {
-        match name {
-            "running" => TaskState::Running,
-            "complete" => TaskState::Complete,
-            "failed" | "rejected" | "orphaned" => TaskState::Failed,
-            "shutdown" | "remove" => TaskState::Shutdown,
-            _ => TaskState::Starting,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Task {
-    pub image: String,
-    pub state: TaskState,
-    /// Whether the orchestrator wants it running (desired state running/ready).
-    pub desired_running: bool,
-}
-
-/// A service's rolling update, from its UpdateStatus.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Update {
-    /// updating, paused, completed, rollback_started, rollback_paused, rollback_completed.
-    pub state: String,
-    pub started_at: String,
-    pub message: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
-    /// Runs `replicas` tasks for good (restart condition `any`).
-    Replicated { replicas: u64 },
-    /// Runs once to completion (restart condition `on-failure`/`none`, or a job).
-    OneShot { restart_delay: Duration },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Service {
-    pub kind: Kind,
-    /// The image of the service's current spec (`name:tag@digest`).
-    pub spec_image: String,
-    pub update: Option<Update>,
-    pub tasks: Vec<Task>,
-}
+use crate::stack::{Kind, Service, Task, TaskState, Update};
 
 /// What deploy wants: the image, its digest in the registry, and each
 /// service's UpdateStatus before `docker stack deploy` (an update that was
@@ -108,8 +50,7 @@ pub fn judge(service: &Service, target: &Target<'_>) -> Verdict {
 
 /// Short `:tag` for progress lines.
 fn tag_of(image: &str) -> String {
-    let parsed = ImageRef::parse(image);
-    format!(":{}", parsed.tag.unwrap_or_else(|| "latest".into()))
+    format!(":{}", ImageRef::parse(image).version())
 }
 
 fn replicated(service: &Service, replicas: u64, target: &Target<'_>) -> Verdict {
@@ -181,7 +122,7 @@ mod tests {
     const B: &str = "r:5000/app:B@sha256:bbb";
 
     fn task(image: &str, state: &str, desired_running: bool) -> Task {
-        Task { image: image.into(), state: TaskState::from_name(state), desired_running }
+        Task::new(image, TaskState::from_name(state), desired_running)
     }
 
     fn update(state: &str, started_at: &str) -> Update {
@@ -189,7 +130,13 @@ mod tests {
     }
 
     fn app(spec_image: &str, update: Option<Update>, tasks: Vec<Task>) -> Service {
-        Service { kind: Kind::Replicated { replicas: 2 }, spec_image: spec_image.into(), update, tasks }
+        Service {
+            kind: Kind::Replicated { replicas: 2 },
+            spec_image: spec_image.into(),
+            update,
+            updated_at: None,
+            tasks,
+        }
     }
 
     fn job(tasks: Vec<Task>) -> Service {
@@ -197,6 +144,7 @@ mod tests {
             kind: Kind::OneShot { restart_delay: Duration::from_secs(5) },
             spec_image: B.into(),
             update: None,
+            updated_at: None,
             tasks,
         }
     }
@@ -301,13 +249,5 @@ mod tests {
         let target = Target { image: &image, digest: None, update_before: None, idle_for: Duration::ZERO };
         assert!(has_live_task(&retrying, &target));
         assert!(!has_live_task(&failed, &target));
-    }
-
-    #[test]
-    fn task_states_map_from_the_swarms_names() {
-        assert_eq!(TaskState::from_name("preparing"), TaskState::Starting);
-        assert_eq!(TaskState::from_name("rejected"), TaskState::Failed);
-        assert_eq!(TaskState::from_name("remove"), TaskState::Shutdown);
-        assert_eq!(TaskState::from_name("complete"), TaskState::Complete);
     }
 }

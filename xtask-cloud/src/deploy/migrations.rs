@@ -152,12 +152,6 @@ pub struct DataNode<'a> {
 /// How long a one-off job may take, pull included.
 const JOB_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Whether the stack exists: before its first deploy there is no data volume,
-/// and a job must not create one without the stack's labels.
-pub async fn stack_exists(docker: &Docker, stack: &str) -> Result<bool> {
-    Ok(!crate::stack::services(docker, stack).await?.is_empty())
-}
-
 /// Run `image` with `args` once, reaching the database as the stack's
 /// `migrate` does (see [`way_to_the_database`]), as a one-off swarm service;
 /// its stdout. Its stderr is shown as it is (the service says there what it

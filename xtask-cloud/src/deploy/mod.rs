@@ -30,8 +30,9 @@ use xshell::cmd;
 
 use crate::async_ctx::AsyncCtx;
 use crate::history::{Kind, Outcome};
+use crate::stack::Snapshot;
 use converge::Verdict;
-use watch::{Expected, Snapshot};
+use watch::Expected;
 use xtask::ctx::Ctx;
 
 use xtask::flags::DeployArgs as Args;
@@ -148,8 +149,8 @@ impl Release<'_> {
     /// The version of the stack's app as the swarm's spec has it now, if it
     /// can be read.
     fn app_version(&self, ctx: &Ctx, docker: &bollard::Docker, stack: &str) -> Option<String> {
-        match ctx.block_on(crate::rollback::running_app(docker, stack, &ctx.settings.image_name())) {
-            Ok(app) => app.map(|(version, _)| version),
+        match ctx.block_on(crate::stack::running_app(docker, stack, &ctx.settings.image_name())) {
+            Ok(app) => app.map(|app| app.version),
             Err(err) => {
                 ctx.warn(&format!("cannot read which version stack {stack} runs: {err:#}"));
                 None
@@ -197,7 +198,7 @@ impl Release<'_> {
             Err(err) => return (Outcome::Failed, Err(err), false),
         };
         let no_idle = HashMap::new();
-        let before_updates: HashMap<String, Option<converge::Update>> =
+        let before_updates: HashMap<String, Option<crate::stack::Update>> =
             expected.iter().map(|want| (want.full_name.clone(), before.update_of(&want.full_name))).collect();
         let already_running = watch::judge_all(&expected, &before, &before_updates, &no_idle)
             .iter()
@@ -364,7 +365,7 @@ impl Release<'_> {
                 ));
             }
         };
-        let Some(target) = crate::rollback::back_from(&entries, self.version) else {
+        let Some(target) = crate::history::back_from(&entries, self.version) else {
             return exit.error(format!(
                 "{failed}; stack {stack} has no earlier converged version to go back to, so it still runs {}: \
                  fix it and deploy again",
@@ -410,7 +411,7 @@ fn database_report(ctx: &Ctx, checked: &Checked) -> Result<Option<migrations::Re
         return Ok(None);
     };
     let stack = &ctx.settings.stack;
-    if !ctx.block_on(migrations::stack_exists(&checked.docker, stack))? {
+    if !ctx.block_on(crate::stack::exists(&checked.docker, stack))? {
         ctx.say(&format!("    stack {stack} is not deployed yet: no database to check"));
         return Ok(None);
     }
@@ -508,7 +509,7 @@ fn deploy_only(
     stack: &str,
     names: &[&str],
     expected: &[Expected],
-    before_updates: &HashMap<String, Option<converge::Update>>,
+    before_updates: &HashMap<String, Option<crate::stack::Update>>,
     what: &str,
 ) -> Result<()> {
     let docker = &checked.docker;

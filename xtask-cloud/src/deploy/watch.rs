@@ -8,15 +8,17 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bollard::Docker;
 use bollard::models::TaskState as SwarmTaskState;
 use bollard::query_parameters::{ListTasksOptions, LogsOptions};
 use futures_util::StreamExt;
 
-use super::converge::{self, Failure, Kind, Verdict};
+use super::converge::{self, Failure, Verdict};
 use super::stackfile::ServiceDef;
 use crate::image_ref::ImageRef;
+use crate::stack::{Kind, Snapshot, Update};
+use xtask::output::say;
 
 const POLL: Duration = Duration::from_secs(1);
 const LOG_LINES: &str = "20";
@@ -45,91 +47,11 @@ impl Expected {
     }
 }
 
-/// The stack's services and their tasks, as read at one moment.
-pub struct Snapshot {
-    /// By full name: the service's state for `converge`.
-    pub services: HashMap<String, converge::Service>,
-}
-
-impl Snapshot {
-    pub async fn read(docker: &Docker, stack: &str) -> Result<Snapshot> {
-        let listed = crate::stack::services(docker, stack).await?;
-        let ids: Vec<String> = listed.iter().filter_map(|service| service.id.clone()).collect();
-        let tasks = if ids.is_empty() {
-            Vec::new()
-        } else {
-            let filters = HashMap::from([("service".to_owned(), ids)]);
-            docker
-                .list_tasks(Some(ListTasksOptions { filters: Some(filters) }))
-                .await
-                .with_context(|| format!("cannot list the tasks of stack {stack}"))?
-        };
-        let mut services = HashMap::new();
-        for service in listed {
-            let (Some(id), Some(spec)) = (service.id.clone(), service.spec.as_ref()) else { continue };
-            let Some(name) = spec.name.clone() else { continue };
-            let template = spec.task_template.as_ref();
-            let spec_image = template
-                .and_then(|template| template.container_spec.as_ref())
-                .and_then(|container| container.image.clone())
-                .unwrap_or_default();
-            let restart = template.and_then(|template| template.restart_policy.as_ref());
-            let mode = spec.mode.as_ref();
-            let kind = if crate::stack::is_one_shot(spec) {
-                let delay = restart.and_then(|restart| restart.delay).unwrap_or(5_000_000_000).max(0) as u64;
-                Kind::OneShot { restart_delay: Duration::from_nanos(delay) }
-            } else {
-                let replicas = mode
-                    .and_then(|mode| mode.replicated.as_ref())
-                    .and_then(|replicated| replicated.replicas)
-                    .unwrap_or(1)
-                    .max(0) as u64;
-                Kind::Replicated { replicas }
-            };
-            let update = service.update_status.as_ref().and_then(|status| {
-                Some(converge::Update {
-                    state: status.state?.to_string(),
-                    started_at: status.started_at.clone().unwrap_or_default(),
-                    message: status.message.clone().unwrap_or_default(),
-                })
-            });
-            let service_tasks = tasks
-                .iter()
-                .filter(|task| task.service_id.as_deref() == Some(id.as_str()))
-                .map(|task| {
-                    let image = task
-                        .spec
-                        .as_ref()
-                        .and_then(|spec| spec.container_spec.as_ref())
-                        .and_then(|container| container.image.clone())
-                        .unwrap_or_default();
-                    let state = task.status.as_ref().and_then(|status| status.state).map(|state| state.to_string());
-                    let desired_running = matches!(
-                        task.desired_state,
-                        Some(SwarmTaskState::RUNNING | SwarmTaskState::READY | SwarmTaskState::COMPLETE)
-                    );
-                    converge::Task {
-                        image,
-                        state: converge::TaskState::from_name(state.as_deref().unwrap_or("new")),
-                        desired_running,
-                    }
-                })
-                .collect();
-            services.insert(name, converge::Service { kind, spec_image, update, tasks: service_tasks });
-        }
-        Ok(Snapshot { services })
-    }
-
-    pub fn update_of(&self, full_name: &str) -> Option<converge::Update> {
-        self.services.get(full_name).and_then(|service| service.update.clone())
-    }
-}
-
 /// The verdict on each expected service, given the snapshot before deploy.
 pub fn judge_all(
     expected: &[Expected],
     now: &Snapshot,
-    before: &HashMap<String, Option<converge::Update>>,
+    before: &HashMap<String, Option<Update>>,
     idle: &HashMap<String, Duration>,
 ) -> Vec<Verdict> {
     expected
@@ -167,7 +89,7 @@ pub async fn until_converged(
     docker: &Docker,
     stack: &str,
     expected: &[Expected],
-    before: &HashMap<String, Option<converge::Update>>,
+    before: &HashMap<String, Option<Update>>,
     timeout: Duration,
 ) -> Result<Outcome> {
     let started = Instant::now();
@@ -248,7 +170,7 @@ pub fn describe(verdict: &Verdict) -> String {
 }
 
 pub fn describe_failure(failure: &Failure) -> String {
-    let tag = |image: &str| ImageRef::parse(image).tag.unwrap_or_else(|| "latest".into());
+    let tag = |image: &str| ImageRef::parse(image).version();
     match failure {
         Failure::RolledBack { message, image } => {
             format!("update failed and the swarm rolled it back to version {} ({message})", tag(image))
@@ -270,7 +192,7 @@ pub async fn report(docker: &Docker, stack: &str, name: &str) {
     let full_name = format!("{stack}_{name}");
     let filters = HashMap::from([("service".to_owned(), vec![full_name.clone()])]);
     let tasks = docker.list_tasks(Some(ListTasksOptions { filters: Some(filters) })).await;
-    eprintln!("--- {name}: recent tasks");
+    say(&format!("--- {name}: recent tasks"));
     let mut failed_tasks: Vec<(String, String)> = Vec::new();
     match tasks {
         Ok(mut tasks) => {
@@ -307,17 +229,17 @@ pub async fn report(docker: &Docker, stack: &str, name: &str) {
                     .filter(|code| *code != 0)
                     .map(|code| format!(" (exit code {code})"))
                     .unwrap_or_default();
-                eprintln!("    {:<9} version {image}: {message}{err}{exit}", state);
+                say(&format!("    {:<9} version {image}: {message}{err}{exit}", state));
             }
         }
-        Err(err) => eprintln!("    cannot list its tasks: {err}"),
+        Err(err) => say(&format!("    cannot list its tasks: {err}")),
     }
     let options = LogsOptions { stdout: true, stderr: true, tail: LOG_LINES.into(), ..Default::default() };
     for (id, version) in &failed_tasks {
-        eprintln!("--- {name}: log of failed task {} (version {version})", &id[..id.len().min(12)]);
+        say(&format!("--- {name}: log of failed task {} (version {version})", &id[..id.len().min(12)]));
         print_logs(docker.task_logs(id, Some(options.clone())), &format!("docker service logs {full_name}")).await;
     }
-    eprintln!("--- {name}: last log lines");
+    say(&format!("--- {name}: last log lines"));
     print_logs(docker.service_logs(&full_name, Some(options)), &format!("docker service logs {full_name}")).await;
 }
 
@@ -338,12 +260,12 @@ async fn print_logs(
             match text {
                 Ok(text) => {
                     for line in text.lines() {
-                        eprintln!("    {line}");
+                        say(&format!("    {line}"));
                         lines += 1;
                     }
                 }
                 Err(reason) => {
-                    eprintln!("    ({reason}: the rest is left out; read it with `{by_hand}`)");
+                    say(&format!("    ({reason}: the rest is left out; read it with `{by_hand}`)"));
                     return lines.max(1);
                 }
             }
@@ -351,9 +273,9 @@ async fn print_logs(
         lines
     };
     match tokio::time::timeout(Duration::from_secs(15), read).await {
-        Ok(0) => eprintln!("    (no log lines)"),
+        Ok(0) => say("    (no log lines)"),
         Ok(_) => {}
-        Err(_) => eprintln!("    (the logs did not arrive within 15s: `{by_hand}`)"),
+        Err(_) => say(&format!("    (the logs did not arrive within 15s: `{by_hand}`)")),
     }
 }
 
