@@ -163,11 +163,11 @@ pub async fn stack_exists(docker: &Docker, stack: &str) -> Result<bool> {
 }
 
 /// The label on the jobs of [`run_on_data_node`], naming their stack.
-pub(super) const JOB_LABEL: &str = "com.todobackend.job";
+pub const JOB_LABEL: &str = "com.todobackend.job";
 
 /// The jobs' names, `<stack>_xtask_<n>`: the swarm names their containers
 /// `<name>.<slot>.<task>` and labels them with the name.
-pub(super) fn job_prefix(stack: &str) -> String {
+pub fn job_prefix(stack: &str) -> String {
     format!("{stack}_xtask_")
 }
 

@@ -12,40 +12,19 @@
 
 mod support;
 
-use support::swarm::{
-    Stack, app_image, derive, docker_login, label_the_node, push, running_app_images, stack_name, swarm_lock,
-};
+use support::app::PushedApp;
+use support::swarm::running_app_images;
 use support::variants::{add_todo, history, titles, wait_for_app};
-use support::{Images, Moto, Registry};
 
 #[test]
 fn a_version_that_fails_its_acceptance_suite_in_the_swarm_is_rolled_back() {
-    let _lock = swarm_lock();
-    label_the_node();
-    let registry = Registry::start_for_ecr();
-    let moto = Moto::start();
-    let port = support::free_port();
-    let sandbox = support::swarm::stack_sandbox(&moto, &registry, port);
-    let stack = stack_name(&sandbox);
-    let _stack = Stack(stack.clone());
-    let mut images = Images(Vec::new());
-    let suffix = support::unique_name("v");
-    let (good, bad, unverified) = (format!("a{suffix}"), format!("ro{suffix}"), format!("nv{suffix}"));
-
-    docker_login(&sandbox, &registry);
-    let image_good = app_image(&sandbox, &registry, &good, &mut images);
-    let host = registry.host();
-    derive(&image_good, &format!("{host}/todobackend:{bad}"), "USER 10002:10001", &mut images);
-    derive(
-        &image_good,
-        &format!("{host}/todobackend:{unverified}"),
-        &format!("LABEL version={unverified}"),
-        &mut images,
-    );
-    for version in [&good, &bad, &unverified] {
-        push(&sandbox, &format!("{host}/todobackend:{version}"));
-    }
-    let at = |version: &str| sandbox.clone_with(&[("APP_VERSION", version)]);
+    let mut app = PushedApp::start();
+    let good = app.version.clone();
+    let [bad, unverified] = ["ro", "nv"].map(|name| app.version_named(name));
+    app.derive(&bad, "USER 10002:10001");
+    app.derive(&unverified, &format!("LABEL version={unverified}"));
+    let (sandbox, stack, port) = (&app.sandbox, app.stack.clone(), app.port);
+    let at = |version: &str| app.at(version);
 
     // A dry run shows the verify step and records nothing.
     let dry = at(&good).xtask(&["deploy", "--no-login", "--dry-run"]);
