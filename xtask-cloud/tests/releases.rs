@@ -62,7 +62,7 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
     wait_for_app(port);
     assert_eq!(titles(port), ["written under A", "written under B"]);
 
-    let entries = history(&sandbox);
+    let entries = history(sandbox);
     let seen: Vec<(String, String, String)> = entries
         .iter()
         .map(|entry| {
@@ -158,7 +158,7 @@ fn after_a_failed_breaking_release_the_printed_command_brings_the_service_back()
     assert_eq!(spec_image(&stack, "app"), image_a);
     wait_for_app(port);
     assert_eq!(titles(port), ["also under A", "written under A"]);
-    let newest = &history(&sandbox)[0];
+    let newest = &history(sandbox)[0];
     assert_eq!((newest["kind"].as_str(), newest["version"].as_str()), (Some("rollback"), Some(a.as_str())));
     assert_eq!(newest["outcome"].as_str(), Some("converged"), "{newest}");
 }

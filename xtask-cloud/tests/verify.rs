@@ -41,7 +41,7 @@ fn a_version_that_fails_its_acceptance_suite_in_the_swarm_is_rolled_back() {
     assert!(first.stderr.contains("verifying task"), "{}", first.stderr);
     assert!(first.stderr.contains("ok      POST /todos answers 201"), "{}", first.stderr);
     assert!(first.stdout.contains(&format!("Version {good} is live")), "{}", first.stdout);
-    let newest = &history(&sandbox)[0];
+    let newest = &history(sandbox)[0];
     assert_eq!((newest["version"].as_str(), newest["outcome"].as_str()), (Some(good.as_str()), Some("converged")));
     assert_eq!(newest["verification"].as_str(), Some("passed"), "{newest}");
 
@@ -65,7 +65,7 @@ fn a_version_that_fails_its_acceptance_suite_in_the_swarm_is_rolled_back() {
     let running = running_app_images(&stack);
     assert!(!running.is_empty() && running.iter().all(|image| image.contains(&format!(":{good}"))), "{running:?}");
     assert_eq!(titles(port), rows, "the version rolled back to serves every row");
-    let entries = history(&sandbox);
+    let entries = history(sandbox);
     let outcomes: Vec<(&str, &str, &str)> = entries
         .iter()
         .take(2)
@@ -83,7 +83,7 @@ fn a_version_that_fails_its_acceptance_suite_in_the_swarm_is_rolled_back() {
     let skipped = at(&unverified).xtask(&["deploy", "--no-login", "--no-verify", "--timeout", "3m"]);
     skipped.assert_success();
     assert!(!skipped.stderr.contains("verifying task"), "{}", skipped.stderr);
-    let newest = &history(&sandbox)[0];
+    let newest = &history(sandbox)[0];
     assert_eq!(newest["outcome"].as_str(), Some("converged"));
     assert_eq!(newest["verification"].as_str(), Some("skipped (--no-verify)"), "{newest}");
     let table = sandbox.xtask(&["history"]);
