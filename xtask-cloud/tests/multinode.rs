@@ -35,11 +35,12 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::moto::Moto;
 use support::multinode::Node;
 use xtask_test_support::sandbox::{Run, Sandbox};
+use xtask_test_support::wait_until;
 
 /// The port the app publishes in host mode on each node: every node has a
 /// network namespace of its own, so any port is free there.
@@ -136,15 +137,6 @@ fn running_on(swarm: &MultiNode, service: &str) -> Vec<String> {
 
 fn answers(node: &Node, path: &str) -> Option<u16> {
     xtask_test_support::http::http(&node.url(PORT, path), "GET", &[]).ok().map(|response| response.status)
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    start.elapsed()
 }
 
 fn spec_image(manager: &Node, stack: &str, service: &str) -> String {
@@ -334,6 +326,7 @@ impl Client {
                     if !ok {
                         failed.fetch_add(1, Ordering::SeqCst);
                     }
+                    // Pacing, not a wait: about 50 requests a second, until stopped.
                     std::thread::sleep(Duration::from_millis(20));
                 }
             })
@@ -371,25 +364,17 @@ fn xtask_within(sandbox: &Sandbox, args: &[&str], timeout: Duration) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run the xtask");
-    let start = Instant::now();
-    while child.try_wait().expect("wait for the xtask").is_none() {
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("the xtask's output");
-            panic!(
-                "`cargo xtask {}` did not end within {timeout:?}:\n{}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let ended = xtask_test_support::poll_until(timeout, || child.try_wait().expect("wait for the xtask").is_some());
+    if !ended {
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("the xtask's output");
+        panic!(
+            "`cargo xtask {}` did not end within {timeout:?}:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let out = child.wait_with_output().expect("the xtask's output");
-    Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::of(child.wait_with_output().expect("the xtask's output"))
 }
 
 #[test]

@@ -477,6 +477,7 @@ fn the_app_answers_503_while_the_database_is_away_and_recovers_without_a_restart
                     Err(_) => "error".to_owned(),
                 };
                 seen.lock().unwrap().push(status);
+                // Pacing, not a wait: one request every 50 ms, until stopped.
                 std::thread::sleep(Duration::from_millis(50));
             }
         })
