@@ -135,7 +135,7 @@ fn the_password_is_on_stdin_never_in_argv() {
 fn a_registry_refusing_the_credential_is_a_clear_failure() {
     xtask_test_support::require_docker();
     let moto = Moto::start();
-    let registry = Registry::start("AWS", "not-the-ecr-token");
+    let registry = Registry::start(xtask_cloud::ecr::ECR_USER, "not-the-ecr-token");
     let repository = unique_name("ecrbad");
     let version = unique_name("v");
     let mut images = Images::build_scratch(&format!("{}/{repository}:{version}", registry.host()), &version);

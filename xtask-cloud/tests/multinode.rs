@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use support::moto::Moto;
 use support::multinode::Node;
+use xtask_cloud::deploy::migrations::{JOB_LABEL, job_prefix};
 use xtask_test_support::sandbox::{Run, Sandbox};
 use xtask_test_support::wait_until;
 
@@ -227,7 +228,7 @@ fn the_sqlite_stack_deploys_updates_and_rolls_back_with_its_data_on_a_worker() {
     // Ctrl-C while the database check runs as a job on node 2: the
     // interrupt stops the job's task there (the manager sees only its
     // state), then removes the job; nothing of it keeps running.
-    let job_filter = format!("label=com.todobackend.job={stack}");
+    let job_filter = format!("label={}={stack}", JOB_LABEL);
     let deploy = at(&b)
         .command_in(&sandbox.root, &["deploy", "--no-login", "--timeout", "3m"])
         .stdout(Stdio::piped())
@@ -251,12 +252,12 @@ fn the_sqlite_stack_deploys_updates_and_rolls_back_with_its_data_on_a_worker() {
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     let said = stderr.lines().find(|line| line.starts_with("interrupted by SIGINT")).unwrap_or_default();
     assert!(
-        said.contains(&format!("removed the database job {stack}_xtask_"))
+        said.contains(&format!("removed the database job {}", job_prefix(&stack)))
             && said.contains(&format!("its container on node {} had stopped", data_node.hostname)),
         "{stderr}"
     );
     assert_eq!(manager.docker_ok(&["service", "ls", "--quiet", "--filter", &job_filter]), "");
-    let job_container = format!("label=com.todobackend.job={stack}");
+    let job_container = format!("label={}={stack}", JOB_LABEL);
     assert_eq!(data_node.docker_ok(&["ps", "--quiet", "--filter", &job_container]), "", "the job still runs on node 2");
     wait_until("the swarm removes the job's container on node 2", Duration::from_secs(60), || {
         data_node.docker_ok(&["ps", "--all", "--quiet", "--filter", &job_container]).is_empty()

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use support::app::PushedApp;
 use support::swarm::{DATA_NODE_LABEL, docker, docker_ok, job_services, lock_exists};
+use xtask_cloud::deploy::migrations::{JOB_LABEL, job_prefix};
 use xtask_test_support::sandbox::Run;
 use xtask_test_support::wait_until;
 
@@ -40,7 +41,7 @@ fn output_of(program: &str, args: &[&str]) -> String {
 /// The containers of the stack's database jobs, running or not.
 fn job_containers(stack: &str) -> Vec<String> {
     let names = docker_ok(&["ps", "--all", "--format", "{{.ID}} {{.Label \"com.docker.swarm.service.name\"}}"]);
-    let prefix = xtask_cloud::deploy::migrations::job_prefix(stack);
+    let prefix = job_prefix(stack);
     names.lines().filter(|line| line.contains(&format!(" {prefix}"))).map(str::to_owned).collect()
 }
 
@@ -353,7 +354,7 @@ fn sigterm_during_a_deploy_releases_the_lock_and_the_next_deploy_removes_a_left_
     // A job an interrupted run could not remove (the database check's, say)
     // is removed by the next run that holds the lock, which says so.
     app.deploy(&version).assert_success();
-    let left = format!("{stack}_xtask_left");
+    let left = format!("{}left", job_prefix(&stack));
     docker_ok(&[
         "service",
         "create",
@@ -363,7 +364,7 @@ fn sigterm_during_a_deploy_releases_the_lock_and_the_next_deploy_removes_a_left_
         "--name",
         &left,
         "--label",
-        &format!("{}={stack}", xtask_cloud::deploy::migrations::JOB_LABEL),
+        &format!("{}={stack}", JOB_LABEL),
         "--mode",
         "replicated",
         "--replicas",
@@ -376,7 +377,7 @@ fn sigterm_during_a_deploy_releases_the_lock_and_the_next_deploy_removes_a_left_
     ]);
     // And a stopped container of an earlier job, as Docker kept those of the
     // `replicated-job`s that earlier versions ran (moby/moby#44312).
-    let prefix = xtask_cloud::deploy::migrations::job_prefix(&stack);
+    let prefix = job_prefix(&stack);
     let service_label = format!("com.docker.swarm.service.name={prefix}1");
     let earlier = docker_ok(&["create", "--label", &service_label, &image, "migrations", "--json"]);
     docker_ok(&["start", "--attach", &earlier]);
@@ -494,7 +495,7 @@ fn an_interrupt_during_the_database_job_removes_it_and_one_after_the_stack_chang
     let said = out.stderr.lines().find(|line| line.starts_with("interrupted by SIGINT")).unwrap_or_default();
     assert!(
         said.contains("released the deploy lock")
-            && said.contains(&format!("removed the database job {stack}_xtask_"))
+            && said.contains(&format!("removed the database job {}", job_prefix(&stack)))
             && said.contains(&format!("stack {stack} was not changed")),
         "{}",
         out.stderr
