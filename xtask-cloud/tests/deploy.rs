@@ -16,36 +16,50 @@ use std::time::{Duration, Instant};
 
 use support::app::PushedApp;
 use support::registry::Registry;
-use support::swarm::{docker, docker_login, docker_ok, running_app_images, stack_exists, swarm_lock};
+use support::swarm::{docker, docker_login, docker_ok, running_app_images, stack_exists, stack_file_jobs, swarm_lock};
 
 #[test]
 fn deploy_converges_updates_rolls_back_and_reports_failures() {
     let mut app = PushedApp::start();
-    let (a, stack, port) = (app.version.clone(), app.stack.clone(), app.port);
+    let a = app.version.clone();
     let [b, crash, bad_migrate] = ["b", "crash", "mig"].map(|name| app.version_named(name));
     app.derive(&b, &format!("LABEL version={b}"));
     app.derive(&crash, "ENV TODOBACKEND_LISTEN=not-an-address");
     app.derive(&bad_migrate, "ENV TODOBACKEND_DB=/nonexistent/x.db");
-    let (sandbox, host, image_a) = (&app.sandbox, app.registry.host(), app.image.clone());
     // From here on the credential comes from `login` (moto's token is the
     // registry's password).
-    assert!(sandbox.docker(&["logout", &host]).success());
-    let at = |version: &str| app.at(version);
+    assert!(app.sandbox.docker(&["logout", &app.registry.host()]).success());
 
-    // An image that is not in the registry: refused before the swarm changes.
+    a_missing_image_and_a_dry_run_leave_the_swarm_alone(&app, &a);
+    the_first_deploy_logs_in_runs_the_jobs_first_and_converges(&app, &a);
+    the_running_version_again_replaces_no_task(&app, &a);
+    a_rolling_update_shows_heartbeats_and_converges(&app, &b);
+    a_crashing_version_is_rolled_back_with_its_error_shown_first(&app, &crash, &b);
+    a_failed_migration_leaves_the_app_serving_and_status_names_it(&app, &bad_migrate, &b);
+    a_deploy_right_after_stack_rm_waits_for_the_old_network(&app, &b);
+}
+
+/// An image that is not in the registry: refused before the swarm changes.
+fn a_missing_image_and_a_dry_run_leave_the_swarm_alone(app: &PushedApp, a: &str) {
+    let stack = &app.stack;
+    let at = |version: &str| app.at(version);
     let missing = at("not-pushed").xtask(&["deploy"]);
     missing.assert_failure();
     assert!(missing.error_text().contains("not-pushed"), "{}", missing.stderr);
-    assert!(!stack_exists(&stack));
+    assert!(!stack_exists(stack));
 
     // --dry-run: the plan, nothing deployed.
-    let dry = at(&a).xtask(&["deploy", "--dry-run"]);
+    let dry = at(a).xtask(&["deploy", "--dry-run"]);
     dry.assert_success();
     assert!(dry.stdout.contains("docker stack deploy --with-registry-auth -c"), "{}", dry.stdout);
-    assert!(!stack_exists(&stack), "a dry run deployed the stack");
+    assert!(!stack_exists(stack), "a dry run deployed the stack");
+}
 
-    // Version A, with a real login first: converges, the jobs completed.
-    let first = at(&a).xtask(&["deploy", "--timeout", "3m"]);
+/// Version A, with a real login first: converges, the jobs completed.
+fn the_first_deploy_logs_in_runs_the_jobs_first_and_converges(app: &PushedApp, a: &str) {
+    let (stack, port) = (&app.stack, app.port);
+    let at = |version: &str| app.at(version);
+    let first = at(a).xtask(&["deploy", "--timeout", "3m"]);
     first.assert_success().assert_not_leaked(support::moto::ECR_PASSWORD);
     assert!(first.stderr.contains(&format!("Deploying version {a}...")), "{}", first.stderr);
     assert!(first.stderr.contains("==> login:"), "login did not run first:\n{}", first.stderr);
@@ -57,7 +71,8 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
     );
     assert!(app.answers(), "version {a} does not answer on port {port}");
     // The jobs ran before the app: no app task failed on pending migrations.
-    assert!(first.stderr.contains("run the jobs first: collectstatic, migrate"), "{}", first.stderr);
+    let jobs = stack_file_jobs(&at(a)).join(", ");
+    assert!(first.stderr.contains(&format!("run the jobs first: {jobs}")), "{}", first.stderr);
     let app_tasks = docker_ok(&[
         "service",
         "ps",
@@ -72,7 +87,7 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
         "--rm",
         "--network",
         "host",
-        &image_a,
+        &app.image,
         "acceptance",
         "--url",
         &format!("http://127.0.0.1:{port}"),
@@ -83,8 +98,12 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
         String::from_utf8_lossy(&acceptance.stdout),
         String::from_utf8_lossy(&acceptance.stderr)
     );
+}
 
-    // The same version again: said so, and no task is replaced (no rollout).
+/// The same version again: said so, and no task is replaced (no rollout).
+fn the_running_version_again_replaces_no_task(app: &PushedApp, a: &str) {
+    let stack = &app.stack;
+    let at = |version: &str| app.at(version);
     let running_tasks = || {
         let listed = docker_ok(&["service", "ps", "-q", "--filter", "desired-state=running", &format!("{stack}_app")]);
         let mut ids: Vec<String> = listed.lines().map(str::to_owned).collect();
@@ -92,15 +111,18 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
         ids
     };
     let before = running_tasks();
-    let again = at(&a).xtask(&["deploy", "--no-login"]);
+    let again = at(a).xtask(&["deploy", "--no-login"]);
     again.assert_success();
     assert!(again.stdout.contains("already running"), "{}", again.stdout);
     assert_eq!(running_tasks(), before, "re-deploying the running version replaced the app's tasks");
+}
 
-    // Version B: a rolling update, then B answers. A monitor of 15 s makes
-    // the update's last step a silence longer than the heartbeat's 10 s.
-    let update =
-        at(&b).clone_with(&[("APP_UPDATE_MONITOR", "15s")]).xtask(&["deploy", "--no-login", "--timeout", "3m"]);
+/// Version B: a rolling update, then B answers. A monitor of 15 s makes
+/// the update's last step a silence longer than the heartbeat's 10 s.
+fn a_rolling_update_shows_heartbeats_and_converges(app: &PushedApp, b: &str) {
+    let stack = &app.stack;
+    let at = |version: &str| app.at(version);
+    let update = at(b).clone_with(&[("APP_UPDATE_MONITOR", "15s")]).xtask(&["deploy", "--no-login", "--timeout", "3m"]);
     update.assert_success();
     // A log gets a heartbeat at least every 10 s while nothing changes,
     // saying how long it waited and for what.
@@ -111,12 +133,15 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
     );
     assert!(update.stderr.contains("app: updating"), "no rolling update seen:\n{}", update.stderr);
     assert!(update.stdout.contains(&format!("Version {b} is live")), "{}", update.stdout);
-    assert_eq!(running_app_images(&stack), [app.tag(&b)]);
+    assert_eq!(running_app_images(stack), [app.tag(b)]);
     assert!(app.answers(), "version {b} does not answer");
+}
 
-    // A version whose app exits at start: fails, names the service, rolled back to B.
+/// A version whose app exits at start: fails, names the service, rolled back to B.
+fn a_crashing_version_is_rolled_back_with_its_error_shown_first(app: &PushedApp, crash: &str, b: &str) {
+    let at = |version: &str| app.at(version);
     let started = Instant::now();
-    let crashed = at(&crash).xtask(&["deploy", "--no-login", "--timeout", "150s"]);
+    let crashed = at(crash).xtask(&["deploy", "--no-login", "--timeout", "150s"]);
     crashed.assert_failure();
     // Exit 3: the stack changed, the new version is not live (README, exit codes).
     assert_eq!(crashed.status.code(), Some(3), "{}", crashed.stderr);
@@ -140,11 +165,14 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
         "raw stream bytes in the diagnosis:\n{:?}",
         crashed.stderr
     );
-    assert_eq!(app.spec_image("app"), app.tag(&b), "the swarm did not roll back to B");
+    assert_eq!(app.spec_image("app"), app.tag(b), "the swarm did not roll back to B");
     xtask_test_support::wait_until("B answering after the rollback", Duration::from_secs(30), || app.answers());
+}
 
-    // A version whose migration fails: non-zero, naming migrate.
-    let migration = at(&bad_migrate).xtask(&["deploy", "--no-login", "--timeout", "150s"]);
+/// A version whose migration fails: non-zero, naming migrate.
+fn a_failed_migration_leaves_the_app_serving_and_status_names_it(app: &PushedApp, bad_migrate: &str, b: &str) {
+    let at = |version: &str| app.at(version);
+    let migration = at(bad_migrate).xtask(&["deploy", "--no-login", "--timeout", "150s"]);
     migration.assert_failure();
     assert_eq!(migration.status.code(), Some(3), "{}", migration.stderr);
     let error = migration.error_text();
@@ -153,10 +181,10 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
     assert!(error.contains("migrate did not complete") && !error.contains("collectstatic and migrate"), "{error}");
     // The jobs run first: a failed migration leaves the app on B, answering.
     assert!(error.contains("the app was not updated"), "{error}");
-    assert_eq!(app.spec_image("app"), app.tag(&b), "the app was updated despite the failed migration");
+    assert_eq!(app.spec_image("app"), app.tag(b), "the app was updated despite the failed migration");
     assert!(app.answers(), "B does not answer after the failed migration");
     // status calls the failed job failed, not by the swarm's update state.
-    let status = sandbox.xtask(&["status"]);
+    let status = app.sandbox.xtask(&["status"]);
     // Not converged has its own exit code (README, Command line).
     assert_eq!(status.status.code(), Some(3), "{}{}", status.stdout, status.stderr);
     assert!(
@@ -165,11 +193,15 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
         status.stdout
     );
     assert!(status.error_text().contains("migrate (failed)"), "{}", status.stderr);
+}
 
-    // Right after `docker stack rm`, deploying the same stack waits for the
-    // old network to go instead of failing.
-    docker_ok(&["stack", "rm", &stack]);
-    let redeploy = at(&b).xtask(&["deploy", "--no-login", "--detach"]);
+/// Right after `docker stack rm`, deploying the same stack waits for the
+/// old network to go instead of failing.
+fn a_deploy_right_after_stack_rm_waits_for_the_old_network(app: &PushedApp, b: &str) {
+    let stack = &app.stack;
+    let at = |version: &str| app.at(version);
+    docker_ok(&["stack", "rm", stack]);
+    let redeploy = at(b).xtask(&["deploy", "--no-login", "--detach"]);
     redeploy.assert_success();
     assert!(redeploy.stdout.contains("not waiting (--detach)"), "{}", redeploy.stdout);
 }

@@ -62,6 +62,18 @@ pub fn lock_exists(stack: &str) -> bool {
     docker(&["config", "inspect", &xtask_cloud::lock::name(stack)]).status.success()
 }
 
+/// The jobs of the stack file `sandbox` deploys (its services that run to
+/// completion), in the order `deploy` names them: read with xtask-cloud's own
+/// reading of the file, so no test depends on which jobs the stack has.
+pub fn stack_file_jobs(sandbox: &Sandbox) -> Vec<String> {
+    let path = sandbox.env_value("STACK_FILE").expect("the sandbox names its stack file");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|err| panic!("read {path}: {err}"));
+    // The sandbox's variables; the file's defaults for the others.
+    let lookup = |name: &str| sandbox.env_value(name).map(str::to_owned);
+    let services = xtask_cloud::deploy::stackfile::load(path, &text, &lookup).expect("the stack file loads");
+    services.into_iter().filter(|service| service.one_shot).map(|service| service.name).collect()
+}
+
 /// Removes the stack when dropped and waits until its services and network are gone.
 pub struct Stack(pub String);
 
