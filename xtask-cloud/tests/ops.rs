@@ -11,6 +11,7 @@ use std::time::Duration;
 use support::app::PushedApp;
 use support::swarm::{DATA_NODE_LABEL, docker, docker_ok, job_services, lock_exists};
 use xtask_cloud::deploy::migrations::{JOB_LABEL, job_prefix};
+use xtask_cloud::history::REVISION_LABEL;
 use xtask_test_support::sandbox::Run;
 use xtask_test_support::wait_until;
 
@@ -52,22 +53,36 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     // B's own commit, as `cargo xtask build` labels an image: the history
     // names it, not this checkout's.
     let commit_b = "0123456789abcdef0123456789abcdef01234567";
-    app.derive(&b, &format!("LABEL version={b} org.opencontainers.image.revision={commit_b}"));
-    let (sandbox, stack, image_a) = (&app.sandbox, app.stack.clone(), app.image.clone());
-    let at = |version: &str| app.at(version);
+    app.derive(&b, &format!("LABEL version={b} {REVISION_LABEL}={commit_b}"));
 
-    // No stack yet: one line, exit 1.
+    status_without_a_stack_is_one_line_and_exit_1(&app);
+    a_deploy_without_user_or_logname_records_the_account_and_the_commit(&app, &a);
+    status_of_the_converged_stack_names_its_version(&app, &a);
+    logs_prefix_each_line_with_its_service_and_version(&app, &a);
+    refresh_auth_updates_the_app_alone_and_returns_once_it_converged(&app, &a);
+    status_of_a_service_short_of_its_replicas_is_not_converged(&app);
+    of_two_deploys_at_once_one_runs_and_the_other_is_refused(&app, &b, commit_b);
+    a_killed_deploy_leaves_its_lock_until_unlock(&app, &a);
+}
+
+/// No stack yet: one line, exit 1.
+fn status_without_a_stack_is_one_line_and_exit_1(app: &PushedApp) {
+    let sandbox = &app.sandbox;
     let none = sandbox.xtask(&["status"]);
     assert_eq!(none.status.code(), Some(1));
     assert!(none.error_text().contains("not deployed"), "{}", none.stderr);
+}
 
-    // Deployed where neither USER nor LOGNAME is set (cron, `env -i`).
-    let mut without_user = at(&a).command(&["deploy", "--no-login", "--timeout", "3m"]);
+/// Deployed where neither USER nor LOGNAME is set (cron, `env -i`).
+fn a_deploy_without_user_or_logname_records_the_account_and_the_commit(app: &PushedApp, a: &str) {
+    let sandbox = &app.sandbox;
+    let at = |version: &str| app.at(version);
+    let history = || app.history();
+    let mut without_user = at(a).command(&["deploy", "--no-login", "--timeout", "3m"]);
     for key in ["USER", "LOGNAME", "GITHUB_ACTOR", "CODEBUILD_INITIATOR"] {
         without_user.env_remove(key);
     }
     Run::of(without_user.output().expect("deploy")).assert_success();
-    let history = || app.history();
     let account = output_of("id", &["-un"]);
     let newest = &history()[0];
     assert_eq!(newest["actor"], account.as_str(), "{newest}");
@@ -78,18 +93,21 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
             "image",
             "inspect",
             "--format",
-            "{{index .Config.Labels \"org.opencontainers.image.revision\"}}",
-            &image_a
+            &format!("{{{{index .Config.Labels \"{REVISION_LABEL}\"}}}}"),
+            &app.image
         ]),
         head
     );
     assert_eq!(newest["commit"], head.as_str(), "{newest}");
+}
 
-    // status: 0 on the converged stack, naming its version.
+/// status: 0 on the converged stack, naming its version.
+fn status_of_the_converged_stack_names_its_version(app: &PushedApp, a: &str) {
+    let sandbox = &app.sandbox;
     let status = sandbox.xtask(&["status"]);
     status.assert_success();
     assert!(
-        status.stdout.lines().any(|line| line.starts_with("app") && line.contains(&a) && line.contains("converged")),
+        status.stdout.lines().any(|line| line.starts_with("app") && line.contains(a) && line.contains("converged")),
         "{}",
         status.stdout
     );
@@ -97,8 +115,11 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     let json: serde_json::Value =
         serde_json::from_str(&sandbox.xtask(&["status", "--json"]).stdout).expect("status --json");
     assert_eq!(json["converged"], true);
+}
 
-    // logs: lines, each prefixed with its service and version.
+/// logs: lines, each prefixed with its service and version.
+fn logs_prefix_each_line_with_its_service_and_version(app: &PushedApp, a: &str) {
+    let sandbox = &app.sandbox;
     let logs = sandbox.xtask(&["logs", "app", "--tail", "5"]);
     logs.assert_success();
     assert!(!logs.stdout.is_empty(), "no log lines");
@@ -119,11 +140,15 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     let unknown = sandbox.xtask(&["logs", "nosuch"]);
     unknown.assert_failure();
     assert!(unknown.error_text().contains("app") && unknown.error_text().contains("migrate"), "{}", unknown.stderr);
+}
 
-    // refresh-auth: the app gets the fresh credential through its own rolling
-    // update (the swarm counts a new credential as a change of the task spec:
-    // found here), the stack converges again on the same version, and the
-    // jobs are not run again.
+/// refresh-auth: the app gets the fresh credential through its own rolling
+/// update (the swarm counts a new credential as a change of the task spec:
+/// found here), the stack converges again on the same version, and the
+/// jobs are not run again.
+fn refresh_auth_updates_the_app_alone_and_returns_once_it_converged(app: &PushedApp, a: &str) {
+    let sandbox = &app.sandbox;
+    let stack = &app.stack;
     let app_service = format!("{stack}_app");
     let version_of = |service: &str| -> u64 {
         docker_ok(&["service", "inspect", "--format", "{{.Version.Index}}", service]).parse().unwrap()
@@ -161,12 +186,16 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     assert!(long_running > 0, "no long-running service in stack {stack}: {services}");
     let after = sandbox.xtask(&["status"]);
     after.assert_success();
-    assert!(after.stdout.lines().any(|line| line.starts_with("app") && line.contains(&a)), "{}", after.stdout);
+    assert!(after.stdout.lines().any(|line| line.starts_with("app") && line.contains(a)), "{}", after.stdout);
     assert!(app.answers(), "the app does not answer after refresh-auth");
-    assert!(!lock_exists(&stack));
+    assert!(!lock_exists(stack));
+}
 
-    // A service that cannot reach its replicas (a second host-mode replica
-    // has no port on one node): status says so and exits 1.
+/// A service that cannot reach its replicas (a second host-mode replica
+/// has no port on one node): status says so and exits 1.
+fn status_of_a_service_short_of_its_replicas_is_not_converged(app: &PushedApp) {
+    let sandbox = &app.sandbox;
+    let stack = &app.stack;
     docker_ok(&["service", "update", "--detach", "--replicas", "2", &format!("{stack}_app")]);
     let waiting = sandbox.xtask(&["status"]);
     // Exit 3, not converged (1 is for "no stack", a failure).
@@ -177,9 +206,15 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
         waiting.stderr
     );
     docker_ok(&["service", "update", "--detach", "--replicas", "1", &format!("{stack}_app")]);
+}
 
-    // Two deploys at once: one takes the lock, the other is refused at once,
-    // naming the holder; the swarm never sees them interleave.
+/// Two deploys at once: one takes the lock, the other is refused at once,
+/// naming the holder; the swarm never sees them interleave.
+fn of_two_deploys_at_once_one_runs_and_the_other_is_refused(app: &PushedApp, b: &str, commit_b: &str) {
+    let sandbox = &app.sandbox;
+    let stack = &app.stack;
+    let at = |version: &str| app.at(version);
+    let history = || app.history();
     let spawn = |version: &str| {
         at(version)
             .command(&["deploy", "--no-login", "--timeout", "3m"])
@@ -188,8 +223,8 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
             .spawn()
             .expect("spawn a deploy")
     };
-    let first = spawn(&b);
-    let second = spawn(&b);
+    let first = spawn(b);
+    let second = spawn(b);
     let runs = [Run::of(first.wait_with_output().unwrap()), Run::of(second.wait_with_output().unwrap())];
     let succeeded = runs.iter().filter(|run| run.success()).count();
     assert_eq!(succeeded, 1, "{:?}", runs.iter().map(|run| &run.stderr).collect::<Vec<_>>());
@@ -200,23 +235,28 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     for run in &runs {
         assert!(!run.stderr.contains("out of sequence"), "{}", run.stderr);
     }
-    assert!(!lock_exists(&stack), "the lock outlived the deploy");
+    assert!(!lock_exists(stack), "the lock outlived the deploy");
     sandbox.xtask(&["status"]).assert_success();
     let newest = &history()[0];
     assert_eq!((&newest["version"], &newest["commit"]), (&serde_json::json!(b), &serde_json::json!(commit_b)));
+}
 
-    // A deploy killed outright leaves its lock: the next one is refused,
-    // naming the holder, until `unlock`.
-    let mut killed = at(&a)
+/// A deploy killed outright leaves its lock: the next one is refused,
+/// naming the holder, until `unlock`.
+fn a_killed_deploy_leaves_its_lock_until_unlock(app: &PushedApp, a: &str) {
+    let sandbox = &app.sandbox;
+    let stack = &app.stack;
+    let at = |version: &str| app.at(version);
+    let mut killed = at(a)
         .command(&["deploy", "--no-login", "--timeout", "3m"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn a deploy");
-    wait_until("the deploy takes the lock", Duration::from_secs(120), || lock_exists(&stack));
+    wait_until("the deploy takes the lock", Duration::from_secs(120), || lock_exists(stack));
     killed.kill().expect("SIGKILL the deploy");
     let _ = killed.wait();
-    let blocked = at(&a).xtask(&["deploy", "--no-login"]);
+    let blocked = at(a).xtask(&["deploy", "--no-login"]);
     blocked.assert_failure();
     assert_eq!(blocked.status.code(), Some(75), "{}", blocked.stderr);
     let error = blocked.error_text();
@@ -228,9 +268,9 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     let unlock = sandbox.xtask(&["unlock"]);
     unlock.assert_success();
     assert!(unlock.stderr.contains(&format!("deploy of {a} in progress by")), "{}", unlock.stderr);
-    assert!(!lock_exists(&stack));
-    at(&a).xtask(&["deploy", "--no-login", "--timeout", "3m"]).assert_success();
-    assert!(!lock_exists(&stack));
+    assert!(!lock_exists(stack));
+    at(a).xtask(&["deploy", "--no-login", "--timeout", "3m"]).assert_success();
+    assert!(!lock_exists(stack));
 }
 
 #[test]

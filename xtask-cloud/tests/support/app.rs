@@ -82,7 +82,8 @@ impl PushedApp {
     /// The sandbox with one more variable for every later run (a stack file
     /// of the test's own, say).
     pub fn with_env(mut self, key: &str, value: &str) -> PushedApp {
-        self.sandbox = self.sandbox.clone_with(&[(key, value)]);
+        // The same sandbox, its directory (where a test keeps such files) kept.
+        self.sandbox = self.sandbox.with_env(key, value);
         self
     }
 
