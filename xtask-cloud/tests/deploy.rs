@@ -8,7 +8,7 @@
 //! Swarm tests hold one lock: they never run at the same time. Each uses its
 //! own stack (the sandbox's STACK_NAME), removes it at the end and waits
 //! until its network is gone, and removes the images it made.
-//!
+
 mod support;
 
 use std::process::Stdio;

@@ -2,7 +2,7 @@
 //! `DOCKER_HOST`, else the context (`DOCKER_CONTEXT`, else config.json's
 //! `currentContext`), else the default socket; the engine API and every
 //! docker command of a run use the same one.
-//!
+
 mod support;
 
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! `login`, `logout` and `publish` against moto's ECR emulator and a local
 //! registry whose htpasswd user is the emulator's token: everything on loopback.
-//!
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! per task version, and the deploy lock: two deploys at once never
 //! interleave, and a lock left by a killed deploy blocks the next one until
 //! `unlock`.
-//!
+
 mod support;
 
 use std::process::Stdio;
