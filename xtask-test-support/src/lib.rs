@@ -47,8 +47,10 @@ pub fn unique_name(prefix: &str) -> String {
 }
 
 /// How often [`wait_until`] looks again: short next to any wait it serves
-/// (a task starting, a service converging), long next to a `docker` call.
-const POLL: Duration = Duration::from_millis(100);
+/// (a task starting, a service converging) and to the moments a test holds a
+/// process still at (ops: a deploy stopped right after it took the lock,
+/// before its database job), short enough that a `docker` call dominates.
+const POLL: Duration = Duration::from_millis(50);
 
 /// Wait until `ready`, polling: the wait ends on the event, within `timeout`
 /// (else the test fails, naming `what`). Returns how long it took.
