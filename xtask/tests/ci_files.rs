@@ -7,15 +7,13 @@
 //! keep no credentials, concurrency is per job, the whole suite runs, and
 //! the buildspec's install phase is run (network stubbed) cold and cached.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Command;
 
 use serde_yaml::Value;
 
 fn workflows() -> Vec<PathBuf> {
-    let dir = support::project_root().join(".github/workflows");
+    let dir = xtask_test_support::project_root().join(".github/workflows");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect(".github/workflows")
         .map(|entry| entry.expect("a workflow").path())
@@ -39,7 +37,7 @@ fn text(value: &Value) -> String {
 fn check_jsonschema() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| support::project_root().join("target"));
+        .unwrap_or_else(|| xtask_test_support::project_root().join("target"));
     let venv = target.join("ci-venv");
     let program = venv.join("bin/check-jsonschema");
     if !program.is_file() {
@@ -74,7 +72,7 @@ fn workflows_validate_against_the_github_workflow_schema() {
 
 #[test]
 fn the_workflow_caches_assumes_a_role_keeps_pull_requests_unprivileged_and_deploys_main() {
-    let path = support::project_root().join(".github/workflows/ci.yml");
+    let path = xtask_test_support::project_root().join(".github/workflows/ci.yml");
     let raw = std::fs::read_to_string(&path).expect("ci.yml");
     let workflow = yaml(&path);
     let jobs = workflow["jobs"].as_mapping().expect("jobs");
@@ -142,14 +140,14 @@ fn the_workflow_caches_assumes_a_role_keeps_pull_requests_unprivileged_and_deplo
     assert!(deploying.contains("cargo xtask plan --env production"), "{deploying}");
     // Each environment named in a workflow has its settings file.
     for environment in ["staging", "production"] {
-        let file = support::project_root().join(format!("delivery.{environment}.yml"));
+        let file = xtask_test_support::project_root().join(format!("delivery.{environment}.yml"));
         assert!(file.is_file(), "{} is missing", file.display());
     }
 }
 
 #[test]
 fn the_buildspec_installs_the_pinned_toolchain_caches_and_leaves_the_region_alone() {
-    let root = support::project_root();
+    let root = xtask_test_support::project_root();
     let spec = yaml(&root.join("buildspec.yml"));
     let raw = std::fs::read_to_string(root.join("buildspec.yml")).expect("buildspec.yml");
     let install = text(&spec["phases"]["install"]["commands"]);
@@ -240,7 +238,7 @@ fn run_install_phase(spec: &Value, home: &std::path::Path, fake_bin: &std::path:
 
 #[test]
 fn the_buildspec_install_phase_reaches_cargo_on_a_cold_and_on_a_cached_build() {
-    let root = support::project_root();
+    let root = xtask_test_support::project_root();
     let spec = yaml(&root.join("buildspec.yml"));
     let scratch = tempfile::tempdir().expect("tempdir");
     let fake_bin = fake_network(scratch.path());
@@ -288,7 +286,7 @@ fn the_buildspec_install_phase_reaches_cargo_on_a_cold_and_on_a_cached_build() {
 
 #[test]
 fn the_declared_rust_version_is_the_pinned_toolchain() {
-    let root = support::project_root();
+    let root = xtask_test_support::project_root();
     let quoted = |file: &str, key: &str| {
         let text = std::fs::read_to_string(root.join(file)).unwrap_or_else(|err| panic!("{file}: {err}"));
         let line = text
@@ -352,7 +350,7 @@ fn every_action_is_pinned_by_commit_and_checkouts_keep_no_credentials() {
 
 #[test]
 fn dependabot_updates_the_actions_and_the_crates() {
-    let path = support::project_root().join(".github/dependabot.yml");
+    let path = xtask_test_support::project_root().join(".github/dependabot.yml");
     let out = Command::new(check_jsonschema())
         .args(["--builtin-schema", "vendor.dependabot"])
         .arg(&path)
@@ -415,12 +413,14 @@ fn the_whole_suite_runs_and_stack_changes_have_a_schedule_and_a_rollback_by_hand
         "no job runs the whole test suite (bash .ci/run)"
     );
     assert!(
-        std::fs::read_to_string(support::project_root().join(".ci/run")).unwrap().contains("docker swarm init"),
+        std::fs::read_to_string(xtask_test_support::project_root().join(".ci/run"))
+            .unwrap()
+            .contains("docker swarm init"),
         ".ci/run does not make the engine a swarm"
     );
 
     // Everything that publishes or changes the stack waits for lint.
-    let ci = yaml(&support::project_root().join(".github/workflows/ci.yml"));
+    let ci = yaml(&xtask_test_support::project_root().join(".github/workflows/ci.yml"));
     for (name, job) in ci["jobs"].as_mapping().unwrap() {
         let steps = text(&job["steps"]);
         if steps.contains("xtask ci") || steps.contains("xtask deploy") {
@@ -429,12 +429,12 @@ fn the_whole_suite_runs_and_stack_changes_have_a_schedule_and_a_rollback_by_hand
     }
 
     // refresh-auth on a schedule.
-    let refresh = yaml(&support::project_root().join(".github/workflows/refresh-auth.yml"));
+    let refresh = yaml(&xtask_test_support::project_root().join(".github/workflows/refresh-auth.yml"));
     assert!(text(&refresh["on"]["schedule"]).contains("cron"), "refresh-auth has no schedule");
     assert!(text(&refresh["jobs"]).contains("cargo xtask refresh-auth"));
 
     // A rollback by hand, with an optional version, in the environment.
-    let rollback = yaml(&support::project_root().join(".github/workflows/rollback.yml"));
+    let rollback = yaml(&xtask_test_support::project_root().join(".github/workflows/rollback.yml"));
     let input = &rollback["on"]["workflow_dispatch"]["inputs"]["version"];
     assert_eq!(input["required"], Value::from(false), "the rollback's version must be optional");
     let (_, job) = rollback["jobs"].as_mapping().unwrap().iter().next().expect("a rollback job");

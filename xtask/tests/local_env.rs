@@ -5,7 +5,9 @@ mod support;
 
 use std::process::Command;
 
-use support::{Sandbox, http, require_docker, unique_name};
+use xtask_test_support::http::http;
+use xtask_test_support::sandbox::Sandbox;
+use xtask_test_support::{require_docker, unique_name};
 
 /// `clean` prunes the project's dangling images, and a build has one for a
 /// moment before it tags it: the tests here build and clean one at a time.
@@ -20,7 +22,7 @@ fn engine_lock() -> std::sync::MutexGuard<'static, ()> {
 fn sandbox() -> (Sandbox, String) {
     let repository = unique_name("todobackend-it-");
     let version = unique_name("v");
-    let sandbox = Sandbox::new()
+    let sandbox = support::sandbox()
         .with_env("ECR_REGISTRY", "localhost:1")
         .with_env("IMAGE_REPOSITORY", &repository)
         .with_env("APP_VERSION", &version);
@@ -93,7 +95,7 @@ fn test_then_release_then_clean() {
     let run = sandbox.xtask(&["release"]);
     run.assert_success();
     let url = run.stdout.trim().strip_prefix("App running at ").unwrap().to_owned();
-    assert_eq!(http(&format!("{url}/"), "GET", None, &[]).unwrap().status, 200);
+    assert_eq!(http(&format!("{url}/"), "GET", &[]).unwrap().status, 200);
 
     // clean: no container, network or volume of the project is left, and the
     // project's dangling images go while other applications' stay.
@@ -130,18 +132,14 @@ fn test_then_release_then_clean() {
 
 /// The Todo-Backend behaviours, over real HTTP from the host.
 fn check_api_from_outside(url: &str) {
-    let root = http(&format!("{url}/"), "GET", None, &[]).unwrap();
+    let root = http(&format!("{url}/"), "GET", &[]).unwrap();
     assert_eq!(root.status, 200);
-    let preflight = http(
-        &format!("{url}/todos"),
-        "OPTIONS",
-        None,
-        &[("Origin", "http://x"), ("Access-Control-Request-Method", "PATCH")],
-    )
-    .unwrap();
+    let preflight =
+        http(&format!("{url}/todos"), "OPTIONS", &[("Origin", "http://x"), ("Access-Control-Request-Method", "PATCH")])
+            .unwrap();
     assert!(preflight.status < 300, "OPTIONS answered {}", preflight.status);
     assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
-    assert_eq!(http(&format!("{url}/todos/999999"), "GET", None, &[]).unwrap().status, 404);
+    assert_eq!(http(&format!("{url}/todos/999999"), "GET", &[]).unwrap().status, 404);
 }
 
 #[test]
@@ -188,4 +186,31 @@ fn a_swarm_stacks_volumes_are_never_used_or_removed() {
     }
     assert!(docker_ok(&["volume", "inspect", &volume]), "the stack's volume is still there");
     docker(&["volume", "rm", &volume]);
+}
+
+/// With no engine behind the endpoint, the light tasks that need one fail
+/// at once with the cloud tasks' line (endpoint, origin, what to do), before
+/// any compile or build (the test of the engine endpoints, with the cloud
+/// tasks, is xtask-cloud's `docker_endpoint`).
+#[test]
+fn light_tasks_without_an_engine_fail_at_once_naming_the_endpoint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A socket file nobody listens on: what a stopped engine leaves.
+    let socket = dir.path().join("dead.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind a socket"));
+    let host = format!("unix://{}", socket.display());
+    let sandbox = support::sandbox().with_env("DOCKER_HOST", &host).with_env("ECR_REGISTRY", "127.0.0.1:9");
+    for task in ["release", "build", "clean"] {
+        let run = sandbox.xtask(&[task]);
+        run.assert_failure();
+        let error = run.error_text();
+        assert!(error.contains(&format!("no Docker engine answers at {host} (DOCKER_HOST)")), "{task}: {error}");
+        assert_eq!(error.lines().count(), 1, "{task}: {error}");
+        assert!(
+            !run.stderr.contains("Compiling todobackend") && !run.stderr.contains("==> build:"),
+            "{task}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("Cannot connect to the Docker daemon"), "{task}: {}", run.stderr);
+    }
 }

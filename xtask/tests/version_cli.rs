@@ -4,14 +4,14 @@ mod support;
 
 use std::process::Stdio;
 
-use support::{Sandbox, git, git_repo};
+use xtask_test_support::git::{git, git_repo};
 
 const SETTINGS: &str = include_str!("../../delivery.yml");
 
 #[test]
 fn prints_git_short_hash_and_nothing_else() {
     let repo = git_repo(&[("delivery.yml", SETTINGS), ("README.md", "hi\n")]);
-    let run = Sandbox::new().xtask_in(repo.path(), &["version"]);
+    let run = support::sandbox().xtask_in(repo.path(), &["version"]);
     run.assert_success();
     let expected = git(repo.path(), &["rev-parse", "--short", "HEAD"]);
     assert_eq!(run.stdout, format!("{{\"Version\": \"{expected}\"}}\n"));
@@ -20,7 +20,7 @@ fn prints_git_short_hash_and_nothing_else() {
 #[test]
 fn app_version_from_environment_wins() {
     let repo = git_repo(&[("delivery.yml", SETTINGS)]);
-    let run = Sandbox::new().with_env("APP_VERSION", "1.2.3").xtask_in(repo.path(), &["version"]);
+    let run = support::sandbox().with_env("APP_VERSION", "1.2.3").xtask_in(repo.path(), &["version"]);
     run.assert_success();
     assert_eq!(run.stdout, "{\"Version\": \"1.2.3\"}\n");
 }
@@ -29,7 +29,7 @@ fn app_version_from_environment_wins() {
 fn uncommitted_change_makes_it_dirty() {
     let repo = git_repo(&[("delivery.yml", SETTINGS), ("README.md", "hi\n")]);
     std::fs::write(repo.path().join("README.md"), "hi\nx\n").unwrap();
-    let run = Sandbox::new().xtask_in(repo.path(), &["version"]);
+    let run = support::sandbox().xtask_in(repo.path(), &["version"]);
     run.assert_success();
     let hash = git(repo.path(), &["rev-parse", "--short", "HEAD"]);
     assert_eq!(run.stdout, format!("{{\"Version\": \"{hash}-dirty\"}}\n"));
@@ -39,7 +39,7 @@ fn uncommitted_change_makes_it_dirty() {
 fn outside_git_one_error_line_and_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("delivery.yml"), SETTINGS).unwrap();
-    let run = Sandbox::new().xtask_in(dir.path(), &["version"]);
+    let run = support::sandbox().xtask_in(dir.path(), &["version"]);
     assert_eq!(run.status.code(), Some(1));
     assert_eq!(run.stdout, "");
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
@@ -50,7 +50,7 @@ fn outside_git_one_error_line_and_exit_1() {
 #[test]
 fn dry_run_prints_the_plan_without_the_result() {
     let repo = git_repo(&[("delivery.yml", SETTINGS)]);
-    let run = Sandbox::new().with_env("APP_VERSION", "7").xtask_in(repo.path(), &["version", "--dry-run"]);
+    let run = support::sandbox().with_env("APP_VERSION", "7").xtask_in(repo.path(), &["version", "--dry-run"]);
     run.assert_success();
     assert!(run.stdout.contains("[version]"), "{}", run.stdout);
     assert!(run.stdout.contains(r#"print {"Version": "7"}"#), "{}", run.stdout);
@@ -60,7 +60,7 @@ fn dry_run_prints_the_plan_without_the_result() {
 #[test]
 fn bad_settings_file_is_one_clear_error() {
     let repo = git_repo(&[("delivery.yml", "app: [unclosed\n")]);
-    let run = Sandbox::new().xtask_in(repo.path(), &["version"]);
+    let run = support::sandbox().xtask_in(repo.path(), &["version"]);
     assert_eq!(run.status.code(), Some(1));
     assert!(run.stderr.starts_with("error: ") && run.stderr.contains("delivery.yml"), "{}", run.stderr);
 }
@@ -69,7 +69,7 @@ fn bad_settings_file_is_one_clear_error() {
 fn command_line_errors_are_one_line_with_exit_2() {
     let repo = git_repo(&[("delivery.yml", SETTINGS)]);
     for args in [&["bogus"][..], &["deploy", "--timeout", "5x"][..]] {
-        let run = Sandbox::new().xtask_in(repo.path(), args);
+        let run = support::sandbox().xtask_in(repo.path(), args);
         assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
         assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
         assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
@@ -83,7 +83,7 @@ fn command_line_errors_are_one_line_with_exit_2() {
 fn settings_flags_before_or_after_the_task_win_over_the_environment() {
     let repo = git_repo(&[("delivery.yml", SETTINGS)]);
     let project = |args: &[&str]| {
-        let run = Sandbox::new().with_env("COMPOSE_PROJECT_NAME", "fromenv").xtask_in(repo.path(), args);
+        let run = support::sandbox().with_env("COMPOSE_PROJECT_NAME", "fromenv").xtask_in(repo.path(), args);
         run.assert_success();
         let line =
             run.stdout.lines().find(|line| line.contains("docker-compose -p") || line.contains("docker compose -p"));
@@ -102,7 +102,7 @@ fn settings_flags_before_or_after_the_task_win_over_the_environment() {
 #[test]
 fn each_task_shows_its_options_apart_from_the_settings_it_uses() {
     let repo = git_repo(&[("delivery.yml", SETTINGS)]);
-    let help = Sandbox::new().xtask_in(repo.path(), &["deploy", "--help"]);
+    let help = support::sandbox().xtask_in(repo.path(), &["deploy", "--help"]);
     help.assert_success();
     let (options, settings) = help.stdout.split_once("\nSettings:\n").expect("a Settings heading");
     assert!(options.contains("--lock-wait") && options.contains("--timeout"), "{options}");
@@ -111,13 +111,13 @@ fn each_task_shows_its_options_apart_from_the_settings_it_uses() {
         assert!(settings.contains(flag), "deploy --help does not list {flag}:\n{settings}");
     }
     assert!(!settings.contains("--compose"), "deploy lists compose settings it does not use:\n{settings}");
-    let clean = Sandbox::new().xtask_in(repo.path(), &["clean", "--help"]);
+    let clean = support::sandbox().xtask_in(repo.path(), &["clean", "--help"]);
     assert!(clean.stdout.contains("--compose-project") && !clean.stdout.contains("--stack"), "{}", clean.stdout);
 
-    let unused = Sandbox::new().xtask_in(repo.path(), &["deploy", "--compose-file", "x.yml"]);
+    let unused = support::sandbox().xtask_in(repo.path(), &["deploy", "--compose-file", "x.yml"]);
     assert_eq!(unused.status.code(), Some(2), "{}", unused.stderr);
     assert!(unused.stderr.contains("--compose-file"), "{}", unused.stderr);
-    let before = Sandbox::new().xtask_in(repo.path(), &["--compose-project", "elsewhere", "version"]);
+    let before = support::sandbox().xtask_in(repo.path(), &["--compose-project", "elsewhere", "version"]);
     before.assert_success();
 }
 
@@ -125,7 +125,7 @@ fn each_task_shows_its_options_apart_from_the_settings_it_uses() {
 #[test]
 fn the_help_documents_the_exit_codes() {
     let repo = git_repo(&[("delivery.yml", SETTINGS)]);
-    let help = Sandbox::new().xtask_in(repo.path(), &["--help"]);
+    let help = support::sandbox().xtask_in(repo.path(), &["--help"]);
     help.assert_success();
     let table = help.stdout.split_once("Exit codes:").expect("no exit codes in --help").1;
     for code in ["0", "1", "2", "3", "75", "130", "143"] {
@@ -138,7 +138,7 @@ fn the_help_documents_the_exit_codes() {
 #[test]
 fn completion_scripts_load_in_their_shells() {
     let repo = git_repo(&[("delivery.yml", SETTINGS)]);
-    let bash = Sandbox::new().xtask_in(repo.path(), &["completions", "bash"]);
+    let bash = support::sandbox().xtask_in(repo.path(), &["completions", "bash"]);
     bash.assert_success();
     assert!(bash.stdout.contains("deploy") && bash.stdout.contains("--lock-wait"), "{}", bash.stdout);
     let script = repo.path().join("completions.bash");
@@ -156,11 +156,11 @@ fn completion_scripts_load_in_their_shells() {
     assert!(sourced.status.success(), "bash cannot source it: {}", String::from_utf8_lossy(&sourced.stderr));
     assert!(stdout.lines().any(|line| line == "deploy"), "`xtask dep<TAB>` does not complete deploy:\n{stdout}");
     for shell in ["zsh", "fish"] {
-        let run = Sandbox::new().xtask_in(repo.path(), &["completions", shell]);
+        let run = support::sandbox().xtask_in(repo.path(), &["completions", shell]);
         run.assert_success();
         assert!(run.stdout.contains("refresh-auth"), "{shell}: {}", run.stdout);
     }
-    let bad = Sandbox::new().xtask_in(repo.path(), &["completions", "tcsh"]);
+    let bad = support::sandbox().xtask_in(repo.path(), &["completions", "tcsh"]);
     assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
 }
 
@@ -168,7 +168,7 @@ fn completion_scripts_load_in_their_shells() {
 /// quietly: no panic, not rc 101.
 #[test]
 fn a_closed_stdout_ends_history_status_and_version_quietly() {
-    let sandbox = Sandbox::new();
+    let sandbox = support::sandbox();
     // `history --json` prints even an empty history; `status` of a stack
     // that is not deployed prints nothing, so only its exit is checked.
     for task in [&["history", "--json"][..], &["status"], &["version"]] {
@@ -185,4 +185,15 @@ fn a_closed_stdout_ends_history_status_and_version_quietly() {
         assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{task:?}: {stderr}");
         assert_ne!(out.status.code(), Some(101), "{task:?}: {stderr}");
     }
+}
+
+/// A cloud task goes through the light binary's hand-over to `xtask-cloud`,
+/// as a user's does: its one-line error and its exit code pass through, and
+/// cargo's own lines stay out (xtask-cloud's tests run that binary itself).
+#[test]
+fn a_cloud_task_is_handed_over_with_its_output_and_exit_code() {
+    let run = support::sandbox().xtask(&["status"]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(run.error_text().contains("not deployed"), "{}", run.stderr);
+    assert!(!run.stderr.contains("Running `") && !run.stderr.contains("Finished `"), "{}", run.stderr);
 }

@@ -25,11 +25,11 @@ use bollard::query_parameters::{ListTasksOptions, LogsOptions};
 use futures_util::StreamExt;
 
 /// The label on every job, naming its stack.
-pub(super) const JOB_LABEL: &str = "com.todobackend.job";
+pub const JOB_LABEL: &str = "com.todobackend.job";
 
 /// The jobs' names, `<stack>_xtask_<n>`: the swarm names their containers
 /// `<name>.<slot>.<task>` and labels them with the name.
-pub(super) fn job_prefix(stack: &str) -> String {
+pub fn job_prefix(stack: &str) -> String {
     format!("{stack}_xtask_")
 }
 

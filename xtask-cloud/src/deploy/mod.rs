@@ -12,7 +12,7 @@
 
 pub mod converge;
 mod interpolate;
-mod job;
+pub mod job;
 pub mod migrations;
 mod preflight;
 pub use preflight::check_stack_name;

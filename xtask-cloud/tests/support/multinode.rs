@@ -29,7 +29,7 @@
 //! [`Trace::leftovers`] lists whatever would remain.
 //!
 //! Tests reach the nodes' published ports at their addresses on the bridge;
-//! [`super::assert_loopback`] accepts those while the harness lives.
+//! `xtask_test_support::http::assert_loopback` accepts those while the harness lives.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -37,13 +37,15 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{ECR_PASSWORD, ECR_USER, Registry};
+use xtask_cloud::ecr::ECR_USER;
+use xtask_test_support::http::{admit_private_network, withdraw_private_network};
+use xtask_test_support::{poll_until, wait_until};
+
+use crate::support::moto::ECR_PASSWORD;
+use crate::support::registry::Registry;
 
 /// The /16 whose /24s the harnesses use: private, and routed nowhere here.
 const NET_PREFIX: [u8; 2] = [10, 231];
-
-/// The subnets (third bytes) of the harnesses alive in this process.
-static LIVE_SUBNETS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 /// Every subnet this process claimed: never claimed twice, so that what a
 /// harness left behind is never mistaken for the next one's (or hidden by it).
@@ -62,12 +64,10 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const ENGINE_START: Duration = Duration::from_secs(60);
 const SWARM_JOIN: Duration = Duration::from_secs(60);
 
-/// Whether `host` is an address on the private network of a live harness of
-/// this process (the bridge or a node).
-pub fn is_harness_address(host: &str) -> bool {
-    let Ok(ip) = host.parse::<Ipv4Addr>() else { return false };
-    let [a, b, c, _] = ip.octets();
-    [a, b] == NET_PREFIX && lock(&LIVE_SUBNETS).contains(&c)
+/// The harness's private network, `10.231.<subnet>.0/24`, for the HTTP
+/// client's network rule.
+fn network(subnet: u8) -> [u8; 3] {
+    [NET_PREFIX[0], NET_PREFIX[1], subnet]
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -184,7 +184,7 @@ impl MultiNode {
 
     fn build(n: usize, fail_after: Option<Step>) -> MultiNode {
         assert!(n >= 1, "a swarm needs a node");
-        super::require_docker();
+        xtask_test_support::require_docker();
         require_root_tools();
         let turn = lock(&ONE_AT_A_TIME);
         let started = Instant::now();
@@ -210,7 +210,7 @@ impl MultiNode {
         harness.subnet = subnet;
         harness.tag = format!("tbmn{subnet}");
         harness.bridge_made = true;
-        lock(&LIVE_SUBNETS).push(subnet);
+        admit_private_network(network(subnet));
         LAST_TRACE.with(|last| *last.borrow_mut() = Some(harness.trace()));
         let bridge = harness.tag.clone();
         let gateway = harness.bridge_ip();
@@ -298,23 +298,20 @@ impl MultiNode {
             node.engine = Some(child);
         }
         for node in &mut harness.nodes {
-            let start = Instant::now();
-            loop {
-                if node.docker(&["info", "--format", "{{.ID}}"]).status.success() {
-                    break;
-                }
+            let answered = poll_until(ENGINE_START, || {
+                // An engine that exited will never answer: say why at once.
                 let exited = node.engine.as_mut().and_then(|child| child.try_wait().ok().flatten());
                 if let Some(status) = exited {
                     panic!("the engine of {} exited ({status}):\n{}", node.hostname, node.log_tail());
                 }
-                assert!(
-                    start.elapsed() < ENGINE_START,
-                    "the engine of {} did not answer within {ENGINE_START:?}:\n{}",
-                    node.hostname,
-                    node.log_tail()
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
+                node.docker(&["info", "--format", "{{.ID}}"]).status.success()
+            });
+            assert!(
+                answered,
+                "the engine of {} did not answer within {ENGINE_START:?}:\n{}",
+                node.hostname,
+                node.log_tail()
+            );
         }
         fail(Step::Engines);
 
@@ -329,15 +326,11 @@ impl MultiNode {
         for node in &harness.nodes[1..] {
             node.docker_ok(&["swarm", "join", "--token", &token, "--advertise-addr", &node.ip.to_string(), &join_at]);
         }
-        let start = Instant::now();
-        loop {
+        let all_ready = || {
             let ready = harness.manager().docker_ok(&["node", "ls", "--format", "{{.Status}}"]);
-            if ready.lines().filter(|status| *status == "Ready").count() == n {
-                break;
-            }
-            assert!(start.elapsed() < SWARM_JOIN, "the swarm's nodes are not all ready:\n{ready}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            ready.lines().filter(|status| *status == "Ready").count() == n
+        };
+        wait_until("all the swarm's nodes ready", SWARM_JOIN, all_ready);
         fail(Step::Swarm);
         eprintln!("multinode: {n} nodes on {insecure} ({}) up in {:.1?}", harness.tag, started.elapsed());
         harness
@@ -440,7 +433,7 @@ impl MultiNode {
                 problems.push(format!("ip link del {}: {err}", self.tag));
             }
             self.bridge_made = false;
-            lock(&LIVE_SUBNETS).retain(|subnet| *subnet != self.subnet);
+            withdraw_private_network(network(self.subnet));
         }
         if let Some(dir) = self.dir.take() {
             let path = dir.path().to_owned();
@@ -549,17 +542,11 @@ fn kill_cgroup(cgroup: &Path) -> Result<(), String> {
     }
     std::fs::write(cgroup.join("cgroup.kill"), "1")
         .map_err(|err| format!("cannot kill the processes of {}: {err}", cgroup.display()))?;
-    let start = Instant::now();
-    loop {
+    let emptied = poll_until(Duration::from_secs(30), || {
         let events = std::fs::read_to_string(cgroup.join("cgroup.events")).unwrap_or_default();
-        if events.lines().any(|line| line == "populated 0") {
-            return Ok(());
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            return Err(format!("processes stay in {} after cgroup.kill", cgroup.display()));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        events.lines().any(|line| line == "populated 0")
+    });
+    if emptied { Ok(()) } else { Err(format!("processes stay in {} after cgroup.kill", cgroup.display())) }
 }
 
 /// rmdir the cgroup and its children, deepest first (the engines made a

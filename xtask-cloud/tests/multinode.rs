@@ -35,10 +35,13 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use support::moto::Moto;
 use support::multinode::Node;
-use support::{Moto, Run, Sandbox};
+use xtask_cloud::deploy::job::{JOB_LABEL, job_prefix};
+use xtask_test_support::sandbox::{Run, Sandbox};
+use xtask_test_support::wait_until;
 
 /// The port the app publishes in host mode on each node: every node has a
 /// network namespace of its own, so any port is free there.
@@ -47,7 +50,7 @@ const PORT: u16 = 8080;
 /// The SQLite stack of one data node: `stack.single-node.yml` once the
 /// PostgreSQL stack took `stack.yml`'s place, `stack.yml` before.
 fn sqlite_stack_file() -> PathBuf {
-    let root = support::project_root();
+    let root = xtask_test_support::project_root();
     let single = root.join("stack.single-node.yml");
     if single.exists() { single } else { root.join("stack.yml") }
 }
@@ -56,9 +59,9 @@ fn sqlite_stack_file() -> PathBuf {
 /// emulator, the harness's registry, the app in host mode on `PORT`, one
 /// replica at a time updated stop-first, short waits.
 fn sandbox(swarm: &MultiNode, moto: &Moto, stack_file: &std::path::Path) -> Sandbox {
-    Sandbox::new()
-        .with_aws(moto)
-        .with_registry(swarm.registry())
+    support::sandbox()
+        .with_envs(moto.aws_env())
+        .with_env("ECR_REGISTRY", &swarm.registry().host())
         .with_env("DOCKER_HOST", &swarm.manager().docker_host())
         .with_env("STACK_FILE", &stack_file.display().to_string())
         .with_env("APP_PUBLISH_MODE", "host")
@@ -112,10 +115,6 @@ fn publish_versions(swarm: &MultiNode, sandbox: &Sandbox, version: &str, derived
     image
 }
 
-fn stack_name(sandbox: &Sandbox) -> String {
-    support::swarm::stack_name(sandbox)
-}
-
 /// The nodes (host names) of a service's tasks that should run.
 fn running_on(swarm: &MultiNode, service: &str) -> Vec<String> {
     let out = swarm.manager().docker_ok(&[
@@ -138,16 +137,7 @@ fn running_on(swarm: &MultiNode, service: &str) -> Vec<String> {
 }
 
 fn answers(node: &Node, path: &str) -> Option<u16> {
-    support::http(&node.url(PORT, path), "GET", None, &[]).ok().map(|response| response.status)
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    start.elapsed()
+    xtask_test_support::http::http(&node.url(PORT, path), "GET", &[]).ok().map(|response| response.status)
 }
 
 fn spec_image(manager: &Node, stack: &str, service: &str) -> String {
@@ -172,9 +162,9 @@ fn the_sqlite_stack_deploys_updates_and_rolls_back_with_its_data_on_a_worker() {
     let trace = swarm.trace();
     let moto = Moto::start();
     let sandbox = sandbox(&swarm, &moto, &sqlite_stack_file());
-    let stack = stack_name(&sandbox);
+    let stack = sandbox.stack_name();
     let (manager, data_node) = (swarm.manager(), swarm.node(2));
-    let suffix = support::unique_name("v");
+    let suffix = xtask_test_support::unique_name("v");
     let (a, b, crash) = (format!("a{suffix}"), format!("b{suffix}"), format!("crash{suffix}"));
     publish_versions(
         &swarm,
@@ -196,7 +186,7 @@ fn the_sqlite_stack_deploys_updates_and_rolls_back_with_its_data_on_a_worker() {
     // the manager, the engine the xtask talks to, lists no container.
     manager.docker_ok(&["node", "update", "--label-add", "todobackend.data=true", &data_node.node_id()]);
     let first = at(&a).xtask(&["deploy", "--timeout", "3m"]);
-    first.assert_success().assert_not_leaked(support::ECR_PASSWORD);
+    first.assert_success().assert_not_leaked(support::moto::ECR_PASSWORD);
     assert!(
         first.stdout.contains("migrate completed") && first.stdout.contains("collectstatic completed"),
         "{}",
@@ -219,7 +209,7 @@ fn the_sqlite_stack_deploys_updates_and_rolls_back_with_its_data_on_a_worker() {
     // The node that pulled had no credential of its own: the swarm's
     // (--with-registry-auth) was the only one.
     let image_a = format!("{}/todobackend:{a}", swarm.registry().host());
-    let bare = Sandbox::new();
+    let bare = support::sandbox();
     let pull = docker_as(swarm.node(3), &bare, &["pull", &image_a]);
     assert!(!pull.success(), "node3 pulls without a credential: the registry does not check");
 
@@ -238,7 +228,7 @@ fn the_sqlite_stack_deploys_updates_and_rolls_back_with_its_data_on_a_worker() {
     // Ctrl-C while the database check runs as a job on node 2: the
     // interrupt stops the job's task there (the manager sees only its
     // state), then removes the job; nothing of it keeps running.
-    let job_filter = format!("label=com.todobackend.job={stack}");
+    let job_filter = format!("label={}={stack}", JOB_LABEL);
     let deploy = at(&b)
         .command_in(&sandbox.root, &["deploy", "--no-login", "--timeout", "3m"])
         .stdout(Stdio::piped())
@@ -262,12 +252,12 @@ fn the_sqlite_stack_deploys_updates_and_rolls_back_with_its_data_on_a_worker() {
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     let said = stderr.lines().find(|line| line.starts_with("interrupted by SIGINT")).unwrap_or_default();
     assert!(
-        said.contains(&format!("removed the database job {stack}_xtask_"))
+        said.contains(&format!("removed the database job {}", job_prefix(&stack)))
             && said.contains(&format!("its container on node {} had stopped", data_node.hostname)),
         "{stderr}"
     );
     assert_eq!(manager.docker_ok(&["service", "ls", "--quiet", "--filter", &job_filter]), "");
-    let job_container = format!("label=com.todobackend.job={stack}");
+    let job_container = format!("label={}={stack}", JOB_LABEL);
     assert_eq!(data_node.docker_ok(&["ps", "--quiet", "--filter", &job_container]), "", "the job still runs on node 2");
     wait_until("the swarm removes the job's container on node 2", Duration::from_secs(60), || {
         data_node.docker_ok(&["ps", "--all", "--quiet", "--filter", &job_container]).is_empty()
@@ -332,10 +322,12 @@ impl Client {
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     sent.fetch_add(1, Ordering::SeqCst);
-                    let ok = support::http(&url, "GET", None, &[]).is_ok_and(|response| response.status == 200);
+                    let ok =
+                        xtask_test_support::http::http(&url, "GET", &[]).is_ok_and(|response| response.status == 200);
                     if !ok {
                         failed.fetch_add(1, Ordering::SeqCst);
                     }
+                    // Pacing, not a wait: about 50 requests a second, until stopped.
                     std::thread::sleep(Duration::from_millis(20));
                 }
             })
@@ -373,25 +365,17 @@ fn xtask_within(sandbox: &Sandbox, args: &[&str], timeout: Duration) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run the xtask");
-    let start = Instant::now();
-    while child.try_wait().expect("wait for the xtask").is_none() {
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("the xtask's output");
-            panic!(
-                "`cargo xtask {}` did not end within {timeout:?}:\n{}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let ended = xtask_test_support::poll_until(timeout, || child.try_wait().expect("wait for the xtask").is_some());
+    if !ended {
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("the xtask's output");
+        panic!(
+            "`cargo xtask {}` did not end within {timeout:?}:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let out = child.wait_with_output().expect("the xtask's output");
-    Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::of(child.wait_with_output().expect("the xtask's output"))
 }
 
 #[test]
@@ -401,10 +385,10 @@ fn the_app_keeps_answering_while_a_node_is_drained_or_lost() {
     let moto = Moto::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let sandbox = sandbox(&swarm, &moto, &unpinned_stack_file(dir.path())).with_env("APP_REPLICAS", "2");
-    let stack = stack_name(&sandbox);
+    let stack = sandbox.stack_name();
     let app = format!("{stack}_app");
     let manager = swarm.manager();
-    let suffix = support::unique_name("v");
+    let suffix = xtask_test_support::unique_name("v");
     let (a, b) = (format!("a{suffix}"), format!("b{suffix}"));
     publish_versions(&swarm, &sandbox, &a, &[(&b, &format!("LABEL version={b}"))]);
     let at = |version: &str| sandbox.clone_with(&[("APP_VERSION", version)]);
@@ -427,7 +411,7 @@ fn the_app_keeps_answering_while_a_node_is_drained_or_lost() {
     let ids: Vec<String> = app_nodes.iter().map(|name| format!("via-{name}-{suffix}")).collect();
     for (name, id) in app_nodes.iter().zip(&ids) {
         let url = named(&swarm, name).url(PORT, "/todos");
-        let response = support::http(&url, "GET", None, &[("X-Request-Id", id)]).expect("the app answers");
+        let response = xtask_test_support::http::http(&url, "GET", &[("X-Request-Id", id)]).expect("the app answers");
         assert_eq!(response.status, 200);
     }
     wait_until("logs app shows both nodes' requests", Duration::from_secs(30), || {
@@ -555,17 +539,17 @@ fn the_postgres_stack_serves_one_database_from_two_nodes_and_waits_out_the_db_no
     let trace = swarm.trace();
     let moto = Moto::start();
     let (manager, data_node) = (swarm.manager(), swarm.node(2));
-    let secret = support::unique_name("dbpw");
-    let base = sandbox(&swarm, &moto, &support::project_root().join("stack.yml"))
+    let secret = xtask_test_support::unique_name("dbpw");
+    let base = sandbox(&swarm, &moto, &xtask_test_support::project_root().join("stack.yml"))
         .with_env("APP_REPLICAS", "2")
         .with_env("APP_MAX_REPLICAS_PER_NODE", "1")
         .with_env("DB_PASSWORD_SECRET", &secret);
     let db_image = push_postgres(&swarm, &base);
     let sandbox = base.with_env("DB_IMAGE", &db_image);
-    let stack = stack_name(&sandbox);
-    let a = format!("a{}", support::unique_name("v"));
+    let stack = sandbox.stack_name();
+    let a = format!("a{}", xtask_test_support::unique_name("v"));
     publish_versions(&swarm, &sandbox, &a, &[]);
-    create_secret(&sandbox, &secret, &support::unique_name("pw"));
+    create_secret(&sandbox, &secret, &xtask_test_support::unique_name("pw"));
     manager.docker_ok(&["node", "update", "--label-add", "todobackend.data=true", &data_node.node_id()]);
 
     let at = sandbox.clone_with(&[("APP_VERSION", &a)]);
@@ -581,11 +565,12 @@ fn the_postgres_stack_serves_one_database_from_two_nodes_and_waits_out_the_db_no
     }
 
     // A row written through one node is read through the other.
-    let title = support::unique_name("written-on-");
+    let title = xtask_test_support::unique_name("written-on-");
     let body = format!(r#"{{"title":"{title}"}}"#);
-    let created = support::request(&first.url(PORT, "/todos"), "POST", None, &[], Some(&body)).expect("POST");
+    let created =
+        xtask_test_support::http::request(&first.url(PORT, "/todos"), "POST", &[], Some(&body)).expect("POST");
     assert!(created.status < 300, "POST /todos on {}: {} {}", first.hostname, created.status, created.body);
-    let listed = support::http(&second.url(PORT, "/todos"), "GET", None, &[]).expect("GET");
+    let listed = xtask_test_support::http::http(&second.url(PORT, "/todos"), "GET", &[]).expect("GET");
     assert!(listed.body.contains(&title), "{} does not serve the row written on {}", second.hostname, first.hostname);
 
     // The db node lost: an app replica elsewhere says 503 on /readyz (and
@@ -606,7 +591,7 @@ fn the_postgres_stack_serves_one_database_from_two_nodes_and_waits_out_the_db_no
         unready.as_secs_f64(),
         ready.as_secs_f64()
     );
-    let listed = support::http(&probe.url(PORT, "/todos"), "GET", None, &[]).expect("GET");
+    let listed = xtask_test_support::http::http(&probe.url(PORT, "/todos"), "GET", &[]).expect("GET");
     assert!(listed.body.contains(&title), "the row is gone after the db node came back");
 
     drop(swarm);

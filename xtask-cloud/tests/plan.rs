@@ -6,11 +6,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use support::swarm::{
-    Stack, app_image, docker_login, docker_ok, error_text, label_the_node, push, stack_exists, stack_name, swarm_lock,
-};
-use support::{Images, Moto, Registry, Sandbox};
+use support::app::PushedApp;
+use support::swarm::{docker, docker_ok};
 
 /// `text` (a stack file) with `line` added to the app's environment: in its
 /// own `environment:` map, or a new one after its image.
@@ -76,48 +75,29 @@ fn json_changes(json: &str, name: &str) -> Vec<(String, Option<String>, Option<S
 /// Wait until the swarm's update of `service` that started after
 /// `after_start` (its UpdateStatus.StartedAt; "" for any) completed.
 fn update_completed(service: &str, after_start: &str) {
-    let started = std::time::Instant::now();
-    loop {
-        // No UpdateStatus yet: the template fails, and that is "not yet".
-        let format = "{{.UpdateStatus.StartedAt}} {{.UpdateStatus.State}}";
-        let out = support::swarm::docker(&["service", "inspect", "--format", format, service]);
+    // No UpdateStatus yet: the template fails, and that is "not yet".
+    let format = "{{.UpdateStatus.StartedAt}} {{.UpdateStatus.State}}";
+    xtask_test_support::wait_until(&format!("a completed update of {service}"), Duration::from_secs(120), || {
+        let out = docker(&["service", "inspect", "--format", format, service]);
         let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         let (at, state) = state.rsplit_once(' ').unwrap_or(("", ""));
-        if state == "completed" && at != after_start {
-            return;
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(120),
-            "no completed update of {service}: {at} {state}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+        state == "completed" && at != after_start
+    });
 }
 
 #[test]
 fn a_usage_error_with_exit_code_is_not_read_as_changes() {
-    let run = Sandbox::new().xtask(&["plan", "--exit-code", "--no-such-flag"]);
+    let run = support::sandbox().xtask(&["plan", "--exit-code", "--no-such-flag"]);
     assert_eq!(run.status.code(), Some(64), "{}", run.stderr);
-    let run = Sandbox::new().xtask(&["plan", "--no-such-flag"]);
+    let run = support::sandbox().xtask(&["plan", "--no-such-flag"]);
     assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
 }
 
 #[test]
 fn plan_shows_changes_drift_and_removed_services_and_deploy_prunes_them() {
-    let _lock = swarm_lock();
-    label_the_node();
-    let registry = Registry::start_for_ecr();
-    let moto = Moto::start();
-    let port = support::free_port();
-    let sandbox = support::swarm::stack_sandbox(&moto, &registry, port);
-    let stack = stack_name(&sandbox);
-    let _stack = Stack(stack.clone());
-    let mut images = Images(Vec::new());
-    let a = format!("a{}", support::unique_name("v"));
-    docker_login(&sandbox, &registry);
-    let image_a = app_image(&sandbox, &registry, &a, &mut images);
-    push(&sandbox, &image_a);
-    let at_a = sandbox.clone_with(&[("APP_VERSION", &a)]);
+    let app = PushedApp::start();
+    let (stack, a) = (app.stack.clone(), app.version.clone());
+    let at_a = app.at(&a);
 
     // Before the first deploy: every service is to be added.
     let first_plan = at_a.xtask(&["plan", "--exit-code"]);
@@ -137,9 +117,9 @@ fn plan_shows_changes_drift_and_removed_services_and_deploy_prunes_them() {
 
     // Three changes: replicas, an added (secret-looking) variable, the update delay.
     let dir = tempfile::tempdir().expect("temp dir");
-    let original =
-        std::fs::read_to_string(support::project_root().join("stack.single-node.yml")).expect("stack.single-node.yml");
-    let token = support::unique_name("tokenvalue");
+    let original = std::fs::read_to_string(xtask_test_support::project_root().join("stack.single-node.yml"))
+        .expect("stack.single-node.yml");
+    let token = xtask_test_support::unique_name("tokenvalue");
     let changed_file = write_stack_file(
         dir.path(),
         "stack.yml",
@@ -180,13 +160,13 @@ fn plan_shows_changes_drift_and_removed_services_and_deploy_prunes_them() {
     assert!(rollback_dry.stdout.contains("(planned)"), "{}", rollback_dry.stdout);
 
     // Drift: a variable added by hand. status names the service and the field, exit 1.
-    let app = format!("{stack}_app");
-    docker_ok(&["service", "update", "--quiet", "--detach", "--env-add", "DRIFT=1", &app]);
-    update_completed(&app, "");
+    let app_service = format!("{stack}_app");
+    docker_ok(&["service", "update", "--quiet", "--detach", "--env-add", "DRIFT=1", &app_service]);
+    update_completed(&app_service, "");
     let status = at_a.xtask(&["status"]);
     assert_eq!(status.status.code(), Some(1), "{}\n{}", status.stdout, status.stderr);
     assert!(status.stdout.contains("drift: app: environment.DRIFT changed outside"), "{}", status.stdout);
-    assert!(error_text(&status).contains("app (environment.DRIFT)"), "{}", status.stderr);
+    assert!(status.error_text().contains("app (environment.DRIFT)"), "{}", status.stderr);
     let allowed = at_a.xtask(&["status", "--allow-drift"]);
     assert!(allowed.success(), "{}\n{}", allowed.stdout, allowed.stderr);
     let json = at_a.xtask(&["status", "--json", "--allow-drift"]);
@@ -205,22 +185,22 @@ fn plan_shows_changes_drift_and_removed_services_and_deploy_prunes_them() {
     plan.assert_success();
     assert!(plan.stdout.contains("  - collectstatic (not in "), "{}", plan.stdout);
     assert!(plan.stdout.contains("1 to remove"), "{}", plan.stdout);
-    let drift_update = docker_ok(&["service", "inspect", "--format", "{{.UpdateStatus.StartedAt}}", &app]);
+    let drift_update = docker_ok(&["service", "inspect", "--format", "{{.UpdateStatus.StartedAt}}", &app_service]);
     let kept = pruned.xtask(&["deploy", "--no-login", "--timeout", "3m"]);
     kept.assert_success();
     assert!(kept.stderr.contains("warning: collectstatic of stack"), "{}", kept.stderr);
     assert!(kept.stderr.contains("deploy --prune"), "{}", kept.stderr);
     let service = format!("{stack}_collectstatic");
-    assert!(support::swarm::docker(&["service", "inspect", &service]).status.success(), "deploy removed it");
+    assert!(docker(&["service", "inspect", &service]).status.success(), "deploy removed it");
     // That deploy reverted the drift (the swarm's rolling update of the
     // reverted spec, started by `docker stack deploy`, runs on after it).
-    update_completed(&app, &drift_update);
+    update_completed(&app_service, &drift_update);
     let status = at_a.xtask(&["status"]);
     assert!(status.success(), "{}\n{}", status.stdout, status.stderr);
     let removed = pruned.xtask(&["deploy", "--no-login", "--prune", "--timeout", "3m"]);
     removed.assert_success();
     assert!(removed.stderr.contains(&format!("Removing service {service}")), "{}", removed.stderr);
     assert!(!removed.stderr.contains("warning: collectstatic"), "{}", removed.stderr);
-    assert!(!support::swarm::docker(&["service", "inspect", &service]).status.success(), "--prune kept it");
-    assert!(stack_exists(&stack));
+    assert!(!docker(&["service", "inspect", &service]).status.success(), "--prune kept it");
+    assert!(app.stack_exists());
 }

@@ -12,40 +12,19 @@
 
 mod support;
 
-use support::swarm::{
-    Stack, app_image, derive, docker_login, label_the_node, push, running_app_images, stack_name, swarm_lock,
-};
+use support::app::PushedApp;
+use support::swarm::running_app_images;
 use support::variants::{add_todo, history, titles, wait_for_app};
-use support::{Images, Moto, Registry};
 
 #[test]
 fn a_version_that_fails_its_acceptance_suite_in_the_swarm_is_rolled_back() {
-    let _lock = swarm_lock();
-    label_the_node();
-    let registry = Registry::start_for_ecr();
-    let moto = Moto::start();
-    let port = support::free_port();
-    let sandbox = support::swarm::stack_sandbox(&moto, &registry, port);
-    let stack = stack_name(&sandbox);
-    let _stack = Stack(stack.clone());
-    let mut images = Images(Vec::new());
-    let suffix = support::unique_name("v");
-    let (good, bad, unverified) = (format!("a{suffix}"), format!("ro{suffix}"), format!("nv{suffix}"));
-
-    docker_login(&sandbox, &registry);
-    let image_good = app_image(&sandbox, &registry, &good, &mut images);
-    let host = registry.host();
-    derive(&image_good, &format!("{host}/todobackend:{bad}"), "USER 10002:10001", &mut images);
-    derive(
-        &image_good,
-        &format!("{host}/todobackend:{unverified}"),
-        &format!("LABEL version={unverified}"),
-        &mut images,
-    );
-    for version in [&good, &bad, &unverified] {
-        push(&sandbox, &format!("{host}/todobackend:{version}"));
-    }
-    let at = |version: &str| sandbox.clone_with(&[("APP_VERSION", version)]);
+    let mut app = PushedApp::start();
+    let good = app.version.clone();
+    let [bad, unverified] = ["ro", "nv"].map(|name| app.version_named(name));
+    app.derive(&bad, "USER 10002:10001");
+    app.derive(&unverified, &format!("LABEL version={unverified}"));
+    let (sandbox, stack, port) = (&app.sandbox, app.stack.clone(), app.port);
+    let at = |version: &str| app.at(version);
 
     // A dry run shows the verify step and records nothing.
     let dry = at(&good).xtask(&["deploy", "--no-login", "--dry-run"]);
@@ -62,7 +41,7 @@ fn a_version_that_fails_its_acceptance_suite_in_the_swarm_is_rolled_back() {
     assert!(first.stderr.contains("verifying task"), "{}", first.stderr);
     assert!(first.stderr.contains("ok      POST /todos answers 201"), "{}", first.stderr);
     assert!(first.stdout.contains(&format!("Version {good} is live")), "{}", first.stdout);
-    let newest = &history(&sandbox)[0];
+    let newest = &history(sandbox)[0];
     assert_eq!((newest["version"].as_str(), newest["outcome"].as_str()), (Some(good.as_str()), Some("converged")));
     assert_eq!(newest["verification"].as_str(), Some("passed"), "{newest}");
 
@@ -86,7 +65,7 @@ fn a_version_that_fails_its_acceptance_suite_in_the_swarm_is_rolled_back() {
     let running = running_app_images(&stack);
     assert!(!running.is_empty() && running.iter().all(|image| image.contains(&format!(":{good}"))), "{running:?}");
     assert_eq!(titles(port), rows, "the version rolled back to serves every row");
-    let entries = history(&sandbox);
+    let entries = history(sandbox);
     let outcomes: Vec<(&str, &str, &str)> = entries
         .iter()
         .take(2)
@@ -104,7 +83,7 @@ fn a_version_that_fails_its_acceptance_suite_in_the_swarm_is_rolled_back() {
     let skipped = at(&unverified).xtask(&["deploy", "--no-login", "--no-verify", "--timeout", "3m"]);
     skipped.assert_success();
     assert!(!skipped.stderr.contains("verifying task"), "{}", skipped.stderr);
-    let newest = &history(&sandbox)[0];
+    let newest = &history(sandbox)[0];
     assert_eq!(newest["outcome"].as_str(), Some("converged"));
     assert_eq!(newest["verification"].as_str(), Some("skipped (--no-verify)"), "{newest}");
     let table = sandbox.xtask(&["history"]);

@@ -1,22 +1,20 @@
 //! `login`, `logout` and `publish` against moto's ECR emulator and a local
 //! registry whose htpasswd user is the emulator's token: everything on loopback.
-//!
-//! These are `xtask-cloud`'s tests, yet they live under `xtask/tests`: only
-//! here does a test run `cargo xtask` as a user does, the light binary first,
-//! which hands the task over to `xtask-cloud` (the real hand-over, with its
-//! command line, environment and exit code).
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{ECR_PASSWORD, Images, Moto, Registry, Run, Sandbox, unique_name};
+use support::images::Images;
+use support::moto::{ECR_PASSWORD, Moto};
+use support::registry::Registry;
+use xtask_test_support::sandbox::{Run, Sandbox};
+use xtask_test_support::unique_name;
 
 /// A sandbox for the emulator and the registry, with a unique repository and version.
 fn sandbox(moto: &Moto, registry: &Registry, repository: &str, version: &str) -> Sandbox {
-    Sandbox::new()
-        .with_aws(moto)
-        .with_registry(registry)
+    moto.sandbox(support::sandbox())
+        .with_env("ECR_REGISTRY", &registry.host())
         .with_env("IMAGE_REPOSITORY", repository)
         .with_env("APP_VERSION", version)
 }
@@ -36,7 +34,7 @@ fn config_json(sandbox: &Sandbox) -> String {
 
 #[test]
 fn publish_pushes_both_tags_and_login_lets_the_docker_cli_pull() {
-    support::require_docker();
+    xtask_test_support::require_docker();
     let moto = Moto::start();
     let registry = Registry::start_for_ecr();
     let repository = unique_name("ecrpub");
@@ -90,7 +88,7 @@ fn publish_pushes_both_tags_and_login_lets_the_docker_cli_pull() {
 
 #[test]
 fn publish_can_create_the_repository_and_runs_twice() {
-    support::require_docker();
+    xtask_test_support::require_docker();
     let moto = Moto::start();
     let registry = Registry::start_for_ecr();
     let repository = unique_name("ecrnew");
@@ -135,9 +133,9 @@ fn the_password_is_on_stdin_never_in_argv() {
 
 #[test]
 fn a_registry_refusing_the_credential_is_a_clear_failure() {
-    support::require_docker();
+    xtask_test_support::require_docker();
     let moto = Moto::start();
-    let registry = Registry::start("AWS", "not-the-ecr-token");
+    let registry = Registry::start(xtask_cloud::ecr::ECR_USER, "not-the-ecr-token");
     let repository = unique_name("ecrbad");
     let version = unique_name("v");
     let mut images = Images::build_scratch(&format!("{}/{repository}:{version}", registry.host()), &version);
@@ -156,7 +154,7 @@ fn a_registry_refusing_the_credential_is_a_clear_failure() {
 
 #[test]
 fn an_unreachable_registry_fails_quickly_and_names_it() {
-    support::require_docker();
+    xtask_test_support::require_docker();
     let moto = Moto::start();
     let mut registry = Registry::start_for_ecr();
     registry.stop();
@@ -178,7 +176,7 @@ fn an_unreachable_registry_fails_quickly_and_names_it() {
 
 #[test]
 fn dirty_versions_and_unbuilt_images_are_refused() {
-    support::require_docker();
+    xtask_test_support::require_docker();
     let moto = Moto::start();
     let registry = Registry::start_for_ecr();
     let repository = unique_name("ecrnone");
@@ -201,7 +199,7 @@ fn dirty_versions_and_unbuilt_images_are_refused() {
 
 #[test]
 fn dry_runs_print_the_plan_and_change_nothing() {
-    support::require_docker();
+    xtask_test_support::require_docker();
     let moto = Moto::start();
     let registry = Registry::start_for_ecr();
     let repository = unique_name("ecrdry");
@@ -295,7 +293,7 @@ fn profile_and_service_specific_endpoint_are_honoured() {
     let mut user = sandbox(&moto, &registry, "todobackend", "1");
     // Both variants keep every call on loopback: were AWS_ENDPOINT_URL_ECR
     // ignored, the call would go to the dead general endpoint and fail.
-    let dead = format!("http://127.0.0.1:{}", support::free_port());
+    let dead = format!("http://127.0.0.1:{}", xtask_test_support::free_port());
     user = user.with_env("AWS_ENDPOINT_URL", &dead).with_env("AWS_ENDPOINT_URL_ECR", &moto.url());
     let run = user.xtask(&["login"]);
     run.assert_success().assert_not_leaked(ECR_PASSWORD);
@@ -328,7 +326,7 @@ fn profile_and_service_specific_endpoint_are_honoured() {
 /// also the API calls as they are made; neither changes what is done.
 #[test]
 fn quiet_and_verbose_say_less_and_more_and_do_the_same() {
-    support::require_docker();
+    xtask_test_support::require_docker();
     let moto = Moto::start();
     let registry = Registry::start_for_ecr();
     let user = sandbox(&moto, &registry, &unique_name("verbosity"), "1");

@@ -50,7 +50,7 @@ pub fn image() -> String {
     if exists(&tag) {
         return tag;
     }
-    let target = super::target_dir();
+    let target = xtask_test_support::target_dir();
     std::fs::create_dir_all(&target).expect("create target/");
     let lock_path = target.join("postgres-image.lock");
     let lock = File::create(&lock_path).unwrap_or_else(|err| panic!("cannot create {}: {err}", lock_path.display()));

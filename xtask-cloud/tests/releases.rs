@@ -4,23 +4,15 @@
 //! unless allowed, and only `rollback --restore-data` goes back past it; the
 //! history records every step.
 //!
-//! These are `xtask-cloud`'s tests, yet they live under `xtask/tests`: only
-//! here does a test run `cargo xtask` as a user does, the light binary first,
-//! which hands the task over to `xtask-cloud` (the real hand-over, with its
-//! command line, environment and exit code).
-//!
 //! Versions B and C are real builds with more migrations
 //! (`support::variants`). These run on the single-node SQLite stack;
 //! `postgres_stack.rs` runs the same releases on the PostgreSQL one.
 
 mod support;
 
-use support::swarm::{
-    Stack, app_image, derive, docker, docker_login, error_text, label_the_node, push, spec_image, stack_name,
-    swarm_lock,
-};
-use support::variants::{add_todo, additive, breaking, history, renaming, titles, variant_image, wait_for_app};
-use support::{Images, Moto, Registry};
+use support::app::PushedApp;
+use support::swarm::{docker, spec_image};
+use support::variants::{add_todo, additive, breaking, history, renaming, titles, wait_for_app};
 
 /// The backups in the stack's data volume, as the service lists them.
 fn backups(stack: &str, image: &str) -> String {
@@ -31,29 +23,15 @@ fn backups(stack: &str, image: &str) -> String {
 
 #[test]
 fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
-    let _lock = swarm_lock();
-    label_the_node();
-    let registry = Registry::start_for_ecr();
-    let moto = Moto::start();
-    let port = support::free_port();
-    let sandbox = support::swarm::stack_sandbox(&moto, &registry, port);
-    let stack = stack_name(&sandbox);
-    let _stack = Stack(stack.clone());
-    let mut images = Images(Vec::new());
-    let suffix = support::unique_name("v");
-    let [a, b, b_crash, c] = ["a", "b", "bcrash", "c"].map(|name| format!("{name}{suffix}"));
-    let host = registry.host();
-
-    docker_login(&sandbox, &registry);
-    let image_a = app_image(&sandbox, &registry, &a, &mut images);
+    let mut app = PushedApp::start();
+    let a = app.version.clone();
+    let [b, b_crash, c] = ["b", "bcrash", "c"].map(|name| app.version_named(name));
     let (additive, breaking) = (additive(), breaking());
-    let image_b = variant_image(&sandbox, &registry, &b, &[&additive], &mut images);
-    derive(&image_b, &format!("{host}/todobackend:{b_crash}"), "ENV TODOBACKEND_LISTEN=not-an-address", &mut images);
-    let image_c = variant_image(&sandbox, &registry, &c, &[&additive, &breaking], &mut images);
-    for version in [&a, &b, &b_crash, &c] {
-        push(&sandbox, &format!("{host}/todobackend:{version}"));
-    }
-    let at = |version: &str| sandbox.clone_with(&[("APP_VERSION", version)]);
+    let image_b = app.variant(&b, &[&additive]);
+    app.derive_from(&image_b, &b_crash, "ENV TODOBACKEND_LISTEN=not-an-address");
+    let image_c = app.variant(&c, &[&additive, &breaking]);
+    let (sandbox, stack, port, image_a) = (&app.sandbox, app.stack.clone(), app.port, app.image.clone());
+    let at = |version: &str| app.at(version);
     let deploy = |version: &str, extra: &[&str]| {
         let mut args = vec!["deploy", "--no-login", "--timeout", "3m"];
         args.extend_from_slice(extra);
@@ -69,7 +47,7 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
     let crashed = deploy(&b_crash, &[]);
     crashed.assert_failure();
     assert!(crashed.stderr.contains(&format!("{}, all additive", additive.name())), "{}", crashed.stderr);
-    assert!(error_text(&crashed).contains("rolled back"), "{}", crashed.stderr);
+    assert!(crashed.error_text().contains("rolled back"), "{}", crashed.stderr);
     assert_eq!(spec_image(&stack, "app"), image_a, "the swarm did not roll back to A");
     wait_for_app(port);
     assert_eq!(titles(port), ["written under A"]);
@@ -84,7 +62,7 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
     wait_for_app(port);
     assert_eq!(titles(port), ["written under A", "written under B"]);
 
-    let entries = history(&sandbox);
+    let entries = history(sandbox);
     let seen: Vec<(String, String, String)> = entries
         .iter()
         .map(|entry| {
@@ -109,7 +87,7 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
     // C carries a breaking migration: refused before the swarm is touched...
     let refused = deploy(&c, &[]);
     refused.assert_failure();
-    let error = error_text(&refused);
+    let error = refused.error_text();
     assert!(error.contains(breaking.name()) && error.contains("--allow-breaking-migration"), "{error}");
     assert_eq!(error.lines().count(), 1, "{error}");
     assert_eq!(spec_image(&stack, "app"), image_a, "a refused deploy changed the swarm");
@@ -120,7 +98,7 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
     // B cannot serve C's schema: rollback refuses, naming the migration...
     let back_to_b = sandbox.xtask(&["rollback", "--no-login", "--to", &b]);
     back_to_b.assert_failure();
-    let error = error_text(&back_to_b);
+    let error = back_to_b.error_text();
     assert!(error.contains(breaking.name()) && error.contains("--restore-data"), "{error}");
     assert_eq!(spec_image(&stack, "app"), image_c, "a refused rollback changed the swarm");
     // ...and with --restore-data, B serves the data from before C, and the
@@ -141,28 +119,14 @@ fn failed_releases_keep_serving_and_rollback_goes_back_safely() {
 /// printed, puts A back on the data from before the release.
 #[test]
 fn after_a_failed_breaking_release_the_printed_command_brings_the_service_back() {
-    let _lock = swarm_lock();
-    label_the_node();
-    let registry = Registry::start_for_ecr();
-    let moto = Moto::start();
-    let port = support::free_port();
-    let sandbox = support::swarm::stack_sandbox(&moto, &registry, port);
-    let stack = stack_name(&sandbox);
-    let _stack = Stack(stack.clone());
-    let mut images = Images(Vec::new());
-    let suffix = support::unique_name("v");
-    let [a, c, c_crash] = ["a", "c", "ccrash"].map(|name| format!("{name}{suffix}"));
-    let host = registry.host();
-
-    docker_login(&sandbox, &registry);
-    let image_a = app_image(&sandbox, &registry, &a, &mut images);
+    let mut app = PushedApp::start();
+    let a = app.version.clone();
+    let [c, c_crash] = ["c", "ccrash"].map(|name| app.version_named(name));
     let (additive, renaming) = (additive(), renaming());
-    let image_c = variant_image(&sandbox, &registry, &c, &[&additive, &renaming], &mut images);
-    derive(&image_c, &format!("{host}/todobackend:{c_crash}"), "ENV TODOBACKEND_LISTEN=not-an-address", &mut images);
-    for version in [&a, &c_crash] {
-        push(&sandbox, &format!("{host}/todobackend:{version}"));
-    }
-    let at = |version: &str| sandbox.clone_with(&[("APP_VERSION", version)]);
+    let image_c = app.variant(&c, &[&additive, &renaming]);
+    app.derive_from(&image_c, &c_crash, "ENV TODOBACKEND_LISTEN=not-an-address");
+    let (sandbox, stack, port, image_a) = (&app.sandbox, app.stack.clone(), app.port, app.image.clone());
+    let at = |version: &str| app.at(version);
 
     at(&a).xtask(&["deploy", "--no-login", "--timeout", "3m"]).assert_success();
     add_todo(port, "written under A");
@@ -170,7 +134,7 @@ fn after_a_failed_breaking_release_the_printed_command_brings_the_service_back()
 
     let crashed = at(&c_crash).xtask(&["deploy", "--no-login", "--timeout", "3m", "--allow-breaking-migration"]);
     crashed.assert_failure();
-    let error = error_text(&crashed);
+    let error = crashed.error_text();
     assert!(error.contains(&format!("version {a}")) && error.contains(renaming.name()), "{error}");
     assert!(error.contains("service stays down"), "{error}");
     assert_eq!(spec_image(&stack, "app"), image_a, "the swarm did not go back to A");
@@ -194,7 +158,7 @@ fn after_a_failed_breaking_release_the_printed_command_brings_the_service_back()
     assert_eq!(spec_image(&stack, "app"), image_a);
     wait_for_app(port);
     assert_eq!(titles(port), ["also under A", "written under A"]);
-    let newest = &history(&sandbox)[0];
+    let newest = &history(sandbox)[0];
     assert_eq!((newest["kind"].as_str(), newest["version"].as_str()), (Some("rollback"), Some(a.as_str())));
     assert_eq!(newest["outcome"].as_str(), Some("converged"), "{newest}");
 }

@@ -2,52 +2,29 @@
 //! per task version, and the deploy lock: two deploys at once never
 //! interleave, and a lock left by a killed deploy blocks the next one until
 //! `unlock`.
-//!
-//! These are `xtask-cloud`'s tests, yet they live under `xtask/tests`: only
-//! here does a test run `cargo xtask` as a user does, the light binary first,
-//! which hands the task over to `xtask-cloud` (the real hand-over, with its
-//! command line, environment and exit code).
 
 mod support;
 
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-use support::swarm::{
-    Stack, app_image, derive, docker, docker_login, docker_ok, error_text, label_the_node, push, stack_name, swarm_lock,
-};
-use support::{Images, Moto, Registry, Run};
-
-fn run_of(out: Output) -> Run {
-    Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn lock_exists(stack: &str) -> bool {
-    docker(&["config", "inspect", &format!("{stack}_deploy_lock")]).status.success()
-}
+use support::app::PushedApp;
+use support::swarm::{DATA_NODE_LABEL, docker, docker_ok, job_services, lock_exists};
+use xtask_cloud::deploy::job::{JOB_LABEL, job_prefix};
+use xtask_cloud::history::REVISION_LABEL;
+use xtask_test_support::sandbox::Run;
+use xtask_test_support::wait_until;
 
 /// The holder the stack's lock records (its pid, token, ...), if it is held.
 fn lock_holder(stack: &str) -> Option<serde_json::Value> {
-    let out = docker(&["config", "inspect", "--format", "{{json .Spec.Data}}", &format!("{stack}_deploy_lock")]);
+    let lock = xtask_cloud::records::lock_name(stack);
+    let out = docker(&["config", "inspect", "--format", "{{json .Spec.Data}}", &lock]);
     if !out.status.success() {
         return None;
     }
     let data: String = serde_json::from_slice(&out.stdout).expect("the lock's data as a JSON string");
     let json = aws_smithy_types::base64::decode(&data).expect("base64 data");
     Some(serde_json::from_slice(&json).expect("the lock's holder as JSON"))
-}
-
-/// Wait until `ready`, polling (no fixed sleep: the wait ends on the event).
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < timeout, "{what} did not happen within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn signal(pid: u32, signal: &str) {
@@ -65,59 +42,47 @@ fn output_of(program: &str, args: &[&str]) -> String {
 /// The containers of the stack's database jobs, running or not.
 fn job_containers(stack: &str) -> Vec<String> {
     let names = docker_ok(&["ps", "--all", "--format", "{{.ID}} {{.Label \"com.docker.swarm.service.name\"}}"]);
-    names.lines().filter(|line| line.contains(&format!(" {stack}_xtask_"))).map(str::to_owned).collect()
-}
-
-fn job_services(stack: &str) -> String {
-    docker_ok(&["service", "ls", "--quiet", "--filter", &format!("label=com.todobackend.job={stack}")])
+    let prefix = job_prefix(stack);
+    names.lines().filter(|line| line.contains(&format!(" {prefix}"))).map(str::to_owned).collect()
 }
 
 #[test]
 fn status_logs_and_the_deploy_lock_on_a_real_stack() {
-    let _lock = swarm_lock();
-    label_the_node();
-    let registry = Registry::start_for_ecr();
-    let moto = Moto::start();
-    let port = support::free_port();
-    let sandbox = support::swarm::stack_sandbox(&moto, &registry, port);
-    let stack = stack_name(&sandbox);
-    let _stack = Stack(stack.clone());
-    let mut images = Images(Vec::new());
-    let suffix = support::unique_name("v");
-    let [a, b] = ["a", "b"].map(|name| format!("{name}{suffix}"));
-    let host = registry.host();
-    docker_login(&sandbox, &registry);
-    let image_a = app_image(&sandbox, &registry, &a, &mut images);
+    let mut app = PushedApp::start();
+    let (a, b) = (app.version.clone(), app.version_named("b"));
     // B's own commit, as `cargo xtask build` labels an image: the history
     // names it, not this checkout's.
     let commit_b = "0123456789abcdef0123456789abcdef01234567";
-    derive(
-        &image_a,
-        &format!("{host}/todobackend:{b}"),
-        &format!("LABEL version={b} org.opencontainers.image.revision={commit_b}"),
-        &mut images,
-    );
-    for version in [&a, &b] {
-        push(&sandbox, &format!("{host}/todobackend:{version}"));
-    }
-    let at = |version: &str| sandbox.clone_with(&[("APP_VERSION", version)]);
+    app.derive(&b, &format!("LABEL version={b} {REVISION_LABEL}={commit_b}"));
 
-    // No stack yet: one line, exit 1.
+    status_without_a_stack_is_one_line_and_exit_1(&app);
+    a_deploy_without_user_or_logname_records_the_account_and_the_commit(&app, &a);
+    status_of_the_converged_stack_names_its_version(&app, &a);
+    logs_prefix_each_line_with_its_service_and_version(&app, &a);
+    refresh_auth_updates_the_app_alone_and_returns_once_it_converged(&app, &a);
+    status_of_a_service_short_of_its_replicas_is_not_converged(&app);
+    of_two_deploys_at_once_one_runs_and_the_other_is_refused(&app, &b, commit_b);
+    a_killed_deploy_leaves_its_lock_until_unlock(&app, &a);
+}
+
+/// No stack yet: one line, exit 1.
+fn status_without_a_stack_is_one_line_and_exit_1(app: &PushedApp) {
+    let sandbox = &app.sandbox;
     let none = sandbox.xtask(&["status"]);
     assert_eq!(none.status.code(), Some(1));
-    assert!(error_text(&none).contains("not deployed"), "{}", none.stderr);
+    assert!(none.error_text().contains("not deployed"), "{}", none.stderr);
+}
 
-    // Deployed where neither USER nor LOGNAME is set (cron, `env -i`).
-    let mut without_user = at(&a).command_in(&sandbox.root, &["deploy", "--no-login", "--timeout", "3m"]);
+/// Deployed where neither USER nor LOGNAME is set (cron, `env -i`).
+fn a_deploy_without_user_or_logname_records_the_account_and_the_commit(app: &PushedApp, a: &str) {
+    let sandbox = &app.sandbox;
+    let at = |version: &str| app.at(version);
+    let history = || app.history();
+    let mut without_user = at(a).command(&["deploy", "--no-login", "--timeout", "3m"]);
     for key in ["USER", "LOGNAME", "GITHUB_ACTOR", "CODEBUILD_INITIATOR"] {
         without_user.env_remove(key);
     }
-    run_of(without_user.output().expect("deploy")).assert_success();
-    let history = || -> serde_json::Value {
-        let listed = sandbox.xtask(&["history", "--json"]);
-        listed.assert_success();
-        serde_json::from_str(&listed.stdout).expect("history --json")
-    };
+    Run::of(without_user.output().expect("deploy")).assert_success();
     let account = output_of("id", &["-un"]);
     let newest = &history()[0];
     assert_eq!(newest["actor"], account.as_str(), "{newest}");
@@ -128,18 +93,21 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
             "image",
             "inspect",
             "--format",
-            "{{index .Config.Labels \"org.opencontainers.image.revision\"}}",
-            &image_a
+            &format!("{{{{index .Config.Labels \"{REVISION_LABEL}\"}}}}"),
+            &app.image
         ]),
         head
     );
     assert_eq!(newest["commit"], head.as_str(), "{newest}");
+}
 
-    // status: 0 on the converged stack, naming its version.
+/// status: 0 on the converged stack, naming its version.
+fn status_of_the_converged_stack_names_its_version(app: &PushedApp, a: &str) {
+    let sandbox = &app.sandbox;
     let status = sandbox.xtask(&["status"]);
     status.assert_success();
     assert!(
-        status.stdout.lines().any(|line| line.starts_with("app") && line.contains(&a) && line.contains("converged")),
+        status.stdout.lines().any(|line| line.starts_with("app") && line.contains(a) && line.contains("converged")),
         "{}",
         status.stdout
     );
@@ -147,8 +115,11 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     let json: serde_json::Value =
         serde_json::from_str(&sandbox.xtask(&["status", "--json"]).stdout).expect("status --json");
     assert_eq!(json["converged"], true);
+}
 
-    // logs: lines, each prefixed with its service and version.
+/// logs: lines, each prefixed with its service and version.
+fn logs_prefix_each_line_with_its_service_and_version(app: &PushedApp, a: &str) {
+    let sandbox = &app.sandbox;
     let logs = sandbox.xtask(&["logs", "app", "--tail", "5"]);
     logs.assert_success();
     assert!(!logs.stdout.is_empty(), "no log lines");
@@ -168,22 +139,30 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     );
     let unknown = sandbox.xtask(&["logs", "nosuch"]);
     unknown.assert_failure();
-    assert!(error_text(&unknown).contains("app") && error_text(&unknown).contains("migrate"), "{}", unknown.stderr);
+    assert!(unknown.error_text().contains("app") && unknown.error_text().contains("migrate"), "{}", unknown.stderr);
+}
 
-    // refresh-auth: the app gets the fresh credential through its own rolling
-    // update (the swarm counts a new credential as a change of the task spec:
-    // found here), the stack converges again on the same version, and the
-    // jobs are not run again.
-    let app = format!("{stack}_app");
+/// refresh-auth: the app gets the fresh credential through its own rolling
+/// update (the swarm counts a new credential as a change of the task spec:
+/// found here), the stack converges again on the same version, and the
+/// jobs are not run again.
+fn refresh_auth_updates_the_app_alone_and_returns_once_it_converged(app: &PushedApp, a: &str) {
+    let sandbox = &app.sandbox;
+    let stack = &app.stack;
+    let app_service = format!("{stack}_app");
     let version_of = |service: &str| -> u64 {
         docker_ok(&["service", "inspect", "--format", "{{.Version.Index}}", service]).parse().unwrap()
     };
-    let (app_before, migrate_before) = (version_of(&app), version_of(&format!("{stack}_migrate")));
+    let (app_before, migrate_before) = (version_of(&app_service), version_of(&format!("{stack}_migrate")));
     let refreshed = sandbox.xtask(&["refresh-auth"]);
-    refreshed.assert_success().assert_not_leaked(support::ECR_PASSWORD);
+    refreshed.assert_success().assert_not_leaked(support::moto::ECR_PASSWORD);
     assert!(refreshed.stderr.contains("==> login:"), "refresh-auth did not log in first:\n{}", refreshed.stderr);
-    assert!(refreshed.stderr.contains(&format!("handed {app} the registry credential")), "{}", refreshed.stderr);
-    assert!(version_of(&app) > app_before, "the app was not updated");
+    assert!(
+        refreshed.stderr.contains(&format!("handed {app_service} the registry credential")),
+        "{}",
+        refreshed.stderr
+    );
+    assert!(version_of(&app_service) > app_before, "the app was not updated");
     assert_eq!(version_of(&format!("{stack}_migrate")), migrate_before, "refresh-auth touched a job");
     // It returned once the swarm called each update completed (its monitor
     // period included), not when the new tasks started.
@@ -207,69 +186,80 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     assert!(long_running > 0, "no long-running service in stack {stack}: {services}");
     let after = sandbox.xtask(&["status"]);
     after.assert_success();
-    assert!(after.stdout.lines().any(|line| line.starts_with("app") && line.contains(&a)), "{}", after.stdout);
-    assert!(support::swarm::answers(port), "the app does not answer after refresh-auth");
-    assert!(!lock_exists(&stack));
+    assert!(after.stdout.lines().any(|line| line.starts_with("app") && line.contains(a)), "{}", after.stdout);
+    assert!(app.answers(), "the app does not answer after refresh-auth");
+    assert!(!lock_exists(stack));
+}
 
-    // A service that cannot reach its replicas (a second host-mode replica
-    // has no port on one node): status says so and exits 1.
+/// A service that cannot reach its replicas (a second host-mode replica
+/// has no port on one node): status says so and exits 1.
+fn status_of_a_service_short_of_its_replicas_is_not_converged(app: &PushedApp) {
+    let sandbox = &app.sandbox;
+    let stack = &app.stack;
     docker_ok(&["service", "update", "--detach", "--replicas", "2", &format!("{stack}_app")]);
     let waiting = sandbox.xtask(&["status"]);
     // Exit 3, not converged (1 is for "no stack", a failure).
     assert_eq!(waiting.status.code(), Some(3), "{}{}", waiting.stdout, waiting.stderr);
     assert!(
-        error_text(&waiting).contains("has not converged") && error_text(&waiting).contains("app"),
+        waiting.error_text().contains("has not converged") && waiting.error_text().contains("app"),
         "{}",
         waiting.stderr
     );
     docker_ok(&["service", "update", "--detach", "--replicas", "1", &format!("{stack}_app")]);
+}
 
-    // Two deploys at once: one takes the lock, the other is refused at once,
-    // naming the holder; the swarm never sees them interleave.
+/// Two deploys at once: one takes the lock, the other is refused at once,
+/// naming the holder; the swarm never sees them interleave.
+fn of_two_deploys_at_once_one_runs_and_the_other_is_refused(app: &PushedApp, b: &str, commit_b: &str) {
+    let sandbox = &app.sandbox;
+    let stack = &app.stack;
+    let at = |version: &str| app.at(version);
+    let history = || app.history();
     let spawn = |version: &str| {
         at(version)
-            .command_in(&sandbox.root, &["deploy", "--no-login", "--timeout", "3m"])
+            .command(&["deploy", "--no-login", "--timeout", "3m"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn a deploy")
     };
-    let first = spawn(&b);
-    let second = spawn(&b);
-    let runs = [run_of(first.wait_with_output().unwrap()), run_of(second.wait_with_output().unwrap())];
+    let first = spawn(b);
+    let second = spawn(b);
+    let runs = [Run::of(first.wait_with_output().unwrap()), Run::of(second.wait_with_output().unwrap())];
     let succeeded = runs.iter().filter(|run| run.success()).count();
     assert_eq!(succeeded, 1, "{:?}", runs.iter().map(|run| &run.stderr).collect::<Vec<_>>());
     let refused = runs.iter().find(|run| !run.success()).unwrap();
-    assert!(error_text(refused).contains(&format!("deploy of {b} in progress by")), "{}", refused.stderr);
+    assert!(refused.error_text().contains(&format!("deploy of {b} in progress by")), "{}", refused.stderr);
     // Exit 75: the lock is held, retry later.
     assert_eq!(refused.status.code(), Some(75), "{}", refused.stderr);
     for run in &runs {
         assert!(!run.stderr.contains("out of sequence"), "{}", run.stderr);
     }
-    assert!(!lock_exists(&stack), "the lock outlived the deploy");
+    assert!(!lock_exists(stack), "the lock outlived the deploy");
     sandbox.xtask(&["status"]).assert_success();
     let newest = &history()[0];
     assert_eq!((&newest["version"], &newest["commit"]), (&serde_json::json!(b), &serde_json::json!(commit_b)));
+}
 
-    // A deploy killed outright leaves its lock: the next one is refused,
-    // naming the holder, until `unlock`.
-    let mut killed = at(&a)
-        .command_in(&sandbox.root, &["deploy", "--no-login", "--timeout", "3m"])
+/// A deploy killed outright leaves its lock: the next one is refused,
+/// naming the holder, until `unlock`.
+fn a_killed_deploy_leaves_its_lock_until_unlock(app: &PushedApp, a: &str) {
+    let sandbox = &app.sandbox;
+    let stack = &app.stack;
+    let at = |version: &str| app.at(version);
+    let mut killed = at(a)
+        .command(&["deploy", "--no-login", "--timeout", "3m"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn a deploy");
-    let start = Instant::now();
-    while !lock_exists(&stack) {
-        assert!(start.elapsed() < Duration::from_secs(120), "the deploy never took the lock");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until("the deploy takes the lock", Duration::from_secs(120), || lock_exists(stack));
     killed.kill().expect("SIGKILL the deploy");
     let _ = killed.wait();
-    let blocked = at(&a).xtask(&["deploy", "--no-login"]);
+    let blocked = at(a).xtask(&["deploy", "--no-login"]);
     blocked.assert_failure();
     assert_eq!(blocked.status.code(), Some(75), "{}", blocked.stderr);
-    let error = error_text(&blocked);
+    let error = blocked.error_text();
     assert!(
         error.contains(&format!("deploy of {a} in progress by")) && error.contains(&format!("process {}", killed.id())),
         "{error}"
@@ -278,75 +268,65 @@ fn status_logs_and_the_deploy_lock_on_a_real_stack() {
     let unlock = sandbox.xtask(&["unlock"]);
     unlock.assert_success();
     assert!(unlock.stderr.contains(&format!("deploy of {a} in progress by")), "{}", unlock.stderr);
-    assert!(!lock_exists(&stack));
-    at(&a).xtask(&["deploy", "--no-login", "--timeout", "3m"]).assert_success();
-    assert!(!lock_exists(&stack));
+    assert!(!lock_exists(stack));
+    at(a).xtask(&["deploy", "--no-login", "--timeout", "3m"]).assert_success();
+    assert!(!lock_exists(stack));
 }
 
 #[test]
 fn a_missing_external_secret_is_named_before_the_swarm_changes_and_secret_create_supplies_it() {
     use std::io::Write;
-    let _lock = swarm_lock();
-    label_the_node();
-    let registry = Registry::start_for_ecr();
-    let moto = Moto::start();
-    let secret = support::unique_name("dbpw");
-    let value = support::unique_name("s3cret-value-");
-    let sandbox = support::swarm::stack_sandbox(&moto, &registry, support::free_port());
+    let secret = xtask_test_support::unique_name("dbpw");
+    let value = xtask_test_support::unique_name("s3cret-value-");
+    // Dropped after the stack that uses it.
+    let _secret = Secret(secret.clone());
+    let app = PushedApp::start();
     // stack.yml with the app reading a secret the swarm does not have yet.
-    let stack_yml =
-        std::fs::read_to_string(support::project_root().join("stack.single-node.yml")).expect("stack.single-node.yml");
+    let stack_yml = std::fs::read_to_string(xtask_test_support::project_root().join("stack.single-node.yml"))
+        .expect("stack.single-node.yml");
     let with_secret =
         stack_yml.replacen("    command: [\"serve\"]\n", "    command: [\"serve\"]\n    secrets: [db_password]\n", 1)
             + &format!("\nsecrets:\n  db_password:\n    external: true\n    name: {secret}\n");
     assert_ne!(with_secret, stack_yml);
-    let stack_file = sandbox.dir.path().join("stack.yml");
+    let stack_file = app.sandbox.dir.path().join("stack.yml");
     std::fs::write(&stack_file, with_secret).expect("write the stack file");
-    let sandbox = sandbox.with_env("STACK_FILE", &stack_file.display().to_string());
-    let stack = stack_name(&sandbox);
-    // Dropped after the stack that uses it.
-    let _secret = Secret(secret.clone());
-    let _stack = Stack(stack.clone());
-    let mut images = Images(Vec::new());
-    let version = support::unique_name("a");
-    docker_login(&sandbox, &registry);
-    let image = app_image(&sandbox, &registry, &version, &mut images);
-    push(&sandbox, &image);
-    let at = sandbox.clone_with(&[("APP_VERSION", &version)]);
+    let app = app.with_env("STACK_FILE", &stack_file.display().to_string());
+    let (sandbox, stack, version) = (&app.sandbox, app.stack.clone(), app.version.clone());
+    let at = app.at(&version);
 
     let dry = at.xtask(&["deploy", "--no-login", "--dry-run"]);
     dry.assert_failure();
-    let error = error_text(&dry);
+    let error = dry.error_text();
     assert!(
         error.contains(&format!("secret {secret}")) && error.contains(&format!("cargo xtask secret create {secret}")),
         "{error}"
     );
-    assert!(!support::swarm::stack_exists(&stack), "the swarm was touched");
+    assert!(!app.stack_exists(), "the swarm was touched");
 
     // The value on stdin only.
     let mut create = sandbox
-        .command_in(&sandbox.root, &["secret", "create", &secret])
+        .command(&["secret", "create", &secret])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn secret create");
     create.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write the value");
-    let created = run_of(create.wait_with_output().expect("secret create"));
+    let created = Run::of(create.wait_with_output().expect("secret create"));
     created.assert_success().assert_not_leaked(&value);
     assert!(created.stderr.contains(&format!("created the swarm secret {secret}")), "{}", created.stderr);
     // Secrets cannot change: a second create is refused, with the way out.
     let mut again = sandbox
-        .command_in(&sandbox.root, &["secret", "create", &secret])
+        .command(&["secret", "create", &secret])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn secret create");
     again.stdin.take().expect("stdin").write_all(b"another value").expect("write the value");
-    let again = run_of(again.wait_with_output().expect("secret create again"));
+    let again = Run::of(again.wait_with_output().expect("secret create again"));
     again.assert_failure();
-    assert!(error_text(&again).contains("cannot change") && error_text(&again).contains("_v2"), "{}", again.stderr);
+    assert!(again.error_text().contains("cannot change") && again.error_text().contains("_v2"), "{}", again.stderr);
 
     let deployed = at.xtask(&["deploy", "--no-login", "--timeout", "3m"]);
     deployed.assert_success().assert_not_leaked(&value);
@@ -371,74 +351,50 @@ impl Drop for Secret {
 
 #[test]
 fn a_first_deploy_on_a_swarm_of_one_unlabelled_node_labels_it() {
-    let _lock = swarm_lock();
+    let app = PushedApp::start();
     let node = docker_ok(&["info", "--format", "{{.Swarm.NodeID}}"]);
     // Put the label back for the other tests, whatever happens here.
     struct Relabel(String);
     impl Drop for Relabel {
         fn drop(&mut self) {
-            let _ = docker(&["node", "update", "--label-add", "todobackend.data=true", &self.0]);
+            let _ = docker(&["node", "update", "--label-add", &format!("{DATA_NODE_LABEL}=true"), &self.0]);
         }
     }
     let _relabel = Relabel(node.clone());
-    docker_ok(&["node", "update", "--label-rm", "todobackend.data", &node]);
-    let registry = Registry::start_for_ecr();
-    let moto = Moto::start();
-    let sandbox = support::swarm::stack_sandbox(&moto, &registry, support::free_port());
-    let stack = stack_name(&sandbox);
-    let _stack = Stack(stack.clone());
-    let mut images = Images(Vec::new());
-    let version = support::unique_name("a");
-    docker_login(&sandbox, &registry);
-    let image = app_image(&sandbox, &registry, &version, &mut images);
-    push(&sandbox, &image);
+    docker_ok(&["node", "update", "--label-rm", DATA_NODE_LABEL, &node]);
 
-    let deployed = sandbox.clone_with(&[("APP_VERSION", &version)]).xtask(&["deploy", "--no-login", "--timeout", "3m"]);
+    let deployed = app.deploy(&app.version);
     deployed.assert_success();
     assert!(deployed.stderr.contains("labelled the swarm's only node"), "{}", deployed.stderr);
-    let labels = docker_ok(&["node", "inspect", &node, "--format", "{{index .Spec.Labels \"todobackend.data\"}}"]);
+    let label = format!("{{{{index .Spec.Labels \"{DATA_NODE_LABEL}\"}}}}");
+    let labels = docker_ok(&["node", "inspect", &node, "--format", &label]);
     assert_eq!(labels, "true");
 }
 
 #[test]
 fn sigterm_during_a_deploy_releases_the_lock_and_the_next_deploy_removes_a_left_job() {
-    let _lock = swarm_lock();
-    label_the_node();
-    let registry = Registry::start_for_ecr();
-    let moto = Moto::start();
-    let sandbox = support::swarm::stack_sandbox(&moto, &registry, support::free_port());
-    let stack = stack_name(&sandbox);
-    let _stack = Stack(stack.clone());
-    let mut images = Images(Vec::new());
-    let version = support::unique_name("a");
-    docker_login(&sandbox, &registry);
-    let image = app_image(&sandbox, &registry, &version, &mut images);
-    push(&sandbox, &image);
+    let app = PushedApp::start();
+    let (stack, version, image) = (app.stack.clone(), app.version.clone(), app.image.clone());
 
-    let deploy = sandbox
-        .clone_with(&[("APP_VERSION", &version)])
-        .command_in(&sandbox.root, &["deploy", "--no-login", "--timeout", "3m"])
+    let deploy = app
+        .at(&version)
+        .command(&["deploy", "--no-login", "--timeout", "3m"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn a deploy");
-    let start = Instant::now();
-    while !lock_exists(&stack) {
-        assert!(start.elapsed() < Duration::from_secs(120), "the deploy never took the lock");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let killed = std::process::Command::new("kill").args(["-TERM", &deploy.id().to_string()]).status().unwrap();
-    assert!(killed.success());
-    let out = run_of(deploy.wait_with_output().expect("the deploy ends"));
+    // The signal comes once the deploy holds the lock.
+    wait_until("the deploy takes the lock", Duration::from_secs(120), || lock_exists(&stack));
+    signal(deploy.id(), "-TERM");
+    let out = Run::of(deploy.wait_with_output().expect("the deploy ends"));
     assert_eq!(out.status.code(), Some(143), "{}", out.stderr);
     assert!(out.stderr.contains("interrupted by SIGTERM: released the deploy lock"), "{}", out.stderr);
     assert!(!lock_exists(&stack), "the lock outlived the interrupted deploy");
 
     // A job an interrupted run could not remove (the database check's, say)
     // is removed by the next run that holds the lock, which says so.
-    let at = sandbox.clone_with(&[("APP_VERSION", &version)]);
-    at.xtask(&["deploy", "--no-login", "--timeout", "3m"]).assert_success();
-    let left = format!("{stack}_xtask_left");
+    app.deploy(&version).assert_success();
+    let left = format!("{}left", job_prefix(&stack));
     docker_ok(&[
         "service",
         "create",
@@ -448,7 +404,7 @@ fn sigterm_during_a_deploy_releases_the_lock_and_the_next_deploy_removes_a_left_
         "--name",
         &left,
         "--label",
-        &format!("com.todobackend.job={stack}"),
+        &format!("{}={stack}", JOB_LABEL),
         "--mode",
         "replicated",
         "--replicas",
@@ -461,10 +417,11 @@ fn sigterm_during_a_deploy_releases_the_lock_and_the_next_deploy_removes_a_left_
     ]);
     // And a stopped container of an earlier job, as Docker kept those of the
     // `replicated-job`s that earlier versions ran (moby/moby#44312).
-    let service_label = format!("com.docker.swarm.service.name={stack}_xtask_1");
+    let prefix = job_prefix(&stack);
+    let service_label = format!("com.docker.swarm.service.name={prefix}1");
     let earlier = docker_ok(&["create", "--label", &service_label, &image, "migrations", "--json"]);
     docker_ok(&["start", "--attach", &earlier]);
-    let again = at.xtask(&["deploy", "--no-login", "--timeout", "3m"]);
+    let again = app.deploy(&version);
     again.assert_success();
     assert!(
         again.stderr.contains(&format!("removed the job {left}, left behind by an interrupted run")),
@@ -474,38 +431,21 @@ fn sigterm_during_a_deploy_releases_the_lock_and_the_next_deploy_removes_a_left_
     // (Its count may include the left job's, if the swarm had not removed it yet.)
     assert!(again.stderr.contains("stopped container(s) of earlier database jobs"), "{}", again.stderr);
     assert!(!docker(&["container", "inspect", &earlier]).status.success(), "the earlier job's container stays");
-    let jobs = docker_ok(&["service", "ls", "--quiet", "--filter", &format!("label=com.todobackend.job={stack}")]);
-    assert_eq!(jobs, "", "jobs of stack {stack} outlived the deploy");
+    assert_eq!(job_services(&stack), "", "jobs of stack {stack} outlived the deploy");
     // Every deploy after the first ran a job (the database check), and the
     // swarm removes each one's container with it: none stays on the node.
-    let job_containers = || {
-        let names = docker_ok(&["ps", "--all", "--format", "{{.Label \"com.docker.swarm.service.name\"}}"]);
-        names.lines().filter(|name| name.starts_with(&format!("{stack}_xtask_"))).count()
-    };
-    let start = Instant::now();
-    while job_containers() > 0 {
-        assert!(start.elapsed() < Duration::from_secs(60), "containers of the database jobs stay on the node");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until("the database jobs' containers gone from the node", Duration::from_secs(60), || {
+        job_containers(&stack).is_empty()
+    });
 }
 
 #[test]
 fn a_lock_taken_away_by_a_forced_unlock_is_never_removed_by_its_first_holder() {
-    let _lock = swarm_lock();
-    label_the_node();
-    let registry = Registry::start_for_ecr();
-    let moto = Moto::start();
-    let sandbox = support::swarm::stack_sandbox(&moto, &registry, support::free_port());
-    let stack = stack_name(&sandbox);
-    let _stack = Stack(stack.clone());
-    let mut images = Images(Vec::new());
-    let version = support::unique_name("a");
-    docker_login(&sandbox, &registry);
-    let image = app_image(&sandbox, &registry, &version, &mut images);
-    push(&sandbox, &image);
-    let at = sandbox.clone_with(&[("APP_VERSION", &version)]);
+    let app = PushedApp::start();
+    let (sandbox, stack) = (&app.sandbox, app.stack.clone());
+    let at = app.at(&app.version);
     let spawn = || {
-        at.command_in(&sandbox.root, &["deploy", "--no-login", "--timeout", "3m"])
+        at.command(&["deploy", "--no-login", "--timeout", "3m"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -514,7 +454,7 @@ fn a_lock_taken_away_by_a_forced_unlock_is_never_removed_by_its_first_holder() {
     // Each deploy is held still (SIGSTOP) at the moment the test needs, so
     // the order of events is the test's, not the scheduler's.
     let first = spawn();
-    wait_for("the first deploy takes the lock", Duration::from_secs(120), || {
+    wait_until("the first deploy takes the lock", Duration::from_secs(120), || {
         lock_holder(&stack).is_some_and(|holder| holder["pid"] == first.id())
     });
     signal(first.id(), "-STOP");
@@ -523,7 +463,7 @@ fn a_lock_taken_away_by_a_forced_unlock_is_never_removed_by_its_first_holder() {
     // Its process lives on this host: unlock refuses, and the lock stays.
     let refused = sandbox.xtask(&["unlock"]);
     refused.assert_failure();
-    let error = error_text(&refused);
+    let error = refused.error_text();
     assert!(error.contains("still runs on this host") && error.contains("unlock --force"), "{}", refused.stderr);
     assert_eq!(lock_holder(&stack).expect("the lock stays")["token"], first_token);
 
@@ -531,7 +471,7 @@ fn a_lock_taken_away_by_a_forced_unlock_is_never_removed_by_its_first_holder() {
     assert!(!lock_exists(&stack), "unlock --force left the lock");
 
     let second = spawn();
-    wait_for("the second deploy takes the lock", Duration::from_secs(120), || {
+    wait_until("the second deploy takes the lock", Duration::from_secs(120), || {
         lock_holder(&stack).is_some_and(|holder| holder["pid"] == second.id())
     });
     signal(second.id(), "-STOP");
@@ -541,7 +481,7 @@ fn a_lock_taken_away_by_a_forced_unlock_is_never_removed_by_its_first_holder() {
     // The first deploy finishes while the second holds the lock: it leaves
     // that lock alone, and says its own was taken away.
     signal(first.id(), "-CONT");
-    let first = run_of(first.wait_with_output().expect("the first deploy ends"));
+    let first = Run::of(first.wait_with_output().expect("the first deploy ends"));
     first.assert_success();
     assert!(
         first.stderr.contains("the deploy lock was taken away while this run held it")
@@ -554,7 +494,7 @@ fn a_lock_taken_away_by_a_forced_unlock_is_never_removed_by_its_first_holder() {
     // The second deploy ends with its own lock, and releases it.
     let second_pid = second.id();
     signal(second_pid, "-CONT");
-    let second = run_of(second.wait_with_output().expect("the second deploy ends"));
+    let second = Run::of(second.wait_with_output().expect("the second deploy ends"));
     second.assert_success();
     assert!(!second.stderr.contains("taken away"), "{}", second.stderr);
     assert!(!lock_exists(&stack), "the second deploy did not release its lock");
@@ -567,28 +507,15 @@ fn lock_pid(stack: &str) -> u64 {
 
 #[test]
 fn an_interrupt_during_the_database_job_removes_it_and_one_after_the_stack_changed_is_recorded() {
-    let _lock = swarm_lock();
-    label_the_node();
-    let registry = Registry::start_for_ecr();
-    let moto = Moto::start();
-    let sandbox = support::swarm::stack_sandbox(&moto, &registry, support::free_port());
-    let stack = stack_name(&sandbox);
-    let _stack = Stack(stack.clone());
-    let mut images = Images(Vec::new());
-    let suffix = support::unique_name("v");
-    let [a, b] = ["a", "b"].map(|name| format!("{name}{suffix}"));
-    let host = registry.host();
-    docker_login(&sandbox, &registry);
-    let image_a = app_image(&sandbox, &registry, &a, &mut images);
-    derive(&image_a, &format!("{host}/todobackend:{b}"), &format!("LABEL version={b}"), &mut images);
-    for version in [&a, &b] {
-        push(&sandbox, &format!("{host}/todobackend:{version}"));
-    }
-    let at = |version: &str| sandbox.clone_with(&[("APP_VERSION", version)]);
-    at(&a).xtask(&["deploy", "--no-login", "--timeout", "3m"]).assert_success();
+    let mut app = PushedApp::start();
+    let (a, b) = (app.version.clone(), app.version_named("b"));
+    app.derive(&b, &format!("LABEL version={b}"));
+    let (sandbox, stack) = (&app.sandbox, app.stack.clone());
+    let at = |version: &str| app.at(version);
+    app.deploy(&a).assert_success();
     let spawn = |version: &str| {
         at(version)
-            .command_in(&sandbox.root, &["deploy", "--no-login", "--timeout", "3m"])
+            .command(&["deploy", "--no-login", "--timeout", "3m"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -599,16 +526,16 @@ fn an_interrupt_during_the_database_job_removes_it_and_one_after_the_stack_chang
     // still (SIGSTOP) as soon as its service exists, so the signal comes
     // while it is there.
     let deploy = spawn(&b);
-    wait_for("the database job", Duration::from_secs(120), || !job_services(&stack).is_empty());
+    wait_until("the database job", Duration::from_secs(120), || !job_services(&stack).is_empty());
     signal(deploy.id(), "-STOP");
     signal(deploy.id(), "-INT");
     signal(deploy.id(), "-CONT");
-    let out = run_of(deploy.wait_with_output().expect("the deploy ends"));
+    let out = Run::of(deploy.wait_with_output().expect("the deploy ends"));
     assert_eq!(out.status.code(), Some(130), "{}", out.stderr);
     let said = out.stderr.lines().find(|line| line.starts_with("interrupted by SIGINT")).unwrap_or_default();
     assert!(
         said.contains("released the deploy lock")
-            && said.contains(&format!("removed the database job {stack}_xtask_"))
+            && said.contains(&format!("removed the database job {}", job_prefix(&stack)))
             && said.contains(&format!("stack {stack} was not changed")),
         "{}",
         out.stderr
@@ -616,7 +543,7 @@ fn an_interrupt_during_the_database_job_removes_it_and_one_after_the_stack_chang
     assert_eq!(job_services(&stack), "", "the job service outlived the interrupt");
     assert_eq!(job_containers(&stack), Vec::<String>::new(), "the job's container outlived the interrupt");
     assert!(!lock_exists(&stack));
-    assert!(support::swarm::spec_image(&stack, "app").ends_with(&format!(":{a}")), "the app was changed");
+    assert!(app.spec_image("app").ends_with(&format!(":{a}")), "the app was changed");
     let listed = sandbox.xtask(&["history", "--json"]);
     let entries: serde_json::Value = serde_json::from_str(&listed.stdout).expect("history --json");
     assert_eq!(entries[0]["version"], a.as_str(), "an unchanged stack got a history entry: {entries}");
@@ -624,11 +551,11 @@ fn an_interrupt_during_the_database_job_removes_it_and_one_after_the_stack_chang
     // SIGTERM once the stack has changed (the jobs run first on B): the
     // history records the deploy as interrupted, and says the stack changed.
     let deploy = spawn(&b);
-    wait_for("the jobs of B on the stack", Duration::from_secs(180), || {
-        support::swarm::spec_image(&stack, "migrate").ends_with(&format!(":{b}"))
+    wait_until("the jobs of B on the stack", Duration::from_secs(180), || {
+        app.spec_image("migrate").ends_with(&format!(":{b}"))
     });
     signal(deploy.id(), "-TERM");
-    let out = run_of(deploy.wait_with_output().expect("the deploy ends"));
+    let out = Run::of(deploy.wait_with_output().expect("the deploy ends"));
     assert_eq!(out.status.code(), Some(143), "{}", out.stderr);
     let said = out.stderr.lines().find(|line| line.starts_with("interrupted by SIGTERM")).unwrap_or_default();
     assert!(

@@ -6,11 +6,8 @@ mod support;
 
 use std::path::PathBuf;
 
-use support::swarm::{
-    Stack, answers, app_image, derive, docker_login, docker_ok, error_text, label_the_node, push, stack_name,
-    swarm_lock,
-};
-use support::{Images, Moto, Registry, Sandbox};
+use support::app::PushedApp;
+use support::swarm::{Stack, answers, docker_ok};
 
 /// A `delivery.NAME.yml` at the project root for the test's environment
 /// (the settings files live there, beside delivery.yml), removed when dropped.
@@ -18,7 +15,7 @@ struct EnvironmentFile(PathBuf);
 
 impl EnvironmentFile {
     fn write(name: &str, text: &str) -> EnvironmentFile {
-        let path = support::project_root().join(format!("delivery.{name}.yml"));
+        let path = xtask_test_support::project_root().join(format!("delivery.{name}.yml"));
         std::fs::write(&path, text).expect("write the environment's settings file");
         EnvironmentFile(path)
     }
@@ -32,26 +29,23 @@ impl Drop for EnvironmentFile {
 
 #[test]
 fn an_unknown_environment_is_refused_naming_the_known_ones() {
-    let run = Sandbox::new().xtask(&["status", "--env", "nosuchenv"]);
+    let run = support::sandbox().xtask(&["status", "--env", "nosuchenv"]);
     run.assert_failure();
-    let error = error_text(&run);
+    let error = run.error_text();
     assert!(error.contains("unknown environment \"nosuchenv\""), "{}", run.stderr);
     assert!(error.contains("staging") && error.contains("production"), "{}", run.stderr);
-    let run = Sandbox::new().with_env("XTASK_ENV", "nosuchenv").xtask(&["history"]);
-    assert!(error_text(&run).contains("unknown environment \"nosuchenv\""), "{}", run.stderr);
+    let run = support::sandbox().with_env("XTASK_ENV", "nosuchenv").xtask(&["history"]);
+    assert!(run.error_text().contains("unknown environment \"nosuchenv\""), "{}", run.stderr);
 }
 
 #[test]
 fn a_second_environment_is_a_stack_of_its_own_with_its_history_status_and_lock() {
-    let _lock = swarm_lock();
-    label_the_node();
-    let registry = Registry::start_for_ecr();
-    let moto = Moto::start();
-    let (port, staging_port) = (support::free_port(), support::free_port());
-    let sandbox = support::swarm::stack_sandbox(&moto, &registry, port);
-    let stack = stack_name(&sandbox);
-    let _stack = Stack(stack.clone());
-    let env_name = support::unique_name("env");
+    let mut app = PushedApp::start();
+    let (a, b) = (app.version.clone(), app.version_named("b"));
+    app.derive(&b, &format!("LABEL version={b}"));
+    let (sandbox, stack, port) = (&app.sandbox, app.stack.clone(), app.port);
+    let staging_port = xtask_test_support::free_port();
+    let env_name = xtask_test_support::unique_name("env");
     let staging_stack = format!("{env_name}stack");
     let _staging_stack = Stack(staging_stack.clone());
     // The stack and the published port come from the environment's file.
@@ -59,15 +53,6 @@ fn a_second_environment_is_a_stack_of_its_own_with_its_history_status_and_lock()
         &env_name,
         &format!("stack: {staging_stack}\nvariables:\n  APP_PUBLISHED_PORT: {staging_port}\n"),
     );
-    let mut images = Images(Vec::new());
-    let suffix = support::unique_name("v");
-    let (a, b) = (format!("a{suffix}"), format!("b{suffix}"));
-    docker_login(&sandbox, &registry);
-    let image_a = app_image(&sandbox, &registry, &a, &mut images);
-    let image_b = format!("{}/todobackend:{b}", registry.host());
-    derive(&image_a, &image_b, &format!("LABEL version={b}"), &mut images);
-    push(&sandbox, &image_a);
-    push(&sandbox, &image_b);
 
     let first = sandbox.clone_with(&[("APP_VERSION", &a)]);
     first.xtask(&["deploy", "--no-login", "--timeout", "3m"]).assert_success();
@@ -104,10 +89,11 @@ fn a_second_environment_is_a_stack_of_its_own_with_its_history_status_and_lock()
     });
     let lock_file = tempfile::NamedTempFile::new().expect("lock file");
     std::fs::write(lock_file.path(), holder.to_string()).expect("write lock");
-    docker_ok(&["config", "create", &format!("{stack}_deploy_lock"), &lock_file.path().display().to_string()]);
+    let lock = xtask_cloud::records::lock_name(&stack);
+    docker_ok(&["config", "create", &lock, &lock_file.path().display().to_string()]);
     let blocked = first.xtask(&["deploy", "--no-login"]);
     assert_eq!(blocked.status.code(), Some(75), "{}", blocked.stderr);
     let free = staging.xtask(&["deploy", "--env", &env_name, "--no-login", "--timeout", "3m"]);
     free.assert_success();
-    docker_ok(&["config", "rm", &format!("{stack}_deploy_lock")]);
+    docker_ok(&["config", "rm", &lock]);
 }

@@ -5,27 +5,16 @@
 
 mod support;
 
-use support::swarm::{Stack, docker_login, error_text, label_the_node, push, stack_exists, stack_name, swarm_lock};
-use support::{Images, Moto, Registry};
+use support::app::{AppImage, PushedApp};
 
 #[test]
 fn an_unknown_key_and_a_bad_stack_name_are_refused_before_any_job_runs() {
-    let _lock = swarm_lock();
-    label_the_node();
-    let registry = Registry::start_for_ecr();
-    let moto = Moto::start();
-    let sandbox = support::swarm::stack_sandbox(&moto, &registry, support::free_port());
-    let stack = stack_name(&sandbox);
-    let _stack = Stack(stack.clone());
-    let version = support::unique_name("v");
-    let tag = format!("{}/todobackend:{version}", registry.host());
     // The image is in the registry, so only the stack file stands between
     // this deploy and its jobs.
-    let _images = Images::build_scratch(&tag, &version);
-    docker_login(&sandbox, &registry);
-    push(&sandbox, &tag);
+    let app = PushedApp::start_with(AppImage::Scratch);
+    let (sandbox, version) = (&app.sandbox, app.version.clone());
 
-    let text = std::fs::read_to_string(support::project_root().join("stack.single-node.yml"))
+    let text = std::fs::read_to_string(xtask_test_support::project_root().join("stack.single-node.yml"))
         .expect("read stack.single-node.yml");
     let with_typo = text.replacen("    command: [\"serve\"]\n", "    comand: [\"x\"]\n", 1);
     assert_ne!(with_typo, text, "stack.single-node.yml has no `command: [\"serve\"]` line to misspell");
@@ -37,10 +26,10 @@ fn an_unknown_key_and_a_bad_stack_name_are_refused_before_any_job_runs() {
     for args in [&["deploy", "--no-login", "--dry-run"][..], &["deploy", "--no-login", "--timeout", "1m"]] {
         let refused = bad.xtask(args);
         refused.assert_failure();
-        let error = error_text(&refused);
+        let error = refused.error_text();
         assert!(error.contains("services.app.comand") && error.contains(&format!("line {line}")), "{args:?}: {error}");
         assert_eq!(error.lines().count(), 1, "{error}");
-        assert!(!stack_exists(&stack), "{args:?}: something ran on the swarm although the stack file is refused");
+        assert!(!app.stack_exists(), "{args:?}: something ran on the swarm although the stack file is refused");
     }
 
     // Refused before the lock (a swarm config named after the stack).
@@ -48,7 +37,7 @@ fn an_unknown_key_and_a_bad_stack_name_are_refused_before_any_job_runs() {
     for args in [&["deploy", "--no-login", "--dry-run"][..], &["deploy", "--no-login"], &["rollback", "--no-login"]] {
         let refused = bad_name.xtask(args);
         refused.assert_failure();
-        let error = error_text(&refused);
+        let error = refused.error_text();
         assert!(error.contains("\"a b\"") && error.contains("STACK_NAME"), "{args:?}: {error}");
         assert!(!refused.stdout.contains("api:"), "{args:?}: {}", refused.stdout);
     }
@@ -60,8 +49,8 @@ fn an_unknown_key_and_a_bad_stack_name_are_refused_before_any_job_runs() {
         sandbox.clone_with(&[("APP_VERSION", &version), ("DOCKER_CONFIG", &empty_config.path().display().to_string())]);
     let refused = unlogged.xtask(&["deploy", "--no-login"]);
     refused.assert_failure();
-    let error = error_text(&refused);
+    let error = refused.error_text();
     assert!(error.contains("stores none for") && error.contains("cargo xtask login"), "{error}");
     assert!(!error.contains("ECR credential"), "{error}");
-    assert!(!stack_exists(&stack));
+    assert!(!app.stack_exists());
 }

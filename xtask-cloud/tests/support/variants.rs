@@ -6,9 +6,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{Images, Registry, Sandbox};
+use xtask_test_support::http::{http, request};
+use xtask_test_support::sandbox::Sandbox;
+use xtask_test_support::{project_root, target_dir, wait_until};
+
+use crate::support::images::Images;
+use crate::support::registry::Registry;
 
 /// A migration a test adds to the checkout's own: numbered after them, so
 /// that a migration a user adds keeps the tests green, and touching only
@@ -33,7 +38,7 @@ impl Added {
 
 /// The number of the checkout's newest migration.
 fn newest_migration_number() -> u32 {
-    let dir = super::project_root().join("todobackend/migrations");
+    let dir = project_root().join("todobackend/migrations");
     std::fs::read_dir(&dir)
         .expect("the checkout's migrations")
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
@@ -68,7 +73,7 @@ pub fn renaming() -> Added {
 /// The checkout's files (tracked, and new ones not ignored) copied to `dir`,
 /// with `migrations` added to the service.
 pub fn copy_checkout(dir: &Path, migrations: &[&Added]) {
-    let root = super::project_root();
+    let root = project_root();
     let listed = Command::new("git")
         .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
         .current_dir(&root)
@@ -102,9 +107,7 @@ pub fn copy_checkout(dir: &Path, migrations: &[&Added]) {
 }
 
 pub fn variants_dir() -> PathBuf {
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| super::project_root().join("target"));
-    target.join("variants")
+    target_dir().join("variants")
 }
 
 /// A real image of the service with `migrations` added, tagged `version`.
@@ -134,7 +137,7 @@ pub fn variant_image(
 
 /// The todos' titles the deployed app serves, sorted.
 pub fn titles(port: u16) -> Vec<String> {
-    let response = super::http(&format!("http://127.0.0.1:{port}/todos"), "GET", None, &[]).expect("GET /todos");
+    let response = http(&format!("http://127.0.0.1:{port}/todos"), "GET", &[]).expect("GET /todos");
     assert_eq!(response.status, 200, "GET /todos: {}", response.body);
     let todos: serde_json::Value = serde_json::from_str(&response.body).expect("a JSON list of todos");
     let mut titles: Vec<String> = todos
@@ -149,18 +152,15 @@ pub fn titles(port: u16) -> Vec<String> {
 
 pub fn add_todo(port: u16, title: &str) {
     let body = format!("{{\"title\": \"{title}\"}}");
-    let response =
-        super::request(&format!("http://127.0.0.1:{port}/todos"), "POST", None, &[], Some(&body)).expect("POST /todos");
+    let response = request(&format!("http://127.0.0.1:{port}/todos"), "POST", &[], Some(&body)).expect("POST /todos");
     assert_eq!(response.status, 201, "POST /todos: {}", response.body);
 }
 
 /// Wait until the app answers on `port` (after a rollback the old task starts again).
 pub fn wait_for_app(port: u16) {
-    let start = Instant::now();
-    while !super::swarm::answers(port) {
-        assert!(start.elapsed() < Duration::from_secs(60), "the app does not answer on port {port}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until(&format!("the app answering on port {port}"), Duration::from_secs(60), || {
+        crate::support::swarm::answers(port)
+    });
 }
 
 pub fn history(sandbox: &Sandbox) -> Vec<serde_json::Value> {
@@ -173,5 +173,5 @@ pub fn history(sandbox: &Sandbox) -> Vec<serde_json::Value> {
 /// Whether `name` is one of the checkout's own migrations (an earlier
 /// run's added ones are not).
 fn support_tracked(name: &str) -> bool {
-    super::project_root().join("todobackend/migrations").join(name).is_file()
+    project_root().join("todobackend/migrations").join(name).is_file()
 }

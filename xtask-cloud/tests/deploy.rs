@@ -8,69 +8,59 @@
 //! Swarm tests hold one lock: they never run at the same time. Each uses its
 //! own stack (the sandbox's STACK_NAME), removes it at the end and waits
 //! until its network is gone, and removes the images it made.
-//!
-//! These are `xtask-cloud`'s tests, yet they live under `xtask/tests`: only
-//! here does a test run `cargo xtask` as a user does, the light binary first,
-//! which hands the task over to `xtask-cloud` (the real hand-over, with its
-//! command line, environment and exit code).
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::swarm::{
-    Stack, answers, app_image, derive, docker, docker_login, docker_ok, error_text, label_the_node, push,
-    running_app_images, spec_image, stack_exists, stack_name, swarm_lock,
-};
-use support::{Images, Moto, Registry, Sandbox};
+use support::app::PushedApp;
+use support::registry::Registry;
+use support::swarm::{docker, docker_login, docker_ok, running_app_images, stack_exists, stack_file_jobs, swarm_lock};
 
 #[test]
 fn deploy_converges_updates_rolls_back_and_reports_failures() {
-    let _lock = swarm_lock();
-    label_the_node();
-    let registry = Registry::start_for_ecr();
-    let moto = Moto::start();
-    let port = support::free_port();
-    let sandbox = support::swarm::stack_sandbox(&moto, &registry, port);
-    let stack = stack_name(&sandbox);
-    let _stack = Stack(stack.clone());
-    let mut images = Images(Vec::new());
-    let suffix = support::unique_name("v");
-    let (a, b, crash, bad_migrate) =
-        (format!("a{suffix}"), format!("b{suffix}"), format!("crash{suffix}"), format!("mig{suffix}"));
-
-    docker_login(&sandbox, &registry);
-    let image_a = app_image(&sandbox, &registry, &a, &mut images);
-    let host = registry.host();
-    derive(&image_a, &format!("{host}/todobackend:{b}"), &format!("LABEL version={b}"), &mut images);
-    derive(&image_a, &format!("{host}/todobackend:{crash}"), "ENV TODOBACKEND_LISTEN=not-an-address", &mut images);
-    derive(&image_a, &format!("{host}/todobackend:{bad_migrate}"), "ENV TODOBACKEND_DB=/nonexistent/x.db", &mut images);
-    for version in [&a, &b, &crash, &bad_migrate] {
-        push(&sandbox, &format!("{host}/todobackend:{version}"));
-    }
+    let mut app = PushedApp::start();
+    let a = app.version.clone();
+    let [b, crash, bad_migrate] = ["b", "crash", "mig"].map(|name| app.version_named(name));
+    app.derive(&b, &format!("LABEL version={b}"));
+    app.derive(&crash, "ENV TODOBACKEND_LISTEN=not-an-address");
+    app.derive(&bad_migrate, "ENV TODOBACKEND_DB=/nonexistent/x.db");
     // From here on the credential comes from `login` (moto's token is the
     // registry's password).
-    assert!(sandbox.docker(&["logout", &host]).success());
-    let at = |version: &str| sandbox.clone_with(&[("APP_VERSION", version)]);
+    assert!(app.sandbox.docker(&["logout", &app.registry.host()]).success());
 
-    // An image that is not in the registry: refused before the swarm changes.
+    a_missing_image_and_a_dry_run_leave_the_swarm_alone(&app, &a);
+    the_first_deploy_logs_in_runs_the_jobs_first_and_converges(&app, &a);
+    the_running_version_again_replaces_no_task(&app, &a);
+    a_rolling_update_shows_heartbeats_and_converges(&app, &b);
+    a_crashing_version_is_rolled_back_with_its_error_shown_first(&app, &crash, &b);
+    a_failed_migration_leaves_the_app_serving_and_status_names_it(&app, &bad_migrate, &b);
+    a_deploy_right_after_stack_rm_waits_for_the_old_network(&app, &b);
+}
+
+/// An image that is not in the registry: refused before the swarm changes.
+fn a_missing_image_and_a_dry_run_leave_the_swarm_alone(app: &PushedApp, a: &str) {
+    let stack = &app.stack;
+    let at = |version: &str| app.at(version);
     let missing = at("not-pushed").xtask(&["deploy"]);
     missing.assert_failure();
-    assert!(error_text(&missing).contains("not-pushed"), "{}", missing.stderr);
-    assert!(!stack_exists(&stack));
+    assert!(missing.error_text().contains("not-pushed"), "{}", missing.stderr);
+    assert!(!stack_exists(stack));
 
     // --dry-run: the plan, nothing deployed.
-    let dry = at(&a).xtask(&["deploy", "--dry-run"]);
+    let dry = at(a).xtask(&["deploy", "--dry-run"]);
     dry.assert_success();
     assert!(dry.stdout.contains("docker stack deploy --with-registry-auth -c"), "{}", dry.stdout);
-    // The hand-over to xtask-cloud keeps cargo's own lines out.
-    assert!(!dry.stderr.contains("Running `") && !dry.stderr.contains("Finished `"), "{}", dry.stderr);
-    assert!(!stack_exists(&stack), "a dry run deployed the stack");
+    assert!(!stack_exists(stack), "a dry run deployed the stack");
+}
 
-    // Version A, with a real login first: converges, the jobs completed.
-    let first = at(&a).xtask(&["deploy", "--timeout", "3m"]);
-    first.assert_success().assert_not_leaked(support::ECR_PASSWORD);
+/// Version A, with a real login first: converges, the jobs completed.
+fn the_first_deploy_logs_in_runs_the_jobs_first_and_converges(app: &PushedApp, a: &str) {
+    let (stack, port) = (&app.stack, app.port);
+    let at = |version: &str| app.at(version);
+    let first = at(a).xtask(&["deploy", "--timeout", "3m"]);
+    first.assert_success().assert_not_leaked(support::moto::ECR_PASSWORD);
     assert!(first.stderr.contains(&format!("Deploying version {a}...")), "{}", first.stderr);
     assert!(first.stderr.contains("==> login:"), "login did not run first:\n{}", first.stderr);
     assert!(first.stdout.contains(&format!("Version {a} is live")), "{}", first.stdout);
@@ -79,9 +69,10 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
         "{}",
         first.stdout
     );
-    assert!(answers(port), "version {a} does not answer on port {port}");
+    assert!(app.answers(), "version {a} does not answer on port {port}");
     // The jobs ran before the app: no app task failed on pending migrations.
-    assert!(first.stderr.contains("run the jobs first: collectstatic, migrate"), "{}", first.stderr);
+    let jobs = stack_file_jobs(&at(a)).join(", ");
+    assert!(first.stderr.contains(&format!("run the jobs first: {jobs}")), "{}", first.stderr);
     let app_tasks = docker_ok(&[
         "service",
         "ps",
@@ -96,7 +87,7 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
         "--rm",
         "--network",
         "host",
-        &image_a,
+        &app.image,
         "acceptance",
         "--url",
         &format!("http://127.0.0.1:{port}"),
@@ -107,31 +98,31 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
         String::from_utf8_lossy(&acceptance.stdout),
         String::from_utf8_lossy(&acceptance.stderr)
     );
+}
 
-    // The same version again: said so, and no task is replaced (no rollout).
+/// The same version again: said so, and no task is replaced (no rollout).
+fn the_running_version_again_replaces_no_task(app: &PushedApp, a: &str) {
+    let stack = &app.stack;
+    let at = |version: &str| app.at(version);
     let running_tasks = || {
-        let listed = support::swarm::docker_ok(&[
-            "service",
-            "ps",
-            "-q",
-            "--filter",
-            "desired-state=running",
-            &format!("{stack}_app"),
-        ]);
+        let listed = docker_ok(&["service", "ps", "-q", "--filter", "desired-state=running", &format!("{stack}_app")]);
         let mut ids: Vec<String> = listed.lines().map(str::to_owned).collect();
         ids.sort();
         ids
     };
     let before = running_tasks();
-    let again = at(&a).xtask(&["deploy", "--no-login"]);
+    let again = at(a).xtask(&["deploy", "--no-login"]);
     again.assert_success();
     assert!(again.stdout.contains("already running"), "{}", again.stdout);
     assert_eq!(running_tasks(), before, "re-deploying the running version replaced the app's tasks");
+}
 
-    // Version B: a rolling update, then B answers. A monitor of 15 s makes
-    // the update's last step a silence longer than the heartbeat's 10 s.
-    let update =
-        at(&b).clone_with(&[("APP_UPDATE_MONITOR", "15s")]).xtask(&["deploy", "--no-login", "--timeout", "3m"]);
+/// Version B: a rolling update, then B answers. A monitor of 15 s makes
+/// the update's last step a silence longer than the heartbeat's 10 s.
+fn a_rolling_update_shows_heartbeats_and_converges(app: &PushedApp, b: &str) {
+    let stack = &app.stack;
+    let at = |version: &str| app.at(version);
+    let update = at(b).clone_with(&[("APP_UPDATE_MONITOR", "15s")]).xtask(&["deploy", "--no-login", "--timeout", "3m"]);
     update.assert_success();
     // A log gets a heartbeat at least every 10 s while nothing changes,
     // saying how long it waited and for what.
@@ -142,17 +133,20 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
     );
     assert!(update.stderr.contains("app: updating"), "no rolling update seen:\n{}", update.stderr);
     assert!(update.stdout.contains(&format!("Version {b} is live")), "{}", update.stdout);
-    assert_eq!(running_app_images(&stack), [format!("{host}/todobackend:{b}")]);
-    assert!(answers(port), "version {b} does not answer");
+    assert_eq!(running_app_images(stack), [app.tag(b)]);
+    assert!(app.answers(), "version {b} does not answer");
+}
 
-    // A version whose app exits at start: fails, names the service, rolled back to B.
+/// A version whose app exits at start: fails, names the service, rolled back to B.
+fn a_crashing_version_is_rolled_back_with_its_error_shown_first(app: &PushedApp, crash: &str, b: &str) {
+    let at = |version: &str| app.at(version);
     let started = Instant::now();
-    let crashed = at(&crash).xtask(&["deploy", "--no-login", "--timeout", "150s"]);
+    let crashed = at(crash).xtask(&["deploy", "--no-login", "--timeout", "150s"]);
     crashed.assert_failure();
     // Exit 3: the stack changed, the new version is not live (README, exit codes).
     assert_eq!(crashed.status.code(), Some(3), "{}", crashed.stderr);
     assert!(started.elapsed() < Duration::from_secs(170), "took {:?}", started.elapsed());
-    let error = error_text(&crashed);
+    let error = crashed.error_text();
     assert!(error.contains("app:") && error.contains("rolled back"), "{}", crashed.stderr);
     assert!(crashed.stderr.contains("--- app: last log lines"), "{}", crashed.stderr);
     // The crashed task's own error comes before any healthy task's lines.
@@ -171,27 +165,26 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
         "raw stream bytes in the diagnosis:\n{:?}",
         crashed.stderr
     );
-    assert_eq!(spec_image(&stack, "app"), format!("{host}/todobackend:{b}"), "the swarm did not roll back to B");
-    support::wait_until("B answering after the rollback", Duration::from_secs(30), || answers(port));
+    assert_eq!(app.spec_image("app"), app.tag(b), "the swarm did not roll back to B");
+    xtask_test_support::wait_until("B answering after the rollback", Duration::from_secs(30), || app.answers());
+}
 
-    // A version whose migration fails: non-zero, naming migrate.
-    let migration = at(&bad_migrate).xtask(&["deploy", "--no-login", "--timeout", "150s"]);
+/// A version whose migration fails: non-zero, naming migrate.
+fn a_failed_migration_leaves_the_app_serving_and_status_names_it(app: &PushedApp, bad_migrate: &str, b: &str) {
+    let at = |version: &str| app.at(version);
+    let migration = at(bad_migrate).xtask(&["deploy", "--no-login", "--timeout", "150s"]);
     migration.assert_failure();
     assert_eq!(migration.status.code(), Some(3), "{}", migration.stderr);
-    let error = error_text(&migration);
+    let error = migration.error_text();
     assert!(error.contains("migrate: failed"), "{}", migration.stderr);
     // Only the job that failed is named: collectstatic completed.
     assert!(error.contains("migrate did not complete") && !error.contains("collectstatic and migrate"), "{error}");
     // The jobs run first: a failed migration leaves the app on B, answering.
     assert!(error.contains("the app was not updated"), "{error}");
-    assert_eq!(
-        spec_image(&stack, "app"),
-        format!("{host}/todobackend:{b}"),
-        "the app was updated despite the failed migration"
-    );
-    assert!(answers(port), "B does not answer after the failed migration");
+    assert_eq!(app.spec_image("app"), app.tag(b), "the app was updated despite the failed migration");
+    assert!(app.answers(), "B does not answer after the failed migration");
     // status calls the failed job failed, not by the swarm's update state.
-    let status = sandbox.xtask(&["status"]);
+    let status = app.sandbox.xtask(&["status"]);
     // Not converged has its own exit code (README, Command line).
     assert_eq!(status.status.code(), Some(3), "{}{}", status.stdout, status.stderr);
     assert!(
@@ -199,12 +192,16 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
         "{}",
         status.stdout
     );
-    assert!(error_text(&status).contains("migrate (failed)"), "{}", status.stderr);
+    assert!(status.error_text().contains("migrate (failed)"), "{}", status.stderr);
+}
 
-    // Right after `docker stack rm`, deploying the same stack waits for the
-    // old network to go instead of failing.
-    docker_ok(&["stack", "rm", &stack]);
-    let redeploy = at(&b).xtask(&["deploy", "--no-login", "--detach"]);
+/// Right after `docker stack rm`, deploying the same stack waits for the
+/// old network to go instead of failing.
+fn a_deploy_right_after_stack_rm_waits_for_the_old_network(app: &PushedApp, b: &str) {
+    let stack = &app.stack;
+    let at = |version: &str| app.at(version);
+    docker_ok(&["stack", "rm", stack]);
+    let redeploy = at(b).xtask(&["deploy", "--no-login", "--detach"]);
     redeploy.assert_success();
     assert!(redeploy.stdout.contains("not waiting (--detach)"), "{}", redeploy.stdout);
 }
@@ -212,8 +209,8 @@ fn deploy_converges_updates_rolls_back_and_reports_failures() {
 #[test]
 fn an_unset_variable_is_an_error_before_the_swarm_is_touched() {
     let _lock = swarm_lock();
-    let sandbox = Sandbox::new().with_env("APP_VERSION", "1").with_env("ECR_REGISTRY", "127.0.0.1:9");
-    let stack = stack_name(&sandbox);
+    let sandbox = support::sandbox().with_env("APP_VERSION", "1").with_env("ECR_REGISTRY", "127.0.0.1:9");
+    let stack = sandbox.stack_name();
     let file = sandbox.dir.path().join("stack.yml");
     std::fs::write(
         &file,
@@ -223,7 +220,7 @@ fn an_unset_variable_is_an_error_before_the_swarm_is_touched() {
     .unwrap();
     let run = sandbox.with_env("STACK_FILE", &file.display().to_string()).xtask(&["deploy", "--no-login"]);
     run.assert_failure();
-    let error = error_text(&run);
+    let error = run.error_text();
     assert_eq!(run.error_lines().len(), 1, "{}", run.stderr);
     assert!(error.contains("XTASK_TEST_UNSET_LEVEL") && error.contains("line 6"), "{error}");
     assert!(!run.stderr.contains("docker stack deploy"), "{}", run.stderr);
@@ -232,7 +229,7 @@ fn an_unset_variable_is_an_error_before_the_swarm_is_touched() {
 
 #[test]
 fn a_bad_timeout_is_a_one_line_error() {
-    let run = Sandbox::new().xtask(&["deploy", "--no-login", "--timeout", "soon"]);
+    let run = support::sandbox().xtask(&["deploy", "--no-login", "--timeout", "soon"]);
     run.assert_failure();
     assert!(run.stderr.contains("not a duration"), "{}", run.stderr);
 }
@@ -245,13 +242,13 @@ fn ci_with_a_failing_step_still_cleans_up_and_logs_out() {
     // build running in another test meanwhile has such an image for a moment.
     let _lock = swarm_lock();
     let registry = Registry::start_for_ecr();
-    let closed = support::free_port();
-    let sandbox = Sandbox::new()
-        .with_registry(&registry)
+    let closed = xtask_test_support::free_port();
+    let sandbox = support::sandbox()
+        .with_env("ECR_REGISTRY", &registry.host())
         .with_env("AWS_ENDPOINT_URL", &format!("http://127.0.0.1:{closed}"))
         .with_env("AWS_ACCESS_KEY_ID", "testing")
         .with_env("AWS_SECRET_ACCESS_KEY", "testing")
-        .with_env("AWS_REGION", support::REGION);
+        .with_env("AWS_REGION", support::moto::REGION);
     docker_login(&sandbox, &registry);
     let config = sandbox.docker_config().join("config.json");
     assert!(std::fs::read_to_string(&config).unwrap().contains(&registry.host()));
@@ -259,7 +256,7 @@ fn ci_with_a_failing_step_still_cleans_up_and_logs_out() {
 
     let run = sandbox.xtask(&["ci", "--version-file", &version_file.display().to_string()]);
     run.assert_failure();
-    assert!(error_text(&run).contains("login"), "the first failure is not the error:\n{}", run.stderr);
+    assert!(run.error_text().contains("login"), "the first failure is not the error:\n{}", run.stderr);
     for skipped in ["test", "release", "publish", "version"] {
         assert!(run.stderr.contains(&format!("==> ci: {skipped} skipped")), "{}", run.stderr);
     }
@@ -276,21 +273,14 @@ fn ci_cleans_up_after_sigterm() {
     let _lock = swarm_lock();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let sandbox = Sandbox::new()
+    let sandbox = support::sandbox()
         .with_env("ECR_REGISTRY", "127.0.0.1:9")
         .with_env("AWS_ENDPOINT_URL", &endpoint)
         .with_env("AWS_ACCESS_KEY_ID", "testing")
         .with_env("AWS_SECRET_ACCESS_KEY", "testing")
-        .with_env("AWS_REGION", support::REGION);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    cmd.args(["ci"]).current_dir(&sandbox.root).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    cmd.env_remove("GITHUB_ACTIONS")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
-    cmd.env("AWS_EC2_METADATA_DISABLED", "true").env_remove("AWS_PROFILE");
-    for (key, value) in &sandbox.env {
-        cmd.env(key, value);
-    }
+        .with_env("AWS_REGION", support::moto::REGION);
+    let mut cmd = sandbox.command(&["ci"]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("start xtask ci");
     // ci reads its stderr line by line, so the test can wait for the moment
     // the signal is taken, not guess it.
@@ -309,8 +299,7 @@ fn ci_cleans_up_after_sigterm() {
     // login has connected and waits for an answer that never comes (ci
     // catches signals before its first stage).
     let (held, _) = listener.accept().expect("login connects");
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(killed.success());
+    signal(child.id(), "-TERM");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -334,4 +323,9 @@ fn ci_cleans_up_after_sigterm() {
     assert!(error.contains("SIGTERM"), "{stderr}");
     // Interrupted: 128 + SIGTERM, as a shell reports it, after the cleanup.
     assert_eq!(status.code(), Some(143), "{stderr}");
+}
+
+fn signal(pid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill runs");
+    assert!(sent.success(), "kill {signal} {pid}");
 }

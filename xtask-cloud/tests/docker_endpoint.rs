@@ -2,22 +2,15 @@
 //! `DOCKER_HOST`, else the context (`DOCKER_CONTEXT`, else config.json's
 //! `currentContext`), else the default socket; the engine API and every
 //! docker command of a run use the same one.
-//!
-//! These are `xtask-cloud`'s tests, yet they live under `xtask/tests`: only
-//! here does a test run `cargo xtask` as a user does, the light binary first,
-//! which hands the task over to `xtask-cloud` (the real hand-over, with its
-//! command line, environment and exit code).
 
 mod support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::swarm::{
-    Stack, app_image, docker_login, error_text, label_the_node, push, stack_exists, stack_name, swarm_lock,
-};
-use support::{Images, Moto, Registry, Sandbox};
+use support::app::PushedApp;
+use xtask_test_support::sandbox::Sandbox;
 
 /// `docker context create NAME --docker host=HOST` in the sandbox's Docker config.
 fn create_context(sandbox: &Sandbox, name: &str, host: &str) {
@@ -27,75 +20,55 @@ fn create_context(sandbox: &Sandbox, name: &str, host: &str) {
 
 #[test]
 fn a_context_is_followed_and_docker_host_wins_over_it() {
-    let _lock = swarm_lock();
-    label_the_node();
-    let registry = Registry::start_for_ecr();
-    let moto = Moto::start();
-    let sandbox = support::swarm::stack_sandbox(&moto, &registry, support::free_port()).without_env("DOCKER_HOST");
-    let stack = stack_name(&sandbox);
-    let _stack = Stack(stack.clone());
-    let mut images = Images(Vec::new());
-    let version = support::unique_name("a");
-    docker_login(&sandbox, &registry);
-    let image = app_image(&sandbox, &registry, &version, &mut images);
-    push(&sandbox, &image);
+    let app = PushedApp::start();
+    let (sandbox, version) = (&app.sandbox, app.version.clone());
 
     // A context whose endpoint does not exist: the pre-flight fails, naming
     // the endpoint and the context.
-    create_context(&sandbox, "nowhere", "unix:///nonexistent/docker.sock");
+    create_context(sandbox, "nowhere", "unix:///nonexistent/docker.sock");
     let nowhere = sandbox.clone_with(&[("APP_VERSION", &version), ("DOCKER_CONTEXT", "nowhere")]);
     let dry = nowhere.xtask(&["deploy", "--no-login", "--dry-run"]);
     dry.assert_failure();
-    let error = error_text(&dry);
+    let error = dry.error_text();
     assert!(error.contains("unix:///nonexistent/docker.sock") && error.contains("context \"nowhere\""), "{error}");
 
     // DOCKER_HOST wins over the context.
     let host_wins = nowhere.clone_with(&[("DOCKER_HOST", "unix:///var/run/docker.sock")]);
     let dry = host_wins.xtask(&["deploy", "--no-login", "--dry-run"]);
     dry.assert_success();
-    assert!(!stack_exists(&stack), "a dry run deployed");
+    assert!(!app.stack_exists(), "a dry run deployed");
 
     // The current context of config.json, reaching the engine through
     // another path to its socket: a real deploy converges through it.
     let socket_dir = tempfile::tempdir().expect("temp dir");
     let socket = socket_dir.path().join("engine.sock");
     std::os::unix::fs::symlink("/var/run/docker.sock", &socket).expect("link the engine's socket");
-    create_context(&sandbox, "elsewhere", &format!("unix://{}", socket.display()));
+    create_context(sandbox, "elsewhere", &format!("unix://{}", socket.display()));
     let used = sandbox.docker(&["context", "use", "elsewhere"]);
     assert!(used.success(), "docker context use: {}", used.stderr);
-    let deployed = sandbox.clone_with(&[("APP_VERSION", &version)]).xtask(&["deploy", "--no-login", "--timeout", "3m"]);
+    let deployed = app.deploy(&version);
     deployed.assert_success();
     assert!(deployed.stdout.contains(&format!("Version {version} is live")), "{}", deployed.stdout);
     // The engine behind the context is this one.
-    assert!(stack_exists(&stack));
+    assert!(app.stack_exists());
 
     // And with the link gone, the same context fails: the run did go through it.
     std::fs::remove_file(&socket).expect("remove the link");
-    let gone = sandbox.clone_with(&[("APP_VERSION", &version)]).xtask(&["status"]);
+    let gone = app.at(&version).xtask(&["status"]);
     gone.assert_failure();
-    assert!(error_text(&gone).contains("context \"elsewhere\""), "{}", gone.stderr);
+    assert!(gone.error_text().contains("context \"elsewhere\""), "{}", gone.stderr);
 }
 
 #[test]
 fn a_deploy_converges_through_ssh_on_a_port_of_its_own() {
-    let _lock = swarm_lock();
-    label_the_node();
-    let registry = Registry::start_for_ecr();
-    let moto = Moto::start();
-    let sandbox = support::swarm::stack_sandbox(&moto, &registry, support::free_port()).without_env("DOCKER_HOST");
-    let stack = stack_name(&sandbox);
-    let _stack = Stack(stack.clone());
-    let mut images = Images(Vec::new());
-    let version = support::unique_name("a");
-    docker_login(&sandbox, &registry);
-    let image = app_image(&sandbox, &registry, &version, &mut images);
-    push(&sandbox, &image);
+    let app = PushedApp::start();
+    let version = app.version.clone();
 
     // DOCKER_HOST=ssh://root@127.0.0.1:PORT, Debian's sshd on a loopback port.
     let sshd = Sshd::start();
     let path = format!("{}:{}", sshd.bin_dir().display(), std::env::var("PATH").unwrap_or_default());
     let ssh_host = format!("ssh://root@127.0.0.1:{}", sshd.port);
-    let run = sandbox.clone_with(&[("DOCKER_HOST", &ssh_host), ("PATH", &path), ("APP_VERSION", &version)]).xtask(&[
+    let run = app.at(&version).clone_with(&[("DOCKER_HOST", &ssh_host), ("PATH", &path)]).xtask(&[
         "deploy",
         "--no-login",
         "--timeout",
@@ -103,35 +76,9 @@ fn a_deploy_converges_through_ssh_on_a_port_of_its_own() {
     ]);
     run.assert_success();
     assert!(run.stdout.contains(&format!("Version {version} is live")), "{}", run.stdout);
-    assert!(stack_exists(&stack));
+    assert!(app.stack_exists());
     // The engine API (dial-stdio) and the CLI (stack deploy) both logged in.
     assert!(sshd.logins() >= 2, "not both the API and the CLI went through sshd:\n{}", sshd.log());
-}
-
-/// With no engine behind the endpoint, the light tasks that need one fail
-/// at once with the cloud tasks' line (endpoint, origin, what to do), before
-/// any compile or build.
-#[test]
-fn light_tasks_without_an_engine_fail_at_once_naming_the_endpoint() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    // A socket file nobody listens on: what a stopped engine leaves.
-    let socket = dir.path().join("dead.sock");
-    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind a socket"));
-    let host = format!("unix://{}", socket.display());
-    let sandbox = Sandbox::new().with_env("DOCKER_HOST", &host).with_env("ECR_REGISTRY", "127.0.0.1:9");
-    for task in ["release", "build", "clean"] {
-        let run = sandbox.xtask(&[task]);
-        run.assert_failure();
-        let error = error_text(&run);
-        assert!(error.contains(&format!("no Docker engine answers at {host} (DOCKER_HOST)")), "{task}: {error}");
-        assert_eq!(error.lines().count(), 1, "{task}: {error}");
-        assert!(
-            !run.stderr.contains("Compiling todobackend") && !run.stderr.contains("==> build:"),
-            "{task}: {}",
-            run.stderr
-        );
-        assert!(!run.stderr.contains("Cannot connect to the Docker daemon"), "{task}: {}", run.stderr);
-    }
 }
 
 /// An ssh endpoint that refuses the login: the advice is the ssh
@@ -141,10 +88,10 @@ fn an_ssh_endpoint_that_fails_points_to_the_ssh_connection() {
     let sshd = Sshd::start();
     let path = format!("{}:{}", sshd.bin_dir().display(), std::env::var("PATH").unwrap_or_default());
     let host = format!("ssh://nobody-{}@127.0.0.1:{}", std::process::id(), sshd.port);
-    let sandbox = Sandbox::new().with_env("DOCKER_HOST", &host).with_env("PATH", &path);
+    let sandbox = support::sandbox().with_env("DOCKER_HOST", &host).with_env("PATH", &path);
     let run = sandbox.xtask(&["history"]);
     run.assert_failure();
-    let error = error_text(&run);
+    let error = run.error_text();
     let check = format!("ssh -p {} nobody-{}@127.0.0.1 docker version", sshd.port, std::process::id());
     assert!(error.contains("check the ssh connection") && error.contains(&check), "{error}");
     assert!(!error.contains("systemctl"), "{error}");
@@ -193,7 +140,7 @@ impl Sshd {
         // sshd refuses to start without its privilege separation directory.
         std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
 
-        let port = support::free_port();
+        let port = xtask_test_support::free_port();
         let log = std::fs::File::create(d.join("sshd.log")).expect("sshd log");
         let opt = |value: String| ["-o".to_owned(), value];
         let child = Command::new(sshd)
@@ -210,11 +157,10 @@ impl Sshd {
             .spawn()
             .expect("start sshd");
         let sshd = Sshd { dir, port, child };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "sshd did not listen:\n{}", sshd.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let listening = xtask_test_support::poll_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(listening, "sshd did not listen:\n{}", sshd.log());
         sshd
     }
 

@@ -10,9 +10,9 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{require_docker, unique_name};
+use xtask_test_support::{require_docker, unique_name, wait_until};
 
 /// A container the test started, removed with its anonymous volumes when dropped.
 struct Container(String);
@@ -25,14 +25,6 @@ impl Drop for Container {
 
 fn docker(args: &[&str]) -> std::process::Output {
     Command::new("docker").args(args).stdin(Stdio::null()).output().expect("docker runs")
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ready() {
-        assert!(started.elapsed() < timeout, "{what} within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// `psql` in the container `name` over TCP to 127.0.0.1 as `user`, the
@@ -77,7 +69,7 @@ fn the_tests_postgres_image_starts_as_the_official_one_does() {
     ]);
     assert!(run.status.success(), "docker run {image}: {}", String::from_utf8_lossy(&run.stderr));
     let ready = || docker(&["exec", &name, "pg_isready", "-U", "todobackend", "-d", "todobackend"]).status.success();
-    wait_for("the server answers pg_isready", Duration::from_secs(60), ready);
+    wait_until("the server answers pg_isready", Duration::from_secs(60), ready);
 
     // The password is the file's content without its newline, over TCP.
     let who = psql(
@@ -102,7 +94,7 @@ fn the_tests_postgres_image_starts_as_the_official_one_does() {
     let created = psql(&name, "todobackend", &password, "create table kept (id int); insert into kept values (7)");
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
     assert!(docker(&["restart", &name]).status.success());
-    wait_for("the restarted server answers", Duration::from_secs(60), ready);
+    wait_until("the restarted server answers", Duration::from_secs(60), ready);
     let kept = psql(&name, "todobackend", &password, "select id from kept");
     assert_eq!(String::from_utf8_lossy(&kept.stdout).trim(), "7", "{}", String::from_utf8_lossy(&kept.stderr));
     let logs = docker(&["logs", &name]);
@@ -132,14 +124,16 @@ fn the_mirror_is_read_from_both_forms_of_apt_sources() {
 
 use std::io::Write;
 
+use support::images::Images;
+use support::moto::Moto;
+use support::registry::Registry;
 use support::swarm::{
-    Stack, app_image, derive, docker_login, docker_ok, error_text, label_the_node, push, spec_image, stack_exists,
-    stack_name, swarm_lock,
+    Stack, app_image, docker_login, docker_ok, label_the_node, push, spec_image, stack_exists, swarm_lock,
 };
 use support::variants::{
     ADDED_COLUMN, Added, add_todo, additive, breaking, history, titles, variant_image, wait_for_app,
 };
-use support::{Images, Moto, Registry, Run, Sandbox};
+use xtask_test_support::sandbox::{Run, Sandbox};
 
 /// Removes a swarm secret when dropped (after the stack that uses it).
 struct Secret(String);
@@ -173,14 +167,14 @@ impl PgStack {
         let local_db_image = support::postgres::image();
         let registry = Registry::start_for_ecr();
         let moto = Moto::start();
-        let port = support::free_port();
+        let port = xtask_test_support::free_port();
         let host = registry.host();
         // Pushed like any other image: every node pulls it from the
         // registry, and pre-flight checks it there.
         let db_image = format!("{host}/postgres:15");
         let secret = unique_name("todobackend_db_password");
         let sandbox = support::swarm::postgres_stack_sandbox(&moto, &registry, port, &db_image, &secret);
-        let stack = Stack(stack_name(&sandbox));
+        let stack = Stack(sandbox.stack_name());
         let mut images = Images(Vec::new());
         docker_login(&sandbox, &registry);
         docker_ok(&["tag", &local_db_image, &db_image]);
@@ -244,7 +238,7 @@ impl PgStack {
     /// `derive` from `base` with `lines`, pushed.
     fn derived(&mut self, base: &str, version: &str, lines: &str) -> String {
         let tag = format!("{}/todobackend:{version}", self.registry.host());
-        derive(base, &tag, lines, &mut self.images);
+        self.images.derive(base, &tag, lines);
         push(&self.sandbox, &tag);
         tag
     }
@@ -293,7 +287,7 @@ fn a_fresh_postgres_stack_deploys_after_secret_create_and_keeps_the_password_out
     for args in [&["deploy", "--no-login", "--dry-run"][..], &["deploy", "--no-login"]] {
         let refused = fixture.at(&fixture.a).xtask(args);
         refused.assert_failure();
-        let error = error_text(&refused);
+        let error = refused.error_text();
         assert!(error.contains(&format!("cargo xtask secret create {secret}")), "{args:?}: {error}");
         assert!(!stack_exists(&stack), "{args:?}: the swarm was touched");
     }
@@ -336,7 +330,8 @@ fn a_fresh_postgres_stack_deploys_after_secret_create_and_keeps_the_password_out
     add_todo(port, "kept in PostgreSQL");
     assert_eq!(fixture.sql("select title from todos where title = 'kept in PostgreSQL'"), "kept in PostgreSQL");
     // Static files come from the binary: no volume, no collectstatic.
-    let style = support::http(&format!("http://127.0.0.1:{port}/static/style.css"), "GET", None, &[]).unwrap();
+    let style =
+        xtask_test_support::http::http(&format!("http://127.0.0.1:{port}/static/style.css"), "GET", &[]).unwrap();
     assert_eq!(style.status, 200, "{}", style.body);
 
     // The app is not pinned: it spreads over the nodes, one replica a node
@@ -413,7 +408,7 @@ fn failed_releases_keep_serving_and_rollback_restores_on_postgres() {
     let crashed = fixture.deploy(&b_crash, &[]);
     crashed.assert_failure();
     assert!(crashed.stderr.contains(&format!("{}, all additive", additive.name())), "{}", crashed.stderr);
-    assert!(error_text(&crashed).contains("rolled back"), "{}", crashed.stderr);
+    assert!(crashed.error_text().contains("rolled back"), "{}", crashed.stderr);
     assert_eq!(spec_image(&stack, "app"), fixture.image_a, "the swarm did not roll back to A");
     wait_for_app(port);
     assert_eq!(titles(port), ["written under A"]);
@@ -436,13 +431,13 @@ fn failed_releases_keep_serving_and_rollback_restores_on_postgres() {
 
     let refused = fixture.deploy(&c, &[]);
     refused.assert_failure();
-    assert!(error_text(&refused).contains(breaking.name()), "{}", refused.stderr);
+    assert!(refused.error_text().contains(breaking.name()), "{}", refused.stderr);
     fixture.deploy(&c, &["--allow-breaking-migration"]).assert_success();
     add_todo(port, "written under C");
 
     let back_to_b = fixture.sandbox.xtask(&["rollback", "--no-login", "--to", &b]);
     back_to_b.assert_failure();
-    assert!(error_text(&back_to_b).contains("--restore-data"), "{}", back_to_b.stderr);
+    assert!(back_to_b.error_text().contains("--restore-data"), "{}", back_to_b.stderr);
     assert_eq!(spec_image(&stack, "app"), image_c, "a refused rollback changed the swarm");
     let restored = fixture.sandbox.xtask(&["rollback", "--no-login", "--to", &b, "--restore-data", "--timeout", "4m"]);
     restored.assert_success().assert_not_leaked(&fixture.password);
@@ -477,27 +472,28 @@ fn the_app_answers_503_while_the_database_is_away_and_recovers_without_a_restart
         std::thread::spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let url = format!("http://127.0.0.1:{port}/todos");
-                let status = match support::http(&url, "GET", None, &[]) {
+                let status = match xtask_test_support::http::http(&url, "GET", &[]) {
                     Ok(response) => response.status.to_string(),
                     Err(_) => "error".to_owned(),
                 };
                 seen.lock().unwrap().push(status);
+                // Pacing, not a wait: one request every 50 ms, until stopped.
                 std::thread::sleep(Duration::from_millis(50));
             }
         })
     };
     let answers = || seen.lock().unwrap().len();
-    wait_for("the client's first answers", Duration::from_secs(10), || answers() >= 5);
+    wait_until("the client's first answers", Duration::from_secs(10), || answers() >= 5);
     assert!(docker(&["kill", &db_before]).status.success(), "docker kill the db task");
     // The swarm starts a new db task (restart_policy any) ...
-    wait_for("a new db task", Duration::from_secs(120), || {
+    wait_until("a new db task", Duration::from_secs(120), || {
         let filter = format!("label=com.docker.swarm.service.name={}_db", fixture.name());
         let ids = docker_ok(&["ps", "--quiet", "--filter", &filter]);
         ids.lines().any(|id| id != db_before)
     });
     // ... and the client gets 200 again, without anyone touching the app.
     let healthy_again = |seen: &[String]| seen.iter().rev().take(10).filter(|status| *status == "200").count() == 10;
-    wait_for("ten 200s in a row after the database came back", Duration::from_secs(120), || {
+    wait_until("ten 200s in a row after the database came back", Duration::from_secs(120), || {
         let seen = seen.lock().unwrap();
         seen.iter().any(|status| status == "503") && healthy_again(&seen)
     });
@@ -537,7 +533,8 @@ fn the_app_answers_503_while_the_database_is_away_and_recovers_without_a_restart
 
 /// The todos the app serves, as (id, title), sorted by id.
 fn todos(port: u16) -> Vec<(i64, String)> {
-    let response = support::http(&format!("http://127.0.0.1:{port}/todos"), "GET", None, &[]).expect("GET /todos");
+    let response =
+        xtask_test_support::http::http(&format!("http://127.0.0.1:{port}/todos"), "GET", &[]).expect("GET /todos");
     assert_eq!(response.status, 200, "GET /todos: {}", response.body);
     let list: serde_json::Value = serde_json::from_str(&response.body).expect("a JSON list");
     let mut todos: Vec<(i64, String)> = list
@@ -560,7 +557,7 @@ fn the_single_node_stack_moves_to_postgres_with_every_todo_and_its_id() {
     let _lock = swarm_lock();
     let fixture = PgStack::new();
     let (stack, port, a) = (fixture.name().to_owned(), fixture.port, fixture.a.clone());
-    let single_node = support::project_root().join("stack.single-node.yml");
+    let single_node = xtask_test_support::project_root().join("stack.single-node.yml");
     let on_sqlite =
         fixture.sandbox.clone_with(&[("APP_VERSION", &a), ("STACK_FILE", &single_node.display().to_string())]);
     on_sqlite.xtask(&["deploy", "--no-login", "--timeout", "4m"]).assert_success();
@@ -570,7 +567,7 @@ fn the_single_node_stack_moves_to_postgres_with_every_todo_and_its_id() {
     }
     let deleted = todos(port).into_iter().find(|(_, title)| title == "deleted").expect("the todo to delete").0;
     let url = format!("http://127.0.0.1:{port}/todos/{deleted}");
-    assert_eq!(support::http(&url, "DELETE", None, &[]).expect("DELETE").status, 204);
+    assert_eq!(xtask_test_support::http::http(&url, "DELETE", &[]).expect("DELETE").status, 204);
     let before = todos(port);
     assert_eq!(before.len(), 2);
 

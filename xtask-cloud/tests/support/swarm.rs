@@ -1,0 +1,214 @@
+//! The local single-node swarm, shared by the tests that deploy: one at a
+//! time ([`swarm_lock`]), each with its own stack that [`Stack`] removes,
+//! with what the xtask keeps beside it (named as xtask-cloud names them).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use xtask_test_support::http::http;
+use xtask_test_support::sandbox::Sandbox;
+use xtask_test_support::{poll_until, project_root, require_swarm};
+
+use crate::support::moto::Moto;
+use crate::support::registry::Registry;
+
+static SWARM: Mutex<()> = Mutex::new(());
+
+/// The swarm for this test alone, until the guard is dropped.
+pub fn swarm_lock() -> MutexGuard<'static, ()> {
+    require_swarm();
+    SWARM.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker").args(args).stdin(Stdio::null()).output().expect("docker runs")
+}
+
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The label stack.yml's placement constraints ask for: the node of the data.
+pub const DATA_NODE_LABEL: &str = "todobackend.data";
+
+/// stack.yml places every service on the node labelled todobackend.data=true:
+/// label this single node (idempotent; the label stays, as a user's would).
+pub fn label_the_node() {
+    let node = docker_ok(&["info", "--format", "{{.Swarm.NodeID}}"]);
+    docker_ok(&["node", "update", "--label-add", &format!("{DATA_NODE_LABEL}=true"), &node]);
+}
+
+/// Docker's filter for what belongs to `stack` (services, networks, volumes).
+fn stack_filter(stack: &str) -> String {
+    format!("label=com.docker.stack.namespace={stack}")
+}
+
+pub fn stack_exists(name: &str) -> bool {
+    !docker_ok(&["service", "ls", "--quiet", "--filter", &stack_filter(name)]).is_empty()
+}
+
+/// The services of `stack`'s database jobs (`deploy`'s one-off services).
+pub fn job_services(stack: &str) -> String {
+    let filter = format!("label={}={stack}", xtask_cloud::deploy::job::JOB_LABEL);
+    docker_ok(&["service", "ls", "--quiet", "--filter", &filter])
+}
+
+/// Whether `stack`'s deploy lock is held (its swarm config exists).
+pub fn lock_exists(stack: &str) -> bool {
+    docker(&["config", "inspect", &xtask_cloud::records::lock_name(stack)]).status.success()
+}
+
+/// The jobs of the stack file `sandbox` deploys (its services that run to
+/// completion), in the order `deploy` names them: read with xtask-cloud's own
+/// reading of the file, so no test depends on which jobs the stack has.
+pub fn stack_file_jobs(sandbox: &Sandbox) -> Vec<String> {
+    let path = sandbox.env_value("STACK_FILE").expect("the sandbox names its stack file");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|err| panic!("read {path}: {err}"));
+    // The sandbox's variables; the file's defaults for the others.
+    let lookup = |name: &str| sandbox.env_value(name).map(str::to_owned);
+    let services = xtask_cloud::deploy::stackfile::load(path, &text, &lookup).expect("the stack file loads");
+    services.into_iter().filter(|service| service.one_shot).map(|service| service.name).collect()
+}
+
+/// Removes the stack when dropped and waits until its services and network are gone.
+pub struct Stack(pub String);
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let stack = &self.0;
+        let _ = docker(&["stack", "rm", stack]);
+        let label = stack_filter(stack);
+        let listed = |what: &str| !docker(&[what, "ls", "--quiet", "--filter", &label]).stdout.is_empty();
+        poll_until(Duration::from_secs(90), || !listed("network") && !listed("service"));
+        // What the xtask keeps on the swarm beside the stack: its history,
+        // and a lock or a database job a killed run left.
+        let jobs = format!("label={}={stack}", xtask_cloud::deploy::job::JOB_LABEL);
+        for job in String::from_utf8_lossy(&docker(&["service", "ls", "--quiet", "--filter", &jobs]).stdout).lines() {
+            let _ = docker(&["service", "rm", job]);
+        }
+        let history = format!("label={}={stack}", xtask_cloud::records::HISTORY_LABEL);
+        for config in
+            String::from_utf8_lossy(&docker(&["config", "ls", "--quiet", "--filter", &history]).stdout).lines()
+        {
+            let _ = docker(&["config", "rm", config]);
+        }
+        let _ = docker(&["config", "rm", &xtask_cloud::records::lock_name(stack)]);
+        // The stack's volumes, once no container uses them.
+        let volumes = docker(&["volume", "ls", "--quiet", "--filter", &label]);
+        for volume in String::from_utf8_lossy(&volumes.stdout).lines() {
+            poll_until(Duration::from_secs(10), || docker(&["volume", "rm", volume]).status.success());
+        }
+    }
+}
+
+/// A sandbox that deploys a stack of its own to the local swarm: AWS at
+/// the emulator, the registry, the app published on `port` of this node
+/// (host mode: the swarm here has no routing mesh), one replica (a host
+/// port binds once per node) updated stop-first, short waits. The stack
+/// file is the single-node SQLite one, `stack.single-node.yml`: the tests
+/// of SQLite behaviour (backups on the data volume, restore) run there;
+/// [`postgres_stack_sandbox`] is the PostgreSQL stack.
+pub fn stack_sandbox(moto: &Moto, registry: &Registry, port: u16) -> Sandbox {
+    let single_node = project_root().join("stack.single-node.yml");
+    common_stack_sandbox(moto, registry, port).with_env("STACK_FILE", &single_node.display().to_string())
+}
+
+/// A sandbox that deploys the PostgreSQL stack, `stack.yml`, as
+/// [`stack_sandbox`] does the single-node one: `db` runs `db_image` (the
+/// tests' own, in `registry`), its password is the swarm secret
+/// `password_secret`, and at most one app replica runs per node (host
+/// mode).
+pub fn postgres_stack_sandbox(
+    moto: &Moto,
+    registry: &Registry,
+    port: u16,
+    db_image: &str,
+    password_secret: &str,
+) -> Sandbox {
+    common_stack_sandbox(moto, registry, port)
+        .with_env("STACK_FILE", &project_root().join("stack.yml").display().to_string())
+        .with_env("DB_IMAGE", db_image)
+        .with_env("DB_PASSWORD_SECRET", password_secret)
+        .with_env("APP_MAX_REPLICAS_PER_NODE", "1")
+}
+
+fn common_stack_sandbox(moto: &Moto, registry: &Registry, port: u16) -> Sandbox {
+    moto.sandbox(crate::support::sandbox())
+        .with_env("ECR_REGISTRY", &registry.host())
+        .with_env("APP_PUBLISH_MODE", "host")
+        .with_env("APP_UPDATE_ORDER", "stop-first")
+        .with_env("APP_PUBLISHED_PORT", &port.to_string())
+        .with_env("APP_REPLICAS", "1")
+        .with_env("APP_UPDATE_DELAY", "1s")
+        .with_env("APP_UPDATE_MONITOR", "5s")
+        .with_env("JOB_RESTART_DELAY", "1s")
+}
+
+/// `docker login` of the sandbox's Docker config, the password on stdin.
+pub fn docker_login(sandbox: &Sandbox, registry: &Registry) {
+    let mut child = Command::new("docker")
+        .args(["login", "--username", &registry.user, "--password-stdin", &registry.host()])
+        .env("DOCKER_CONFIG", sandbox.docker_config())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker login");
+    child.stdin.take().expect("stdin").write_all(registry.password().as_bytes()).expect("password");
+    let out = child.wait_with_output().expect("docker login runs");
+    assert!(out.status.success(), "docker login: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+pub fn push(sandbox: &Sandbox, tag: &str) {
+    let run = sandbox.docker(&["push", tag]);
+    assert!(run.success(), "docker push {tag}: {}", run.stderr);
+}
+
+/// `version` of the app in the registry's namespace, as a local image: the
+/// real release image built by `cargo xtask build`.
+pub fn app_image(
+    sandbox: &Sandbox,
+    registry: &Registry,
+    version: &str,
+    images: &mut crate::support::images::Images,
+) -> String {
+    let tag = format!("{}/todobackend:{version}", registry.host());
+    images.track(&tag);
+    images.track(&format!("{}/todobackend:latest", registry.host()));
+    let built = sandbox.clone_with(&[("APP_VERSION", version), ("ECR_REGISTRY", &registry.host())]).xtask(&["build"]);
+    built.assert_success();
+    tag
+}
+
+/// The app answers GET / with 200 on the host-mode port.
+pub fn answers(port: u16) -> bool {
+    http(&format!("http://127.0.0.1:{port}/"), "GET", &[]).is_ok_and(|response| response.status == 200)
+}
+
+/// The images of the app's running containers.
+pub fn running_app_images(stack: &str) -> Vec<String> {
+    let out = docker_ok(&[
+        "ps",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={stack}_app"),
+        "--format",
+        "{{.Image}}",
+    ]);
+    out.lines().map(|line| line.split('@').next().unwrap_or(line).to_owned()).collect()
+}
+
+/// The image `service`'s spec names, without its digest.
+pub fn spec_image(stack: &str, service: &str) -> String {
+    let image = docker_ok(&[
+        "service",
+        "inspect",
+        &format!("{stack}_{service}"),
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+    ]);
+    image.split('@').next().unwrap_or(&image).to_owned()
+}

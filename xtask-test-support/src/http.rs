@@ -1,0 +1,97 @@
+//! A minimal HTTP/1.1 client for the tests, and the network rule it keeps:
+//! it talks to loopback only, or to a private network a test of this
+//! process made and has not removed yet ([`admit_private_network`]).
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+    }
+}
+
+/// A request without a body to a loopback URL (`http://127.0.0.1:PORT/...`).
+pub fn http(url: &str, method: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+    request(url, method, headers, None)
+}
+
+/// [`http`] with a JSON request body.
+pub fn request(url: &str, method: &str, headers: &[(&str, &str)], body: Option<&str>) -> std::io::Result<Response> {
+    assert_loopback(url);
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let authority = authority.replace("localhost", "127.0.0.1");
+    let addr: SocketAddr = authority.parse().expect("IP:port authority");
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    for (key, value) in headers {
+        request.push_str(&format!("{key}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        request.push_str(&format!("Content-Length: {}\r\nContent-Type: application/json\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(body.unwrap_or(""));
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad HTTP answer from {url}")))?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        .collect();
+    Ok(Response { status, headers, body: body.to_owned() })
+}
+
+/// The private /24 networks (their first three bytes) that tests of this
+/// process made and have not removed yet: a multi-node harness's bridge.
+static PRIVATE_NETWORKS: Mutex<Vec<[u8; 3]>> = Mutex::new(Vec::new());
+
+fn private_networks() -> std::sync::MutexGuard<'static, Vec<[u8; 3]>> {
+    PRIVATE_NETWORKS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Let the tests talk to `network`.0/24, a network this process made (and
+/// routed nowhere), until [`withdraw_private_network`].
+pub fn admit_private_network(network: [u8; 3]) {
+    private_networks().push(network);
+}
+
+/// The network is gone: addresses on it are refused again.
+pub fn withdraw_private_network(network: [u8; 3]) {
+    private_networks().retain(|live| *live != network);
+}
+
+/// Whether `host` is an address on a network [`admit_private_network`] let in.
+pub fn is_admitted_private_address(host: &str) -> bool {
+    let Ok(ip) = host.parse::<Ipv4Addr>() else { return false };
+    let [a, b, c, _] = ip.octets();
+    private_networks().contains(&[a, b, c])
+}
+
+/// Panics unless `url` points at a loopback address, or into a private
+/// network a test of this process made: the hard network rule.
+pub fn assert_loopback(url: &str) {
+    let host = url.split("://").nth(1).unwrap_or(url).split(['/', ':']).next().unwrap_or("");
+    assert!(
+        host == "localhost" || host.starts_with("127.") || host == "[::1]" || is_admitted_private_address(host),
+        "{url} is not a loopback address"
+    );
+}
