@@ -137,7 +137,8 @@ impl Release<'_> {
         let mut entry = crate::history::entry(self.kind, version, &image, digest.as_deref(), commit, outcome);
         entry.detail = result.as_ref().err().map(|err| format!("{err:#}"));
         if matches!(outcome, Outcome::Converged | Outcome::FailedVerification) {
-            entry.verification = self.verification.recorded(outcome == Outcome::Converged);
+            let no_task = checked.app().is_some_and(|app| app.scaled_to_zero);
+            entry.verification = if no_task { None } else { self.verification.recorded(outcome == Outcome::Converged) };
         }
         if stack_deployed {
             entry.specs = crate::plan::drift::as_deployed(ctx, &checked.docker, &stack);
@@ -315,6 +316,12 @@ impl Release<'_> {
             live();
             return (Outcome::Converged, Ok(()), true);
         };
+        // `replicas: 0` (the app kept down on purpose): no task to verify.
+        if app.scaled_to_zero {
+            ctx.say(&format!("    {} runs no task (replicas: 0): nothing to verify", app.name));
+            live();
+            return (Outcome::Converged, Ok(()), true);
+        }
         let credentials = match data_node(ctx, checked) {
             Ok(node) => node.credentials,
             Err(err) => return (Outcome::Failed, Err(err), true),
