@@ -197,3 +197,62 @@ fn a_cloud_task_is_handed_over_with_its_output_and_exit_code() {
     assert!(run.error_text().contains("not deployed"), "{}", run.stderr);
     assert!(!run.stderr.contains("Running `") && !run.stderr.contains("Finished `"), "{}", run.stderr);
 }
+
+/// Every task the help lists is dispatched, under the name the help gives
+/// it: a dry run of each prints `[<task>]` when the runner enters it (after
+/// its prerequisites), whichever binary runs it, whatever the task then
+/// finds. Tasks that take a positional argument or a subcommand get the
+/// first value their help offers, so the list of tasks is the help's alone.
+#[test]
+fn every_task_the_help_lists_is_dispatched_under_its_name() {
+    // Nothing leaves loopback: no registry, AWS endpoint or metadata
+    // address but a closed local port (a dry run calls no API anyway).
+    let sandbox = support::sandbox()
+        .with_env("ECR_REGISTRY", "127.0.0.1:9")
+        .with_env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .with_env("AWS_EC2_METADATA_DISABLED", "true")
+        .with_env("AWS_ACCESS_KEY_ID", "test")
+        .with_env("AWS_SECRET_ACCESS_KEY", "test")
+        .with_env("AWS_REGION", "us-east-1");
+    let listed = |help: &str| -> Vec<String> {
+        let commands = help.split_once("Commands:\n").map(|(_, rest)| rest).unwrap_or_default();
+        commands
+            .lines()
+            .take_while(|line| line.starts_with("  "))
+            .filter_map(|line| line.split_whitespace().next())
+            .filter(|name| *name != "help")
+            .map(str::to_owned)
+            .collect()
+    };
+    let help = sandbox.xtask(&["--help"]);
+    let tasks = listed(&help.stdout);
+    assert!(tasks.len() > 1, "no tasks in the help:\n{}", help.stdout);
+    for task in tasks {
+        let mut argv = vec![task.clone()];
+        loop {
+            let mut help_argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            help_argv.push("--help");
+            let help = sandbox.xtask(&help_argv).stdout;
+            let usage = help.lines().find(|line| line.starts_with("Usage:")).unwrap_or_default().to_owned();
+            if let Some(sub) = listed(&help).into_iter().next().filter(|_| usage.contains("<COMMAND>")) {
+                argv.push(sub);
+                continue;
+            }
+            for _ in usage.matches(" <").filter(|_| !usage.contains("<COMMAND>")) {
+                let offered = help.split_once("[possible values: ").and_then(|(_, rest)| rest.split([',', ']']).next());
+                argv.push(offered.unwrap_or("x").to_owned());
+            }
+            break;
+        }
+        argv.push("--dry-run".to_owned());
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let run = sandbox.xtask(&argv);
+        assert!(
+            run.stdout.lines().any(|line| line == format!("[{task}]")),
+            "`cargo xtask {}` did not enter {task}:\n{}\n{}",
+            argv.join(" "),
+            run.stdout,
+            run.stderr
+        );
+    }
+}
