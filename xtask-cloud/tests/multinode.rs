@@ -520,17 +520,7 @@ fn push_postgres(swarm: &MultiNode, sandbox: &Sandbox) -> String {
 }
 
 fn create_secret(sandbox: &Sandbox, name: &str, value: &str) {
-    use std::io::Write;
-    let mut create = sandbox
-        .command_in(&sandbox.root, &["secret", "create", name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn secret create");
-    create.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write the value");
-    let out = create.wait_with_output().expect("secret create");
-    assert!(out.status.success(), "secret create: {}", String::from_utf8_lossy(&out.stderr));
+    sandbox.xtask_with_stdin(&["secret", "create", name], value).assert_success();
 }
 
 #[test]

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use support::app::PushedApp;
@@ -213,16 +212,8 @@ fn status_of_a_service_short_of_its_replicas_is_not_converged(app: &PushedApp) {
 fn of_two_deploys_at_once_one_runs_and_the_other_is_refused(app: &PushedApp, b: &str, commit_b: &str) {
     let sandbox = &app.sandbox;
     let stack = &app.stack;
-    let at = |version: &str| app.at(version);
     let history = || app.history();
-    let spawn = |version: &str| {
-        at(version)
-            .command(&["deploy", "--no-login", "--timeout", "3m"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn a deploy")
-    };
+    let spawn = |version: &str| app.spawn_deploy(version);
     let first = spawn(b);
     let second = spawn(b);
     let runs = [Run::of(first.wait_with_output().unwrap()), Run::of(second.wait_with_output().unwrap())];
@@ -247,12 +238,7 @@ fn a_killed_deploy_leaves_its_lock_until_unlock(app: &PushedApp, a: &str) {
     let sandbox = &app.sandbox;
     let stack = &app.stack;
     let at = |version: &str| app.at(version);
-    let mut killed = at(a)
-        .command(&["deploy", "--no-login", "--timeout", "3m"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn a deploy");
+    let mut killed = app.spawn_deploy(a);
     wait_until("the deploy takes the lock", Duration::from_secs(120), || lock_exists(stack));
     killed.kill().expect("SIGKILL the deploy");
     let _ = killed.wait();
@@ -275,7 +261,6 @@ fn a_killed_deploy_leaves_its_lock_until_unlock(app: &PushedApp, a: &str) {
 
 #[test]
 fn a_missing_external_secret_is_named_before_the_swarm_changes_and_secret_create_supplies_it() {
-    use std::io::Write;
     let secret = xtask_test_support::unique_name("dbpw");
     let value = xtask_test_support::unique_name("s3cret-value-");
     // Dropped after the stack that uses it.
@@ -304,27 +289,11 @@ fn a_missing_external_secret_is_named_before_the_swarm_changes_and_secret_create
     assert!(!app.stack_exists(), "the swarm was touched");
 
     // The value on stdin only.
-    let mut create = sandbox
-        .command(&["secret", "create", &secret])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn secret create");
-    create.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write the value");
-    let created = Run::of(create.wait_with_output().expect("secret create"));
+    let created = sandbox.xtask_with_stdin(&["secret", "create", &secret], &value);
     created.assert_success().assert_not_leaked(&value);
     assert!(created.stderr.contains(&format!("created the swarm secret {secret}")), "{}", created.stderr);
     // Secrets cannot change: a second create is refused, with the way out.
-    let mut again = sandbox
-        .command(&["secret", "create", &secret])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn secret create");
-    again.stdin.take().expect("stdin").write_all(b"another value").expect("write the value");
-    let again = Run::of(again.wait_with_output().expect("secret create again"));
+    let again = sandbox.xtask_with_stdin(&["secret", "create", &secret], "another value");
     again.assert_failure();
     assert!(again.error_text().contains("cannot change") && again.error_text().contains("_v2"), "{}", again.stderr);
 
@@ -376,13 +345,7 @@ fn sigterm_during_a_deploy_releases_the_lock_and_the_next_deploy_removes_a_left_
     let app = PushedApp::start();
     let (stack, version, image) = (app.stack.clone(), app.version.clone(), app.image.clone());
 
-    let deploy = app
-        .at(&version)
-        .command(&["deploy", "--no-login", "--timeout", "3m"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn a deploy");
+    let deploy = app.spawn_deploy(&version);
     // The signal comes once the deploy holds the lock.
     wait_until("the deploy takes the lock", Duration::from_secs(120), || lock_exists(&stack));
     signal(deploy.id(), "-TERM");
@@ -443,14 +406,7 @@ fn sigterm_during_a_deploy_releases_the_lock_and_the_next_deploy_removes_a_left_
 fn a_lock_taken_away_by_a_forced_unlock_is_never_removed_by_its_first_holder() {
     let app = PushedApp::start();
     let (sandbox, stack) = (&app.sandbox, app.stack.clone());
-    let at = app.at(&app.version);
-    let spawn = || {
-        at.command(&["deploy", "--no-login", "--timeout", "3m"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn a deploy")
-    };
+    let spawn = || app.spawn_deploy(&app.version);
     // Each deploy is held still (SIGSTOP) at the moment the test needs, so
     // the order of events is the test's, not the scheduler's.
     let first = spawn();
@@ -511,16 +467,8 @@ fn an_interrupt_during_the_database_job_removes_it_and_one_after_the_stack_chang
     let (a, b) = (app.version.clone(), app.version_named("b"));
     app.derive(&b, &format!("LABEL version={b}"));
     let (sandbox, stack) = (&app.sandbox, app.stack.clone());
-    let at = |version: &str| app.at(version);
     app.deploy(&a).assert_success();
-    let spawn = |version: &str| {
-        at(version)
-            .command(&["deploy", "--no-login", "--timeout", "3m"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn a deploy")
-    };
+    let spawn = |version: &str| app.spawn_deploy(version);
 
     // Ctrl-C while the database check runs as a job on the data node: held
     // still (SIGSTOP) as soon as its service exists, so the signal comes

@@ -134,6 +134,21 @@ impl Sandbox {
     }
 
     /// The xtask command [`Sandbox::xtask`] runs, to spawn.
+    /// Run the xtask with `input` on its stdin (a secret's value: never an
+    /// argument).
+    pub fn xtask_with_stdin(&self, args: &[&str], input: &str) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the xtask");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write to the xtask's stdin");
+        Run::of(child.wait_with_output().expect("run the xtask"))
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         self.command_in(&self.root, args)
     }

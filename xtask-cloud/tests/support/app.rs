@@ -125,6 +125,17 @@ impl PushedApp {
         self.sandbox.clone_with(&[("APP_VERSION", version)])
     }
 
+    /// The same deploy as [`PushedApp::deploy`], started and not waited
+    /// for (its output piped), for a test that signals or races it.
+    pub fn spawn_deploy(&self, version: &str) -> std::process::Child {
+        self.at(version)
+            .command(&["deploy", "--no-login", "--timeout", "3m"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn a deploy")
+    }
+
     /// `cargo xtask deploy --no-login --timeout 3m` of `version`.
     pub fn deploy(&self, version: &str) -> Run {
         self.at(version).xtask(&["deploy", "--no-login", "--timeout", "3m"])
