@@ -151,7 +151,7 @@ pub struct DeployArgs {
     pub detach: bool,
 
     /// How long to wait for the services to converge: 300, 90s, 5m, 1h.
-    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = settings::parse_duration)]
     pub timeout: Duration,
 
     /// Deploy even if the new version applies a migration not marked `-- additive`.
@@ -159,7 +159,7 @@ pub struct DeployArgs {
     pub allow_breaking_migration: bool,
 
     /// Wait up to DURATION for another task's deploy lock instead of failing at once.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = settings::parse_duration)]
     pub lock_wait: Option<Duration>,
 
     /// Remove the stack's services that the stack file no longer has.
@@ -188,11 +188,11 @@ pub struct RollbackArgs {
     pub no_login: bool,
 
     /// How long to wait for the services to converge: 300, 90s, 5m, 1h.
-    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = settings::parse_duration)]
     pub timeout: Duration,
 
     /// Wait up to DURATION for another task's deploy lock instead of failing at once.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = settings::parse_duration)]
     pub lock_wait: Option<Duration>,
 }
 
@@ -217,7 +217,7 @@ pub struct LogsArgs {
     pub tail: Option<u32>,
 
     /// Only lines newer than DURATION: 10m, 1h.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = settings::parse_duration)]
     pub since: Option<Duration>,
 
     /// Keep printing new lines until Ctrl-C.
@@ -274,15 +274,6 @@ pub struct CiArgs {
     /// Where to write {"Version": "<APP_VERSION>"} [default: version.json at the project root].
     #[arg(long, value_name = "PATH")]
     pub version_file: Option<PathBuf>,
-}
-
-/// `300` (seconds), `90s`, `5m`, `1h`, `1m 30s` → a duration.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(seconds));
-    }
-    humantime::parse_duration(text).map_err(|_| format!("{text:?} is not a duration: write e.g. 300, 90s, 5m or 1h"))
 }
 
 /// The settings flags a task uses (`settings::used`), by the task's name on
@@ -388,18 +379,6 @@ pub fn parse() -> Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("300"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        for bad in ["", "5x", "m", "-1", "99999999999999999999h"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn settings_flags_stand_before_or_after_the_task_and_the_later_one_wins() {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -203,7 +204,7 @@ struct VerifyDefaults {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verify {
     pub command: Vec<String>,
-    pub timeout: std::time::Duration,
+    pub timeout: Duration,
 }
 
 /// Where the verify command names the task it checks.
@@ -213,7 +214,7 @@ impl Default for Verify {
     fn default() -> Verify {
         Verify {
             command: ["acceptance", "--keep-data", "--url", "http://{task}:8000"].map(str::to_owned).to_vec(),
-            timeout: std::time::Duration::from_secs(120),
+            timeout: Duration::from_secs(120),
         }
     }
 }
@@ -231,7 +232,7 @@ fn verify_settings(raw: Option<VerifyDefaults>) -> Result<Verify> {
         verify.command = command;
     }
     if let Some(timeout) = raw.timeout {
-        verify.timeout = crate::flags::parse_duration(&timeout)
+        verify.timeout = parse_duration(&timeout)
             .map_err(|err| anyhow::anyhow!("verify.timeout in {DEFAULTS_FILE} is not valid: {err}"))?;
     }
     Ok(verify)
@@ -514,9 +515,30 @@ pub fn strip_scheme(registry: &str) -> String {
     without.trim_end_matches('/').to_owned()
 }
 
+/// `300` (seconds), `90s`, `5m`, `1h`, `1m 30s` → a duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text).map_err(|_| format!("{text:?} is not a duration: write e.g. 300, 90s, 5m or 1h"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "5x", "m", "-1", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     fn defaults() -> Defaults {
         serde_yaml::from_str(include_str!("../../delivery.yml")).expect("delivery.yml parses")
@@ -581,7 +603,7 @@ mod tests {
         own.verify = serde_yaml::from_str("command: [check, \"{task}:9000\"]\ntimeout: 30s\n").unwrap();
         let settings = Settings::merge(Path::new("/p"), &Args::default(), own, None).unwrap();
         assert_eq!(settings.verify.command, ["check", "{task}:9000"]);
-        assert_eq!(settings.verify.timeout, std::time::Duration::from_secs(30));
+        assert_eq!(settings.verify.timeout, Duration::from_secs(30));
         let mut no_task = defaults();
         no_task.verify = serde_yaml::from_str("command: [acceptance, --url, http://app:8000]\n").unwrap();
         let err = Settings::merge(Path::new("/p"), &Args::default(), no_task, None).unwrap_err().to_string();

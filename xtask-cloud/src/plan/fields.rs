@@ -500,7 +500,7 @@ fn port_text(published: Option<String>, target: &str, protocol: &str, mode: &str
 
 /// A compose duration (`10s`, `1m30s`, `500ms`) as the spec's duration reads.
 fn normal_duration(text: &str) -> String {
-    match xtask::flags::parse_duration(text) {
+    match xtask::settings::parse_duration(text) {
         Ok(duration) => format_duration(duration.as_nanos() as i64),
         Err(_) => text.to_owned(),
     }
