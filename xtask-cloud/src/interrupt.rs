@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use xtask::docker_endpoint::Endpoint;
 use xtask::exit::{Exit, Signal};
 
-use crate::history::Entry;
-use crate::lock::Taken;
+use crate::records::history::Entry;
+use crate::records::lock::Taken;
 
 /// A database job, from just before its service is created until it is removed.
 struct Job {
@@ -143,7 +143,7 @@ pub fn job_done() {
 pub fn stack_changing(entry: Option<Entry>) {
     let mut state = state();
     state.stack_changed = true;
-    state.pending = entry.map(|entry| Entry { outcome: crate::history::Outcome::Interrupted, ..entry });
+    state.pending = entry.map(|entry| Entry { outcome: crate::records::history::Outcome::Interrupted, ..entry });
 }
 
 /// The release is over: the task records its own outcome, unless the
@@ -230,7 +230,7 @@ async fn undo() -> String {
     if let Some(entry) = &pending {
         let recorded = match &docker {
             Ok(docker) => {
-                crate::history::write_and_prune(docker, &stack, entry).await.map_err(|err| format!("{err:#}"))
+                crate::records::history::write_and_prune(docker, &stack, entry).await.map_err(|err| format!("{err:#}"))
             }
             Err(err) => Err(err.clone()),
         };
@@ -242,7 +242,7 @@ async fn undo() -> String {
     // Said first, done last: the lock serialises what came before.
     if let Some(taken) = &lock {
         let released = match &docker {
-            Ok(docker) => crate::lock::release(docker, &stack, taken).await.map_err(|err| format!("{err:#}")),
+            Ok(docker) => crate::records::lock::release(docker, &stack, taken).await.map_err(|err| format!("{err:#}")),
             Err(err) => Err(err.clone()),
         };
         said.insert(

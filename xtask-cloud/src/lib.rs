@@ -4,31 +4,40 @@
 //! give what they keep on the swarm (lock, history, job labels) instead of
 //! spelling them again. Only those modules are public.
 
-mod async_ctx;
+// The tasks, one module each with its `run`; none imports another.
 mod ci;
-mod clock;
-pub mod deploy;
-mod docker;
-mod docker_config;
-pub mod ecr;
-pub mod history;
-mod image_ref;
-mod interrupt;
-mod lock;
+mod deploy;
+mod history;
 mod login;
 mod logout;
 mod logs;
 mod plan;
-mod progress;
 mod publish;
-pub mod records;
 mod refresh_auth;
-mod registry;
 mod rollback;
 mod secret;
-mod signals;
-mod stack;
 mod status;
+mod unlock;
+
+// What the tasks share: the stack as the swarm runs it, the stack file, the
+// services' specs, the release engine, the records kept on the swarm, and the
+// plumbing under them (the engine, ECR, the registry, signals, progress).
+mod async_ctx;
+mod clock;
+mod docker;
+mod docker_config;
+pub mod ecr;
+mod image_ref;
+mod interrupt;
+mod lock;
+mod progress;
+pub mod records;
+mod registry;
+pub mod release;
+mod signals;
+mod spec;
+mod stack;
+pub mod stackfile;
 mod swarm_nodes;
 
 use anyhow::Result;
@@ -54,7 +63,7 @@ fn dispatch(ctx: &Ctx, task: &CloudTask) -> Result<()> {
         CloudTask::Ci(_) => anyhow::bail!("ci is a pipeline of tasks, run by the runner"),
         CloudTask::Rollback(args) => rollback::run(ctx, args),
         CloudTask::History(args) => history::run(ctx, args),
-        CloudTask::Unlock(args) => lock::unlock(ctx, args),
+        CloudTask::Unlock(args) => unlock::run(ctx, args),
         CloudTask::Status(args) => status::run(ctx, args),
         CloudTask::Logs(args) => logs::run(ctx, args),
         CloudTask::Secret(args) => secret::run(ctx, args),

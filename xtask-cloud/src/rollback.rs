@@ -14,14 +14,14 @@ use xtask::ctx::Ctx;
 use xtask::flags::RollbackArgs as Args;
 
 use crate::async_ctx::AsyncCtx;
-use crate::deploy::migrations::{self, Effect};
-use crate::deploy::{Checked, Release};
-use crate::history;
+use crate::records::history;
+use crate::release::migrations::{self, Effect};
+use crate::release::{Checked, Release};
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let stack = ctx.settings.stack.clone();
     // Before the lock, whose name is the stack's.
-    crate::deploy::check_stack_name(&stack)?;
+    crate::stack::check_name(&stack)?;
     let release_image = ctx.settings.image_name();
     let running =
         ctx.block_on(async { crate::stack::running_app(&ctx.docker().await?, &stack, &release_image).await })?;
@@ -62,7 +62,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         timeout: args.timeout,
         no_login: args.no_login,
         prune: false,
-        verification: crate::deploy::verify::Verification::NotApplicable,
+        verification: crate::release::verify::Verification::NotApplicable,
     };
     crate::lock::hold(ctx, "rollback", &target, args.lock_wait, || {
         release.run(ctx, |checked, report| {
@@ -126,7 +126,7 @@ fn restore(ctx: &Ctx, checked: &Checked, running_image: &str, migration: Option<
         });
     };
     ctx.step(&format!("restore the database from before {migration}"), || {
-        let node = crate::deploy::data_node(ctx, checked)?;
+        let node = crate::release::data_node(ctx, checked)?;
         let description = format!("run `todobackend restore --before {migration}` of {running_image} on the data node");
         ctx.call(&description, (), async {
             let args = ["restore", "--before", migration];

@@ -275,6 +275,30 @@ impl Snapshot {
     }
 }
 
+/// The engine's rule for the names of swarm objects, which the stack's
+/// services, networks and configs are named after (`<stack>_app`): a letter
+/// or digit, then letters, digits, `_`, `.` or `-`; and a service name is a
+/// DNS label, so `<stack>_<service>` stays within 63 characters.
+pub fn check_name(stack: &str) -> anyhow::Result<()> {
+    let mut chars = stack.chars();
+    let first_ok = chars.next().is_some_and(|first| first.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !first_ok || !rest_ok {
+        anyhow::bail!(
+            "the stack name {stack:?} is not one the engine accepts: it takes a letter or digit, then letters, \
+             digits, '_', '.' or '-' (set STACK_NAME or --stack to such a name)"
+        );
+    }
+    if stack.len() > 50 {
+        anyhow::bail!(
+            "the stack name {stack:?} is {} characters long: its services' names (<stack>_<service>) must fit \
+             in 63, so keep it within 50 (set STACK_NAME or --stack)",
+            stack.len()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +364,16 @@ mod tests {
         assert_eq!(TaskState::from_name("rejected"), TaskState::Failed);
         assert_eq!(TaskState::from_name("remove"), TaskState::Shutdown);
         assert_eq!(TaskState::from_name("complete"), TaskState::Complete);
+    }
+
+    #[test]
+    fn stack_names_follow_the_engines_rule() {
+        for good in ["todobackend", "t-1.x_y", "9lives"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["a b", "", "-a", "_a", "a/b", &"x".repeat(51)] {
+            let err = check_name(bad).unwrap_err().to_string();
+            assert!(err.contains("STACK_NAME"), "{bad}: {err}");
+        }
     }
 }

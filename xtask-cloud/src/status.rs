@@ -2,7 +2,7 @@
 //! replicas running of desired, the update state, whether a one-shot service
 //! completed; then the last deploy from the history and the deploy lock, and
 //! the drift: every service and field changed outside the xtask since the
-//! last deploy recorded the specs (`plan::drift`). The exit code is 0 when
+//! last deploy recorded the specs (`spec::drift`). The exit code is 0 when
 //! the stack has converged without drift, 3 when it has not converged, 1 on
 //! drift (unless `--allow-drift`), so that it serves as a monitor or a CI gate.
 
@@ -92,7 +92,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let (snapshot, holder, nodes) = ctx.block_on(async {
         let docker = ctx.docker().await?;
         let snapshot = Snapshot::read(&docker, &stack).await?;
-        let holder = crate::lock::current(&docker, &stack).await?;
+        let holder = crate::records::lock::current(&docker, &stack).await?;
         let nodes = crate::swarm_nodes::list(&docker).await?;
         Ok((snapshot, holder, nodes))
     })?;
@@ -108,15 +108,15 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         .map(|(full_name, service)| service_status(snapshot.short_name(full_name), service))
         .collect();
     services.sort_by(|a, b| a.name.cmp(&b.name));
-    let history = crate::history::list(ctx, &stack)?;
+    let history = crate::records::history::list(ctx, &stack)?;
     let last = history.first().cloned();
     let credential_age = oldest_update(&snapshot);
     let stale = credential_age.and_then(stale_credential_warning);
     let converged = services.iter().all(|service| service.converged);
     let docker = ctx.block_on(async { ctx.docker().await })?;
-    let live = crate::plan::live_services(ctx, &docker, &stack)?;
+    let live = crate::spec::live_services(ctx, &docker, &stack)?;
     let drift =
-        crate::plan::drift::last_recorded(&history).map(|recorded| crate::plan::drift::drifted(&recorded, &live));
+        crate::records::history::last_specs(&history).map(|recorded| crate::spec::drift::drifted(&recorded, &live));
 
     if args.json {
         let json = serde_json::json!({

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use support::moto::Moto;
 use support::multinode::Node;
-use xtask_cloud::deploy::job::{JOB_LABEL, job_prefix};
+use xtask_cloud::release::job::{JOB_LABEL, job_prefix};
 use xtask_test_support::sandbox::{Run, Sandbox};
 use xtask_test_support::wait_until;
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use support::app::PushedApp;
 use support::swarm::{DATA_NODE_LABEL, docker, docker_ok, job_services, lock_exists};
-use xtask_cloud::deploy::job::{JOB_LABEL, job_prefix};
-use xtask_cloud::history::REVISION_LABEL;
+use xtask_cloud::records::history::REVISION_LABEL;
+use xtask_cloud::release::job::{JOB_LABEL, job_prefix};
 use xtask_test_support::sandbox::Run;
 use xtask_test_support::wait_until;
 

@@ -53,7 +53,7 @@ pub fn stack_exists(name: &str) -> bool {
 
 /// The services of `stack`'s database jobs (`deploy`'s one-off services).
 pub fn job_services(stack: &str) -> String {
-    let filter = format!("label={}={stack}", xtask_cloud::deploy::job::JOB_LABEL);
+    let filter = format!("label={}={stack}", xtask_cloud::release::job::JOB_LABEL);
     docker_ok(&["service", "ls", "--quiet", "--filter", &filter])
 }
 
@@ -70,7 +70,7 @@ pub fn stack_file_jobs(sandbox: &Sandbox) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|err| panic!("read {path}: {err}"));
     // The sandbox's variables; the file's defaults for the others.
     let lookup = |name: &str| sandbox.env_value(name).map(str::to_owned);
-    let services = xtask_cloud::deploy::stackfile::load(path, &text, &lookup).expect("the stack file loads");
+    let services = xtask_cloud::stackfile::load(path, &text, &lookup).expect("the stack file loads");
     services.into_iter().filter(|service| service.one_shot).map(|service| service.name).collect()
 }
 
@@ -86,7 +86,7 @@ impl Drop for Stack {
         poll_until(Duration::from_secs(90), || !listed("network") && !listed("service"));
         // What the xtask keeps on the swarm beside the stack: its history,
         // and a lock or a database job a killed run left.
-        let jobs = format!("label={}={stack}", xtask_cloud::deploy::job::JOB_LABEL);
+        let jobs = format!("label={}={stack}", xtask_cloud::release::job::JOB_LABEL);
         for job in String::from_utf8_lossy(&docker(&["service", "ls", "--quiet", "--filter", &jobs]).stdout).lines() {
             let _ = docker(&["service", "rm", job]);
         }

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::fields::Fields;
-use crate::history::Entry;
 
 /// A service's spec as a deploy left it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -56,11 +55,6 @@ pub fn as_deployed(ctx: &xtask::ctx::Ctx, docker: &bollard::Docker, stack: &str)
             BTreeMap::new()
         }
     }
-}
-
-/// The specs of the newest entry that recorded them (entries newest first).
-pub fn last_recorded(entries: &[Entry]) -> Option<BTreeMap<String, SpecRecord>> {
-    entries.iter().find(|entry| !entry.specs.is_empty()).map(|entry| entry.specs.clone())
 }
 
 /// Per service, the fields the live spec has changed since `recorded`; a

@@ -1,23 +1,26 @@
-//! `deploy`: stack.yml to Docker Swarm, watched until the new version is live.
+//! A release: a version put on the stack, by `deploy` (the checkout's
+//! version) or `rollback` (an earlier one), through the same steps.
 //!
-//! 1. `login` first, unless `--no-login` (see `Task::needs`).
-//! 2. Pre-flight, before anything changes: the engine is a swarm manager, the
+//! 1. Pre-flight, before anything changes: the engine is a swarm manager, the
 //!    stack file parses and every variable in it is set or has a default, a
 //!    node carries each placement label, every image is in its registry.
-//! 3. `docker stack deploy --with-registry-auth`, retried while the network of
+//! 2. What the new version does to the database (`migrations`), run on the
+//!    data node.
+//! 3. The jobs (migrate) first, then `docker stack deploy
+//!    --with-registry-auth` of the whole stack, retried while the network of
 //!    a just-removed stack is still going away.
 //! 4. Unless `--detach`: watch every service until it runs the new image (or,
 //!    for one-shot services, completed), failing on a rollback, a paused
-//!    update, a one-shot service out of attempts, or the timeout.
+//!    update, a one-shot service out of attempts, or the timeout; then verify
+//!    it in the swarm (`verify`).
+//!
+//! Whatever happens once the stack changes is recorded in the history.
 
 pub mod converge;
-mod interpolate;
 pub mod job;
 pub mod migrations;
 mod preflight;
-pub use preflight::check_stack_name;
-mod schema;
-pub mod stackfile;
+mod prune;
 pub mod verify;
 pub mod watch;
 
@@ -29,41 +32,12 @@ use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
 use crate::async_ctx::AsyncCtx;
-use crate::history::{Kind, Outcome};
+use crate::records::history::{self, Kind, Outcome};
 use crate::stack::Snapshot;
+use crate::stackfile;
 use converge::Verdict;
 use watch::Expected;
 use xtask::ctx::Ctx;
-
-use xtask::flags::DeployArgs as Args;
-
-pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
-    // Before the lock, whose name is the stack's.
-    check_stack_name(&ctx.settings.stack)?;
-    let version = ctx.version();
-    ctx.say(&format!("Deploying version {version}..."));
-    let release = Release {
-        kind: Kind::Deploy,
-        version,
-        allow_breaking_migration: args.allow_breaking_migration,
-        detach: args.detach,
-        timeout: args.timeout,
-        no_login: args.no_login,
-        prune: args.prune,
-        verification: if args.no_verify {
-            verify::Verification::Skipped
-        } else {
-            verify::Verification::Run(ctx.settings.verify.clone())
-        },
-    };
-    crate::lock::hold(ctx, "deploy", version, args.lock_wait, || {
-        let result = release.run(ctx, |_, _| Ok(()));
-        match result {
-            Err(err) if verify::failure_of(&err).is_some() => Err(release.back_after_failed_verification(ctx, err)),
-            result => result,
-        }
-    })
-}
 
 /// A version to put on the stack: by `deploy` (the checkout's version) or by
 /// `rollback` (an earlier one).
@@ -111,14 +85,14 @@ impl Release<'_> {
             }
         }
         before_change(&checked, report.as_ref())?;
-        ctx.plan_only(|| crate::plan::in_dry_run(ctx, &checked, self.prune))?;
+        ctx.plan_only(|| plan_in_dry_run(ctx, &checked, self.prune))?;
 
         // From here on the stack changes: whatever happens is recorded.
         let image = checked.app().map(|service| service.image.clone()).unwrap_or_default();
         let digest = checked.digests.get(&image).cloned();
-        let commit = crate::history::commit_of(ctx, &checked.docker, &image, digest.as_deref(), version);
+        let commit = history::commit_of(ctx, &checked.docker, &image, digest.as_deref(), version);
         let interrupted =
-            crate::history::entry(self.kind, version, &image, digest.as_deref(), commit.clone(), Outcome::Interrupted);
+            history::entry(self.kind, version, &image, digest.as_deref(), commit.clone(), Outcome::Interrupted);
         // After a breaking migration the version serving now cannot serve
         // again if this release fails: which one it is, to point the way back.
         let serving = if breaking.is_empty() { None } else { self.app_version(ctx, &checked.docker, &stack) };
@@ -132,18 +106,17 @@ impl Release<'_> {
             (result, _) => result,
         };
         // A first deploy has pulled the image only now.
-        let commit =
-            commit.or_else(|| crate::history::commit_of(ctx, &checked.docker, &image, digest.as_deref(), version));
-        let mut entry = crate::history::entry(self.kind, version, &image, digest.as_deref(), commit, outcome);
+        let commit = commit.or_else(|| history::commit_of(ctx, &checked.docker, &image, digest.as_deref(), version));
+        let mut entry = history::entry(self.kind, version, &image, digest.as_deref(), commit, outcome);
         entry.detail = result.as_ref().err().map(|err| format!("{err:#}"));
         if matches!(outcome, Outcome::Converged | Outcome::FailedVerification) {
             let no_task = checked.app().is_some_and(|app| app.scaled_to_zero);
             entry.verification = if no_task { None } else { self.verification.recorded(outcome == Outcome::Converged) };
         }
         if stack_deployed {
-            entry.specs = crate::plan::drift::as_deployed(ctx, &checked.docker, &stack);
+            entry.specs = crate::spec::drift::as_deployed(ctx, &checked.docker, &stack);
         }
-        crate::history::record(ctx, &stack, &entry);
+        history::record(ctx, &stack, &entry);
         result
     }
 
@@ -240,7 +213,7 @@ impl Release<'_> {
 
         let file = ctx.settings.stack_file.clone();
         if !self.prune {
-            crate::plan::prune::warn_about_left_services(ctx, docker, stack, services);
+            prune::warn_about_left_services(ctx, docker, stack, services);
         }
         let prune = self.prune;
         if let Err(err) = ctx.step(&format!("docker stack deploy {stack}"), || stack_deploy(ctx, stack, &file, prune)) {
@@ -359,11 +332,11 @@ impl Release<'_> {
     /// After a failed verification (recorded as such): the whole stack back
     /// at the version `rollback` would choose, under the same lock; the error
     /// names the failing checks and where the stack is now.
-    fn back_after_failed_verification(&self, ctx: &Ctx, err: anyhow::Error) -> anyhow::Error {
+    pub fn back_after_failed_verification(&self, ctx: &Ctx, err: anyhow::Error) -> anyhow::Error {
         let stack = &ctx.settings.stack;
         let failed = format!("{err:#}");
         let exit = xtask::exit::Exit::NotConverged;
-        let entries = match crate::history::list(ctx, stack) {
+        let entries = match history::list(ctx, stack) {
             Ok(entries) => entries,
             Err(list_err) => {
                 return exit.error(format!(
@@ -372,7 +345,7 @@ impl Release<'_> {
                 ));
             }
         };
-        let Some(target) = crate::history::back_from(&entries, self.version) else {
+        let Some(target) = history::back_from(&entries, self.version) else {
             return exit.error(format!(
                 "{failed}; stack {stack} has no earlier converged version to go back to, so it still runs {}: \
                  fix it and deploy again",
@@ -408,6 +381,26 @@ impl Release<'_> {
             }
         }
     }
+}
+
+/// The plan at the top of `deploy --dry-run` and `rollback --dry-run`, as
+/// lines of the dry run.
+fn plan_in_dry_run(ctx: &Ctx, checked: &Checked, prune: bool) -> Result<()> {
+    ctx.step("what this changes on the stack (the plan)", || {
+        let recorded = history::last_specs(&history::list(ctx, &ctx.settings.stack)?);
+        let plan = crate::spec::diff::make(
+            ctx,
+            &checked.docker,
+            &checked.source,
+            &checked.services,
+            Some(&checked.digests),
+            recorded.as_ref(),
+        )?;
+        for line in plan.render(prune) {
+            ctx.plan_note(&line);
+        }
+        Ok(())
+    })
 }
 
 /// The database as the release's image sees it (`todobackend migrations

@@ -1,6 +1,10 @@
-//! What deploy reads from the stack file before touching the swarm: the YAML
-//! parses, every variable is set or has a default, and each service names an
-//! image (after interpolation) and its placement constraints.
+//! The stack file as deploy, rollback and plan read it, before touching the
+//! swarm: the YAML parses, every variable is set or has a default, and each
+//! service names an image (after interpolation) and its placement
+//! constraints.
+
+mod interpolate;
+mod schema;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,8 +13,8 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use super::interpolate::{self, Problem};
 use crate::image_ref::ImageRef;
+use interpolate::Problem;
 
 /// The stack file as a run reads it, once: where it is, how messages name
 /// it (relative to the project), and its text.
@@ -155,14 +159,13 @@ pub fn interpolated(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<Stri
         bail!("{path}: {}", list.join("; "));
     }
     let value = substitute_values(raw, lookup).map_err(|problem| anyhow::anyhow!("{path}: {problem}"))?;
-    let violations = super::schema::check(&value);
+    let violations = schema::check(&value);
     if !violations.is_empty() {
         let list: Vec<String> = violations
             .iter()
             .map(|violation| {
-                let line = super::schema::line_of(text, &violation.path)
-                    .map(|line| format!(" (line {line})"))
-                    .unwrap_or_default();
+                let line =
+                    schema::line_of(text, &violation.path).map(|line| format!(" (line {line})")).unwrap_or_default();
                 format!("{}{line} {}", violation.path.join("."), violation.problem)
             })
             .collect();

@@ -15,9 +15,9 @@ use bollard::query_parameters::{ListTasksOptions, LogsOptions};
 use futures_util::StreamExt;
 
 use super::converge::{self, Failure, Verdict};
-use super::stackfile::ServiceDef;
 use crate::image_ref::ImageRef;
 use crate::stack::{Kind, Snapshot, Update};
+use crate::stackfile::ServiceDef;
 use xtask::output::say;
 
 const POLL: Duration = Duration::from_secs(1);

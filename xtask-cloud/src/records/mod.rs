@@ -1,7 +1,7 @@
 //! Records kept on the swarm, so that every operator and every CI run sees
 //! the same ones: each record is a Docker config whose data is the record as
 //! JSON, labelled with its kind and, as the label's value, its stack. The
-//! deploy lock (`lock.rs`) and the history's entries (`history.rs`) are such
+//! deploy lock (`lock`) and the history's entries (`history`) are such
 //! records; their labels and names are defined here, once, for the tests too.
 //!
 //! A config cannot change, and the swarm refuses to create one whose name
@@ -10,6 +10,9 @@
 //!
 //! Errors from the engine come back without a context of their own: each
 //! caller says what it was doing (taking the lock, recording a deploy).
+
+pub mod history;
+pub mod lock;
 
 use std::collections::HashMap;
 use std::time::SystemTime;

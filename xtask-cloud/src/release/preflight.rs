@@ -47,8 +47,8 @@ pub fn swarm_problem(info: &SystemInfo) -> Option<String> {
 /// Every `external: true` secret and config of the stack file must exist in
 /// the swarm: `docker stack deploy` would fail on the first missing one, half
 /// way. The error names each missing one with the command that creates it.
-pub async fn externals_exist(docker: &Docker, wanted: &[super::stackfile::External]) -> Result<()> {
-    use super::stackfile::External;
+pub async fn externals_exist(docker: &Docker, wanted: &[crate::stackfile::External]) -> Result<()> {
+    use crate::stackfile::External;
     if wanted.is_empty() {
         return Ok(());
     }
@@ -201,43 +201,5 @@ mod tests {
         assert!(err.contains("docker node update --label-add todobackend.data=true vm1"), "{err}");
         let two = vec![("vm1".to_owned(), labelled.clone()), ("vm2".to_owned(), labelled)];
         assert!(label_problem(&two, "todobackend.data", "true").unwrap().unwrap().contains("vm1, vm2"));
-    }
-}
-
-/// The engine's rule for the names of swarm objects, which the stack's
-/// services, networks and configs are named after (`<stack>_app`): a letter
-/// or digit, then letters, digits, `_`, `.` or `-`; and a service name is a
-/// DNS label, so `<stack>_<service>` stays within 63 characters.
-pub fn check_stack_name(stack: &str) -> anyhow::Result<()> {
-    let mut chars = stack.chars();
-    let first_ok = chars.next().is_some_and(|first| first.is_ascii_alphanumeric());
-    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !first_ok || !rest_ok {
-        anyhow::bail!(
-            "the stack name {stack:?} is not one the engine accepts: it takes a letter or digit, then letters, \
-             digits, '_', '.' or '-' (set STACK_NAME or --stack to such a name)"
-        );
-    }
-    if stack.len() > 50 {
-        anyhow::bail!(
-            "the stack name {stack:?} is {} characters long: its services' names (<stack>_<service>) must fit \
-             in 63, so keep it within 50 (set STACK_NAME or --stack)",
-            stack.len()
-        );
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod stack_name_tests {
-    #[test]
-    fn stack_names_follow_the_engines_rule() {
-        for good in ["todobackend", "t-1.x_y", "9lives"] {
-            assert!(super::check_stack_name(good).is_ok(), "{good}");
-        }
-        for bad in ["a b", "", "-a", "_a", "a/b", &"x".repeat(51)] {
-            let err = super::check_stack_name(bad).unwrap_err().to_string();
-            assert!(err.contains("STACK_NAME"), "{bad}: {err}");
-        }
     }
 }

@@ -584,7 +584,7 @@ mod tests {
             "APP_PUBLISHED_PORT" => Some("18999".to_owned()),
             _ => None,
         };
-        let file = crate::deploy::stackfile::interpolated(
+        let file = crate::stackfile::interpolated(
             "stack.single-node.yml",
             include_str!("../../../stack.single-node.yml"),
             &env,

@@ -6,7 +6,7 @@
 use xtask::ctx::Ctx;
 
 use crate::async_ctx::AsyncCtx;
-use crate::deploy::stackfile::ServiceDef;
+use crate::stackfile::ServiceDef;
 
 /// The stack's services, by their name in the file, that `services` (the
 /// stack file's) does not have.
