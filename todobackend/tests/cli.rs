@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TempDir, migrated_db, start_server};
+use common::{TempDir, migrated_db, serving_url, start_server};
 use todobackend::{client, static_files};
 
 const BIN: &str = env!("CARGO_BIN_EXE_todobackend");
@@ -84,11 +84,7 @@ fn serve_runs_and_stops_on_sigterm() {
     // The first line names the bound address (after its timestamp and level).
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    let url = first
-        .split_once(" INFO serving on ")
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_string();
+    let url = serving_url(&first);
     // The container's healthcheck, which the access log leaves out.
     let port = url.rsplit(':').next().unwrap().to_string();
     let health = run(&["healthcheck", "--listen", &format!("127.0.0.1:{port}")], &[]);

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::postgres::{PgDatabase, PgServer, shared, wait_until};
-use common::{TempDir, json};
+use common::{TempDir, json, serving_url};
 use serde_json::json;
 use todobackend::backend::Database;
 use todobackend::migrations::{Migration, PG_MIGRATIONS};
@@ -324,11 +324,7 @@ fn the_binary_migrates_serves_and_passes_the_acceptance_suite_on_postgres() {
     let mut child = cmd.spawn().unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
     let first = lines.next().unwrap().unwrap();
-    let url = first
-        .split_once(" INFO serving on ")
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_string();
+    let url = serving_url(&first);
     assert!(first.contains(&format!("database={}", db.target().display())), "{first}");
     let acceptance = run(&["acceptance", "--url", &url], &[]);
     assert!(acceptance.status.success(), "{}", stderr(&acceptance));

@@ -227,6 +227,18 @@ mod tests {
         git(dir, &["rev-parse", "--short", "HEAD"])
     }
 
+    /// A second commit adds `sub/file.txt`; the checkout is settled, so its
+    /// stat data alone can prove it clean.
+    fn repo_with_a_file_in_a_folder() -> tempfile::TempDir {
+        let dir = repo_with_commit();
+        fs::create_dir_all(dir.path().join("sub")).unwrap();
+        fs::write(dir.path().join("sub/file.txt"), "x\n").unwrap();
+        git(dir.path(), &["add", "sub/file.txt"]);
+        git(dir.path(), &["commit", "-q", "-m", "second"]);
+        settle(dir.path());
+        dir
+    }
+
     fn proven(dir: &Path) -> bool {
         let repo = Repository::open(dir).unwrap();
         let head = repo.head().unwrap().peel_to_commit().unwrap();
@@ -235,12 +247,7 @@ mod tests {
 
     #[test]
     fn settled_clean_checkout_is_proven_clean_by_stat_data() {
-        let dir = repo_with_commit();
-        fs::create_dir_all(dir.path().join("sub")).unwrap();
-        fs::write(dir.path().join("sub/file.txt"), "x\n").unwrap();
-        git(dir.path(), &["add", "sub/file.txt"]);
-        git(dir.path(), &["commit", "-q", "-m", "second"]);
-        settle(dir.path());
+        let dir = repo_with_a_file_in_a_folder();
         assert!(proven(dir.path()));
         assert_eq!(resolve(None, dir.path()).unwrap(), clean_hash(dir.path()));
     }
@@ -322,12 +329,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn directory_replaced_by_a_symlink_is_dirty() {
-        let dir = repo_with_commit();
-        fs::create_dir_all(dir.path().join("sub")).unwrap();
-        fs::write(dir.path().join("sub/file.txt"), "x\n").unwrap();
-        git(dir.path(), &["add", "sub/file.txt"]);
-        git(dir.path(), &["commit", "-q", "-m", "second"]);
-        settle(dir.path());
+        let dir = repo_with_a_file_in_a_folder();
         // The same file, reached through a symlink: its stat data still matches.
         fs::rename(dir.path().join("sub"), dir.path().join("elsewhere")).unwrap();
         std::os::unix::fs::symlink("elsewhere", dir.path().join("sub")).unwrap();

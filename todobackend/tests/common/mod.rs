@@ -173,3 +173,13 @@ pub fn error_message(r: &Response) -> String {
         other => panic!("expected {{\"error\": ...}}, got {other:?} in {}", r.text()),
     }
 }
+
+/// The address `serve` names in its first log line (after the timestamp and
+/// level): `... INFO serving on http://127.0.0.1:PORT ...`.
+pub fn serving_url(first_line: &str) -> String {
+    first_line
+        .split_once(" INFO serving on ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line: {first_line}"))
+        .to_string()
+}
