@@ -19,6 +19,29 @@ fn sandbox(moto: &Moto, registry: &Registry, repository: &str, version: &str) ->
         .with_env("APP_VERSION", version)
 }
 
+/// A scratch image built as `<registry>/<repository>:<version>` for a unique
+/// repository and version (its `latest` tag removed with it), and a sandbox
+/// that publishes it.
+struct Built {
+    repository: String,
+    version: String,
+    /// `<registry>/<repository>`, without a tag.
+    image: String,
+    sandbox: Sandbox,
+    /// Removes the images when dropped: bind it for as long as the test runs.
+    images: Images,
+}
+
+fn built(moto: &Moto, registry: &Registry, prefix: &str) -> Built {
+    let repository = unique_name(prefix);
+    let version = unique_name("v");
+    let image = format!("{}/{repository}", registry.host());
+    let mut images = Images::build_scratch(&format!("{image}:{version}"), &version);
+    images.track(&format!("{image}:latest"));
+    let sandbox = sandbox(moto, registry, &repository, &version);
+    Built { repository, version, image, sandbox, images }
+}
+
 /// The one `error:` line of a failed run.
 fn error_line(run: &Run) -> String {
     let lines = run.error_lines();
@@ -37,14 +60,9 @@ fn publish_pushes_both_tags_and_login_lets_the_docker_cli_pull() {
     xtask_test_support::require_docker();
     let moto = Moto::start();
     let registry = Registry::start_for_ecr();
-    let repository = unique_name("ecrpub");
-    let version = unique_name("v");
-    let image = format!("{}/{repository}", registry.host());
-    let mut images = Images::build_scratch(&format!("{image}:{version}"), &version);
-    images.track(&format!("{image}:latest"));
+    let Built { repository, version, image, sandbox: publisher, mut images } = built(&moto, &registry, "ecrpub");
 
     // publish needs no earlier login: the sandbox's Docker config stays empty.
-    let publisher = sandbox(&moto, &registry, &repository, &version);
     let run = publisher.xtask(&["publish"]);
     run.assert_success().assert_not_leaked(ECR_PASSWORD);
     assert!(!config_json(&publisher).contains(&registry.host()), "publish logged Docker in");
@@ -91,12 +109,7 @@ fn publish_can_create_the_repository_and_runs_twice() {
     xtask_test_support::require_docker();
     let moto = Moto::start();
     let registry = Registry::start_for_ecr();
-    let repository = unique_name("ecrnew");
-    let version = unique_name("v");
-    let image = format!("{}/{repository}", registry.host());
-    let mut images = Images::build_scratch(&format!("{image}:{version}"), &version);
-    images.track(&format!("{image}:latest"));
-    let sandbox = sandbox(&moto, &registry, &repository, &version);
+    let Built { repository, sandbox, images: _images, .. } = built(&moto, &registry, "ecrnew");
 
     let run = sandbox.xtask(&["publish", "--create-repository"]);
     run.assert_success().assert_not_leaked(ECR_PASSWORD);
@@ -136,11 +149,7 @@ fn a_registry_refusing_the_credential_is_a_clear_failure() {
     xtask_test_support::require_docker();
     let moto = Moto::start();
     let registry = Registry::start(xtask_cloud::ecr::ECR_USER, "not-the-ecr-token");
-    let repository = unique_name("ecrbad");
-    let version = unique_name("v");
-    let mut images = Images::build_scratch(&format!("{}/{repository}:{version}", registry.host()), &version);
-    images.track(&format!("{}/{repository}:latest", registry.host()));
-    let sandbox = sandbox(&moto, &registry, &repository, &version);
+    let Built { sandbox, images: _images, .. } = built(&moto, &registry, "ecrbad");
 
     for task in ["login", "publish"] {
         let run = sandbox.xtask(&[task]);
@@ -158,11 +167,7 @@ fn an_unreachable_registry_fails_quickly_and_names_it() {
     let moto = Moto::start();
     let mut registry = Registry::start_for_ecr();
     registry.stop();
-    let repository = unique_name("ecrdown");
-    let version = unique_name("v");
-    let mut images = Images::build_scratch(&format!("{}/{repository}:{version}", registry.host()), &version);
-    images.track(&format!("{}/{repository}:latest", registry.host()));
-    let sandbox = sandbox(&moto, &registry, &repository, &version);
+    let Built { sandbox, images: _images, .. } = built(&moto, &registry, "ecrdown");
 
     for task in ["login", "publish"] {
         let started = Instant::now();
@@ -202,11 +207,7 @@ fn dry_runs_print_the_plan_and_change_nothing() {
     xtask_test_support::require_docker();
     let moto = Moto::start();
     let registry = Registry::start_for_ecr();
-    let repository = unique_name("ecrdry");
-    let version = unique_name("v");
-    let mut images = Images::build_scratch(&format!("{}/{repository}:{version}", registry.host()), &version);
-    images.track(&format!("{}/{repository}:latest", registry.host()));
-    let sandbox = sandbox(&moto, &registry, &repository, &version);
+    let Built { repository, version, sandbox, images: _images, .. } = built(&moto, &registry, "ecrdry");
     let host = registry.host();
 
     let run = sandbox.xtask(&["--dry-run", "login"]);
