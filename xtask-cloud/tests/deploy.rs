@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use support::app::PushedApp;
 use support::registry::Registry;
-use support::swarm::{docker, docker_login, docker_ok, running_app_images, stack_exists, stack_file_jobs, swarm_lock};
+use support::swarm::{
+    assert_acceptance_passes, docker_login, docker_ok, running_app_images, stack_exists, stack_file_jobs, swarm_lock,
+};
 
 #[test]
 fn deploy_converges_updates_rolls_back_and_reports_failures() {
@@ -82,22 +84,7 @@ fn the_first_deploy_logs_in_runs_the_jobs_first_and_converges(app: &PushedApp, a
         &format!("{stack}_app"),
     ]);
     assert!(!app_tasks.contains("Failed") && !app_tasks.contains("pending"), "an app task failed:\n{app_tasks}");
-    let acceptance = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "host",
-        &app.image,
-        "acceptance",
-        "--url",
-        &format!("http://127.0.0.1:{port}"),
-    ]);
-    assert!(
-        acceptance.status.success(),
-        "acceptance suite against the deployed app failed:\n{}{}",
-        String::from_utf8_lossy(&acceptance.stdout),
-        String::from_utf8_lossy(&acceptance.stderr)
-    );
+    assert_acceptance_passes(&app.image, port, "the deployed app");
 }
 
 /// The same version again: said so, and no task is replaced (no rollout).

@@ -23,10 +23,6 @@ impl Drop for Container {
     }
 }
 
-fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker").args(args).stdin(Stdio::null()).output().expect("docker runs")
-}
-
 /// `psql` in the container `name` over TCP to 127.0.0.1 as `user`, the
 /// password in the docker CLI's environment (`-e PGPASSWORD` passes it on
 /// without putting it in argv).
@@ -128,7 +124,8 @@ use support::images::Images;
 use support::moto::Moto;
 use support::registry::Registry;
 use support::swarm::{
-    Stack, app_image, docker_login, docker_ok, label_the_node, push, spec_image, stack_exists, swarm_lock,
+    Stack, app_image, assert_acceptance_passes, docker, docker_login, docker_ok, label_the_node, push, spec_image,
+    stack_exists, swarm_lock,
 };
 use support::variants::{
     ADDED_COLUMN, Added, add_todo, additive, breaking, history, titles, variant_image, wait_for_app,
@@ -311,22 +308,7 @@ fn a_fresh_postgres_stack_deploys_after_secret_create_and_keeps_the_password_out
     wait_for_app(port);
 
     // The acceptance suite against the deployed app; its todos are in PostgreSQL.
-    let acceptance = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "host",
-        &fixture.image_a,
-        "acceptance",
-        "--url",
-        &format!("http://127.0.0.1:{port}"),
-    ]);
-    assert!(
-        acceptance.status.success(),
-        "acceptance suite against the PostgreSQL stack failed:\n{}{}",
-        String::from_utf8_lossy(&acceptance.stdout),
-        String::from_utf8_lossy(&acceptance.stderr)
-    );
+    assert_acceptance_passes(&fixture.image_a, port, "the PostgreSQL stack");
     add_todo(port, "kept in PostgreSQL");
     assert_eq!(fixture.sql("select title from todos where title = 'kept in PostgreSQL'"), "kept in PostgreSQL");
     // Static files come from the binary: no volume, no collectstatic.

@@ -32,6 +32,19 @@ pub fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// The image's own acceptance suite, run from the host's network against the
+/// app a stack publishes on `port`, passes (`what` names that app on failure).
+pub fn assert_acceptance_passes(image: &str, port: u16, what: &str) {
+    let url = format!("http://127.0.0.1:{port}");
+    let acceptance = docker(&["run", "--rm", "--network", "host", image, "acceptance", "--url", &url]);
+    assert!(
+        acceptance.status.success(),
+        "acceptance suite against {what} failed:\n{}{}",
+        String::from_utf8_lossy(&acceptance.stdout),
+        String::from_utf8_lossy(&acceptance.stderr)
+    );
+}
+
 /// The label stack.yml's placement constraints ask for: the node of the data.
 pub const DATA_NODE_LABEL: &str = "todobackend.data";
 
