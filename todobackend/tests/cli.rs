@@ -5,9 +5,9 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{TempDir, migrated_db, serving_url, start_server};
+use common::{TempDir, migrated_db, poll, serving_url, start_server};
 use todobackend::{client, static_files};
 
 const BIN: &str = env!("CARGO_BIN_EXE_todobackend");
@@ -29,14 +29,10 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     cmd.envs(env.iter().copied());
     let mut child = cmd.spawn().expect("run binary");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("collect output");
-            panic!("{args:?} did not exit in time; stderr: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if poll(Duration::from_secs(20), || child.try_wait().expect("wait")).is_none() {
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("collect output");
+        panic!("{args:?} did not exit in time; stderr: {}", String::from_utf8_lossy(&out.stderr));
     }
     child.wait_with_output().expect("collect output")
 }
@@ -94,16 +90,9 @@ fn serve_runs_and_stops_on_sigterm() {
 
     let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serve did not stop on SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = poll(Duration::from_secs(10), || child.try_wait().unwrap()) else {
+        let _ = child.kill();
+        panic!("serve did not stop on SIGTERM");
     };
     assert!(status.success(), "{status:?}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();

@@ -12,22 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{TempDir, migrated_db};
+use common::{TempDir, migrated_db, wait_until};
 use todobackend::{client, server, static_files};
 
 const BIN: &str = env!("CARGO_BIN_EXE_todobackend");
-
-/// Polls `check` until it gives a value, failing after `limit`.
-fn wait_until<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// `todobackend serve` as a child process, its stderr collected.
 struct ChildServer {

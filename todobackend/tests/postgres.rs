@@ -9,8 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::postgres::{PgDatabase, PgServer, shared, wait_until};
-use common::{TempDir, json, serving_url};
+use common::postgres::{PgDatabase, PgServer, shared};
+use common::{TempDir, json, serving_url, wait_until};
 use serde_json::json;
 use todobackend::backend::Database;
 use todobackend::migrations::{Migration, PG_MIGRATIONS};
