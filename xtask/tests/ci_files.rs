@@ -33,14 +33,16 @@ fn text(value: &Value) -> String {
     serde_yaml::to_string(value).expect("yaml")
 }
 
-/// `check-jsonschema`, installed once into target/ci-venv.
+/// `check-jsonschema`, installed once into target/ci-venv; made again when
+/// it does not run (a half-made or damaged venv would fail every run after).
 fn check_jsonschema() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| xtask_test_support::project_root().join("target"));
     let venv = target.join("ci-venv");
     let program = venv.join("bin/check-jsonschema");
-    if !program.is_file() {
+    let runs = Command::new(&program).arg("--version").output().is_ok_and(|out| out.status.success());
+    if !runs {
         let _ = std::fs::remove_dir_all(&venv);
         let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 -m venv");
         assert!(made.success(), "python3 -m venv failed (install python3-venv)");
