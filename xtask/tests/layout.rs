@@ -1,0 +1,178 @@
+//! The house rules of both xtask crates' modules, read off their sources: no
+//! task module imports another task module, and the modules do not import
+//! each other in a circle. The tasks are those the dispatch runs
+//! (`NAME::run`), so a task added to a dispatch is checked with the rest.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Each top-level module of the crate at `src` (a file `x.rs` or a folder
+/// `x/`), with the top-level modules its code outside tests names as
+/// `crate::...`.
+fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in rust_files(src) {
+        let relative = file.strip_prefix(src).unwrap();
+        let first = relative.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
+        let module = first.trim_end_matches(".rs").to_owned();
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let named = graph.entry(module.clone()).or_default();
+        for used in crate_paths(&code_outside_tests(&text)) {
+            if used != module {
+                named.insert(used);
+            }
+        }
+    }
+    graph
+}
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// The lines before the file's test module (`#[cfg(test)]` over a
+/// top-level `mod`: in these crates it closes the file), without line
+/// comments.
+fn code_outside_tests(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let test_module = lines
+        .windows(2)
+        .position(|pair| pair[0] == "#[cfg(test)]" && (pair[1].starts_with("mod ") || pair[1].starts_with("pub mod ")));
+    let code = &lines[..test_module.unwrap_or(lines.len())];
+    code.iter().map(|line| line.split("//").next().unwrap_or_default()).collect::<Vec<_>>().join("\n")
+}
+
+/// The first segment after each `crate::`, and each top-level name of a
+/// `crate::{a, b::c}` group.
+fn crate_paths(code: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let mut depth = 0;
+            let mut item = String::new();
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        names.insert(first_identifier(&item));
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                item.push(c);
+            }
+            names.insert(first_identifier(&item));
+        } else {
+            names.insert(first_identifier(rest));
+        }
+    }
+    names.remove("");
+    names.remove("self");
+    names
+}
+
+fn first_identifier(text: &str) -> String {
+    text.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect()
+}
+
+/// The modules whose `run` the crate's dispatch function `function` calls.
+fn dispatched(file: &Path, function: &str) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let start = text.find(&format!("fn {function}(")).unwrap_or_else(|| panic!("{} has no {function}", file.display()));
+    let body = &text[start..];
+    let body = &body[..body.find("\n}\n").expect("the function ends")];
+    body.match_indices("::run(")
+        .map(|(at, _)| {
+            let before = &body[..at];
+            before.chars().rev().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>()
+        })
+        .map(|reversed| reversed.chars().rev().collect())
+        .collect()
+}
+
+/// A circle in `graph`, as the modules along it, if there is one.
+fn circle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        module: &str,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|seen| seen == module) {
+            let mut found = path[at..].to_vec();
+            found.push(module.to_owned());
+            return Some(found);
+        }
+        if !done.insert(module.to_owned()) {
+            return None;
+        }
+        path.push(module.to_owned());
+        for next in graph.get(module).into_iter().flatten() {
+            if let Some(found) = visit(graph, next, path, done) {
+                return Some(found);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph.keys().find_map(|module| visit(graph, module, &mut Vec::new(), &mut done))
+}
+
+fn check(crate_dir: &str, dispatch_file: &str, function: &str) {
+    let root = xtask_test_support::project_root().join(crate_dir);
+    let graph = imports(&root.join("src"));
+    let tasks = dispatched(&root.join(dispatch_file), function);
+    assert!(tasks.len() > 1, "found no tasks in {crate_dir}/{dispatch_file}'s {function}: {tasks:?}");
+    for task in &tasks {
+        assert!(graph.contains_key(task), "{task} is dispatched but is no module of {crate_dir}/src");
+        let other_tasks: Vec<&String> = graph[task].iter().filter(|used| tasks.contains(*used)).collect();
+        assert!(other_tasks.is_empty(), "task module {crate_dir}/src/{task} imports task module(s) {other_tasks:?}");
+    }
+    if let Some(found) = circle(&graph) {
+        panic!("modules of {crate_dir}/src import each other in a circle: {}", found.join(" -> "));
+    }
+}
+
+#[test]
+fn the_light_tasks_import_no_task_and_no_module_circle() {
+    check("xtask", "src/runner.rs", "dispatch_light");
+}
+
+#[test]
+fn the_cloud_tasks_import_no_task_and_no_module_circle() {
+    check("xtask-cloud", "src/lib.rs", "dispatch");
+}
+
+#[test]
+fn the_checks_see_a_task_importing_a_task_and_a_circle() {
+    let paths = crate_paths("use crate::{a::B, c};\nlet x = crate::d::e();\nuse crate::{f::{g, h}, i};");
+    assert_eq!(paths, ["a", "c", "d", "f", "i"].map(String::from).into());
+    let graph: BTreeMap<String, BTreeSet<String>> =
+        [("deploy", vec!["stack"]), ("stack", vec!["records"]), ("records", vec!["deploy"])]
+            .into_iter()
+            .map(|(module, uses)| (module.to_owned(), uses.into_iter().map(String::from).collect()))
+            .collect();
+    assert_eq!(circle(&graph).unwrap(), ["deploy", "stack", "records", "deploy"]);
+    let code = code_outside_tests(
+        "use crate::a;\n// crate::b\n#[cfg(test)]\nfn f() {}\n#[cfg(test)]\nmod tests {\nuse crate::c;",
+    );
+    assert_eq!(crate_paths(&code), ["a"].map(String::from).into());
+    assert!(code.contains("fn f"), "{code}");
+}
