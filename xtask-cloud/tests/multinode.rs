@@ -162,8 +162,7 @@ fn the_sqlite_stack_deploys_updates_and_rolls_back_with_its_data_on_a_worker() {
     let trace = swarm.trace();
     let moto = Moto::start();
     let sandbox = sandbox(&swarm, &moto, &sqlite_stack_file());
-    let stack = sandbox.stack_name();
-    let (manager, data_node) = (swarm.manager(), swarm.node(2));
+    let on = DataOnAWorker { swarm: &swarm, sandbox: &sandbox, stack: sandbox.stack_name(), data_node: swarm.node(2) };
     let suffix = xtask_test_support::unique_name("v");
     let (a, b, crash) = (format!("a{suffix}"), format!("b{suffix}"), format!("crash{suffix}"));
     publish_versions(
@@ -172,120 +171,171 @@ fn the_sqlite_stack_deploys_updates_and_rolls_back_with_its_data_on_a_worker() {
         &a,
         &[(&b, &format!("LABEL version={b}")), (&crash, "ENV TODOBACKEND_LISTEN=not-an-address")],
     );
-    let at = |version: &str| sandbox.clone_with(&[("APP_VERSION", version)]);
 
-    // On a swarm of three nodes the xtask labels none: it says which to label.
-    let unlabelled = at(&a).xtask(&["deploy"]);
-    unlabelled.assert_failure();
-    assert!(unlabelled.stderr.contains("todobackend.data"), "{}", unlabelled.stderr);
-    assert!(manager.docker_ok(&["node", "ls", "--format", "{{.Hostname}} {{.Status}}"]).lines().count() == 3);
-    let labels = manager.docker_ok(&["node", "inspect", "--format", "{{.Spec.Labels}}", &manager.node_id()]);
-    assert!(!labels.contains("todobackend.data"), "the manager was labelled: {labels}");
-
-    // The data on node 2, a worker: the jobs and the app run there, where
-    // the manager, the engine the xtask talks to, lists no container.
-    manager.docker_ok(&["node", "update", "--label-add", "todobackend.data=true", &data_node.node_id()]);
-    let first = at(&a).xtask(&["deploy", "--timeout", "3m"]);
-    first.assert_success().assert_not_leaked(support::moto::ECR_PASSWORD);
-    assert!(
-        first.stdout.contains("migrate completed") && first.stdout.contains("collectstatic completed"),
-        "{}",
-        first.stdout
-    );
-    for service in ["app", "migrate", "collectstatic"] {
-        let nodes = manager.docker_ok(&["service", "ps", "--format", "{{.Node}}", &format!("{stack}_{service}")]);
-        assert!(nodes.lines().all(|node| node == data_node.hostname), "{service} ran on {nodes}");
-    }
-    let on_manager = manager.docker_ok(&[
-        "ps",
-        "--all",
-        "--quiet",
-        "--filter",
-        &format!("label=com.docker.stack.namespace={stack}"),
-    ]);
-    assert!(on_manager.is_empty(), "the manager runs containers of the stack: {on_manager}");
-    assert_eq!(answers(data_node, "/"), Some(200), "version {a} does not answer on {}", data_node.hostname);
-
-    // The node that pulled had no credential of its own: the swarm's
-    // (--with-registry-auth) was the only one.
-    let image_a = format!("{}/todobackend:{a}", swarm.registry().host());
-    let bare = support::sandbox();
-    let pull = docker_as(swarm.node(3), &bare, &["pull", &image_a]);
-    assert!(!pull.success(), "node3 pulls without a credential: the registry does not check");
-
-    // status: each service's node; logs: a job's lines, from node 2.
-    let status = at(&a).xtask(&["status"]);
-    status.assert_success();
-    let app_line = status.stdout.lines().find(|line| line.starts_with("app ")).expect("an app line");
-    assert!(app_line.ends_with(&data_node.hostname), "{}", status.stdout);
-    assert!(status.stdout.contains("nodes: node1 (manager) ready, node2 ready, node3 ready"), "{}", status.stdout);
-    let json: serde_json::Value = serde_json::from_str(&at(&a).xtask(&["status", "--json"]).stdout).expect("json");
-    assert_eq!(json["task_nodes"]["migrate"], serde_json::json!([data_node.hostname]), "{json}");
-    let logs = at(&a).xtask(&["logs", "migrate"]);
-    logs.assert_success();
-    assert!(logs.stdout.lines().any(|line| line.starts_with(&format!("migrate@{a} | "))), "{}", logs.stdout);
-
-    // Ctrl-C while the database check runs as a job on node 2: the
-    // interrupt stops the job's task there (the manager sees only its
-    // state), then removes the job; nothing of it keeps running.
-    let job_filter = format!("label={}={stack}", JOB_LABEL);
-    let deploy = at(&b)
-        .command_in(&sandbox.root, &["deploy", "--no-login", "--timeout", "3m"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn a deploy");
-    wait_until("the database job", Duration::from_secs(120), || {
-        !manager.docker_ok(&["service", "ls", "--quiet", "--filter", &job_filter]).is_empty()
-    });
-    signal(deploy.id(), "-STOP");
-    wait_until("the job's task placed on node 2", Duration::from_secs(60), || {
-        let jobs = manager.docker_ok(&["service", "ls", "--quiet", "--filter", &job_filter]);
-        jobs.lines().any(|job| {
-            manager.docker_ok(&["service", "ps", "--format", "{{.Node}}", job]).contains(&data_node.hostname)
-        })
-    });
-    signal(deploy.id(), "-INT");
-    signal(deploy.id(), "-CONT");
-    let out = deploy.wait_with_output().expect("the deploy ends");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    let said = stderr.lines().find(|line| line.starts_with("interrupted by SIGINT")).unwrap_or_default();
-    assert!(
-        said.contains(&format!("removed the database job {}", job_prefix(&stack)))
-            && said.contains(&format!("its container on node {} had stopped", data_node.hostname)),
-        "{stderr}"
-    );
-    assert_eq!(manager.docker_ok(&["service", "ls", "--quiet", "--filter", &job_filter]), "");
-    let job_container = format!("label={}={stack}", JOB_LABEL);
-    assert_eq!(data_node.docker_ok(&["ps", "--quiet", "--filter", &job_container]), "", "the job still runs on node 2");
-    wait_until("the swarm removes the job's container on node 2", Duration::from_secs(60), || {
-        data_node.docker_ok(&["ps", "--all", "--quiet", "--filter", &job_container]).is_empty()
-    });
-
-    // A rolling update, watched to convergence, its jobs on node 2 again.
-    let update = at(&b).xtask(&["deploy", "--no-login", "--timeout", "3m"]);
-    update.assert_success();
-    assert!(update.stdout.contains(&format!("Version {b} is live")), "{}", update.stdout);
-    assert_eq!(answers(data_node, "/"), Some(200));
-
-    // A release that crashes on node 2: rolled back, its error read from
-    // node 2 through the manager, version B still serving.
-    let failed = at(&crash).xtask(&["deploy", "--no-login", "--timeout", "3m"]);
-    assert_eq!(failed.status.code(), Some(3), "{}\n{}", failed.stdout, failed.stderr);
-    assert!(failed.stderr.contains("rolled it back"), "{}", failed.stderr);
-    assert!(failed.stderr.contains("not-an-address"), "the crash's own log line is missing:\n{}", failed.stderr);
-    assert_eq!(answers(data_node, "/"), Some(200), "nothing serves after the failed release");
-    assert_eq!(spec_image(manager, &stack, "app"), format!("{}/todobackend:{b}", swarm.registry().host()));
-
-    // rollback: its database check runs as a job on node 2.
-    let rollback = at(&b).xtask(&["rollback", "--to", &a, "--no-login", "--timeout", "3m"]);
-    rollback.assert_success();
-    assert_eq!(spec_image(manager, &stack, "app"), image_a, "{}\n{}", rollback.stdout, rollback.stderr);
-    assert_eq!(answers(data_node, "/"), Some(200));
+    on.an_unlabelled_swarm_is_refused_with_the_label_to_set(&a);
+    on.the_jobs_and_the_app_run_on_the_data_node_alone(&a);
+    on.the_node_that_pulls_has_only_the_swarms_credential(&a);
+    on.status_and_logs_name_the_nodes_of_the_tasks(&a);
+    on.an_interrupt_stops_the_job_on_its_worker_and_removes_it(&b);
+    on.updates_failures_and_rollbacks_work_across_nodes(&a, &b, &crash);
 
     drop(swarm);
     assert_gone(trace);
+}
+
+/// The SQLite stack of a three-node swarm whose data lives on node 2, a
+/// worker: the xtask talks to node 1, the manager.
+struct DataOnAWorker<'a> {
+    swarm: &'a MultiNode,
+    sandbox: &'a Sandbox,
+    stack: String,
+    data_node: &'a Node,
+}
+
+impl DataOnAWorker<'_> {
+    fn at(&self, version: &str) -> Sandbox {
+        self.sandbox.clone_with(&[("APP_VERSION", version)])
+    }
+
+    fn manager(&self) -> &Node {
+        self.swarm.manager()
+    }
+
+    fn app_image(&self, version: &str) -> String {
+        format!("{}/todobackend:{version}", self.swarm.registry().host())
+    }
+
+    /// On a swarm of three nodes the xtask labels none: it says which to label.
+    fn an_unlabelled_swarm_is_refused_with_the_label_to_set(&self, a: &str) {
+        let manager = self.manager();
+        let unlabelled = self.at(a).xtask(&["deploy"]);
+        unlabelled.assert_failure();
+        assert!(unlabelled.stderr.contains("todobackend.data"), "{}", unlabelled.stderr);
+        assert!(manager.docker_ok(&["node", "ls", "--format", "{{.Hostname}} {{.Status}}"]).lines().count() == 3);
+        let labels = manager.docker_ok(&["node", "inspect", "--format", "{{.Spec.Labels}}", &manager.node_id()]);
+        assert!(!labels.contains("todobackend.data"), "the manager was labelled: {labels}");
+    }
+
+    /// Node 2 labelled: the jobs and the app run there, where the manager,
+    /// the engine the xtask talks to, lists no container.
+    fn the_jobs_and_the_app_run_on_the_data_node_alone(&self, a: &str) {
+        let (manager, data_node, stack) = (self.manager(), self.data_node, &self.stack);
+        manager.docker_ok(&["node", "update", "--label-add", "todobackend.data=true", &data_node.node_id()]);
+        let first = self.at(a).xtask(&["deploy", "--timeout", "3m"]);
+        first.assert_success().assert_not_leaked(support::moto::ECR_PASSWORD);
+        assert!(
+            first.stdout.contains("migrate completed") && first.stdout.contains("collectstatic completed"),
+            "{}",
+            first.stdout
+        );
+        for service in ["app", "migrate", "collectstatic"] {
+            let nodes = manager.docker_ok(&["service", "ps", "--format", "{{.Node}}", &format!("{stack}_{service}")]);
+            assert!(nodes.lines().all(|node| node == data_node.hostname), "{service} ran on {nodes}");
+        }
+        let on_manager = manager.docker_ok(&[
+            "ps",
+            "--all",
+            "--quiet",
+            "--filter",
+            &format!("label=com.docker.stack.namespace={stack}"),
+        ]);
+        assert!(on_manager.is_empty(), "the manager runs containers of the stack: {on_manager}");
+        assert_eq!(answers(data_node, "/"), Some(200), "version {a} does not answer on {}", data_node.hostname);
+    }
+
+    /// The node that pulled had no credential of its own: the swarm's
+    /// (--with-registry-auth) was the only one.
+    fn the_node_that_pulls_has_only_the_swarms_credential(&self, a: &str) {
+        let bare = support::sandbox();
+        let pull = docker_as(self.swarm.node(3), &bare, &["pull", &self.app_image(a)]);
+        assert!(!pull.success(), "node3 pulls without a credential: the registry does not check");
+    }
+
+    /// status: each service's node; logs: a job's lines, from node 2.
+    fn status_and_logs_name_the_nodes_of_the_tasks(&self, a: &str) {
+        let data_node = self.data_node;
+        let status = self.at(a).xtask(&["status"]);
+        status.assert_success();
+        let app_line = status.stdout.lines().find(|line| line.starts_with("app ")).expect("an app line");
+        assert!(app_line.ends_with(&data_node.hostname), "{}", status.stdout);
+        assert!(status.stdout.contains("nodes: node1 (manager) ready, node2 ready, node3 ready"), "{}", status.stdout);
+        let json: serde_json::Value =
+            serde_json::from_str(&self.at(a).xtask(&["status", "--json"]).stdout).expect("json");
+        assert_eq!(json["task_nodes"]["migrate"], serde_json::json!([data_node.hostname]), "{json}");
+        let logs = self.at(a).xtask(&["logs", "migrate"]);
+        logs.assert_success();
+        assert!(logs.stdout.lines().any(|line| line.starts_with(&format!("migrate@{a} | "))), "{}", logs.stdout);
+    }
+
+    /// Ctrl-C while the database check runs as a job on node 2: the
+    /// interrupt stops the job's task there (the manager sees only its
+    /// state), then removes the job; nothing of it keeps running.
+    fn an_interrupt_stops_the_job_on_its_worker_and_removes_it(&self, b: &str) {
+        let (manager, data_node, stack) = (self.manager(), self.data_node, &self.stack);
+        let job_filter = format!("label={}={stack}", JOB_LABEL);
+        let deploy = self
+            .at(b)
+            .command_in(&self.sandbox.root, &["deploy", "--no-login", "--timeout", "3m"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn a deploy");
+        wait_until("the database job", Duration::from_secs(120), || {
+            !manager.docker_ok(&["service", "ls", "--quiet", "--filter", &job_filter]).is_empty()
+        });
+        signal(deploy.id(), "-STOP");
+        wait_until("the job's task placed on node 2", Duration::from_secs(60), || {
+            let jobs = manager.docker_ok(&["service", "ls", "--quiet", "--filter", &job_filter]);
+            jobs.lines().any(|job| {
+                manager.docker_ok(&["service", "ps", "--format", "{{.Node}}", job]).contains(&data_node.hostname)
+            })
+        });
+        signal(deploy.id(), "-INT");
+        signal(deploy.id(), "-CONT");
+        let out = deploy.wait_with_output().expect("the deploy ends");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{stderr}");
+        let said = stderr.lines().find(|line| line.starts_with("interrupted by SIGINT")).unwrap_or_default();
+        assert!(
+            said.contains(&format!("removed the database job {}", job_prefix(stack)))
+                && said.contains(&format!("its container on node {} had stopped", data_node.hostname)),
+            "{stderr}"
+        );
+        assert_eq!(manager.docker_ok(&["service", "ls", "--quiet", "--filter", &job_filter]), "");
+        let job_container = format!("label={}={stack}", JOB_LABEL);
+        assert_eq!(
+            data_node.docker_ok(&["ps", "--quiet", "--filter", &job_container]),
+            "",
+            "the job still runs on node 2"
+        );
+        wait_until("the swarm removes the job's container on node 2", Duration::from_secs(60), || {
+            data_node.docker_ok(&["ps", "--all", "--quiet", "--filter", &job_container]).is_empty()
+        });
+    }
+
+    /// A rolling update, watched to convergence, its jobs on node 2 again; a
+    /// release that crashes on node 2, rolled back with its error read from
+    /// node 2 through the manager, B still serving; a rollback, whose
+    /// database check runs as a job on node 2.
+    fn updates_failures_and_rollbacks_work_across_nodes(&self, a: &str, b: &str, crash: &str) {
+        let (manager, data_node, stack) = (self.manager(), self.data_node, &self.stack);
+        let update = self.at(b).xtask(&["deploy", "--no-login", "--timeout", "3m"]);
+        update.assert_success();
+        assert!(update.stdout.contains(&format!("Version {b} is live")), "{}", update.stdout);
+        assert_eq!(answers(data_node, "/"), Some(200));
+
+        let failed = self.at(crash).xtask(&["deploy", "--no-login", "--timeout", "3m"]);
+        assert_eq!(failed.status.code(), Some(3), "{}\n{}", failed.stdout, failed.stderr);
+        assert!(failed.stderr.contains("rolled it back"), "{}", failed.stderr);
+        assert!(failed.stderr.contains("not-an-address"), "the crash's own log line is missing:\n{}", failed.stderr);
+        assert_eq!(answers(data_node, "/"), Some(200), "nothing serves after the failed release");
+        assert_eq!(spec_image(manager, stack, "app"), self.app_image(b));
+
+        let rollback = self.at(b).xtask(&["rollback", "--to", a, "--no-login", "--timeout", "3m"]);
+        rollback.assert_success();
+        assert_eq!(spec_image(manager, stack, "app"), self.app_image(a), "{}\n{}", rollback.stdout, rollback.stderr);
+        assert_eq!(answers(data_node, "/"), Some(200));
+    }
 }
 
 /// The SQLite stack with the app free to run on any node, at most one
@@ -385,106 +435,139 @@ fn the_app_keeps_answering_while_a_node_is_drained_or_lost() {
     let moto = Moto::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let sandbox = sandbox(&swarm, &moto, &unpinned_stack_file(dir.path())).with_env("APP_REPLICAS", "2");
-    let stack = sandbox.stack_name();
-    let app = format!("{stack}_app");
-    let manager = swarm.manager();
     let suffix = xtask_test_support::unique_name("v");
     let (a, b) = (format!("a{suffix}"), format!("b{suffix}"));
     publish_versions(&swarm, &sandbox, &a, &[(&b, &format!("LABEL version={b}"))]);
-    let at = |version: &str| sandbox.clone_with(&[("APP_VERSION", version)]);
+    let spread = Spread { swarm: &swarm, app: format!("{}_app", sandbox.stack_name()), sandbox, suffix };
 
-    at(&a).xtask(&["deploy", "--timeout", "3m"]).assert_success();
-    let app_nodes = running_on(&swarm, &app);
+    spread.at(&a).xtask(&["deploy", "--timeout", "3m"]).assert_success();
+    let app_nodes = running_on(&swarm, &spread.app);
     assert_eq!(app_nodes.len(), 2, "{app_nodes:?}");
     for name in &app_nodes {
         wait_until(&format!("the app answers on {name}"), Duration::from_secs(60), || {
             answers(named(&swarm, name), "/") == Some(200)
         });
     }
-
-    // status names both nodes; logs has lines from the tasks on both (each
-    // node's request carries an id of its own, which the app logs).
-    let status = at(&a).xtask(&["status"]);
-    status.assert_success();
-    let app_line = status.stdout.lines().find(|line| line.starts_with("app ")).expect("an app line");
-    assert!(app_line.ends_with(&app_nodes.join(",")), "{}", status.stdout);
-    let ids: Vec<String> = app_nodes.iter().map(|name| format!("via-{name}-{suffix}")).collect();
-    for (name, id) in app_nodes.iter().zip(&ids) {
-        let url = named(&swarm, name).url(PORT, "/todos");
-        let response = xtask_test_support::http::http(&url, "GET", &[("X-Request-Id", id)]).expect("the app answers");
-        assert_eq!(response.status, 200);
-    }
-    wait_until("logs app shows both nodes' requests", Duration::from_secs(30), || {
-        let logs = at(&a).xtask(&["logs", "app"]);
-        logs.assert_success();
-        ids.iter().all(|id| logs.stdout.lines().any(|line| line.starts_with("app@") && line.contains(id.as_str())))
-    });
-
-    // Drain a node with an app task (a worker), while a client loops on
-    // the other app node's port: no request fails, the task moves to the spare.
-    let drained = app_nodes.iter().find(|name| **name != manager.hostname).expect("an app task on a worker").clone();
-    let kept = app_nodes.iter().find(|name| **name != drained).expect("the other app node").clone();
-    let spare = swarm.nodes.iter().find(|node| !app_nodes.contains(&node.hostname)).expect("a spare node");
-    let client = Client::start(named(&swarm, &kept).url(PORT, "/todos"));
-    let drained_id = named(&swarm, &drained).node_id();
-    manager.docker_ok(&["node", "update", "--availability", "drain", &drained_id]);
-    let rescheduled = wait_until("the drained node's task runs on the spare", Duration::from_secs(120), || {
-        running_on(&swarm, &app) == sorted(&[&kept, &spare.hostname]) && answers(spare, "/") == Some(200)
-    });
-    let (sent, failed) = client.stop();
-    eprintln!(
-        "drain: {sent} requests sent to {kept}, {failed} failed; the app task of {drained} answered on {} after {:.1} s",
-        spare.hostname,
-        rescheduled.as_secs_f64()
-    );
-    assert!(sent > 0, "the client sent nothing");
-    assert_eq!(failed, 0, "{failed} of {sent} requests to {kept} failed while {drained} drained");
-    at(&a).xtask(&["status"]).assert_success();
-    manager.docker_ok(&["node", "update", "--availability", "active", &drained_id]);
-
-    // Lose a worker with an app task (its link cut): the other keeps
-    // answering, the swarm marks it down and reschedules on the node that
-    // is free again; status says so, and a deploy still works.
-    let candidates = sorted(&[&kept, &spare.hostname]);
-    let lost = candidates.iter().find(|name| **name != manager.hostname).expect("an app task on a worker").clone();
-    let answering = candidates.iter().find(|name| **name != lost).expect("the other app node").clone();
-    let client = Client::start(named(&swarm, &answering).url(PORT, "/todos"));
-    let lost_id = named(&swarm, &lost).node_id();
-    swarm.cut_link(named(&swarm, &lost).index);
-    let marked_down = wait_until("the swarm marks the lost node down", Duration::from_secs(120), || {
-        manager.docker_ok(&["node", "inspect", "--format", "{{.Status.State}}", &lost_id]) == "down"
-    });
-    let replaced = wait_until("the lost node's task runs elsewhere", Duration::from_secs(120), || {
-        running_on(&swarm, &app) == sorted(&[&answering, &drained])
-            && answers(named(&swarm, &drained), "/") == Some(200)
-    });
-    let (sent, failed) = client.stop();
-    eprintln!(
-        "loss: {sent} requests sent to {answering}, {failed} failed; {lost} marked down after {:.1} s, its task \
-         answered on {drained} {:.1} s later",
-        marked_down.as_secs_f64(),
-        replaced.as_secs_f64()
-    );
-    assert_eq!(failed, 0, "{failed} of {sent} requests to {answering} failed while {lost} was lost");
-    let status = at(&a).xtask(&["status"]);
-    status.assert_success();
-    assert!(status.stdout.contains(&format!("{lost} DOWN")), "{}", status.stdout);
-    // logs: the lost node's task is left out, said so, and the rest comes.
-    let logs = xtask_within(&at(&a), &["logs", "app", "--tail", "5"], Duration::from_secs(60));
-    logs.assert_success();
-    assert!(logs.stderr.contains(&format!("warning: node {lost} is down")), "{}", logs.stderr);
-    assert!(logs.stdout.lines().any(|line| line.starts_with("app@")), "{}", logs.stdout);
-    let update = at(&b).xtask(&["deploy", "--timeout", "3m"]);
-    update.assert_success();
-    for name in [&answering, &drained] {
-        wait_until(&format!("version {b} answers on {name}"), Duration::from_secs(60), || {
-            answers(named(&swarm, name), "/") == Some(200)
-        });
-    }
-    assert!(spec_image(manager, &stack, "app").ends_with(&format!(":{b}")));
+    spread.status_and_logs_name_both_nodes(&a, &app_nodes);
+    let (app_nodes, drained) = spread.a_drained_nodes_task_moves_and_no_request_fails(&a, &app_nodes);
+    spread.a_lost_nodes_task_moves_no_request_fails_and_deploy_still_works(&a, &b, &app_nodes, &drained);
 
     drop(swarm);
     assert_gone(trace);
+}
+
+/// The app's two replicas on two of three nodes (`unpinned_stack_file`).
+struct Spread<'a> {
+    swarm: &'a MultiNode,
+    sandbox: Sandbox,
+    /// The app's service.
+    app: String,
+    suffix: String,
+}
+
+impl Spread<'_> {
+    fn at(&self, version: &str) -> Sandbox {
+        self.sandbox.clone_with(&[("APP_VERSION", version)])
+    }
+
+    /// status names both nodes; logs has lines from the tasks on both (each
+    /// node's request carries an id of its own, which the app logs).
+    fn status_and_logs_name_both_nodes(&self, a: &str, app_nodes: &[String]) {
+        let status = self.at(a).xtask(&["status"]);
+        status.assert_success();
+        let app_line = status.stdout.lines().find(|line| line.starts_with("app ")).expect("an app line");
+        assert!(app_line.ends_with(&app_nodes.join(",")), "{}", status.stdout);
+        let ids: Vec<String> = app_nodes.iter().map(|name| format!("via-{name}-{}", self.suffix)).collect();
+        for (name, id) in app_nodes.iter().zip(&ids) {
+            let url = named(self.swarm, name).url(PORT, "/todos");
+            let response =
+                xtask_test_support::http::http(&url, "GET", &[("X-Request-Id", id)]).expect("the app answers");
+            assert_eq!(response.status, 200);
+        }
+        wait_until("logs app shows both nodes' requests", Duration::from_secs(30), || {
+            let logs = self.at(a).xtask(&["logs", "app"]);
+            logs.assert_success();
+            ids.iter().all(|id| logs.stdout.lines().any(|line| line.starts_with("app@") && line.contains(id.as_str())))
+        });
+    }
+
+    /// Drain a node with an app task (a worker), while a client loops on the
+    /// other app node's port: no request fails, the task moves to the spare.
+    /// The node is made active again; gives the app's nodes now, and the
+    /// drained node (free again).
+    fn a_drained_nodes_task_moves_and_no_request_fails(&self, a: &str, app_nodes: &[String]) -> (Vec<String>, String) {
+        let (swarm, manager) = (self.swarm, self.swarm.manager());
+        let drained =
+            app_nodes.iter().find(|name| **name != manager.hostname).expect("an app task on a worker").clone();
+        let kept = app_nodes.iter().find(|name| **name != drained).expect("the other app node").clone();
+        let spare = swarm.nodes.iter().find(|node| !app_nodes.contains(&node.hostname)).expect("a spare node");
+        let client = Client::start(named(swarm, &kept).url(PORT, "/todos"));
+        let drained_id = named(swarm, &drained).node_id();
+        manager.docker_ok(&["node", "update", "--availability", "drain", &drained_id]);
+        let rescheduled = wait_until("the drained node's task runs on the spare", Duration::from_secs(120), || {
+            running_on(swarm, &self.app) == sorted(&[&kept, &spare.hostname]) && answers(spare, "/") == Some(200)
+        });
+        let (sent, failed) = client.stop();
+        eprintln!(
+            "drain: {sent} requests sent to {kept}, {failed} failed; the app task of {drained} answered on {} after \
+             {:.1} s",
+            spare.hostname,
+            rescheduled.as_secs_f64()
+        );
+        assert!(sent > 0, "the client sent nothing");
+        assert_eq!(failed, 0, "{failed} of {sent} requests to {kept} failed while {drained} drained");
+        self.at(a).xtask(&["status"]).assert_success();
+        manager.docker_ok(&["node", "update", "--availability", "active", &drained_id]);
+        (sorted(&[&kept, &spare.hostname]), drained)
+    }
+
+    /// Lose a worker with an app task (its link cut): the other keeps
+    /// answering, the swarm marks it down and reschedules on `free`, the node
+    /// that is free again; status and logs say so, and a deploy still works.
+    fn a_lost_nodes_task_moves_no_request_fails_and_deploy_still_works(
+        &self,
+        a: &str,
+        b: &str,
+        app_nodes: &[String],
+        free: &str,
+    ) {
+        let (swarm, manager) = (self.swarm, self.swarm.manager());
+        let lost = app_nodes.iter().find(|name| **name != manager.hostname).expect("an app task on a worker").clone();
+        let answering = app_nodes.iter().find(|name| **name != lost).expect("the other app node").clone();
+        let client = Client::start(named(swarm, &answering).url(PORT, "/todos"));
+        let lost_id = named(swarm, &lost).node_id();
+        swarm.cut_link(named(swarm, &lost).index);
+        let marked_down = wait_until("the swarm marks the lost node down", Duration::from_secs(120), || {
+            manager.docker_ok(&["node", "inspect", "--format", "{{.Status.State}}", &lost_id]) == "down"
+        });
+        let replaced = wait_until("the lost node's task runs elsewhere", Duration::from_secs(120), || {
+            running_on(swarm, &self.app) == sorted(&[&answering, free]) && answers(named(swarm, free), "/") == Some(200)
+        });
+        let (sent, failed) = client.stop();
+        eprintln!(
+            "loss: {sent} requests sent to {answering}, {failed} failed; {lost} marked down after {:.1} s, its task \
+             answered on {free} {:.1} s later",
+            marked_down.as_secs_f64(),
+            replaced.as_secs_f64()
+        );
+        assert_eq!(failed, 0, "{failed} of {sent} requests to {answering} failed while {lost} was lost");
+        let status = self.at(a).xtask(&["status"]);
+        status.assert_success();
+        assert!(status.stdout.contains(&format!("{lost} DOWN")), "{}", status.stdout);
+        // logs: the lost node's task is left out, said so, and the rest comes.
+        let logs = xtask_within(&self.at(a), &["logs", "app", "--tail", "5"], Duration::from_secs(60));
+        logs.assert_success();
+        assert!(logs.stderr.contains(&format!("warning: node {lost} is down")), "{}", logs.stderr);
+        assert!(logs.stdout.lines().any(|line| line.starts_with("app@")), "{}", logs.stdout);
+        let update = self.at(b).xtask(&["deploy", "--timeout", "3m"]);
+        update.assert_success();
+        for name in [answering.as_str(), free] {
+            wait_until(&format!("version {b} answers on {name}"), Duration::from_secs(60), || {
+                answers(named(swarm, name), "/") == Some(200)
+            });
+        }
+        assert!(spec_image(manager, &self.sandbox.stack_name(), "app").ends_with(&format!(":{b}")));
+    }
 }
 
 fn signal(pid: u32, which: &str) {
@@ -492,8 +575,8 @@ fn signal(pid: u32, which: &str) {
     assert!(sent.success(), "kill {which} {pid}");
 }
 
-fn sorted(names: &[&String]) -> Vec<String> {
-    let mut names: Vec<String> = names.iter().map(|name| (*name).clone()).collect();
+fn sorted(names: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
     names.sort();
     names
 }

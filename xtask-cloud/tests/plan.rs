@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use support::app::PushedApp;
 use support::swarm::{docker, docker_ok};
+use xtask_test_support::sandbox::Sandbox;
 
 /// `text` (a stack file) with `line` added to the app's environment: in its
 /// own `environment:` map, or a new one after its image.
@@ -96,17 +97,27 @@ fn a_usage_error_with_exit_code_is_not_read_as_changes() {
 #[test]
 fn plan_shows_changes_drift_and_removed_services_and_deploy_prunes_them() {
     let app = PushedApp::start();
-    let (stack, a) = (app.stack.clone(), app.version.clone());
-    let at_a = app.at(&a);
+    let at_a = app.at(&app.version);
+    let original = std::fs::read_to_string(xtask_test_support::project_root().join("stack.single-node.yml"))
+        .expect("stack.single-node.yml");
+    let dir = tempfile::tempdir().expect("temp dir");
 
-    // Before the first deploy: every service is to be added.
+    before_the_first_deploy_every_service_is_to_be_added(&at_a);
+    at_a.xtask(&["deploy", "--no-login", "--timeout", "3m"]).assert_success();
+    a_converged_stack_plans_no_change(&at_a);
+    changes_are_planned_field_by_field_and_head_the_dry_runs(&app, &original, dir.path());
+    a_change_by_hand_is_drift_for_status_and_a_revert_for_plan(&app);
+    a_service_left_out_of_the_stack_file_is_kept_unless_deploy_prunes(&app, &original, dir.path());
+}
+
+fn before_the_first_deploy_every_service_is_to_be_added(at_a: &Sandbox) {
     let first_plan = at_a.xtask(&["plan", "--exit-code"]);
     assert_eq!(first_plan.status.code(), Some(2), "{}\n{}", first_plan.stdout, first_plan.stderr);
     assert!(first_plan.stdout.contains("  + app (new service)"), "{}", first_plan.stdout);
+}
 
-    at_a.xtask(&["deploy", "--no-login", "--timeout", "3m"]).assert_success();
-
-    // Converged: no change, exit 0 with --exit-code.
+/// Converged: no change, exit 0 with --exit-code, and no drift.
+fn a_converged_stack_plans_no_change(at_a: &Sandbox) {
     let plan = at_a.xtask(&["plan", "--exit-code"]);
     assert_eq!(plan.status.code(), Some(0), "{}\n{}", plan.stdout, plan.stderr);
     assert!(plan.stdout.contains("No changes"), "{}", plan.stdout);
@@ -114,18 +125,17 @@ fn plan_shows_changes_drift_and_removed_services_and_deploy_prunes_them() {
     let status = at_a.xtask(&["status"]);
     assert!(status.success(), "{}\n{}", status.stdout, status.stderr);
     assert!(!status.stdout.contains("drift"), "{}", status.stdout);
+}
 
-    // Three changes: replicas, an added (secret-looking) variable, the update delay.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let original = std::fs::read_to_string(xtask_test_support::project_root().join("stack.single-node.yml"))
-        .expect("stack.single-node.yml");
+/// Three changes: replicas, an added (secret-looking) variable, the update
+/// delay; in the plan, its JSON and the dry runs of deploy and rollback,
+/// which claim no outcome.
+fn changes_are_planned_field_by_field_and_head_the_dry_runs(app: &PushedApp, original: &str, dir: &Path) {
+    let a = &app.version;
     let token = xtask_test_support::unique_name("tokenvalue");
-    let changed_file = write_stack_file(
-        dir.path(),
-        "stack.yml",
-        &with_app_environment(&original, "PLAN_API_TOKEN: \"${PLAN_API_TOKEN}\""),
-    );
-    let changed = at_a.clone_with(&[
+    let changed_file =
+        write_stack_file(dir, "stack.yml", &with_app_environment(original, "PLAN_API_TOKEN: \"${PLAN_API_TOKEN}\""));
+    let changed = app.at(a).clone_with(&[
         ("STACK_FILE", &changed_file.display().to_string()),
         ("APP_REPLICAS", "2"),
         ("APP_UPDATE_DELAY", "7s"),
@@ -149,18 +159,21 @@ fn plan_shows_changes_drift_and_removed_services_and_deploy_prunes_them() {
     assert_eq!(fields, ["environment.PLAN_API_TOKEN", "replicas", "update_config.delay"], "{}", json.stdout);
     assert!(json_changes(&json.stdout, "app").contains(&("replicas".into(), Some("1".into()), Some("2".into()))));
 
-    // The same plan heads deploy's dry run, which claims no outcome.
     let dry = changed.xtask(&["deploy", "--dry-run", "--no-login"]);
     dry.assert_success().assert_not_leaked(&token);
     assert!(dry.stdout.contains("~ replicas: 1 → 2"), "{}", dry.stdout);
     assert!(dry.stdout.contains("(planned)") && !dry.stdout.contains("(converged)"), "{}", dry.stdout);
-    let rollback_dry = changed.xtask(&["rollback", "--dry-run", "--no-login", "--to", &a]);
+    let rollback_dry = changed.xtask(&["rollback", "--dry-run", "--no-login", "--to", a]);
     rollback_dry.assert_success().assert_not_leaked(&token);
     assert!(rollback_dry.stdout.contains("~ replicas: 1 → 2"), "{}", rollback_dry.stdout);
     assert!(rollback_dry.stdout.contains("(planned)"), "{}", rollback_dry.stdout);
+}
 
-    // Drift: a variable added by hand. status names the service and the field, exit 1.
-    let app_service = format!("{stack}_app");
+/// A variable added by hand: status names the service and the field and
+/// exits 1 (0 with --allow-drift); plan shows the revert.
+fn a_change_by_hand_is_drift_for_status_and_a_revert_for_plan(app: &PushedApp) {
+    let at_a = app.at(&app.version);
+    let app_service = format!("{}_app", app.stack);
     docker_ok(&["service", "update", "--quiet", "--detach", "--env-add", "DRIFT=1", &app_service]);
     update_completed(&app_service, "");
     let status = at_a.xtask(&["status"]);
@@ -172,14 +185,18 @@ fn plan_shows_changes_drift_and_removed_services_and_deploy_prunes_them() {
     let json = at_a.xtask(&["status", "--json", "--allow-drift"]);
     let status_json: serde_json::Value = serde_json::from_str(&json.stdout).expect("status --json");
     assert_eq!(status_json["drift"]["app"], serde_json::json!(["environment.DRIFT"]), "{}", json.stdout);
-    // plan shows the revert.
     let plan = at_a.xtask(&["plan", "--exit-code"]);
     assert_eq!(plan.status.code(), Some(2), "{}\n{}", plan.stdout, plan.stderr);
     assert!(plan.stdout.contains("- environment.DRIFT: 1   (changed outside the xtask: reverted)"), "{}", plan.stdout);
+}
 
-    // A service removed from a copy of the stack file: named in the plan,
-    // kept by deploy (with a warning), removed by deploy --prune.
-    let pruned_file = write_stack_file(dir.path(), "pruned.yml", &without_service(&original, "collectstatic"));
+/// A service removed from a copy of the stack file: named in the plan, kept
+/// by deploy (with a warning; that deploy reverts the drift before it),
+/// removed by deploy --prune.
+fn a_service_left_out_of_the_stack_file_is_kept_unless_deploy_prunes(app: &PushedApp, original: &str, dir: &Path) {
+    let at_a = app.at(&app.version);
+    let app_service = format!("{}_app", app.stack);
+    let pruned_file = write_stack_file(dir, "pruned.yml", &without_service(original, "collectstatic"));
     let pruned = at_a.clone_with(&[("STACK_FILE", &pruned_file.display().to_string())]);
     let plan = pruned.xtask(&["plan"]);
     plan.assert_success();
@@ -190,7 +207,7 @@ fn plan_shows_changes_drift_and_removed_services_and_deploy_prunes_them() {
     kept.assert_success();
     assert!(kept.stderr.contains("warning: collectstatic of stack"), "{}", kept.stderr);
     assert!(kept.stderr.contains("deploy --prune"), "{}", kept.stderr);
-    let service = format!("{stack}_collectstatic");
+    let service = format!("{}_collectstatic", app.stack);
     assert!(docker(&["service", "inspect", &service]).status.success(), "deploy removed it");
     // That deploy reverted the drift (the swarm's rolling update of the
     // reverted spec, started by `docker stack deploy`, runs on after it).
