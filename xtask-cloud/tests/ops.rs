@@ -406,14 +406,13 @@ fn sigterm_during_a_deploy_releases_the_lock_and_the_next_deploy_removes_a_left_
 fn a_lock_taken_away_by_a_forced_unlock_is_never_removed_by_its_first_holder() {
     let app = PushedApp::start();
     let (sandbox, stack) = (&app.sandbox, app.stack.clone());
-    let spawn = || app.spawn_deploy(&app.version);
-    // Each deploy is held still (SIGSTOP) at the moment the test needs, so
-    // the order of events is the test's, not the scheduler's.
-    let first = spawn();
-    wait_until("the first deploy takes the lock", Duration::from_secs(120), || {
-        lock_holder(&stack).is_some_and(|holder| holder["pid"] == first.id())
-    });
-    signal(first.id(), "-STOP");
+    let stand_in = tempfile::tempdir().expect("temp dir");
+    // Each deploy is held at its first `docker stack deploy` (it holds the
+    // lock, its checks are done, the stack is not yet changed) until the
+    // test lets it go, so the order of events is the test's, not the
+    // scheduler's.
+    let first = HeldDeploy::start(&app, stand_in.path(), "first");
+    assert_eq!(lock_holder(&stack).expect("the first deploy holds the lock")["pid"], first.pid());
     let first_token = lock_holder(&stack).expect("the first deploy's lock")["token"].clone();
 
     // Its process lives on this host: unlock refuses, and the lock stays.
@@ -426,18 +425,14 @@ fn a_lock_taken_away_by_a_forced_unlock_is_never_removed_by_its_first_holder() {
     sandbox.xtask(&["unlock", "--force"]).assert_success();
     assert!(!lock_exists(&stack), "unlock --force left the lock");
 
-    let second = spawn();
-    wait_until("the second deploy takes the lock", Duration::from_secs(120), || {
-        lock_holder(&stack).is_some_and(|holder| holder["pid"] == second.id())
-    });
-    signal(second.id(), "-STOP");
+    let second = HeldDeploy::start(&app, stand_in.path(), "second");
+    assert_eq!(lock_holder(&stack).expect("the second deploy holds the lock")["pid"], second.pid());
     let second_token = lock_holder(&stack).expect("the second deploy's lock")["token"].clone();
     assert_ne!(first_token, second_token, "two acquisitions share a token");
 
     // The first deploy finishes while the second holds the lock: it leaves
     // that lock alone, and says its own was taken away.
-    signal(first.id(), "-CONT");
-    let first = Run::of(first.wait_with_output().expect("the first deploy ends"));
+    let first = first.finish();
     first.assert_success();
     assert!(
         first.stderr.contains("the deploy lock was taken away while this run held it")
@@ -448,12 +443,90 @@ fn a_lock_taken_away_by_a_forced_unlock_is_never_removed_by_its_first_holder() {
     assert_eq!(lock_holder(&stack).expect("the second deploy's lock stays")["token"], second_token);
 
     // The second deploy ends with its own lock, and releases it.
-    let second_pid = second.id();
-    signal(second_pid, "-CONT");
-    let second = Run::of(second.wait_with_output().expect("the second deploy ends"));
+    let second = second.finish();
     second.assert_success();
     assert!(!second.stderr.contains("taken away"), "{}", second.stderr);
     assert!(!lock_exists(&stack), "the second deploy did not release its lock");
+}
+
+/// A deploy held at its first `docker stack deploy` by a stand-in `docker` in
+/// front of the real one, until [`HeldDeploy::finish`] lets it go; killed
+/// if the test ends first.
+struct HeldDeploy {
+    child: Option<std::process::Child>,
+    gate: std::path::PathBuf,
+}
+
+impl HeldDeploy {
+    /// Starts the deploy of the app's version and returns once it is held;
+    /// `name` tells its gate (a FIFO in `dir`) from the others'.
+    fn start(app: &PushedApp, dir: &std::path::Path, name: &str) -> HeldDeploy {
+        // The stand-in holds the deploy's first `docker stack deploy` (that
+        // of its jobs, or of the stack): it opens the gate read-write (on
+        // Linux that does not block), says it is there, and reads one line
+        // from it. Later calls go straight through.
+        let docker = dir.join("docker");
+        if !docker.exists() {
+            let real = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .map(|bin| bin.join("docker"))
+                .find(|candidate| candidate.is_file())
+                .expect("the docker CLI on PATH");
+            let script = format!(
+                "#!/bin/sh\n\
+                 if [ \"$1 $2\" = \"stack deploy\" ] && [ -n \"$HOLD_GATE\" ] && [ ! -e \"$HOLD_GATE.reached\" ]; then\n\
+                 exec 3<> \"$HOLD_GATE\"\n\
+                 : > \"$HOLD_GATE.reached\"\n\
+                 read -r go <&3\n\
+                 exec 3<&-\n\
+                 fi\n\
+                 exec {} \"$@\"\n",
+                real.display()
+            );
+            std::fs::write(&docker, script).expect("write the stand-in docker");
+            std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        }
+        let gate = dir.join(format!("{name}.gate"));
+        let made = std::process::Command::new("mkfifo").arg(&gate).status().expect("mkfifo runs");
+        assert!(made.success(), "mkfifo {}", gate.display());
+        let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+        let child = app
+            .at(&app.version)
+            .clone_with(&[("PATH", &path), ("HOLD_GATE", &gate.display().to_string())])
+            .command(&["deploy", "--no-login", "--timeout", "3m"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn a deploy");
+        let mut held = HeldDeploy { child: Some(child), gate };
+        let reached = held.gate.with_extension("gate.reached");
+        wait_until(&format!("the {name} deploy reaches docker stack deploy"), Duration::from_secs(120), || {
+            let ended = held.child.as_mut().expect("running").try_wait().expect("try_wait").is_some();
+            assert!(!ended, "the {name} deploy ended before its docker stack deploy");
+            reached.exists()
+        });
+        held
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Lets the deploy go on, and waits for its end.
+    fn finish(mut self) -> Run {
+        let mut gate = std::fs::OpenOptions::new().read(true).write(true).open(&self.gate).expect("open the gate");
+        std::io::Write::write_all(&mut gate, b"go\n").expect("open the gate");
+        let child = self.child.take().expect("running");
+        Run::of(child.wait_with_output().expect("the deploy ends"))
+    }
+}
+
+impl Drop for HeldDeploy {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// The pid the stack's lock names.

@@ -133,7 +133,6 @@ impl Sandbox {
         Run::of(self.command_in(dir, args).output().expect("run the xtask binary"))
     }
 
-    /// The xtask command [`Sandbox::xtask`] runs, to spawn.
     /// Run the xtask with `input` on its stdin (a secret's value: never an
     /// argument).
     pub fn xtask_with_stdin(&self, args: &[&str], input: &str) -> Run {
@@ -149,6 +148,7 @@ impl Sandbox {
         Run::of(child.wait_with_output().expect("run the xtask"))
     }
 
+    /// The xtask command [`Sandbox::xtask`] runs, to spawn.
     pub fn command(&self, args: &[&str]) -> Command {
         self.command_in(&self.root, args)
     }
