@@ -515,8 +515,10 @@ fn deploy_only(
     let docker = &checked.docker;
     let source = &checked.source;
     // Beside the stack file: relative paths in it resolve from its directory.
+    // Named after this process: a deploy that runs on after a forced unlock
+    // must not remove the jobs file of the deploy that took the lock from it.
     let file_name = source.path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-    let jobs_file = source.path.with_file_name(format!(".{file_name}.jobs.yml"));
+    let jobs_file = source.path.with_file_name(format!(".{file_name}.{}.jobs.yml", std::process::id()));
     let jobs_text = stackfile::only_services(&source.shown, &source.text, names)?;
     ctx.write_file(&jobs_file, &jobs_text)?;
     // Never --prune here: this file holds only the jobs.
