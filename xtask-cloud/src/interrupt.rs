@@ -8,7 +8,8 @@
 //!   data volume would stay "in use");
 //! - a release that had started to change the stack: the history records it
 //!   as `interrupted`;
-//! - the deploy lock: released, if it is still this run's.
+//! - the deploy lock: released, if it is still this run's;
+//! - the jobs-only stack file written beside the stack file: removed.
 //!
 //! Its last line says what it did, and whether the stack was changed.
 //!
@@ -18,6 +19,7 @@
 //! handler, deals with it, never both; and once the handler has started, the
 //! task's thread stops at the next hand-over instead of racing it to exit.
 
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
@@ -50,6 +52,8 @@ struct State {
     /// starts changing until the release's own outcome is recorded.
     pending: Option<Entry>,
     stack_changed: bool,
+    /// A file the task wrote into the user's checkout for a moment.
+    scratch: Option<PathBuf>,
     interrupted: bool,
 }
 
@@ -61,6 +65,7 @@ static STATE: Mutex<State> = Mutex::new(State {
     job: None,
     pending: None,
     stack_changed: false,
+    scratch: None,
     interrupted: false,
 });
 
@@ -138,6 +143,12 @@ pub fn job_done() {
     state().job = None;
 }
 
+/// The task is about to write `path` and remove it again (`None`: it has
+/// removed it): an interrupt in between removes it.
+pub fn scratch_file(path: Option<PathBuf>) {
+    state().scratch = path;
+}
+
 /// The stack starts changing: an interruption from now on is recorded as
 /// `entry` (with its outcome `interrupted`), when there is one.
 pub fn stack_changing(entry: Option<Entry>) {
@@ -178,7 +189,7 @@ fn install() {
 async fn undo() -> String {
     let started = Instant::now();
     // A job being created, or the lock being released, is let finish first.
-    let (stack, endpoint, lock, job, pending, stack_changed) = loop {
+    let (stack, endpoint, lock, job, pending, stack_changed, scratch) = loop {
         let taken = {
             let mut state = state();
             let busy = state.releasing || state.job.as_ref().is_some_and(|job| job.creating);
@@ -191,6 +202,7 @@ async fn undo() -> String {
                     state.job.take(),
                     state.pending.take(),
                     state.stack_changed,
+                    state.scratch.take(),
                 )
             })
         };
@@ -199,6 +211,10 @@ async fn undo() -> String {
             None => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
+    if let Some(path) = scratch {
+        // Ours alone (named after this process), and gone is all we want.
+        let _ = std::fs::remove_file(path);
+    }
     let docker = match endpoint {
         Some(endpoint) => crate::docker::connect(&endpoint).await.map_err(|err| format!("{err:#}")),
         None => Err("no engine".to_owned()),

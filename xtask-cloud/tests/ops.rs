@@ -449,6 +449,25 @@ fn a_lock_taken_away_by_a_forced_unlock_is_never_removed_by_its_first_holder() {
     assert!(!lock_exists(&stack), "the second deploy did not release its lock");
 }
 
+#[test]
+fn an_interrupt_while_the_jobs_deploy_removes_the_jobs_file_from_the_checkout() {
+    let app = PushedApp::start();
+    let stand_in = tempfile::tempdir().expect("temp dir");
+    // Held at the first `docker stack deploy`, that of the jobs-only stack
+    // file the deploy writes beside the stack file, named after its pid.
+    let held = HeldDeploy::start(&app, stand_in.path(), "jobs");
+    let stack_file = std::path::PathBuf::from(app.sandbox.env_value("STACK_FILE").expect("the sandbox's stack file"));
+    let name = stack_file.file_name().expect("a file name").to_string_lossy();
+    let jobs_file = stack_file.with_file_name(format!(".{name}.{}.jobs.yml", held.pid()));
+    assert!(jobs_file.exists(), "held at its jobs' deploy, the deploy has not written {}", jobs_file.display());
+
+    signal(held.pid(), "-TERM");
+    let out = held.interrupted();
+    assert_eq!(out.status.code(), Some(143), "{}", out.stderr);
+    assert!(!jobs_file.exists(), "the interrupted deploy left {} in the checkout", jobs_file.display());
+    assert!(!lock_exists(&app.stack), "{}", out.stderr);
+}
+
 /// A deploy held at its first `docker stack deploy` by a stand-in `docker` in
 /// front of the real one, until [`HeldDeploy::finish`] lets it go; killed
 /// if the test ends first.
@@ -513,10 +532,23 @@ impl HeldDeploy {
 
     /// Lets the deploy go on, and waits for its end.
     fn finish(mut self) -> Run {
-        let mut gate = std::fs::OpenOptions::new().read(true).write(true).open(&self.gate).expect("open the gate");
-        std::io::Write::write_all(&mut gate, b"go\n").expect("open the gate");
+        self.open_gate();
         let child = self.child.take().expect("running");
         Run::of(child.wait_with_output().expect("the deploy ends"))
+    }
+
+    /// The end of a deploy the test has signalled; the stand-in it leaves
+    /// held is let go (its stack file gone, its `docker stack deploy` fails).
+    fn interrupted(mut self) -> Run {
+        let child = self.child.take().expect("running");
+        let out = Run::of(child.wait_with_output().expect("the deploy ends"));
+        self.open_gate();
+        out
+    }
+
+    fn open_gate(&self) {
+        let mut gate = std::fs::OpenOptions::new().read(true).write(true).open(&self.gate).expect("open the gate");
+        std::io::Write::write_all(&mut gate, b"go\n").expect("open the gate");
     }
 }
 

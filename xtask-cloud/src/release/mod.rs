@@ -520,10 +520,12 @@ fn deploy_only(
     let file_name = source.path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     let jobs_file = source.path.with_file_name(format!(".{file_name}.{}.jobs.yml", std::process::id()));
     let jobs_text = stackfile::only_services(&source.shown, &source.text, names)?;
+    crate::interrupt::scratch_file(Some(jobs_file.clone()));
     ctx.write_file(&jobs_file, &jobs_text)?;
     // Never --prune here: this file holds only the jobs.
     let deployed = stack_deploy(ctx, stack, &jobs_file, false);
     ctx.remove(&jobs_file)?;
+    crate::interrupt::scratch_file(None);
     deployed?;
     let watched: Vec<&str> = expected.iter().map(|want| want.name.as_str()).collect();
     let watch = format!("watch {} until done, timeout {}s", watched.join(", "), timeout.as_secs());
