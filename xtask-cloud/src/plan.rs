@@ -13,7 +13,7 @@ use crate::stackfile;
 /// `cargo xtask plan`.
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     crate::stack::check_name(&ctx.settings.stack)?;
-    let source = stackfile::Source::read(&ctx.settings)?;
+    let source = stackfile::Source::read(ctx)?;
     let sh = ctx.sh();
     let lookup = |name: &str| sh.var(name).ok();
     let services = stackfile::load(&source.shown, &source.text, &lookup)?;

@@ -50,9 +50,14 @@ pub fn is_one_shot(spec: &ServiceSpec) -> bool {
     )
 }
 
-/// A replicated service that keeps running: the stack's `app`.
+/// A service that keeps running: replicated (the stack's `app`, its `db`)
+/// or global (the `edge`, one task on every node).
 pub fn is_long_running(spec: &ServiceSpec) -> bool {
-    spec.mode.as_ref().is_some_and(|mode| mode.replicated.is_some()) && !is_one_shot(spec)
+    spec.mode.as_ref().is_some_and(|mode| mode.replicated.is_some() || mode.global.is_some()) && !is_one_shot(spec)
+}
+
+fn is_replicated(spec: &ServiceSpec) -> bool {
+    spec.mode.as_ref().is_some_and(|mode| mode.replicated.is_some())
 }
 
 /// The image of a service's spec (`name:tag@digest`), if it names one.
@@ -66,12 +71,13 @@ pub fn runs_release(spec: &ServiceSpec, release_image: &str) -> bool {
     spec_image(spec).is_some_and(|image| ImageRef::parse(image).name == release_image)
 }
 
-/// The stack's app: the long-running service that runs the release image
-/// (of a stack whose services run no such image, its first long-running
-/// one). The `db` of the PostgreSQL stack is long-running too, and is not it.
+/// The stack's app: the long-running replicated service that runs the
+/// release image (of a stack whose services run no such image, its first
+/// long-running replicated one; never the global edge). The `db` of the PostgreSQL stack is long-running too, and is not it.
 pub fn app<'a>(services: &'a [SwarmService], release_image: &str) -> Option<&'a ServiceSpec> {
-    let long_running =
-        || services.iter().filter_map(|service| service.spec.as_ref()).filter(|spec| is_long_running(spec));
+    let long_running = || {
+        services.iter().filter_map(|service| service.spec.as_ref()).filter(|spec| is_long_running(spec) && is_replicated(spec))
+    };
     long_running().find(|spec| runs_release(spec, release_image)).or_else(|| long_running().next())
 }
 
@@ -159,6 +165,10 @@ pub struct Update {
 pub enum Kind {
     /// Runs `replicas` tasks for good (restart condition `any`).
     Replicated { replicas: u64 },
+    /// Runs one task for good on every node its placement allows (`mode:
+    /// global`, the edge): how many is the swarm's to say, by the tasks it
+    /// wants running.
+    Global,
     /// Runs once to completion (restart condition `on-failure`/`none`, or a job).
     OneShot { restart_delay: Duration },
 }
@@ -206,6 +216,8 @@ impl Snapshot {
             let kind = if is_one_shot(spec) {
                 let delay = restart.and_then(|restart| restart.delay).unwrap_or(5_000_000_000).max(0) as u64;
                 Kind::OneShot { restart_delay: Duration::from_nanos(delay) }
+            } else if mode.is_some_and(|mode| mode.global.is_some()) {
+                Kind::Global
             } else {
                 let replicas = mode
                     .and_then(|mode| mode.replicated.as_ref())
@@ -332,7 +344,7 @@ mod tests {
         let job = spec(ServiceSpecMode { replicated_job: Some(Default::default()), ..Default::default() }, None);
         assert!(is_one_shot(&job) && !is_long_running(&job));
         let global = spec(ServiceSpecMode { global: Some(Default::default()), ..Default::default() }, Some(ANY));
-        assert!(!is_one_shot(&global) && !is_long_running(&global));
+        assert!(!is_one_shot(&global) && is_long_running(&global));
     }
 
     #[test]

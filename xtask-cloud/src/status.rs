@@ -19,7 +19,7 @@ use crate::stack::{Kind, Service, Snapshot, Task, TaskState};
 pub struct ServiceStatus {
     pub name: String,
     pub version: String,
-    /// `replicated` or `one-shot`.
+    /// `replicated`, `global` (desired: the nodes it should run on) or `one-shot`.
     pub kind: &'static str,
     pub running: u64,
     pub desired: u64,
@@ -59,6 +59,28 @@ pub fn service_status(name: &str, service: &Service) -> ServiceStatus {
                 completed: None,
                 failed: None,
                 converged: settled && running == replicas,
+            }
+        }
+        Kind::Global => {
+            // One task on each node the swarm wants one on (see converge::global).
+            let wanted = service.tasks.iter().filter(|task| task.desired_running);
+            let nodes: std::collections::BTreeSet<Option<&str>> = wanted.clone().map(|task| task.node.as_deref()).collect();
+            let running: std::collections::BTreeSet<Option<&str>> = wanted
+                .filter(current)
+                .filter(|task| task.node.is_some() && task.state == TaskState::Running)
+                .map(|task| task.node.as_deref())
+                .collect();
+            let (running, desired) = (running.len() as u64, nodes.len() as u64);
+            ServiceStatus {
+                name: name.to_owned(),
+                version,
+                kind: "global",
+                running,
+                desired,
+                update,
+                completed: None,
+                failed: None,
+                converged: settled && desired > 0 && running == desired,
             }
         }
         Kind::OneShot { .. } => {

@@ -44,6 +44,9 @@ impl Ctx {
         sh.set_var("ECR_REGISTRY", settings.registry());
         sh.set_var("IMAGE_REPOSITORY", &settings.repository);
         sh.set_var("COMPOSE_PROJECT_NAME", &settings.compose_project);
+        // The stack file names the swarm objects it makes outside the stack's
+        // namespace after it (the edge's config: `${STACK_NAME}_edge_...`).
+        sh.set_var("STACK_NAME", &settings.stack);
         // The environment's stack variables (delivery.NAME.yml), where the
         // process's environment does not set them.
         for (name, value) in &settings.variables {

@@ -44,6 +44,7 @@ pub const RETRY_GRACE: Duration = Duration::from_secs(5);
 pub fn judge(service: &Service, target: &Target<'_>) -> Verdict {
     match &service.kind {
         Kind::Replicated { replicas } => replicated(service, *replicas, target),
+        Kind::Global => global(service, target),
         Kind::OneShot { restart_delay } => one_shot(service, *restart_delay, target),
     }
 }
@@ -54,8 +55,6 @@ fn tag_of(image: &str) -> String {
 }
 
 fn replicated(service: &Service, replicas: u64, target: &Target<'_>) -> Verdict {
-    // An update that was there before this deploy is not this deploy's outcome.
-    let update = service.update.as_ref().filter(|update| Some(*update) != target.update_before);
     let on_target = |image: &str| target.image.matches(image, target.digest);
     let running_new = service
         .tasks
@@ -63,6 +62,34 @@ fn replicated(service: &Service, replicas: u64, target: &Target<'_>) -> Verdict 
         .filter(|task| task.desired_running && task.state == TaskState::Running && on_target(&task.image))
         .count() as u64;
     let progress = format!("{running_new}/{replicas} running on {}", tag_of(&target.image.name_tag()));
+    long_running(service, target, progress, running_new >= replicas)
+}
+
+/// A global service (the edge) has converged when every node the swarm
+/// wants a task on runs one of the new image: the nodes are those of the
+/// tasks it wants running, so a node that is drained or down is not waited
+/// for, and a task not placed yet counts as a node still to come.
+fn global(service: &Service, target: &Target<'_>) -> Verdict {
+    let on_target = |image: &str| target.image.matches(image, target.digest);
+    let wanted: Vec<&Task> = service.tasks.iter().filter(|task| task.desired_running).collect();
+    let nodes: std::collections::BTreeSet<Option<&str>> = wanted.iter().map(|task| task.node.as_deref()).collect();
+    let ready: std::collections::BTreeSet<Option<&str>> = wanted
+        .iter()
+        .filter(|task| task.node.is_some() && task.state == TaskState::Running && on_target(&task.image))
+        .map(|task| task.node.as_deref())
+        .collect();
+    let unplaced = wanted.iter().filter(|task| task.node.is_none()).count();
+    let total = nodes.len() - usize::from(nodes.contains(&None)) + unplaced;
+    let progress = format!("{}/{total} nodes running {}", ready.len(), tag_of(&target.image.name_tag()));
+    long_running(service, target, progress, total > 0 && ready.len() == total)
+}
+
+/// The verdict on a service that keeps running, given its progress and
+/// whether all its tasks run the new image: the swarm's update state first.
+fn long_running(service: &Service, target: &Target<'_>, progress: String, all_new: bool) -> Verdict {
+    // An update that was there before this deploy is not this deploy's outcome.
+    let update = service.update.as_ref().filter(|update| Some(*update) != target.update_before);
+    let on_target = |image: &str| target.image.matches(image, target.digest);
     match update.map(|update| update.state.as_str()) {
         Some("rollback_completed") => Verdict::Failed(Failure::RolledBack {
             message: update.map(|u| u.message.clone()).unwrap_or_default(),
@@ -74,7 +101,7 @@ fn replicated(service: &Service, replicas: u64, target: &Target<'_>) -> Verdict 
         }),
         Some("rollback_started") => Verdict::Waiting(format!("rolling back ({progress})")),
         Some("updating") => Verdict::Waiting(format!("updating, {progress}")),
-        _ if on_target(&service.spec_image) && running_new >= replicas => Verdict::Done(progress),
+        _ if on_target(&service.spec_image) && all_new => Verdict::Done(progress),
         _ if !on_target(&service.spec_image) => {
             Verdict::Waiting(format!("spec still on {}", tag_of(&service.spec_image)))
         }
@@ -166,6 +193,38 @@ mod tests {
         assert_eq!(judge_b(&one, None, 0), Verdict::Waiting("1/2 running on :B".into()));
         let both = app(B, None, vec![task(B, "running", true), task(B, "running", true), task(B, "failed", false)]);
         assert_eq!(judge_b(&both, None, 0), Verdict::Done("2/2 running on :B".into()));
+    }
+
+    fn on(node: &str, image: &str, state: &str, desired_running: bool) -> Task {
+        Task { node: Some(node.into()), ..task(image, state, desired_running) }
+    }
+
+    #[test]
+    fn a_global_service_is_done_when_every_wanted_node_runs_the_new_image() {
+        let edge = |update: Option<Update>, tasks: Vec<Task>| Service {
+            kind: Kind::Global,
+            spec_image: B.into(),
+            update,
+            updated_at: None,
+            tasks,
+        };
+        // Node 2 still runs A, node 3's new task is not placed yet.
+        let rolling = edge(
+            None,
+            vec![on("n1", B, "running", true), on("n2", A, "running", true), task(B, "pending", true)],
+        );
+        assert_eq!(judge_b(&rolling, None, 0), Verdict::Waiting("1/3 nodes running :B".into()));
+        // Every node on B; the replaced tasks are not wanted any more.
+        let done = edge(
+            Some(update("completed", "t1")),
+            vec![on("n1", B, "running", true), on("n2", B, "running", true), on("n2", A, "shutdown", false)],
+        );
+        assert_eq!(judge_b(&done, None, 0), Verdict::Done("2/2 nodes running :B".into()));
+        // Between a node's old task and its new one, the update is still under way.
+        let between = edge(Some(update("updating", "t1")), vec![on("n1", B, "running", true)]);
+        assert!(matches!(judge_b(&between, None, 0), Verdict::Waiting(text) if text.starts_with("updating")));
+        // No node at all (every node drained): nothing runs, nothing is done.
+        assert!(matches!(judge_b(&edge(None, vec![]), None, 0), Verdict::Waiting(_)));
     }
 
     #[test]

@@ -590,7 +590,7 @@ impl Checked {
 /// Everything deploy checks before the swarm changes. Reads only.
 fn preflight(ctx: &Ctx) -> Result<Checked> {
     let sh = ctx.sh();
-    let source = stackfile::Source::read(&ctx.settings)?;
+    let source = stackfile::Source::read(ctx)?;
     let lookup = |name: &str| sh.var(name).ok();
     let services = stackfile::load(&source.shown, &source.text, &lookup)?;
 

@@ -9,7 +9,9 @@
 //! The app is reached by each task's address on the stack's network, as the
 //! swarm API lists them: service VIPs do not route on engines without IPVS,
 //! and a name that resolves to one task at random would leave the others
-//! unchecked.
+//! unchecked. Then the same suite runs through each task of the services
+//! that publish the stack's ports (the edge on every node): the way clients
+//! reach the new version works too.
 //!
 //! A failed verification is [`Failed`]: `deploy` then puts the previous
 //! converged version back (the one `rollback` chooses) and exits 3.
@@ -94,10 +96,13 @@ pub async fn run(docker: &Docker, target: &Target<'_>, verify: &Verify) -> Resul
     if addresses.is_empty() {
         bail!("no running task of {} runs {}: nothing to verify", target.service, target.image);
     }
+    let entries = entry_tasks(docker, target, &networks).await?;
     let mut failing = Vec::new();
-    for address in &addresses {
+    let app_tasks = addresses.iter().map(|address| (format!("task {address} of {}", target.service), address));
+    let through = entries.iter().map(|(service, address)| (format!("through {service}'s task {address}"), address));
+    for (what, address) in app_tasks.chain(through) {
         let args: Vec<String> = verify.command.iter().map(|arg| arg.replace(VERIFY_TASK, address)).collect();
-        xtask::output::say(&format!("    verifying task {address} of {}: `{}`", target.service, args.join(" ")));
+        xtask::output::say(&format!("    verifying {what}: `{}`", args.join(" ")));
         let (passed, lines) = run_job(docker, target, &networks, &args, verify.timeout).await?;
         for line in &lines {
             xtask::output::say(&format!("      {line}"));
@@ -110,11 +115,18 @@ pub async fn run(docker: &Docker, target: &Target<'_>, verify: &Verify) -> Resul
             } else {
                 failed.into_iter().cloned().collect()
             };
-            failing.extend(shown.into_iter().map(|line| format!("task {address}: {line}")));
+            failing.extend(shown.into_iter().map(|line| format!("{what}: {line}")));
         }
     }
     if failing.is_empty() {
-        xtask::output::say(&format!("    verified {} task(s) of {}", addresses.len(), target.service));
+        let through = if entries.is_empty() {
+            String::new()
+        } else {
+            let services: std::collections::BTreeSet<&str> = entries.iter().map(|(service, _)| service.as_str()).collect();
+            let services: Vec<&str> = services.into_iter().collect();
+            format!(", and through {} task(s) of {}", entries.len(), services.join(", "))
+        };
+        xtask::output::say(&format!("    verified {} task(s) of {}{through}", addresses.len(), target.service));
         return Ok(());
     }
     Err(Failed { version: target.version.to_owned(), lines: failing }.into())
@@ -158,6 +170,51 @@ async fn new_tasks(docker: &Docker, target: &Target<'_>) -> Result<(Vec<NetworkA
     }
     addresses.sort();
     Ok((networks, addresses))
+}
+
+/// The way clients reach the app: the running tasks of the stack's other
+/// long-running services that publish a port (the edge, on every node),
+/// with their addresses on the app's network. The edge listens there on the
+/// app's own port (edge/haproxy.cfg), so the same suite runs through it.
+async fn entry_tasks(
+    docker: &Docker,
+    target: &Target<'_>,
+    networks: &[NetworkAttachmentConfig],
+) -> Result<Vec<(String, String)>> {
+    let network_ids: Vec<&str> = networks.iter().filter_map(|network| network.target.as_deref()).collect();
+    let mut entries = Vec::new();
+    for service in crate::stack::services(docker, target.stack).await? {
+        let Some(spec) = service.spec else { continue };
+        let Some(name) = spec.name.clone() else { continue };
+        let publishes = service
+            .endpoint
+            .and_then(|endpoint| endpoint.spec)
+            .and_then(|spec| spec.ports)
+            .is_some_and(|ports| !ports.is_empty());
+        if name == target.service || !publishes || !crate::stack::is_long_running(&spec) {
+            continue;
+        }
+        let filters = HashMap::from([
+            ("service".to_owned(), vec![name.clone()]),
+            ("desired-state".to_owned(), vec!["running".to_owned()]),
+        ]);
+        let tasks = docker
+            .list_tasks(Some(ListTasksOptions { filters: Some(filters) }))
+            .await
+            .with_context(|| format!("cannot list the tasks of {name}"))?;
+        let mut addresses = Vec::new();
+        for task in tasks {
+            let running = task.status.as_ref().and_then(|status| status.state) == Some(TaskState::RUNNING);
+            let Some(id) = task.id.filter(|_| running) else { continue };
+            if let Some(address) = address_on(target.sh, &id, &network_ids)? {
+                addresses.push(address);
+            }
+        }
+        addresses.sort();
+        let short = name.strip_prefix(&format!("{}_", target.stack)).unwrap_or(&name).to_owned();
+        entries.extend(addresses.into_iter().map(|address| (short.clone(), address)));
+    }
+    Ok(entries)
 }
 
 /// The task's address on the first of `networks` it is attached to.

@@ -580,8 +580,6 @@ mod tests {
         let env = |name: &str| match name {
             "ECR_REGISTRY" => Some("127.0.0.1:1".to_owned()),
             "APP_VERSION" => Some("zz".to_owned()),
-            "APP_PUBLISH_MODE" => Some("host".to_owned()),
-            "APP_PUBLISHED_PORT" => Some("18999".to_owned()),
             _ => None,
         };
         let file = crate::stackfile::interpolated(
@@ -599,19 +597,21 @@ mod tests {
         assert_eq!(desired["update_config.delay"], "10s");
         assert_eq!(desired["rollback_config.delay"], "0s");
         assert_eq!(desired["mounts"], "volume s_data → /data, volume s_public → /public");
-        assert_eq!(desired["ports"], "18999:8000/tcp (host)");
+        // The app publishes nothing (the edge does), and is reached by its tasks' addresses.
+        assert!(!desired.contains_key("ports"), "{:?}", desired.get("ports"));
+        assert_eq!(desired["endpoint_mode"], "dnsrr");
     }
 
     const LIVE_APP: &str = r#"{"Name":"s_app","Labels":{"com.docker.stack.image":"127.0.0.1:1/todobackend:zz","com.docker.stack.namespace":"s"},
       "TaskTemplate":{"ContainerSpec":{"Image":"127.0.0.1:1/todobackend:zz@sha256:0123","Labels":{"com.docker.stack.namespace":"s"},
       "Args":["serve"],"Mounts":[{"Type":"volume","Source":"s_public","Target":"/public"},{"Type":"volume","Source":"s_data","Target":"/data"}],
-      "StopGracePeriod":30000000000,"Healthcheck":{"Test":["CMD","/todobackend","healthcheck"],"Interval":5000000000,"Timeout":3000000000,"StartPeriod":5000000000,"Retries":3}},
+      "StopGracePeriod":35000000000,"Healthcheck":{"Test":["CMD","/todobackend","healthcheck"],"Interval":5000000000,"Timeout":3000000000,"StartPeriod":5000000000,"Retries":3}},
       "Resources":{},"RestartPolicy":{"Condition":"any","Delay":5000000000,"MaxAttempts":0},"Placement":{"Constraints":["node.labels.todobackend.data == true"]},
       "Networks":[{"Target":"zeyy8bvouc4gw43fdt8zi9s2p","Aliases":["app"]}],"ForceUpdate":0},
       "Mode":{"Replicated":{"Replicas":2}},
       "UpdateConfig":{"Parallelism":1,"Delay":10000000000,"FailureAction":"rollback","Monitor":30000000000,"MaxFailureRatio":0.0,"Order":"start-first"},
       "RollbackConfig":{"Parallelism":1,"FailureAction":"pause","Monitor":30000000000,"MaxFailureRatio":0,"Order":"start-first"},
-      "EndpointSpec":{"Mode":"vip","Ports":[{"Protocol":"tcp","TargetPort":8000,"PublishedPort":18999,"PublishMode":"host"}]}}"#;
+      "EndpointSpec":{"Mode":"dnsrr"}}"#;
 
     #[test]
     fn fields_the_file_leaves_out_take_the_engines_defaults() {

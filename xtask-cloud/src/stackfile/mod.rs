@@ -25,13 +25,65 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn read(settings: &xtask::settings::Settings) -> Result<Source> {
+    /// The stack file of the settings, read, with the digests of its
+    /// configs' and secrets' files exported to the run's shell (see
+    /// [`file_digests`]) so that `docker stack deploy`, the checks and the
+    /// plan all see the names the swarm objects will have.
+    pub fn read(ctx: &xtask::ctx::Ctx) -> Result<Source> {
+        let settings = &ctx.settings;
         let path = settings.stack_file.clone();
         let shown = path.strip_prefix(&settings.root).unwrap_or(&path).display().to_string();
         let text =
             std::fs::read_to_string(&path).with_context(|| format!("cannot read the stack file {}", path.display()))?;
-        Ok(Source { path, shown, text })
+        let source = Source { path, shown, text };
+        let sh = ctx.sh();
+        let lookup = |name: &str| sh.var(name).ok();
+        let base_dir = source.path.parent().unwrap_or(&settings.root);
+        for (name, digest) in file_digests(&source.shown, &source.text, base_dir, &lookup)? {
+            sh.set_var(name, digest);
+        }
+        Ok(source)
     }
+}
+
+/// For each config and secret of the stack file read from a file (`file:`),
+/// the variable `<KEY>_DIGEST` (`edge_config` → `EDGE_CONFIG_DIGEST`) and
+/// the first 8 hex digits of the SHA-256 of the file's content. A swarm
+/// config or secret cannot change: the stack file names each after its
+/// digest (`name: ..._${EDGE_CONFIG_DIGEST:-0}`), so a changed file is a new
+/// object, and the services that mount it roll (`docker stack deploy` would
+/// otherwise refuse the change: "only updates to Labels are allowed").
+pub fn file_digests(
+    path: &str,
+    text: &str,
+    base_dir: &std::path::Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>> {
+    use sha2::{Digest, Sha256};
+    let raw: Value = serde_yaml::from_str(text).map_err(|err| anyhow::anyhow!("{path} is not valid YAML: {err}"))?;
+    let mut digests = Vec::new();
+    for section in ["configs", "secrets"] {
+        let Some(objects) = raw.get(section).and_then(Value::as_mapping) else { continue };
+        for (key, object) in objects {
+            let (Some(key), Some(file)) = (key.as_str(), object.get("file").and_then(Value::as_str)) else { continue };
+            let file = interpolate::substitute(file, 0, lookup)
+                .map_err(|problem| anyhow::anyhow!("{path}: {section}.{key}.file: {problem}"))?;
+            let full = base_dir.join(&file);
+            let content = std::fs::read(&full).with_context(|| {
+                format!("cannot read {}, the file of {section}.{key} in {path} (a path relative to the stack file)", full.display())
+            })?;
+            let hash = Sha256::digest(&content);
+            let hex: String = hash.iter().take(4).map(|byte| format!("{byte:02x}")).collect();
+            digests.push((digest_variable(key), hex));
+        }
+    }
+    Ok(digests)
+}
+
+/// `edge_config` → `EDGE_CONFIG_DIGEST`.
+fn digest_variable(key: &str) -> String {
+    let upper: String = key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    format!("{upper}_DIGEST")
 }
 
 /// One service of the stack file, interpolated.
@@ -312,16 +364,20 @@ mod tests {
 
     #[test]
     fn the_projects_stack_files_load_with_the_exported_variables() {
-        // The single-node stack: SQLite, every service on the data node.
+        // The single-node stack: SQLite, the app and its jobs on the data
+        // node, the edge on every node.
         let text = include_str!("../../../stack.single-node.yml");
         let services = load("stack.single-node.yml", text, &env).unwrap();
         let names: Vec<&str> = services.iter().map(|service| service.name.as_str()).collect();
-        assert_eq!(names, ["app", "collectstatic", "migrate"]);
-        for service in &services {
+        assert_eq!(names, ["app", "collectstatic", "edge", "migrate"]);
+        for service in services.iter().filter(|service| service.name != "edge") {
             assert_eq!(service.image, "127.0.0.1:5000/todobackend:abc123", "{}", service.name);
             assert_eq!(service.constraints, ["node.labels.todobackend.data == true"], "{}", service.name);
             assert!(service.depends_on.is_empty(), "{}", service.name);
         }
+        let edge = services.iter().find(|service| service.name == "edge").unwrap();
+        assert_eq!(edge.image, "haproxy:2.8-alpine");
+        assert_eq!(edge.constraints, ["node.platform.os == linux"], "the edge is kept off some node by default");
         assert_eq!(label_constraints(&services), [("todobackend.data".to_owned(), "true".to_owned())]);
 
         // The PostgreSQL stack: only the database is pinned, and migrate
@@ -388,6 +444,27 @@ mod tests {
         assert!(err.contains("no services"), "{err}");
         let err = load("s.yml", "services:\n  web:\n    image: \"r/web:${NOPE}\"\n", &env).unwrap_err().to_string();
         assert!(err.contains("line 3") && err.contains("NOPE"), "{err}");
+    }
+
+    #[test]
+    fn configs_and_secrets_from_files_are_named_by_their_content() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.cfg"), "one").unwrap();
+        std::fs::write(dir.path().join("b.pem"), "two").unwrap();
+        let text = "services: {}\nconfigs:\n  edge_config:\n    file: ./a.cfg\n  other:\n    external: true\nsecrets:\n  tls:\n    file: ${CERT:-./b.pem}\n";
+        let digests = file_digests("s.yml", text, dir.path(), &env).unwrap();
+        // SHA-256 of "one" and "two", first 8 hex digits.
+        assert_eq!(
+            digests,
+            [("EDGE_CONFIG_DIGEST".to_owned(), "7692c3ad".to_owned()), ("TLS_DIGEST".to_owned(), "3fc4ccfe".to_owned())]
+        );
+        std::fs::write(dir.path().join("a.cfg"), "changed").unwrap();
+        let changed = file_digests("s.yml", text, dir.path(), &env).unwrap();
+        assert_ne!(changed[0], digests[0], "a changed file keeps its name");
+        assert_eq!(changed[1], digests[1]);
+        let missing = "services: {}\nconfigs:\n  c:\n    file: ./nope.cfg\n";
+        let err = format!("{:#}", file_digests("s.yml", missing, dir.path(), &env).unwrap_err());
+        assert!(err.contains("nope.cfg") && err.contains("configs.c"), "{err}");
     }
 
     #[test]
