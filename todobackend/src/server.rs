@@ -31,6 +31,7 @@ use crate::api::{self, ApiRequest, ApiResponse, Context};
 use crate::backend::Database;
 use crate::metrics::{self, Metrics};
 use crate::net;
+use crate::readiness::{self, Readiness};
 use crate::store::Store;
 
 /// Largest request body accepted; a todo is a few hundred bytes.
@@ -206,6 +207,8 @@ struct State {
     metrics: Metrics,
     /// Connections being served; shutdown waits for zero.
     active: AtomicUsize,
+    /// `/readyz`'s latest result and the check under way.
+    readiness: Arc<Readiness>,
     drained: Notify,
     request_ids: AtomicU64,
     id_seed: u64,
@@ -259,6 +262,7 @@ pub fn start_on(
         options,
         metrics: Metrics::default(),
         active: AtomicUsize::new(0),
+        readiness: Arc::new(Readiness::new(readiness::MAX_AGE)),
         drained: Notify::new(),
         request_ids: AtomicU64::new(0),
         id_seed: std::collections::hash_map::RandomState::new().build_hasher().finish(),
@@ -617,12 +621,12 @@ async fn answer(req: Request<Incoming>, state: &Arc<State>) -> Response<Full<Byt
     let mut close = false;
     let response = match (method.as_str(), path.as_str()) {
         ("GET" | "HEAD", "/healthz") => plain(200, "text/plain; charset=utf-8", "ok\n".into()),
-        ("GET" | "HEAD", "/readyz") => match state.store.ready(limits.ready_timeout).await {
+        ("GET" | "HEAD", "/readyz") => match ready(state, limits.ready_timeout).await {
             Ok(()) => plain(200, "text/plain; charset=utf-8", "ready\n".into()),
-            Err(e) => {
-                state.metrics.database_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(request_id = %id, error = %e, "not ready");
-                plain(503, "text/plain; charset=utf-8", "database unavailable\n".into())
+            Err(_) => {
+                let mut unavailable = plain(503, "text/plain; charset=utf-8", "database unavailable\n".into());
+                unavailable.headers.push(("Retry-After".into(), "1".into()));
+                unavailable
             }
         },
         ("GET" | "HEAD", "/metrics") => plain(200, "text/plain; version=0.0.4; charset=utf-8", state.metrics.render()),
@@ -690,6 +694,29 @@ async fn answer(req: Request<Incoming>, state: &Arc<State>) -> Response<Full<Byt
         }
     }
     to_hyper(response, &id, close)
+}
+
+/// Readiness from the latest check at most `readiness::MAX_AGE` old, or
+/// the one under way, or a new one: however many probes arrive, the
+/// database sees one check at a time, about one a second. A failed check is
+/// logged and counted once, not once per probe that answers from it.
+async fn ready(state: &Arc<State>, timeout: Duration) -> Result<(), String> {
+    let limit = state.store.ready_limit(timeout);
+    let check = || {
+        let state = Arc::clone(state);
+        async move {
+            state.metrics.readiness_checks.fetch_add(1, Ordering::Relaxed);
+            state.store.ready().await
+        }
+    };
+    let report_state = Arc::clone(state);
+    let report = move |outcome: &Result<(), String>| {
+        if let Err(e) = outcome {
+            report_state.metrics.database_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "not ready");
+        }
+    };
+    state.readiness.ready(limit, check, report).await
 }
 
 fn to_hyper(response: ApiResponse, request_id: &str, close: bool) -> Response<Full<Bytes>> {
