@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::thread;
 use std::time::Duration;
 
 use crate::backend::Database;
@@ -260,13 +259,15 @@ pub fn run(command: Command) -> Result<bool, String> {
     }
 }
 
-/// `serve`: runs until SIGTERM or SIGINT.
+/// `serve`: runs until SIGTERM or SIGINT, then drains (`/readyz` 503 while
+/// everything else is served, for `TODOBACKEND_DRAIN`; a second signal cuts
+/// it short), stops accepting, and finishes the requests in flight.
 pub fn serve(listen: &str, database: &Database, static_root: &Path) -> Result<(), String> {
     let env = |name: &str| std::env::var(name).ok();
     // TODOBACKEND_LOG=debug also logs the healthcheck's own requests.
     crate::logging::init(env("TODOBACKEND_LOG_FORMAT").as_deref(), env("TODOBACKEND_LOG").as_deref())?;
     let limits = server::Limits::from_env(&env)?;
-    signals::install();
+    let mut stops = signals::install()?;
     let options = server::Options { access_log: true, limits };
     let handle = server::start_on(listen, database, static_root, options)?;
     tracing::info!(
@@ -278,6 +279,8 @@ pub fn serve(listen: &str, database: &Database, static_root: &Path) -> Result<()
         body_timeout_ms = limits.body_timeout.as_millis() as u64,
         max_header_bytes = limits.max_header_bytes,
         max_connections = limits.max_connections,
+        drain_ms = limits.drain.as_millis() as u64,
+        shutdown_grace_ms = limits.shutdown_grace.as_millis() as u64,
         "serving on http://{}",
         handle.addr()
     );
@@ -287,8 +290,23 @@ pub fn serve(listen: &str, database: &Database, static_root: &Path) -> Result<()
             static_root.display()
         );
     }
-    while !signals::stop_requested() {
-        thread::sleep(Duration::from_millis(50));
+    stops.wait();
+    if !limits.drain.is_zero() {
+        // Load balancers see /readyz fail and take this task out while it
+        // still answers whatever they send meanwhile.
+        handle.start_draining();
+        tracing::info!(
+            drain_ms = limits.drain.as_millis() as u64,
+            "draining: /readyz answers 503, everything else is still served; a second signal stops at once"
+        );
+        let drain_started = std::time::Instant::now();
+        let cut_short = stops.wait_for(limits.drain);
+        tracing::info!(
+            drained_ms = drain_started.elapsed().as_millis() as u64,
+            cut_short,
+            "{}",
+            if cut_short { "drain cut short by a second signal" } else { "drain over" }
+        );
     }
     tracing::info!("stopping: no new connections, finishing requests in progress");
     handle.shutdown();

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod migrations;
 pub mod net;
 pub mod pg;
+pub mod readiness;
 pub mod server;
 pub mod signals;
 pub mod sqlite_pool;

@@ -1,4 +1,4 @@
-//! The Prometheus text exposition of `GET /metrics`, written by hand: four
+//! The Prometheus text exposition of `GET /metrics`, written by hand: a few
 //! metric families do not pay for a metrics crate.
 
 use std::collections::BTreeMap;
@@ -21,6 +21,9 @@ pub struct Metrics {
     pub refused_connections: AtomicU64,
     pub accept_errors: AtomicU64,
     pub database_errors: AtomicU64,
+    /// Checks `/readyz` ran against the database (it answers from the
+    /// latest for up to a second, so probes do not each cost one).
+    pub readiness_checks: AtomicU64,
 }
 
 /// The route label: a fixed set, so a scan of random paths cannot grow the
@@ -89,6 +92,12 @@ impl Metrics {
                 "counter",
                 "Failed accepts (out of file descriptors, ...); the listener backs off and goes on.",
                 self.accept_errors.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "todobackend_readiness_checks_total",
+                "counter",
+                "Readiness checks run against the database; /readyz answers from the latest for up to a second.",
+                self.readiness_checks.load(Ordering::Relaxed).to_string(),
             ),
             (
                 "todobackend_database_errors_total",

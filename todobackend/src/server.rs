@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,7 @@ use crate::api::{self, ApiRequest, ApiResponse, Context};
 use crate::backend::Database;
 use crate::metrics::{self, Metrics};
 use crate::net;
+use crate::readiness::{self, Readiness};
 use crate::store::Store;
 
 /// Largest request body accepted; a todo is a few hundred bytes.
@@ -57,8 +58,15 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Open client connections; past it, a newcomer is answered 503 and closed.
     pub max_connections: usize,
-    /// On shutdown, how long requests in flight may take to finish; below
-    /// the stack's `stop_grace_period` (30 s) so that they do.
+    /// `serve`, on SIGTERM: how long `/readyz` answers 503 while everything
+    /// else is still served and new connections are still accepted, before
+    /// accepting stops; long enough for a load balancer's checks (the edge
+    /// checks every second and holds DNS answers a second) to take the task
+    /// out. Zero stops accepting at once.
+    pub drain: Duration,
+    /// On shutdown, after the drain, how long requests in flight may take
+    /// to finish. `drain + shutdown_grace` is below the stack's
+    /// `stop_grace_period` so that they do.
     pub shutdown_grace: Duration,
     /// `/readyz`: how long the database may take to answer.
     pub ready_timeout: Duration,
@@ -72,6 +80,7 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(30),
             max_header_bytes: 16 * 1024,
             max_connections: default_max_connections(),
+            drain: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(25),
             ready_timeout: Duration::from_secs(1),
         }
@@ -89,8 +98,13 @@ fn default_max_connections() -> usize {
     (soft.saturating_sub(64).clamp(16, 100_000)) as usize
 }
 
-/// `500ms`, `10s`, `2m` or a bare number of seconds.
+/// `500ms`, `10s`, `2m` or a bare number of seconds, above zero.
 fn parse_duration(name: &str, value: &str) -> Result<Duration, String> {
+    parse_duration_from(name, value, false)
+}
+
+/// `parse_duration`, with zero allowed when `zero_ok` (a step it turns off).
+fn parse_duration_from(name: &str, value: &str, zero_ok: bool) -> Result<Duration, String> {
     let v = value.trim();
     let bad = || format!("invalid {name} '{value}': expected a duration such as 500ms, 10s or 2m");
     let (number, scale) = if let Some(n) = v.strip_suffix("ms") {
@@ -103,7 +117,7 @@ fn parse_duration(name: &str, value: &str) -> Result<Duration, String> {
         (v, 1.0)
     };
     let n: f64 = number.trim().parse().map_err(|_| bad())?;
-    if !(n.is_finite() && n > 0.0) {
+    if !(n.is_finite() && (n > 0.0 || (zero_ok && n == 0.0))) {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(n * scale))
@@ -125,6 +139,9 @@ impl Limits {
                 *field = parse_duration(name, &v)?;
             }
         }
+        if let Some(v) = set(DRAIN_VAR) {
+            limits.drain = parse_duration_from(DRAIN_VAR, &v, true)?;
+        }
         for (name, field, min) in [
             ("TODOBACKEND_MAX_HEADER_BYTES", &mut limits.max_header_bytes, 8192),
             ("TODOBACKEND_MAX_CONNECTIONS", &mut limits.max_connections, 1),
@@ -141,6 +158,9 @@ impl Limits {
         Ok(limits)
     }
 }
+
+/// The drain on SIGTERM (`Limits::drain`); `0` turns it off.
+pub const DRAIN_VAR: &str = "TODOBACKEND_DRAIN";
 
 /// Settings beyond the three every caller gives.
 #[derive(Debug, Clone, Copy, Default)]
@@ -177,6 +197,15 @@ impl ServerHandle {
         self.state.metrics.render()
     }
 
+    /// Starts the drain: from now on `/readyz` answers 503 and every other
+    /// response asks its client to close the connection (`Connection:
+    /// close`), so that keep-alive connections move elsewhere before
+    /// accepting stops; everything is still served, new connections still
+    /// accepted. `shutdown` ends it.
+    pub fn start_draining(&self) {
+        self.state.draining.store(true, Ordering::SeqCst);
+    }
+
     /// Stops accepting, lets requests in flight finish (within the grace
     /// period), then returns.
     pub fn shutdown(mut self) {
@@ -206,6 +235,10 @@ struct State {
     metrics: Metrics,
     /// Connections being served; shutdown waits for zero.
     active: AtomicUsize,
+    /// `start_draining` was called: `/readyz` answers 503.
+    draining: AtomicBool,
+    /// `/readyz`'s latest result and the check under way.
+    readiness: Arc<Readiness>,
     drained: Notify,
     request_ids: AtomicU64,
     id_seed: u64,
@@ -259,6 +292,8 @@ pub fn start_on(
         options,
         metrics: Metrics::default(),
         active: AtomicUsize::new(0),
+        draining: AtomicBool::new(false),
+        readiness: Arc::new(Readiness::new(readiness::MAX_AGE)),
         drained: Notify::new(),
         request_ids: AtomicU64::new(0),
         id_seed: std::collections::hash_map::RandomState::new().build_hasher().finish(),
@@ -617,12 +652,15 @@ async fn answer(req: Request<Incoming>, state: &Arc<State>) -> Response<Full<Byt
     let mut close = false;
     let response = match (method.as_str(), path.as_str()) {
         ("GET" | "HEAD", "/healthz") => plain(200, "text/plain; charset=utf-8", "ok\n".into()),
-        ("GET" | "HEAD", "/readyz") => match state.store.ready(limits.ready_timeout).await {
+        ("GET" | "HEAD", "/readyz") if state.draining.load(Ordering::SeqCst) => {
+            plain(503, "text/plain; charset=utf-8", "draining: shutting down\n".into())
+        }
+        ("GET" | "HEAD", "/readyz") => match ready(state, limits.ready_timeout).await {
             Ok(()) => plain(200, "text/plain; charset=utf-8", "ready\n".into()),
-            Err(e) => {
-                state.metrics.database_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(request_id = %id, error = %e, "not ready");
-                plain(503, "text/plain; charset=utf-8", "database unavailable\n".into())
+            Err(_) => {
+                let mut unavailable = plain(503, "text/plain; charset=utf-8", "database unavailable\n".into());
+                unavailable.headers.push(("Retry-After".into(), "1".into()));
+                unavailable
             }
         },
         ("GET" | "HEAD", "/metrics") => plain(200, "text/plain; version=0.0.4; charset=utf-8", state.metrics.render()),
@@ -677,6 +715,8 @@ async fn answer(req: Request<Incoming>, state: &Arc<State>) -> Response<Full<Byt
     if response.database_failed {
         state.metrics.database_errors.fetch_add(1, Ordering::Relaxed);
     }
+    // Draining: the client should take its next request elsewhere.
+    let close = close || state.draining.load(Ordering::SeqCst);
     let status = response.status;
     let latency = started.elapsed();
     state.metrics.observe(metrics::route_label(&path), status, latency);
@@ -690,6 +730,29 @@ async fn answer(req: Request<Incoming>, state: &Arc<State>) -> Response<Full<Byt
         }
     }
     to_hyper(response, &id, close)
+}
+
+/// Readiness from the latest check at most `readiness::MAX_AGE` old, or
+/// the one under way, or a new one: however many probes arrive, the
+/// database sees one check at a time, about one a second. A failed check is
+/// logged and counted once, not once per probe that answers from it.
+async fn ready(state: &Arc<State>, timeout: Duration) -> Result<(), String> {
+    let limit = state.store.ready_limit(timeout);
+    let check = || {
+        let state = Arc::clone(state);
+        async move {
+            state.metrics.readiness_checks.fetch_add(1, Ordering::Relaxed);
+            state.store.ready().await
+        }
+    };
+    let report_state = Arc::clone(state);
+    let report = move |outcome: &Result<(), String>| {
+        if let Err(e) = outcome {
+            report_state.metrics.database_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "not ready");
+        }
+    };
+    state.readiness.ready(limit, check, report).await
 }
 
 fn to_hyper(response: ApiResponse, request_id: &str, close: bool) -> Response<Full<Bytes>> {
@@ -739,5 +802,20 @@ mod tests {
         }
         let err = Limits::from_env(&|n: &str| (n == "TODOBACKEND_MAX_HEADER_BYTES").then(|| "100".into())).unwrap_err();
         assert!(err.contains("at least 8192"), "{err}");
+    }
+
+    #[test]
+    fn the_drain_defaults_to_5s_and_zero_turns_it_off() {
+        assert_eq!(Limits::default().drain, Duration::from_secs(5));
+        let drain =
+            |value: &'static str| Limits::from_env(&move |name: &str| (name == DRAIN_VAR).then(|| value.into()));
+        assert_eq!(drain("2s").unwrap().drain, Duration::from_secs(2));
+        assert_eq!(drain("0").unwrap().drain, Duration::ZERO);
+        assert_eq!(drain("0s").unwrap().drain, Duration::ZERO);
+        let err = drain("-1s").unwrap_err();
+        assert!(err.contains(DRAIN_VAR) && err.contains("-1s"), "{err}");
+        // Zero stays refused where it would mean "no time at all".
+        let err = Limits::from_env(&|n: &str| (n == "TODOBACKEND_SHUTDOWN_GRACE").then(|| "0".into())).unwrap_err();
+        assert!(err.contains("TODOBACKEND_SHUTDOWN_GRACE"), "{err}");
     }
 }

@@ -1,28 +1,61 @@
-//! SIGTERM/SIGINT turn into a flag that `serve` polls, so that the server
-//! shuts down cleanly. As PID 1 in a container, a process without handlers
-//! would ignore `docker stop` until it is killed 10 s later.
+//! SIGTERM/SIGINT for `serve`: the first starts the drain, a second cuts it
+//! short (see `cli::serve`). As PID 1 in a container, a process without
+//! handlers would ignore `docker stop` until it is killed.
+//!
+//! Each signal writes one byte to a socket pair (signal-hook's self-pipe:
+//! the handler only writes), so `serve` can block on the read end with a
+//! timeout and tell a second signal from the first, which a flag cannot.
 
-use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{ErrorKind, Read};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
-static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-
-fn flag() -> &'static Arc<AtomicBool> {
-    STOP.get_or_init(|| Arc::new(AtomicBool::new(false)))
+/// The read end of the signals' socket pair.
+pub struct Stops {
+    arrivals: UnixStream,
+    /// Kept open so that the read end never sees an end of stream, even
+    /// where no handler could be installed.
+    _wake: UnixStream,
 }
 
-/// Installs the handlers for SIGTERM and SIGINT (sigaction, through
-/// signal-hook: the handler only sets the flag).
-pub fn install() {
+/// Installs the handlers for SIGTERM and SIGINT. Where one cannot be
+/// installed, a warning says that stopping will take a kill.
+pub fn install() -> Result<Stops, String> {
+    let (arrivals, wake) = UnixStream::pair().map_err(|e| format!("cannot create the signal socket pair: {e}"))?;
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(flag())) {
+        let registered = wake.try_clone().and_then(|end| signal_hook::low_level::pipe::register(signal, end));
+        if let Err(e) = registered {
             crate::say!("warning: cannot handle signal {signal}: {e}; stopping the server will take a kill");
         }
     }
+    Ok(Stops { arrivals, _wake: wake })
 }
 
-/// True once SIGTERM or SIGINT has arrived.
-pub fn stop_requested() -> bool {
-    flag().load(Ordering::SeqCst)
+impl Stops {
+    /// Blocks until SIGTERM or SIGINT arrives.
+    pub fn wait(&mut self) {
+        while !self.wait_for(Duration::from_secs(3600)) {}
+    }
+
+    /// Waits up to `limit` for SIGTERM or SIGINT: true if one arrived. A
+    /// signal counts once: the bytes read are gone.
+    pub fn wait_for(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut byte = [0u8; 1];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            // A zero timeout would mean "block forever" to the socket.
+            let _ = self.arrivals.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+            match self.arrivals.read(&mut byte) {
+                Ok(1..) => return true,
+                // `_wake` keeps a write end open: never here.
+                Ok(0) => return false,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(_) => return false,
+            }
+        }
+    }
 }

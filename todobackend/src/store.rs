@@ -113,38 +113,58 @@ impl Store {
         outcome
     }
 
-    /// Readiness, on a fresh connection (so a pool connection stuck behind a
-    /// lock is never the one asked), within `timeout`. SQLite: reads the
-    /// todos table and takes the write lock (then lets it go), so it fails
-    /// while another process holds the write lock (a migration, a restore),
-    /// or the file is gone or unreadable: a replica that cannot write cannot
-    /// serve POSTs. PostgreSQL: connects and reads the todos table.
-    pub async fn ready(&self, timeout: Duration) -> Result<(), String> {
-        let (check, allowance) = match &self.backend {
-            Backend::Postgres { pool, .. } => {
-                let target = pool.target().clone();
-                let check = tokio::task::spawn_blocking(move || -> Result<(), String> {
-                    let conn = pg::client::Conn::connect(&target).map_err(|e| e.to_string())?;
-                    conn.query_one("SELECT count(*) FROM todos", &[]).map(|_| ()).map_err(|e| e.to_string())
-                });
-                (check, pg::client::CONNECT_TIMEOUT)
+    /// One readiness check, constant time whatever the table holds (callers
+    /// share its result: see `readiness`). It fails when a request could
+    /// not be served now:
+    /// - PostgreSQL: a pooled connection (a new one only when none is idle)
+    ///   runs `SELECT 1 FROM todos LIMIT 0`, which proves the server answers
+    ///   and the table is there and readable (it waits behind a migration's
+    ///   or restore's exclusive lock) without reading a row. A connection
+    ///   that failed is dropped, not pooled.
+    /// - SQLite: the file is still there, and the writer thread, in the
+    ///   group of writes it is committing anyway, finds the table: so it
+    ///   fails while another process holds the write lock (a migration, a
+    ///   restore), since a replica that cannot write cannot serve a POST,
+    ///   but it never takes the lock beside our own writer.
+    pub async fn ready(self: &Arc<Self>) -> Result<(), String> {
+        match &self.backend {
+            Backend::Postgres { .. } => {
+                let store = Arc::clone(self);
+                tokio::task::spawn_blocking(move || -> Result<(), String> {
+                    let Backend::Postgres { pool, .. } = &store.backend else {
+                        return Err("not a PostgreSQL store".to_string());
+                    };
+                    let conn = pool.get().map_err(|e| e.to_string())?;
+                    conn.execute(READY_QUERY, &[]).map_err(|e| e.to_string())?;
+                    pool.put(conn);
+                    Ok(())
+                })
+                .await
+                .map_err(|e| format!("readiness check failed: {e}"))?
             }
-            Backend::Sqlite { path, .. } => {
-                let path = path.clone();
-                let check = tokio::task::spawn_blocking(move || -> Result<(), String> {
-                    let conn = db::open_existing(&path)?;
-                    conn.busy_timeout(timeout).map_err(|e| e.to_string())?;
-                    conn.query_row("SELECT count(*) FROM (SELECT 1 FROM todos LIMIT 1)", [], |row| row.get::<_, i64>(0))
-                        .and_then(|_| conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK"))
-                        .map_err(|e| format!("database {}: {e}", path.display()))
-                });
-                (check, Duration::from_millis(500))
+            Backend::Sqlite { path, pool } => {
+                if !path.exists() {
+                    return Err(format!("database {} is gone", path.display()));
+                }
+                let found = pool
+                    .write(|conn| conn.prepare(READY_QUERY).map(|_| ()).map_err(|e| e.to_string()))
+                    .await
+                    .and_then(|prepared| prepared);
+                found.map_err(|e| format!("database {}: {e}", path.display()))
             }
-        };
-        match tokio::time::timeout(timeout + allowance, check).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(format!("readiness check failed: {e}")),
-            Err(_) => Err(format!("database did not answer within {timeout:?}")),
+        }
+    }
+
+    /// How long one readiness check may take, given the time the database
+    /// has to answer: PostgreSQL may need a new connection first.
+    pub fn ready_limit(&self, timeout: Duration) -> Duration {
+        match &self.backend {
+            Backend::Postgres { .. } => timeout + pg::client::CONNECT_TIMEOUT,
+            Backend::Sqlite { .. } => timeout + Duration::from_millis(500),
         }
     }
 }
+
+/// The readiness query on both backends: it names the table (so it proves
+/// the schema) and reads no row (so it costs the same on any table size).
+const READY_QUERY: &str = "SELECT 1 FROM todos LIMIT 0";

@@ -74,6 +74,8 @@ fn serve_runs_and_stops_on_sigterm() {
         .args(["serve", "--listen", "127.0.0.1:0", "--static-root"])
         .arg(dir.join("public"))
         .env("TODOBACKEND_DB", &db)
+        // The drain is tested in hostile.rs; here a short one keeps it quick.
+        .env("TODOBACKEND_DRAIN", "100ms")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

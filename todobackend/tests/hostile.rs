@@ -240,7 +240,8 @@ fn http_1_0_keep_alive_is_answered_per_spec() {
 
 #[test]
 fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
-    let mut server = ChildServer::start(&[], None);
+    // No drain: accepting stops at once.
+    let mut server = ChildServer::start(&[("TODOBACKEND_DRAIN", "0")], None);
     let body = br#"{"title":"finished after SIGTERM"}"#;
     let mut upload = TcpStream::connect(server.addr).unwrap();
     upload.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -267,6 +268,111 @@ fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
     assert_eq!(status.code(), Some(0), "{:?}", server.lines());
 }
 
+/// One GET on a new connection.
+fn get(base: &str, path: &str) -> client::Response {
+    client::request("GET", &format!("{base}{path}"), &[], None, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// A POST whose head and first bytes are sent, the rest held back until
+/// `finish`: a request in flight for as long as the test wants.
+struct HeldUpload {
+    stream: TcpStream,
+    body: &'static [u8],
+}
+
+impl HeldUpload {
+    fn start(server: &ChildServer, body: &'static [u8]) -> HeldUpload {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(stream, "POST /todos HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+        stream.write_all(&body[..5]).unwrap();
+        let metrics_url = format!("{}/metrics", server.url);
+        wait_until("the upload's connection is open", Duration::from_secs(10), || {
+            let r = client::request("GET", &metrics_url, &[], None, Duration::from_secs(5)).ok()?;
+            r.text().lines().any(|l| l == "todobackend_open_connections 2").then_some(())
+        });
+        HeldUpload { stream, body }
+    }
+
+    /// Sends the rest and reads the answer's head and body.
+    fn finish(mut self) -> (String, Vec<u8>) {
+        self.stream.write_all(&self.body[5..]).unwrap();
+        read_response(&mut BufReader::new(self.stream))
+    }
+}
+
+#[test]
+fn sigterm_drains_readyz_fails_while_everything_else_is_served_then_accepting_stops() {
+    let mut server = ChildServer::start(&[("TODOBACKEND_DRAIN", "2s")], None);
+    assert_eq!(get(&server.url, "/readyz").status, 200);
+    let upload = HeldUpload::start(&server, br#"{"title":"sent before the drain ended"}"#);
+
+    let signalled = Instant::now();
+    server.sigterm();
+    let draining = wait_until("/readyz answers 503", Duration::from_secs(1), || {
+        let r = get(&server.url, "/readyz");
+        (r.status == 503).then_some(r)
+    });
+    assert!(draining.text().contains("draining"), "{}", draining.text());
+    // Meanwhile everything else is served, on new connections, and each
+    // answer asks its client to take the next request elsewhere.
+    let mut served = 0;
+    while signalled.elapsed() < Duration::from_millis(1500) {
+        let r = get(&server.url, "/todos");
+        assert_eq!((r.status, r.text().as_str()), (200, "[]"), "GET /todos while draining");
+        assert_eq!(r.header("Connection"), Some("close"));
+        assert_eq!(get(&server.url, "/healthz").status, 200, "liveness holds while draining");
+        served += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(served >= 5, "only {served} requests while draining");
+
+    // Accepting stops once the drain is over, not before...
+    let closed = wait_until("the listener closes", Duration::from_secs(10), || {
+        TcpStream::connect(server.addr).is_err().then(|| signalled.elapsed())
+    });
+    assert!(closed >= Duration::from_secs(2), "the listener closed {closed:?} after SIGTERM, before the 2s drain");
+    // ...and the request in flight then still completes.
+    let (head, answer) = upload.finish();
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+    assert!(String::from_utf8_lossy(&answer).contains("sent before the drain ended"));
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{:?}", server.lines());
+    let lines = server.lines();
+    let started = lines.iter().position(|l| l.contains("draining: /readyz answers 503")).expect("a drain line");
+    let over = lines.iter().position(|l| l.contains("drain over")).unwrap_or_else(|| panic!("{lines:?}"));
+    let stopping = lines.iter().position(|l| l.contains(" INFO stopping")).unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(started < over && over < stopping, "{lines:?}");
+    eprintln!("drain: listener closed {closed:?} after SIGTERM; {served} rounds of requests served while draining");
+}
+
+#[test]
+fn a_second_sigterm_cuts_the_drain_short() {
+    let mut server = ChildServer::start(&[("TODOBACKEND_DRAIN", "60s")], None);
+    let upload = HeldUpload::start(&server, br#"{"title":"in flight at the second signal"}"#);
+    server.sigterm();
+    wait_until("/readyz answers 503", Duration::from_secs(5), || {
+        (get(&server.url, "/readyz").status == 503).then_some(())
+    });
+    assert_eq!(get(&server.url, "/todos").status, 200, "served while draining");
+
+    let second = Instant::now();
+    server.sigterm();
+    // Straight to the graceful stop: accepting stops long before the 60 s
+    // drain would have ended, and the request in flight still completes.
+    wait_until("the listener closes", Duration::from_secs(10), || {
+        TcpStream::connect(server.addr).is_err().then_some(())
+    });
+    let (head, _) = upload.finish();
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{:?}", server.lines());
+    assert!(second.elapsed() < Duration::from_secs(30), "exit took {:?} after the second SIGTERM", second.elapsed());
+    let lines = server.lines();
+    assert!(lines.iter().any(|l| l.contains("drain cut short by a second signal")), "{lines:?}");
+}
+
 #[test]
 fn readyz_is_503_while_the_database_is_locked_and_200_again_after() {
     let limits = server::Limits { ready_timeout: Duration::from_millis(200), ..Default::default() };
@@ -278,21 +384,29 @@ fn readyz_is_503_while_the_database_is_locked_and_200_again_after() {
     assert_eq!(ready().status, 200);
 
     // Another process's exclusive lock: in WAL mode readers still read, but
-    // nothing can write, and a replica that cannot write is not ready.
+    // nothing can write, and a replica that cannot write is not ready. The
+    // answer may come from a check up to a second old, so it turns within
+    // about two.
     let locker = rusqlite::Connection::open(&db).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    assert_eq!(ready().status, 503);
+    let locked = Instant::now();
+    let not_ready = wait_until("/readyz answers 503", Duration::from_secs(5), || {
+        let r = ready();
+        (r.status == 503).then_some(r)
+    });
+    assert_eq!(not_ready.header("Retry-After"), Some("1"));
     assert_eq!(live().status, 200, "liveness does not depend on the database");
     let errors = handle.metrics();
     assert!(!errors.contains("todobackend_database_errors_total 0\n"), "{errors}");
+    eprintln!("readyz turned 503 {:?} after the lock was taken", locked.elapsed());
 
     locker.execute_batch("COMMIT").unwrap();
-    assert_eq!(ready().status, 200, "ready again without a restart");
+    wait_until("ready again without a restart", Duration::from_secs(15), || (ready().status == 200).then_some(()));
 }
 
 #[test]
 fn json_logs_carry_timestamp_level_status_latency_and_request_id() {
-    let mut server = ChildServer::start(&[("TODOBACKEND_LOG_FORMAT", "json")], None);
+    let mut server = ChildServer::start(&[("TODOBACKEND_LOG_FORMAT", "json"), ("TODOBACKEND_DRAIN", "200ms")], None);
     let url = format!("{}/todos", server.url);
     let r = client::request("GET", &url, &[("X-Request-Id", "req-given-1")], None, Duration::from_secs(5)).unwrap();
     assert_eq!(r.header("X-Request-Id"), Some("req-given-1"));

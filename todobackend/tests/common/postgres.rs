@@ -179,6 +179,9 @@ impl PgServer {
             .arg("-D")
             .arg(self.dir.join("data"))
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"])
+            // Counts of each statement the server ran, for tests that show
+            // how often the app asks (the readiness flood test).
+            .args(["-c", "shared_preload_libraries=pg_stat_statements"])
             .args(["-c", "ssl=on", "-c", &format!("ssl_cert_file={}", self.dir.join("server.crt").display())])
             .args(["-c", &format!("ssl_key_file={}", self.dir.join("server.key").display())])
             .args(["-p", &self.port.to_string(), "-k"])
