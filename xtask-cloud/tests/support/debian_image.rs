@@ -1,5 +1,5 @@
 //! What the tests' images built offline from Debian's packages share
-//! ([`super::postgres`]): nothing can be pulled here, so
+//! ([`super::postgres`], [`super::edge`]): nothing can be pulled here, so
 //! each is `debootstrap --variant=minbase --include=PACKAGE bookworm` against
 //! the mirror apt already uses (or DEBIAN_MIRROR), shaped into a root file
 //! system, then `docker import`ed with the official image's configuration.

@@ -8,7 +8,7 @@
 //! cluster the package makes), with `postgres/entrypoint.sh` honouring the
 //! official image's variables, then `docker import`. Built once per machine
 //! under a lock, its tag carrying a hash of the recipe and the entrypoint
-//! (see [`super::debian_image`]).
+//! (see [`super::debian_image`], which the tests' HAProxy image shares).
 
 use std::path::Path;
 use std::process::Command;
