@@ -104,7 +104,7 @@ fn the_tests_postgres_image_starts_as_the_official_one_does() {
 
 #[test]
 fn the_mirror_is_read_from_both_forms_of_apt_sources() {
-    use support::postgres::mirror_in;
+    use support::debian_image::mirror_in;
     let deb822 = "Types: deb\n# a comment\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n\
                   Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n\
                   Types: deb\nURIs: http://security.example/debian-security\nSuites: bookworm-security\nComponents: main\n";

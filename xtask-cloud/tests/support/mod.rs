@@ -11,9 +11,13 @@
 //! - [`app`]: the world of most swarm tests, "a pushed app on a sandbox stack".
 //! - [`multinode`], [`postgres`], [`variants`]: a swarm of several engines,
 //!   the tests' PostgreSQL image, the app with migrations of the tests' own.
+//! - [`edge`]: the tests' HAProxy image; [`debian_image`], what it and the
+//!   PostgreSQL one share (debootstrap from apt's mirror, once per machine).
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 pub mod app;
+pub mod debian_image;
+pub mod edge;
 pub mod images;
 pub mod moto;
 pub mod multinode;
