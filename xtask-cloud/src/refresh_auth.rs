@@ -14,9 +14,11 @@
 //! by the service's own rolling update (its order, parallelism, delay and
 //! rollback). The one-shot jobs are left alone: they would run again, and
 //! every deploy hands them a fresh credential anyway. So is a service that
-//! does not run the release image (the PostgreSQL stack's `db`): it is pinned
-//! to the node that keeps its volume, which has its image, and replacing its
-//! task would stop the database for every replica of the app.
+//! does not run the release image: the PostgreSQL stack's `db` is pinned to
+//! the node that keeps its volume, which has its image, and replacing its
+//! task would stop the database for every replica of the app; the `edge` runs
+//! on every node, which pulled its image when it started, and replacing its
+//! tasks would take each node's edge away for a moment.
 //!
 //! `docker service update` returns once the new tasks run, before the
 //! swarm's monitor period has passed and the update is "completed" (found
@@ -56,8 +58,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         })?;
         if !others.is_empty() {
             ctx.say(&format!(
-                "    left alone: {} (not the release image {release_image}: pinned to a node that has its image, \
-                 and a new credential would restart it)",
+                "    left alone: {} (not the release image {release_image}: its nodes have its image, and a new \
+                 credential would restart it)",
                 others.join(", ")
             ));
         }

@@ -48,16 +48,19 @@ fn a_second_environment_is_a_stack_of_its_own_with_its_history_status_and_lock()
     let env_name = xtask_test_support::unique_name("env");
     let staging_stack = format!("{env_name}stack");
     let _staging_stack = Stack(staging_stack.clone());
-    // The stack and the published port come from the environment's file.
+    // The stack and the edge's ports come from the environment's file.
+    let staging_https = xtask_test_support::free_port();
     let _file = EnvironmentFile::write(
         &env_name,
-        &format!("stack: {staging_stack}\nvariables:\n  APP_PUBLISHED_PORT: {staging_port}\n"),
+        &format!(
+            "stack: {staging_stack}\nvariables:\n  EDGE_HTTP_PORT: {staging_port}\n  EDGE_HTTPS_PORT: {staging_https}\n"
+        ),
     );
 
     let first = sandbox.clone_with(&[("APP_VERSION", &a)]);
     first.xtask(&["deploy", "--no-login", "--timeout", "3m"]).assert_success();
     let staging =
-        sandbox.clone_with(&[("APP_VERSION", &b)]).without_env("STACK_NAME").without_env("APP_PUBLISHED_PORT");
+        sandbox.clone_with(&[("APP_VERSION", &b)]).without_env("STACK_NAME").without_env("EDGE_HTTP_PORT").without_env("EDGE_HTTPS_PORT");
     let deployed = staging.xtask(&["deploy", "--env", &env_name, "--no-login", "--timeout", "3m"]);
     deployed.assert_success();
     assert!(deployed.stdout.contains(&format!("is live on stack {staging_stack}")), "{}", deployed.stdout);

@@ -43,8 +43,9 @@ use xtask_cloud::release::job::{JOB_LABEL, job_prefix};
 use xtask_test_support::sandbox::{Run, Sandbox};
 use xtask_test_support::wait_until;
 
-/// The port the app publishes in host mode on each node: every node has a
-/// network namespace of its own, so any port is free there.
+/// The port the edge publishes in host mode on each node, through which the
+/// app answers: every node has a network namespace of its own, so any port
+/// is free there.
 const PORT: u16 = 8080;
 
 /// The SQLite stack of one data node: `stack.single-node.yml` once the
@@ -56,17 +57,15 @@ fn sqlite_stack_file() -> PathBuf {
 }
 
 /// A sandbox that deploys through the manager's socket: AWS at the
-/// emulator, the harness's registry, the app in host mode on `PORT`, one
-/// replica at a time updated stop-first, short waits.
+/// emulator, the harness's registry, the edge on `PORT` of every node, one
+/// replica, short waits.
 fn sandbox(swarm: &MultiNode, moto: &Moto, stack_file: &std::path::Path) -> Sandbox {
     support::sandbox()
         .with_envs(moto.aws_env())
         .with_env("ECR_REGISTRY", &swarm.registry().host())
         .with_env("DOCKER_HOST", &swarm.manager().docker_host())
         .with_env("STACK_FILE", &stack_file.display().to_string())
-        .with_env("APP_PUBLISH_MODE", "host")
-        .with_env("APP_UPDATE_ORDER", "stop-first")
-        .with_env("APP_PUBLISHED_PORT", &PORT.to_string())
+        .with_envs(support::swarm::edge_env(&swarm.registry().host(), PORT))
         .with_env("APP_REPLICAS", "1")
         .with_env("APP_UPDATE_DELAY", "1s")
         .with_env("APP_UPDATE_MONITOR", "5s")
@@ -100,6 +99,7 @@ fn publish_versions(swarm: &MultiNode, sandbox: &Sandbox, version: &str, derived
     at.xtask(&["publish", "--create-repository"]).assert_success();
     let image = format!("{}/todobackend:{version}", swarm.registry().host());
     at.xtask(&["login"]).assert_success();
+    push_local_image(swarm, sandbox, &support::edge::image(), &support::swarm::edge_image_in(&swarm.registry().host()));
     for (tag, lines) in derived {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("Dockerfile"), format!("FROM {image}\n{lines}\n")).expect("Dockerfile");
@@ -350,9 +350,7 @@ fn unpinned_stack_file(dir: &std::path::Path) -> PathBuf {
     let text = text.replace(pinned_job, "      mode: global\n");
     let pinned_app = "constraints: [\"node.labels.todobackend.data == true\"]";
     assert_eq!(text.matches(pinned_app).count(), 1, "the stack's app is no longer pinned as this test expects");
-    let path = dir.join("stack.yml");
-    std::fs::write(&path, text.replace(pinned_app, "max_replicas_per_node: 1")).expect("write the stack file");
-    path
+    support::swarm::stack_file_in(dir, &text.replace(pinned_app, "max_replicas_per_node: 1"))
 }
 
 /// A client sending GET requests to one node's port in a loop, until stopped.
@@ -584,9 +582,17 @@ fn sorted(names: &[&str]) -> Vec<String> {
 /// The tests' PostgreSQL image (`support::postgres`, built on the host's
 /// engine) in the harness's registry, loaded through the manager's engine.
 fn push_postgres(swarm: &MultiNode, sandbox: &Sandbox) -> String {
-    let local = support::postgres::image();
     let image = format!("{}/todobackend-postgres:15", swarm.registry().host());
-    let mut saved = Command::new("docker").args(["save", &local]).stdout(Stdio::piped()).spawn().expect("docker save");
+    sandbox.xtask(&["login"]).assert_success();
+    push_local_image(swarm, sandbox, &support::postgres::image(), &image);
+    image
+}
+
+/// An image of the host's engine (`local`) as `image` in the harness's
+/// registry: saved, loaded into the manager's engine, tagged and pushed with
+/// the sandbox's Docker config (logged in).
+fn push_local_image(swarm: &MultiNode, sandbox: &Sandbox, local: &str, image: &str) {
+    let mut saved = Command::new("docker").args(["save", local]).stdout(Stdio::piped()).spawn().expect("docker save");
     let loaded = Command::new("docker")
         .args(["load", "--quiet"])
         .env("DOCKER_HOST", swarm.manager().docker_host())
@@ -595,11 +601,9 @@ fn push_postgres(swarm: &MultiNode, sandbox: &Sandbox) -> String {
         .expect("docker load");
     assert!(saved.wait().expect("docker save ends").success(), "docker save {local} failed");
     assert!(loaded.status.success(), "docker load: {}", String::from_utf8_lossy(&loaded.stderr));
-    swarm.manager().docker_ok(&["tag", &local, &image]);
-    sandbox.xtask(&["login"]).assert_success();
-    let pushed = docker_as(swarm.manager(), sandbox, &["push", &image]);
+    swarm.manager().docker_ok(&["tag", local, image]);
+    let pushed = docker_as(swarm.manager(), sandbox, &["push", image]);
     assert!(pushed.success(), "docker push {image}: {}", pushed.stderr);
-    image
 }
 
 fn create_secret(sandbox: &Sandbox, name: &str, value: &str) {
@@ -615,7 +619,6 @@ fn the_postgres_stack_serves_one_database_from_two_nodes_and_waits_out_the_db_no
     let secret = xtask_test_support::unique_name("dbpw");
     let base = sandbox(&swarm, &moto, &xtask_test_support::project_root().join("stack.yml"))
         .with_env("APP_REPLICAS", "2")
-        .with_env("APP_MAX_REPLICAS_PER_NODE", "1")
         .with_env("DB_PASSWORD_SECRET", &secret);
     let db_image = push_postgres(&swarm, &base);
     let sandbox = base.with_env("DB_IMAGE", &db_image);
@@ -633,7 +636,7 @@ fn the_postgres_stack_serves_one_database_from_two_nodes_and_waits_out_the_db_no
     let (first, second) = (named(&swarm, &app_nodes[0]), named(&swarm, &app_nodes[1]));
     for node in [first, second] {
         wait_until(&format!("the app answers on {}", node.hostname), Duration::from_secs(60), || {
-            answers(node, "/readyz") == Some(200)
+            answers(node, "/todos") == Some(200)
         });
     }
 
@@ -646,20 +649,24 @@ fn the_postgres_stack_serves_one_database_from_two_nodes_and_waits_out_the_db_no
     let listed = xtask_test_support::http::http(&second.url(PORT, "/todos"), "GET", &[]).expect("GET");
     assert!(listed.body.contains(&title), "{} does not serve the row written on {}", second.hostname, first.hostname);
 
-    // The db node lost: an app replica elsewhere says 503 on /readyz (and
-    // stays alive); back when the node returns, with the row.
+    // The db node lost: the edge of a node with an app replica says 503
+    // (every task's readiness fails), and the app's tasks stay (alive, not
+    // restarted); back when the node returns, with the row.
     let probe = [first, second].into_iter().find(|node| node.index != data_node.index).expect("an app off the db node");
+    let app_tasks = || manager.docker_ok(&["service", "ps", "--quiet", "--filter", "desired-state=running", &format!("{stack}_app")]);
+    let tasks_before = app_tasks();
     swarm.cut_link(data_node.index);
-    let unready = wait_until("/readyz answers 503 without the db node", Duration::from_secs(60), || {
-        answers(probe, "/readyz") == Some(503)
+    let unready = wait_until("the edge answers 503 without the db node", Duration::from_secs(60), || {
+        answers(probe, "/todos") == Some(503)
     });
-    assert_eq!(answers(probe, "/healthz"), Some(200), "the app is not alive without its database");
     swarm.restore_link(data_node.index);
-    let ready = wait_until("/readyz answers 200 once the db node is back", Duration::from_secs(120), || {
-        answers(probe, "/readyz") == Some(200)
+    let ready = wait_until("the edge answers 200 once the db node is back", Duration::from_secs(120), || {
+        answers(probe, "/todos") == Some(200)
     });
+    let kept = tasks_before.lines().filter(|task| app_tasks().contains(task)).count();
+    assert!(kept > 0, "every app task was replaced while the database was away:\n{tasks_before}\n{}", app_tasks());
     eprintln!(
-        "db node lost: {} answered 503 on /readyz after {:.1} s, 200 again {:.1} s after the link came back",
+        "db node lost: {} answered 503 on /todos after {:.1} s, 200 again {:.1} s after the link came back",
         probe.hostname,
         unready.as_secs_f64(),
         ready.as_secs_f64()
@@ -669,4 +676,199 @@ fn the_postgres_stack_serves_one_database_from_two_nodes_and_waits_out_the_db_no
 
     drop(swarm);
     assert_gone(trace);
+}
+
+// ---------------------------------------------------------------- zero downtime through the edge
+
+use support::load::{Figures, Load, Options, assert_stored_once};
+
+/// Issue 28: the PostgreSQL stack on three nodes, the edge on every node,
+/// an app task on every node (APP_REPLICAS=3), the database on node 2. A
+/// load of GETs and POSTs goes to the nodes' edge addresses through a
+/// rolling update, a rollback, a node whose link is cut, a drained node, a
+/// change of the edge's configuration and a restart of the database: no
+/// request fails (503 with Retry-After is the answer while the database is
+/// away), and every acknowledged POST is stored once.
+#[test]
+fn no_request_fails_through_the_edge_on_three_nodes() {
+    let swarm = MultiNode::start(3);
+    let trace = swarm.trace();
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A copy of stack.yml and edge/, so that the edge's configuration can change.
+    let stack_yml = std::fs::read_to_string(xtask_test_support::project_root().join("stack.yml")).expect("stack.yml");
+    let stack_file = support::swarm::stack_file_in(dir.path(), &stack_yml);
+    let secret = xtask_test_support::unique_name("dbpw");
+    let base = sandbox(&swarm, &moto, &stack_file).with_env("APP_REPLICAS", "3").with_env("DB_PASSWORD_SECRET", &secret);
+    let db_image = push_postgres(&swarm, &base);
+    let sandbox = base.with_env("DB_IMAGE", &db_image);
+    let suffix = xtask_test_support::unique_name("v");
+    let (a, b) = (format!("a{suffix}"), format!("b{suffix}"));
+    publish_versions(&swarm, &sandbox, &a, &[(&b, &format!("LABEL version={b}"))]);
+    create_secret(&sandbox, &secret, &xtask_test_support::unique_name("pw"));
+    let data_node = swarm.node(2);
+    swarm.manager().docker_ok(&["node", "update", "--label-add", "todobackend.data=true", &data_node.node_id()]);
+    let edge = ThroughTheEdge { swarm: &swarm, sandbox, dir: dir.path().to_owned() };
+    edge.at(&a).xtask(&["deploy", "--timeout", "4m"]).assert_success();
+    for node in &swarm.nodes {
+        wait_until(&format!("the app answers through {}'s edge", node.hostname), Duration::from_secs(60), || {
+            answers(node, "/todos") == Some(200)
+        });
+    }
+    assert_eq!(running_on(&swarm, &edge.service("edge")), sorted(&["node1", "node2", "node3"]));
+
+    edge.a_rolling_update_and_a_rollback_fail_no_request(&a, &b);
+    edge.a_cut_link_to_an_app_node_fails_no_request();
+    edge.a_drained_app_node_fails_no_request();
+    edge.a_change_of_the_edges_configuration_fails_no_request_behind_a_balancer(&a);
+    edge.a_database_restart_answers_503_and_never_refuses(&a);
+
+    drop(swarm);
+    assert_gone(trace);
+}
+
+struct ThroughTheEdge<'a> {
+    swarm: &'a MultiNode,
+    sandbox: Sandbox,
+    /// Where the test's copy of the stack file and edge/ are.
+    dir: PathBuf,
+}
+
+impl ThroughTheEdge<'_> {
+    fn at(&self, version: &str) -> Sandbox {
+        self.sandbox.clone_with(&[("APP_VERSION", version)])
+    }
+
+    fn service(&self, name: &str) -> String {
+        format!("{}_{name}", self.sandbox.stack_name())
+    }
+
+    /// The edge addresses of `nodes`.
+    fn edges(&self, nodes: &[&Node]) -> Vec<String> {
+        nodes.iter().map(|node| node.url(PORT, "").trim_end_matches('/').to_owned()).collect()
+    }
+
+    fn all_nodes(&self) -> Vec<&Node> {
+        self.swarm.nodes.iter().collect()
+    }
+
+    /// `change` under load at `nodes`' edges: the figures, printed, with
+    /// every acknowledged POST stored once.
+    fn under_load(&self, scenario: &str, nodes: &[&Node], options: Options, change: impl FnOnce()) -> Figures {
+        let bases = self.edges(nodes);
+        let tag = xtask_test_support::unique_name("load");
+        let load = Load::start(&bases, &tag, options);
+        load.warm_up(20);
+        change();
+        let figures = load.stop();
+        println!("{}", figures.line(scenario));
+        assert!(figures.requests > 0, "{scenario}: the load sent nothing");
+        assert_stored_once(&bases[0], &tag, &figures);
+        figures
+    }
+
+    fn a_rolling_update_and_a_rollback_fail_no_request(&self, a: &str, b: &str) {
+        let nodes = self.all_nodes();
+        let update = self.under_load("rolling update A to B, load at every node", &nodes, Options::default(), || {
+            self.at(b).xtask(&["deploy", "--timeout", "4m"]).assert_success();
+        });
+        assert_eq!(update.failed, 0, "{}", update.line("rolling update"));
+        let rollback = self.under_load("rollback B to A, load at every node", &nodes, Options::default(), || {
+            self.at(b).xtask(&["rollback", "--timeout", "4m"]).assert_success();
+        });
+        assert_eq!(rollback.failed, 0, "{}", rollback.line("rollback"));
+        assert!(spec_image(self.swarm.manager(), &self.sandbox.stack_name(), "app").ends_with(&format!(":{a}")));
+    }
+
+    /// Node 3 (an app task, neither the manager nor the database's node)
+    /// loses its link; the load goes to the other two nodes' edges.
+    fn a_cut_link_to_an_app_node_fails_no_request(&self) {
+        let (swarm, manager) = (self.swarm, self.swarm.manager());
+        let cut = swarm.node(3);
+        assert!(running_on(swarm, &self.service("app")).contains(&cut.hostname), "no app task on {}", cut.hostname);
+        let others = [swarm.node(1), swarm.node(2)];
+        let figures = self.under_load("node 3's link cut, load at nodes 1 and 2", &others, Options::default(), || {
+            swarm.cut_link(cut.index);
+            let cut_id = cut.node_id();
+            wait_until("the swarm marks node 3 down", Duration::from_secs(120), || {
+                manager.docker_ok(&["node", "inspect", "--format", "{{.Status.State}}", &cut_id]) == "down"
+            });
+            wait_until("three app tasks run on nodes 1 and 2", Duration::from_secs(120), || {
+                let on = running_on(swarm, &self.service("app"));
+                on.len() == 3 && !on.contains(&cut.hostname)
+            });
+        });
+        swarm.restore_link(cut.index);
+        wait_until("node 3 is back", Duration::from_secs(120), || {
+            manager.docker_ok(&["node", "inspect", "--format", "{{.Status.State}}", &cut.node_id()]) == "ready"
+        });
+        assert_eq!(figures.failed, 0, "{}", figures.line("cut link"));
+        // Back to one app task per node, for the drain.
+        manager.docker_ok(&["service", "update", "--quiet", "--force", &self.service("app")]);
+        wait_until("an app task on every node again", Duration::from_secs(180), || {
+            running_on(swarm, &self.service("app")) == sorted(&["node1", "node2", "node3"])
+        });
+        wait_until("the edge on node 3 answers", Duration::from_secs(60), || answers(cut, "/todos") == Some(200));
+    }
+
+    /// Node 3 drained (its app task moves, its edge goes with it: a load
+    /// balancer takes it out first); the load goes to nodes 1 and 2.
+    fn a_drained_app_node_fails_no_request(&self) {
+        let (swarm, manager) = (self.swarm, self.swarm.manager());
+        let drained = swarm.node(3);
+        let others = [swarm.node(1), swarm.node(2)];
+        let figures = self.under_load("node 3 drained, load at nodes 1 and 2", &others, Options::default(), || {
+            manager.docker_ok(&["node", "update", "--availability", "drain", &drained.node_id()]);
+            wait_until("node 3's app task runs elsewhere", Duration::from_secs(120), || {
+                let on = running_on(swarm, &self.service("app"));
+                on.len() == 3 && !on.contains(&drained.hostname)
+            });
+        });
+        manager.docker_ok(&["node", "update", "--availability", "active", &drained.node_id()]);
+        assert_eq!(figures.failed, 0, "{}", figures.line("drain"));
+        wait_until("the edge on node 3 again", Duration::from_secs(120), || answers(drained, "/todos") == Some(200));
+    }
+
+    /// The edge's configuration changed: each node's edge is replaced in
+    /// turn (stop-first: a host-mode port binds once per node), so each node
+    /// refuses connections for a moment. A load balancer in front of the
+    /// nodes sends what a node refused to another one (nothing reached the
+    /// refusing node, so even a POST is safe): the load does the same, and
+    /// the refusals per node are the gap this leaves.
+    fn a_change_of_the_edges_configuration_fails_no_request_behind_a_balancer(&self, a: &str) {
+        let cfg = self.dir.join("edge/haproxy.cfg");
+        let text = std::fs::read_to_string(&cfg).expect("the test's edge/haproxy.cfg");
+        std::fs::write(&cfg, format!("{text}\n# changed by the test\n")).expect("change the edge's configuration");
+        let before = self.swarm.manager().docker_ok(&["service", "inspect", "--format", "{{.Version.Index}}", &self.service("edge")]);
+        let options = Options { front_retries: true, ..Options::default() };
+        let figures = self.under_load("the edge's configuration changed, load at every node", &self.all_nodes(), options, || {
+            self.at(a).xtask(&["deploy", "--timeout", "4m"]).assert_success();
+        });
+        let after = self.swarm.manager().docker_ok(&["service", "inspect", "--format", "{{.Version.Index}}", &self.service("edge")]);
+        assert_ne!(before, after, "the edge was not updated");
+        assert_eq!(figures.failed, 0, "{}", figures.line("edge change"));
+    }
+
+    /// The database task killed on node 2: while it restarts, the answer is
+    /// 503 with Retry-After (from the app, or from the edge once no task is
+    /// ready), never a refused or dropped connection.
+    fn a_database_restart_answers_503_and_never_refuses(&self, a: &str) {
+        let (swarm, data_node) = (self.swarm, self.swarm.node(2));
+        let filter = format!("label=com.docker.swarm.service.name={}", self.service("db"));
+        let db = data_node.docker_ok(&["ps", "--quiet", "--filter", &filter]);
+        assert!(!db.is_empty(), "no db container on node 2");
+        let options = Options { allow_unavailable: true, ..Options::default() };
+        let figures = self.under_load("the database restarted, load at every node", &self.all_nodes(), options, || {
+            data_node.docker_ok(&["kill", &db]);
+            wait_until("a new db task", Duration::from_secs(120), || {
+                let now = data_node.docker_ok(&["ps", "--quiet", "--filter", &filter]);
+                !now.is_empty() && now != db
+            });
+            wait_until("the app answers again", Duration::from_secs(120), || {
+                answers(swarm.node(1), "/todos") == Some(200)
+            });
+        });
+        assert_eq!(figures.failed, 0, "{}", figures.line("db restart"));
+        self.at(a).xtask(&["status"]).assert_success();
+    }
 }

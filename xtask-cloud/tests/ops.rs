@@ -269,12 +269,12 @@ fn a_missing_external_secret_is_named_before_the_swarm_changes_and_secret_create
     // stack.yml with the app reading a secret the swarm does not have yet.
     let stack_yml = std::fs::read_to_string(xtask_test_support::project_root().join("stack.single-node.yml"))
         .expect("stack.single-node.yml");
-    let with_secret =
-        stack_yml.replacen("    command: [\"serve\"]\n", "    command: [\"serve\"]\n    secrets: [db_password]\n", 1)
-            + &format!("\nsecrets:\n  db_password:\n    external: true\n    name: {secret}\n");
+    let with_secret = stack_yml
+        .replacen("    command: [\"serve\"]\n", "    command: [\"serve\"]\n    secrets: [db_password]\n", 1)
+        .replacen("\nsecrets:\n", &format!("\nsecrets:\n  db_password:\n    external: true\n    name: {secret}\n"), 1);
+    assert_eq!(with_secret.matches(&format!("name: {secret}")).count(), 1, "no top-level secrets to add to");
     assert_ne!(with_secret, stack_yml);
-    let stack_file = app.sandbox.dir.path().join("stack.yml");
-    std::fs::write(&stack_file, with_secret).expect("write the stack file");
+    let stack_file = support::swarm::stack_file_in(app.sandbox.dir.path(), &with_secret);
     let app = app.with_env("STACK_FILE", &stack_file.display().to_string());
     let (sandbox, stack, version) = (&app.sandbox, app.stack.clone(), app.version.clone());
     let at = app.at(&version);

@@ -50,6 +50,7 @@ fn without_service(text: &str, name: &str) -> String {
 }
 
 fn write_stack_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    support::swarm::copy_edge_files(dir);
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write the stack file copy");
     path

@@ -143,7 +143,7 @@ impl Drop for Secret {
 
 /// One PostgreSQL stack of its own, not deployed yet: the registry holding
 /// the tests' PostgreSQL image and version A of the app (the real release
-/// image), the secret's name (not created), the app's host-mode port.
+/// image), the secret's name (not created), the edge's host-mode port.
 /// Dropped in this order: the stack, then the secret, then the rest.
 struct PgStack {
     stack: Stack,
@@ -180,6 +180,7 @@ impl PgStack {
         let a = unique_name("a");
         let image_a = app_image(&sandbox, &registry, &a, &mut images);
         push(&sandbox, &image_a);
+        support::swarm::push_edge_image(&sandbox, &mut images);
         let password = unique_name("pg-s3cret-");
         PgStack { stack, secret: Secret(secret), password, sandbox, port, a, image_a, images, registry, _moto: moto }
     }

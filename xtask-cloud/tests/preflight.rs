@@ -19,8 +19,7 @@ fn an_unknown_key_and_a_bad_stack_name_are_refused_before_any_job_runs() {
     let with_typo = text.replacen("    command: [\"serve\"]\n", "    comand: [\"x\"]\n", 1);
     assert_ne!(with_typo, text, "stack.single-node.yml has no `command: [\"serve\"]` line to misspell");
     let line = with_typo.lines().position(|line| line.contains("comand:")).expect("the typo's line") + 1;
-    let file = sandbox.dir.path().join("stack.yml");
-    std::fs::write(&file, &with_typo).expect("write the stack file");
+    let file = support::swarm::stack_file_in(sandbox.dir.path(), &with_typo);
     let bad = sandbox.clone_with(&[("APP_VERSION", &version), ("STACK_FILE", &file.display().to_string())]);
 
     for args in [&["deploy", "--no-login", "--dry-run"][..], &["deploy", "--no-login", "--timeout", "1m"]] {

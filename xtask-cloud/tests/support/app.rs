@@ -34,7 +34,7 @@ pub struct PushedApp {
     pub sandbox: Sandbox,
     /// The stack's name.
     pub stack: String,
-    /// The app's published port on this node (host mode).
+    /// The edge's port on this node (host mode), through which the app answers.
     pub port: u16,
     /// Version A, pushed, and its image reference.
     pub version: String,
@@ -76,6 +76,8 @@ impl PushedApp {
             }
         };
         swarm::push(&sandbox, &image);
+        let mut images = images;
+        swarm::push_edge_image(&sandbox, &mut images);
         PushedApp { images, stack_guard, sandbox, stack, port, version, image, moto, registry, suffix, _swarm: swarm }
     }
 

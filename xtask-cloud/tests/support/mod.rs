@@ -9,6 +9,7 @@
 //! - [`swarm`]: the local single-node swarm: one test at a time, stacks
 //!   removed with what the xtask keeps beside them, sandboxes that deploy.
 //! - [`app`]: the world of most swarm tests, "a pushed app on a sandbox stack".
+//! - [`load`]: a steady load of GETs and POSTs through the stack's edge.
 //! - [`multinode`], [`postgres`], [`variants`]: a swarm of several engines,
 //!   the tests' PostgreSQL image, the app with migrations of the tests' own.
 //! - [`edge`]: the tests' HAProxy image; [`debian_image`], what it and the
@@ -19,6 +20,7 @@ pub mod app;
 pub mod debian_image;
 pub mod edge;
 pub mod images;
+pub mod load;
 pub mod moto;
 pub mod multinode;
 pub mod postgres;

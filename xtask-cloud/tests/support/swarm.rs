@@ -33,7 +33,7 @@ pub fn docker_ok(args: &[&str]) -> String {
 }
 
 /// The image's own acceptance suite, run from the host's network against the
-/// app a stack publishes on `port`, passes (`what` names that app on failure).
+/// app a stack publishes on `port` (its edge's), passes (`what` names that app on failure).
 pub fn assert_acceptance_passes(image: &str, port: u16, what: &str) {
     let url = format!("http://127.0.0.1:{port}");
     let acceptance = docker(&["run", "--rm", "--network", "host", image, "acceptance", "--url", &url]);
@@ -119,9 +119,8 @@ impl Drop for Stack {
 }
 
 /// A sandbox that deploys a stack of its own to the local swarm: AWS at
-/// the emulator, the registry, the app published on `port` of this node
-/// (host mode: the swarm here has no routing mesh), one replica (a host
-/// port binds once per node) updated stop-first, short waits. The stack
+/// the emulator, the registry, the edge on `port` of this node (host mode:
+/// the swarm here has no routing mesh), one replica of the app, short waits. The stack
 /// file is the single-node SQLite one, `stack.single-node.yml`: the tests
 /// of SQLite behaviour (backups on the data volume, restore) run there;
 /// [`postgres_stack_sandbox`] is the PostgreSQL stack.
@@ -133,8 +132,7 @@ pub fn stack_sandbox(moto: &Moto, registry: &Registry, port: u16) -> Sandbox {
 /// A sandbox that deploys the PostgreSQL stack, `stack.yml`, as
 /// [`stack_sandbox`] does the single-node one: `db` runs `db_image` (the
 /// tests' own, in `registry`), its password is the swarm secret
-/// `password_secret`, and at most one app replica runs per node (host
-/// mode).
+/// `password_secret`.
 pub fn postgres_stack_sandbox(
     moto: &Moto,
     registry: &Registry,
@@ -146,19 +144,67 @@ pub fn postgres_stack_sandbox(
         .with_env("STACK_FILE", &project_root().join("stack.yml").display().to_string())
         .with_env("DB_IMAGE", db_image)
         .with_env("DB_PASSWORD_SECRET", password_secret)
-        .with_env("APP_MAX_REPLICAS_PER_NODE", "1")
 }
 
 fn common_stack_sandbox(moto: &Moto, registry: &Registry, port: u16) -> Sandbox {
     moto.sandbox(crate::support::sandbox())
         .with_env("ECR_REGISTRY", &registry.host())
-        .with_env("APP_PUBLISH_MODE", "host")
-        .with_env("APP_UPDATE_ORDER", "stop-first")
-        .with_env("APP_PUBLISHED_PORT", &port.to_string())
+        .with_envs(edge_env(&registry.host(), port))
         .with_env("APP_REPLICAS", "1")
         .with_env("APP_UPDATE_DELAY", "1s")
         .with_env("APP_UPDATE_MONITOR", "5s")
         .with_env("JOB_RESTART_DELAY", "1s")
+}
+
+/// The edge of a test's stack: the tests' HAProxy image in the test's
+/// registry (pushed by [`push_edge_image`]), its HTTP port `port` on each
+/// node, its HTTPS port another free one, a short wait between nodes.
+pub fn edge_env(registry_host: &str, port: u16) -> Vec<(String, String)> {
+    [
+        ("EDGE_IMAGE", edge_image_in(registry_host)),
+        ("EDGE_HTTP_PORT", port.to_string()),
+        ("EDGE_HTTPS_PORT", xtask_test_support::free_port().to_string()),
+        ("EDGE_UPDATE_DELAY", "1s".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
+}
+
+/// Where a test's registry keeps the edge's image.
+pub fn edge_image_in(registry_host: &str) -> String {
+    format!("{registry_host}/todobackend-edge:2.6")
+}
+
+/// The tests' HAProxy image (`support::edge`, built once per machine) in
+/// the sandbox's registry, as its EDGE_IMAGE names it; the sandbox's Docker
+/// config must be logged in there.
+pub fn push_edge_image(sandbox: &Sandbox, images: &mut crate::support::images::Images) {
+    let image = sandbox.env_value("EDGE_IMAGE").expect("the sandbox names the edge's image").to_owned();
+    docker_ok(&["tag", &crate::support::edge::image(), &image]);
+    images.track(&image);
+    push(sandbox, &image);
+}
+
+/// The project's edge/ (the edge's configuration and placeholder
+/// certificate) copied into `dir`, where a copied stack file reads them.
+pub fn copy_edge_files(dir: &std::path::Path) {
+    let edge = dir.join("edge");
+    std::fs::create_dir_all(&edge).expect("create edge/ beside the stack file");
+    for entry in std::fs::read_dir(project_root().join("edge")).expect("read edge/") {
+        let entry = entry.expect("an entry of edge/");
+        std::fs::copy(entry.path(), edge.join(entry.file_name())).expect("copy the edge's files");
+    }
+}
+
+/// A copy of a stack file's text at `dir/stack.yml`, with the files it
+/// reads beside it (the edge's configuration and placeholder certificate),
+/// for a test that deploys a changed stack file.
+pub fn stack_file_in(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    copy_edge_files(dir);
+    let path = dir.join("stack.yml");
+    std::fs::write(&path, text).expect("write the stack file");
+    path
 }
 
 /// `docker login` of the sandbox's Docker config, the password on stdin.
@@ -197,7 +243,7 @@ pub fn app_image(
     tag
 }
 
-/// The app answers GET / with 200 on the host-mode port.
+/// The app answers GET / with 200 through the edge's port.
 pub fn answers(port: u16) -> bool {
     http(&format!("http://127.0.0.1:{port}/"), "GET", &[]).is_ok_and(|response| response.status == 200)
 }
