@@ -74,11 +74,14 @@ pub struct Options {
     pub allow_unavailable: bool,
     /// See the module: a refused connection goes to the next node.
     pub front_retries: bool,
+    /// Each POST carries an Idempotency-Key (its title): the edge may then
+    /// replay it on another task, and the app stores it once.
+    pub idempotency_keys: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { clients: 4, allow_unavailable: false, front_retries: false }
+        Options { clients: 4, allow_unavailable: false, front_retries: false, idempotency_keys: false }
     }
 }
 
@@ -139,7 +142,9 @@ fn run_client(
         }
         let title = format!("{tag}-{n}");
         let body = format!(r#"{{"title":"{title}"}}"#);
-        let posted = send(bases, &mut next, "POST", "/todos", Some(&body), options, figures);
+        let key = options.idempotency_keys.then_some(title.as_str());
+        let post = Request { method: "POST", path: "/todos", body: Some(&body), idempotency_key: key };
+        let posted = send(bases, &mut next, &post, options, figures);
         let created = match posted {
             Some(response) if response.status == 201 => {
                 figures.lock().unwrap().acknowledged.push(title);
@@ -150,10 +155,18 @@ fn run_client(
         std::thread::sleep(PACE);
         if let Some(location) = created {
             let path = if location.starts_with('/') { location } else { path_of(&location) };
-            let _ = send(bases, &mut next, "GET", &path, None, options, figures);
+            let get = Request { method: "GET", path: &path, body: None, idempotency_key: None };
+            let _ = send(bases, &mut next, &get, options, figures);
             std::thread::sleep(PACE);
         }
     }
+}
+
+struct Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    body: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
 }
 
 /// One request, to the next node in turn (and on to the others when a node
@@ -161,18 +174,19 @@ fn run_client(
 fn send(
     bases: &[String],
     next: &mut usize,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
+    request: &Request<'_>,
     options: Options,
     figures: &Mutex<Figures>,
 ) -> Option<Response> {
+    let Request { method, path, body, idempotency_key } = *request;
+    let mut headers = vec![("Content-Type", "application/json")];
+    headers.extend(idempotency_key.map(|key| ("Idempotency-Key", key)));
     let sent = Instant::now();
     let mut tries = if options.front_retries { bases.len() } else { 1 };
     let outcome = loop {
         let base = &bases[*next % bases.len()];
         *next = (*next + 1) % bases.len();
-        let result = http::request(&format!("{base}{path}"), method, &[("Content-Type", "application/json")], body);
+        let result = http::request(&format!("{base}{path}"), method, &headers, body);
         match result {
             Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused && tries > 1 => {
                 tries -= 1;
