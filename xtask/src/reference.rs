@@ -57,7 +57,7 @@ pub fn pages() -> Result<Vec<Page>> {
     for task in tasks(&command) {
         let name = format!("cargo-xtask-{}", task.get_name());
         pages.push(man(task, &name)?);
-        for sub in task.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+        for sub in task.get_subcommands().filter(|sub| !sub.is_hide_set() && sub.get_name() != "help") {
             pages.push(man(sub, &format!("{name}-{}", sub.get_name()))?);
         }
     }
