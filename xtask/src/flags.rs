@@ -48,7 +48,7 @@ pub enum LightTask {
     Release(ReleaseArgs),
     /// Remove the local environment, its volumes and dangling project images.
     Clean,
-    /// Print the shell completion script for bash, zsh or fish (docs: operating, completions).
+    /// Print the shell completion script for bash, zsh or fish (the book: Configuration, Completions).
     Completions(CompletionsArgs),
     /// Write the command reference (docs/src/reference, docs/man) from this command line, then build the book.
     Docs,
