@@ -34,7 +34,11 @@ fn the_checked_in_reference_is_what_the_code_generates() {
     if reference::summary_with_reference(&summary).expect("SUMMARY.md has the reference markers") != summary {
         differ.push(format!("{} (its reference part)", reference::SUMMARY));
     }
-    assert!(differ.is_empty(), "the command reference in docs/ differs from the code: {RUN_DOCS}:\n{}", differ.join("\n"));
+    assert!(
+        differ.is_empty(),
+        "the command reference in docs/ differs from the code: {RUN_DOCS}:\n{}",
+        differ.join("\n")
+    );
 }
 
 #[test]
@@ -51,7 +55,8 @@ fn every_relative_link_and_anchor_in_the_readme_and_the_book_exists() {
             if target.contains("://") || target.starts_with("mailto:") {
                 continue;
             }
-            let (path, anchor) = target.split_once('#').map_or((target.as_str(), None), |(path, anchor)| (path, Some(anchor)));
+            let (path, anchor) =
+                target.split_once('#').map_or((target.as_str(), None), |(path, anchor)| (path, Some(anchor)));
             let to = if path.is_empty() { file.clone() } else { normalize(&file.parent().unwrap().join(path)) };
             let shown = format!("{}: {target}", file.strip_prefix(&root).unwrap().display());
             if !to.exists() {
@@ -60,7 +65,7 @@ fn every_relative_link_and_anchor_in_the_readme_and_the_book_exists() {
             }
             let Some(anchor) = anchor else { continue };
             let anchors = anchors_of.entry(to.clone()).or_insert_with(|| {
-                headings(&std::fs::read_to_string(&to).unwrap_or_default()).iter().map(|heading| slug(heading)).collect()
+                headings(&std::fs::read_to_string(&to).unwrap_or_default()).iter().map(slug).collect()
             });
             if !anchors.contains(anchor) {
                 broken.push(format!("{shown}: no heading makes the anchor #{anchor}"));
@@ -74,7 +79,7 @@ fn every_relative_link_and_anchor_in_the_readme_and_the_book_exists() {
 fn the_link_check_sees_links_headings_and_anchors_as_github_makes_them() {
     let text = "# Title\n\nSee [a](a.md#x) and `[not](code.md)`.\n\n```sh\n[no](fenced.md)\n```\n## The `db` volume: (RDS)\n## Title\n";
     assert_eq!(links(text), ["a.md#x"]);
-    let slugs: Vec<String> = headings(text).iter().map(|heading| slug(heading)).collect();
+    let slugs: Vec<String> = headings(text).iter().map(slug).collect();
     assert_eq!(slugs, ["title", "the-db-volume-rds", "title-1"]);
     assert_eq!(slug_text("APP_VERSION"), "app_version");
     assert_eq!(slug_text("Environments: staging and production"), "environments-staging-and-production");
