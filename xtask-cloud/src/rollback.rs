@@ -120,7 +120,7 @@ fn restore(ctx: &Ctx, checked: &Checked, running_image: &str, migration: Option<
             ctx.effect(&plan, (), || {
                 bail!(
                     "{running_image} gives no report of the database's migrations (`todobackend migrations --json`), \
-                     so which backup to restore is not known: restore one by hand (README, Backups)"
+                     so which backup to restore is not known: restore one by hand (docs/src/deploying.md, Backups)"
                 )
             })
         });

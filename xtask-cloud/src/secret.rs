@@ -1,7 +1,7 @@
 //! `secret create NAME`: a Docker secret for the stack, its value read from
 //! stdin. The value goes to the engine through its API, so no process's
 //! argv, no environment and no log ever holds it. Secrets cannot change: an
-//! existing name is refused, and rotation is a new, versioned name (README).
+//! existing name is refused, and rotation is a new, versioned name (docs/src/operating.md, Secrets).
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Read};
@@ -48,7 +48,7 @@ fn create(ctx: &Ctx, name: &str) -> Result<()> {
             }
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => bail!(
                 "the swarm has a secret {name} already, and secrets cannot change: create the new value under a new \
-                 name (e.g. {name}_v2) and point the stack file at it (README, Rotating a secret)"
+                 name (e.g. {name}_v2) and point the stack file at it (docs/src/operating.md, Secrets)"
             ),
             Err(err) => Err(err).with_context(|| format!("cannot create the secret {name}")),
         }

@@ -130,7 +130,7 @@ fn a_crashing_version_is_rolled_back_with_its_error_shown_first(app: &PushedApp,
     let started = Instant::now();
     let crashed = at(crash).xtask(&["deploy", "--no-login", "--timeout", "150s"]);
     crashed.assert_failure();
-    // Exit 3: the stack changed, the new version is not live (README, exit codes).
+    // Exit 3: the stack changed, the new version is not live (docs/src/configuration.md, Exit codes).
     assert_eq!(crashed.status.code(), Some(3), "{}", crashed.stderr);
     assert!(started.elapsed() < Duration::from_secs(170), "took {:?}", started.elapsed());
     let error = crashed.error_text();
@@ -172,7 +172,7 @@ fn a_failed_migration_leaves_the_app_serving_and_status_names_it(app: &PushedApp
     assert!(app.answers(), "B does not answer after the failed migration");
     // status calls the failed job failed, not by the swarm's update state.
     let status = app.sandbox.xtask(&["status"]);
-    // Not converged has its own exit code (README, Command line).
+    // Not converged has its own exit code (docs/src/configuration.md, Exit codes).
     assert_eq!(status.status.code(), Some(3), "{}{}", status.stdout, status.stderr);
     assert!(
         status.stdout.lines().any(|line| line.starts_with("migrate") && line.contains("failed")),

@@ -270,7 +270,7 @@ impl PgStack {
     }
 }
 
-/// The README's way, from a fresh stack: the missing secret is named with
+/// The book's way (docs/src/scaling-out.md), from a fresh stack: the missing secret is named with
 /// its command, `secret create`, then `deploy` converges with db, migrate
 /// and app; the app answers from PostgreSQL on every node (no placement
 /// constraint); the password is in no inspect output and no log.
@@ -530,7 +530,7 @@ fn todos(port: u16) -> Vec<(i64, String)> {
     todos
 }
 
-/// The README's move, step by step: the single-node SQLite stack serves
+/// The book's move (docs/src/scaling-out.md), step by step: the single-node SQLite stack serves
 /// todos; the secret; the app stopped; the PostgreSQL stack with no app
 /// replica (db, migrate); `move-to-postgres` as a one-off job on the data
 /// node; the app on PostgreSQL serves the same todos with the same ids, and

@@ -9,7 +9,7 @@ use crate::flags::{self, CompletionsArgs, Shell};
 /// (the generator builds every task, its deferred settings included), so it
 /// completes exactly the tasks and flags the help lists. It completes the
 /// command `xtask`: shells complete `cargo` itself through rustup's script,
-/// so the README has `alias xtask='cargo xtask'` beside the install line.
+/// so the book (docs/src/configuration.md) has `alias xtask='cargo xtask'` beside the install line.
 pub fn run(ctx: &Ctx, args: &CompletionsArgs) -> Result<()> {
     let mut full = flags::command();
     let mut script = Vec::new();

@@ -2,7 +2,9 @@
 //! "retry later" from "broken". A failure that means more than "it failed"
 //! carries its [`Exit`] inside the `anyhow::Error` (see [`Exit::error`] and
 //! [`Exit::wrap`]), where it is made; both binaries' `main` find it with
-//! [`code_of`]. The table is `cargo xtask --help`'s and the README's.
+//! [`code_of`]. The table is `cargo xtask --help`'s; [`of_task`] is each
+//! task's, in its `--help` and its page of the command reference
+//! (`cargo xtask docs`), so that neither can drift from these codes.
 
 use std::fmt;
 
@@ -91,6 +93,64 @@ Exit codes:
   75   the deploy lock is held by another task: retry later (or --lock-wait DURATION)
   130  interrupted by SIGINT (Ctrl-C)
   143  interrupted by SIGTERM";
+
+/// The exit codes `task` (its name on the command line) ends with, each with
+/// what it means there: its `--help` and its page of the command reference
+/// list them. `None` for a name that is no task (a test checks that every
+/// task has its entry).
+pub fn of_task(task: &str) -> Option<Vec<(u8, &'static str)>> {
+    const FAILURE: (u8, &str) = (1, "failure: read the error line");
+    const USAGE: (u8, &str) = (2, "usage: the command line does not parse");
+    const NOT_LIVE: (u8, &str) = (
+        3,
+        "not converged: the stack changed but the new version is not live (it timed out, the swarm rolled it \
+         back, a job such as migrate failed, or its verification failed and the stack was put back); the version \
+         that served still serves",
+    );
+    const LOCK_HELD: (u8, &str) = (
+        75,
+        "the deploy lock is held by another task: retry later, or --lock-wait DURATION; `unlock` if it was killed",
+    );
+    const SIGINT: (u8, &str) = (130, "interrupted by SIGINT (Ctrl-C); the deploy lock was released");
+    const SIGTERM: (u8, &str) = (143, "interrupted by SIGTERM; the deploy lock was released");
+    let codes = match task {
+        "version" | "build" | "test" | "release" | "clean" | "completions" | "docs" | "login" | "logout"
+        | "publish" | "history" | "unlock" | "secret" => vec![(0, "success"), FAILURE, USAGE],
+        "logs" => vec![(0, "success, also when --follow is ended by Ctrl-C"), FAILURE, USAGE],
+        "ci" => vec![
+            (0, "success"),
+            (1, "failure: the first failing stage's error"),
+            USAGE,
+            (130, "interrupted by SIGINT (Ctrl-C); clean and logout ran first"),
+            (143, "interrupted by SIGTERM; clean and logout ran first"),
+        ],
+        "deploy" | "rollback" => {
+            vec![(0, "success: the new version is live"), FAILURE, USAGE, NOT_LIVE, LOCK_HELD, SIGINT, SIGTERM]
+        }
+        "refresh-auth" => vec![(0, "success"), FAILURE, USAGE, LOCK_HELD, SIGINT, SIGTERM],
+        "status" => vec![
+            (0, "every service has converged, without drift (or with --allow-drift)"),
+            (1, "the stack is not deployed, it drifted (without --allow-drift), or another failure"),
+            USAGE,
+            (3, "a service has not converged (this wins over drift)"),
+        ],
+        "plan" => vec![
+            (0, "success; with --exit-code: the deploy would change nothing"),
+            FAILURE,
+            (2, "usage; with --exit-code: the deploy would change something"),
+            (USAGE_WITH_EXIT_CODE, "usage, when the command line has --exit-code"),
+        ],
+        _ => return None,
+    };
+    Some(codes)
+}
+
+/// [`of_task`] as the help shows it, under `Exit codes:`.
+pub fn task_help(task: &str) -> Option<String> {
+    let codes = of_task(task)?;
+    let lines: Vec<String> = codes.iter().map(|(code, meaning)| format!("  {code:<4} {meaning}")).collect();
+    Some(format!("Exit codes:\n{}", lines.join("\n")))
+}
 
 /// An error with its kind. Shows as the error it wraps, and its source is
 /// that error's, so `{:#}` prints the same chain.

@@ -48,8 +48,10 @@ pub enum LightTask {
     Release(ReleaseArgs),
     /// Remove the local environment, its volumes and dangling project images.
     Clean,
-    /// Print the shell completion script for bash, zsh or fish (README, Command line).
+    /// Print the shell completion script for bash, zsh or fish (the book: Configuration, Completions).
     Completions(CompletionsArgs),
+    /// Write the command reference (docs/src/reference, docs/man) from this command line, then build the book.
+    Docs,
 }
 
 /// Tasks that call AWS or the Docker engine API: they run in `xtask-cloud`,
@@ -73,7 +75,7 @@ pub enum CloudTask {
     History(HistoryArgs),
     /// Show who holds the stack's deploy lock, and remove it (after a killed deploy).
     Unlock(UnlockArgs),
-    /// Each service of the stack: version, replicas, update state; exit 1 unless converged.
+    /// Each service of the stack: version, replicas, update state, drift; exit 0 when converged, 3 when not, 1 on drift.
     Status(StatusArgs),
     /// The stack's logs, each line prefixed with its service and task version.
     Logs(LogsArgs),
@@ -283,7 +285,7 @@ pub struct CiArgs {
 pub fn settings_used(task: &str) -> Option<Vec<&'static str>> {
     use settings::used::*;
     let groups: &[&[&str]] = match task {
-        "version" | "completions" => &[],
+        "version" | "completions" | "docs" => &[],
         "build" | "test" => &[IMAGE],
         "release" => &[IMAGE, COMPOSE],
         "ci" => &[IMAGE, AWS, COMPOSE],
@@ -309,6 +311,10 @@ pub fn settings_used(task: &str) -> Option<Vec<&'static str>> {
 pub fn command() -> clap::Command {
     fn with_settings(task: clap::Command) -> clap::Command {
         let used = settings_used(task.get_name()).unwrap_or_default();
+        let task = match exit::task_help(task.get_name()) {
+            Some(codes) => task.after_help(codes),
+            None => task,
+        };
         add_settings(task, &used)
     }
     Cli::command().mut_subcommands(|task| task.defer(with_settings))
@@ -423,6 +429,31 @@ mod tests {
         // deploy does not list the local environment's settings.
         assert!(!settings_used("deploy").unwrap().contains(&"compose_file"));
         assert!(settings_used("clean").unwrap().contains(&"compose_file"));
+    }
+
+    #[test]
+    fn every_task_lists_its_exit_codes_in_its_help() {
+        let mut command = command();
+        command.build();
+        // clap's own `help` subcommand is no task.
+        for task in command.get_subcommands().filter(|task| task.get_name() != "help") {
+            let codes = exit::of_task(task.get_name())
+                .unwrap_or_else(|| panic!("{} has no entry in exit::of_task", task.get_name()));
+            assert_eq!(codes.first().map(|code| code.0), Some(0), "{}", task.get_name());
+            let help = task.clone().render_long_help().to_string();
+            let table = help.split_once("Exit codes:").unwrap_or_else(|| panic!("{}:\n{help}", task.get_name())).1;
+            for (code, _) in codes {
+                assert!(table.contains(&format!("  {code} ")), "{}: {code} not in\n{table}", task.get_name());
+            }
+        }
+        // What status's code says (xtask-cloud/src/status.rs): 3 not converged, 1 drift.
+        let status = exit::of_task("status").unwrap();
+        assert!(
+            status
+                .iter()
+                .any(|(code, meaning)| *code == Exit::NotConverged.code() && meaning.contains("not converged"))
+        );
+        assert!(status.iter().any(|(code, meaning)| *code == 1 && meaning.contains("drift")));
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! Imports run one way, downward: `runner` (the graph, the dispatch of the
 //! light tasks, `ci`'s pipeline) uses the task modules, which use `ctx`
 //! (effects) and `output` (lines); at the bottom floor, `flags` (the command
-//! line: every task's arguments) and `settings`. No task module imports
-//! another.
+//! line: every task's arguments) and `settings`; `reference` (the command
+//! reference, generated from `flags`) sits beside them. No task module
+//! imports another.
 
 pub mod build;
 pub mod clean;
@@ -14,10 +15,12 @@ pub mod completions;
 pub mod compose;
 pub mod ctx;
 pub mod docker_endpoint;
+pub mod docs;
 pub mod exit;
 pub mod flags;
 pub mod git;
 pub mod output;
+pub mod reference;
 pub mod release;
 pub mod runner;
 pub mod settings;

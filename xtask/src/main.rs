@@ -1,6 +1,7 @@
 //! `cargo xtask`: the delivery workflow of todobackend, in place of the
 //! Makefile. This binary is the light one: it parses the command line, runs
-//! the light tasks (`version`, `build`, `test`, `release`, `clean`) itself, and hands the tasks that
+//! the light tasks (`version`, `build`, `test`, `release`, `clean`,
+//! `completions`, `docs`) itself, and hands the tasks that
 //! call AWS or the Docker engine API to `xtask-cloud` (built on first use),
 //! so that those never cost the light tasks a compile or a load (issue 6).
 
@@ -63,7 +64,7 @@ fn announce_first_build(root: &std::path::Path) {
 }
 
 /// The cold build of `xtask-cloud` after the light binary, as measured by
-/// `scripts/bench.sh` (README, Performance).
+/// `scripts/bench.sh` (docs/src/performance.md).
 const FIRST_BUILD: &str = "75 s";
 
 #[cfg(unix)]

@@ -2,7 +2,7 @@
 //! and running a task after them, each at most once; the light tasks'
 //! dispatch; and `ci`, a pipeline of tasks that the runner runs itself.
 //!
-//! Adding a task (README, Adding a task): its variant with its arguments in
+//! Adding a task (docs/src/development.md, Adding a task): its variant with its arguments in
 //! `flags.rs`, its arm in a dispatch (`dispatch_light` here, or `xtask-cloud`'s
 //! `dispatch`), and its module with a `run`. The compiler checks both
 //! matches.
@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use crate::ctx::Ctx;
 use crate::exit::{self, Exit, Signal};
 use crate::flags::{CiArgs, Cli, CloudTask, DeployArgs, LightTask, PublishArgs, ReleaseArgs, RollbackArgs, Task};
-use crate::{build, clean, completions, output, release, settings, test, version};
+use crate::{build, clean, completions, docs, output, release, settings, test, version};
 
 /// Which signal, if any, has arrived since the signals were caught.
 pub type Interrupted = Box<dyn Fn() -> Option<Signal>>;
@@ -59,6 +59,7 @@ fn dispatch_light(ctx: &Ctx, task: &LightTask) -> Result<()> {
         LightTask::Release(_) => release::run(ctx),
         LightTask::Clean => clean::run(ctx),
         LightTask::Completions(args) => completions::run(ctx, args),
+        LightTask::Docs => docs::run(ctx),
     }
 }
 
@@ -197,9 +198,9 @@ pub fn main_with(cli: Cli, cloud: Option<Cloud>) -> std::process::ExitCode {
         let from_env = std::env::var("APP_VERSION").ok();
         let version = version::resolve(from_env.as_deref(), &settings.root)
             .with_context(|| format!("{} failed", cli.task.name()))?;
-        // `version` and `completions` talk to no engine: they read no Docker configuration.
+        // `version`, `completions` and `docs` talk to no engine: they read no Docker configuration.
         let docker = match &cli.task {
-            Task::Light(LightTask::Version | LightTask::Completions(_)) => None,
+            Task::Light(LightTask::Version | LightTask::Completions(_) | LightTask::Docs) => None,
             task => Some(
                 crate::docker_endpoint::resolve(&|name| settings.docker_lookup(name))
                     .with_context(|| format!("{} failed", task.name()))?,

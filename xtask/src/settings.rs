@@ -270,12 +270,18 @@ fn merged_defaults(root: &Path, env: Option<&str>) -> Result<(Defaults, Option<P
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the settings file {}", path.display()))?;
         let value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|err| {
-            anyhow::anyhow!("{} is not valid: {err}: fix the file (see README.md, Settings)", path.display())
+            anyhow::anyhow!(
+                "{} is not valid: {err}: fix the file (see docs/src/configuration.md, Settings)",
+                path.display()
+            )
         })?;
         match value {
             serde_yaml::Value::Mapping(map) => Ok(map),
             serde_yaml::Value::Null => Ok(serde_yaml::Mapping::new()),
-            _ => bail!("{} is not valid: it must be a mapping of settings (see README.md, Settings)", path.display()),
+            _ => bail!(
+                "{} is not valid: it must be a mapping of settings (see docs/src/configuration.md, Settings)",
+                path.display()
+            ),
         }
     };
     let base_path = root.join(DEFAULTS_FILE);
@@ -309,8 +315,9 @@ fn merged_defaults(root: &Path, env: Option<&str>) -> Result<(Defaults, Option<P
         Some(path) => format!("{} over {}", path.display(), base_path.display()),
         None => base_path.display().to_string(),
     };
-    let defaults: Defaults = serde_yaml::from_value(serde_yaml::Value::Mapping(merged))
-        .map_err(|err| anyhow::anyhow!("{files} is not valid: {err}: fix the file (see README.md, Settings)"))?;
+    let defaults: Defaults = serde_yaml::from_value(serde_yaml::Value::Mapping(merged)).map_err(|err| {
+        anyhow::anyhow!("{files} is not valid: {err}: fix the file (see docs/src/configuration.md, Settings)")
+    })?;
     Ok((defaults, env_path))
 }
 

@@ -1,7 +1,7 @@
 //! The CI definitions users copy: the GitHub workflows validate against
 //! GitHub's workflow schema (check-jsonschema's vendored copy, from a
 //! virtualenv under target/, offline once installed), and both they and the
-//! CodeBuild buildspec do what the README says: cache, OIDC and no static
+//! CodeBuild buildspec do what the book's CI chapter (docs/src/ci.md) says: cache, OIDC and no static
 //! keys, pull requests without login or push, a deploy job after the
 //! pipeline, a toolchain install. Actions are pinned by commit, checkouts
 //! keep no credentials, concurrency is per job, the whole suite runs, and

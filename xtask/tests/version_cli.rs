@@ -77,7 +77,7 @@ fn command_line_errors_are_one_line_with_exit_2() {
 }
 
 /// The settings flags work before the task's name and after it, over the
-/// environment, and the one after wins (README, Settings). `clean --dry-run`
+/// environment, and the one after wins (docs/src/configuration.md, Settings). `clean --dry-run`
 /// shows the compose project it would remove.
 #[test]
 fn settings_flags_before_or_after_the_task_win_over_the_environment() {
@@ -143,7 +143,7 @@ fn completion_scripts_load_in_their_shells() {
     assert!(bash.stdout.contains("deploy") && bash.stdout.contains("--lock-wait"), "{}", bash.stdout);
     let script = repo.path().join("completions.bash");
     std::fs::write(&script, &bash.stdout).unwrap();
-    // What the README's install line does: source it, then ask for the
+    // What the book's install line does (docs/src/configuration.md): source it, then ask for the
     // completion of `xtask dep`.
     let sourced = std::process::Command::new("bash")
         .arg("-c")

@@ -4,7 +4,7 @@
 //!
 //! libgit2's status lists every directory of the work tree, reads each
 //! .gitignore and .gitattributes, re-reads the index and diffs HEAD's trees:
-//! that was most of `version`'s time (README, Performance). Here a clean
+//! that was most of `version`'s time (docs/src/performance.md). Here a clean
 //! checkout costs one read of the index file and one lstat per tracked file
 //! and directory. The answer is "proven clean" or "not proven", never
 //! "dirty": whatever this cannot prove goes to the full status, so the
