@@ -209,7 +209,7 @@ pub const MAX_KEY_LEN: usize = 255;
 /// 1 to 255 visible ASCII characters (0x21 to 0x7E: no space, no control
 /// character, nothing beyond ASCII), taken as it is, byte for byte (the
 /// draft's quoted form `"abc"` is the key `"abc"`, quotes included).
-pub fn idempotency_key<'a>(headers: &'a [(String, String)]) -> Result<Option<&'a str>, String> {
+pub fn idempotency_key(headers: &[(String, String)]) -> Result<Option<&str>, String> {
     let mut values = headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(IDEMPOTENCY_KEY)).map(|(_, v)| v.as_str());
     let Some(key) = values.next() else { return Ok(None) };
     if values.next().is_some() {

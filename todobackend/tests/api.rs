@@ -344,7 +344,8 @@ fn a_key_reused_for_another_body_is_422_and_stores_nothing(backend: Backend) {
     let s = start_server_on(backend);
     let first = post_keyed(&s, "k-1", &json!({ "title": "a" }));
     assert_eq!(first.status, 201);
-    for other in [json!({ "title": "b" }), json!({ "title": "a", "completed": true }), json!({ "title": "a", "order": 1 })]
+    for other in
+        [json!({ "title": "b" }), json!({ "title": "a", "completed": true }), json!({ "title": "a", "order": 1 })]
     {
         let r = post_keyed(&s, "k-1", &other);
         assert_eq!(r.status, 422, "{other}: {}", r.text());
@@ -372,12 +373,7 @@ fn bad_keys_are_400_naming_the_rule_and_store_nothing(backend: Backend) {
             assert!(raw.contains(rule), "{key:?}: {raw}");
         }
     }
-    let r = s.call(
-        "POST",
-        "/todos",
-        &[("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
-        Some(r#"{"title":"x"}"#),
-    );
+    let r = s.call("POST", "/todos", &[("Idempotency-Key", "a"), ("Idempotency-Key", "b")], Some(r#"{"title":"x"}"#));
     assert_eq!(r.status, 400);
     assert!(error_message(&r).contains("Idempotency-Key must be sent once"), "{}", r.text());
     assert_eq!(json(&s.get("/todos")), json!([]));
