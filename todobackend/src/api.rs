@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::{Map, Value, json};
 
 use crate::backend::{StoreError, Todos};
-use crate::db::{NewTodo, Todo, TodoPatch};
+use crate::db::{Keyed, NewTodo, Todo, TodoPatch};
 use crate::static_files;
 
 /// Headers sent with every answer so that browser front-ends on other
@@ -15,9 +15,10 @@ use crate::static_files;
 pub const CORS_HEADERS: &[(&str, &str)] = &[
     ("Access-Control-Allow-Origin", "*"),
     ("Access-Control-Allow-Methods", "GET, POST, PATCH, DELETE, OPTIONS"),
-    ("Access-Control-Allow-Headers", "Content-Type, Accept, Authorization, X-Requested-With"),
-    // Lets browser code read the Location of a created todo.
-    ("Access-Control-Expose-Headers", "Location"),
+    ("Access-Control-Allow-Headers", "Content-Type, Accept, Authorization, X-Requested-With, Idempotency-Key"),
+    // Lets browser code read the Location of a created todo, and whether a
+    // keyed POST was answered again.
+    ("Access-Control-Expose-Headers", "Location, Idempotent-Replayed"),
     ("Access-Control-Max-Age", "86400"),
 ];
 
@@ -193,6 +194,43 @@ pub fn parse_patch(body: &[u8]) -> Result<TodoPatch, String> {
     })
 }
 
+/// The request header that makes a POST /todos store at most one todo
+/// (draft-ietf-httpapi-idempotency-key-header; Stripe's API).
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// Set to `true` on the answer to a keyed POST that created nothing, being
+/// the answer of the first POST with that key (Stripe's name).
+pub const REPLAYED: &str = "Idempotent-Replayed";
+
+/// The longest key accepted, in characters (bytes: they are ASCII).
+pub const MAX_KEY_LEN: usize = 255;
+
+/// The request's `Idempotency-Key`, if it sent one: exactly one header of
+/// 1 to 255 visible ASCII characters (0x21 to 0x7E: no space, no control
+/// character, nothing beyond ASCII), taken as it is, byte for byte (the
+/// draft's quoted form `"abc"` is the key `"abc"`, quotes included).
+pub fn idempotency_key(headers: &[(String, String)]) -> Result<Option<&str>, String> {
+    let mut values = headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(IDEMPOTENCY_KEY)).map(|(_, v)| v.as_str());
+    let Some(key) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(format!("{IDEMPOTENCY_KEY} must be sent once, not in several headers"));
+    }
+    let visible = key.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !visible {
+        return Err(format!(
+            "{IDEMPOTENCY_KEY} must be 1 to {MAX_KEY_LEN} visible ASCII characters (no space or control character), \
+             got {} byte(s){}",
+            key.len(),
+            if visible { "" } else { " with others" }
+        ));
+    }
+    Ok(Some(key))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 // ---------------------------------------------------------------------------
 // Routing
 
@@ -270,18 +308,36 @@ pub fn handle(req: &ApiRequest<'_>, ctx: &Context<'_>) -> ApiResponse {
                 }
                 Err(e) => db_error(e),
             },
-            "POST" => match parse_new_todo(req.body) {
-                Err(msg) => ApiResponse::error(400, &msg),
-                Ok(new) => match ctx.conn.create(&new) {
-                    Ok(todo) => {
-                        let base = request_base_url(req, ctx);
-                        let body = todo_json(&todo, &base);
-                        let location = format!("{base}/todos/{}", todo.id);
-                        ApiResponse::json(201, &body).with_header("Location", location)
-                    }
+            "POST" => {
+                let created = |todo: &Todo| {
+                    let base = request_base_url(req, ctx);
+                    let location = format!("{base}/todos/{}", todo.id);
+                    ApiResponse::json(201, &todo_json(todo, &base)).with_header("Location", location)
+                };
+                let key = match idempotency_key(req.headers) {
+                    Ok(key) => key,
+                    Err(msg) => return ApiResponse::error(400, &msg),
+                };
+                let new = match parse_new_todo(req.body) {
+                    Ok(new) => new,
+                    Err(msg) => return ApiResponse::error(400, &msg),
+                };
+                let Some(key) = key else {
+                    return ctx.conn.create(&new).map_or_else(db_error, |todo| created(&todo));
+                };
+                match ctx.conn.create_once(key, &new, unix_now()) {
+                    Ok(Keyed::Created(todo)) => created(&todo),
+                    Ok(Keyed::Replayed(todo)) => created(&todo).with_header(REPLAYED, "true".to_string()),
+                    Ok(Keyed::OtherRequest) => ApiResponse::error(
+                        422,
+                        &format!(
+                            "this {IDEMPOTENCY_KEY} was already used for a POST with another title, completed or order; \
+                             use a new key for a new todo"
+                        ),
+                    ),
                     Err(e) => db_error(e),
-                },
-            },
+                }
+            }
             "DELETE" => match ctx.conn.delete_all() {
                 Ok(()) => ApiResponse::no_content(),
                 Err(e) => db_error(e),
@@ -394,6 +450,25 @@ mod tests {
         assert!(parse_patch(br#"{"completed":null}"#).is_err());
         assert!(parse_patch(b"[]").is_err());
         assert!(parse_patch(b"nope").is_err());
+    }
+
+    #[test]
+    fn idempotency_key_rules() {
+        let headers = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+        };
+        assert_eq!(idempotency_key(&headers(&[("Content-Type", "application/json")])), Ok(None));
+        let longest = "k".repeat(MAX_KEY_LEN);
+        for key in ["a", "8e03978e-40d5-43e8-bc93-6894a57f9324", "\"quoted\"", "~!{}", longest.as_str()] {
+            assert_eq!(idempotency_key(&headers(&[("idempotency-key", key)])), Ok(Some(key)), "{key}");
+        }
+        let too_long = "k".repeat(MAX_KEY_LEN + 1);
+        for key in ["", "a b", "tab\there", "caf\u{e9}", "\u{fffd}", too_long.as_str()] {
+            let err = idempotency_key(&headers(&[("Idempotency-Key", key)])).unwrap_err();
+            assert!(err.starts_with("Idempotency-Key must be 1 to 255 visible ASCII characters"), "{key:?}: {err}");
+        }
+        let twice = idempotency_key(&headers(&[("Idempotency-Key", "a"), ("IDEMPOTENCY-KEY", "a")])).unwrap_err();
+        assert!(twice.contains("once"), "{twice}");
     }
 
     #[test]

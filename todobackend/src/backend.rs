@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
-use crate::db::{self, NewTodo, Todo, TodoPatch};
+use crate::db::{self, Keyed, NewTodo, Todo, TodoPatch};
 use crate::pg::config::Target;
 
 /// Where the data is.
@@ -61,6 +61,9 @@ pub trait Todos {
     fn list(&self) -> Result<Vec<Todo>, StoreError>;
     fn get(&self, id: i64) -> Result<Option<Todo>, StoreError>;
     fn create(&self, new: &NewTodo) -> Result<Todo, StoreError>;
+    /// `create` at most once per `Idempotency-Key` (see `db::Keyed`); `now`
+    /// in Unix seconds, for the keys' 24 hours.
+    fn create_once(&self, key: &str, new: &NewTodo, now: i64) -> Result<Keyed, StoreError>;
     /// `Ok(None)` when there is no such todo.
     fn update(&self, id: i64, patch: &TodoPatch) -> Result<Option<Todo>, StoreError>;
     /// `false` when there was none.
@@ -81,6 +84,9 @@ impl Todos for Connection {
     }
     fn create(&self, new: &NewTodo) -> Result<Todo, StoreError> {
         db::create(self, new).map_err(sqlite_failed)
+    }
+    fn create_once(&self, key: &str, new: &NewTodo, now: i64) -> Result<Keyed, StoreError> {
+        db::create_once(self, key, new, now).map_err(sqlite_failed)
     }
     fn update(&self, id: i64, patch: &TodoPatch) -> Result<Option<Todo>, StoreError> {
         db::update(self, id, patch).map_err(sqlite_failed)

@@ -30,6 +30,34 @@ pub struct NewTodo {
     pub order: Option<i64>,
 }
 
+/// How long an `Idempotency-Key` is honoured after the POST that first
+/// used it: a keyed POST first deletes the keys older than this.
+pub const KEY_LIFETIME_SECS: i64 = 24 * 60 * 60;
+
+/// What a POST with an `Idempotency-Key` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keyed {
+    /// The key was new: the todo was inserted and the key recorded with it.
+    Created(Todo),
+    /// The key was used before for the same request: nothing was inserted;
+    /// this is the todo as that first POST created it (since updated or
+    /// deleted or not).
+    Replayed(Todo),
+    /// The key was used before for a request with other fields: nothing was
+    /// inserted.
+    OtherRequest,
+}
+
+impl Keyed {
+    /// The answer to `new` under a key that already created `stored`: the
+    /// same request (the same title, completed and order, which the insert
+    /// stored as given) is answered again, another one is refused.
+    pub fn again(stored: Todo, new: &NewTodo) -> Keyed {
+        let same = stored.title == new.title && stored.completed == new.completed && stored.order == new.order;
+        if same { Keyed::Replayed(stored) } else { Keyed::OtherRequest }
+    }
+}
+
 /// A partial update: `None` leaves a field alone; for `order`,
 /// `Some(None)` sets it to null.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -158,6 +186,62 @@ pub fn create(conn: &Connection, new: &NewTodo) -> rusqlite::Result<Todo> {
     )
 }
 
+/// Creates `new` at most once per `key` (see `Keyed`). Runs on the writer
+/// connection, inside its transaction (or as its own one), whose lock
+/// serialises keyed POSTs: the second of two with one key finds the first's
+/// row. Should it not, the key's PRIMARY KEY decides (`insert_with_key`).
+pub fn create_once(conn: &Connection, key: &str, new: &NewTodo, now: i64) -> rusqlite::Result<Keyed> {
+    conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?1", [now - KEY_LIFETIME_SECS])?;
+    if let Some(stored) = created_with_key(conn, key)? {
+        return Ok(Keyed::again(stored, new));
+    }
+    match insert_with_key(conn, key, new, now)? {
+        Some(todo) => Ok(Keyed::Created(todo)),
+        None => {
+            let stored = created_with_key(conn, key)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+            Ok(Keyed::again(stored, new))
+        }
+    }
+}
+
+/// The todo as the POST that recorded `key` created it.
+pub fn created_with_key(conn: &Connection, key: &str) -> rusqlite::Result<Option<Todo>> {
+    conn.query_row(
+        r#"SELECT todo_id, title, completed, "order" FROM idempotency_keys WHERE idempotency_key = ?1"#,
+        [key],
+        todo_from_row,
+    )
+    .optional()
+}
+
+/// Inserts the todo and records `key` with it, both or neither (a
+/// savepoint, inside the writer's group transaction); `None`, with nothing
+/// inserted, when the key was recorded meanwhile.
+pub fn insert_with_key(conn: &Connection, key: &str, new: &NewTodo, now: i64) -> rusqlite::Result<Option<Todo>> {
+    conn.execute_batch("SAVEPOINT create_once")?;
+    let inserted = (|| {
+        let todo = create(conn, new)?;
+        let recorded = conn.execute(
+            r#"INSERT INTO idempotency_keys (idempotency_key, todo_id, title, completed, "order", created_at)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (idempotency_key) DO NOTHING"#,
+            rusqlite::params![key, todo.id, todo.title, todo.completed, todo.order, now],
+        )?;
+        Ok((recorded == 1).then_some(todo))
+    })();
+    match inserted {
+        Ok(Some(todo)) => {
+            conn.execute_batch("RELEASE create_once")?;
+            Ok(Some(todo))
+        }
+        other => {
+            // Undoes the todo too; fails only if SQLite already rolled the
+            // whole transaction back, which the writer reports anyway.
+            let _ = conn.execute_batch("ROLLBACK TO create_once; RELEASE create_once");
+            other
+        }
+    }
+}
+
 /// Applies a partial update; `Ok(None)` when there is no such todo.
 pub fn update(conn: &Connection, id: i64, patch: &TodoPatch) -> rusqlite::Result<Option<Todo>> {
     let mut sets: Vec<&str> = Vec::new();
@@ -219,6 +303,70 @@ mod tests {
         assert!(delete(&conn, t.id).unwrap());
         assert!(!delete(&conn, t.id).unwrap());
         assert_eq!(get(&conn, t.id).unwrap(), None);
+    }
+
+    fn count(conn: &Connection, table: &str) -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| row.get(0)).unwrap()
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn a_key_creates_once_and_answers_again_with_the_todo_as_created() {
+        let conn = db();
+        let new = NewTodo { title: "a".into(), completed: false, order: Some(1) };
+        let Keyed::Created(first) = create_once(&conn, "k1", &new, NOW).unwrap() else { panic!("not created") };
+        assert_eq!(create_once(&conn, "k1", &new, NOW + 5).unwrap(), Keyed::Replayed(first.clone()));
+        assert_eq!(count(&conn, "todos"), 1);
+        // Changed or deleted since: the answer is still the one of the first POST.
+        update(&conn, first.id, &TodoPatch { title: Some("b".into()), ..Default::default() }).unwrap();
+        assert_eq!(create_once(&conn, "k1", &new, NOW + 6).unwrap(), Keyed::Replayed(first.clone()));
+        delete(&conn, first.id).unwrap();
+        assert_eq!(create_once(&conn, "k1", &new, NOW + 7).unwrap(), Keyed::Replayed(first));
+        assert_eq!(count(&conn, "todos"), 0);
+        // Another key is another todo.
+        assert!(matches!(create_once(&conn, "k2", &new, NOW).unwrap(), Keyed::Created(_)));
+        assert_eq!(count(&conn, "todos"), 1);
+    }
+
+    #[test]
+    fn a_key_reused_for_other_fields_is_refused_without_inserting() {
+        let conn = db();
+        let new = NewTodo { title: "a".into(), completed: false, order: None };
+        create_once(&conn, "k", &new, NOW).unwrap();
+        for other in [
+            NewTodo { title: "b".into(), ..new.clone() },
+            NewTodo { completed: true, ..new.clone() },
+            NewTodo { order: Some(0), ..new.clone() },
+        ] {
+            assert_eq!(create_once(&conn, "k", &other, NOW).unwrap(), Keyed::OtherRequest, "{other:?}");
+        }
+        assert_eq!(count(&conn, "todos"), 1);
+    }
+
+    #[test]
+    fn keys_are_forgotten_after_24_hours_by_the_next_keyed_post() {
+        let conn = db();
+        let new = NewTodo { title: "a".into(), completed: false, order: None };
+        let Keyed::Created(first) = create_once(&conn, "old", &new, NOW).unwrap() else { panic!("not created") };
+        let still = NOW + KEY_LIFETIME_SECS;
+        assert_eq!(create_once(&conn, "old", &new, still).unwrap(), Keyed::Replayed(first.clone()));
+        let later = still + 1;
+        create_once(&conn, "other", &new, later).unwrap();
+        assert_eq!(created_with_key(&conn, "old").unwrap(), None, "an expired key was kept");
+        let Keyed::Created(again) = create_once(&conn, "old", &new, later).unwrap() else { panic!("not created") };
+        assert!(again.id > first.id);
+    }
+
+    #[test]
+    fn a_key_recorded_meanwhile_undoes_the_insert() {
+        let conn = db();
+        let new = NewTodo { title: "a".into(), completed: false, order: None };
+        let first = insert_with_key(&conn, "k", &new, NOW).unwrap().expect("the first insert records the key");
+        // As a racing writer that looked the key up before the first committed.
+        assert_eq!(insert_with_key(&conn, "k", &new, NOW).unwrap(), None);
+        assert_eq!(list(&conn).unwrap(), vec![first.clone()]);
+        assert_eq!(create_once(&conn, "k", &new, NOW).unwrap(), Keyed::Replayed(first));
     }
 
     #[test]

@@ -640,10 +640,12 @@ async fn answer(req: Request<Incoming>, state: &Arc<State>) -> Response<Full<Byt
     let method = req.method().as_str().to_string();
     let target = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
     let path = req.uri().path().to_string();
+    // Values beyond visible ASCII are kept (lossily), not dropped: an
+    // Idempotency-Key with such bytes must be refused, not ignored.
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
-        .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_string(), v.to_string())))
+        .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
     let healthcheck = req.headers().get(hyper::header::USER_AGENT).is_some_and(|ua| ua == HEALTHCHECK_AGENT);
     let limits = state.options.limits;

@@ -290,7 +290,145 @@ fn todos_survive_a_restart_of_the_server(backend: Backend) {
     drop(dir);
 }
 
+/// POST /todos with an `Idempotency-Key` header (and a JSON body).
+fn post_keyed(s: &TestServer, key: &str, body: &Value) -> todobackend::client::Response {
+    let text = body.to_string();
+    s.call("POST", "/todos", &[("Content-Type", "application/json"), ("Idempotency-Key", key)], Some(&text))
+}
+
+fn replayed(r: &todobackend::client::Response) -> bool {
+    r.header("Idempotent-Replayed") == Some("true")
+}
+
+fn a_keyed_post_stores_one_todo_and_answers_the_same_again(backend: Backend) {
+    let s = start_server_on(backend);
+    let first = post_keyed(&s, "order-7f3a", &json!({ "title": "pay", "order": 2 }));
+    assert_eq!(first.status, 201, "{}", first.text());
+    assert!(!replayed(&first));
+    let todo = json(&first);
+    let location = first.header("Location").unwrap().to_string();
+
+    // The same request again (the same fields, written otherwise): the same
+    // answer, and nothing stored.
+    let again = s.call(
+        "POST",
+        "/todos",
+        &[("Idempotency-Key", "order-7f3a")],
+        Some(r#"{ "order": 2, "completed": false, "title": "pay", "ignored": true }"#),
+    );
+    assert_eq!((again.status, json(&again)), (201, todo.clone()));
+    assert_eq!(again.header("Location"), Some(location.as_str()));
+    assert!(replayed(&again));
+    assert_cors(&again);
+    assert_eq!(json(&s.get("/todos")), json!([todo.clone()]));
+
+    // Changed, then deleted: a repeat still answers what the first POST
+    // answered, and re-creates nothing.
+    let path = TestServer::path_of(&location);
+    assert_eq!(s.patch_json(&path, &json!({ "title": "paid" })).status, 200);
+    let again = post_keyed(&s, "order-7f3a", &json!({ "title": "pay", "order": 2 }));
+    assert_eq!((again.status, json(&again)), (201, todo.clone()));
+    assert_eq!(s.call("DELETE", &path, &[], None).status, 204);
+    let again = post_keyed(&s, "order-7f3a", &json!({ "title": "pay", "order": 2 }));
+    assert_eq!((again.status, json(&again)), (201, todo.clone()));
+    assert_eq!(json(&s.get("/todos")), json!([]));
+
+    // Another key is another todo; keys are compared exactly.
+    let other = post_keyed(&s, "ORDER-7F3A", &json!({ "title": "pay", "order": 2 }));
+    assert_eq!(other.status, 201);
+    assert!(!replayed(&other));
+    assert_ne!(json(&other)["id"], todo["id"]);
+}
+
+fn a_key_reused_for_another_body_is_422_and_stores_nothing(backend: Backend) {
+    let s = start_server_on(backend);
+    let first = post_keyed(&s, "k-1", &json!({ "title": "a" }));
+    assert_eq!(first.status, 201);
+    for other in
+        [json!({ "title": "b" }), json!({ "title": "a", "completed": true }), json!({ "title": "a", "order": 1 })]
+    {
+        let r = post_keyed(&s, "k-1", &other);
+        assert_eq!(r.status, 422, "{other}: {}", r.text());
+        assert_eq!(r.header("Content-Type"), Some("application/json"));
+        assert_cors(&r);
+        let message = error_message(&r);
+        assert!(message.contains("Idempotency-Key") && message.contains("new key"), "{message}");
+    }
+    assert_eq!(json(&s.get("/todos")), json!([json(&first)]));
+    // A bad body with the key is a 400 as without one.
+    assert_eq!(post_keyed(&s, "k-1", &json!({ "title": "" })).status, 400);
+}
+
+fn bad_keys_are_400_naming_the_rule_and_store_nothing(backend: Backend) {
+    let s = start_server_on(backend);
+    let too_long = "k".repeat(256);
+    for key in ["", " ", "two words", too_long.as_str(), "caf\u{e9}", "tab\there", "nul\u{1}"] {
+        let raw = s.raw(&format!(
+            "POST /todos HTTP/1.1\r\nHost: t\r\nIdempotency-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: 13\r\nConnection: close\r\n\r\n{{\"title\":\"x\"}}"
+        ));
+        // hyper itself refuses a control character in a header (400 too).
+        assert!(raw.starts_with("HTTP/1.1 400"), "{key:?}: {raw}");
+        if !key.contains('\u{1}') {
+            let rule = "Idempotency-Key must be 1 to 255 visible ASCII characters";
+            assert!(raw.contains(rule), "{key:?}: {raw}");
+        }
+    }
+    let r = s.call("POST", "/todos", &[("Idempotency-Key", "a"), ("Idempotency-Key", "b")], Some(r#"{"title":"x"}"#));
+    assert_eq!(r.status, 400);
+    assert!(error_message(&r).contains("Idempotency-Key must be sent once"), "{}", r.text());
+    assert_eq!(json(&s.get("/todos")), json!([]));
+    // The longest key and every visible character are accepted.
+    let longest = "~".repeat(255);
+    assert_eq!(post_keyed(&s, &longest, &json!({ "title": "x" })).status, 201);
+    let visible: String = (0x21u8..=0x7e).map(char::from).collect();
+    assert_eq!(post_keyed(&s, &visible, &json!({ "title": "y" })).status, 201);
+    assert_eq!(post_keyed(&s, &visible, &json!({ "title": "y" })).status, 201);
+    assert_eq!(json(&s.get("/todos")).as_array().map(Vec::len), Some(2));
+}
+
+fn posts_without_a_key_are_each_stored(backend: Backend) {
+    let s = start_server_on(backend);
+    let a = s.post_json("/todos", &json!({ "title": "same" }));
+    let b = s.post_json("/todos", &json!({ "title": "same" }));
+    assert_eq!((a.status, b.status), (201, 201));
+    assert!(!replayed(&a) && !replayed(&b));
+    assert_ne!(json(&a)["id"], json(&b)["id"]);
+    assert_eq!(json(&s.get("/todos")), json!([json(&a), json(&b)]));
+}
+
+fn posts_racing_with_one_key_store_one_todo(backend: Backend) {
+    let s = Arc::new(start_server_on(backend));
+    const RACERS: usize = 8;
+    for round in 0..10 {
+        let key = format!("race-{round}");
+        let start = Arc::new(std::sync::Barrier::new(RACERS));
+        let racers: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let (s, start, key) = (Arc::clone(&s), Arc::clone(&start), key.clone());
+                thread::spawn(move || {
+                    start.wait();
+                    post_keyed(&s, &key, &json!({ "title": key }))
+                })
+            })
+            .collect();
+        let answers: Vec<_> = racers.into_iter().map(|r| r.join().expect("racer")).collect();
+        for r in &answers {
+            assert_eq!(r.status, 201, "{key}: {}", r.text());
+            assert_eq!(json(r), json(&answers[0]), "{key}: every racer gets the one todo");
+        }
+        assert_eq!(answers.iter().filter(|r| !replayed(r)).count(), 1, "{key}: one racer created it");
+    }
+    let list = json(&s.get("/todos"));
+    let titles: Vec<&str> = list.as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, (0..10).map(|round| format!("race-{round}")).collect::<Vec<_>>());
+}
+
 both_backends!(
+    a_keyed_post_stores_one_todo_and_answers_the_same_again,
+    a_key_reused_for_another_body_is_422_and_stores_nothing,
+    bad_keys_are_400_naming_the_rule_and_store_nothing,
+    posts_without_a_key_are_each_stored,
+    posts_racing_with_one_key_store_one_todo,
     root_is_a_json_index_pointing_at_todos,
     post_answers_201_with_location_and_the_todo,
     patch_updates_only_the_given_fields,

@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 use common::postgres::{PgDatabase, PgServer, shared};
 use common::{TempDir, json, serving_url, wait_until};
 use serde_json::json;
-use todobackend::backend::Database;
+use todobackend::backend::{Database, Todos};
+use todobackend::db::{KEY_LIFETIME_SECS, Keyed, NewTodo, Todo};
 use todobackend::migrations::{Migration, PG_MIGRATIONS};
-use todobackend::pg::client::Conn;
+use todobackend::pg::client::{Conn, Pool};
+use todobackend::pg::todos::Session;
 use todobackend::pg::{backups, migrate};
 use todobackend::{client, server};
 
@@ -384,8 +386,14 @@ fn move_to_postgres_copies_every_row_with_its_id_and_refuses_a_non_empty_target(
             )
             .unwrap();
     }
+    // A keyed POST (id 5), whose key moves with the todo as it was created.
+    let keyed = NewTodo { title: "keyed".into(), completed: true, order: None };
+    let Keyed::Created(keyed_todo) = todobackend::db::create_once(&source, "moved-key", &keyed, unix_now()).unwrap()
+    else {
+        panic!("not created")
+    };
     // Gaps, and the highest id deleted: it must not be given out again.
-    source.execute("DELETE FROM todos WHERE title IN ('two', 'four')", []).unwrap();
+    source.execute("DELETE FROM todos WHERE title IN ('two', 'four', 'keyed')", []).unwrap();
     drop(source);
     let sqlite_arg = sqlite.to_str().unwrap();
 
@@ -394,7 +402,8 @@ fn move_to_postgres_copies_every_row_with_its_id_and_refuses_a_non_empty_target(
     assert!(out.status.success(), "{}", stderr(&out));
     assert_no_password(&db, &out);
     let summary: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
-    assert_eq!(summary, json!({ "moved": { "todos": 2 } }));
+    assert_eq!(summary["moved"]["todos"], 2, "{summary}");
+    assert_eq!(summary["moved"]["idempotency_keys"], 1, "{summary}");
 
     // The moved database serves the same todos with the same ids.
     let sqlite_server = common::start_server_from(&sqlite, &dir);
@@ -415,8 +424,16 @@ fn move_to_postgres_copies_every_row_with_its_id_and_refuses_a_non_empty_target(
     let from_pg = strip(json(&get(&pg_server.url(), "/todos")));
     assert_eq!(from_pg, from_sqlite);
     assert_eq!(from_pg.iter().map(|t| t["id"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 3]);
-    let next = json(&post(&pg_server.url(), "five"));
-    assert_eq!(next["id"], 5, "the sequence did not continue after SQLite's highest id");
+    let next = json(&post(&pg_server.url(), "six"));
+    assert_eq!(next["id"], 6, "the sequence did not continue after SQLite's highest id");
+    // The moved key answers its POST again on PostgreSQL, creating nothing.
+    let body = json!({ "title": "keyed", "completed": true }).to_string();
+    let headers = [("Content-Type", "application/json"), ("Idempotency-Key", "moved-key")];
+    let url = format!("{}/todos", pg_server.url());
+    let again = client::request("POST", &url, &headers, Some(body.as_bytes()), Duration::from_secs(30)).unwrap();
+    assert_eq!((again.status, again.header("Idempotent-Replayed")), (201, Some("true")), "{}", again.text());
+    assert_eq!(json(&again)["id"], keyed_todo.id);
+    assert_eq!(json(&get(&pg_server.url(), "/todos")).as_array().map(Vec::len), Some(3));
     pg_server.shutdown();
 
     let out = run(&["move-to-postgres", "--from", sqlite_arg], &db.env());
@@ -425,6 +442,80 @@ fn move_to_postgres_copies_every_row_with_its_id_and_refuses_a_non_empty_target(
     assert_one_line_error(&out, "does not exist");
     let out = run(&["move-to-postgres", "--from", sqlite_arg], &[]);
     assert_one_line_error(&out, "TODOBACKEND_DATABASE_URL");
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+#[test]
+fn a_keyed_post_that_loses_the_race_rolls_back_and_answers_with_the_winners_todo() {
+    let db = shared().database();
+    migrate_list(&db, PG_MIGRATIONS).unwrap();
+    let now = unix_now();
+    // The winner: a keyed POST's transaction, not yet committed.
+    let winner = db.connect();
+    winner.batch("BEGIN").unwrap();
+    let id: i64 = winner
+        .query_one("INSERT INTO todos (title, completed) VALUES ('won', false) RETURNING id", &[])
+        .unwrap()
+        .get(0);
+    winner
+        .execute(
+            r#"INSERT INTO idempotency_keys (idempotency_key, todo_id, title, completed, "order", created_at)
+               VALUES ('k', $1, 'won', false, NULL, $2)"#,
+            &[&id, &now],
+        )
+        .unwrap();
+    // The loser finds no key (uncommitted), inserts its todo, and waits on
+    // the key.
+    let target = db.target();
+    let loser = thread::spawn(move || {
+        let pool = Pool::new(target, 1);
+        let session = Session::new(&pool);
+        let outcome = session.create_once("k", &NewTodo { title: "won".into(), completed: false, order: None }, now);
+        // Its connection is usable afterwards: not left in a transaction.
+        (outcome, session.list().map(|todos| todos.len()))
+    });
+    let watcher = db.connect();
+    wait_until("the second POST waits for the first one's key", Duration::from_secs(10), || {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (waiting == 1).then_some(())
+    });
+    winner.batch("COMMIT").unwrap();
+    let (outcome, listed) = loser.join().unwrap();
+    let won = Todo { id, title: "won".into(), completed: false, order: None };
+    assert_eq!(outcome.unwrap(), Keyed::Replayed(won));
+    assert_eq!(listed.unwrap(), 1, "the loser's todo was kept");
+    let rows: i64 = watcher.query_one("SELECT count(*) FROM todos", &[]).unwrap().get(0);
+    assert_eq!(rows, 1);
+}
+
+#[test]
+fn keys_are_forgotten_after_24_hours_on_postgres_too() {
+    let db = shared().database();
+    migrate_list(&db, PG_MIGRATIONS).unwrap();
+    let pool = Pool::new(db.target(), 1);
+    let session = Session::new(&pool);
+    let new = NewTodo { title: "a".into(), completed: false, order: Some(1) };
+    let now = unix_now();
+    let Keyed::Created(first) = session.create_once("old", &new, now).unwrap() else { panic!("not created") };
+    let last_second = now + KEY_LIFETIME_SECS;
+    assert_eq!(session.create_once("old", &new, last_second).unwrap(), Keyed::Replayed(first.clone()));
+    let other = NewTodo { title: "b".into(), ..new.clone() };
+    assert_eq!(session.create_once("old", &other, last_second).unwrap(), Keyed::OtherRequest);
+    session.create_once("another", &new, last_second + 1).unwrap();
+    assert_eq!(session.created_with_key("old").unwrap(), None, "an expired key was kept");
+    let Keyed::Created(again) = session.create_once("old", &new, last_second + 1).unwrap() else {
+        panic!("not created after its key expired")
+    };
+    assert!(again.id > first.id);
 }
 
 #[test]

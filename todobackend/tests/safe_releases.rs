@@ -239,3 +239,23 @@ fn restore_brings_back_the_database_from_before_a_migration_and_keeps_the_replac
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("no backup taken before 0000_nothing") && err.contains("before-0003_drop_note"), "{err}");
 }
+
+#[test]
+fn the_release_before_idempotency_keys_keeps_serving_after_their_migration() {
+    let position = MIGRATIONS.iter().position(|m| m.name == "0002_idempotency_keys.sql").expect("the migration");
+    let (older, _) = MIGRATIONS.split_at(position);
+    let keys = todobackend::migrations::PG_MIGRATIONS[position];
+    assert!(MIGRATIONS[position].additive() && keys.additive(), "0002_idempotency_keys must be additive");
+    let dir = TempDir::new();
+    let db_path = dir.join("db.sqlite3");
+    // Up to that migration only: later ones are not its business.
+    cli::migrate_with(&db_path, &dir.join("backups"), &MIGRATIONS[..=position]).unwrap();
+    // The older binary: its migrate does nothing, its serve accepts, its
+    // POST (without a key) stores as before.
+    cli::migrate_with(&db_path, &dir.join("backups"), older).unwrap();
+    let conn = db::open_existing(&db_path).unwrap();
+    db::ensure_migrated(&conn, &db_path, older).unwrap();
+    let new = db::NewTodo { title: "old release".into(), completed: false, order: None };
+    let todo = db::create(&conn, &new).unwrap();
+    assert_eq!(db::list(&conn).unwrap(), vec![todo]);
+}

@@ -202,6 +202,12 @@ impl Conn {
         self.timed(self.client.execute(sql, params))
     }
 
+    /// A short statement without parameters (BEGIN, COMMIT, ROLLBACK of a
+    /// request's transaction), with the timeout of a query.
+    pub fn control(&self, sql: &str) -> Result<(), StoreError> {
+        self.timed(self.client.batch_execute(sql))
+    }
+
     /// Statements without parameters, several separated by `;` (migrations).
     /// No timeout: a migration or a backup may take long, and waits for
     /// the locks it needs.

@@ -3,7 +3,9 @@
 //! this release's), must hold no rows, and gets the rows in one transaction
 //! with their ids; the identity sequences then continue after the highest id
 //! SQLite ever gave (its `sqlite_sequence`, so deleted ids stay unused), and
-//! the row counts of both sides must agree before it commits.
+//! the row counts of both sides must agree before it commits. Every app
+//! table moves, `idempotency_keys` too: a keyed POST repeated after the move
+//! is answered as before it.
 
 use std::path::Path;
 

@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::backend::{StoreError, Todos};
-use crate::db::{NewTodo, Todo, TodoPatch};
+use crate::db::{KEY_LIFETIME_SECS, Keyed, NewTodo, Todo, TodoPatch};
 use crate::pg::client::{Conn, Pool};
 
 const COLUMNS: &str = r#"id, title, completed, "order""#;
@@ -54,6 +54,43 @@ fn todo_from_row(row: &Row) -> Result<Todo, StoreError> {
     })
 }
 
+impl Session<'_> {
+    /// The todo as the POST that recorded `key` created it.
+    pub fn created_with_key(&self, key: &str) -> Result<Option<Todo>, StoreError> {
+        let sql = r#"SELECT todo_id, title, completed, "order" FROM idempotency_keys WHERE idempotency_key = $1"#;
+        let row = self.with(|c| c.query_opt(sql, &[&key]))?;
+        row.as_ref().map(todo_from_row).transpose()
+    }
+}
+
+/// Inserts the todo and records `key` with it in one transaction; `None`,
+/// with the transaction rolled back, when another one recorded the key
+/// first.
+fn insert_with_key(conn: &Conn, key: &str, new: &NewTodo, now: i64) -> Result<Option<Todo>, StoreError> {
+    conn.control("BEGIN")?;
+    let inserted = (|| {
+        let sql = format!(r#"INSERT INTO todos (title, completed, "order") VALUES ($1, $2, $3) RETURNING {COLUMNS}"#);
+        let todo = todo_from_row(&conn.query_one(&sql, &[&new.title, &new.completed, &new.order])?)?;
+        let recorded = conn.execute(
+            r#"INSERT INTO idempotency_keys (idempotency_key, todo_id, title, completed, "order", created_at)
+               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING"#,
+            &[&key, &todo.id, &todo.title, &todo.completed, &todo.order, &now],
+        )?;
+        Ok((recorded == 1).then_some(todo))
+    })();
+    match inserted {
+        Ok(Some(todo)) => {
+            conn.control("COMMIT")?;
+            Ok(Some(todo))
+        }
+        other => match conn.control("ROLLBACK") {
+            Ok(()) => other,
+            // Unavailable: the connection, in no known state, is not pooled.
+            Err(e) => Err(StoreError::Unavailable(format!("cannot roll back a keyed POST: {e}"))),
+        },
+    }
+}
+
 impl Todos for Session<'_> {
     fn list(&self) -> Result<Vec<Todo>, StoreError> {
         let rows = self.with(|c| c.query(&format!("SELECT {COLUMNS} FROM todos ORDER BY id"), &[]))?;
@@ -69,6 +106,32 @@ impl Todos for Session<'_> {
         let sql = format!(r#"INSERT INTO todos (title, completed, "order") VALUES ($1, $2, $3) RETURNING {COLUMNS}"#);
         let row = self.with(|c| c.query_one(&sql, &[&new.title, &new.completed, &new.order]))?;
         todo_from_row(&row)
+    }
+
+    /// Keyed POSTs run on several connections (and app tasks) at once, so
+    /// the key's PRIMARY KEY decides: of two that both found no key, the
+    /// second's key insert waits for the first's transaction, then inserts
+    /// nothing (`ON CONFLICT DO NOTHING`), and it rolls its todo back and
+    /// answers with the first's.
+    fn create_once(&self, key: &str, new: &NewTodo, now: i64) -> Result<Keyed, StoreError> {
+        // On its own, before the transaction: a failure here (two cleanups
+        // deadlocking) only keeps expired keys a little longer.
+        let expired = now - KEY_LIFETIME_SECS;
+        if let Err(e) = self.with(|c| c.execute("DELETE FROM idempotency_keys WHERE created_at < $1", &[&expired])) {
+            tracing::warn!(error = %e, "expired idempotency keys were not deleted this time");
+        }
+        if let Some(stored) = self.created_with_key(key)? {
+            return Ok(Keyed::again(stored, new));
+        }
+        match self.with(|c| insert_with_key(c, key, new, now))? {
+            Some(todo) => Ok(Keyed::Created(todo)),
+            None => {
+                let stored = self.created_with_key(key)?.ok_or_else(|| {
+                    StoreError::Failed(format!("idempotency key recorded by another request and then gone: {key:?}"))
+                })?;
+                Ok(Keyed::again(stored, new))
+            }
+        }
     }
 
     fn update(&self, id: i64, patch: &TodoPatch) -> Result<Option<Todo>, StoreError> {
