@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 
-use crate::ctx::Ctx;
+use crate::ctx::Printer;
 use crate::flags::{self, CompletionsArgs, Shell};
 
 /// `completions SHELL`: the script on stdout, generated from [`flags::command`]
@@ -10,7 +10,7 @@ use crate::flags::{self, CompletionsArgs, Shell};
 /// completes exactly the tasks and flags the help lists. It completes the
 /// command `xtask`: shells complete `cargo` itself through rustup's script,
 /// so the README has `alias xtask='cargo xtask'` beside the install line.
-pub fn run(ctx: &Ctx, args: &CompletionsArgs) -> Result<()> {
+pub fn run(printer: Printer, args: &CompletionsArgs) -> Result<()> {
     let mut full = flags::command();
     let mut script = Vec::new();
     let name = "xtask";
@@ -20,6 +20,6 @@ pub fn run(ctx: &Ctx, args: &CompletionsArgs) -> Result<()> {
         Shell::Fish => clap_complete::generate(clap_complete::Shell::Fish, &mut full, name, &mut script),
     }
     let script = String::from_utf8(script).context("the completion script is not UTF-8")?;
-    ctx.print_result(script.trim_end());
+    printer.print_result(script.trim_end());
     Ok(())
 }

@@ -38,8 +38,8 @@ pub enum Task {
 /// that `cargo xtask` runs has them all.
 #[derive(Subcommand, Debug, Clone)]
 pub enum LightTask {
-    /// Print {"Version": "<APP_VERSION>"} (APP_VERSION, else the git short hash).
-    Version,
+    #[command(flatten)]
+    Print(PrintTask),
     /// Build the release image from a static build of the service.
     Build,
     /// Run the service's tests and build the release image.
@@ -48,6 +48,17 @@ pub enum LightTask {
     Release(ReleaseArgs),
     /// Remove the local environment, its volumes and dangling project images.
     Clean,
+}
+
+/// Light tasks whose whole effect is a result on stdout: they read no
+/// settings, talk to no engine and run no command, so they run on the
+/// command line's output flags alone, before delivery.yml is read or a
+/// context is built (`runner::main_with`). `version` runs on every build and
+/// must answer within 2x `git rev-parse` (README, Performance).
+#[derive(Subcommand, Debug, Clone)]
+pub enum PrintTask {
+    /// Print {"Version": "<APP_VERSION>"} (APP_VERSION, else the git short hash).
+    Version,
     /// Print the shell completion script for bash, zsh or fish (README, Command line).
     Completions(CompletionsArgs),
 }
@@ -93,6 +104,7 @@ impl Task {
     /// lists).
     pub fn name(&self) -> String {
         let debug = match self {
+            Task::Light(LightTask::Print(task)) => format!("{task:?}"),
             Task::Light(task) => format!("{task:?}"),
             Task::Cloud(task) => format!("{task:?}"),
         };

@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, Printer};
 use crate::exit::{self, Exit, Signal};
-use crate::flags::{CiArgs, Cli, CloudTask, DeployArgs, LightTask, PublishArgs, ReleaseArgs, RollbackArgs, Task};
+use crate::flags::{
+    CiArgs, Cli, CloudTask, DeployArgs, LightTask, PrintTask, PublishArgs, ReleaseArgs, RollbackArgs, Task,
+};
 use crate::{build, clean, completions, output, release, settings, test, version};
 
 /// Which signal, if any, has arrived since the signals were caught.
@@ -53,12 +55,20 @@ fn light_needs(task: &LightTask) -> Vec<LightTask> {
 /// The light tasks' dispatch.
 fn dispatch_light(ctx: &Ctx, task: &LightTask) -> Result<()> {
     match task {
-        LightTask::Version => version::run(ctx),
+        LightTask::Print(task) => dispatch_print(ctx.printer(), task, || Ok(ctx.version().to_owned())),
         LightTask::Build => build::run(ctx),
         LightTask::Test => test::run(ctx),
         LightTask::Release(_) => release::run(ctx),
         LightTask::Clean => clean::run(ctx),
-        LightTask::Completions(args) => completions::run(ctx, args),
+    }
+}
+
+/// The dispatch of the tasks that only print: they need a printer, and
+/// `version` the version, which `version` is asked for only if it runs.
+fn dispatch_print(printer: Printer, task: &PrintTask, version: impl FnOnce() -> Result<String>) -> Result<()> {
+    match task {
+        PrintTask::Version => version::run(printer, &version()?),
+        PrintTask::Completions(args) => completions::run(printer, args),
     }
 }
 
@@ -193,18 +203,22 @@ fn write_version(ctx: &Ctx, path: &Path) -> Result<()> {
 pub fn main_with(cli: Cli, cloud: Option<Cloud>) -> std::process::ExitCode {
     let result = (|| {
         let root = settings::project_root()?;
-        let settings = settings::Settings::load(&root, &cli.settings)?;
         let from_env = std::env::var("APP_VERSION").ok();
+        // A task that only prints needs none of the rest: no settings file
+        // is read, no Docker configuration, no shell set up (`version` runs
+        // on every build: README, Performance).
+        if let Task::Light(LightTask::Print(task)) = &cli.task {
+            let name = cli.task.name();
+            let printer = Printer::new(cli.settings.verbosity(), cli.settings.dry_run);
+            printer.enter_task(&name);
+            return dispatch_print(printer, task, || version::resolve(from_env.as_deref(), &root))
+                .with_context(|| format!("{name} failed"));
+        }
+        let settings = settings::Settings::load(&root, &cli.settings)?;
         let version = version::resolve(from_env.as_deref(), &settings.root)
             .with_context(|| format!("{} failed", cli.task.name()))?;
-        // `version` and `completions` talk to no engine: they read no Docker configuration.
-        let docker = match &cli.task {
-            Task::Light(LightTask::Version | LightTask::Completions(_)) => None,
-            task => Some(
-                crate::docker_endpoint::resolve(&|name| settings.docker_lookup(name))
-                    .with_context(|| format!("{} failed", task.name()))?,
-            ),
-        };
+        let docker = crate::docker_endpoint::resolve(&|name| settings.docker_lookup(name))
+            .with_context(|| format!("{} failed", cli.task.name()))?;
         let ctx = Ctx::new(settings, version, docker)?;
         Runner::new(ctx, cloud).run(cli.task)
     })();
