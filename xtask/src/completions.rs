@@ -5,13 +5,13 @@ use anyhow::{Context, Result};
 use crate::ctx::Printer;
 use crate::flags::{self, CompletionsArgs, Shell};
 
-/// `completions SHELL`: the script on stdout, generated from [`flags::command`]
-/// (the generator builds every task, its deferred settings included), so it
-/// completes exactly the tasks and flags the help lists. It completes the
+/// `completions SHELL`: the script on stdout, generated from the command line
+/// with every task complete ([`flags::full_command`]), so it completes
+/// exactly the tasks and flags the help lists. It completes the
 /// command `xtask`: shells complete `cargo` itself through rustup's script,
 /// so the README has `alias xtask='cargo xtask'` beside the install line.
 pub fn run(printer: Printer, args: &CompletionsArgs) -> Result<()> {
-    let mut full = flags::command();
+    let mut full = flags::full_command();
     let mut script = Vec::new();
     let name = "xtask";
     match args.shell {

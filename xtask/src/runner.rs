@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use crate::ctx::{Ctx, Printer};
 use crate::exit::{self, Exit, Signal};
 use crate::flags::{
-    CiArgs, Cli, CloudTask, DeployArgs, LightTask, PrintTask, PublishArgs, ReleaseArgs, RollbackArgs, Task,
+    CiArgs, Cli, CloudTask, Deferred, DeployArgs, LightTask, PrintTask, ReleaseArgs, RollbackArgs, Task,
 };
 use crate::{build, clean, completions, output, release, settings, test, version};
 
@@ -35,8 +35,8 @@ pub struct Cloud {
 pub fn needs(task: &Task) -> Vec<Task> {
     match task {
         Task::Light(light) => light_needs(light).into_iter().map(Task::Light).collect(),
-        Task::Cloud(CloudTask::Deploy(DeployArgs { no_login: false, .. }))
-        | Task::Cloud(CloudTask::Rollback(RollbackArgs { no_login: false, .. }))
+        Task::Cloud(CloudTask::Deploy(Deferred(DeployArgs { no_login: false, .. })))
+        | Task::Cloud(CloudTask::Rollback(Deferred(RollbackArgs { no_login: false, .. })))
         | Task::Cloud(CloudTask::RefreshAuth) => vec![Task::Cloud(CloudTask::Login)],
         Task::Cloud(_) => Vec::new(),
     }
@@ -170,8 +170,8 @@ pub fn ci_pipeline(version_file: PathBuf) -> Vec<Stage> {
         stage("login", Action::Run(Task::Cloud(CloudTask::Login)), false),
         stage("test", Action::Run(Task::Light(LightTask::Test)), false),
         // `test` built the images; release starts them.
-        stage("release", Action::Run(Task::Light(LightTask::Release(ReleaseArgs { no_build: true }))), false),
-        stage("publish", Action::Run(Task::Cloud(CloudTask::Publish(PublishArgs::default()))), false),
+        stage("release", Action::Run(Task::Light(LightTask::Release(Deferred(ReleaseArgs { no_build: true })))), false),
+        stage("publish", Action::Run(Task::Cloud(CloudTask::Publish(Deferred::default()))), false),
         stage("version", Action::WriteVersion(version_file), false),
         stage("clean", Action::Run(Task::Light(LightTask::Clean)), true),
         stage("logout", Action::Run(Task::Cloud(CloudTask::Logout)), true),
@@ -253,10 +253,10 @@ mod tests {
     fn light_tasks_need_only_light_tasks_and_deploy_logs_in_first() {
         let test = Task::Light(LightTask::Test);
         assert_eq!(needs(&test).iter().map(Task::name).collect::<Vec<_>>(), ["build"]);
-        let release = Task::Light(LightTask::Release(ReleaseArgs { no_build: true }));
+        let release = Task::Light(LightTask::Release(Deferred(ReleaseArgs { no_build: true })));
         assert!(needs(&release).is_empty());
         let deploy = |no_login| {
-            Task::Cloud(CloudTask::Deploy(DeployArgs {
+            Task::Cloud(CloudTask::Deploy(Deferred(DeployArgs {
                 no_login,
                 detach: false,
                 timeout: Duration::from_secs(1),
@@ -264,7 +264,7 @@ mod tests {
                 lock_wait: None,
                 prune: false,
                 no_verify: false,
-            }))
+            })))
         };
         assert_eq!(needs(&deploy(false)).iter().map(Task::name).collect::<Vec<_>>(), ["login"]);
         // `clean` runs in the light binary: it never builds xtask-cloud.
