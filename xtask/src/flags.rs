@@ -345,12 +345,14 @@ fn complete_task(task: clap::Command) -> clap::Command {
     add_settings(task, &used)
 }
 
+/// What adds a task's own arguments to its command (`T::augment_args`).
+type AddArguments = fn(clap::Command) -> clap::Command;
+
 thread_local! {
     /// Each task's way to add its own arguments, by the task's name: put
     /// here by [`Deferred`] as clap's derive builds the command line, and
     /// called by [`complete_task`] for the task clap reaches.
-    static OWN_ARGUMENTS: std::cell::RefCell<Vec<(String, fn(clap::Command) -> clap::Command)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    static OWN_ARGUMENTS: std::cell::RefCell<Vec<(String, AddArguments)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A task's arguments `T`, added to its command only when clap reaches the
