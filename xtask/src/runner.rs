@@ -63,8 +63,9 @@ fn dispatch_light(ctx: &Ctx, task: &LightTask) -> Result<()> {
     }
 }
 
-/// The dispatch of the tasks that only print: they need a printer, and
-/// `version` the version, which `version` is asked for only if it runs.
+/// The dispatch of the tasks that only print: each needs a printer, and
+/// `version` also the version, which is asked for only when it runs
+/// (`completions` needs no git).
 fn dispatch_print(printer: Printer, task: &PrintTask, version: impl FnOnce() -> Result<String>) -> Result<()> {
     match task {
         PrintTask::Version => version::run(printer, &version()?),
