@@ -48,7 +48,7 @@ impl AsyncCtx for Ctx {
         if let Some(docker) = DOCKER.get() {
             return Ok(docker.clone());
         }
-        let docker = crate::docker::connect(self.docker_endpoint()?).await?;
+        let docker = crate::docker::connect(self.docker_endpoint()).await?;
         Ok(DOCKER.get_or_init(|| docker).clone())
     }
 }

@@ -30,7 +30,7 @@ pub fn hold<T>(
     // the runtime that takes the lock.)
     ctx.effect(&format!("api: take the deploy lock (swarm config {lock})"), (), || {
         let taken = ctx.block_on(async { take(&ctx.docker().await?, &stack, &holder, wait).await })?;
-        crate::interrupt::holding(ctx.docker_endpoint()?.clone(), &stack, taken);
+        crate::interrupt::holding(ctx.docker_endpoint().clone(), &stack, taken);
         Ok(())
     })?;
     let result = body();

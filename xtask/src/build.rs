@@ -14,7 +14,7 @@ const PACKAGE: &str = "todobackend";
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     // No engine: say so in one line now, not after a compile or a build.
-    crate::docker_endpoint::check_reachable(ctx.docker_endpoint()?)?;
+    crate::docker_endpoint::check_reachable(ctx.docker_endpoint())?;
     let target = static_target()?;
     ctx.step("static build of the service", || {
         let sh = ctx.sh();

@@ -11,7 +11,7 @@ use crate::ctx::Ctx;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     // No engine: say so in one line now, not after a compile or a build.
-    crate::docker_endpoint::check_reachable(ctx.docker_endpoint()?)?;
+    crate::docker_endpoint::check_reachable(ctx.docker_endpoint())?;
     ctx.step("remove the local environment and its volumes", || {
         let compose = Compose::detect(ctx)?;
         ctx.run(compose.cmd(ctx, &["down", "--volumes", "--remove-orphans"]))

@@ -16,12 +16,52 @@ use crate::docker_endpoint::Endpoint;
 use crate::output;
 use crate::settings::{Settings, Verbosity};
 
+/// How a run prints its result: on stdout, or in a dry run as a line of the
+/// plan. All that a task which only prints needs (`flags::PrintTask`:
+/// `version`, `completions`, which run before any settings are read); `Ctx`
+/// prints through one too.
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    dry_run: bool,
+}
+
+impl Printer {
+    /// The printer of this run; it fixes how the run writes (`output`).
+    pub fn new(verbosity: Verbosity, dry_run: bool) -> Printer {
+        output::set_mode(verbosity, dry_run);
+        Printer { dry_run }
+    }
+
+    /// A dry run's plan names each task it enters: `[name]`.
+    pub fn enter_task(&self, name: &str) {
+        if self.dry_run {
+            output::result(&format!("[{name}]"));
+        }
+    }
+
+    /// A line of the task's result on stdout (the xtask's only stdout); in a
+    /// dry run the plan says it would be printed.
+    pub fn print_result(&self, line: &str) {
+        if self.dry_run {
+            self.plan(&format!("print {line}"));
+        } else {
+            output::result(line);
+        }
+    }
+
+    /// Add a line to the plan of a dry run.
+    fn plan(&self, line: &str) {
+        output::result(&format!("    {line}"));
+    }
+}
+
 pub struct Ctx {
     pub settings: Settings,
+    printer: Printer,
     dry_run: bool,
     verbosity: Verbosity,
     version: String,
-    docker: Option<Endpoint>,
+    docker: Endpoint,
     sh: Shell,
     task: RefCell<String>,
     in_step: Cell<bool>,
@@ -30,14 +70,14 @@ pub struct Ctx {
 
 impl Ctx {
     /// The context for a run of `version` (APP_VERSION, resolved once by
-    /// `version::resolve`), exported with ECR_REGISTRY, IMAGE_REPOSITORY and
+    /// `version::resolve`) against the Docker engine `docker`, exported with ECR_REGISTRY, IMAGE_REPOSITORY and
     /// COMPOSE_PROJECT_NAME to every command, so that docker-compose.yml and
     /// stack.yml see the values the xtask uses.
     ///
     /// The Docker endpoint (`docker_endpoint.rs`) is exported the same way:
     /// `DOCKER_HOST` (with its TLS material) and no `DOCKER_CONTEXT`, so that
     /// every docker CLI command reaches the engine the API calls reach.
-    pub fn new(settings: Settings, version: String, docker: Option<Endpoint>) -> Result<Ctx> {
+    pub fn new(settings: Settings, version: String, docker: Endpoint) -> Result<Ctx> {
         let sh = Shell::new().context("cannot set up the shell for running commands")?;
         sh.change_dir(&settings.root);
         sh.set_var("APP_VERSION", &version);
@@ -54,19 +94,17 @@ impl Ctx {
                 sh.set_var(name, value);
             }
         }
-        if let Some(endpoint) = &docker {
-            sh.set_var("DOCKER_HOST", &endpoint.host);
-            // Empty counts as unset for the docker CLI (xshell cannot unset).
-            for name in ["DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_TLS", "DOCKER_CERT_PATH"] {
-                sh.set_var(name, "");
-            }
-            if let Some(tls) = &endpoint.tls {
-                sh.set_var("DOCKER_CERT_PATH", &tls.cert_dir);
-                sh.set_var(if tls.verify { "DOCKER_TLS_VERIFY" } else { "DOCKER_TLS" }, "1");
-            }
+        sh.set_var("DOCKER_HOST", &docker.host);
+        // Empty counts as unset for the docker CLI (xshell cannot unset).
+        for name in ["DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_TLS", "DOCKER_CERT_PATH"] {
+            sh.set_var(name, "");
         }
-        output::set_mode(settings.verbosity, settings.dry_run);
+        if let Some(tls) = &docker.tls {
+            sh.set_var("DOCKER_CERT_PATH", &tls.cert_dir);
+            sh.set_var(if tls.verify { "DOCKER_TLS_VERIFY" } else { "DOCKER_TLS" }, "1");
+        }
         Ok(Ctx {
+            printer: Printer::new(settings.verbosity, settings.dry_run),
             dry_run: settings.dry_run,
             verbosity: settings.verbosity,
             settings,
@@ -84,10 +122,9 @@ impl Ctx {
         &self.version
     }
 
-    /// The Docker engine every command and API call of this run talks to
-    /// (`None` for `version`, which talks to none).
-    pub fn docker_endpoint(&self) -> Result<&Endpoint> {
-        self.docker.as_ref().context("this task resolved no Docker endpoint")
+    /// The Docker engine every command and API call of this run talks to.
+    pub fn docker_endpoint(&self) -> &Endpoint {
+        &self.docker
     }
 
     /// How much this run says on stderr (-q, -v).
@@ -126,9 +163,12 @@ impl Ctx {
     /// Name the task whose steps follow (used in headers and the plan).
     pub fn enter_task(&self, name: &str) {
         name.clone_into(&mut self.task.borrow_mut());
-        if self.dry_run {
-            output::result(&format!("[{name}]"));
-        }
+        self.printer.enter_task(name);
+    }
+
+    /// What prints this run's result, for the tasks that only print.
+    pub fn printer(&self) -> Printer {
+        self.printer
     }
 
     /// Run one step under a header: `==> task: title` on stderr, or a
@@ -165,7 +205,7 @@ impl Ctx {
 
     /// Add a line to the plan of a dry run.
     fn plan(&self, line: &str) {
-        output::result(&format!("    {line}"));
+        self.printer.plan(line);
     }
 
     /// A change that is neither a command nor a file: in a dry run,
@@ -184,11 +224,7 @@ impl Ctx {
     /// A line of the task's result on stdout (the xtask's only stdout); in a
     /// dry run the plan says it would be printed.
     pub fn print_result(&self, line: &str) {
-        if self.dry_run {
-            self.plan(&format!("print {line}"));
-        } else {
-            output::result(line);
-        }
+        self.printer.print_result(line);
     }
 
     /// A remark on stderr about what a change did; a dry run made none, so it

@@ -38,20 +38,31 @@ pub enum Task {
 /// that `cargo xtask` runs has them all.
 #[derive(Subcommand, Debug, Clone)]
 pub enum LightTask {
-    /// Print {"Version": "<APP_VERSION>"} (APP_VERSION, else the git short hash).
-    Version,
+    #[command(flatten)]
+    Print(PrintTask),
     /// Build the release image from a static build of the service.
     Build,
     /// Run the service's tests and build the release image.
     Test,
     /// Start the local environment from the built image and run acceptance tests.
-    Release(ReleaseArgs),
+    Release(Deferred<ReleaseArgs>),
     /// Remove the local environment, its volumes and dangling project images.
     Clean,
-    /// Print the shell completion script for bash, zsh or fish (the book: Configuration, Completions).
-    Completions(CompletionsArgs),
     /// Write the command reference (docs/src/reference, docs/man) from this command line, then build the book.
     Docs,
+}
+
+/// Light tasks whose whole effect is a result on stdout: they read no
+/// settings, talk to no engine and run no command, so they run on the
+/// command line's output flags alone, before delivery.yml is read or a
+/// context is built (`runner::main_with`). `version` runs on every build and
+/// must answer within 2x `git rev-parse` (the book: Performance).
+#[derive(Subcommand, Debug, Clone)]
+pub enum PrintTask {
+    /// Print {"Version": "<APP_VERSION>"} (APP_VERSION, else the git short hash).
+    Version,
+    /// Print the shell completion script for bash, zsh or fish (the book: Configuration, Completions).
+    Completions(Deferred<CompletionsArgs>),
 }
 
 /// Tasks that call AWS or the Docker engine API: they run in `xtask-cloud`,
@@ -64,27 +75,27 @@ pub enum CloudTask {
     /// Log Docker out of the ECR registry.
     Logout,
     /// Push the release image as `latest` and as APP_VERSION.
-    Publish(PublishArgs),
+    Publish(Deferred<PublishArgs>),
     /// Deploy stack.yml to Docker Swarm and wait until it converges.
-    Deploy(DeployArgs),
+    Deploy(Deferred<DeployArgs>),
     /// The CI pipeline: login, test, release, publish, version file; then clean and logout.
-    Ci(CiArgs),
+    Ci(Deferred<CiArgs>),
     /// Redeploy the last version that converged before the current one (or --to VERSION).
-    Rollback(RollbackArgs),
+    Rollback(Deferred<RollbackArgs>),
     /// The stack's deploys and rollbacks, newest first, as the swarm records them.
-    History(HistoryArgs),
+    History(Deferred<HistoryArgs>),
     /// Show who holds the stack's deploy lock, and remove it (after a killed deploy).
-    Unlock(UnlockArgs),
+    Unlock(Deferred<UnlockArgs>),
     /// Each service of the stack: version, replicas, update state, drift; exit 0 when converged, 3 when not, 1 on drift.
-    Status(StatusArgs),
+    Status(Deferred<StatusArgs>),
     /// The stack's logs, each line prefixed with its service and task version.
-    Logs(LogsArgs),
+    Logs(Deferred<LogsArgs>),
     /// Swarm secrets for the stack file: `secret create NAME < value-file`.
-    Secret(SecretArgs),
+    Secret(Deferred<SecretArgs>),
     /// Log in, then hand the stack's services a fresh ECR credential (tokens last 12 hours), by a rolling update.
     RefreshAuth,
     /// What a deploy would change, per service and field, against what the swarm runs now.
-    Plan(PlanArgs),
+    Plan(Deferred<PlanArgs>),
 }
 
 impl Task {
@@ -95,6 +106,7 @@ impl Task {
     /// lists).
     pub fn name(&self) -> String {
         let debug = match self {
+            Task::Light(LightTask::Print(task)) => format!("{task:?}"),
             Task::Light(task) => format!("{task:?}"),
             Task::Cloud(task) => format!("{task:?}"),
         };
@@ -306,18 +318,85 @@ pub fn settings_used(task: &str) -> Option<Vec<&'static str>> {
 /// name (all of them) and after it (those the task uses: `cargo xtask
 /// --dry-run deploy`, `cargo xtask deploy --dry-run`). clap's `global` flags
 /// would copy every flag into every task's command at start-up, a third of
-/// what `version` costs; instead each task gets its own copy when clap
-/// reaches it (`defer`), so only the task that runs pays for it.
+/// what `version` cost; instead each task gets its own copy, and its own
+/// arguments, when clap reaches it (`defer`: [`with_settings`],
+/// [`Deferred`]), so only the task that runs pays for them. Every other
+/// task is its name and its line of help.
 pub fn command() -> clap::Command {
-    fn with_settings(task: clap::Command) -> clap::Command {
-        let used = settings_used(task.get_name()).unwrap_or_default();
-        let task = match exit::task_help(task.get_name()) {
-            Some(codes) => task.after_help(codes),
-            None => task,
-        };
-        add_settings(task, &used)
+    Cli::command().mut_subcommands(|task| task.defer(complete_task))
+}
+
+/// [`command`] with every task complete from the start, as a generator that
+/// walks them all needs it: clap derives the `help` task's own tasks
+/// (`help secret create`) from the tasks as they stand before any deferred
+/// part is added.
+pub fn full_command() -> clap::Command {
+    Cli::command().mut_subcommands(complete_task)
+}
+
+/// The task's command as clap reaches it: its own arguments ([`Deferred`])
+/// and the settings flags it uses ([`settings_used`]).
+fn complete_task(task: clap::Command) -> clap::Command {
+    let own_arguments =
+        OWN_ARGUMENTS.with_borrow(|tasks| tasks.iter().find(|(name, _)| name == task.get_name()).map(|(_, add)| *add));
+    let task = match own_arguments {
+        Some(add) => add(task),
+        None => task,
+    };
+    let task = match exit::task_help(task.get_name()) {
+        Some(codes) => task.after_help(codes),
+        None => task,
+    };
+    let used = settings_used(task.get_name()).unwrap_or_default();
+    add_settings(task, &used)
+}
+
+/// What adds a task's own arguments to its command (`T::augment_args`).
+type AddArguments = fn(clap::Command) -> clap::Command;
+
+thread_local! {
+    /// Each task's way to add its own arguments, by the task's name: put
+    /// here by [`Deferred`] as clap's derive builds the command line, and
+    /// called by [`complete_task`] for the task clap reaches.
+    static OWN_ARGUMENTS: std::cell::RefCell<Vec<(String, AddArguments)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A task's arguments `T`, added to its command only when clap reaches the
+/// task ([`complete_task`]): clap's derive builds every task's arguments
+/// whenever the command line is read, and all but the running task's were
+/// a tenth of what `version` cost (the book: Performance). Read through
+/// `Deref`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Deferred<T>(pub T);
+
+impl<T> std::ops::Deref for Deferred<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
     }
-    Cli::command().mut_subcommands(|task| task.defer(with_settings))
+}
+
+impl<T: clap::Args> clap::Args for Deferred<T> {
+    fn augment_args(task: clap::Command) -> clap::Command {
+        let name = task.get_name().to_owned();
+        OWN_ARGUMENTS.with_borrow_mut(|tasks| {
+            tasks.retain(|(known, _)| *known != name);
+            tasks.push((name, T::augment_args));
+        });
+        task
+    }
+    fn augment_args_for_update(task: clap::Command) -> clap::Command {
+        T::augment_args_for_update(task)
+    }
+}
+
+impl<T: FromArgMatches> FromArgMatches for Deferred<T> {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(matches).map(Deferred)
+    }
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)
+    }
 }
 
 /// `task` with the settings flags of `used`, under the Settings heading.
@@ -469,6 +548,31 @@ mod tests {
         // Only the settings a task uses stand after its name.
         assert!(parse_from(["cargo xtask", "deploy", "--compose-file", "x"]).is_err());
         assert!(parse_from(["cargo xtask", "--compose-file", "x", "deploy"]).is_ok());
+    }
+
+    /// What clap reaches lazily is what the completions' full command has:
+    /// each task's own arguments and its settings, its own tasks' too.
+    #[test]
+    fn every_task_is_complete_when_clap_reaches_it() {
+        fn arguments(task: &clap::Command, path: &str, into: &mut Vec<String>) {
+            let path = format!("{path} {}", task.get_name());
+            into.extend(task.get_arguments().map(|arg| format!("{path}: {}", arg.get_id())));
+            for sub in task.get_subcommands().filter(|sub| sub.get_name() != "help") {
+                arguments(sub, &path, into);
+            }
+        }
+        let (mut lazy, mut full) = (command(), full_command());
+        lazy.build();
+        full.build();
+        let (mut reached, mut complete) = (Vec::new(), Vec::new());
+        arguments(&lazy, "", &mut reached);
+        arguments(&full, "", &mut complete);
+        assert_eq!(reached, complete);
+        for task in lazy.get_subcommands().filter(|task| task.get_name() != "help") {
+            assert!(task.get_arguments().any(|arg| arg.get_id() == "dry_run"), "{} has no --dry-run", task.get_name());
+        }
+        assert!(reached.iter().any(|arg| arg == " cargo xtask deploy: lock_wait"), "{reached:?}");
+        assert!(reached.iter().any(|arg| arg == " cargo xtask secret create: name"), "{reached:?}");
     }
 
     #[test]

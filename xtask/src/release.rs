@@ -14,7 +14,7 @@ const HEALTHY_WITHIN: Duration = Duration::from_secs(90);
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     // No engine: say so in one line now, not after a compile or a build.
-    crate::docker_endpoint::check_reachable(ctx.docker_endpoint()?)?;
+    crate::docker_endpoint::check_reachable(ctx.docker_endpoint())?;
     let compose = Compose::detect(ctx)?;
     one_shot(ctx, &compose, "run the migrations", "migrate")?;
     one_shot(ctx, &compose, "collect the static files", "collectstatic")?;

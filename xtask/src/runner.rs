@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, Printer};
 use crate::exit::{self, Exit, Signal};
-use crate::flags::{CiArgs, Cli, CloudTask, DeployArgs, LightTask, PublishArgs, ReleaseArgs, RollbackArgs, Task};
+use crate::flags::{
+    CiArgs, Cli, CloudTask, Deferred, DeployArgs, LightTask, PrintTask, ReleaseArgs, RollbackArgs, Task,
+};
 use crate::{build, clean, completions, docs, output, release, settings, test, version};
 
 /// Which signal, if any, has arrived since the signals were caught.
@@ -33,8 +35,8 @@ pub struct Cloud {
 pub fn needs(task: &Task) -> Vec<Task> {
     match task {
         Task::Light(light) => light_needs(light).into_iter().map(Task::Light).collect(),
-        Task::Cloud(CloudTask::Deploy(DeployArgs { no_login: false, .. }))
-        | Task::Cloud(CloudTask::Rollback(RollbackArgs { no_login: false, .. }))
+        Task::Cloud(CloudTask::Deploy(Deferred(DeployArgs { no_login: false, .. })))
+        | Task::Cloud(CloudTask::Rollback(Deferred(RollbackArgs { no_login: false, .. })))
         | Task::Cloud(CloudTask::RefreshAuth) => vec![Task::Cloud(CloudTask::Login)],
         Task::Cloud(_) => Vec::new(),
     }
@@ -53,13 +55,22 @@ fn light_needs(task: &LightTask) -> Vec<LightTask> {
 /// The light tasks' dispatch.
 fn dispatch_light(ctx: &Ctx, task: &LightTask) -> Result<()> {
     match task {
-        LightTask::Version => version::run(ctx),
+        LightTask::Print(task) => dispatch_print(ctx.printer(), task, || Ok(ctx.version().to_owned())),
         LightTask::Build => build::run(ctx),
         LightTask::Test => test::run(ctx),
         LightTask::Release(_) => release::run(ctx),
         LightTask::Clean => clean::run(ctx),
-        LightTask::Completions(args) => completions::run(ctx, args),
         LightTask::Docs => docs::run(ctx),
+    }
+}
+
+/// The dispatch of the tasks that only print: each needs a printer, and
+/// `version` also the version, which is asked for only when it runs
+/// (`completions` needs no git).
+fn dispatch_print(printer: Printer, task: &PrintTask, version: impl FnOnce() -> Result<String>) -> Result<()> {
+    match task {
+        PrintTask::Version => version::run(printer, &version()?),
+        PrintTask::Completions(args) => completions::run(printer, args),
     }
 }
 
@@ -161,8 +172,8 @@ pub fn ci_pipeline(version_file: PathBuf) -> Vec<Stage> {
         stage("login", Action::Run(Task::Cloud(CloudTask::Login)), false),
         stage("test", Action::Run(Task::Light(LightTask::Test)), false),
         // `test` built the images; release starts them.
-        stage("release", Action::Run(Task::Light(LightTask::Release(ReleaseArgs { no_build: true }))), false),
-        stage("publish", Action::Run(Task::Cloud(CloudTask::Publish(PublishArgs::default()))), false),
+        stage("release", Action::Run(Task::Light(LightTask::Release(Deferred(ReleaseArgs { no_build: true })))), false),
+        stage("publish", Action::Run(Task::Cloud(CloudTask::Publish(Deferred::default()))), false),
         stage("version", Action::WriteVersion(version_file), false),
         stage("clean", Action::Run(Task::Light(LightTask::Clean)), true),
         stage("logout", Action::Run(Task::Cloud(CloudTask::Logout)), true),
@@ -194,18 +205,22 @@ fn write_version(ctx: &Ctx, path: &Path) -> Result<()> {
 pub fn main_with(cli: Cli, cloud: Option<Cloud>) -> std::process::ExitCode {
     let result = (|| {
         let root = settings::project_root()?;
-        let settings = settings::Settings::load(&root, &cli.settings)?;
         let from_env = std::env::var("APP_VERSION").ok();
+        // A task that only prints needs none of the rest: no settings file
+        // is read, no Docker configuration, no shell set up (`version` runs
+        // on every build: the book: Performance).
+        if let Task::Light(LightTask::Print(task)) = &cli.task {
+            let name = cli.task.name();
+            let printer = Printer::new(cli.settings.verbosity(), cli.settings.dry_run);
+            printer.enter_task(&name);
+            return dispatch_print(printer, task, || version::resolve(from_env.as_deref(), &root))
+                .with_context(|| format!("{name} failed"));
+        }
+        let settings = settings::Settings::load(&root, &cli.settings)?;
         let version = version::resolve(from_env.as_deref(), &settings.root)
             .with_context(|| format!("{} failed", cli.task.name()))?;
-        // `version`, `completions` and `docs` talk to no engine: they read no Docker configuration.
-        let docker = match &cli.task {
-            Task::Light(LightTask::Version | LightTask::Completions(_) | LightTask::Docs) => None,
-            task => Some(
-                crate::docker_endpoint::resolve(&|name| settings.docker_lookup(name))
-                    .with_context(|| format!("{} failed", task.name()))?,
-            ),
-        };
+        let docker = crate::docker_endpoint::resolve(&|name| settings.docker_lookup(name))
+            .with_context(|| format!("{} failed", cli.task.name()))?;
         let ctx = Ctx::new(settings, version, docker)?;
         Runner::new(ctx, cloud).run(cli.task)
     })();
@@ -240,10 +255,10 @@ mod tests {
     fn light_tasks_need_only_light_tasks_and_deploy_logs_in_first() {
         let test = Task::Light(LightTask::Test);
         assert_eq!(needs(&test).iter().map(Task::name).collect::<Vec<_>>(), ["build"]);
-        let release = Task::Light(LightTask::Release(ReleaseArgs { no_build: true }));
+        let release = Task::Light(LightTask::Release(Deferred(ReleaseArgs { no_build: true })));
         assert!(needs(&release).is_empty());
         let deploy = |no_login| {
-            Task::Cloud(CloudTask::Deploy(DeployArgs {
+            Task::Cloud(CloudTask::Deploy(Deferred(DeployArgs {
                 no_login,
                 detach: false,
                 timeout: Duration::from_secs(1),
@@ -251,7 +266,7 @@ mod tests {
                 lock_wait: None,
                 prune: false,
                 no_verify: false,
-            }))
+            })))
         };
         assert_eq!(needs(&deploy(false)).iter().map(Task::name).collect::<Vec<_>>(), ["login"]);
         // `clean` runs in the light binary: it never builds xtask-cloud.

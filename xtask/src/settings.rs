@@ -68,6 +68,15 @@ pub struct Args {
 }
 
 impl Args {
+    /// How much the run says (-q, -v).
+    pub fn verbosity(&self) -> Verbosity {
+        match (self.quiet, self.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, true) => Verbosity::Verbose,
+            (false, false) => Verbosity::Normal,
+        }
+    }
+
     /// Take from `later` (the flags as a task's own command line read them)
     /// each flag that `given` says was written there: written after the
     /// task's name, it wins over the same flag before it, and over the
@@ -389,11 +398,7 @@ impl Settings {
         let settings = Settings {
             root: root.to_owned(),
             dry_run: args.dry_run,
-            verbosity: match (args.quiet, args.verbose) {
-                (true, _) => Verbosity::Quiet,
-                (false, true) => Verbosity::Verbose,
-                (false, false) => Verbosity::Normal,
-            },
+            verbosity: args.verbosity(),
             app: defaults.app,
             repository: pick(&args.repository, defaults.repository),
             aws_account_id: defaults.aws_account_id,

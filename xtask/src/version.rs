@@ -11,13 +11,13 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use git2::{Commit, Repository, RepositoryOpenFlags, StatusOptions};
 
-use crate::ctx::Ctx;
+use crate::ctx::Printer;
 
 mod stat_check;
 
-/// Print `{"Version": "<APP_VERSION>"}` on stdout, and nothing else there.
-pub fn run(ctx: &Ctx) -> Result<()> {
-    ctx.print_result(&json(ctx.version()));
+/// Print `{"Version": "<version>"}` on stdout, and nothing else there.
+pub fn run(printer: Printer, version: &str) -> Result<()> {
+    printer.print_result(&json(version));
     Ok(())
 }
 

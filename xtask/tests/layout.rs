@@ -135,11 +135,16 @@ fn circle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
     graph.keys().find_map(|module| visit(graph, module, &mut Vec::new(), &mut done))
 }
 
-fn check(crate_dir: &str, dispatch_file: &str, function: &str) {
+fn check(crate_dir: &str, dispatch_file: &str, functions: &[&str]) {
     let root = xtask_test_support::project_root().join(crate_dir);
     let graph = imports(&root.join("src"));
-    let tasks = dispatched(&root.join(dispatch_file), function);
-    assert!(tasks.len() > 1, "found no tasks in {crate_dir}/{dispatch_file}'s {function}: {tasks:?}");
+    let mut tasks = BTreeSet::new();
+    for function in functions {
+        let found = dispatched(&root.join(dispatch_file), function);
+        assert!(!found.is_empty(), "found no tasks in {crate_dir}/{dispatch_file}'s {function}");
+        tasks.extend(found);
+    }
+    assert!(tasks.len() > 1, "found no tasks in {crate_dir}/{dispatch_file}'s {functions:?}: {tasks:?}");
     for task in &tasks {
         assert!(graph.contains_key(task), "{task} is dispatched but is no module of {crate_dir}/src");
         let other_tasks: Vec<&String> = graph[task].iter().filter(|used| tasks.contains(*used)).collect();
@@ -152,12 +157,14 @@ fn check(crate_dir: &str, dispatch_file: &str, function: &str) {
 
 #[test]
 fn the_light_tasks_import_no_task_and_no_module_circle() {
-    check("xtask", "src/runner.rs", "dispatch_light");
+    // The tasks that only print have their own dispatch (they run before
+    // any settings are read).
+    check("xtask", "src/runner.rs", &["dispatch_light", "dispatch_print"]);
 }
 
 #[test]
 fn the_cloud_tasks_import_no_task_and_no_module_circle() {
-    check("xtask-cloud", "src/lib.rs", "dispatch");
+    check("xtask-cloud", "src/lib.rs", &["dispatch"]);
 }
 
 #[test]

@@ -60,9 +60,22 @@ fn dry_run_prints_the_plan_without_the_result() {
 #[test]
 fn bad_settings_file_is_one_clear_error() {
     let repo = git_repo(&[("delivery.yml", "app: [unclosed\n")]);
-    let run = support::sandbox().xtask_in(repo.path(), &["version"]);
+    let run = support::sandbox().xtask_in(repo.path(), &["build", "--dry-run"]);
     assert_eq!(run.status.code(), Some(1));
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     assert!(run.stderr.starts_with("error: ") && run.stderr.contains("delivery.yml"), "{}", run.stderr);
+}
+
+/// `version` uses no setting: it answers without reading delivery.yml or an
+/// environment's file (README, Performance), so neither a broken file nor an
+/// unknown environment stands in its way.
+#[test]
+fn version_reads_no_settings_file() {
+    let repo = git_repo(&[("delivery.yml", "app: [unclosed\n")]);
+    let run = support::sandbox().with_env("XTASK_ENV", "nowhere").xtask_in(repo.path(), &["version"]);
+    run.assert_success();
+    let expected = git(repo.path(), &["rev-parse", "--short", "HEAD"]);
+    assert_eq!(run.stdout, format!("{{\"Version\": \"{expected}\"}}\n"));
 }
 
 #[test]

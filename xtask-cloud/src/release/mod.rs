@@ -595,7 +595,7 @@ fn preflight(ctx: &Ctx) -> Result<Checked> {
     let services = stackfile::load(&source.shown, &source.text, &lookup)?;
 
     let externals = stackfile::externals(&source.shown, &source.text, &lookup)?;
-    let docker = ctx.block_on(preflight::swarm_manager(ctx.docker_endpoint()?))?;
+    let docker = ctx.block_on(preflight::swarm_manager(ctx.docker_endpoint()))?;
     ctx.block_on(preflight::externals_exist(&docker, &externals))?;
     let labels = stackfile::label_constraints(&services);
     // A first deploy on a swarm of one node: that node keeps the data.

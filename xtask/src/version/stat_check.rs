@@ -174,6 +174,14 @@ fn work_tree_matches(workdir: &Path, entries: &[Entry], index_mtime: (i32, u32))
     // The last directory found real, with all its ancestors: entries come
     // sorted by path, so each directory is checked about once.
     let mut real_dir: &[u8] = b"";
+    // One buffer for every path looked up, not a new one per file.
+    let base = workdir.to_path_buf();
+    let mut full = base.clone();
+    let mut lstat = |relative: &str| {
+        full.clone_from(&base);
+        full.push(relative);
+        fs::symlink_metadata(&full)
+    };
     for entry in entries {
         // Stage bits (conflicts), assume-unchanged, extended flags; gitlinks.
         let special = entry.flags & 0xF000 != 0 || entry.flags_extended != 0 || entry.mode == 0o160000;
@@ -183,7 +191,7 @@ fn work_tree_matches(workdir: &Path, entries: &[Entry], index_mtime: (i32, u32))
             return false;
         }
         let Ok(relative) = std::str::from_utf8(entry.path) else { return false };
-        if !plain_path(entry.path) {
+        if !plain_path(relative) {
             return false;
         }
         // Every leading component must be a real directory: one replaced by a
@@ -191,14 +199,14 @@ fn work_tree_matches(workdir: &Path, entries: &[Entry], index_mtime: (i32, u32))
         let parent = relative.rfind('/').map_or("", |end| &relative[..end]);
         let mut dir = parent;
         while !dir.is_empty() && !is_dir_or_ancestor(dir.as_bytes(), real_dir) {
-            match fs::symlink_metadata(workdir.join(dir)) {
+            match lstat(dir) {
                 Ok(meta) if meta.file_type().is_dir() => {}
                 _ => return false,
             }
             dir = dir.rfind('/').map_or("", |end| &dir[..end]);
         }
         real_dir = parent.as_bytes();
-        match fs::symlink_metadata(workdir.join(relative)) {
+        match lstat(relative) {
             Ok(meta) if stat_matches(entry, &meta) => {}
             _ => return false,
         }
@@ -209,20 +217,26 @@ fn work_tree_matches(workdir: &Path, entries: &[Entry], index_mtime: (i32, u32))
 /// A relative path whose components are neither empty, `.`, `..` nor `.git`:
 /// libgit2 refuses to read an index with such paths, and none may lead this
 /// check outside the work tree.
-fn plain_path(path: &[u8]) -> bool {
+fn plain_path(path: &str) -> bool {
+    // This runs unoptimised, once per tracked file: a `while` over the bytes
+    // (an iterator's `next`, or `split`, is a call per step at opt-level 0),
+    // and only a component that is empty or starts with '.' is compared.
+    // The `for` loop over a range it replaces cost 2,000 instructions a path.
+    let bytes = path.as_bytes();
     let mut start = 0;
-    for end in 0..=path.len() {
-        if end == path.len() || path[end] == b'/' {
-            let component = &path[start..end];
+    let mut at = 0;
+    while at <= bytes.len() {
+        if at == bytes.len() || bytes[at] == b'/' {
+            let component = &bytes[start..at];
             if component.is_empty()
-                || component == b"."
-                || component == b".."
-                || component.eq_ignore_ascii_case(b".git")
+                || (component[0] == b'.'
+                    && (component == b"." || component == b".." || component.eq_ignore_ascii_case(b".git")))
             {
                 return false;
             }
-            start = end + 1;
+            start = at + 1;
         }
+        at += 1;
     }
     true
 }
@@ -362,9 +376,9 @@ mod tests {
 
     #[test]
     fn only_plain_relative_paths() {
-        assert!(plain_path(b"a/b.txt") && plain_path(b".gitignore") && plain_path(b"x/..y"));
-        for path in [&b""[..], b"/a", b"a//b", b"a/", b"./a", b"a/../b", b"..", b".git/config", b"a/.GIT/x"] {
-            assert!(!plain_path(path), "{}", String::from_utf8_lossy(path));
+        assert!(plain_path("a/b.txt") && plain_path(".gitignore") && plain_path("x/..y") && plain_path("a/.gitx"));
+        for path in ["", "/a", "a//b", "a/", "./a", "a/../b", "..", ".git/config", "a/.GIT/x", "a/.git"] {
+            assert!(!plain_path(path), "{path}");
         }
     }
 
