@@ -26,7 +26,7 @@ const MAX_DURATION: Duration = Duration::from_secs(300);
 /// Pacing between two requests of one client.
 const PACE: Duration = Duration::from_millis(25);
 
-#[derive(Default, Debug, Clone)]
+#[derive(Debug, Clone)]
 pub struct Figures {
     pub requests: u64,
     pub failed: u64,
@@ -40,13 +40,37 @@ pub struct Figures {
     pub acknowledged: Vec<String>,
     /// Per node address, connections it refused that went to another node.
     pub refused_by: BTreeMap<String, u64>,
+    /// Per node address, from its first refusal to its last: the gap a
+    /// load balancer in front of it would see.
+    pub refusing: BTreeMap<String, (Instant, Instant)>,
+}
+
+impl Default for Figures {
+    fn default() -> Figures {
+        Figures {
+            requests: 0,
+            failed: 0,
+            unavailable: 0,
+            slowest: Duration::ZERO,
+            failures: Vec::new(),
+            acknowledged: Vec::new(),
+            refused_by: BTreeMap::new(),
+            refusing: BTreeMap::new(),
+        }
+    }
 }
 
 impl Figures {
     /// One line for the test's output.
     pub fn line(&self, scenario: &str) -> String {
-        let refused: Vec<String> =
-            self.refused_by.iter().map(|(node, count)| format!("{node} refused {count} (sent on)")).collect();
+        let refused: Vec<String> = self
+            .refused_by
+            .iter()
+            .map(|(node, count)| {
+                let window = self.refusing.get(node).map_or(0.0, |(first, last)| (*last - *first).as_secs_f64());
+                format!("{node} refused {count} within {window:.1} s (sent on)")
+            })
+            .collect();
         format!(
             "{scenario}: {} requests, {} failed, {} answered 503 with Retry-After, slowest {:.0} ms, {} POSTs \
              acknowledged{}{}",
@@ -190,7 +214,10 @@ fn send(
         match result {
             Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused && tries > 1 => {
                 tries -= 1;
-                *figures.lock().unwrap().refused_by.entry(base.clone()).or_default() += 1;
+                let mut figures = figures.lock().unwrap();
+                *figures.refused_by.entry(base.clone()).or_default() += 1;
+                let now = Instant::now();
+                figures.refusing.entry(base.clone()).and_modify(|(_, last)| *last = now).or_insert((now, now));
             }
             other => break (base.clone(), other),
         }
