@@ -9,6 +9,7 @@
 //! another.
 
 pub mod build;
+pub mod children;
 pub mod clean;
 pub mod completions;
 pub mod compose;
