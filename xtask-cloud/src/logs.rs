@@ -96,14 +96,19 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         let gone = gone(&docker, &stack, &chosen);
         let (print, gone) = (std::pin::pin!(print), std::pin::pin!(gone));
         let ended = futures_util::future::select(print, gone);
-        match futures_util::future::select(ended, interrupted).await {
-            futures_util::future::Either::Left((futures_util::future::Either::Left((printed, _)), _)) => printed,
-            futures_util::future::Either::Left((futures_util::future::Either::Right((why, _)), _)) => {
-                ctx.say(&why?);
-                Ok(())
+        let why = match futures_util::future::select(ended, interrupted).await {
+            // The streams ended (or failed) first: as the stack went away?
+            futures_util::future::Either::Left((futures_util::future::Either::Left((printed, _)), _)) => {
+                match gone_now(&docker, &stack, &chosen).await {
+                    Ok(Some(why)) => why,
+                    _ => return printed,
+                }
             }
-            futures_util::future::Either::Right(_) => Ok(()),
-        }
+            futures_util::future::Either::Left((futures_util::future::Either::Right((why, _)), _)) => why?,
+            futures_util::future::Either::Right(_) => return Ok(()),
+        };
+        ctx.say(&why);
+        Ok(())
     })
 }
 
@@ -115,18 +120,24 @@ const STILL_THERE: Duration = Duration::from_secs(2);
 async fn gone(docker: &bollard::Docker, stack: &str, chosen: &[String]) -> Result<String> {
     loop {
         tokio::time::sleep(STILL_THERE).await;
-        let names = Snapshot::read(docker, stack).await?.names();
-        if names.is_empty() {
-            return Ok(format!("stack {stack} was removed: no more logs to follow"));
-        }
-        if !chosen.iter().any(|name| names.contains(name)) {
-            return Ok(format!(
-                "{} {} no longer in stack {stack}: no more logs to follow",
-                chosen.join(", "),
-                if chosen.len() == 1 { "is" } else { "are" }
-            ));
+        if let Some(why) = gone_now(docker, stack, chosen).await? {
+            return Ok(why);
         }
     }
+}
+
+/// Why there is nothing more to follow, when none of `chosen` is in the
+/// stack now.
+async fn gone_now(docker: &bollard::Docker, stack: &str, chosen: &[String]) -> Result<Option<String>> {
+    let names = Snapshot::read(docker, stack).await?.names();
+    if names.is_empty() {
+        return Ok(Some(format!("stack {stack} was removed: no more logs to follow")));
+    }
+    if !chosen.iter().any(|name| names.contains(name)) {
+        let verb = if chosen.len() == 1 { "is" } else { "are" };
+        return Ok(Some(format!("{} {verb} no longer in stack {stack}: no more logs to follow", chosen.join(", "))));
+    }
+    Ok(None)
 }
 
 /// A task of the stack: its id, service (as the stack file names it) and
