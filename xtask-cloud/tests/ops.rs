@@ -807,7 +807,7 @@ fn a_deploy_whose_lock_was_forced_keeps_its_verification_job() {
     second.assert_success();
     assert!(!second.stderr.contains(&format!("removed the job {job}")), "{}", second.stderr);
     assert!(second.stderr.contains(&format!("left the job {job} alone")), "{}", second.stderr);
-    assert_eq!(verify_jobs(), [job.clone()], "the first deploy's job is gone");
+    assert_eq!(verify_jobs(), std::slice::from_ref(&job), "the first deploy's job is gone");
 
     drop(resume);
     let first = Run::of(first.wait_with_output().expect("the first deploy ends"));
