@@ -12,8 +12,6 @@ use crate::records::history::Kind;
 use crate::release::{Release, verify};
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
-    // Before the lock, whose name is the stack's.
-    crate::stack::check_name(&ctx.settings.stack)?;
     let version = ctx.version();
     ctx.say(&format!("Deploying version {version}..."));
     let release = Release {

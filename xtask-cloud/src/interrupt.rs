@@ -7,7 +7,8 @@
 //!   container are removed (`docker stack rm` would not remove them, and the
 //!   data volume would stay "in use");
 //! - a release that had started to change the stack: the history records it
-//!   as `interrupted`;
+//!   as `interrupted`, with the services' specs as its last `docker stack
+//!   deploy` left them;
 //! - the deploy lock: released, if it is still this run's;
 //! - the jobs-only stack file written beside the stack file: removed.
 //!
@@ -121,6 +122,12 @@ pub fn take_lock() -> Option<Taken> {
     state.lock.take()
 }
 
+/// The token of the lock this run holds (or held until it was taken
+/// away), which its swarm jobs carry; `None` when it holds none.
+pub fn lock_token() -> Option<String> {
+    state().lock.as_ref().map(|taken| taken.token.clone())
+}
+
 /// The task has released the lock (or failed to).
 pub fn lock_released() {
     state().releasing = false;
@@ -155,6 +162,16 @@ pub fn stack_changing(entry: Option<Entry>) {
     let mut state = state();
     state.stack_changed = true;
     state.pending = entry.map(|entry| Entry { outcome: crate::records::history::Outcome::Interrupted, ..entry });
+}
+
+/// A `docker stack deploy` of the release has changed the stack: an
+/// interruption from now on records the services' specs as it left them
+/// (`specs`, read just after), so that the history holds what it did, and
+/// `status` does not call its changes (a service `--prune` removed) drift.
+pub fn stack_deployed(specs: std::collections::BTreeMap<String, crate::spec::drift::SpecRecord>) {
+    if let Some(entry) = state().pending.as_mut() {
+        entry.specs = specs;
+    }
 }
 
 /// The release is over: the task records its own outcome, unless the

@@ -54,6 +54,12 @@ pub fn cloud() -> Cloud {
 /// The cloud tasks' dispatch; the runner runs the light ones, and `ci`'s
 /// pipeline, itself.
 fn dispatch(ctx: &Ctx, task: &CloudTask) -> Result<()> {
+    // Every task that names the stack checks its name the one way, before
+    // it reads or takes anything by that name: `status` of a name the engine
+    // refuses would otherwise report "not deployed".
+    if names_the_stack(task) {
+        stack::check_name(&ctx.settings.stack)?;
+    }
     match task {
         CloudTask::Login => login::run(ctx),
         CloudTask::Logout => logout::run(ctx),
@@ -69,5 +75,22 @@ fn dispatch(ctx: &Ctx, task: &CloudTask) -> Result<()> {
         CloudTask::Secret(args) => secret::run(ctx, args),
         CloudTask::RefreshAuth => refresh_auth::run(ctx),
         CloudTask::Plan(args) => plan::run(ctx, args),
+    }
+}
+
+/// Whether `task` reads or changes the stack (and so uses its name).
+fn names_the_stack(task: &CloudTask) -> bool {
+    match task {
+        CloudTask::Login | CloudTask::Logout | CloudTask::Publish(_) | CloudTask::Ci(_) => false,
+        CloudTask::Deploy(_)
+        | CloudTask::Rollback(_)
+        | CloudTask::History(_)
+        | CloudTask::Unlock(_)
+        | CloudTask::Status(_)
+        | CloudTask::Logs(_)
+        | CloudTask::RefreshAuth
+        | CloudTask::Plan(_)
+        // It labels the secret with the stack.
+        | CloudTask::Secret(_) => true,
     }
 }

@@ -1,6 +1,9 @@
 //! `logs [SERVICE] [--tail N] [--since DURATION] [--follow] [--timestamps]`: the stack's
 //! logs through the engine API, each line prefixed with its service and the
-//! version of the task that wrote it. Ctrl-C ends `--follow` cleanly.
+//! version of the task that wrote it. Ctrl-C ends `--follow` cleanly, and so
+//! does the stack, or every service followed, going away (`docker stack rm`):
+//! the engine's streams of a removed service's tasks need not end, and a
+//! silent follower of nothing looks like a quiet service.
 
 use std::time::{Duration, SystemTime};
 
@@ -86,13 +89,55 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         if !args.follow {
             return print.await;
         }
-        // Ctrl-C ends following: the stream stops, the task succeeds.
+        // Ctrl-C ends following: the stream stops, the task succeeds. So
+        // does the end of what is followed, said in one line.
         let interrupted = crate::signals::first(&[Signal::Int]).context("cannot catch Ctrl-C")?;
-        match futures_util::future::select(std::pin::pin!(print), interrupted).await {
-            futures_util::future::Either::Left((printed, _)) => printed,
-            futures_util::future::Either::Right(_) => Ok(()),
-        }
+        let chosen: Vec<String> = chosen.into_iter().cloned().collect();
+        let gone = gone(&docker, &stack, &chosen);
+        let (print, gone) = (std::pin::pin!(print), std::pin::pin!(gone));
+        let ended = futures_util::future::select(print, gone);
+        let why = match futures_util::future::select(ended, interrupted).await {
+            // The streams ended (or failed) first: as the stack went away?
+            futures_util::future::Either::Left((futures_util::future::Either::Left((printed, _)), _)) => {
+                match gone_now(&docker, &stack, &chosen).await {
+                    Ok(Some(why)) => why,
+                    _ => return printed,
+                }
+            }
+            futures_util::future::Either::Left((futures_util::future::Either::Right((why, _)), _)) => why?,
+            futures_util::future::Either::Right(_) => return Ok(()),
+        };
+        ctx.say(&why);
+        Ok(())
     })
+}
+
+/// How often `--follow` looks whether what it follows is still there.
+const STILL_THERE: Duration = Duration::from_secs(2);
+
+/// Resolves once none of `chosen` (services by their names in the stack
+/// file) is in the stack any more: why there are no more lines to follow.
+async fn gone(docker: &bollard::Docker, stack: &str, chosen: &[String]) -> Result<String> {
+    loop {
+        tokio::time::sleep(STILL_THERE).await;
+        if let Some(why) = gone_now(docker, stack, chosen).await? {
+            return Ok(why);
+        }
+    }
+}
+
+/// Why there is nothing more to follow, when none of `chosen` is in the
+/// stack now.
+async fn gone_now(docker: &bollard::Docker, stack: &str, chosen: &[String]) -> Result<Option<String>> {
+    let names = Snapshot::read(docker, stack).await?.names();
+    if names.is_empty() {
+        return Ok(Some(format!("stack {stack} was removed: no more logs to follow")));
+    }
+    if !chosen.iter().any(|name| names.contains(name)) {
+        let verb = if chosen.len() == 1 { "is" } else { "are" };
+        return Ok(Some(format!("{} {verb} no longer in stack {stack}: no more logs to follow", chosen.join(", "))));
+    }
+    Ok(None)
 }
 
 /// A task of the stack: its id, service (as the stack file names it) and

@@ -12,7 +12,6 @@ use crate::stackfile;
 
 /// `cargo xtask plan`.
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
-    crate::stack::check_name(&ctx.settings.stack)?;
     let source = stackfile::Source::read(ctx)?;
     let sh = ctx.sh();
     let lookup = |name: &str| sh.var(name).ok();

@@ -20,8 +20,6 @@ use crate::release::{Checked, Release};
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let stack = ctx.settings.stack.clone();
-    // Before the lock, whose name is the stack's.
-    crate::stack::check_name(&stack)?;
     let release_image = ctx.settings.image_name();
     let running =
         ctx.block_on(async { crate::stack::running_app(&ctx.docker().await?, &stack, &release_image).await })?;

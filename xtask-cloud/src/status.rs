@@ -3,8 +3,10 @@
 //! completed; then the last deploy from the history and the deploy lock, and
 //! the drift: every service and field changed outside the xtask since the
 //! last deploy recorded the specs (`spec::drift`). The exit code is 0 when
-//! the stack has converged without drift, 3 when it has not converged, 1 on
-//! drift (unless `--allow-drift`), so that it serves as a monitor or a CI gate.
+//! the stack has converged without drift, 3 when it has not converged or its
+//! app runs a version whose deploy did not finish (timed out, interrupted:
+//! unverified, until a deploy settles it), 1 on drift (unless
+//! `--allow-drift`), so that it serves as a monitor or a CI gate.
 
 use anyhow::{Result, bail};
 use serde::Serialize;
@@ -136,6 +138,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let stale = credential_age.and_then(stale_credential_warning);
     let converged = services.iter().all(|service| service.converged);
     let docker = ctx.block_on(async { ctx.docker().await })?;
+    let app = ctx.block_on(crate::stack::running_app(&docker, &stack, &ctx.settings.image_name()))?;
+    let unverified = app.and_then(|app| crate::records::history::unverified(&history, &app.version).cloned());
     let live = crate::spec::live_services(ctx, &docker, &stack)?;
     let drift =
         crate::records::history::last_specs(&history).map(|recorded| crate::spec::drift::drifted(&recorded, &live));
@@ -144,6 +148,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         let json = serde_json::json!({
             "stack": stack,
             "converged": converged,
+            // The version whose deploy timed out or was interrupted, if the
+            // app runs it: not verified.
+            "unverified": unverified.as_ref().map(|entry| &entry.version),
             "nodes": nodes,
             "task_nodes": services
                 .iter()
@@ -196,6 +203,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             }
             None => "no deploy recorded".to_owned(),
         });
+        if let Some(entry) = &unverified {
+            lines.push(format!("unverified: {}", unverified_reason(entry)));
+        }
         if let Some(holder) = &holder {
             lines.push(format!("locked: {}", holder.describe()));
         }
@@ -220,6 +230,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             xtask::exit::Exit::NotConverged.error(format!("stack {stack} has not converged: {}", waiting.join(", ")))
         );
     }
+    if let Some(entry) = &unverified {
+        return Err(xtask::exit::Exit::NotConverged.error(format!("stack {stack}: {}", unverified_reason(entry))));
+    }
     let drifted: Vec<String> =
         drift.iter().flatten().map(|(service, fields)| format!("{service} ({})", fields.join(", "))).collect();
     if !drifted.is_empty() && !args.allow_drift {
@@ -230,6 +243,19 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What a version left unverified means, and what settles it.
+fn unverified_reason(entry: &crate::records::history::Entry) -> String {
+    let ended = match entry.outcome {
+        crate::records::history::Outcome::Interrupted => "was interrupted",
+        _ => "timed out",
+    };
+    format!(
+        "the app runs version {} unverified: its deploy {ended} before the verification in the swarm ran; \
+         `cargo xtask deploy` of it verifies it",
+        entry.version
+    )
 }
 
 /// Why a service has not converged, in a word or two: a job that failed

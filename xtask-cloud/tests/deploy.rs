@@ -11,6 +11,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -291,7 +292,7 @@ fn ci_cleans_up_after_sigterm() {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match seen.recv_timeout(left) {
-            Ok(line) if line.contains("SIGTERM: finishing the current stage") => break,
+            Ok(line) if line.contains("SIGTERM: stopping the current stage") => break,
             Ok(_) => continue,
             Err(_) => panic!("ci did not say it took the SIGTERM"),
         }
@@ -315,4 +316,94 @@ fn ci_cleans_up_after_sigterm() {
 fn signal(pid: u32, signal: &str) {
     let sent = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill runs");
     assert!(sent.success(), "kill {signal} {pid}");
+}
+
+/// Ctrl-C (SIGINT to the xtask alone, as a CI runner sends it) while `ci`'s
+/// `test` stage compiles: the stage's command and its children stop at
+/// once, clean and logout run, exit 130; a command that ignores the first
+/// signal is killed, with its children, by the second, and nothing is left
+/// running. The stage's cargo is a stand-in (CARGO) that starts a child and
+/// waits for it, as cargo waits for rustc.
+#[test]
+fn an_interrupt_during_ci_stops_the_stage_and_leaves_nothing_running() {
+    let _lock = swarm_lock();
+    let moto = support::moto::Moto::start();
+    let registry = Registry::start_for_ecr();
+    let stand_in = tempfile::tempdir().expect("temp dir");
+
+    for (ignores_the_first, signals) in [(false, 1), (true, 2)] {
+        let pids = stand_in.path().join(format!("pids-{signals}"));
+        let cargo = stand_in.path().join(format!("cargo-{signals}"));
+        let ignore = if ignores_the_first { "trap '' INT TERM\n" } else { "" };
+        // Its child in the foreground, as rustc is cargo's (a background
+        // child of a script ignores SIGINT).
+        let script = format!(
+            "#!/bin/sh\n{ignore}echo $$ > {pids}\nsh -c 'echo $$ >> {pids}; exec sleep 300'\n",
+            pids = pids.display()
+        );
+        std::fs::write(&cargo, script).expect("write the stand-in cargo");
+        std::fs::set_permissions(&cargo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let sandbox = moto
+            .sandbox(support::sandbox())
+            .with_env("ECR_REGISTRY", &registry.host())
+            .with_env("CARGO", &cargo.display().to_string());
+        let version_file = sandbox.dir.path().join("version.json");
+        let mut cmd = sandbox.command(&["ci", "--version-file", &version_file.display().to_string()]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start xtask ci");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+        let started = || std::fs::read_to_string(&pids).is_ok_and(|text| text.split_whitespace().count() == 2);
+        let reached = xtask_test_support::poll_until(Duration::from_secs(180), || {
+            started() || child.try_wait().expect("try_wait").is_some()
+        });
+        assert!(reached && started(), "ci did not reach the stand-in cargo: {}", {
+            let _ = child.kill();
+            let _ = child.wait();
+            reader.join().unwrap_or_default()
+        });
+        let text = std::fs::read_to_string(&pids).unwrap();
+        let stage_pids: Vec<u32> = text.split_whitespace().map(|pid| pid.parse().unwrap()).collect();
+
+        let sent = Instant::now();
+        for _ in 0..signals {
+            signal(child.id(), "-INT");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let ended =
+            xtask_test_support::poll_until(Duration::from_secs(90), || child.try_wait().expect("try_wait").is_some());
+        if !ended {
+            let _ = child.kill();
+        }
+        let status = child.wait().expect("xtask ci ends");
+        let stderr = reader.join().expect("the stderr reader");
+        for pid in &stage_pids {
+            // Gone, or a zombie about to be reaped; a signal takes a moment.
+            let running = || {
+                Path::new(&format!("/proc/{pid}")).exists()
+                    && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+            };
+            let alive = !xtask_test_support::poll_until(Duration::from_secs(5), || !running());
+            // (Killed outright at the end of the test otherwise.)
+            if alive {
+                let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+            assert!(!alive, "process {pid} of the stage outlived ci ({signals} signal(s)):\n{stderr}");
+        }
+        assert!(ended, "ci ran on {:?} after {signals} SIGINT(s):\n{stderr}", sent.elapsed());
+        assert_eq!(status.code(), Some(130), "{stderr}");
+        if signals == 1 {
+            assert!(stderr.contains("SIGINT: stopping the current stage, its commands stopped"), "{stderr}");
+            assert!(
+                stderr.contains("==> ci: clean (always)") && stderr.contains("==> ci: logout (always)"),
+                "{stderr}"
+            );
+            assert!(stderr.contains("==> ci: release skipped: interrupted by SIGINT"), "{stderr}");
+        } else {
+            assert!(
+                stderr.contains("SIGINT again: exiting without cleaning up, its 1 running command(s) killed"),
+                "{stderr}"
+            );
+        }
+    }
 }

@@ -628,3 +628,263 @@ fn an_interrupt_during_the_database_job_removes_it_and_one_after_the_stack_chang
     );
     assert!(!lock_exists(&stack));
 }
+
+/// A stack name the engine refuses (`STACK_NAME='a b'`) is refused by every
+/// task that names the stack, as `deploy` refuses it, naming the rule:
+/// never "not deployed" or an empty history.
+#[test]
+fn every_task_refuses_a_stack_name_the_engine_does_not_accept() {
+    let sandbox = support::sandbox().with_env("STACK_NAME", "a b").with_env("ECR_REGISTRY", "127.0.0.1:9");
+    for task in [&["status"][..], &["history"], &["logs"], &["plan"], &["unlock"], &["deploy", "--no-login"]] {
+        let run = sandbox.xtask(task);
+        assert_eq!(run.status.code(), Some(1), "{task:?}: {}{}", run.stdout, run.stderr);
+        let error = run.error_text();
+        assert!(
+            error.contains("\"a b\" is not one the engine accepts") && error.contains("STACK_NAME"),
+            "{task:?}: {}",
+            run.stderr
+        );
+        assert_eq!(run.error_lines().len(), 1, "{task:?}: {}", run.stderr);
+    }
+}
+
+/// The read-only tasks on a stack that changes under them: history entries
+/// that cannot be read are named once, by `history` and by `rollback`; and
+/// `logs --follow` ends, saying why, when its stack goes away.
+#[test]
+fn unreadable_history_is_named_and_logs_follow_ends_with_its_stack() {
+    let app = PushedApp::start();
+    let (sandbox, stack) = (&app.sandbox, app.stack.clone());
+    app.deploy(&app.version).assert_success();
+
+    unreadable_history_entries_are_named_once(&app);
+
+    // Following the app's logs; then the stack goes away.
+    let mut follow = sandbox
+        .command(&["logs", "app", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("logs --follow");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(follow.try_wait().expect("try_wait").is_none(), "logs --follow ended before the stack went away");
+    docker_ok(&["stack", "rm", &stack]);
+    let ended =
+        xtask_test_support::poll_until(Duration::from_secs(60), || follow.try_wait().expect("try_wait").is_some());
+    if !ended {
+        let _ = follow.kill();
+    }
+    let out = Run::of(follow.wait_with_output().expect("logs --follow ends"));
+    assert!(ended, "logs --follow still runs a minute after `docker stack rm`:\n{}", out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let said: Vec<&str> = out.stderr.lines().filter(|line| line.contains("no more logs to follow")).collect();
+    assert_eq!(said.len(), 1, "{}", out.stderr);
+    assert!(said[0].contains(&format!("stack {stack} was removed")), "{}", out.stderr);
+}
+
+/// A config under the history's label that holds no entry (invalid JSON):
+/// skipped, and counted and named in one warning.
+fn unreadable_history_entries_are_named_once(app: &PushedApp) {
+    let (sandbox, stack) = (&app.sandbox, &app.stack);
+    let junk = format!("{stack}_history_junk");
+    let junk_file = sandbox.dir.path().join("junk.json");
+    std::fs::write(&junk_file, "{ not json").expect("write the junk entry");
+    let label = format!("{}={stack}", xtask_cloud::records::HISTORY_LABEL);
+    docker_ok(&["config", "create", "--label", &label, &junk, &junk_file.display().to_string()]);
+    let warned = |run: &Run| -> Vec<String> {
+        run.stderr
+            .lines()
+            .filter(|line| line.starts_with("warning:") && line.contains(&junk))
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let history = sandbox.xtask(&["history"]);
+    history.assert_success();
+    assert!(history.stdout.contains(&app.version), "{}", history.stdout);
+    let said = warned(&history);
+    assert_eq!(said.len(), 1, "{}", history.stderr);
+    assert!(said[0].contains("skipped 1 entry"), "{}", said[0]);
+
+    // rollback reads the history too (it has nothing to go back to here).
+    let rollback = sandbox.xtask(&["rollback", "--no-login"]);
+    rollback.assert_failure();
+    assert_eq!(warned(&rollback).len(), 1, "{}", rollback.stderr);
+}
+
+/// A deploy that times out leaves the swarm's update running, unverified:
+/// `status` says so (exit 3) once it has converged, until a deploy of the
+/// same version verifies it.
+#[test]
+fn a_deploy_that_times_out_is_unverified_until_a_deploy_verifies_it() {
+    let mut app = PushedApp::start();
+    let (a, b) = (app.version.clone(), app.version_named("b"));
+    app.derive(&b, &format!("LABEL version={b}"));
+    let (sandbox, stack) = (&app.sandbox, app.stack.clone());
+    app.deploy(&a).assert_success();
+
+    // B's update is monitored for 40 s after its task started: the jobs
+    // complete within the 25 s, the app's update does not.
+    let slow = app.at(&b).clone_with(&[("APP_UPDATE_MONITOR", "40s")]);
+    let timed_out = slow.xtask(&["deploy", "--no-login", "--timeout", "25s"]);
+    assert_eq!(timed_out.status.code(), Some(3), "{}", timed_out.stderr);
+    let error = timed_out.error_text();
+    assert!(error.contains("did not converge within 25s") && error.contains("not verified"), "{error}");
+    assert!(!timed_out.stderr.contains("verifying task"), "{}", timed_out.stderr);
+
+    // The update goes on and converges, on B: unverified.
+    let update_state = || {
+        docker_ok(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}",
+            &format!("{stack}_app"),
+        ])
+    };
+    wait_until("B's update completed in the swarm", Duration::from_secs(180), || update_state() == "completed");
+    assert!(app.spec_image("app").ends_with(&format!(":{b}")), "the swarm rolled B back");
+    let status = sandbox.xtask(&["status"]);
+    assert_eq!(status.status.code(), Some(3), "{}{}", status.stdout, status.stderr);
+    assert!(
+        status.stdout.lines().any(|line| line.starts_with("unverified:") && line.contains(&b)),
+        "{}",
+        status.stdout
+    );
+    assert!(status.error_text().contains(&format!("runs version {b} unverified")), "{}", status.stderr);
+    let json: serde_json::Value =
+        serde_json::from_str(&sandbox.xtask(&["status", "--json"]).stdout).expect("status --json");
+    assert_eq!(json["unverified"], b.as_str());
+
+    // A deploy of B again verifies it, and settles it.
+    let again = slow.xtask(&["deploy", "--no-login", "--timeout", "3m"]);
+    again.assert_success();
+    assert!(again.stderr.contains("verifying task"), "{}", again.stderr);
+    let settled = sandbox.xtask(&["status"]);
+    settled.assert_success();
+    assert!(!settled.stdout.contains("unverified"), "{}", settled.stdout);
+}
+
+/// A forced unlock while a deploy verifies its version, then a second
+/// deploy: the second leaves the first one's verification job alone (it
+/// carries the first run's lock token, and that run goes on), and the
+/// first ends verified, on its own terms.
+#[test]
+fn a_deploy_whose_lock_was_forced_keeps_its_verification_job() {
+    let mut app = PushedApp::start();
+    let (a, b) = (app.version.clone(), app.version_named("b"));
+    app.derive(&b, &format!("LABEL version={b}"));
+    let (sandbox, stack) = (&app.sandbox, app.stack.clone());
+    app.deploy(&a).assert_success();
+
+    // The first deploy, held still (SIGSTOP) as soon as its verification
+    // job exists.
+    let verify_jobs = || -> Vec<String> {
+        let filter = format!("label={JOB_LABEL}={stack}");
+        let names = docker_ok(&["service", "ls", "--filter", &filter, "--format", "{{.Name}}"]);
+        names.lines().filter(|name| name.contains("_xtask_verify_")).map(str::to_owned).collect()
+    };
+    let first = app.spawn_deploy(&b);
+    wait_until("the first deploy's verification job", Duration::from_secs(240), || !verify_jobs().is_empty());
+    signal(first.id(), "-STOP");
+    // Let it go on whatever happens below.
+    struct Resume(u32);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
+        }
+    }
+    let resume = Resume(first.id());
+    let job = verify_jobs().remove(0);
+    let labels = docker_ok(&["service", "inspect", "--format", "{{json .Spec.Labels}}", &job]);
+    let token = lock_holder(&stack).expect("the first deploy holds the lock")["token"].clone();
+    assert!(labels.contains(&format!("\"{}\":{token}", xtask_cloud::release::job::LOCK_TOKEN_LABEL)), "{labels}");
+
+    sandbox.xtask(&["unlock", "--force"]).assert_success();
+    // The second deploy (B again: its database check is a job too, after
+    // the clean-up of left jobs).
+    let second = app.deploy(&b);
+    second.assert_success();
+    assert!(!second.stderr.contains(&format!("removed the job {job}")), "{}", second.stderr);
+    assert!(second.stderr.contains(&format!("left the job {job} alone")), "{}", second.stderr);
+    assert_eq!(verify_jobs(), std::slice::from_ref(&job), "the first deploy's job is gone");
+
+    drop(resume);
+    let first = Run::of(first.wait_with_output().expect("the first deploy ends"));
+    first.assert_success();
+    assert!(first.stderr.contains(&format!("verified 1 task(s) of {stack}_app")), "{}", first.stderr);
+    assert!(first.stderr.contains("taken away"), "{}", first.stderr);
+    assert!(!first.stderr.contains("cannot list the job's tasks"), "{}", first.stderr);
+    assert!(!first.stderr.contains("could not remove the job"), "{}", first.stderr);
+    assert!(verify_jobs().is_empty(), "the first deploy left its job");
+    assert!(!lock_exists(&stack));
+}
+
+/// Ctrl-C during `deploy --prune`, after the stack deploy removed a service:
+/// the history records what it did, so `status` calls no drift where `plan`
+/// sees no change.
+#[test]
+fn an_interrupted_prune_is_recorded_as_what_it_did() {
+    let mut app = PushedApp::start();
+    let (a, b) = (app.version.clone(), app.version_named("b"));
+    app.derive(&b, &format!("LABEL version={b}"));
+    let stack_file = std::path::PathBuf::from(app.sandbox.env_value("STACK_FILE").expect("the sandbox's stack file"));
+    let text = std::fs::read_to_string(&stack_file).expect("the stack file");
+    let worker = "  worker:\n    image: \"${ECR_REGISTRY}/${IMAGE_REPOSITORY:-todobackend}:${APP_VERSION}\"\n    \
+                  command: [\"serve\"]\n    networks: [net]\n    deploy:\n      replicas: 0\n\nnetworks:\n";
+    let with_worker = text.replacen("\nnetworks:\n", &format!("\n{worker}"), 1);
+    assert_ne!(with_worker, text);
+    let worker_file = app.sandbox.dir.path().join("stack-with-worker.yml");
+    std::fs::write(&worker_file, with_worker).expect("write the stack file with a worker");
+    let stack = app.stack.clone();
+    app.at(&a)
+        .clone_with(&[("STACK_FILE", &worker_file.display().to_string())])
+        .xtask(&["deploy", "--no-login", "--timeout", "3m"])
+        .assert_success();
+    assert!(docker(&["service", "inspect", &format!("{stack}_worker")]).status.success());
+
+    // B without the worker, --prune: interrupted while it watches the update.
+    let mut deploy = app
+        .at(&b)
+        .command(&["deploy", "--no-login", "--timeout", "3m", "--prune"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn deploy --prune");
+    let stderr = deploy.stderr.take().expect("piped stderr");
+    let (lines, seen) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = lines.send(line);
+        }
+        all
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(line) if line.contains("wait until every service runs the new version") => break,
+            Ok(_) => continue,
+            Err(_) => {
+                let _ = deploy.kill();
+                panic!("the deploy did not reach its watch");
+            }
+        }
+    }
+    assert!(!docker(&["service", "inspect", &format!("{stack}_worker")]).status.success(), "--prune left the worker");
+    signal(deploy.id(), "-INT");
+    let status = deploy.wait().expect("the deploy ends");
+    let stderr = reader.join().expect("the stderr reader");
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains(&format!("recorded the deploy of {b} as interrupted")), "{stderr}");
+
+    let plan = app.at(&b).xtask(&["plan", "--exit-code"]);
+    assert_eq!(plan.status.code(), Some(0), "plan sees changes:\n{}{}", plan.stdout, plan.stderr);
+    let status = app.sandbox.xtask(&["status"]);
+    assert!(!status.stdout.contains("drift:"), "status calls the prune drift:\n{}", status.stdout);
+    assert_ne!(status.status.code(), Some(1), "{}{}", status.stdout, status.stderr);
+}

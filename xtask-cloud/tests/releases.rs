@@ -137,6 +137,9 @@ fn after_a_failed_breaking_release_the_printed_command_brings_the_service_back()
     let error = crashed.error_text();
     assert!(error.contains(&format!("version {a}")) && error.contains(renaming.name()), "{error}");
     assert!(error.contains("service stays down"), "{error}");
+    // Exit 4, service down (README, exit codes): not 3, which promises the
+    // version that served still serves.
+    assert_eq!(crashed.status.code(), Some(4), "{}", crashed.stderr);
     assert_eq!(spec_image(&stack, "app"), image_a, "the swarm did not go back to A");
     let command = error
         .split('`')

@@ -285,6 +285,8 @@ impl Ctx {
     /// Run a command, or in a dry run print it. The command line is echoed to
     /// stderr, and so is everything the command prints: stdout is kept for
     /// the xtask's results. With -q neither shows unless the command fails.
+    /// In `ci` it is a process group of its own, stopped with the stage
+    /// (`children`).
     pub fn run(&self, cmd: Cmd<'_>) -> Result<()> {
         if self.dry_run {
             self.plan(&format!("$ {cmd}"));
@@ -292,7 +294,8 @@ impl Ctx {
         }
         let line = cmd.to_string();
         if self.verbosity == Verbosity::Quiet {
-            let ran = std::process::Command::from(cmd).output().with_context(|| format!("cannot start `{line}`"))?;
+            let ran = crate::children::output(std::process::Command::from(cmd))
+                .with_context(|| format!("cannot start `{line}`"))?;
             if !ran.status.success() {
                 output::say(&format!("$ {line}"));
                 output::raw(&String::from_utf8_lossy(&ran.stdout));
@@ -304,7 +307,7 @@ impl Ctx {
         output::say(&format!("$ {line}"));
         let mut command = std::process::Command::from(cmd);
         command.stdout(std::io::stderr());
-        let status = command.status().with_context(|| format!("cannot start `{line}`"))?;
+        let status = crate::children::status(command).with_context(|| format!("cannot start `{line}`"))?;
         if !status.success() {
             anyhow::bail!("`{line}` failed ({status})");
         }

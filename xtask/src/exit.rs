@@ -19,6 +19,12 @@ pub enum Exit {
     /// converge in time, the swarm rolled it back, or a job failed (the
     /// version that served still serves); `status`: not converged. 3.
     NotConverged,
+    /// A release failed after its breaking migrations ran (deployed with
+    /// `--allow-breaking-migration`): the version that served before cannot
+    /// serve the schema they left, so the service is down whatever the swarm
+    /// runs, until `rollback --restore-data`. 4: not [`Exit::NotConverged`],
+    /// whose promise is that the old version still serves.
+    ServiceDown,
     /// `plan --exit-code`: the deploy would change something. 2, as the issue
     /// asked and as `terraform plan -detailed-exitcode` exits; it shares the
     /// code with [`Exit::Usage`], so with `--exit-code` on the command line
@@ -53,6 +59,7 @@ impl Exit {
             Exit::Failure => 1,
             Exit::Usage | Exit::Changes => 2,
             Exit::NotConverged => 3,
+            Exit::ServiceDown => 4,
             Exit::LockHeld => 75,
             Exit::Interrupted(Signal::Int) => 130,
             Exit::Interrupted(Signal::Term) => 143,
@@ -89,7 +96,9 @@ Exit codes:
        (then a usage error exits 64)
   3    not converged: deploy or rollback changed the stack but the new version is not live
        (timed out, rolled back by the swarm, or a job failed; the version that served still serves);
-       status: a service has not converged
+       status: a service has not converged, or the app runs a version whose deploy timed out (unverified)
+  4    service down: a deploy with --allow-breaking-migration failed after its breaking migrations ran,
+       and the version that served before cannot serve the schema they left: `rollback --restore-data`
   75   the deploy lock is held by another task: retry later (or --lock-wait DURATION)
   130  interrupted by SIGINT (Ctrl-C)
   143  interrupted by SIGTERM";
@@ -194,6 +203,7 @@ mod tests {
             Exit::Failure,
             Exit::Usage,
             Exit::NotConverged,
+            Exit::ServiceDown,
             Exit::LockHeld,
             Exit::Interrupted(Signal::Int),
             Exit::Interrupted(Signal::Term),

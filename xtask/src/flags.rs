@@ -164,11 +164,16 @@ pub struct DeployArgs {
     #[arg(long)]
     pub detach: bool,
 
-    /// How long to wait for the services to converge: 300, 90s, 5m, 1h.
+    /// How long to wait for the services to converge: 300, 90s, 5m, 1h. On
+    /// the timeout the deploy exits 3 and leaves the swarm's update running,
+    /// not rolled back: the version is unverified (`status` exits 3 and says
+    /// so) until a deploy of it again verifies it.
     #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = settings::parse_duration)]
     pub timeout: Duration,
 
-    /// Deploy even if the new version applies a migration not marked `-- additive`.
+    /// Deploy even if the new version applies a migration not marked `-- additive`
+    /// (if the deploy then fails, the service is down: exit 4, and the error
+    /// names the `rollback --restore-data` that brings it back).
     #[arg(long)]
     pub allow_breaking_migration: bool,
 

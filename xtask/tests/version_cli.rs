@@ -141,7 +141,7 @@ fn the_help_documents_the_exit_codes() {
     let help = support::sandbox().xtask_in(repo.path(), &["--help"]);
     help.assert_success();
     let table = help.stdout.split_once("Exit codes:").expect("no exit codes in --help").1;
-    for code in ["0", "1", "2", "3", "75", "130", "143"] {
+    for code in ["0", "1", "2", "3", "4", "75", "130", "143"] {
         assert!(table.lines().any(|line| line.split_whitespace().any(|word| word == code)), "{code}:\n{table}");
     }
 }

@@ -245,23 +245,41 @@ async fn write(docker: &Docker, stack: &str, entry: &Entry) -> Result<()> {
 
 /// The stack's entries, newest first (their names sort as they were
 /// written), with their config ids.
-async fn read(docker: &Docker, stack: &str) -> Result<Vec<(String, Entry)>> {
+async fn read(docker: &Docker, stack: &str) -> Result<super::Listed<Entry>> {
     super::list(docker, HISTORY_LABEL, stack).await.context("cannot list the swarm's configs")
 }
 
 async fn prune(docker: &Docker, stack: &str) -> Result<()> {
-    for (id, _) in read(docker, stack).await?.into_iter().skip(KEPT) {
+    for (id, _) in read(docker, stack).await?.records.into_iter().skip(KEPT) {
         super::remove(docker, &id).await.with_context(|| format!("cannot remove the old history entry {id}"))?;
     }
     Ok(())
 }
 
 /// The stack's history, newest first (reads only: a dry run reads it too).
+/// Configs under the history's label that hold no entry this xtask reads
+/// are left out, and counted and named in one warning, once per run (a
+/// task may read the history more than once).
 pub fn list(ctx: &Ctx, stack: &str) -> Result<Vec<Entry>> {
-    ctx.block_on(async {
-        let docker = ctx.docker().await?;
-        Ok(read(&docker, stack).await?.into_iter().map(|(_, entry)| entry).collect())
-    })
+    let listed = ctx.block_on(async { read(&ctx.docker().await?, stack).await })?;
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if !listed.unreadable.is_empty() {
+        WARNED.call_once(|| ctx.warn(&unreadable_warning(stack, &listed.unreadable)));
+    }
+    Ok(listed.records.into_iter().map(|(_, entry)| entry).collect())
+}
+
+/// The warning about the history's configs that hold no readable entry.
+fn unreadable_warning(stack: &str, names: &[String]) -> String {
+    let (count, remove) = match names.len() {
+        1 => ("1 entry".to_owned(), "removes it if it is not another tool's"),
+        n => (format!("{n} entries"), "removes them if they are not another tool's"),
+    };
+    format!(
+        "skipped {count} of stack {stack}'s history that cannot be read (not an entry as this xtask writes it): \
+         {}; `docker config inspect --pretty NAME` shows one, `docker config rm NAME` {remove}",
+        names.join(", ")
+    )
 }
 
 /// The version a rollback returns to: the newest one that converged and is
@@ -292,6 +310,17 @@ fn serving_before_failure(entries: &[Entry]) -> Option<String> {
         return None;
     }
     older.iter().find(|entry| entry.outcome == Outcome::Converged).map(|entry| entry.version.clone())
+}
+
+/// The deploy that left `running` (the app's version) on the stack without
+/// its verification: the newest entry, when it is a deploy of that version
+/// that timed out or was interrupted. Its update went on in the swarm, and
+/// may have converged since; a deploy settles it (of the same version, it
+/// verifies it; of another, it replaces it).
+pub fn unverified<'a>(entries: &'a [Entry], running: &str) -> Option<&'a Entry> {
+    let newest = entries.first()?;
+    let unfinished = matches!(newest.outcome, Outcome::TimedOut | Outcome::Interrupted);
+    (newest.kind == Kind::Deploy && unfinished && newest.version == running).then_some(newest)
 }
 
 /// The specs of the newest entry that recorded them (entries newest first),
@@ -355,6 +384,24 @@ pub mod tests {
     }
 
     #[test]
+    fn a_deploy_that_timed_out_leaves_its_version_unverified_until_the_next_entry() {
+        let entry = |version: &str, outcome: Outcome| at(version, "", outcome);
+        let timed_out = [entry("B", Outcome::TimedOut), entry("A", Outcome::Converged)];
+        assert_eq!(unverified(&timed_out, "B").map(|entry| entry.version.as_str()), Some("B"));
+        // The swarm rolled it back: A runs, verified when it was deployed.
+        assert_eq!(unverified(&timed_out, "A"), None);
+        let interrupted = [entry("B", Outcome::Interrupted), entry("A", Outcome::Converged)];
+        assert!(unverified(&interrupted, "B").is_some());
+        // A deploy since (B verified, or another version) settles it.
+        let settled = [entry("B", Outcome::Converged), entry("B", Outcome::TimedOut)];
+        assert_eq!(unverified(&settled, "B"), None);
+        let mut rollback = entry("B", Outcome::TimedOut);
+        rollback.kind = Kind::Rollback;
+        assert_eq!(unverified(&[rollback], "B"), None);
+        assert_eq!(unverified(&[], "B"), None);
+    }
+
+    #[test]
     fn entries_round_trip_through_json_and_tolerate_missing_detail() {
         let entry = at("A", "2026-11-24T01:00:00Z", Outcome::RolledBack);
         let json = serde_json::to_string(&entry).unwrap();
@@ -366,6 +413,15 @@ pub mod tests {
         // An outcome a later version wrote is read, as unknown.
         let later = r#"{"kind":"rollback","version":"A","image":"i","digest":null,"commit":null,"actor":"t","at":"x","outcome":"paused"}"#;
         assert_eq!(serde_json::from_str::<Entry>(later).unwrap().outcome, Outcome::Unknown);
+    }
+
+    #[test]
+    fn unreadable_entries_are_counted_and_named_in_one_line() {
+        let one = unreadable_warning("s", &["s_history_x".into()]);
+        assert!(one.contains("skipped 1 entry of stack s's history") && one.contains("s_history_x"), "{one}");
+        assert!(one.contains("removes it if it is"), "{one}");
+        let two = unreadable_warning("s", &["a".into(), "b".into()]);
+        assert!(two.contains("skipped 2 entries") && two.contains("a, b") && !two.contains('\n'), "{two}");
     }
 
     #[test]

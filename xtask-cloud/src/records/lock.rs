@@ -54,7 +54,7 @@ impl Holder {
             task: task.to_owned(),
             version: version.to_owned(),
             holder: super::history::actor(),
-            host: host_name().unwrap_or_else(|| "an unknown host".to_owned()),
+            host: this_host(),
             pid: std::process::id(),
             since: crate::clock::rfc3339(SystemTime::now()),
             token: token(),
@@ -72,11 +72,21 @@ impl Holder {
     /// Whether its process runs: on this host (same host name) the answer
     /// is known, elsewhere it is not.
     pub fn liveness(&self) -> Liveness {
-        if host_name().as_deref() != Some(self.host.as_str()) || self.pid == 0 {
-            return Liveness::Unknown;
-        }
-        if process_runs(self.pid) { Liveness::Runs } else { Liveness::Gone }
+        liveness(&self.host, self.pid)
     }
+}
+
+/// Whether process `pid` of host `host` runs: known on this host only.
+pub fn liveness(host: &str, pid: u32) -> Liveness {
+    if host_name().as_deref() != Some(host) || pid == 0 {
+        return Liveness::Unknown;
+    }
+    if process_runs(pid) { Liveness::Runs } else { Liveness::Gone }
+}
+
+/// This host's name, as a lock's holder records it.
+pub fn this_host() -> String {
+    host_name().unwrap_or_else(|| "an unknown host".to_owned())
 }
 
 pub enum Liveness {

@@ -96,14 +96,32 @@ pub async fn read<T: DeserializeOwned>(docker: &Docker, name: &str) -> Result<Op
 }
 
 /// The records marked `label` of `stack`, with their config IDs, by name,
-/// last first. A config under the label that holds no such record (someone
-/// else's) is left out, not fatal.
-pub async fn list<T: DeserializeOwned>(docker: &Docker, label: &str, stack: &str) -> Result<Vec<(String, T)>> {
+/// last first; and the names of the configs under the label that hold no
+/// such record (someone else's, or damaged), which are left out, not fatal:
+/// the caller says so.
+pub async fn list<T: DeserializeOwned>(docker: &Docker, label: &str, stack: &str) -> Result<Listed<T>> {
     let filters = HashMap::from([("label".to_owned(), vec![format!("{label}={stack}")])]);
     let mut configs = docker.list_configs(Some(ListConfigsOptions { filters: Some(filters) })).await?;
     let name = |config: &bollard::models::Config| config.spec.as_ref().and_then(|spec| spec.name.clone());
     configs.sort_by_key(|config| std::cmp::Reverse(name(config)));
-    Ok(configs.into_iter().filter_map(|config| Some((config.id.unwrap_or_default(), decoded(config.spec)?))).collect())
+    let mut listed = Listed { records: Vec::new(), unreadable: Vec::new() };
+    for config in configs {
+        let id = config.id.clone().unwrap_or_default();
+        let shown = name(&config).unwrap_or_else(|| id.clone());
+        match decoded(config.spec) {
+            Some(record) => listed.records.push((id, record)),
+            None => listed.unreadable.push(shown),
+        }
+    }
+    Ok(listed)
+}
+
+/// What [`list`] found.
+pub struct Listed<T> {
+    /// (config ID, record), last first.
+    pub records: Vec<(String, T)>,
+    /// The names of the configs that hold no such record.
+    pub unreadable: Vec<String>,
 }
 
 /// Remove the config `id` (by ID: a config of the same name made since is

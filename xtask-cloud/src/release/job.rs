@@ -27,6 +27,19 @@ use futures_util::StreamExt;
 /// The label on every job, naming its stack.
 pub const JOB_LABEL: &str = "com.todobackend.job";
 
+/// The label with the token of the deploy lock the run that made the job
+/// held (`records::lock`): a job is that run's, while it runs, even if its
+/// lock was taken away (`unlock --force`) and another run holds the stack's.
+pub const LOCK_TOKEN_LABEL: &str = "com.todobackend.job.lock-token";
+/// The label naming that run: `<host> <pid>`.
+pub const RUN_LABEL: &str = "com.todobackend.job.run";
+/// The label with the time (Unix seconds) after which that run no longer
+/// waits for the job: its timeout, and a margin for removing it.
+pub const DEADLINE_LABEL: &str = "com.todobackend.job.deadline";
+
+/// The margin after a job's timeout for its run to remove it.
+const REMOVAL_MARGIN: Duration = Duration::from_secs(60);
+
 /// The jobs' names, `<stack>_xtask_<n>`: the swarm names their containers
 /// `<name>.<slot>.<task>` and labels them with the name.
 pub fn job_prefix(stack: &str) -> String {
@@ -75,7 +88,14 @@ impl Ended {
 pub(super) async fn run(docker: &Docker, job: Job<'_>) -> Result<Ended> {
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let name = format!("{}{}{}", job_prefix(job.stack), job.kind, nanos % 1_000_000_000);
-    let labels = HashMap::from([(JOB_LABEL.to_owned(), job.stack.to_owned())]);
+    let deadline = SystemTime::now() + job.timeout + REMOVAL_MARGIN;
+    let deadline = deadline.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let labels = HashMap::from([
+        (JOB_LABEL.to_owned(), job.stack.to_owned()),
+        (LOCK_TOKEN_LABEL.to_owned(), crate::interrupt::lock_token().unwrap_or_default()),
+        (RUN_LABEL.to_owned(), format!("{} {}", crate::records::lock::this_host(), std::process::id())),
+        (DEADLINE_LABEL.to_owned(), deadline.to_string()),
+    ]);
     let mut task = job.task;
     if let Some(container) = task.container_spec.as_mut() {
         container.labels = Some(labels.clone());
@@ -156,7 +176,9 @@ async fn wait(docker: &Docker, id: &str, timeout: Duration) -> Result<(Option<Ta
 /// connection) could not remove, and the stopped containers of earlier jobs
 /// on this engine (Docker kept those of the `replicated-job`s that earlier
 /// versions ran, moby/moby#44312). Jobs run only under the stack's deploy
-/// lock, which this run holds, so none of them is another run's.
+/// lock, which this run holds; but a run whose lock was taken away (`unlock
+/// --force`) runs on, and its job is its own until it ends: a job is removed
+/// only when it carries no live run's lock token (see [`whose`]).
 ///
 /// The jobs (services) go wherever their tasks ran: the swarm removes their
 /// containers on every node. The stopped containers of those old
@@ -173,9 +195,18 @@ pub(super) async fn remove_left(docker: &Docker, stack: &str) -> Result<()> {
         .await
         .with_context(|| format!("cannot list the jobs of stack {stack}"))?;
     // Tidying only: what will not go is named, and the run goes on.
+    let ours = crate::interrupt::lock_token();
     for service in left {
         let Some(id) = service.id else { continue };
+        let labels = service.spec.as_ref().and_then(|spec| spec.labels.clone()).unwrap_or_default();
         let name = service.spec.and_then(|spec| spec.name).unwrap_or_else(|| id.clone());
+        if let Owner::LiveRun(run) = whose(&labels, ours.as_deref(), SystemTime::now()) {
+            xtask::output::say(&format!(
+                "    left the job {name} alone: it is another run's ({run}), whose deploy lock was taken away \
+                 (`unlock --force`) while it goes on; that run removes it"
+            ));
+            continue;
+        }
         match docker.delete_service(&id).await {
             Ok(()) => xtask::output::say(&format!("    removed the job {name}, left behind by an interrupted run")),
             Err(err) => xtask::output::warn(&format!(
@@ -220,6 +251,40 @@ pub(super) async fn remove_left(docker: &Docker, stack: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whose a job is, by its labels.
+#[derive(Debug, PartialEq, Eq)]
+enum Owner {
+    /// Nobody's any more: its run is gone, or ended waiting for it, or it
+    /// is this run's own, or it predates the labels.
+    Left,
+    /// A run that still runs (on this host), or may (on another host,
+    /// before its deadline), with another lock token than ours: `<host>
+    /// process <pid>`.
+    LiveRun(String),
+}
+
+fn whose(labels: &HashMap<String, String>, ours: Option<&str>, now: SystemTime) -> Owner {
+    let token = labels.get(LOCK_TOKEN_LABEL).map(String::as_str).unwrap_or_default();
+    if token.is_empty() || Some(token) == ours {
+        return Owner::Left;
+    }
+    let Some((host, pid)) = labels.get(RUN_LABEL).and_then(|run| run.rsplit_once(' ')) else {
+        return Owner::Left;
+    };
+    let Ok(pid) = pid.parse::<u32>() else { return Owner::Left };
+    let run = format!("host {host}, process {pid}");
+    match crate::records::lock::liveness(host, pid) {
+        crate::records::lock::Liveness::Runs => Owner::LiveRun(run),
+        crate::records::lock::Liveness::Gone => Owner::Left,
+        // Another host's run: waited for until its deadline.
+        crate::records::lock::Liveness::Unknown => {
+            let deadline = labels.get(DEADLINE_LABEL).and_then(|secs| secs.parse::<u64>().ok()).unwrap_or(0);
+            let now = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(u64::MAX);
+            if now < deadline { Owner::LiveRun(run) } else { Owner::Left }
+        }
+    }
+}
+
 /// The job's stdout and stderr, apart.
 async fn output(docker: &Docker, id: &str) -> (String, String) {
     let options = LogsOptions { stdout: true, stderr: true, ..Default::default() };
@@ -244,4 +309,34 @@ async fn output(docker: &Docker, id: &str) -> (String, String) {
     };
     let _ = tokio::time::timeout(Duration::from_secs(20), read).await;
     (stdout, stderr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(token: &str, run: &str, deadline: u64) -> HashMap<String, String> {
+        HashMap::from([
+            (LOCK_TOKEN_LABEL.to_owned(), token.to_owned()),
+            (RUN_LABEL.to_owned(), run.to_owned()),
+            (DEADLINE_LABEL.to_owned(), deadline.to_string()),
+        ])
+    }
+
+    #[test]
+    fn a_job_is_left_alone_while_the_run_whose_token_it_carries_may_still_run() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let here = crate::records::lock::this_host();
+        let live = format!("{here} {}", std::process::id());
+        assert!(matches!(whose(&labels("theirs", &live, 0), Some("ours"), now), Owner::LiveRun(_)));
+        // Ours, or without a token (older versions): left behind.
+        assert_eq!(whose(&labels("ours", &live, 0), Some("ours"), now), Owner::Left);
+        assert_eq!(whose(&HashMap::new(), Some("ours"), now), Owner::Left);
+        // Its process is gone (pid_max is at most 2^22).
+        assert_eq!(whose(&labels("theirs", &format!("{here} {}", 1 << 23), 0), Some("ours"), now), Owner::Left);
+        // Another host's run: until its deadline.
+        let elsewhere = "another-host.invalid 42";
+        assert!(matches!(whose(&labels("theirs", elsewhere, 1_000_001), None, now), Owner::LiveRun(_)));
+        assert_eq!(whose(&labels("theirs", elsewhere, 999_999), None, now), Owner::Left);
+    }
 }

@@ -120,6 +120,18 @@ impl Release<'_> {
         result
     }
 
+    /// Whether the history says this version was left on the stack
+    /// unverified (`history::unverified`); unknown counts as no.
+    fn left_unverified(&self, ctx: &Ctx, stack: &str) -> bool {
+        match history::list(ctx, stack) {
+            Ok(entries) => history::unverified(&entries, self.version).is_some(),
+            Err(err) => {
+                ctx.warn(&format!("cannot read the history of stack {stack}: {err:#}"));
+                false
+            }
+        }
+    }
+
     /// The version of the stack's app as the swarm's spec has it now, if it
     /// can be read.
     fn app_version(&self, ctx: &Ctx, docker: &bollard::Docker, stack: &str) -> Option<String> {
@@ -152,13 +164,13 @@ impl Release<'_> {
             None => format!("version {serving}, which served before,"),
         };
         let login = if self.no_login { " --no-login" } else { "" };
-        anyhow::anyhow!(
+        xtask::exit::Exit::ServiceDown.error(format!(
             "{err:#}; {landed} cannot serve the schema {} left (not additive), so the service stays down: bring it \
              back with `cargo xtask rollback --restore-data{login}`, which restores the newest backup taken before \
              them and deploys {serving} again (the writes made since are lost; the current database is kept as a \
              backup)",
             breaking.join(", ")
-        )
+        ))
     }
 
     /// Jobs first, then the stack, then the watch; the outcome for the
@@ -177,7 +189,15 @@ impl Release<'_> {
         let already_running = watch::judge_all(&expected, &before, &before_updates, &no_idle)
             .iter()
             .all(|verdict| matches!(verdict, Verdict::Done(_)));
-        if already_running {
+        // A version left running unverified (its deploy timed out) is
+        // verified now: "already running" says only that it converged.
+        let unverified = already_running && self.kind == Kind::Deploy && self.left_unverified(ctx, stack);
+        if unverified {
+            ctx.say(&format!(
+                "Version {version} is already running on stack {stack}, unverified (its deploy did not finish): \
+                 re-applying the stack file and verifying it"
+            ));
+        } else if already_running {
             ctx.say(&format!("Version {version} is already running on stack {stack}: re-applying the stack file only"));
         }
 
@@ -219,6 +239,7 @@ impl Release<'_> {
         if let Err(err) = ctx.step(&format!("docker stack deploy {stack}"), || stack_deploy(ctx, stack, &file, prune)) {
             return (Outcome::Failed, Err(err), false);
         }
+        hand_over_specs(ctx, docker, stack);
         if self.detach {
             ctx.print_result(&format!(
                 "Stack {stack} deployed with version {version}, not waiting (--detach): follow it with `docker stack ps {stack}`"
@@ -237,18 +258,28 @@ impl Release<'_> {
             // A dry run changed nothing: it cannot know an outcome. Its plan
             // goes on with the verification a real run would make.
             Ok(watch::Outcome::Planned) => {
-                let (_, result, deployed) = self.verified(ctx, stack, checked, already_running, || ());
+                let (_, result, deployed) = self.verified(ctx, stack, checked, already_running && !unverified, || ());
                 (Outcome::Planned, result, deployed)
             }
-            Ok(watch::Outcome::Converged(done)) => self.verified(ctx, stack, checked, already_running, || {
-                let summary: Vec<String> = done.iter().map(|(name, text)| format!("{name} {text}")).collect();
-                let state = if already_running { "was already running" } else { "is live" };
-                ctx.print_result(&format!("Version {version} {state} on stack {stack}: {}", summary.join(", ")));
-            }),
+            Ok(watch::Outcome::Converged(done)) => {
+                self.verified(ctx, stack, checked, already_running && !unverified, || {
+                    let summary: Vec<String> = done.iter().map(|(name, text)| format!("{name} {text}")).collect();
+                    let state = if already_running { "was already running" } else { "is live" };
+                    ctx.print_result(&format!("Version {version} {state} on stack {stack}: {}", summary.join(", ")));
+                })
+            }
             Ok(watch::Outcome::Failed { failed, waiting, timed_out }) => {
                 let rolled_back =
                     failed.iter().any(|(_, failure)| matches!(failure, converge::Failure::RolledBack { .. }));
-                let headline = if timed_out {
+                let headline = if timed_out && !rolled_back {
+                    // Not rolled back: the swarm's update goes on (README, deploy).
+                    format!(
+                        "version {version} did not converge within {}s, and is not verified: the swarm's update \
+                         goes on, and `cargo xtask status` calls the version unverified (exit 3) until \
+                         `cargo xtask deploy` of it again verifies it",
+                        self.timeout.as_secs()
+                    )
+                } else if timed_out {
                     format!("version {version} did not converge within {}s", self.timeout.as_secs())
                 } else {
                     format!("version {version} failed to deploy")
@@ -488,6 +519,14 @@ fn needed_by_jobs(services: &[stackfile::ServiceDef]) -> Vec<&stackfile::Service
     services.iter().filter(|service| !service.one_shot && wanted.contains(service.name.as_str())).collect()
 }
 
+/// After a `docker stack deploy` of this release: the specs it left, for
+/// the history entry of an interruption (a dry run changed nothing).
+fn hand_over_specs(ctx: &Ctx, docker: &bollard::Docker, stack: &str) {
+    if !ctx.settings.dry_run {
+        crate::interrupt::stack_deployed(crate::spec::drift::as_deployed(ctx, docker, stack));
+    }
+}
+
 /// Swarm starts a stack's services all at once, and `serve` refuses to start
 /// while migrations are pending: updated together, the new app would fail
 /// and roll back. So the jobs (migrate, collectstatic) are deployed first,
@@ -527,6 +566,7 @@ fn deploy_only(
     ctx.remove(&jobs_file)?;
     crate::interrupt::scratch_file(None);
     deployed?;
+    hand_over_specs(ctx, docker, stack);
     let watched: Vec<&str> = expected.iter().map(|want| want.name.as_str()).collect();
     let watch = format!("watch {} until done, timeout {}s", watched.join(", "), timeout.as_secs());
     match ctx.call(
