@@ -232,14 +232,19 @@ impl DataOnAWorker<'_> {
             let nodes = manager.docker_ok(&["service", "ps", "--format", "{{.Node}}", &format!("{stack}_{service}")]);
             assert!(nodes.lines().all(|node| node == data_node.hostname), "{service} ran on {nodes}");
         }
+        // Only the edge, which runs on every node.
         let on_manager = manager.docker_ok(&[
             "ps",
             "--all",
-            "--quiet",
             "--filter",
             &format!("label=com.docker.stack.namespace={stack}"),
+            "--format",
+            "{{.Label \"com.docker.swarm.service.name\"}}",
         ]);
-        assert!(on_manager.is_empty(), "the manager runs containers of the stack: {on_manager}");
+        let edge = format!("{stack}_edge");
+        let others: Vec<&str> = on_manager.lines().filter(|service| *service != edge).collect();
+        assert!(others.is_empty(), "the manager runs containers of the stack: {others:?}");
+        assert!(on_manager.lines().any(|service| service == edge), "no edge on the manager: {on_manager}");
         assert_eq!(answers(data_node, "/"), Some(200), "version {a} does not answer on {}", data_node.hostname);
     }
 
@@ -438,7 +443,9 @@ fn the_app_keeps_answering_while_a_node_is_drained_or_lost() {
     publish_versions(&swarm, &sandbox, &a, &[(&b, &format!("LABEL version={b}"))]);
     let spread = Spread { swarm: &swarm, app: format!("{}_app", sandbox.stack_name()), sandbox, suffix };
 
-    spread.at(&a).xtask(&["deploy", "--timeout", "3m"]).assert_success();
+    // Not verified: each node's app has a database of its own in this
+    // fixture, so a todo posted through the edge may be read on another.
+    spread.at(&a).xtask(&["deploy", "--no-verify", "--timeout", "3m"]).assert_success();
     let app_nodes = running_on(&swarm, &spread.app);
     assert_eq!(app_nodes.len(), 2, "{app_nodes:?}");
     for name in &app_nodes {
@@ -557,7 +564,7 @@ impl Spread<'_> {
         logs.assert_success();
         assert!(logs.stderr.contains(&format!("warning: node {lost} is down")), "{}", logs.stderr);
         assert!(logs.stdout.lines().any(|line| line.starts_with("app@")), "{}", logs.stdout);
-        let update = self.at(b).xtask(&["deploy", "--timeout", "3m"]);
+        let update = self.at(b).xtask(&["deploy", "--no-verify", "--timeout", "3m"]);
         update.assert_success();
         for name in [answering.as_str(), free] {
             wait_until(&format!("version {b} answers on {name}"), Duration::from_secs(60), || {
