@@ -17,6 +17,8 @@ pub mod docker_endpoint;
 pub mod exit;
 pub mod flags;
 pub mod git;
+pub mod local_lock;
+pub mod notice;
 pub mod output;
 pub mod release;
 pub mod runner;

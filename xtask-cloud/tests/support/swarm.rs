@@ -190,10 +190,13 @@ pub fn app_image(
     images: &mut crate::support::images::Images,
 ) -> String {
     let tag = format!("{}/todobackend:{version}", registry.host());
+    let local = sandbox.local_image("todobackend", version);
     images.track(&tag);
-    images.track(&format!("{}/todobackend:latest", registry.host()));
+    images.track(&local);
     let built = sandbox.clone_with(&[("APP_VERSION", version), ("ECR_REGISTRY", &registry.host())]).xtask(&["build"]);
     built.assert_success();
+    // `build` names it locally; the registry's name is `publish`'s or, here, ours.
+    docker_ok(&["tag", &local, &tag]);
     tag
 }
 
