@@ -5,8 +5,10 @@
 //! known notice (its lines, from the first to the last) and gives our own
 //! one-line account in its place; any other line passes as it is.
 
-/// A tool's notice: its first line starts with `first`, its last line
-/// contains one of `last`; `ours` says in one line what it means for us.
+/// A tool's notice: its first line contains `first` (a sentence specific
+/// enough to be no other line: a prefix such as compose's `WARNING: `
+/// comes and goes with the terminal), its last line contains one of
+/// `last`; `ours` says in one line what it means for us.
 #[derive(Debug)]
 pub struct Notice {
     pub first: &'static str,
@@ -25,7 +27,7 @@ pub const LEGACY_BUILDER: Notice = Notice {
 
 /// docker-compose v1's `up` on an engine that is a swarm manager.
 pub const COMPOSE_SWARM: Notice = Notice {
-    first: "WARNING: The Docker Engine you're using is running in swarm mode",
+    first: "The Docker Engine you're using is running in swarm mode",
     last: &["docker stack deploy"],
     ours: "note: this engine is a swarm manager; the local environment runs as plain containers on this node, \
            as intended (compose's swarm-mode warning)",
@@ -75,7 +77,7 @@ impl<'a> Filter<'a> {
         if std::mem::take(&mut self.after_notice) && line.trim().is_empty() {
             return Vec::new();
         }
-        match self.notices.iter().find(|notice| line.starts_with(notice.first)) {
+        match self.notices.iter().find(|notice| line.contains(notice.first)) {
             Some(notice) if notice.last.iter().any(|last| line.contains(last)) => {
                 self.after_notice = true;
                 vec![Out::Ours(notice.ours)]
@@ -130,15 +132,18 @@ mod tests {
 
     #[test]
     fn composes_swarm_warning_becomes_our_line() {
-        // docker-compose 1.29's `up`, as it prints it.
-        let text = "WARNING: The Docker Engine you're using is running in swarm mode.\n\nCompose does not use swarm \
+        // docker-compose 1.29's `up`, as it prints it to a pipe; to a
+        // terminal, after `WARNING: `.
+        let text = "The Docker Engine you're using is running in swarm mode.\n\nCompose does not use swarm \
                     mode to deploy services to multiple nodes in a swarm. All containers will be scheduled on the \
                     current node.\n\nTo deploy your application across the swarm, use `docker stack deploy`.\n\n\
                     Creating x_app_1 ... done\n";
-        assert_eq!(
-            filtered(&[COMPOSE_SWARM], text),
-            [Out::Ours(COMPOSE_SWARM.ours), line("Creating x_app_1 ... done")]
-        );
+        for text in [text.to_owned(), format!("WARNING: {text}")] {
+            assert_eq!(
+                filtered(&[COMPOSE_SWARM], &text),
+                [Out::Ours(COMPOSE_SWARM.ours), line("Creating x_app_1 ... done")]
+            );
+        }
     }
 
     #[test]

@@ -94,6 +94,14 @@ fn test_then_release_then_clean() {
     run.assert_success();
     let url = run.stdout.trim().strip_prefix("App running at ").expect("release prints the URL").to_owned();
     assert!(run.stdout.ends_with('\n') && run.stdout.lines().count() == 1, "{}", run.stdout);
+    // Compose v1's swarm-mode warning (this engine is a swarm manager) gives
+    // way to our one line.
+    assert!(!run.stderr.contains("running in swarm mode"), "{}", run.stderr);
+    let swarm = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]) == "active";
+    let compose_v1 = !docker_ok(&["compose", "version"]);
+    if swarm && compose_v1 {
+        assert_eq!(run.stderr.matches("note: this engine is a swarm manager").count(), 1, "{}", run.stderr);
+    }
     check_api_from_outside(&url);
 
     // Twice in a row works, and the data is still there.
