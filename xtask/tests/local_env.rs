@@ -66,7 +66,17 @@ impl Drop for Cleanup<'_> {
         for image in &self.1 {
             let _ = Command::new("docker").args(["rmi", "-f", image]).output();
         }
+        if let Some(project) = self.0.env_value("COMPOSE_PROJECT_NAME") {
+            remove_lock_file(project);
+        }
     }
+}
+
+/// The file of the local environment's lock, which the xtask keeps (removing
+/// a lock file while another run waits on it would let a third take a new
+/// one): the test's project is gone, and so goes its file.
+fn remove_lock_file(project: &str) {
+    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("xtask-local-{project}.lock")));
 }
 
 #[test]
@@ -409,6 +419,8 @@ impl Drop for CleanIn<'_> {
     fn drop(&mut self) {
         for dir in self.1 {
             let _ = self.0.xtask_in(dir, &["clean"]);
+            let name = dir.file_name().expect("a checkout's directory").to_string_lossy();
+            remove_lock_file(&format!("{name}-local"));
         }
     }
 }
