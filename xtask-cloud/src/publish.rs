@@ -1,7 +1,9 @@
-//! `publish`: push the release image as `<registry>/<repository>:<APP_VERSION>`
-//! and `:latest` through the Docker engine API, with the credential of a fresh
-//! ECR token (no earlier `login` needed), then print each tag's digest as the
-//! registry has it: `<ref>@sha256:...` on stdout.
+//! `publish`: tag the local release image (`<compose project>/<repository>:
+//! <APP_VERSION>`, as `build` named it) for the registry, as
+//! `<registry>/<repository>:<APP_VERSION>` and `:latest`, and push both
+//! through the Docker engine API, with the credential of a fresh ECR token
+//! (no earlier `login` needed); then print each tag's digest as the registry
+//! has it: `<ref>@sha256:...` on stdout.
 
 use std::time::Duration;
 
@@ -26,28 +28,29 @@ use xtask::flags::PublishArgs as Args;
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let version = ctx.version().to_owned();
     check_version(&version, args.allow_dirty)?;
+    let local = ctx.settings.local_image(&version);
     let versioned = ctx.settings.image(&version);
     let latest = ctx.settings.image("latest");
 
     // A read: it runs in a dry run too, where the image may not be built
     // (`ci --dry-run` only planned the build).
     let layers = ctx.step("check the release image is built", || {
-        let layers = ctx.block_on(async { local_layers(&ctx.docker().await?, &versioned).await });
-        ctx.read_or_plan(&format!("inspect {versioned}"), 0, layers)
+        let layers = ctx.block_on(async { local_layers(&ctx.docker().await?, &local).await });
+        ctx.read_or_plan(&format!("inspect {local}"), 0, layers)
     })?;
     let auth = ctx.step("get an ECR authorization token", || ecr::authorization(ctx))?;
     if args.create_repository {
         ctx.step(&format!("make sure ECR repository {} exists", ctx.settings.repository), || ensure_repository(ctx))?;
     }
-    ctx.step(&format!("tag {latest}"), || {
-        ctx.call(&format!("docker tag {versioned} {latest}"), (), async {
-            let docker = ctx.docker().await?;
-            let options = TagImageOptionsBuilder::new().repo(&ctx.settings.image_name()).tag("latest").build();
-            docker
-                .tag_image(&versioned, Some(options))
-                .await
-                .with_context(|| format!("cannot tag {versioned} as {latest}"))
-        })
+    ctx.step(&format!("tag {local} for the registry"), || {
+        for (image, tag) in [(&versioned, version.as_str()), (&latest, "latest")] {
+            ctx.call(&format!("docker tag {local} {image}"), (), async {
+                let docker = ctx.docker().await?;
+                let options = TagImageOptionsBuilder::new().repo(&ctx.settings.image_name()).tag(tag).build();
+                docker.tag_image(&local, Some(options)).await.with_context(|| format!("cannot tag {local} as {image}"))
+            })?;
+        }
+        Ok(())
     })?;
     for (image, tag) in [(&versioned, version.as_str()), (&latest, "latest")] {
         ctx.step(&format!("push {image}"), || {

@@ -19,9 +19,9 @@ fn sandbox(moto: &Moto, registry: &Registry, repository: &str, version: &str) ->
         .with_env("APP_VERSION", version)
 }
 
-/// A scratch image built as `<registry>/<repository>:<version>` for a unique
-/// repository and version (its `latest` tag removed with it), and a sandbox
-/// that publishes it.
+/// A scratch image built under the sandbox's local name for a unique
+/// repository and version (the registry's tags that `publish` makes removed
+/// with it), and a sandbox that publishes it.
 struct Built {
     repository: String,
     version: String,
@@ -36,9 +36,10 @@ fn built(moto: &Moto, registry: &Registry, prefix: &str) -> Built {
     let repository = unique_name(prefix);
     let version = unique_name("v");
     let image = format!("{}/{repository}", registry.host());
-    let mut images = Images::build_scratch(&format!("{image}:{version}"), &version);
-    images.track(&format!("{image}:latest"));
     let sandbox = sandbox(moto, registry, &repository, &version);
+    let mut images = Images::build_scratch(&sandbox.local_image(&repository, &version), &version);
+    images.track(&format!("{image}:{version}"));
+    images.track(&format!("{image}:latest"));
     Built { repository, version, image, sandbox, images }
 }
 
@@ -232,8 +233,10 @@ fn dry_runs_print_the_plan_and_change_nothing() {
 
     assert_eq!(registry.manifest_digest(&repository, &version), None, "a dry run pushed");
     assert!(!config_json(&sandbox).contains(&host), "a dry run logged in");
-    let latest = sandbox.docker(&["image", "inspect", &format!("{host}/{repository}:latest")]);
-    assert!(!latest.success(), "a dry run tagged latest");
+    for tag in [version.as_str(), "latest"] {
+        let tagged = sandbox.docker(&["image", "inspect", &format!("{host}/{repository}:{tag}")]);
+        assert!(!tagged.success(), "a dry run tagged {tag} for the registry");
+    }
 }
 
 #[test]

@@ -172,7 +172,7 @@ impl PgStack {
         let secret = unique_name("todobackend_db_password");
         let sandbox = support::swarm::postgres_stack_sandbox(&moto, &registry, port, &db_image, &secret);
         let stack = Stack(sandbox.stack_name());
-        let mut images = Images(Vec::new());
+        let mut images = Images::new();
         docker_login(&sandbox, &registry);
         docker_ok(&["tag", &local_db_image, &db_image]);
         images.track(&db_image);

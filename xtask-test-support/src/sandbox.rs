@@ -119,6 +119,14 @@ impl Sandbox {
         self.env.iter().find(|(existing, _)| existing == key).map(|(_, value)| value.as_str())
     }
 
+    /// The local name `cargo xtask build` gives the release image in this
+    /// sandbox: `<compose project>/<repository>:<version>` (the sandbox's
+    /// project names are already valid image path components).
+    pub fn local_image(&self, repository: &str, version: &str) -> String {
+        let project = self.env_value("COMPOSE_PROJECT_NAME").expect("every sandbox names its compose project");
+        format!("{project}/{repository}:{version}")
+    }
+
     /// The stack the sandbox deploys (its STACK_NAME).
     pub fn stack_name(&self) -> String {
         self.env_value("STACK_NAME").expect("every sandbox names its stack").to_owned()

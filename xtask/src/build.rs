@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
 use crate::ctx::Ctx;
+use crate::notice;
 
 /// The service's crate and binary.
 const PACKAGE: &str = "todobackend";
@@ -40,20 +41,35 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         let sh = ctx.sh();
         let version = ctx.version();
         let app = &ctx.settings.app;
-        let versioned = ctx.settings.image(version);
-        let latest = ctx.settings.image("latest");
+        // The local name only: `publish` tags it for the registry.
+        let image = ctx.settings.local_image(version);
+        let mine = ctx.settings.local_label();
         let dockerfile = ctx.settings.root.join("Dockerfile");
         // Empty outside a git repository: the label is then empty, and the
         // history records no commit for this image.
         let commit = crate::git::head_commit(&ctx.settings.root).unwrap_or_default();
-        let built = ctx.run(cmd!(
-            sh,
-            "docker build --file {dockerfile} --tag {versioned} --tag {latest}
-                --build-arg APP_NAME={app} --build-arg APP_VERSION={version} --build-arg APP_COMMIT={commit} {context}"
-        ));
+        let built = ctx.run_explained(
+            cmd!(
+                sh,
+                "docker build --file {dockerfile} --tag {image} --label {mine}
+                    --build-arg APP_NAME={app} --build-arg APP_VERSION={version} --build-arg APP_COMMIT={commit} {context}"
+            )
+            .env("DOCKER_BUILDKIT", buildkit(ctx)),
+            &[notice::LEGACY_BUILDER],
+        );
         let removed = ctx.remove(&context);
         built.and(removed)
     })
+}
+
+/// DOCKER_BUILDKIT for the build: "1" (BuildKit) when the docker CLI has
+/// the buildx component, which the docker CLI 23+ needs for BuildKit; else
+/// empty, which the CLI takes as unset: the legacy builder, whose notice
+/// [`notice::LEGACY_BUILDER`] explains (Debian 12 ships no buildx, and a
+/// DOCKER_BUILDKIT=1 of the caller's would then fail the build).
+fn buildkit(ctx: &Ctx) -> &'static str {
+    let buildx = ctx.read(cmd!(ctx.sh(), "docker buildx version")).is_ok();
+    if buildx { "1" } else { "" }
 }
 
 /// Where cargo puts build output: CARGO_TARGET_DIR, else target/.

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use xshell::{Cmd, Shell};
 
 use crate::docker_endpoint::Endpoint;
+use crate::notice::{self, Notice};
 use crate::output;
 use crate::settings::{Settings, Verbosity};
 
@@ -66,13 +67,17 @@ pub struct Ctx {
     task: RefCell<String>,
     in_step: Cell<bool>,
     github_actions: bool,
+    /// The notices already explained in this run: each is explained once.
+    explained: RefCell<Vec<&'static str>>,
 }
 
 impl Ctx {
     /// The context for a run of `version` (APP_VERSION, resolved once by
-    /// `version::resolve`) against the Docker engine `docker`, exported with ECR_REGISTRY, IMAGE_REPOSITORY and
-    /// COMPOSE_PROJECT_NAME to every command, so that docker-compose.yml and
-    /// stack.yml see the values the xtask uses.
+    /// `version::resolve`) against the Docker engine `docker`, exported with
+    /// ECR_REGISTRY, IMAGE_REPOSITORY, COMPOSE_PROJECT_NAME and LOCAL_IMAGE (the
+    /// local name of the release image, which docker-compose.yml runs) to every
+    /// command, so that docker-compose.yml and stack.yml see the values the
+    /// xtask uses.
     ///
     /// The Docker endpoint (`docker_endpoint.rs`) is exported the same way:
     /// `DOCKER_HOST` (with its TLS material) and no `DOCKER_CONTEXT`, so that
@@ -87,6 +92,7 @@ impl Ctx {
         // The stack file names the swarm objects it makes outside the stack's
         // namespace after it (the edge's config: `${STACK_NAME}_edge_...`).
         sh.set_var("STACK_NAME", &settings.stack);
+        sh.set_var("LOCAL_IMAGE", settings.local_image(&version));
         // The environment's stack variables (delivery.NAME.yml), where the
         // process's environment does not set them.
         for (name, value) in &settings.variables {
@@ -114,6 +120,7 @@ impl Ctx {
             task: RefCell::new(String::new()),
             in_step: Cell::new(false),
             github_actions: std::env::var("GITHUB_ACTIONS").is_ok_and(|value| value == "true"),
+            explained: RefCell::new(Vec::new()),
         })
     }
 
@@ -312,6 +319,76 @@ impl Ctx {
             anyhow::bail!("`{line}` failed ({status})");
         }
         Ok(())
+    }
+
+    /// [`Ctx::run`] for a docker or compose command: its stderr passes
+    /// through [`notice::Filter`], so the tool's known `notices` give way to
+    /// our own line (once a run), and a failure's error ends with the
+    /// command's last line on stderr, its own reason ("network ... not
+    /// found", a migration's error), not only its exit status.
+    pub fn run_explained(&self, cmd: Cmd<'_>, notices: &[Notice]) -> Result<()> {
+        use std::io::BufRead;
+        if self.dry_run {
+            self.plan(&format!("$ {cmd}"));
+            return Ok(());
+        }
+        let line = cmd.to_string();
+        let mut filter = notice::Filter::new(notices);
+        let mut last = String::new();
+        let show = |outs: Vec<notice::Out>, last: &mut String| {
+            for out in outs {
+                match out {
+                    notice::Out::Line(text) => {
+                        if !text.trim().is_empty() {
+                            text.trim().clone_into(last);
+                        }
+                        output::raw(&format!("{text}\n"));
+                    }
+                    notice::Out::Ours(ours) => self.explain(ours),
+                }
+            }
+        };
+        let status = if self.verbosity == Verbosity::Quiet {
+            let ran = std::process::Command::from(cmd).output().with_context(|| format!("cannot start `{line}`"))?;
+            if !ran.status.success() {
+                output::say(&format!("$ {line}"));
+                output::raw(&String::from_utf8_lossy(&ran.stdout));
+                // Only a failure shows the output with -q, as `run` does.
+                for text in String::from_utf8_lossy(&ran.stderr).lines() {
+                    show(filter.line(text), &mut last);
+                }
+                show(filter.finish(), &mut last);
+            }
+            ran.status
+        } else {
+            output::say(&format!("$ {line}"));
+            let mut command = std::process::Command::from(cmd);
+            command.stdout(std::io::stderr()).stderr(std::process::Stdio::piped());
+            let mut child = command.spawn().with_context(|| format!("cannot start `{line}`"))?;
+            let stderr = child.stderr.take().expect("stderr is piped");
+            for text in std::io::BufReader::new(stderr).lines() {
+                let Ok(text) = text else { break };
+                show(filter.line(&text), &mut last);
+            }
+            show(filter.finish(), &mut last);
+            child.wait().with_context(|| format!("cannot wait for `{line}`"))?
+        };
+        if !status.success() {
+            if last.is_empty() {
+                anyhow::bail!("`{line}` failed ({status})");
+            }
+            anyhow::bail!("`{line}` failed ({status}): {last}");
+        }
+        Ok(())
+    }
+
+    /// Our line about a tool's notice, the first time it comes in this run.
+    fn explain(&self, ours: &'static str) {
+        let mut explained = self.explained.borrow_mut();
+        if !explained.contains(&ours) {
+            explained.push(ours);
+            self.progress(ours);
+        }
     }
 
     /// Run a command that passes a secret on stdin. The secret never reaches

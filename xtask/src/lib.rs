@@ -20,6 +20,8 @@ pub mod docs;
 pub mod exit;
 pub mod flags;
 pub mod git;
+pub mod local_lock;
+pub mod notice;
 pub mod output;
 pub mod reference;
 pub mod release;

@@ -29,15 +29,20 @@ fn main() -> ExitCode {
 
 /// Replace this process by `cargo run --quiet --package xtask-cloud -- <same
 /// args>`: same PID, so signals (ci's cleanup on Ctrl-C) and the exit code
-/// pass straight through. Cargo's own lines stay out of the task's output.
+/// pass straight through. Cargo's own lines stay out of the task's output,
+/// except on the first build, where its progress is what shows that
+/// something happens.
 fn hand_to_cloud() -> anyhow::Error {
     let result: Result<std::convert::Infallible> = (|| {
         let root = project_root()?;
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        announce_first_build(&root);
+        let first_build = announce_first_build(&root);
         let mut command = Command::new(&cargo);
+        command.arg("run");
+        if !first_build {
+            command.arg("--quiet");
+        }
         command
-            .args(["run", "--quiet"])
             .arg("--manifest-path")
             .arg(root.join("Cargo.toml"))
             .args(["--package", "xtask-cloud", "--"])
@@ -50,9 +55,9 @@ fn hand_to_cloud() -> anyhow::Error {
     }
 }
 
-/// Before the first build of `xtask-cloud`, say why nothing seems to happen:
-/// with `--quiet`, cargo shows no progress while it compiles the AWS SDK.
-fn announce_first_build(root: &std::path::Path) {
+/// Before the first build of `xtask-cloud`, say what comes (cargo's progress
+/// follows); whether this is that first build.
+fn announce_first_build(root: &std::path::Path) -> bool {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
     let binary = target.join("debug").join(format!("xtask-cloud{}", std::env::consts::EXE_SUFFIX));
     if !binary.exists() {
@@ -61,6 +66,7 @@ fn announce_first_build(root: &std::path::Path) {
             FIRST_BUILD
         );
     }
+    !binary.exists()
 }
 
 /// The cold build of `xtask-cloud` after the light binary, as measured by

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::compose::Compose;
 use crate::ctx::Ctx;
+use crate::{local_lock, notice};
 
 /// How long the app may take to report healthy.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(90);
@@ -16,12 +17,18 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     // No engine: say so in one line now, not after a compile or a build.
     crate::docker_endpoint::check_reachable(ctx.docker_endpoint())?;
     let compose = Compose::detect(ctx)?;
+    // Held to the end: one release or clean of this environment at a time.
+    let _lock = ctx.step("take the local environment", || {
+        let lock = local_lock::acquire(ctx, "release")?;
+        compose.repair_networks(ctx)?;
+        Ok(lock)
+    })?;
     one_shot(ctx, &compose, "run the migrations", "migrate")?;
     one_shot(ctx, &compose, "collect the static files", "collectstatic")?;
     ctx.step("start the app", || {
         // --no-deps: migrate and collectstatic ran just above, with their
         // failures attributed to them.
-        ctx.run(compose.cmd(ctx, &["up", "--detach", "--no-deps", "app"]))?;
+        ctx.run_explained(compose.cmd(ctx, &["up", "--detach", "--no-deps", "app"]), &[notice::COMPOSE_SWARM])?;
         ctx.effect("$ docker inspect <app container>, repeated until its healthcheck passes", (), || {
             wait_until_healthy(ctx, &compose).inspect_err(|_| show_logs(ctx, &compose, "app"))
         })
@@ -38,11 +45,14 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 }
 
 /// Run one of the compose file's one-shot services to completion. Its output
-/// streams to stderr as it runs, so a failure shows the container's logs.
+/// streams to stderr as it runs, so a failure shows the container's logs,
+/// and the error ends with its last line: the real cause (the migration's
+/// error, a network compose could not attach to), not only "failed". No
+/// TTY (-T): the container's stderr stays apart, for that last line.
 fn one_shot(ctx: &Ctx, compose: &Compose, title: &str, service: &str) -> Result<()> {
     ctx.step(title, || {
-        ctx.run(compose.cmd(ctx, &["run", "--rm", "--no-deps", service]))
-            .with_context(|| format!("{service} failed; its output is above"))
+        ctx.run_explained(compose.cmd(ctx, &["run", "--rm", "-T", "--no-deps", service]), &[notice::COMPOSE_SWARM])
+            .with_context(|| format!("{service} failed"))
     })
 }
 

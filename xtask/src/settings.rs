@@ -180,6 +180,9 @@ struct Defaults {
     registry: String,
     stack: String,
     stack_file: PathBuf,
+    /// Empty or absent: derived from the checkout's directory
+    /// ([`checkout_project`]), so that each checkout has its own.
+    #[serde(default)]
     compose_project: String,
     compose_file: PathBuf,
     /// The Docker engine, when neither DOCKER_HOST nor DOCKER_CONTEXT is set.
@@ -407,7 +410,12 @@ impl Settings {
             explicit_registry: explicit_registry.map(|value| strip_scheme(&value)),
             stack: pick(&args.stack, defaults.stack),
             stack_file: root.join(args.stack_file.clone().unwrap_or(defaults.stack_file)),
-            compose_project: pick(&args.compose_project, defaults.compose_project),
+            compose_project: pick(
+                &args.compose_project,
+                Some(defaults.compose_project)
+                    .filter(|name| !name.trim().is_empty())
+                    .unwrap_or_else(|| checkout_project(root)),
+            ),
             compose_file: root.join(args.compose_file.clone().unwrap_or(defaults.compose_file)),
             env: args.env.clone().filter(|env| !env.trim().is_empty()),
             docker_host: defaults.docker_host.filter(|value| !value.trim().is_empty()),
@@ -457,6 +465,26 @@ impl Settings {
         }
     }
 
+    /// The local name of the release image, without a tag:
+    /// `<compose project>/<repository>`. Local: no registry host, no account,
+    /// until `publish` tags it for the registry; and the checkout's own: the
+    /// compose project is the checkout's (see [`checkout_project`]), so
+    /// another checkout's build never moves its tags.
+    pub fn local_image_name(&self) -> String {
+        format!("{}/{}", path_component(&self.compose_project), self.repository)
+    }
+
+    /// `<compose project>/<repository>:<tag>`: see [`Settings::local_image_name`].
+    pub fn local_image(&self, tag: &str) -> String {
+        format!("{}:{tag}", self.local_image_name())
+    }
+
+    /// The label that marks the images this checkout's builds made, for
+    /// `clean` to prune only those: `xtask.local-project=<compose project>`.
+    pub fn local_label(&self) -> String {
+        format!("{LOCAL_PROJECT_LABEL}={}", self.compose_project)
+    }
+
     /// `<registry>/<repository>`, without a tag.
     pub fn image_name(&self) -> String {
         format!("{}/{}", self.registry(), self.repository)
@@ -466,6 +494,41 @@ impl Settings {
     pub fn image(&self, tag: &str) -> String {
         format!("{}:{tag}", self.image_name())
     }
+}
+
+/// The image label naming the compose project (the local environment) whose
+/// build made the image.
+pub const LOCAL_PROJECT_LABEL: &str = "xtask.local-project";
+
+/// The compose project of a checkout at `root`, when no setting names one:
+/// its directory's name as `docker compose` derives a project name from it
+/// (lowercase; letters, digits, `-` and `_`; starting with a letter or
+/// digit), then `-local`, so that a checkout named like the stack
+/// (`todobackend`) never shares the stack's volumes. Two checkouts in
+/// directories of different names get different projects.
+pub fn checkout_project(root: &Path) -> String {
+    let dir = root.file_name().map(|name| name.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let kept: String =
+        dir.chars().filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_')).collect();
+    let name = kept.trim_start_matches(['-', '_']);
+    let name = if name.is_empty() { "todobackend" } else { name };
+    format!("{name}-local")
+}
+
+/// A compose project name as one path component of an image name: Docker
+/// allows `_` and `-` only between letters and digits.
+fn path_component(project: &str) -> String {
+    let mut component = String::new();
+    for c in project.chars() {
+        match c {
+            'a'..='z' | '0'..='9' => component.push(c),
+            'A'..='Z' => component.push(c.to_ascii_lowercase()),
+            _ if !component.is_empty() && !component.ends_with('-') => component.push('-'),
+            _ => {}
+        }
+    }
+    let trimmed = component.trim_end_matches('-');
+    if trimmed.is_empty() { "local".to_owned() } else { trimmed.to_owned() }
 }
 
 /// The settings files' `variables` as text; only scalars are variables.
@@ -564,6 +627,29 @@ mod tests {
         assert_eq!(settings.registry(), "123456789012.dkr.ecr.us-west-2.amazonaws.com");
         assert_eq!(settings.image("abc"), "123456789012.dkr.ecr.us-west-2.amazonaws.com/todobackend:abc");
         assert_eq!(settings.stack_file, Path::new("/p/stack.yml"));
+    }
+
+    #[test]
+    fn each_checkout_has_its_own_compose_project_and_local_image_names() {
+        let at = |root: &str| Settings::merge(Path::new(root), &Args::default(), defaults(), None).unwrap();
+        let (one, two) = (at("/home/me/todobackend"), at("/home/me/Todo Backend.2"));
+        assert_eq!(one.compose_project, "todobackend-local");
+        assert_eq!(two.compose_project, "todobackend2-local");
+        assert_ne!(one.local_image("v1"), two.local_image("v1"), "one checkout's build cannot move another's tags");
+        assert_eq!(one.local_image("abc"), "todobackend-local/todobackend:abc", "no registry, no AWS account");
+        assert_eq!(at("/srv/_x").compose_project, "x-local");
+        assert_eq!(at("/").compose_project, "todobackend-local");
+        // The setting still wins: the flag or COMPOSE_PROJECT_NAME, then delivery.yml.
+        let args = Args { compose_project: Some("Mine__a_".into()), ..Args::default() };
+        let named = Settings::merge(Path::new("/p"), &args, defaults(), None).unwrap();
+        assert_eq!(named.compose_project, "Mine__a_");
+        assert_eq!(named.local_image_name(), "mine-a/todobackend", "a valid image name from any project name");
+        let mut file = defaults();
+        file.compose_project = "from-file".into();
+        assert_eq!(
+            Settings::merge(Path::new("/p"), &Args::default(), file, None).unwrap().compose_project,
+            "from-file"
+        );
     }
 
     #[test]

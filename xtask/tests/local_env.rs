@@ -17,8 +17,9 @@ fn engine_lock() -> std::sync::MutexGuard<'static, ()> {
     ENGINE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A sandbox whose images and compose project are this test's alone. The
-/// registry host only names the images: nothing is pushed.
+/// A sandbox whose images and compose project are this test's alone, and
+/// the local name its build gives the release image. Nothing is pushed:
+/// the registry is named only because every manual run names one.
 fn sandbox() -> (Sandbox, String) {
     let repository = unique_name("todobackend-it-");
     let version = unique_name("v");
@@ -26,7 +27,8 @@ fn sandbox() -> (Sandbox, String) {
         .with_env("ECR_REGISTRY", "localhost:1")
         .with_env("IMAGE_REPOSITORY", &repository)
         .with_env("APP_VERSION", &version);
-    (sandbox, format!("localhost:1/{repository}:{version}"))
+    let image = sandbox.local_image(&repository, &version);
+    (sandbox, image)
 }
 
 fn docker(args: &[&str]) -> String {
@@ -40,8 +42,9 @@ fn docker_ok(args: &[&str]) -> bool {
 }
 
 /// Build a throwaway image labelled `application=<label>` from a one-file
-/// context; returns its id.
-fn labelled_image(label: &str, tag: &str, content: &str) -> String {
+/// context, as the build of the local environment `project` labels it;
+/// returns its id.
+fn labelled_image(label: &str, project: &str, tag: &str, content: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), content).unwrap();
     // The label first, as in the project's Dockerfile: the layers under the
@@ -51,7 +54,8 @@ fn labelled_image(label: &str, tag: &str, content: &str) -> String {
         format!("FROM scratch\nLABEL application={label} content={content}\nCOPY f /f\n"),
     )
     .unwrap();
-    docker(&["build", "-q", "-t", tag, dir.path().to_str().unwrap()])
+    let mine = format!("xtask.local-project={project}");
+    docker(&["build", "-q", "--label", &mine, "-t", tag, dir.path().to_str().unwrap()])
 }
 
 struct Cleanup<'a>(&'a Sandbox, Vec<String>);
@@ -62,7 +66,17 @@ impl Drop for Cleanup<'_> {
         for image in &self.1 {
             let _ = Command::new("docker").args(["rmi", "-f", image]).output();
         }
+        if let Some(project) = self.0.env_value("COMPOSE_PROJECT_NAME") {
+            remove_lock_file(project);
+        }
     }
+}
+
+/// The file of the local environment's lock, which the xtask keeps (removing
+/// a lock file while another run waits on it would let a third take a new
+/// one): the test's project is gone, and so goes its file.
+fn remove_lock_file(project: &str) {
+    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("xtask-local-{project}.lock")));
 }
 
 #[test]
@@ -71,24 +85,33 @@ fn test_then_release_then_clean() {
     require_docker();
     let (sandbox, image) = sandbox();
     let project = sandbox.env.iter().find(|(k, _)| k == "COMPOSE_PROJECT_NAME").unwrap().1.clone();
-    let latest = format!("{}:latest", image.rsplit_once(':').unwrap().0);
-    let mut cleanup = Cleanup(&sandbox, vec![image.clone(), latest.clone()]);
+    let mut cleanup = Cleanup(&sandbox, vec![image.clone()]);
 
     let run = sandbox.xtask(&["test"]);
     run.assert_success();
     assert_eq!(run.stdout, "", "test prints no results on stdout");
-    let labels =
-        docker(&["image", "inspect", "--format", "{{index .Config.Labels \"application\"}} {{.Config.User}}", &image]);
-    assert_eq!(labels, "todobackend 10001:10001");
-    assert_eq!(
-        docker(&["image", "inspect", "--format", "{{.Id}}", &latest]),
-        docker(&["image", "inspect", "--format", "{{.Id}}", &image])
+    let format =
+        "{{index .Config.Labels \"application\"}} {{index .Config.Labels \"xtask.local-project\"}} {{.Config.User}}";
+    let labels = docker(&["image", "inspect", "--format", format, &image]);
+    assert_eq!(labels, format!("todobackend {project} 10001:10001"));
+    assert!(
+        !run.stderr.contains("DEPRECATED: The legacy builder"),
+        "the docker CLI's notice gives way to our line:\n{}",
+        run.stderr
     );
 
     let run = sandbox.xtask(&["release"]);
     run.assert_success();
     let url = run.stdout.trim().strip_prefix("App running at ").expect("release prints the URL").to_owned();
     assert!(run.stdout.ends_with('\n') && run.stdout.lines().count() == 1, "{}", run.stdout);
+    // Compose v1's swarm-mode warning (this engine is a swarm manager) gives
+    // way to our one line.
+    assert!(!run.stderr.contains("running in swarm mode"), "{}", run.stderr);
+    let swarm = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]) == "active";
+    let compose_v1 = !docker_ok(&["compose", "version"]);
+    if swarm && compose_v1 {
+        assert_eq!(run.stderr.matches("note: this engine is a swarm manager").count(), 1, "{}", run.stderr);
+    }
     check_api_from_outside(&url);
 
     // Twice in a row works, and the data is still there.
@@ -98,18 +121,21 @@ fn test_then_release_then_clean() {
     assert_eq!(http(&format!("{url}/"), "GET", &[]).unwrap().status, 200);
 
     // clean: no container, network or volume of the project is left, and the
-    // project's dangling images go while other applications' stay.
-    let old_project_image = labelled_image("todobackend", "localhost:1/dangling-it:x", &unique_name("a"));
+    // project's dangling images go while other applications' and other
+    // checkouts' stay.
+    let dangling = format!("{project}/dangling-it:x");
+    let old_project_image = labelled_image("todobackend", &project, &dangling, &unique_name("a"));
     let old_parent = docker(&["image", "inspect", "--format", "{{.Parent}}", &old_project_image]);
-    let _ = labelled_image("todobackend", "localhost:1/dangling-it:x", &unique_name("b")); // old one now dangling
-    let other_image = labelled_image("someone-else", "localhost:1/other-it:x", &unique_name("c"));
-    let _ = labelled_image("someone-else", "localhost:1/other-it:x", &unique_name("d"));
+    let _ = labelled_image("todobackend", &project, &dangling, &unique_name("b")); // old one now dangling
+    let other = format!("{project}/other-it:x");
+    let other_image = labelled_image("someone-else", &project, &other, &unique_name("c"));
+    let _ = labelled_image("someone-else", &project, &other, &unique_name("d"));
+    let elsewhere = format!("{project}/elsewhere-it:x");
+    let other_checkouts =
+        labelled_image("todobackend", &unique_name("another-checkout"), &elsewhere, &unique_name("e"));
+    let _ = labelled_image("todobackend", "another", &elsewhere, &unique_name("f"));
     // Removed at the end even if an assertion below fails.
-    cleanup.1.extend([
-        other_image.clone(),
-        "localhost:1/dangling-it:x".to_owned(),
-        "localhost:1/other-it:x".to_owned(),
-    ]);
+    cleanup.1.extend([other_image.clone(), other_checkouts.clone(), dangling, other, elsewhere]);
     let run = sandbox.xtask(&["clean"]);
     run.assert_success();
     let filter = format!("label=com.docker.compose.project={project}");
@@ -124,6 +150,7 @@ fn test_then_release_then_clean() {
         );
     }
     assert!(docker_ok(&["image", "inspect", &other_image]), "another application's dangling image kept");
+    assert!(docker_ok(&["image", "inspect", &other_checkouts]), "another checkout's dangling image kept");
     assert!(docker_ok(&["image", "inspect", &image]), "tagged release image kept");
 
     // Nothing to clean: still a success.
@@ -147,8 +174,7 @@ fn release_stops_at_a_failing_migration_and_shows_its_logs() {
     let _engine = engine_lock();
     require_docker();
     let (sandbox, image) = sandbox();
-    let latest = format!("{}:latest", image.rsplit_once(':').unwrap().0);
-    let _cleanup = Cleanup(&sandbox, vec![image.clone(), latest]);
+    let _cleanup = Cleanup(&sandbox, vec![image.clone()]);
     sandbox.xtask(&["build"]).assert_success();
     // The same image, but its database path cannot be created: migrate fails.
     let dir = tempfile::tempdir().unwrap();
@@ -164,7 +190,7 @@ fn release_stops_at_a_failing_migration_and_shows_its_logs() {
     assert_eq!(run.stdout, "", "no URL for a failed release");
     assert!(run.stderr.contains("/nonexistent"), "migrate's own output is shown:\n{}", run.stderr);
     let error = run.error_lines().join("\n");
-    assert!(error.contains("migrate failed"), "{error}");
+    assert!(error.contains("migrate failed") && error.contains("/nonexistent"), "the error names the cause: {error}");
     assert!(!run.stderr.contains("start the app"), "nothing runs after the failed migration");
 }
 
@@ -212,5 +238,189 @@ fn light_tasks_without_an_engine_fail_at_once_naming_the_endpoint() {
             run.stderr
         );
         assert!(!run.stderr.contains("Cannot connect to the Docker daemon"), "{task}: {}", run.stderr);
+    }
+}
+
+/// Make a network named `name` with compose's labels for `project` through
+/// the engine API, which (unlike the CLI) can skip the duplicate check: what
+/// two compose commands racing to create a project's network leave. Returns
+/// its id.
+fn compose_network(project: &str, name: &str) -> String {
+    use std::io::{Read, Write};
+    let body = format!(
+        r#"{{"Name":"{name}","CheckDuplicate":false,"Labels":{{"com.docker.compose.project":"{project}","com.docker.compose.network":"default"}}}}"#
+    );
+    let socket = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|host| host.strip_prefix("unix://").map(str::to_owned))
+        .unwrap_or_else(|| "/var/run/docker.sock".to_owned());
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("the engine's socket");
+    write!(
+        stream,
+        "POST /v1.41/networks/create HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 201") || answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let id = answer.split("\"Id\":\"").nth(1).and_then(|rest| rest.split('"').next()).expect("an id");
+    id.to_owned()
+}
+
+/// The ids of the networks named exactly `name`.
+fn networks_named(name: &str) -> Vec<String> {
+    let listed =
+        docker(&["network", "ls", "--no-trunc", "--filter", &format!("name={name}"), "--format", "{{.ID}} {{.Name}}"]);
+    listed
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(_, n)| *n == name)
+        .map(|(id, _)| id.to_owned())
+        .collect()
+}
+
+#[test]
+fn clean_repairs_a_duplicated_network_of_its_own_project_only() {
+    let _engine = engine_lock();
+    require_docker();
+    let (sandbox, _image) = sandbox();
+    let project = sandbox.env_value("COMPOSE_PROJECT_NAME").unwrap().to_owned();
+    let mine = format!("{project}_default");
+    let other_project = unique_name("otherproject");
+    let theirs = format!("{other_project}_default");
+    let _twice = [compose_network(&project, &mine), compose_network(&project, &mine)];
+    let other = [compose_network(&other_project, &theirs), compose_network(&other_project, &theirs)];
+    let _cleanup = Cleanup(&sandbox, Vec::new());
+
+    // Before the repair, compose failed here: "network ... is ambiguous".
+    let run = sandbox.xtask(&["clean"]);
+    let left_of_theirs = networks_named(&theirs);
+    for id in &other {
+        let _ = Command::new("docker").args(["network", "rm", id]).output();
+    }
+    run.assert_success();
+    assert!(run.stderr.contains(&format!("networks named {mine} more than once")), "{}", run.stderr);
+    assert_eq!(networks_named(&mine), Vec::<String>::new(), "clean leaves no network of its project");
+    assert_eq!(left_of_theirs.len(), 2, "another project's networks are not clean's to repair");
+    // And again, with nothing to repair.
+    sandbox.xtask(&["clean"]).assert_success();
+}
+
+/// Wait until `path` (a run's stderr) contains `text`.
+fn wait_for_line(path: &std::path::Path, text: &str, what: &str) {
+    xtask_test_support::wait_until(what, std::time::Duration::from_secs(300), || {
+        std::fs::read_to_string(path).is_ok_and(|stderr| stderr.contains(text))
+    });
+}
+
+#[test]
+fn two_releases_at_once_take_turns_and_the_second_names_the_first() {
+    let _engine = engine_lock();
+    require_docker();
+    let (sandbox, image) = sandbox();
+    let project = sandbox.env_value("COMPOSE_PROJECT_NAME").unwrap().to_owned();
+    let _cleanup = Cleanup(&sandbox, vec![image.clone()]);
+    sandbox.xtask(&["build"]).assert_success();
+
+    let logs = tempfile::tempdir().unwrap();
+    let spawn = |name: &str| {
+        let stderr = logs.path().join(name);
+        let child = sandbox
+            .command(&["release", "--no-build"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawn a release");
+        (child, stderr)
+    };
+    let (first, first_log) = spawn("first");
+    // The first holds the environment once it runs its first compose step.
+    wait_for_line(&first_log, "==> release: run the migrations", "the first release takes the environment");
+    let (second, second_log) = spawn("second");
+    let first_pid = first.id();
+    let (first, second) = (first.wait_with_output().unwrap(), second.wait_with_output().unwrap());
+    let (first_err, second_err) =
+        (std::fs::read_to_string(&first_log).unwrap(), std::fs::read_to_string(&second_log).unwrap());
+    assert!(first.status.success(), "first release:\n{first_err}");
+    assert!(second.status.success(), "second release:\n{second_err}");
+    assert!(
+        second_err.contains(&format!(
+            "waiting for the local environment {project}: in use by `cargo xtask release` (pid {first_pid}"
+        )),
+        "the second waits, naming the first:\n{second_err}"
+    );
+    for out in [&first, &second] {
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("App running at http://localhost:"));
+    }
+    assert_eq!(networks_named(&format!("{project}_default")).len(), 1, "one network, not two of one name");
+    sandbox.xtask(&["clean"]).assert_success();
+}
+
+/// A checkout of the project in a directory named `name` under `parent`:
+/// the files the local environment's tasks read (no sources: its image is
+/// tagged in by the test, and `release --no-build` builds nothing).
+fn checkout(parent: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let dir = parent.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["delivery.yml", "docker-compose.yml"] {
+        std::fs::copy(xtask_test_support::project_root().join(file), dir.join(file)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn two_checkouts_have_their_own_environments_and_clean_leaves_the_other_running() {
+    let _engine = engine_lock();
+    require_docker();
+    let (built, image) = sandbox();
+    let mut cleanup = Cleanup(&built, vec![image.clone()]);
+    built.xtask(&["build"]).assert_success();
+    let repository = built.env_value("IMAGE_REPOSITORY").unwrap().to_owned();
+    let version = built.env_value("APP_VERSION").unwrap().to_owned();
+
+    // Two clones, in directories of different names, with no compose project set.
+    let parent = tempfile::tempdir().unwrap();
+    let names = [unique_name("alpha"), unique_name("beta")];
+    let checkouts = names.each_ref().map(|name| checkout(parent.path(), name));
+    let user = built.clone_with(&[]).without_env("COMPOSE_PROJECT_NAME");
+    // The project as docker compose derives it from the directory, then -local.
+    let projects = names.each_ref().map(|name| format!("{name}-local"));
+    for project in &projects {
+        let local = format!("{project}/{repository}:{version}");
+        docker(&["tag", &image, &local]);
+        cleanup.1.push(local);
+    }
+    let _clean_both = CleanIn(&user, &checkouts);
+
+    let mut urls = Vec::new();
+    for dir in &checkouts {
+        let run = user.xtask_in(dir, &["release", "--no-build"]);
+        run.assert_success();
+        urls.push(run.stdout.trim().strip_prefix("App running at ").expect("the URL").to_owned());
+    }
+    for project in &projects {
+        let filter = format!("label=com.docker.compose.project={project}");
+        assert_ne!(docker(&["ps", "-q", "--filter", &filter]), "", "{project} runs its own app");
+    }
+    assert_ne!(urls[0], urls[1]);
+
+    user.xtask_in(&checkouts[0], &["clean"]).assert_success();
+    let filter = |project: &str| format!("label=com.docker.compose.project={project}");
+    assert_eq!(docker(&["ps", "-aq", "--filter", &filter(&projects[0])]), "", "clean removed its own");
+    assert_ne!(docker(&["ps", "-q", "--filter", &filter(&projects[1])]), "", "the other checkout's app still runs");
+    assert_eq!(http(&format!("{}/", urls[1]), "GET", &[]).unwrap().status, 200, "and still answers");
+}
+
+/// Runs `clean` in each checkout when dropped.
+struct CleanIn<'a>(&'a Sandbox, &'a [std::path::PathBuf; 2]);
+
+impl Drop for CleanIn<'_> {
+    fn drop(&mut self) {
+        for dir in self.1 {
+            let _ = self.0.xtask_in(dir, &["clean"]);
+            let name = dir.file_name().expect("a checkout's directory").to_string_lossy();
+            remove_lock_file(&format!("{name}-local"));
+        }
     }
 }

@@ -66,7 +66,7 @@ impl PushedApp {
         swarm::docker_login(&sandbox, &registry);
         let (image, images) = match image {
             AppImage::Release => {
-                let mut images = Images(Vec::new());
+                let mut images = Images::new();
                 (swarm::app_image(&sandbox, &registry, &version, &mut images), images)
             }
             AppImage::Scratch => {

@@ -110,12 +110,75 @@ impl Drop for Stack {
             let _ = docker(&["config", "rm", config]);
         }
         let _ = docker(&["config", "rm", &xtask_cloud::records::lock_name(stack)]);
-        // The stack's volumes, once no container uses them.
-        let volumes = docker(&["volume", "ls", "--quiet", "--filter", &label]);
-        for volume in String::from_utf8_lossy(&volumes.stdout).lines() {
-            poll_until(Duration::from_secs(10), || docker(&["volume", "rm", volume]).status.success());
+        let left = remove_containers_and_volumes(stack);
+        if !left.is_empty() {
+            let message = format!("stack {stack} left behind after {LEFTOVERS_WAIT:?}: {}", left.join(", "));
+            // A second panic while a test's own failure unwinds would abort.
+            if std::thread::panicking() {
+                eprintln!("{message}");
+            } else {
+                panic!("{message}");
+            }
         }
     }
+}
+
+/// How long the swarm has to remove the containers of `stack`'s services and
+/// jobs (replicated jobs' exited ones included) before the test removes them
+/// itself, and the volumes to become free.
+const LEFTOVERS_WAIT: Duration = Duration::from_secs(60);
+
+/// The containers of `stack`'s services and jobs, any service named
+/// `<stack>_...` (the stack's own, a job of deploy's, a test's one-off), as
+/// ids; and the volumes they mount.
+fn stack_containers(stack: &str) -> (Vec<String>, Vec<String>) {
+    let listed =
+        docker(&["ps", "--all", "--no-trunc", "--format", "{{.ID}} {{.Label \"com.docker.swarm.service.name\"}}"]);
+    let prefix = format!("{stack}_");
+    let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(_, service)| service.starts_with(&prefix))
+        .map(|(id, _)| id.to_owned())
+        .collect();
+    let mut volumes = Vec::new();
+    if !ids.is_empty() {
+        let format = "{{range .Mounts}}{{if eq .Type \"volume\"}}{{.Name}} {{end}}{{end}}";
+        let inspected = docker(
+            &[&["container", "inspect", "--format", format][..], &ids.iter().map(String::as_str).collect::<Vec<_>>()]
+                .concat(),
+        );
+        volumes = String::from_utf8_lossy(&inspected.stdout).split_whitespace().map(str::to_owned).collect();
+    }
+    (ids, volumes)
+}
+
+/// Wait (up to [`LEFTOVERS_WAIT`]) for the swarm to remove `stack`'s
+/// containers, then remove any still there, by id, with their anonymous
+/// volumes; then remove the stack's volumes and those its containers
+/// mounted (a one-off's anonymous `/public`). Returns what is still there.
+fn remove_containers_and_volumes(stack: &str) -> Vec<String> {
+    let (_, mut volumes) = stack_containers(stack);
+    poll_until(LEFTOVERS_WAIT, || stack_containers(stack).0.is_empty());
+    let (stuck, more) = stack_containers(stack);
+    volumes.extend(more);
+    for id in &stuck {
+        let _ = docker(&["rm", "--force", "--volumes", id]);
+    }
+    let labelled = docker(&["volume", "ls", "--quiet", "--filter", &stack_filter(stack)]);
+    volumes.extend(String::from_utf8_lossy(&labelled.stdout).lines().map(str::to_owned));
+    volumes.sort();
+    volumes.dedup();
+    let exists = |volume: &str| docker(&["volume", "inspect", volume]).status.success();
+    let mut left: Vec<String> = stack_containers(stack).0.into_iter().map(|id| format!("container {id}")).collect();
+    for volume in volumes {
+        let removed =
+            poll_until(LEFTOVERS_WAIT, || !exists(&volume) || docker(&["volume", "rm", &volume]).status.success());
+        if !removed {
+            left.push(format!("volume {volume}"));
+        }
+    }
+    left
 }
 
 /// A sandbox that deploys a stack of its own to the local swarm: AWS at
@@ -236,10 +299,13 @@ pub fn app_image(
     images: &mut crate::support::images::Images,
 ) -> String {
     let tag = format!("{}/todobackend:{version}", registry.host());
+    let local = sandbox.local_image("todobackend", version);
     images.track(&tag);
-    images.track(&format!("{}/todobackend:latest", registry.host()));
+    images.track(&local);
     let built = sandbox.clone_with(&[("APP_VERSION", version), ("ECR_REGISTRY", &registry.host())]).xtask(&["build"]);
     built.assert_success();
+    // `build` names it locally; the registry's name is `publish`'s or, here, ours.
+    docker_ok(&["tag", &local, &tag]);
     tag
 }
 

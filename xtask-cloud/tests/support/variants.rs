@@ -121,8 +121,9 @@ pub fn variant_image(
     let source = variants_dir().join("src");
     copy_checkout(&source, migrations);
     let tag = format!("{}/todobackend:{version}", registry.host());
+    let local = sandbox.local_image("todobackend", version);
     images.track(&tag);
-    images.track(&format!("{}/todobackend:latest", registry.host()));
+    images.track(&local);
     let target = variants_dir().join("target");
     let built = sandbox
         .clone_with(&[
@@ -132,6 +133,8 @@ pub fn variant_image(
         ])
         .xtask_in(&source, &["build"]);
     built.assert_success();
+    // `build` names it locally; the registry's name is `publish`'s or, here, ours.
+    crate::support::swarm::docker_ok(&["tag", &local, &tag]);
     tag
 }
 
