@@ -272,18 +272,8 @@ fn ci_cleans_up_after_sigterm() {
     let mut child = cmd.spawn().expect("start xtask ci");
     // ci reads its stderr line by line, so the test can wait for the moment
     // the signal is taken, not guess it.
-    let (lines, seen) = std::sync::mpsc::channel::<String>();
     let stderr = child.stderr.take().expect("piped stderr");
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            all.push_str(&line);
-            all.push('\n');
-            let _ = lines.send(line);
-        }
-        all
-    });
+    let (seen, reader) = support::stderr_lines(stderr);
     // login has connected and waits for an answer that never comes (ci
     // catches signals before its first stage).
     let (held, _) = listener.accept().expect("login connects");

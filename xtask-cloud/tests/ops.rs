@@ -852,17 +852,7 @@ fn an_interrupted_prune_is_recorded_as_what_it_did() {
         .spawn()
         .expect("spawn deploy --prune");
     let stderr = deploy.stderr.take().expect("piped stderr");
-    let (lines, seen) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            all.push_str(&line);
-            all.push('\n');
-            let _ = lines.send(line);
-        }
-        all
-    });
+    let (seen, reader) = support::stderr_lines(stderr);
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());

@@ -35,3 +35,23 @@ use xtask_test_support::sandbox::Sandbox;
 pub fn sandbox() -> Sandbox {
     Sandbox::new(env!("CARGO_BIN_EXE_xtask-cloud"))
 }
+
+/// A child's stderr, read line by line on a thread: each line is sent as it
+/// comes (so a test waits for the moment something is said, not a guessed
+/// time), and the thread's result is the whole text.
+pub fn stderr_lines(
+    stderr: std::process::ChildStderr,
+) -> (std::sync::mpsc::Receiver<String>, std::thread::JoinHandle<String>) {
+    let (lines, seen) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = lines.send(line);
+        }
+        all
+    });
+    (seen, reader)
+}
