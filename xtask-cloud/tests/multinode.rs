@@ -343,8 +343,8 @@ impl DataOnAWorker<'_> {
     }
 }
 
-/// The SQLite stack with the app free to run on any node, at most one
-/// replica per node, and the jobs global, so that every node has its own
+/// The SQLite stack with the app free to run on any node, spread over them,
+/// and the jobs global, so that every node has its own
 /// database: a fixture for what happens to the app's replicas across nodes
 /// (drain, loss, logs), not a stack to run (its nodes' data differ).
 fn unpinned_stack_file(dir: &std::path::Path) -> PathBuf {
@@ -355,7 +355,10 @@ fn unpinned_stack_file(dir: &std::path::Path) -> PathBuf {
     let text = text.replace(pinned_job, "      mode: global\n");
     let pinned_app = "constraints: [\"node.labels.todobackend.data == true\"]";
     assert_eq!(text.matches(pinned_app).count(), 1, "the stack's app is no longer pinned as this test expects");
-    support::swarm::stack_file_in(dir, &text.replace(pinned_app, "max_replicas_per_node: 1"))
+    // Spread over the nodes, not capped: the app's updates are start-first,
+    // and a cap of one per node would leave no node for the new task once a
+    // node is lost.
+    support::swarm::stack_file_in(dir, &text.replace(pinned_app, "preferences: [{spread: node.id}]"))
 }
 
 /// A client sending GET requests to one node's port in a loop, until stopped.
