@@ -163,6 +163,10 @@ fn refresh_auth_updates_the_app_alone_and_returns_once_it_converged(app: &Pushed
     );
     assert!(version_of(&app_service) > app_before, "the app was not updated");
     assert_eq!(version_of(&format!("{stack}_migrate")), migrate_before, "refresh-auth touched a job");
+    // The edge runs an image of its own: left alone, and said so.
+    let edge_service = format!("{stack}_edge");
+    let left_alone = refreshed.stderr.lines().find(|line| line.trim_start().starts_with("left alone:")).unwrap_or("");
+    assert!(left_alone.contains(&edge_service), "refresh-auth did not leave the edge alone:\n{}", refreshed.stderr);
     // It returned once the swarm called each update completed (its monitor
     // period included), not when the new tasks started.
     let services =
@@ -177,7 +181,7 @@ fn refresh_auth_updates_the_app_alone_and_returns_once_it_converged(app: &Pushed
             service,
         ]);
         let fields: Vec<&str> = state.split_whitespace().collect();
-        if fields.get(1) == Some(&"any") {
+        if fields.get(1) == Some(&"any") && fields.first() != Some(&edge_service.as_str()) {
             long_running += 1;
             assert_eq!(fields.get(2), Some(&"completed"), "refresh-auth returned before the update completed: {state}");
         }
@@ -835,6 +839,7 @@ fn an_interrupted_prune_is_recorded_as_what_it_did() {
     let with_worker = text.replacen("\nnetworks:\n", &format!("\n{worker}"), 1);
     assert_ne!(with_worker, text);
     let worker_file = app.sandbox.dir.path().join("stack-with-worker.yml");
+    support::swarm::copy_edge_files(app.sandbox.dir.path());
     std::fs::write(&worker_file, with_worker).expect("write the stack file with a worker");
     let stack = app.stack.clone();
     app.at(&a)
