@@ -317,8 +317,9 @@ fn a_fresh_postgres_stack_deploys_after_secret_create_and_keeps_the_password_out
         xtask_test_support::http::http(&format!("http://127.0.0.1:{port}/static/style.css"), "GET", &[]).unwrap();
     assert_eq!(style.status, 200, "{}", style.body);
 
-    // The app is not pinned: it spreads over the nodes, one replica a node
-    // (host mode). Only db is placed on the data node, reached by name.
+    // The app is not pinned: it spreads over the nodes, reached by its tasks'
+    // addresses (the edge finds them by DNS). Only db is placed on the data
+    // node, reached by name.
     let placement = docker_ok(&[
         "service",
         "inspect",
@@ -329,7 +330,9 @@ fn a_fresh_postgres_stack_deploys_after_secret_create_and_keeps_the_password_out
     let placement: serde_json::Value = serde_json::from_str(&placement).expect("placement JSON");
     assert!(placement.get("Constraints").is_none_or(|c| c.as_array().is_some_and(Vec::is_empty)), "{placement}");
     assert_eq!(placement["Preferences"][0]["Spread"]["SpreadDescriptor"], "node.id", "{placement}");
-    assert_eq!(placement["MaxReplicas"], 1, "{placement}");
+    assert!(placement.get("MaxReplicas").is_none_or(|max| max == 0), "capped per node: {placement}");
+    let app_endpoint = docker_ok(&["service", "inspect", &format!("{stack}_app"), "--format", "{{.Spec.EndpointSpec.Mode}}"]);
+    assert_eq!(app_endpoint, "dnsrr");
     let db = docker_ok(&[
         "service",
         "inspect",
