@@ -76,7 +76,10 @@ pub fn runs_release(spec: &ServiceSpec, release_image: &str) -> bool {
 /// long-running replicated one; never the global edge). The `db` of the PostgreSQL stack is long-running too, and is not it.
 pub fn app<'a>(services: &'a [SwarmService], release_image: &str) -> Option<&'a ServiceSpec> {
     let long_running = || {
-        services.iter().filter_map(|service| service.spec.as_ref()).filter(|spec| is_long_running(spec) && is_replicated(spec))
+        services
+            .iter()
+            .filter_map(|service| service.spec.as_ref())
+            .filter(|spec| is_long_running(spec) && is_replicated(spec))
     };
     long_running().find(|spec| runs_release(spec, release_image)).or_else(|| long_running().next())
 }

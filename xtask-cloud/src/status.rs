@@ -66,7 +66,8 @@ pub fn service_status(name: &str, service: &Service) -> ServiceStatus {
         Kind::Global => {
             // One task on each node the swarm wants one on (see converge::global).
             let wanted = service.tasks.iter().filter(|task| task.desired_running);
-            let nodes: std::collections::BTreeSet<Option<&str>> = wanted.clone().map(|task| task.node.as_deref()).collect();
+            let nodes: std::collections::BTreeSet<Option<&str>> =
+                wanted.clone().map(|task| task.node.as_deref()).collect();
             let running: std::collections::BTreeSet<Option<&str>> = wanted
                 .filter(current)
                 .filter(|task| task.node.is_some() && task.state == TaskState::Running)

@@ -108,7 +108,11 @@ fn the_edge_serves_https_with_a_certificate_and_rolls_out_a_changed_configuratio
     assert!(over_https.starts_with("HTTP/1.1 200"), "{over_https}");
     let over_http = http(&format!("http://127.0.0.1:{}/todos", app.port), "GET", &[]).expect("the edge answers");
     assert_eq!(over_http.status, 308, "HTTP is not redirected: {}", over_http.body);
-    assert!(over_http.header("location").is_some_and(|to| to.starts_with("https://")), "{:?}", over_http.header("location"));
+    assert!(
+        over_http.header("location").is_some_and(|to| to.starts_with("https://")),
+        "{:?}",
+        over_http.header("location")
+    );
     // The edge's health answers over HTTP for a load balancer all the same.
     let health = http(&format!("http://127.0.0.1:{}/_edge/health", app.port), "GET", &[]).expect("health");
     assert_eq!(health.status, 200);

@@ -59,8 +59,11 @@ fn a_second_environment_is_a_stack_of_its_own_with_its_history_status_and_lock()
 
     let first = sandbox.clone_with(&[("APP_VERSION", &a)]);
     first.xtask(&["deploy", "--no-login", "--timeout", "3m"]).assert_success();
-    let staging =
-        sandbox.clone_with(&[("APP_VERSION", &b)]).without_env("STACK_NAME").without_env("EDGE_HTTP_PORT").without_env("EDGE_HTTPS_PORT");
+    let staging = sandbox
+        .clone_with(&[("APP_VERSION", &b)])
+        .without_env("STACK_NAME")
+        .without_env("EDGE_HTTP_PORT")
+        .without_env("EDGE_HTTPS_PORT");
     let deployed = staging.xtask(&["deploy", "--env", &env_name, "--no-login", "--timeout", "3m"]);
     deployed.assert_success();
     assert!(deployed.stdout.contains(&format!("is live on stack {staging_stack}")), "{}", deployed.stdout);

@@ -663,7 +663,9 @@ fn the_postgres_stack_serves_one_database_from_two_nodes_and_waits_out_the_db_no
     // (every task's readiness fails), and the app's tasks stay (alive, not
     // restarted); back when the node returns, with the row.
     let probe = [first, second].into_iter().find(|node| node.index != data_node.index).expect("an app off the db node");
-    let app_tasks = || manager.docker_ok(&["service", "ps", "--quiet", "--filter", "desired-state=running", &format!("{stack}_app")]);
+    let app_tasks = || {
+        manager.docker_ok(&["service", "ps", "--quiet", "--filter", "desired-state=running", &format!("{stack}_app")])
+    };
     let tasks_before = app_tasks();
     swarm.cut_link(data_node.index);
     let unready = wait_until("the edge answers 503 without the db node", Duration::from_secs(60), || {
@@ -709,7 +711,8 @@ fn no_request_fails_through_the_edge_on_three_nodes() {
     let stack_yml = std::fs::read_to_string(xtask_test_support::project_root().join("stack.yml")).expect("stack.yml");
     let stack_file = support::swarm::stack_file_in(dir.path(), &stack_yml);
     let secret = xtask_test_support::unique_name("dbpw");
-    let base = sandbox(&swarm, &moto, &stack_file).with_env("APP_REPLICAS", "3").with_env("DB_PASSWORD_SECRET", &secret);
+    let base =
+        sandbox(&swarm, &moto, &stack_file).with_env("APP_REPLICAS", "3").with_env("DB_PASSWORD_SECRET", &secret);
     let db_image = push_postgres(&swarm, &base);
     let sandbox = base.with_env("DB_IMAGE", &db_image);
     let suffix = xtask_test_support::unique_name("v");
@@ -883,7 +886,9 @@ impl<'a> ThroughTheEdge<'a> {
         });
         manager.docker_ok(&["node", "update", "--availability", "active", &drained.node_id()]);
         assert_eq!(figures.failed, 0, "{}", figures.line("drain"));
-        wait_until("the drained node's edge again", Duration::from_secs(120), || answers(drained, "/todos") == Some(200));
+        wait_until("the drained node's edge again", Duration::from_secs(120), || {
+            answers(drained, "/todos") == Some(200)
+        });
     }
 
     /// The edge's configuration changed: each node's edge is replaced in
@@ -896,12 +901,25 @@ impl<'a> ThroughTheEdge<'a> {
         let cfg = self.dir.join("edge/haproxy.cfg");
         let text = std::fs::read_to_string(&cfg).expect("the test's edge/haproxy.cfg");
         std::fs::write(&cfg, format!("{text}\n# changed by the test\n")).expect("change the edge's configuration");
-        let before = self.swarm.manager().docker_ok(&["service", "inspect", "--format", "{{.Version.Index}}", &self.service("edge")]);
+        let before = self.swarm.manager().docker_ok(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Version.Index}}",
+            &self.service("edge"),
+        ]);
         let options = Options { front_retries: true, ..Options::default() };
-        let figures = self.under_load("the edge's configuration changed, load at every node", &self.all_nodes(), options, || {
-            self.at(a).xtask(&["deploy", "--timeout", "4m"]).assert_success();
-        });
-        let after = self.swarm.manager().docker_ok(&["service", "inspect", "--format", "{{.Version.Index}}", &self.service("edge")]);
+        let figures =
+            self.under_load("the edge's configuration changed, load at every node", &self.all_nodes(), options, || {
+                self.at(a).xtask(&["deploy", "--timeout", "4m"]).assert_success();
+            });
+        let after = self.swarm.manager().docker_ok(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Version.Index}}",
+            &self.service("edge"),
+        ]);
         assert_ne!(before, after, "the edge was not updated");
         assert_eq!(figures.failed, 0, "{}", figures.line("edge change"));
     }

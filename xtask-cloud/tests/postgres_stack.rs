@@ -331,7 +331,8 @@ fn a_fresh_postgres_stack_deploys_after_secret_create_and_keeps_the_password_out
     assert!(placement.get("Constraints").is_none_or(|c| c.as_array().is_some_and(Vec::is_empty)), "{placement}");
     assert_eq!(placement["Preferences"][0]["Spread"]["SpreadDescriptor"], "node.id", "{placement}");
     assert!(placement.get("MaxReplicas").is_none_or(|max| max == 0), "capped per node: {placement}");
-    let app_endpoint = docker_ok(&["service", "inspect", &format!("{stack}_app"), "--format", "{{.Spec.EndpointSpec.Mode}}"]);
+    let app_endpoint =
+        docker_ok(&["service", "inspect", &format!("{stack}_app"), "--format", "{{.Spec.EndpointSpec.Mode}}"]);
     assert_eq!(app_endpoint, "dnsrr");
     let db = docker_ok(&[
         "service",

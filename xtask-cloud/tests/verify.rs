@@ -64,10 +64,14 @@ fn a_version_that_fails_its_acceptance_suite_in_the_swarm_is_rolled_back() {
     wait_for_app(port);
     // The replaced task drains (TODOBACKEND_DRAIN) after the new one runs:
     // its container goes a few seconds after the rollback converged.
-    xtask_test_support::wait_until("only the good version's containers run", std::time::Duration::from_secs(60), || {
-        let running = running_app_images(&stack);
-        !running.is_empty() && running.iter().all(|image| image.contains(&format!(":{good}")))
-    });
+    xtask_test_support::wait_until(
+        "only the good version's containers run",
+        std::time::Duration::from_secs(60),
+        || {
+            let running = running_app_images(&stack);
+            !running.is_empty() && running.iter().all(|image| image.contains(&format!(":{good}")))
+        },
+    );
     assert_eq!(titles(port), rows, "the version rolled back to serves every row");
     let entries = history(sandbox);
     let outcomes: Vec<(&str, &str, &str)> = entries

@@ -209,10 +209,8 @@ mod tests {
             tasks,
         };
         // Node 2 still runs A, node 3's new task is not placed yet.
-        let rolling = edge(
-            None,
-            vec![on("n1", B, "running", true), on("n2", A, "running", true), task(B, "pending", true)],
-        );
+        let rolling =
+            edge(None, vec![on("n1", B, "running", true), on("n2", A, "running", true), task(B, "pending", true)]);
         assert_eq!(judge_b(&rolling, None, 0), Verdict::Waiting("1/3 nodes running :B".into()));
         // Every node on B; the replaced tasks are not wanted any more.
         let done = edge(

@@ -122,7 +122,8 @@ pub async fn run(docker: &Docker, target: &Target<'_>, verify: &Verify) -> Resul
         let through = if entries.is_empty() {
             String::new()
         } else {
-            let services: std::collections::BTreeSet<&str> = entries.iter().map(|(service, _)| service.as_str()).collect();
+            let services: std::collections::BTreeSet<&str> =
+                entries.iter().map(|(service, _)| service.as_str()).collect();
             let services: Vec<&str> = services.into_iter().collect();
             format!(", and through {} task(s) of {}", entries.len(), services.join(", "))
         };

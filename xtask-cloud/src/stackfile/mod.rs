@@ -70,7 +70,10 @@ pub fn file_digests(
                 .map_err(|problem| anyhow::anyhow!("{path}: {section}.{key}.file: {problem}"))?;
             let full = base_dir.join(&file);
             let content = std::fs::read(&full).with_context(|| {
-                format!("cannot read {}, the file of {section}.{key} in {path} (a path relative to the stack file)", full.display())
+                format!(
+                    "cannot read {}, the file of {section}.{key} in {path} (a path relative to the stack file)",
+                    full.display()
+                )
             })?;
             let hash = Sha256::digest(&content);
             let hex: String = hash.iter().take(4).map(|byte| format!("{byte:02x}")).collect();
@@ -82,7 +85,8 @@ pub fn file_digests(
 
 /// `edge_config` → `EDGE_CONFIG_DIGEST`.
 fn digest_variable(key: &str) -> String {
-    let upper: String = key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    let upper: String =
+        key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
     format!("{upper}_DIGEST")
 }
 
@@ -456,7 +460,10 @@ mod tests {
         // SHA-256 of "one" and "two", first 8 hex digits.
         assert_eq!(
             digests,
-            [("EDGE_CONFIG_DIGEST".to_owned(), "7692c3ad".to_owned()), ("TLS_DIGEST".to_owned(), "3fc4ccfe".to_owned())]
+            [
+                ("EDGE_CONFIG_DIGEST".to_owned(), "7692c3ad".to_owned()),
+                ("TLS_DIGEST".to_owned(), "3fc4ccfe".to_owned())
+            ]
         );
         std::fs::write(dir.path().join("a.cfg"), "changed").unwrap();
         let changed = file_digests("s.yml", text, dir.path(), &env).unwrap();

@@ -73,6 +73,26 @@ impl Drop for Images {
         }
         ids.sort();
         ids.dedup();
+        // A pushed image keeps `<repository>@<digest>` after its tag goes:
+        // those of the tracked tags' repositories go too (an image that is
+        // also another's, such as the tests' edge image, keeps its own tag).
+        let repositories: Vec<&str> = self
+            .0
+            .iter()
+            .map(|tag| tag.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(tag.as_str(), |(r, _)| r))
+            .collect();
+        for id in &ids {
+            let digests = Command::new("docker")
+                .args(["image", "inspect", "--format", "{{range .RepoDigests}}{{.}} {{end}}", id])
+                .output();
+            let Ok(digests) = digests else { continue };
+            for reference in String::from_utf8_lossy(&digests.stdout).split_whitespace() {
+                let repository = reference.split('@').next().unwrap_or_default();
+                if repositories.contains(&repository) {
+                    let _ = Command::new("docker").args(["image", "rm", reference]).output();
+                }
+            }
+        }
         // By id, once untagged: an image that another tag still names is
         // someone else's too, and stays.
         for id in &ids {

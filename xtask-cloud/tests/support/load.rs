@@ -80,7 +80,11 @@ impl Figures {
             self.slowest.as_secs_f64() * 1000.0,
             self.acknowledged.len(),
             if refused.is_empty() { String::new() } else { format!("; {}", refused.join(", ")) },
-            if self.failures.is_empty() { String::new() } else { format!("; first failures: {}", self.failures.join(" | ")) }
+            if self.failures.is_empty() {
+                String::new()
+            } else {
+                format!("; first failures: {}", self.failures.join(" | "))
+            }
         )
     }
 }
@@ -229,7 +233,9 @@ fn send(
     let (base, result) = outcome;
     let failure = match &result {
         Ok(response) if response.status < 400 => None,
-        Ok(response) if response.status == 503 && response.header("retry-after").is_some() && options.allow_unavailable => {
+        Ok(response)
+            if response.status == 503 && response.header("retry-after").is_some() && options.allow_unavailable =>
+        {
             figures.unavailable += 1;
             None
         }
@@ -275,5 +281,10 @@ pub fn assert_stored_once(base: &str, tag: &str, figures: &Figures) {
     let twice: Vec<&String> = stored.iter().filter(|(_, count)| **count > 1).map(|(title, _)| title).collect();
     assert!(twice.is_empty(), "stored more than once (a POST was replayed): {twice:?}");
     let lost: Vec<&String> = figures.acknowledged.iter().filter(|title| !stored.contains_key(*title)).collect();
-    assert!(lost.is_empty(), "{} acknowledged POSTs are not stored: {:?}", lost.len(), lost.iter().take(5).collect::<Vec<_>>());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged POSTs are not stored: {:?}",
+        lost.len(),
+        lost.iter().take(5).collect::<Vec<_>>()
+    );
 }
