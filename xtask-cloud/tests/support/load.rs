@@ -260,8 +260,7 @@ fn id_of(body: &str) -> Option<String> {
 
 /// `http://host:port/todos/7` → `/todos/7`.
 fn path_of(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    rest.find('/').map_or_else(|| "/".to_owned(), |at| rest[at..].to_owned())
+    url::Url::parse(url).map_or_else(|_| "/".to_owned(), |url| url.path().to_owned())
 }
 
 /// Every acknowledged POST of `figures` is stored exactly once in the list
