@@ -185,3 +185,40 @@ fn https_get(port: u16, path: &str) -> String {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if text.is_empty() { String::from_utf8_lossy(&out.stderr).into_owned() } else { text }
 }
+
+/// A release whose edge configuration HAProxy refuses fails halfway, on the
+/// real swarm: the swarm rolls the edge back to the configuration that
+/// served, the deploy exits 3 naming the edge, and the app answers through
+/// the edge again with every row it had.
+#[test]
+fn an_edge_configuration_haproxy_refuses_is_rolled_back_and_every_row_is_kept() {
+    let app = PushedApp::start();
+    let a = app.version.clone();
+    app.deploy(&a).assert_success();
+    wait_for_app(app.port);
+    let base = format!("http://127.0.0.1:{}", app.port);
+    support::variants::add_todo(app.port, "written before the broken edge");
+    let rows = support::variants::titles(app.port);
+    let config_before = edge_config_names(&app.stack);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string(xtask_test_support::project_root().join("stack.single-node.yml")).unwrap();
+    let file = support::swarm::stack_file_in(dir.path(), &text);
+    let cfg = dir.path().join("edge/haproxy.cfg");
+    let broken = std::fs::read_to_string(&cfg).unwrap().replacen("global\n", "global\n    no-such-keyword\n", 1);
+    std::fs::write(&cfg, broken).unwrap();
+    let failed = app.at(&a).with_env("STACK_FILE", &file.display().to_string()).xtask(&[
+        "deploy",
+        "--no-login",
+        "--timeout",
+        "3m",
+    ]);
+    assert_eq!(failed.status.code(), Some(3), "{}\n{}", failed.stdout, failed.stderr);
+    assert!(failed.error_text().contains("edge"), "the error does not name the edge: {}", failed.stderr);
+
+    xtask_test_support::wait_until("the edge answers again", std::time::Duration::from_secs(60), || {
+        http(&format!("{base}/todos"), "GET", &[]).is_ok_and(|response| response.status == 200)
+    });
+    assert_eq!(edge_config_names(&app.stack), config_before, "the edge does not run the configuration that served");
+    assert_eq!(support::variants::titles(app.port), rows, "rows were lost");
+}
