@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::{project_root, unique_name};
 
@@ -64,11 +66,15 @@ impl Run {
 
 /// An isolated place to run the xtask `binary`: a private DOCKER_CONFIG, a
 /// unique compose project and stack (STACK_NAME), and the variables a test adds.
+///
+/// When the last sandbox of a family ([`Sandbox::clone_with`] shares it)
+/// goes, the images the xtask built in it go too: see [`BuiltImages`].
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
     pub env: Vec<(String, String)>,
     pub root: PathBuf,
     binary: PathBuf,
+    built_images: Arc<BuiltImages>,
 }
 
 impl Sandbox {
@@ -83,7 +89,7 @@ impl Sandbox {
             ("COMPOSE_PROJECT_NAME".to_owned(), format!("{name}env")),
             ("STACK_NAME".to_owned(), format!("{name}stack")),
         ];
-        Sandbox { dir, env, root: project_root(), binary: binary.into() }
+        Sandbox { dir, env, root: project_root(), binary: binary.into(), built_images: Arc::default() }
     }
 
     pub fn with_env(mut self, key: &str, value: &str) -> Sandbox {
@@ -110,6 +116,7 @@ impl Sandbox {
             env: self.env.clone(),
             root: self.root.clone(),
             binary: self.binary.clone(),
+            built_images: Arc::clone(&self.built_images),
         };
         copy.with_envs(env.iter().copied())
     }
@@ -204,5 +211,110 @@ impl Sandbox {
             .output()
             .expect("run docker");
         Run::of(out)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // The compose project and engine as this sandbox ends them (a test
+        // may have changed either with `with_env`).
+        let project = self.env_value("COMPOSE_PROJECT_NAME").map(str::to_owned);
+        let engine = self.env_value("DOCKER_HOST").map(str::to_owned);
+        if let Some(project) = project {
+            let mut places = self.built_images.places.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if !places.contains(&(project.clone(), engine.clone())) {
+                places.push((project, engine));
+            }
+        }
+    }
+}
+
+/// The images that `cargo xtask build` made in a family of sandboxes: every
+/// build labels its image `xtask.local-project=<compose project>`, and each
+/// sandbox has its own project, so the label names exactly this test's
+/// images, tagged or not, whichever tag a later build moved. Removed when the
+/// last sandbox of the family goes (children first, so the legacy builder's
+/// untagged parent layers go with them), then checked: an image that stays
+/// fails the test, naming it, unless the test is already failing.
+#[derive(Default)]
+struct BuiltImages {
+    /// (compose project, DOCKER_HOST if the sandbox named one).
+    places: Mutex<Vec<(String, Option<String>)>>,
+}
+
+/// How long the removal keeps trying: a task of a stack the test removed a
+/// moment ago may still hold its image.
+const REMOVAL_DEADLINE: Duration = Duration::from_secs(60);
+
+impl Drop for BuiltImages {
+    fn drop(&mut self) {
+        let places = std::mem::take(self.places.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let mut left = Vec::new();
+        for (project, engine) in places {
+            // The host's engine always (builds run there unless a test points
+            // DOCKER_HOST elsewhere), and the sandbox's own engine if it had one
+            // (a multi-node test's; it may already be gone with its namespace).
+            left.extend(remove_labelled_images(&project, None));
+            if let Some(engine) = engine {
+                let _ = remove_labelled_images(&project, Some(&engine));
+            }
+        }
+        if !left.is_empty() && !std::thread::panicking() {
+            panic!("images the xtask built in this test remain after {REMOVAL_DEADLINE:?}: {}", left.join(", "));
+        }
+    }
+}
+
+/// Removes every image labelled `xtask.local-project=<project>` on `engine`
+/// (the default one if None), retrying until the deadline; returns those that
+/// stay, as `id (tags)`.
+fn remove_labelled_images(project: &str, engine: Option<&str>) -> Vec<String> {
+    let docker = |args: &[&str]| {
+        let mut command = Command::new("docker");
+        command.args(args).stdin(Stdio::null());
+        if let Some(engine) = engine {
+            command.env("DOCKER_HOST", engine);
+        }
+        command.output().ok().filter(|out| out.status.success())
+    };
+    let label = format!("label=xtask.local-project={project}");
+    let list = || -> Option<Vec<String>> {
+        let out = docker(&["image", "ls", "--all", "--quiet", "--no-trunc", "--filter", &label])?;
+        let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+        ids.sort();
+        ids.dedup();
+        Some(ids)
+    };
+    let deadline = Instant::now() + REMOVAL_DEADLINE;
+    loop {
+        // No engine (a multi-node test's, gone with its namespace): nothing
+        // of it can stay.
+        let Some(ids) = list() else { return Vec::new() };
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        // One pass removes the images no other image is built on; their
+        // parents go on a later pass (or with them, once untagged).
+        for id in &ids {
+            let _ = docker(&["image", "rm", "--force", id]);
+        }
+        let Some(after) = list() else { return Vec::new() };
+        if after.is_empty() {
+            return Vec::new();
+        }
+        if Instant::now() >= deadline {
+            return after
+                .iter()
+                .map(|id| {
+                    let tags = docker(&["image", "inspect", "--format", "{{.RepoTags}}", id])
+                        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+                        .unwrap_or_default();
+                    format!("{id} {tags}")
+                })
+                .collect();
+        }
+        if after.len() == ids.len() {
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
 }

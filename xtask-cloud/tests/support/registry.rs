@@ -140,5 +140,35 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
+        self.forget_local_references();
+    }
+}
+
+impl Registry {
+    /// Removes the engine's references into this registry (`<host>/<repo>:<tag>`
+    /// and the `<host>/<repo>@<digest>` a push leaves): its port is this
+    /// test's alone, so they are this test's. An image that another name
+    /// still holds (the tests' shared edge image) only loses the reference.
+    fn forget_local_references(&self) {
+        let prefix = format!("{}/", self.host());
+        let listed = Command::new("docker")
+            .args(["image", "ls", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}"])
+            .output();
+        let Ok(listed) = listed else { return };
+        for line in String::from_utf8_lossy(&listed.stdout).lines() {
+            let mut fields = line.split(' ');
+            let (Some(repository), Some(tag), Some(digest)) = (fields.next(), fields.next(), fields.next()) else {
+                continue;
+            };
+            if !repository.starts_with(&prefix) {
+                continue;
+            }
+            if tag != "<none>" {
+                let _ = Command::new("docker").args(["image", "rm", &format!("{repository}:{tag}")]).output();
+            }
+            if digest != "<none>" {
+                let _ = Command::new("docker").args(["image", "rm", &format!("{repository}@{digest}")]).output();
+            }
+        }
     }
 }
