@@ -168,7 +168,7 @@ pub fn stack_changing(entry: Option<Entry>) {
 /// interruption from now on records the services' specs as it left them
 /// (`specs`, read just after), so that the history holds what it did, and
 /// `status` does not call its changes (a service `--prune` removed) drift.
-pub fn stack_deployed(specs: std::collections::BTreeMap<String, crate::spec::drift::SpecRecord>) {
+pub fn stack_deployed(specs: std::collections::BTreeMap<String, crate::service_spec::drift::SpecRecord>) {
     if let Some(entry) = state().pending.as_mut() {
         entry.specs = specs;
     }

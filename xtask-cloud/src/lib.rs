@@ -35,7 +35,7 @@ pub mod records;
 mod registry;
 pub mod release;
 mod signals;
-mod spec;
+mod service_spec;
 mod stack;
 pub mod stackfile;
 mod swarm_nodes;

@@ -18,7 +18,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let services = stackfile::load(&source.shown, &source.text, &lookup)?;
     let docker = ctx.block_on(async { ctx.docker().await })?;
     let recorded = history::last_specs(&history::list(ctx, &ctx.settings.stack)?);
-    let plan = crate::spec::diff::make(ctx, &docker, &source, &services, None, recorded.as_ref())?;
+    let plan = crate::service_spec::diff::make(ctx, &docker, &source, &services, None, recorded.as_ref())?;
     if args.json {
         ctx.print_result(&serde_json::to_string_pretty(&plan).context("cannot encode the plan")?);
     } else {

@@ -2,7 +2,7 @@
 //! replicas running of desired, the update state, whether a one-shot service
 //! completed; then the last deploy from the history and the deploy lock, and
 //! the drift: every service and field changed outside the xtask since the
-//! last deploy recorded the specs (`spec::drift`). The exit code is 0 when
+//! last deploy recorded the specs (`service_spec::drift`). The exit code is 0 when
 //! the stack has converged without drift, 3 when it has not converged or its
 //! app runs a version whose deploy did not finish (timed out, interrupted:
 //! unverified, until a deploy settles it), 1 on drift (unless
@@ -141,9 +141,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let docker = ctx.block_on(async { ctx.docker().await })?;
     let app = ctx.block_on(crate::stack::running_app(&docker, &stack, &ctx.settings.image_name()))?;
     let unverified = app.and_then(|app| crate::records::history::unverified(&history, &app.version).cloned());
-    let live = crate::spec::live_services(ctx, &docker, &stack)?;
+    let live = crate::service_spec::live_services(ctx, &docker, &stack)?;
     let drift =
-        crate::records::history::last_specs(&history).map(|recorded| crate::spec::drift::drifted(&recorded, &live));
+        crate::records::history::last_specs(&history).map(|recorded| crate::service_spec::drift::drifted(&recorded, &live));
 
     if args.json {
         let json = serde_json::json!({

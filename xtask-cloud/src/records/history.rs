@@ -16,7 +16,7 @@ use xtask::ctx::Ctx;
 use super::HISTORY_LABEL;
 use crate::async_ctx::AsyncCtx;
 use crate::clock;
-use crate::spec::drift::SpecRecord;
+use crate::service_spec::drift::SpecRecord;
 
 /// Entries kept; older ones are removed when a new one is written.
 pub const KEPT: usize = 50;
@@ -115,7 +115,7 @@ pub struct Entry {
     #[serde(default)]
     pub detail: Option<String>,
     /// Each service's spec as this run left it (digests only), to tell drift:
-    /// see `spec::drift`. Empty for entries written before it, or when the
+    /// see `service_spec::drift`. Empty for entries written before it, or when the
     /// stack could not be read.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub specs: BTreeMap<String, SpecRecord>,

@@ -114,7 +114,7 @@ impl Release<'_> {
             entry.verification = if no_task { None } else { self.verification.recorded(outcome == Outcome::Converged) };
         }
         if stack_deployed {
-            entry.specs = crate::spec::drift::as_deployed(ctx, &checked.docker, &stack);
+            entry.specs = crate::service_spec::drift::as_deployed(ctx, &checked.docker, &stack);
         }
         history::record(ctx, &stack, &entry);
         result
@@ -419,7 +419,7 @@ impl Release<'_> {
 fn plan_in_dry_run(ctx: &Ctx, checked: &Checked, prune: bool) -> Result<()> {
     ctx.step("what this changes on the stack (the plan)", || {
         let recorded = history::last_specs(&history::list(ctx, &ctx.settings.stack)?);
-        let plan = crate::spec::diff::make(
+        let plan = crate::service_spec::diff::make(
             ctx,
             &checked.docker,
             &checked.source,
@@ -523,7 +523,7 @@ fn needed_by_jobs(services: &[stackfile::ServiceDef]) -> Vec<&stackfile::Service
 /// the history entry of an interruption (a dry run changed nothing).
 fn hand_over_specs(ctx: &Ctx, docker: &bollard::Docker, stack: &str) {
     if !ctx.settings.dry_run {
-        crate::interrupt::stack_deployed(crate::spec::drift::as_deployed(ctx, docker, stack));
+        crate::interrupt::stack_deployed(crate::service_spec::drift::as_deployed(ctx, docker, stack));
     }
 }
 
