@@ -1,7 +1,9 @@
-//! The house rules of both xtask crates' modules, read off their sources: no
-//! task module imports another task module, and the modules do not import
-//! each other in a circle. The tasks are those the dispatch runs
-//! (`NAME::run`), so a task added to a dispatch is checked with the rest.
+//! The house rules of the project's crates, read off their sources: in both
+//! xtask crates no task module imports another task module (the tasks are
+//! those the dispatch runs, `NAME::run`, so a task added to a dispatch is
+//! checked with the rest); no modules import each other in a circle, at
+//! any depth: siblings in a
+//! folder (`pg/backups.rs` and `pg/migrate.rs`) as much as the top-level ones.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -135,6 +137,129 @@ fn circle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
     graph.keys().find_map(|module| visit(graph, module, &mut Vec::new(), &mut done))
 }
 
+/// A module's path in its crate: `pg/backups.rs` is `["pg", "backups"]`,
+/// `pg/mod.rs` is `["pg"]`, `lib.rs` and `main.rs` the root, `[]`.
+fn module_path(src: &Path, file: &Path) -> Vec<String> {
+    let mut path: Vec<String> = file
+        .strip_prefix(src)
+        .unwrap()
+        .with_extension("")
+        .components()
+        .map(|part| part.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if matches!(path.last().map(String::as_str), Some("mod")) || path == ["lib"] || path == ["main"] {
+        path.pop();
+    }
+    path
+}
+
+/// The paths `code` names through `crate::` and `super::` (however many),
+/// made absolute from `module`, with each `{...}` group of a `use` spread out:
+/// in `a::b`, `use super::{c, d::E}` names `a::c` and `a::d::E`.
+fn named_paths(module: &[String], code: &str) -> Vec<Vec<String>> {
+    let mut paths = Vec::new();
+    let bytes = code.as_bytes();
+    let mut at = 0;
+    while at < code.len() {
+        let rest = &code[at..];
+        let starts_word = at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_' || bytes[at - 1] == b':');
+        let base = if !starts_word {
+            None
+        } else if rest.starts_with("crate::") {
+            at += "crate::".len();
+            Some(Vec::new())
+        } else if rest.starts_with("super::") {
+            let mut base = module.to_vec();
+            while code[at..].starts_with("super::") {
+                base.pop();
+                at += "super::".len();
+            }
+            Some(base)
+        } else {
+            None
+        };
+        match base {
+            Some(base) => at += tree(&code[at..], base, &mut paths),
+            None => at += rest.chars().next().map_or(1, char::len_utf8),
+        }
+    }
+    paths
+}
+
+/// Reads one path tree (`a::b`, `a::{b, c::{d}}`) at the start of `text`
+/// under `prefix` into `out`; returns how many bytes it read.
+fn tree(text: &str, prefix: Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+    let mut path = prefix;
+    let mut read = 0;
+    loop {
+        let rest = &text[read..];
+        let skipped = rest.len() - rest.trim_start().len();
+        read += skipped;
+        let rest = &text[read..];
+        if let Some(group) = rest.strip_prefix('{') {
+            read += 1;
+            let mut inner = group;
+            loop {
+                let used = tree(inner, path.clone(), out);
+                read += used;
+                inner = &inner[used..];
+                let trimmed = inner.trim_start();
+                read += inner.len() - trimmed.len();
+                inner = trimmed;
+                match inner.chars().next() {
+                    Some(',') => {
+                        read += 1;
+                        inner = &inner[1..];
+                    }
+                    Some('}') => return read + 1,
+                    _ => return read,
+                }
+            }
+        }
+        let word = first_identifier(rest);
+        if word.is_empty() {
+            break;
+        }
+        read += word.len();
+        path.push(word);
+        if text[read..].starts_with("::") {
+            read += 2;
+        } else {
+            break;
+        }
+    }
+    out.push(path);
+    read
+}
+
+/// A circle among modules of the crate at `src` that import each other, at
+/// any depth. An import from `a::b` to `c::d` counts between the two
+/// siblings under their common parent (`a` → `c`); a module naming its
+/// own parent or child (a folder's `mod.rs` and its files) is no circle.
+fn circle_at_any_depth(src: &Path) -> Option<Vec<String>> {
+    let files = rust_files(src);
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|file| module_path(src, file)).collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let from = module_path(src, file);
+        let code = code_outside_tests(&std::fs::read_to_string(file).unwrap());
+        for named in named_paths(&from, &code) {
+            // The module a path lands in: its longest prefix that is one.
+            let Some(to) = (0..=named.len()).rev().map(|len| named[..len].to_vec()).find(|p| modules.contains(p))
+            else {
+                continue;
+            };
+            if to.starts_with(&from) || from.starts_with(&to) {
+                continue;
+            }
+            let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+            let room = |path: &[String]| path[..=common].join("::");
+            graph.entry(room(&from)).or_default().insert(room(&to));
+        }
+    }
+    circle(&graph)
+}
+
 fn check(crate_dir: &str, dispatch_file: &str, functions: &[&str]) {
     let root = xtask_test_support::project_root().join(crate_dir);
     let graph = imports(&root.join("src"));
@@ -153,6 +278,14 @@ fn check(crate_dir: &str, dispatch_file: &str, functions: &[&str]) {
     if let Some(found) = circle(&graph) {
         panic!("modules of {crate_dir}/src import each other in a circle: {}", found.join(" -> "));
     }
+    no_circle_at_any_depth(crate_dir);
+}
+
+fn no_circle_at_any_depth(crate_dir: &str) {
+    let src = xtask_test_support::project_root().join(crate_dir).join("src");
+    if let Some(found) = circle_at_any_depth(&src) {
+        panic!("modules of {crate_dir}/src import each other in a circle: {}", found.join(" -> "));
+    }
 }
 
 #[test]
@@ -165,6 +298,25 @@ fn the_light_tasks_import_no_task_and_no_module_circle() {
 #[test]
 fn the_cloud_tasks_import_no_task_and_no_module_circle() {
     check("xtask-cloud", "src/lib.rs", &["dispatch"]);
+}
+
+#[test]
+fn the_deep_check_reads_nested_groups_and_supers_and_finds_a_circle_between_siblings() {
+    let module = ["pg".to_owned(), "backups".to_owned()];
+    let named = named_paths(&module, "use super::{migrate::{lock, applied}, client};\nlet x = crate::a::b();");
+    let named: Vec<String> = named.iter().map(|path| path.join("::")).collect();
+    assert_eq!(named, ["pg::migrate::lock", "pg::migrate::applied", "pg::client", "a::b"]);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path();
+    std::fs::create_dir_all(src.join("pg")).unwrap();
+    std::fs::write(src.join("lib.rs"), "pub mod pg;\n").unwrap();
+    std::fs::write(src.join("pg/mod.rs"), "pub mod backups;\npub mod migrate;\nuse self::backups::x;\n").unwrap();
+    std::fs::write(src.join("pg/backups.rs"), "use super::migrate::lock;\nuse super::Thing;\n").unwrap();
+    std::fs::write(src.join("pg/migrate.rs"), "fn f() { crate::pg::backups::take(); }\n").unwrap();
+    assert_eq!(circle_at_any_depth(src).unwrap(), ["pg::backups", "pg::migrate", "pg::backups"]);
+    // Without the import back, a child naming its parent is no circle.
+    std::fs::write(src.join("pg/migrate.rs"), "fn f() { super::Thing::new(); }\n").unwrap();
+    assert_eq!(circle_at_any_depth(src), None);
 }
 
 #[test]
