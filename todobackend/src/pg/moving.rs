@@ -322,7 +322,7 @@ fn copy(source: &Connection, from: &Path, conn: &Conn, tables: &[String]) -> Res
                 values.push(convert(value, ty).map_err(|why| format!("table {table}, column {column}: {why}"))?);
             }
             let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect();
-            conn.execute_statement(&statement, &params).map_err(pg)?;
+            conn.execute_statement(statement, &params).map_err(pg)?;
             count += 1;
         }
         let sqlite_count: i64 = source
