@@ -99,6 +99,42 @@ fn is_valid_host(host: &str) -> bool {
     !host.is_empty() && host.len() <= 255 && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
 }
 
+/// RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without a
+/// Host header, and to any request with several Host headers or one whose
+/// value is not `host[:port]` (RFC 3986's uri-host, empty allowed). HTTP/1.0
+/// may omit it. Checked before routing, on every path: a request that two
+/// hops would route by two different hosts is refused, not guessed at.
+/// `hosts` are the values of every Host header, in order.
+pub fn host_problem(http_1_1_or_later: bool, hosts: &[&[u8]]) -> Option<String> {
+    match hosts {
+        [] if http_1_1_or_later => Some("an HTTP/1.1 request must carry a Host header (RFC 9112 section 3.2)".into()),
+        [] => None,
+        [host] if is_host_value(host) => None,
+        [_] => Some("the Host header is not a host name or address with an optional port".into()),
+        _ => Some(format!("{} Host headers in one request; send exactly one (RFC 9112 section 3.2)", hosts.len())),
+    }
+}
+
+/// RFC 3986 `uri-host [":" port]`: an IP literal in brackets, or a reg-name
+/// (which covers IPv4), then digits after a colon.
+fn is_host_value(value: &[u8]) -> bool {
+    let reg_name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(b);
+    let (host_ok, rest) = match value.strip_prefix(b"[") {
+        Some(literal) => match literal.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let inside = &literal[..end];
+                (!inside.is_empty() && inside.iter().all(|b| reg_name(b) || *b == b':'), &literal[end + 1..])
+            }
+            None => (false, &[][..]),
+        },
+        None => {
+            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            (value[..end].iter().all(reg_name), &value[end..])
+        }
+    };
+    host_ok && (rest.is_empty() || rest.strip_prefix(b":").is_some_and(|port| port.iter().all(u8::is_ascii_digit)))
+}
+
 /// First entry of a possibly comma-separated forwarded header (proxies
 /// append, so the first one is what the client used).
 fn first_forwarded(value: Option<&str>) -> Option<&str> {
@@ -150,10 +186,25 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, String> {
     }
 }
 
+/// The rule for every text the API stores, the same on both backends: no
+/// U+0000 (NUL). SQLite would store it and PostgreSQL cannot (its `text`
+/// refuses the character), so a todo must not be accepted by one backend and
+/// fail on the other, nor block `move-to-postgres` later. A JSON string is
+/// already valid UTF-8 (serde_json refuses a lone surrogate), so NUL is the
+/// one character left to refuse.
+pub fn check_text(field: &str, text: &str) -> Result<(), String> {
+    match text.find('\0') {
+        Some(at) => Err(format!(
+            "{field} must not contain the character U+0000 (NUL), found at byte {at}; remove it and send again"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn parse_title(value: &Value) -> Result<String, String> {
     match value {
         Value::String(s) if s.trim().is_empty() => Err("title must not be empty".into()),
-        Value::String(s) => Ok(s.clone()),
+        Value::String(s) => check_text("title", s).map(|()| s.clone()),
         _ => Err("title must be a string".into()),
     }
 }
@@ -414,6 +465,34 @@ mod tests {
     }
 
     #[test]
+    fn host_header_rules() {
+        for (http_1_1, hosts) in [
+            (true, &[&b"example.com"[..]][..]),
+            (true, &[b"example.com:8080"]),
+            (true, &[b"127.0.0.1:8000"]),
+            (true, &[b"[::1]:8000"]),
+            (true, &[b"[::1]"]),
+            (true, &[b"my_host.internal"]),
+            (true, &[b""]),
+            (false, &[]),
+            (false, &[b"h"]),
+        ] {
+            assert_eq!(host_problem(http_1_1, hosts), None, "{hosts:?}");
+        }
+        let missing = host_problem(true, &[]).unwrap();
+        assert!(missing.contains("must carry a Host header"), "{missing}");
+        for version in [true, false] {
+            let twice = host_problem(version, &[b"a", b"a"]).unwrap();
+            assert!(twice.starts_with("2 Host headers"), "{twice}");
+        }
+        for bad in [&b"evil.com/x?y"[..], b"a b", b"h:80x", b"[::1", b"[]", b"h:8:9", b"caf\xc3\xa9", b"a@b"] {
+            let err =
+                host_problem(true, &[bad]).unwrap_or_else(|| panic!("{:?} accepted", String::from_utf8_lossy(bad)));
+            assert!(err.contains("not a host name"), "{err}");
+        }
+    }
+
+    #[test]
     fn new_todo_validation() {
         let t = parse_new_todo(br#"{"title":"walk","order":5,"completed":true,"x":1}"#).unwrap();
         assert_eq!(t, NewTodo { title: "walk".into(), completed: true, order: Some(5) });
@@ -433,6 +512,8 @@ mod tests {
             (br#"{"title":"a","completed":"yes"}"#, "completed"),
             (br#"{"title":"a","order":1.5}"#, "order"),
             (br#"{"title":"a","order":"1"}"#, "order"),
+            (br#"{"title":"a\u0000b"}"#, "title must not contain the character U+0000 (NUL), found at byte 1"),
+            (br#"{"title":"\u0000"}"#, "title must not contain the character U+0000"),
         ] {
             let err = parse_new_todo(body).unwrap_err();
             assert!(err.contains(fragment), "{:?}: {err}", String::from_utf8_lossy(body));
@@ -447,6 +528,8 @@ mod tests {
         let p = parse_patch(br#"{"title":"b","order":7}"#).unwrap();
         assert_eq!(p, TodoPatch { title: Some("b".into()), completed: None, order: Some(Some(7)) });
         assert!(parse_patch(br#"{"title":""}"#).is_err());
+        let nul = parse_patch(br#"{"title":"a\u0000"}"#).unwrap_err();
+        assert!(nul.starts_with("title must not contain the character U+0000"), "{nul}");
         assert!(parse_patch(br#"{"completed":null}"#).is_err());
         assert!(parse_patch(b"[]").is_err());
         assert!(parse_patch(b"nope").is_err());

@@ -650,9 +650,18 @@ async fn answer(req: Request<Incoming>, state: &Arc<State>) -> Response<Full<Byt
     let healthcheck = req.headers().get(hyper::header::USER_AGENT).is_some_and(|ua| ua == HEALTHCHECK_AGENT);
     let limits = state.options.limits;
 
+    let hosts: Vec<&[u8]> = req.headers().get_all(hyper::header::HOST).iter().map(HeaderValue::as_bytes).collect();
+    let host_problem = api::host_problem(req.version() >= hyper::Version::HTTP_11, &hosts);
+
     let log_method = method.clone();
     let mut close = false;
     let response = match (method.as_str(), path.as_str()) {
+        // Before routing, probes included. The connection closes after the
+        // answer: a peer that frames requests this way is not one to keep.
+        _ if host_problem.is_some() => {
+            close = true;
+            ApiResponse::error(400, host_problem.as_deref().unwrap_or_default())
+        }
         ("GET" | "HEAD", "/healthz") => plain(200, "text/plain; charset=utf-8", "ok\n".into()),
         ("GET" | "HEAD", "/readyz") if state.draining.load(Ordering::SeqCst) => {
             plain(503, "text/plain; charset=utf-8", "draining: shutting down\n".into())

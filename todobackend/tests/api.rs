@@ -153,6 +153,42 @@ fn bad_post_bodies_are_400_and_store_nothing(backend: Backend) {
     assert_eq!(json(&s.get("/todos")), json!([]));
 }
 
+/// U+0000 is refused by the API on both backends alike (SQLite would store
+/// it, PostgreSQL's text cannot): 400 naming the field, nothing stored or
+/// changed, on POST (keyed or not) and PATCH.
+fn a_title_holding_nul_is_400_naming_the_field_on_post_and_patch(backend: Backend) {
+    let s = start_server_on(backend);
+    let nul_titles = ["a\u{0}b", "\u{0}", "trailing\u{0}"];
+    for title in nul_titles {
+        for key in [None, Some("nul-key")] {
+            let headers: Vec<(&str, &str)> =
+                [("Content-Type", "application/json")].into_iter().chain(key.map(|k| ("Idempotency-Key", k))).collect();
+            let body = json!({ "title": title }).to_string();
+            assert!(body.contains("\\u0000"), "sent as JSON's escape: {body}");
+            let r = s.call("POST", "/todos", &headers, Some(&body));
+            assert_eq!(r.status, 400, "{title:?} (key {key:?}): {}", r.text());
+            assert_eq!(r.header("Content-Type"), Some("application/json"));
+            let message = error_message(&r);
+            assert!(message.starts_with("title must not contain the character U+0000 (NUL)"), "{message}");
+        }
+    }
+    assert_eq!(json(&s.get("/todos")), json!([]), "nothing was stored");
+
+    let created = s.post_json("/todos", &json!({ "title": "clean", "order": 1 }));
+    assert_eq!(created.status, 201);
+    let path = TestServer::path_of(json(&created)["url"].as_str().unwrap());
+    for title in nul_titles {
+        let r = s.patch_json(&path, &json!({ "title": title, "completed": true }));
+        assert_eq!(r.status, 400, "{title:?}: {}", r.text());
+        assert!(error_message(&r).starts_with("title must not contain the character U+0000"), "{}", r.text());
+    }
+    let kept = json(&s.get(&path));
+    assert_eq!((&kept["title"], &kept["completed"]), (&json!("clean"), &json!(false)), "the todo is unchanged");
+    // The character beside it is fine: only U+0000 is refused.
+    let r = s.patch_json(&path, &json!({ "title": "\u{1}x\u{7f}" }));
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 fn wrong_methods_are_405_with_allow(backend: Backend) {
     let s = start_server_on(backend);
     for (method, path) in [
@@ -435,6 +471,7 @@ both_backends!(
     delete_one_and_delete_all,
     unknown_ids_and_paths_are_404_with_a_json_error,
     bad_post_bodies_are_400_and_store_nothing,
+    a_title_holding_nul_is_400_naming_the_field_on_post_and_patch,
     wrong_methods_are_405_with_allow,
     options_preflight_is_answered_on_any_path,
     urls_follow_host_and_forwarded_headers,

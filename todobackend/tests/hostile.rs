@@ -220,6 +220,58 @@ fn a_body_sent_too_slowly_is_cut_off() {
 }
 
 #[test]
+fn an_http_1_1_request_without_one_valid_host_is_400_before_routing() {
+    let (handle, _dir, _db) = start_with(server::Limits::default());
+    let before = samples(&handle.metrics());
+    // Probes and the API alike: the rule comes before the route.
+    for (raw, why) in [
+        (&b"GET /todos HTTP/1.1\r\n\r\n"[..], "must carry a Host header"),
+        (b"GET /healthz HTTP/1.1\r\nConnection: keep-alive\r\n\r\n", "must carry a Host header"),
+        (b"GET /todos HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "2 Host headers"),
+        (b"GET /todos HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", "2 Host headers"),
+        (b"GET /todos HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", "2 Host headers"),
+        (b"GET /readyz HTTP/1.1\r\nHost: evil.example/x\r\n\r\n", "not a host name"),
+        (
+            b"POST /todos HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"title\":\"x\"}",
+            "must carry a Host header",
+        ),
+    ] {
+        let request = String::from_utf8_lossy(raw);
+        // Read to the end: the server answers, then closes the connection.
+        let answer = exchange(handle.addr(), raw);
+        let http_1_0 = request.contains("HTTP/1.0");
+        let status = if http_1_0 { "HTTP/1.0 400" } else { "HTTP/1.1 400" };
+        assert!(answer.starts_with(status), "{request:?}: {answer}");
+        assert!(answer.contains("Content-Type: application/json") && answer.contains(why), "{request:?}: {answer}");
+        // HTTP/1.0 closes anyway; HTTP/1.1 is told.
+        assert!(http_1_0 || answer.to_ascii_lowercase().contains("connection: close"), "{request:?}: {answer}");
+    }
+    // Nothing was routed: the POST without Host stored nothing.
+    let listed = exchange(handle.addr(), b"GET /todos HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(listed.starts_with("HTTP/1.1 200") && listed.ends_with("[]"), "{listed}");
+    let counted = |samples: &[(String, f64)]| {
+        samples
+            .iter()
+            .filter(|(n, _)| n.starts_with("todobackend_http_requests_total{") && n.contains("status=\"400\""))
+            .map(|(_, v)| v)
+            .sum::<f64>()
+    };
+    assert_eq!(counted(&samples(&handle.metrics())) - counted(&before), 7.0, "{}", handle.metrics());
+
+    // What stays allowed: HTTP/1.0 without Host, an empty Host (RFC 9112
+    // for a target without authority), and one Host with a port or an IPv6 literal.
+    for raw in [
+        &b"GET /todos HTTP/1.0\r\n\r\n"[..],
+        b"GET /todos HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+        b"GET /todos HTTP/1.1\r\nHost: api.example:8443\r\nConnection: close\r\n\r\n",
+        b"GET /todos HTTP/1.1\r\nHost: [::1]:8000\r\nConnection: close\r\n\r\n",
+    ] {
+        let answer = exchange(handle.addr(), raw);
+        assert!(answer.contains(" 200 ") && answer.ends_with("[]"), "{:?}: {answer}", String::from_utf8_lossy(raw));
+    }
+}
+
+#[test]
 fn http_1_0_keep_alive_is_answered_per_spec() {
     let (handle, _dir, _db) = start_with(server::Limits::default());
     let stream = TcpStream::connect(handle.addr()).unwrap();

@@ -444,6 +444,97 @@ fn move_to_postgres_copies_every_row_with_its_id_and_refuses_a_non_empty_target(
     assert_one_line_error(&out, "TODOBACKEND_DATABASE_URL");
 }
 
+/// Whether the database holds a table of that name (the app's schema).
+fn has_table(db: &PgDatabase, table: &str) -> bool {
+    db.connect().query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]).unwrap().get(0)
+}
+
+#[test]
+fn move_to_postgres_names_every_value_postgresql_cannot_store_and_moves_nothing() {
+    let dir = TempDir::new();
+    let sqlite = common::migrated_db(&dir);
+    // Written straight into SQLite: the API refuses these titles now.
+    let source = rusqlite::Connection::open(&sqlite).unwrap();
+    let add = |title: &str| source.execute("INSERT INTO todos (title) VALUES (?1)", [title]).unwrap();
+    add("fine"); // id 1
+    add("bad\u{0}title"); // id 2: U+0000
+    source.execute("INSERT INTO todos (title) VALUES (CAST(X'66ff6f' AS TEXT))", []).unwrap(); // id 3: not UTF-8
+    for n in 4..=24 {
+        add(&format!("nul {n}\u{0}"));
+    }
+    source
+        .execute(
+            "INSERT INTO idempotency_keys (idempotency_key, todo_id, title, completed, created_at) \
+             VALUES ('k', 1, ?1, 0, 0)",
+            ["x\u{0}"],
+        )
+        .unwrap();
+    let sqlite_arg = sqlite.to_str().unwrap();
+    let db = shared().database();
+
+    let out = run(&["move-to-postgres", "--from", sqlite_arg], &db.env());
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    let mut lines = text.lines();
+    let first = lines.next().unwrap();
+    assert!(
+        first.starts_with("error: refusing to move: 24 value(s) in ")
+            && first.contains("cannot be stored by PostgreSQL, so nothing was moved"),
+        "{text}"
+    );
+    let listed: Vec<&str> = lines.collect();
+    // One line per value, tables in name order, rows in id order; the first
+    // 20, then how many more.
+    assert_eq!(listed.len(), 21, "{text}");
+    assert_eq!(
+        listed[..3],
+        [
+            "  table idempotency_keys, row rowid 1, column title: text holds U+0000 (NUL) at byte 1, which PostgreSQL text cannot store",
+            "  table todos, row id 2, column title: text holds U+0000 (NUL) at byte 3, which PostgreSQL text cannot store",
+            "  table todos, row id 3, column title: text is not UTF-8 (at byte 1), which PostgreSQL text cannot store",
+        ],
+        "{text}"
+    );
+    assert!(listed[19].starts_with("  table todos, row id 20, column title: text holds U+0000"), "{text}");
+    assert_eq!(listed[20], "  and 4 more", "{text}");
+    assert_no_password(&db, &out);
+    // Found before the target was touched: not even its schema was made.
+    assert!(!has_table(&db, "todos"), "the target was migrated");
+
+    // A value of the wrong type for its PostgreSQL column (SQLite's INTEGER
+    // column keeps text it cannot convert) is found in the target's
+    // transaction, before the first row goes in.
+    source.execute("DELETE FROM todos WHERE id > 1", []).unwrap();
+    source.execute("DELETE FROM idempotency_keys", []).unwrap();
+    source.execute(r#"UPDATE todos SET "order" = 'abc' WHERE id = 1"#, []).unwrap();
+    let out = run(&["move-to-postgres", "--from", sqlite_arg], &db.env());
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    // After the progress lines (the target was migrated): the error.
+    let text = &text[text.find("error: ").unwrap_or(0)..];
+    assert!(text.starts_with("error: refusing to move: 1 value(s) in "), "{text}");
+    assert!(
+        text.contains(
+            "\n  table todos, row id 1, column order: a SQLite text of 3 byte(s) does not fit PostgreSQL type int8"
+        ),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 2, "{text}");
+    let rows: i64 = db.connect().query_one("SELECT count(*) FROM todos", &[]).unwrap().get(0);
+    assert_eq!(rows, 0, "nothing was moved");
+
+    // Corrected in SQLite, the same database moves.
+    source.execute(r#"UPDATE todos SET "order" = 7 WHERE id = 1"#, []).unwrap();
+    let out = run(&["move-to-postgres", "--from", sqlite_arg], &db.env());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let moved: (String, Option<i64>) = {
+        let row = db.connect().query_one(r#"SELECT title, "order" FROM todos WHERE id = 1"#, &[]).unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(moved, ("fine".to_string(), Some(7)));
+}
+
 fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }

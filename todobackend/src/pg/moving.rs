@@ -6,6 +6,13 @@
 //! the row counts of both sides must agree before it commits. Every app
 //! table moves, `idempotency_keys` too: a keyed POST repeated after the move
 //! is answered as before it.
+//!
+//! Values PostgreSQL cannot store are found before anything moves: text
+//! holding U+0000 or bytes that are not UTF-8 (SQLite stores both in a TEXT
+//! column) before the target is even connected to, and values that do not
+//! fit their PostgreSQL column's type (SQLite's columns take any type) in the
+//! transaction before the first row is inserted. Each is named by table, row
+//! and column, so that it can be corrected in SQLite and the move run again.
 
 use std::path::Path;
 
@@ -26,9 +33,32 @@ pub struct Moved {
     pub tables: Vec<(String, i64)>,
 }
 
-/// A SQLite value as the PostgreSQL column's type wants it.
-fn convert(value: ValueRef<'_>, ty: &Type, column: &str) -> Result<Box<dyn ToSql + Sync + Send>, String> {
-    let mismatch = || format!("column {column}: a SQLite value {value:?} does not fit PostgreSQL type {ty}");
+/// Offending values listed in the error; past it, only counted.
+const MAX_LISTED: usize = 20;
+
+/// Why PostgreSQL cannot store this SQLite text in any text column, if it
+/// cannot: it refuses U+0000 and bytes that are not UTF-8.
+fn text_problem(bytes: &[u8]) -> Option<String> {
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        return Some(format!("text holds U+0000 (NUL) at byte {at}, which PostgreSQL text cannot store"));
+    }
+    std::str::from_utf8(bytes)
+        .err()
+        .map(|e| format!("text is not UTF-8 (at byte {}), which PostgreSQL text cannot store", e.valid_up_to()))
+}
+
+/// A SQLite value as the PostgreSQL column's type wants it; the error says
+/// why it cannot be.
+fn convert(value: ValueRef<'_>, ty: &Type) -> Result<Box<dyn ToSql + Sync + Send>, String> {
+    let mismatch = || {
+        let shown = match value {
+            // The bytes themselves may be what is wrong with them.
+            ValueRef::Text(bytes) => format!("text of {} byte(s)", bytes.len()),
+            ValueRef::Blob(bytes) => format!("blob of {} byte(s)", bytes.len()),
+            other => format!("{other:?}"),
+        };
+        format!("a SQLite {shown} does not fit PostgreSQL type {ty}")
+    };
     Ok(match value {
         ValueRef::Null => match *ty {
             Type::INT8 => Box::new(None::<i64>),
@@ -54,9 +84,10 @@ fn convert(value: ValueRef<'_>, ty: &Type, column: &str) -> Result<Box<dyn ToSql
             _ => return Err(mismatch()),
         },
         ValueRef::Text(bytes) => match *ty {
-            Type::TEXT | Type::VARCHAR | Type::BPCHAR => {
-                Box::new(String::from_utf8(bytes.to_vec()).map_err(|_| format!("column {column}: text is not UTF-8"))?)
-            }
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR => match text_problem(bytes) {
+                Some(problem) => return Err(problem),
+                None => Box::new(String::from_utf8_lossy(bytes).into_owned()),
+            },
             _ => return Err(mismatch()),
         },
         ValueRef::Blob(bytes) => match *ty {
@@ -82,6 +113,106 @@ fn sqlite_tables(conn: &Connection, path: &Path) -> Result<Vec<String>, String> 
     names.collect::<Result<Vec<_>, _>>().map_err(sqlite_error(path))
 }
 
+/// A table's columns in SQLite, in order.
+fn sqlite_columns(source: &Connection, from: &Path, table: &str) -> Result<Vec<String>, String> {
+    let mut info = source
+        .prepare(&format!("SELECT name FROM pragma_table_info('{}')", table.replace('\'', "''")))
+        .map_err(sqlite_error(from))?;
+    let names = info.query_map([], |row| row.get::<_, String>(0)).map_err(sqlite_error(from))?;
+    names.collect::<Result<Vec<_>, _>>().map_err(sqlite_error(from))
+}
+
+/// How a row is named in errors: by the column that is SQLite's rowid
+/// (`todos id 3`), else by the rowid itself (`rowid 3`).
+fn row_name(source: &Connection, from: &Path, table: &str) -> Result<String, String> {
+    let keys: Vec<(String, String)> = {
+        let mut info = source
+            .prepare(&format!(
+                "SELECT name, upper(type) FROM pragma_table_info('{}') WHERE pk > 0",
+                table.replace('\'', "''")
+            ))
+            .map_err(sqlite_error(from))?;
+        let keys = info.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).map_err(sqlite_error(from))?;
+        keys.collect::<Result<_, _>>().map_err(sqlite_error(from))?
+    };
+    Ok(match keys.as_slice() {
+        [(name, ty)] if ty == "INTEGER" => name.clone(),
+        _ => "rowid".to_string(),
+    })
+}
+
+/// The values found that PostgreSQL cannot store: the first `MAX_LISTED`,
+/// one line each, and how many in all.
+#[derive(Default)]
+struct Unstorable {
+    listed: Vec<String>,
+    total: usize,
+}
+
+impl Unstorable {
+    fn add(&mut self, table: &str, row: &str, rowid: i64, column: &str, why: &str) {
+        self.total += 1;
+        if self.listed.len() < MAX_LISTED {
+            self.listed.push(format!("table {table}, row {row} {rowid}, column {column}: {why}"));
+        }
+    }
+
+    /// The error for what was found, if anything was.
+    fn refusal(&self, from: &Path) -> Result<(), String> {
+        if self.total == 0 {
+            return Ok(());
+        }
+        let more = self.total - self.listed.len();
+        let mut message = format!(
+            "refusing to move: {} value(s) in {} cannot be stored by PostgreSQL, so nothing was moved; \
+             correct or delete them in SQLite (e.g. with sqlite3) and run move-to-postgres again:",
+            self.total,
+            from.display()
+        );
+        for line in &self.listed {
+            message.push_str("\n  ");
+            message.push_str(line);
+        }
+        if more > 0 {
+            message.push_str(&format!("\n  and {more} more"));
+        }
+        Err(message)
+    }
+}
+
+/// Scans every row of `table` for values PostgreSQL cannot store: text it
+/// refuses in any column, and, given the target's column types (in the
+/// order of `columns`), values that do not fit their column.
+fn find_unstorable(
+    source: &Connection,
+    from: &Path,
+    table: &str,
+    columns: &[String],
+    types: Option<&[Type]>,
+    found: &mut Unstorable,
+) -> Result<(), String> {
+    let row = row_name(source, from, table)?;
+    let list = columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+    let mut select =
+        source.prepare(&format!("SELECT rowid, {list} FROM {}", ident(table))).map_err(sqlite_error(from))?;
+    let mut rows = select.query([]).map_err(sqlite_error(from))?;
+    while let Some(values) = rows.next().map_err(sqlite_error(from))? {
+        let rowid: i64 = values.get(0).map_err(sqlite_error(from))?;
+        for (index, column) in columns.iter().enumerate() {
+            let value = values.get_ref(index + 1).map_err(sqlite_error(from))?;
+            let problem = match (types, value) {
+                (Some(types), value) => convert(value, &types[index]).err(),
+                (None, ValueRef::Text(bytes)) => text_problem(bytes),
+                (None, _) => None,
+            };
+            if let Some(why) = problem {
+                found.add(table, &row, rowid, column, &why);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn count_rows(conn: &Conn, table: &str) -> Result<i64, StoreError> {
     Ok(conn.query_one(&format!("SELECT count(*) FROM {}", ident(table)), &[])?.get(0))
 }
@@ -102,9 +233,16 @@ pub fn run(from: &Path, target: &Target, sqlite_list: &[Migration], pg_list: &[M
             from.display()
         ));
     }
+    let tables = sqlite_tables(&source, from)?;
+    // Text PostgreSQL refuses whatever the column: found before the target
+    // is touched at all.
+    let mut unstorable = Unstorable::default();
+    for table in &tables {
+        find_unstorable(&source, from, table, &sqlite_columns(&source, from, table)?, None, &mut unstorable)?;
+    }
+    unstorable.refusal(from)?;
     let ctx = migrate::context(target);
     let conn = Conn::connect(target).map_err(|e| e.to_string())?;
-    let tables = sqlite_tables(&source, from)?;
     // Refuse before touching anything when there is something to lose.
     let _lock = migrate::lock(&conn).map_err(&ctx)?;
     for table in &tables {
@@ -134,46 +272,57 @@ pub fn run(from: &Path, target: &Target, sqlite_list: &[Migration], pg_list: &[M
         }
         Err(e) => {
             let _ = conn.batch("ROLLBACK");
-            Err(format!("{e}; nothing was moved"))
+            Err(if e.contains("nothing was moved") { e } else { format!("{e}; nothing was moved") })
         }
     }
 }
 
+/// A table's copy: its SQLite columns and the INSERT that takes them.
+struct Plan {
+    table: String,
+    columns: Vec<String>,
+    insert: tokio_postgres::Statement,
+}
+
 fn copy(source: &Connection, from: &Path, conn: &Conn, tables: &[String]) -> Result<Moved, String> {
     let pg = |e: StoreError| e.to_string();
-    let mut moved = Moved { tables: Vec::new() };
+    // Every table's values against its PostgreSQL column types, before the
+    // first row is inserted.
+    let mut plans = Vec::with_capacity(tables.len());
+    let mut unstorable = Unstorable::default();
     for table in tables {
         // Emptiness again, inside the transaction and under its lock.
         conn.batch(&format!("LOCK TABLE {} IN EXCLUSIVE MODE", ident(table))).map_err(pg)?;
         if count_rows(conn, table).map_err(pg)? > 0 {
             return Err(format!("refusing to move: {table} is no longer empty"));
         }
-        let mut columns: Vec<String> = Vec::new();
-        {
-            let mut info = source
-                .prepare(&format!("SELECT name FROM pragma_table_info('{}')", table.replace('\'', "''")))
-                .map_err(sqlite_error(from))?;
-            let names = info.query_map([], |row| row.get::<_, String>(0)).map_err(sqlite_error(from))?;
-            for name in names {
-                columns.push(name.map_err(sqlite_error(from))?);
-            }
-        }
+        let columns = sqlite_columns(source, from, table)?;
         let list = columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
         let placeholders = (1..=columns.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
         let insert = format!("INSERT INTO {} ({list}) OVERRIDING SYSTEM VALUE VALUES ({placeholders})", ident(table));
-        let statement = conn.prepare(&insert).map_err(pg)?;
-        let types = statement.params().to_vec();
+        let insert = conn.prepare(&insert).map_err(pg)?;
+        find_unstorable(source, from, table, &columns, Some(insert.params()), &mut unstorable)?;
+        plans.push(Plan { table: table.clone(), columns, insert });
+    }
+    unstorable.refusal(from)?;
+
+    let mut moved = Moved { tables: Vec::new() };
+    for Plan { table, columns, insert: statement } in &plans {
+        let types = statement.params();
+        let list = columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
         let mut select = source.prepare(&format!("SELECT {list} FROM {}", ident(table))).map_err(sqlite_error(from))?;
         let mut rows = select.query([]).map_err(sqlite_error(from))?;
         let mut count = 0i64;
         while let Some(row) = rows.next().map_err(sqlite_error(from))? {
             let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::with_capacity(columns.len());
-            for (index, (column, ty)) in columns.iter().zip(&types).enumerate() {
+            for (index, (column, ty)) in columns.iter().zip(types).enumerate() {
                 let value = row.get_ref(index).map_err(sqlite_error(from))?;
-                values.push(convert(value, ty, &format!("{table}.{column}"))?);
+                // Checked above; a value changed since (the file is not
+                // locked) still stops the move.
+                values.push(convert(value, ty).map_err(|why| format!("table {table}, column {column}: {why}"))?);
             }
             let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect();
-            conn.execute_statement(&statement, &params).map_err(pg)?;
+            conn.execute_statement(statement, &params).map_err(pg)?;
             count += 1;
         }
         let sqlite_count: i64 = source
