@@ -85,6 +85,21 @@ impl Store {
         }
     }
 
+    /// Runs `work`, which only reads but may take long (the full list,
+    /// sent on while the client reads it), on a blocking thread: on SQLite
+    /// with a connection of its own set, so that slow clients never hold
+    /// the ones short reads need; on PostgreSQL as any query.
+    pub async fn read_long<T, F>(self: &Arc<Self>, work: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Todos) -> T + Send + 'static,
+    {
+        match &self.backend {
+            Backend::Sqlite { pool, .. } => pool.read_long(move |conn| work(conn)).await,
+            Backend::Postgres { .. } => self.on_postgres(work).await,
+        }
+    }
+
     /// `work` with a PostgreSQL session on a blocking thread. It connects (or
     /// reuses a connection) at the first query; a database that is away
     /// answers each query with `Unavailable` (503).
