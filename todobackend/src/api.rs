@@ -138,7 +138,11 @@ pub fn base_url(
         .filter(|h| is_valid_host(h))
         .or_else(|| host.map(str::trim).filter(|h| is_valid_host(h)))
         .unwrap_or(fallback_host);
-    format!("{scheme}://{host}")
+    let mut url = String::with_capacity(scheme.len() + 3 + host.len() + 24);
+    url.push_str(scheme);
+    url.push_str("://");
+    url.push_str(host);
+    url
 }
 
 /// The base URL (`base_url`) of a request.
