@@ -1,5 +1,6 @@
 //! The storage seam: the server reaches the database only through `Store`,
-//! with three calls, `read`, `run` and `ready`, the same on both backends:
+//! with four calls, `read`, `read_long` (the streamed list), `run` and
+//! `ready`, the same on both backends:
 //! - SQLite (`sqlite_pool`): reads on the calling thread, writes
 //!   group-committed on one writer thread;
 //! - PostgreSQL (`pg`): a pool of connections used from blocking threads,
