@@ -49,9 +49,16 @@ pub fn init(format: Option<&str>, level: Option<&str>) -> Result<(), String> {
     };
     // Already installed (a second `serve` in one process): keep the first.
     if installed.is_ok() {
-        let _ = ACCESS.set(if level <= Level::INFO { access } else { AccessLog::Off });
+        let _ = ACCESS.set(access_log(access, level));
     }
     Ok(())
+}
+
+/// The access log in `format` under the maximum level `level`: its lines
+/// are at info level, so off below it (tracing's more verbose levels
+/// compare greater).
+fn access_log(format: AccessLog, level: Level) -> AccessLog {
+    if level >= Level::INFO { format } else { AccessLog::Off }
 }
 
 thread_local! {
@@ -234,6 +241,16 @@ mod tests {
                 let at = if json { 14 } else { 0 };
                 assert_eq!(got[at..at + 16], expected[at..at + 16], "{got} / {expected}");
             }
+        }
+    }
+
+    #[test]
+    fn the_access_log_is_off_only_below_info() {
+        for level in [Level::TRACE, Level::DEBUG, Level::INFO] {
+            assert_eq!(access_log(AccessLog::Json, level), AccessLog::Json, "{level}");
+        }
+        for level in [Level::WARN, Level::ERROR] {
+            assert_eq!(access_log(AccessLog::Text, level), AccessLog::Off, "{level}");
         }
     }
 
