@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of the service on loopback: the commit before the
-# hyper server (BASE, default a1f7941, tiny_http) and HEAD, built in release
-# mode, measured one after the other, RUNS times (default 2) so the noise
-# shows. Prints one markdown table; every step is bounded in count and time.
+# Side-by-side benchmark of the service on loopback: a base commit (BASE,
+# default f1ea4a8, the last one before the streamed list and the halved CPU
+# per request; a1f7941 is the tiny_http server before hyper) and HEAD, built
+# in release mode, measured one after the other, RUNS times (default 2) so
+# the noise shows. Prints one markdown table, then per run the keep-alive
+# GET's CPU per request and rate for both, with the load average; every step
+# is bounded in count and time.
 #
 #   scripts/bench-service.sh            # builds both (BASE in its own checkout)
 #   BASE=a1f7941 BASE_BIN=... HEAD_BIN=... RUNS=3 scripts/bench-service.sh
 #   BENCH_NICE=-10 scripts/bench-service.sh   # as root on a shared machine
+#   HOLD=0 scripts/bench-service.sh     # without the 10,000 idle and slow clients
+#
+# The repeatable figure beside it, instructions per keep-alive GET, comes
+# from scripts/callgrind-service.sh.
 #
 # Besides requests/s and p99 it prints the server's CPU time per request
 # (user + system, from /proc): on a machine shared with other work the rates
@@ -15,7 +22,8 @@
 # Needs ab (Debian's apache2-utils), curl and python3. Loopback only.
 set -euo pipefail
 
-BASE=${BASE:-a1f7941}
+BASE=${BASE:-f1ea4a8}
+HOLD=${HOLD:-1}
 REQUESTS=${REQUESTS:-20000}
 # The old server commits each POST on its own (a few hundred a second):
 # fewer POSTs keep its run within ab's bound.
@@ -144,23 +152,29 @@ measure() { # label binary (and $run)
   post_us=$(per_request_us "$t1" "$t2" "$POSTS")
   if [ "$ka_rps" = - ]; then ka="hangs"; else ka="$ka_rps, p99 $ka_p99 ms, $(per_request_us "$t2" "$t3" "$REQUESTS") µs"; fi
   local alive1; alive1=$(alive "$port" 2>/dev/null || echo no)
+  local ka_us=-
+  [ "$ka_rps" = - ] || ka_us=$(per_request_us "$t2" "$t3" "$REQUESTS")
+  echo "$run $label $ka_us ${ka_rps:--} $(cut -d' ' -f1 /proc/loadavg)" >> "$work/keepalive"
 
+  local idle_open=- rss_kib=0 alive2=- slow_p99=- slow_failed=- alive3=- alive4=-
+  if [ "$HOLD" = 1 ]; then
   python3 "$work/hold.py" "$port" "$IDLE" idle > "$dir/idle.out" &
   local holder=$!
   for _ in $(seq 600); do grep -q '^open' "$dir/idle.out" && break; sleep 0.1; done
-  local idle_open; idle_open=$(awk '/^open/ {print $2}' "$dir/idle.out")
+  idle_open=$(awk '/^open/ {print $2}' "$dir/idle.out")
   sleep 1 # let the server accept what the backlog holds
-  local rss_kib; rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-  local alive2; alive2=$(alive "$port" 2>/dev/null || echo no)
+  rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+  alive2=$(alive "$port" 2>/dev/null || echo no)
   kill "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null || true
 
   python3 "$work/hold.py" "$port" "$IDLE" slow > "$dir/slow.out" &
   holder=$!
   for _ in $(seq 600); do grep -q '^open' "$dir/slow.out" && break; sleep 0.1; done
   read -r _ slow_p99 _ slow_failed < <(timeout 120 ab -q -s 10 -n 1000 -c 10 "$url/todos/1" 2>&1 | ab_figures)
-  local alive3; alive3=$(alive "$port" 2>/dev/null || echo no)
+  alive3=$(alive "$port" 2>/dev/null || echo no)
   kill "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null || true
-  local alive4; alive4=$(alive "$port" 2>/dev/null || echo no)
+  alive4=$(alive "$port" 2>/dev/null || echo no)
+  fi
 
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   printf '| %s | %s | %s | %s | %s µs | %s | %s | %s µs | %s | %s | %s MiB (%s open) | %s (%s failed) | %s/%s/%s/%s |\n' \
@@ -181,3 +195,10 @@ awk -v base="$BASE" '
   $2 == base {g[$1] = $3; p[$1] = $4; next}
   {printf "run %s: GET %.2fx, POST %.2fx the base rate; RSS %s MiB at idle\n", $1, (g[$1] ? $3 / g[$1] : 0), (p[$1] ? $4 / p[$1] : 0), $5}
 ' "$work/figures"
+# The keep-alive GET (ab -k, 50 connections) side by side: server CPU per
+# request (user + system) and the rate, with the load average at the time
+# (on a shared machine the rate moves with it, the CPU much less).
+awk -v base="$BASE" '
+  $2 == base {us[$1] = $3; rps[$1] = $4; next}
+  {printf "run %s: keep-alive GET: %s %s µs CPU/request, %s req/s; %s %s µs CPU/request, %s req/s (load %s)\n", $1, base, us[$1], rps[$1], $2, $3, $4, $5}
+' "$work/keepalive"

@@ -2,6 +2,7 @@
 //! request comes in as method, target, headers and body; a response goes out
 //! as status, headers and body. `server.rs` does the wire part.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use serde_json::{Map, Value, json};
@@ -38,28 +39,41 @@ impl ApiRequest<'_> {
     }
 }
 
-/// A response ready to be written; CORS headers are already included.
+/// A response ready to be written. The CORS headers (`CORS_HEADERS`) go
+/// with it when `cors` is set: the server writes them from values it built
+/// once, not from strings made per response.
 #[derive(Debug)]
 pub struct ApiResponse {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    pub cors: bool,
+    /// Headers besides the CORS ones; names as written (title case).
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     pub body: Vec<u8>,
     /// The database failed while answering (counted in `/metrics`).
     pub database_failed: bool,
 }
 
+/// The content type of every JSON answer.
+pub const JSON: &str = "application/json";
+
 impl ApiResponse {
-    fn new(status: u16, content_type: Option<&str>, body: Vec<u8>) -> Self {
-        let mut headers: Vec<(String, String)> =
-            CORS_HEADERS.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    fn new(status: u16, content_type: Option<&'static str>, body: Vec<u8>) -> Self {
+        let mut headers = Vec::with_capacity(2);
         if let Some(ct) = content_type {
-            headers.push(("Content-Type".into(), ct.into()));
+            headers.push(("Content-Type", Cow::Borrowed(ct)));
         }
-        ApiResponse { status, headers, body, database_failed: false }
+        ApiResponse { status, cors: true, headers, body, database_failed: false }
     }
 
     fn json(status: u16, value: &Value) -> Self {
-        Self::new(status, Some("application/json"), value.to_string().into_bytes())
+        Self::new(status, Some(JSON), value.to_string().into_bytes())
+    }
+
+    /// A todo, serialized by `write_todo` (no `Value` tree built first).
+    fn todo(status: u16, todo: &Todo, base: &str) -> Self {
+        let mut body = Vec::with_capacity(96 + todo.title.len() + base.len());
+        write_todo(&mut body, todo, base);
+        Self::new(status, Some(JSON), body)
     }
 
     pub fn error(status: u16, message: &str) -> Self {
@@ -70,14 +84,16 @@ impl ApiResponse {
         Self::new(204, None, Vec::new())
     }
 
-    fn with_header(mut self, name: &str, value: String) -> Self {
-        self.headers.push((name.to_string(), value));
+    fn with_header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Self {
+        self.headers.push((name, value.into()));
         self
     }
 
-    /// The value of the first header of that name.
+    /// The value of the first header of that name (CORS headers included).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        let cors = if self.cors { CORS_HEADERS } else { &[] };
+        let own = self.headers.iter().map(|(n, v)| (*n, v.as_ref()));
+        cors.iter().copied().chain(own).find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 }
 
@@ -158,21 +174,123 @@ pub fn base_url(
         .filter(|h| is_valid_host(h))
         .or_else(|| host.map(str::trim).filter(|h| is_valid_host(h)))
         .unwrap_or(fallback_host);
-    format!("{scheme}://{host}")
+    let mut url = String::with_capacity(scheme.len() + 3 + host.len() + 24);
+    url.push_str(scheme);
+    url.push_str("://");
+    url.push_str(host);
+    url
 }
 
-fn request_base_url(req: &ApiRequest<'_>, ctx: &Context<'_>) -> String {
-    base_url(req.header("Host"), req.header("X-Forwarded-Proto"), req.header("X-Forwarded-Host"), ctx.fallback_host)
+/// The base URL (`base_url`) of a request.
+pub fn request_base_url(req: &ApiRequest<'_>, fallback_host: &str) -> String {
+    base_url(req.header("Host"), req.header("X-Forwarded-Proto"), req.header("X-Forwarded-Host"), fallback_host)
 }
 
-fn todo_json(todo: &Todo, base: &str) -> Value {
-    json!({
-        "id": todo.id,
-        "title": todo.title,
-        "completed": todo.completed,
-        "order": todo.order,
-        "url": format!("{base}/todos/{}", todo.id),
-    })
+/// Appends a todo as the API shows it, a JSON object with the keys in
+/// serde_json's (sorted) order as before:
+/// `{"completed":..,"id":..,"order":..,"title":..,"url":"{base}/todos/{id}"}`.
+/// Written directly, with serde_json escaping the title: a GET of one todo
+/// spent more on building and printing a `Value` than on its query.
+pub fn write_todo(out: &mut Vec<u8>, todo: &Todo, base: &str) {
+    out.extend_from_slice(if todo.completed {
+        b"{\"completed\":true,\"id\":"
+    } else {
+        b"{\"completed\":false,\"id\":"
+    });
+    push_int(out, todo.id);
+    out.extend_from_slice(b",\"order\":");
+    match todo.order {
+        Some(order) => push_int(out, order),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"title\":");
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &todo.title);
+    out.extend_from_slice(b",\"url\":");
+    let _ = serde_json::to_writer(&mut *out, base);
+    // The base's closing quote gives way to the rest of the URL (digits).
+    out.pop();
+    out.extend_from_slice(b"/todos/");
+    push_int(out, todo.id);
+    out.extend_from_slice(b"\"}");
+}
+
+/// Appends an integer's decimal digits, without going through `fmt`.
+fn push_int(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// The full list's JSON array, written piece by piece as the database
+/// yields todos: `start`, then `push` for each (a comma before all but the
+/// first), then `finish`. The bytes so far are taken with `take`, so that
+/// the list is sent in chunks and never held whole.
+pub struct ListWriter {
+    base: String,
+    buf: Vec<u8>,
+    first: bool,
+}
+
+impl ListWriter {
+    pub fn start(base: String, capacity: usize) -> ListWriter {
+        let mut buf = Vec::with_capacity(capacity);
+        buf.push(b'[');
+        ListWriter { base, buf, first: true }
+    }
+
+    pub fn push(&mut self, todo: &Todo) {
+        if !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+        write_todo(&mut self.buf, todo, &self.base);
+    }
+
+    /// Bytes written since the last `take`.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    pub fn take(&mut self) -> Vec<u8> {
+        let capacity = self.buf.capacity();
+        std::mem::replace(&mut self.buf, Vec::with_capacity(capacity))
+    }
+
+    /// Closes the array: the last bytes.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.buf.push(b']');
+        self.buf
+    }
+}
+
+/// True when the request is for the whole list (GET or HEAD /todos), which
+/// the server streams from the database (`ListWriter`) instead of asking
+/// `handle`.
+pub fn is_full_list(method: &str, target: &str) -> bool {
+    matches!(method, "GET" | "HEAD") && matches!(route(target), Route::Todos)
+}
+
+/// The answer that goes with a streamed list: status and headers; the body
+/// comes from a `ListWriter`.
+pub fn list_head() -> ApiResponse {
+    ApiResponse::new(200, Some(JSON), Vec::new())
 }
 
 // ---------------------------------------------------------------------------
@@ -314,18 +432,18 @@ fn route(target: &str) -> Route<'_> {
     }
 }
 
-fn method_not_allowed(method: &str, allowed: &str) -> ApiResponse {
-    ApiResponse::error(405, &format!("method {method} is not allowed here")).with_header("Allow", allowed.to_string())
+fn method_not_allowed(method: &str, allowed: &'static str) -> ApiResponse {
+    ApiResponse::error(405, &format!("method {method} is not allowed here")).with_header("Allow", allowed)
 }
 
-fn db_error(e: StoreError) -> ApiResponse {
+/// The answer when the database failed: 503 with Retry-After when it is
+/// away, else 500; the details go to the log.
+pub fn db_error(e: StoreError) -> ApiResponse {
     // The details go to the log, not to the client.
     tracing::error!(error = %e, "database");
     let mut response = match e {
         // Away (stopped, restarting, unreachable): the client may retry.
-        StoreError::Unavailable(_) => {
-            ApiResponse::error(503, "database unavailable").with_header("Retry-After", "1".to_string())
-        }
+        StoreError::Unavailable(_) => ApiResponse::error(503, "database unavailable").with_header("Retry-After", "1"),
         StoreError::Failed(_) => ApiResponse::error(500, "internal database error"),
     };
     response.database_failed = true;
@@ -334,36 +452,47 @@ fn db_error(e: StoreError) -> ApiResponse {
 
 /// Answers one request.
 pub fn handle(req: &ApiRequest<'_>, ctx: &Context<'_>) -> ApiResponse {
-    let method = req.method.to_ascii_uppercase();
+    // Methods are case-sensitive tokens, but this API always took any case.
+    let upper;
+    let method = if req.method.bytes().any(|b| b.is_ascii_lowercase()) {
+        upper = req.method.to_ascii_uppercase();
+        upper.as_str()
+    } else {
+        req.method
+    };
     let route = route(req.target);
     if method == "OPTIONS" {
         // CORS preflight (or a plain OPTIONS): answered on every path.
-        return ApiResponse::no_content().with_header("Allow", "GET, POST, PATCH, DELETE, OPTIONS".into());
+        return ApiResponse::no_content().with_header("Allow", "GET, POST, PATCH, DELETE, OPTIONS");
     }
     // HEAD is GET without a body; the server library drops the body.
-    let method = if method == "HEAD" { "GET".to_string() } else { method };
+    let method = if method == "HEAD" { "GET" } else { method };
     match route {
-        Route::Root => match method.as_str() {
+        Route::Root => match method {
             "GET" => {
-                let base = request_base_url(req, ctx);
+                let base = request_base_url(req, ctx.fallback_host);
                 ApiResponse::json(200, &json!({ "todos": format!("{base}/todos") }))
             }
             m => method_not_allowed(m, "GET, HEAD, OPTIONS"),
         },
-        Route::Todos => match method.as_str() {
-            "GET" => match ctx.conn.list() {
-                Ok(todos) => {
-                    let base = request_base_url(req, ctx);
-                    let items: Vec<Value> = todos.iter().map(|t| todo_json(t, &base)).collect();
-                    ApiResponse::json(200, &Value::Array(items))
+        Route::Todos => match method {
+            // The server streams the list (`is_full_list`); this builds it
+            // whole, for callers of `handle` without a stream.
+            "GET" => {
+                let mut list = ListWriter::start(request_base_url(req, ctx.fallback_host), 1024);
+                match ctx.conn.for_each(&mut |todo| {
+                    list.push(&todo);
+                    true
+                }) {
+                    Ok(()) => ApiResponse::new(200, Some(JSON), list.finish()),
+                    Err(e) => db_error(e),
                 }
-                Err(e) => db_error(e),
-            },
+            }
             "POST" => {
                 let created = |todo: &Todo| {
-                    let base = request_base_url(req, ctx);
+                    let base = request_base_url(req, ctx.fallback_host);
                     let location = format!("{base}/todos/{}", todo.id);
-                    ApiResponse::json(201, &todo_json(todo, &base)).with_header("Location", location)
+                    ApiResponse::todo(201, todo, &base).with_header("Location", location)
                 };
                 let key = match idempotency_key(req.headers) {
                     Ok(key) => key,
@@ -378,7 +507,7 @@ pub fn handle(req: &ApiRequest<'_>, ctx: &Context<'_>) -> ApiResponse {
                 };
                 match ctx.conn.create_once(key, &new, unix_now()) {
                     Ok(Keyed::Created(todo)) => created(&todo),
-                    Ok(Keyed::Replayed(todo)) => created(&todo).with_header(REPLAYED, "true".to_string()),
+                    Ok(Keyed::Replayed(todo)) => created(&todo).with_header(REPLAYED, "true"),
                     Ok(Keyed::OtherRequest) => ApiResponse::error(
                         422,
                         &format!(
@@ -397,14 +526,14 @@ pub fn handle(req: &ApiRequest<'_>, ctx: &Context<'_>) -> ApiResponse {
         },
         Route::Todo(raw_id) => {
             let allowed = "GET, HEAD, PATCH, DELETE, OPTIONS";
-            if !matches!(method.as_str(), "GET" | "PATCH" | "DELETE") {
-                return method_not_allowed(&method, allowed);
+            if !matches!(method, "GET" | "PATCH" | "DELETE") {
+                return method_not_allowed(method, allowed);
             }
             let not_found = || ApiResponse::error(404, &format!("no todo with id {raw_id}"));
             let Ok(id) = raw_id.parse::<i64>() else {
                 return not_found();
             };
-            let result = match method.as_str() {
+            let result = match method {
                 "GET" => ctx.conn.get(id),
                 "PATCH" => match parse_patch(req.body) {
                     Err(msg) => return ApiResponse::error(400, &msg),
@@ -419,12 +548,12 @@ pub fn handle(req: &ApiRequest<'_>, ctx: &Context<'_>) -> ApiResponse {
                 }
             };
             match result {
-                Ok(Some(todo)) => ApiResponse::json(200, &todo_json(&todo, &request_base_url(req, ctx))),
+                Ok(Some(todo)) => ApiResponse::todo(200, &todo, &request_base_url(req, ctx.fallback_host)),
                 Ok(None) => not_found(),
                 Err(e) => db_error(e),
             }
         }
-        Route::Static(file) => match method.as_str() {
+        Route::Static(file) => match method {
             "GET" => match static_files::read(ctx.static_root, file) {
                 Some((content_type, data)) => ApiResponse::new(200, Some(content_type), data),
                 None => ApiResponse::error(404, &format!("no static file {file}")),
@@ -552,6 +681,50 @@ mod tests {
         }
         let twice = idempotency_key(&headers(&[("Idempotency-Key", "a"), ("IDEMPOTENCY-KEY", "a")])).unwrap_err();
         assert!(twice.contains("once"), "{twice}");
+    }
+
+    #[test]
+    fn a_todo_is_written_as_serde_json_wrote_its_value() {
+        let base = "http://h:1";
+        for todo in [
+            Todo { id: 1, title: "walk".into(), completed: false, order: None },
+            Todo {
+                id: i64::MAX,
+                title: "q\"uote\\ \u{1}\n caf\u{e9} \u{1F600}".into(),
+                completed: true,
+                order: Some(-7),
+            },
+            Todo { id: 0, title: String::new(), completed: false, order: Some(i64::MIN) },
+        ] {
+            let expected = json!({
+                "id": todo.id,
+                "title": todo.title,
+                "completed": todo.completed,
+                "order": todo.order,
+                "url": format!("{base}/todos/{}", todo.id),
+            })
+            .to_string();
+            let mut out = Vec::new();
+            write_todo(&mut out, &todo, base);
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn the_list_is_a_json_array_in_any_chunks() {
+        let todos: Vec<Todo> =
+            (1..=3).map(|id| Todo { id, title: format!("t{id}"), completed: id == 2, order: None }).collect();
+        let mut list = ListWriter::start("http://h".into(), 16);
+        let mut sent = Vec::new();
+        for todo in &todos {
+            list.push(todo);
+            sent.extend(list.take());
+        }
+        sent.extend(list.finish());
+        let value: Value = serde_json::from_slice(&sent).unwrap();
+        assert_eq!(value.as_array().unwrap().len(), 3);
+        assert_eq!(value[1]["completed"], true);
+        assert_eq!(ListWriter::start("b".into(), 0).finish(), b"[]");
     }
 
     #[test]

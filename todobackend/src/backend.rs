@@ -58,7 +58,10 @@ impl fmt::Display for StoreError {
 
 /// The queries on the `todos` table, the same on both backends.
 pub trait Todos {
-    fn list(&self) -> Result<Vec<Todo>, StoreError>;
+    /// Every todo in id order, handed to `each` one at a time as the
+    /// database yields them (the list is never held whole), until `each`
+    /// returns `false`.
+    fn for_each(&self, each: &mut dyn FnMut(Todo) -> bool) -> Result<(), StoreError>;
     fn get(&self, id: i64) -> Result<Option<Todo>, StoreError>;
     fn create(&self, new: &NewTodo) -> Result<Todo, StoreError>;
     /// `create` at most once per `Idempotency-Key` (see `db::Keyed`); `now`
@@ -76,8 +79,8 @@ fn sqlite_failed(e: rusqlite::Error) -> StoreError {
 }
 
 impl Todos for Connection {
-    fn list(&self) -> Result<Vec<Todo>, StoreError> {
-        db::list(self).map_err(sqlite_failed)
+    fn for_each(&self, each: &mut dyn FnMut(Todo) -> bool) -> Result<(), StoreError> {
+        db::for_each(self, each).map_err(sqlite_failed)
     }
     fn get(&self, id: i64) -> Result<Option<Todo>, StoreError> {
         db::get(self, id).map_err(sqlite_failed)

@@ -101,6 +101,13 @@ pub fn configure_inline_reader(conn: &Connection, path: &Path) -> Result<(), Str
         .map_err(|e| format!("cannot configure database {}: {e}", path.display()))
 }
 
+/// A connection that only reads, on blocking threads (the streamed list):
+/// the usual busy timeout, and no write can slip through it.
+pub fn configure_query_only(conn: &Connection, path: &Path) -> Result<(), String> {
+    conn.execute_batch("PRAGMA query_only = ON")
+        .map_err(|e| format!("cannot configure database {}: {e}", path.display()))
+}
+
 /// The server's one writer connection. `synchronous = FULL` (SQLite's
 /// default, kept on purpose): each commit is on disk before its requests are
 /// answered, so a todo that got its 201 survives a power cut. Group commit
@@ -164,26 +171,52 @@ fn todo_from_row(row: &Row<'_>) -> rusqlite::Result<Todo> {
     Ok(Todo { id: row.get(0)?, title: row.get(1)?, completed: row.get(2)?, order: row.get(3)? })
 }
 
-const COLUMNS: &str = r#"id, title, completed, "order""#;
+/// The columns of a `Todo`, in `todo_from_row`'s order.
+macro_rules! columns {
+    () => {
+        r#"id, title, completed, "order""#
+    };
+}
+const COLUMNS: &str = columns!();
+const LIST: &str = concat!("SELECT ", columns!(), " FROM todos ORDER BY id");
+const GET: &str = concat!("SELECT ", columns!(), " FROM todos WHERE id = ?1");
+const CREATE: &str =
+    concat!(r#"INSERT INTO todos (title, completed, "order") VALUES (?1, ?2, ?3) RETURNING "#, columns!());
+
+// Every query goes through the connection's statement cache
+// (`prepare_cached`): SQLite parses and plans each SQL text once per
+// connection, not once per request.
 
 pub fn list(conn: &Connection) -> rusqlite::Result<Vec<Todo>> {
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM todos ORDER BY id"))?;
-    let rows = stmt.query_map([], todo_from_row)?;
-    rows.collect()
+    let mut todos = Vec::new();
+    for_each(conn, &mut |todo| {
+        todos.push(todo);
+        true
+    })?;
+    Ok(todos)
+}
+
+/// Calls `each` with every todo in id order, one row at a time (nothing
+/// but the current row is held), until it returns `false`.
+pub fn for_each(conn: &Connection, each: &mut dyn FnMut(Todo) -> bool) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(LIST)?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        if !each(todo_from_row(row)?) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 pub fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<Todo>> {
-    conn.query_row(&format!("SELECT {COLUMNS} FROM todos WHERE id = ?1"), [id], todo_from_row).optional()
+    conn.prepare_cached(GET)?.query_row([id], todo_from_row).optional()
 }
 
 /// Inserts a todo. One statement with RETURNING, so no multi-statement
 /// transaction is needed (and none can deadlock with another worker).
 pub fn create(conn: &Connection, new: &NewTodo) -> rusqlite::Result<Todo> {
-    conn.query_row(
-        &format!(r#"INSERT INTO todos (title, completed, "order") VALUES (?1, ?2, ?3) RETURNING {COLUMNS}"#),
-        rusqlite::params![new.title, new.completed, new.order],
-        todo_from_row,
-    )
+    conn.prepare_cached(CREATE)?.query_row(rusqlite::params![new.title, new.completed, new.order], todo_from_row)
 }
 
 /// Creates `new` at most once per `key` (see `Keyed`). Runs on the writer
@@ -191,7 +224,7 @@ pub fn create(conn: &Connection, new: &NewTodo) -> rusqlite::Result<Todo> {
 /// serialises keyed POSTs: the second of two with one key finds the first's
 /// row. Should it not, the key's PRIMARY KEY decides (`insert_with_key`).
 pub fn create_once(conn: &Connection, key: &str, new: &NewTodo, now: i64) -> rusqlite::Result<Keyed> {
-    conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?1", [now - KEY_LIFETIME_SECS])?;
+    conn.prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?.execute([now - KEY_LIFETIME_SECS])?;
     if let Some(stored) = created_with_key(conn, key)? {
         return Ok(Keyed::again(stored, new));
     }
@@ -206,11 +239,10 @@ pub fn create_once(conn: &Connection, key: &str, new: &NewTodo, now: i64) -> rus
 
 /// The todo as the POST that recorded `key` created it.
 pub fn created_with_key(conn: &Connection, key: &str) -> rusqlite::Result<Option<Todo>> {
-    conn.query_row(
+    conn.prepare_cached(
         r#"SELECT todo_id, title, completed, "order" FROM idempotency_keys WHERE idempotency_key = ?1"#,
-        [key],
-        todo_from_row,
-    )
+    )?
+    .query_row([key], todo_from_row)
     .optional()
 }
 
@@ -221,11 +253,12 @@ pub fn insert_with_key(conn: &Connection, key: &str, new: &NewTodo, now: i64) ->
     conn.execute_batch("SAVEPOINT create_once")?;
     let inserted = (|| {
         let todo = create(conn, new)?;
-        let recorded = conn.execute(
-            r#"INSERT INTO idempotency_keys (idempotency_key, todo_id, title, completed, "order", created_at)
+        let recorded = conn
+            .prepare_cached(
+                r#"INSERT INTO idempotency_keys (idempotency_key, todo_id, title, completed, "order", created_at)
                VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (idempotency_key) DO NOTHING"#,
-            rusqlite::params![key, todo.id, todo.title, todo.completed, todo.order, now],
-        )?;
+            )?
+            .execute(rusqlite::params![key, todo.id, todo.title, todo.completed, todo.order, now])?;
         Ok((recorded == 1).then_some(todo))
     })();
     match inserted {
@@ -264,16 +297,17 @@ pub fn update(conn: &Connection, id: i64, patch: &TodoPatch) -> rusqlite::Result
     values.push(Value::Integer(id));
     // Only fixed column names are interpolated; every value is a parameter.
     let sql = format!("UPDATE todos SET {} WHERE id = ? RETURNING {COLUMNS}", sets.join(", "));
-    conn.query_row(&sql, rusqlite::params_from_iter(values), todo_from_row).optional()
+    // At most seven texts (which fields are set), each cached once.
+    conn.prepare_cached(&sql)?.query_row(rusqlite::params_from_iter(values), todo_from_row).optional()
 }
 
 /// Deletes one todo; `false` when there was none.
 pub fn delete(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
-    Ok(conn.execute("DELETE FROM todos WHERE id = ?1", [id])? > 0)
+    Ok(conn.prepare_cached("DELETE FROM todos WHERE id = ?1")?.execute([id])? > 0)
 }
 
 pub fn delete_all(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM todos", []).map(|_| ())
+    conn.prepare_cached("DELETE FROM todos")?.execute([]).map(|_| ())
 }
 
 #[cfg(test)]

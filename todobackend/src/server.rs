@@ -18,17 +18,17 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use crate::api::{self, ApiRequest, ApiResponse, Context};
-use crate::backend::Database;
+use crate::api::{self, ApiRequest, ApiResponse, Context, ListWriter};
+use crate::backend::{Database, StoreError, Todos};
 use crate::metrics::{self, Metrics};
 use crate::net;
 use crate::readiness::{self, Readiness};
@@ -620,21 +620,24 @@ fn request_id(req: &Request<Incoming>, state: &State) -> String {
         Some(id) => id.to_string(),
         None => {
             let n = state.request_ids.fetch_add(1, Ordering::Relaxed);
-            format!("{:016x}", state.id_seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            let id = state.id_seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            // 16 hex digits, as `{:016x}` wrote them, without `fmt`.
+            (0..16).rev().map(|nibble| char::from(b"0123456789abcdef"[(id >> (nibble * 4)) as usize & 0xf])).collect()
         }
     }
 }
 
-fn plain(status: u16, content_type: &str, body: String) -> ApiResponse {
+fn plain(status: u16, content_type: &'static str, body: String) -> ApiResponse {
     ApiResponse {
         status,
-        headers: vec![("Content-Type".into(), content_type.into()), ("Cache-Control".into(), "no-store".into())],
+        cors: false,
+        headers: vec![("Content-Type", content_type.into()), ("Cache-Control", "no-store".into())],
         body: body.into_bytes(),
         database_failed: false,
     }
 }
 
-async fn answer(req: Request<Incoming>, state: &Arc<State>) -> Response<Full<Bytes>> {
+async fn answer(req: Request<Incoming>, state: &Arc<State>) -> Response<Body> {
     let started = Instant::now();
     let id = request_id(&req, state);
     let method = req.method().as_str().to_string();
@@ -655,6 +658,7 @@ async fn answer(req: Request<Incoming>, state: &Arc<State>) -> Response<Full<Byt
 
     let log_method = method.clone();
     let mut close = false;
+    let mut list = None;
     let response = match (method.as_str(), path.as_str()) {
         // Before routing, probes included. The connection closes after the
         // answer: a peer that frames requests this way is not one to keep.
@@ -670,7 +674,7 @@ async fn answer(req: Request<Incoming>, state: &Arc<State>) -> Response<Full<Byt
             Ok(()) => plain(200, "text/plain; charset=utf-8", "ready\n".into()),
             Err(_) => {
                 let mut unavailable = plain(503, "text/plain; charset=utf-8", "database unavailable\n".into());
-                unavailable.headers.push(("Retry-After".into(), "1".into()));
+                unavailable.headers.push(("Retry-After", "1".into()));
                 unavailable
             }
         },
@@ -695,6 +699,16 @@ async fn answer(req: Request<Incoming>, state: &Arc<State>) -> Response<Full<Byt
                     Ok(Err(e)) => {
                         close = true;
                         ApiResponse::error(400, &format!("cannot read request body: {e}"))
+                    }
+                    Ok(Ok(_)) if api::is_full_list(&method, &target) => {
+                        let req = ApiRequest { method: &method, target: &target, headers: &headers, body: &[] };
+                        match full_list(state, api::request_base_url(&req, &state.fallback_host)).await {
+                            Ok(body) => {
+                                list = Some(body);
+                                api::list_head()
+                            }
+                            Err(e) => api::db_error(e),
+                        }
                     }
                     Ok(Ok(collected)) => {
                         let body = collected.to_bytes();
@@ -737,10 +751,165 @@ async fn answer(req: Request<Incoming>, state: &Arc<State>) -> Response<Full<Byt
         if healthcheck {
             tracing::debug!(request_id = %id, method = %log_method, path = %path, status, latency_ms, "request");
         } else {
-            tracing::info!(request_id = %id, method = %log_method, path = %path, status, latency_ms, "request");
+            crate::logging::access(&id, &log_method, &path, status, latency_ms);
         }
     }
-    to_hyper(response, &id, close)
+    to_hyper(response, &id, close, list)
+}
+
+/// The full list is sent in chunks of about this many bytes (a few hundred
+/// todos each)...
+const LIST_CHUNK: usize = 32 * 1024;
+/// ...of which at most this many wait between the database reader and the
+/// socket: the reader waits for the client (backpressure), so a list of
+/// any length holds a few chunks of memory per request.
+const LIST_QUEUE: usize = 2;
+
+/// A piece of the list on its way from the database reader to the body.
+enum ListPiece {
+    More(Bytes),
+    /// The closing bytes: the list is complete.
+    Last(Bytes),
+    Failed(StoreError),
+}
+
+/// Starts reading the full list (`Store::read_long`, on a blocking thread)
+/// and waits for its first chunk: a database that fails before any byte is
+/// sent gets its usual answer (503 or 500). Past that the status is sent,
+/// and a failure aborts the connection (see `Body`). A list that fits in
+/// its first chunk goes whole, with a Content-Length as before (so an
+/// HTTP/1.0 client can keep its connection alive).
+async fn full_list(state: &Arc<State>, base: String) -> Result<Body, StoreError> {
+    let (sender, mut receiver) = mpsc::channel(LIST_QUEUE);
+    let stall = state.options.limits.body_timeout;
+    let reader_sender = sender.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let store = Arc::clone(&state.store);
+    tokio::spawn(async move {
+        let read = store.read_long(move |conn| send_list(conn, base, &reader_sender, &runtime, stall)).await;
+        if let Err(e) = read {
+            // The reader never ran, or panicked: the head (or the body) says so.
+            let _ = tokio::time::timeout(stall, sender.send(ListPiece::Failed(StoreError::Failed(e)))).await;
+        }
+    });
+    match receiver.recv().await {
+        Some(ListPiece::Failed(e)) => Err(e),
+        Some(ListPiece::Last(whole)) => Ok(Body::Full(Some(whole))),
+        Some(first) => {
+            Ok(Body::List(Box::new(ListBody { first: Some(first), receiver, done: false, state: Arc::clone(state) })))
+        }
+        None => Err(StoreError::Failed("the list reader stopped before the first row".into())),
+    }
+}
+
+/// The database side of `full_list`: reads the todos in order, sends them
+/// on as JSON chunks and waits while the queue is full. A client that reads
+/// nothing for `stall` (the body timeout) is given up on: the reader stops
+/// without the closing piece, and the body ends in an error.
+fn send_list(
+    conn: &dyn Todos,
+    base: String,
+    sender: &mpsc::Sender<ListPiece>,
+    runtime: &tokio::runtime::Handle,
+    stall: Duration,
+) {
+    let send = |piece| matches!(runtime.block_on(tokio::time::timeout(stall, sender.send(piece))), Ok(Ok(())));
+    let mut list = ListWriter::start(base, LIST_CHUNK + 1024);
+    let mut gone = false;
+    let read = conn.for_each(&mut |todo| {
+        list.push(&todo);
+        if list.len() >= LIST_CHUNK && !send(ListPiece::More(Bytes::from(list.take()))) {
+            gone = true;
+        }
+        !gone
+    });
+    match read {
+        Err(e) => {
+            send(ListPiece::Failed(e));
+        }
+        Ok(()) if !gone => {
+            send(ListPiece::Last(Bytes::from(list.finish())));
+        }
+        Ok(()) => {}
+    }
+}
+
+/// A list being sent: its first piece (already received) and the rest.
+struct ListBody {
+    first: Option<ListPiece>,
+    receiver: mpsc::Receiver<ListPiece>,
+    done: bool,
+    state: Arc<State>,
+}
+
+/// A response body: whole, or the full list as it is read. The list has no
+/// Content-Length (HTTP/1.1 sends it chunked); when the database fails
+/// after the head was sent, or the reader stops early, the body ends in an
+/// error, on which hyper closes the connection without the last chunk: the
+/// client sees an incomplete body, never a shorter list that looks whole.
+enum Body {
+    Full(Option<Bytes>),
+    List(Box<ListBody>),
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = String;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, String>>> {
+        match self.get_mut() {
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::List(list) => {
+                if list.done {
+                    return Poll::Ready(None);
+                }
+                let piece = match list.first.take() {
+                    Some(first) => first,
+                    None => match list.receiver.poll_recv(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Some(piece)) => piece,
+                        Poll::Ready(None) => {
+                            list.done = true;
+                            let why =
+                                "the list reader stopped before the end (a client that stalled past the body timeout)";
+                            tracing::warn!(why, "full list cut short; closing the connection");
+                            return Poll::Ready(Some(Err(why.to_string())));
+                        }
+                    },
+                };
+                Poll::Ready(Some(match piece {
+                    ListPiece::More(bytes) => Ok(Frame::data(bytes)),
+                    ListPiece::Last(bytes) => {
+                        list.done = true;
+                        Ok(Frame::data(bytes))
+                    }
+                    ListPiece::Failed(e) => {
+                        list.done = true;
+                        list.state.metrics.database_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, "database failed while the full list was sent; closing the connection");
+                        Err(e.to_string())
+                    }
+                }))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(bytes) => bytes.is_none(),
+            Body::List(list) => list.done,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::List(_) => SizeHint::default(),
+        }
+    }
 }
 
 /// Readiness from the latest check at most `readiness::MAX_AGE` old, or
@@ -766,12 +935,39 @@ async fn ready(state: &Arc<State>, timeout: Duration) -> Result<(), String> {
     state.readiness.ready(limit, check, report).await
 }
 
-fn to_hyper(response: ApiResponse, request_id: &str, close: bool) -> Response<Full<Bytes>> {
-    let mut out = Response::new(Full::new(Bytes::from(response.body)));
+/// `api::CORS_HEADERS` as hyper's values, built once: every API answer
+/// carries them.
+fn cors_headers() -> &'static [(HeaderName, HeaderValue)] {
+    static BUILT: std::sync::OnceLock<Vec<(HeaderName, HeaderValue)>> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        api::CORS_HEADERS
+            .iter()
+            .map(|(name, value)| {
+                let name = HeaderName::from_bytes(name.as_bytes()).expect("a CORS header name is valid");
+                (name, HeaderValue::from_static(value))
+            })
+            .collect()
+    })
+}
+
+fn to_hyper(response: ApiResponse, request_id: &str, close: bool, list: Option<Body>) -> Response<Body> {
+    let body = list.unwrap_or_else(|| Body::Full(Some(Bytes::from(response.body))));
+    let mut out = Response::new(body);
+    // Room for every header at once: growing the map cost more than filling it.
+    *out.headers_mut() = hyper::HeaderMap::with_capacity(16);
     *out.status_mut() = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = out.headers_mut();
-    for (name, value) in &response.headers {
-        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+    if response.cors {
+        for (name, value) in cors_headers() {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    for (name, value) in response.headers {
+        let value = match value {
+            std::borrow::Cow::Borrowed(fixed) => Ok(HeaderValue::from_static(fixed)),
+            std::borrow::Cow::Owned(made) => HeaderValue::try_from(made),
+        };
+        match (HeaderName::from_bytes(name.as_bytes()), value) {
             (Ok(n), Ok(v)) => {
                 headers.append(n, v);
             }

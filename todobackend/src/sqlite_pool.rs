@@ -29,6 +29,11 @@ use crate::db;
 /// serve reads on blocking threads when WAL is off.
 pub const READERS: usize = 4;
 
+/// Connections for long reads (the full list, streamed while its client
+/// reads it), apart from `READERS`, so that slow clients of the list never
+/// hold a connection that the short reads need; past them, a list waits.
+pub const LONG_READERS: usize = 4;
+
 /// Writes committed in one transaction at most: bounds how long the first
 /// of a group waits for the others.
 const MAX_GROUP: usize = 128;
@@ -42,6 +47,8 @@ type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> Delivery + Send>;
 pub struct SqlitePool {
     readers: Arc<Mutex<Vec<Connection>>>,
     permits: Arc<Semaphore>,
+    long_readers: Arc<Mutex<Vec<Connection>>>,
+    long_permits: Arc<Semaphore>,
     /// WAL is on: reads run on the calling thread.
     inline_reads: bool,
     writer: mpsc::Sender<Job>,
@@ -66,6 +73,12 @@ impl SqlitePool {
             }
             readers.push(conn);
         }
+        let mut long_readers = Vec::with_capacity(LONG_READERS);
+        for _ in 0..LONG_READERS {
+            let conn = db::open_existing(path)?;
+            db::configure_query_only(&conn, path)?;
+            long_readers.push(conn);
+        }
         db::configure_writer(&first, path)?;
         let (writer, jobs) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -75,6 +88,8 @@ impl SqlitePool {
         Ok(SqlitePool {
             readers: Arc::new(Mutex::new(readers)),
             permits: Arc::new(Semaphore::new(READERS)),
+            long_readers: Arc::new(Mutex::new(long_readers)),
+            long_permits: Arc::new(Semaphore::new(LONG_READERS)),
             inline_reads,
             writer,
         })
@@ -95,6 +110,26 @@ impl SqlitePool {
         }
         let permit = Arc::clone(&self.permits).acquire_owned().await.map_err(|_| "database pool closed".to_string())?;
         let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || {
+            let result = with_reader(&readers, work);
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|e| format!("database task failed: {e}"))?
+    }
+
+    /// Runs `work`, which only reads but may take long (it may wait for a
+    /// client to read what it sends), on a blocking thread with one of the
+    /// long readers.
+    pub async fn read_long<T, F>(&self, work: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> T + Send + 'static,
+    {
+        let permit =
+            Arc::clone(&self.long_permits).acquire_owned().await.map_err(|_| "database pool closed".to_string())?;
+        let readers = Arc::clone(&self.long_readers);
         tokio::task::spawn_blocking(move || {
             let result = with_reader(&readers, work);
             drop(permit);

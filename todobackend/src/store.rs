@@ -1,5 +1,6 @@
 //! The storage seam: the server reaches the database only through `Store`,
-//! with three calls, `read`, `run` and `ready`, the same on both backends:
+//! with four calls, `read`, `read_long` (the streamed list), `run` and
+//! `ready`, the same on both backends:
 //! - SQLite (`sqlite_pool`): reads on the calling thread, writes
 //!   group-committed on one writer thread;
 //! - PostgreSQL (`pg`): a pool of connections used from blocking threads,
@@ -81,6 +82,21 @@ impl Store {
     {
         match &self.backend {
             Backend::Sqlite { pool, .. } => pool.read(move |conn| work(conn)).await,
+            Backend::Postgres { .. } => self.on_postgres(work).await,
+        }
+    }
+
+    /// Runs `work`, which only reads but may take long (the full list,
+    /// sent on while the client reads it), on a blocking thread: on SQLite
+    /// with a connection of its own set, so that slow clients never hold
+    /// the ones short reads need; on PostgreSQL as any query.
+    pub async fn read_long<T, F>(self: &Arc<Self>, work: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Todos) -> T + Send + 'static,
+    {
+        match &self.backend {
+            Backend::Sqlite { pool, .. } => pool.read_long(move |conn| work(conn)).await,
             Backend::Postgres { .. } => self.on_postgres(work).await,
         }
     }

@@ -180,10 +180,36 @@ impl Conn {
         &self,
         future: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, StoreError> {
-        match block_on(async { tokio::time::timeout(QUERY_TIMEOUT, future).await }) {
-            Ok(result) => result.map_err(|e| classify(&e)),
-            Err(_) => Err(StoreError::Unavailable(format!("the database did not answer within {QUERY_TIMEOUT:?}"))),
+        timed(future)
+    }
+
+    /// Runs `sql` (no parameters) in a read-only transaction through a
+    /// portal, `batch` rows at a time, calling `each` with every row until
+    /// it returns `false`: however many rows the result has, at most
+    /// `batch` are in memory. Each step has the timeout of a query; `each`
+    /// may block (it sends the rows on), since no step is in flight then.
+    pub fn for_each_row(
+        &mut self,
+        sql: &str,
+        batch: i32,
+        each: &mut dyn FnMut(&Row) -> bool,
+    ) -> Result<(), StoreError> {
+        let transaction = timed(self.client.build_transaction().read_only(true).start())?;
+        let statement = timed(transaction.prepare(sql))?;
+        let portal = timed(transaction.bind(&statement, &[]))?;
+        loop {
+            let rows = timed(transaction.query_portal(&portal, batch))?;
+            for row in &rows {
+                if !each(row) {
+                    // Dropping the transaction rolls it back.
+                    return Ok(());
+                }
+            }
+            if rows.len() < batch as usize {
+                break;
+            }
         }
+        timed(transaction.commit())
     }
 
     pub fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
@@ -213,6 +239,14 @@ impl Conn {
     /// the locks it needs.
     pub fn batch(&self, sql: &str) -> Result<(), StoreError> {
         block_on(self.client.batch_execute(sql)).map_err(|e| classify(&e))
+    }
+}
+
+/// A step on a connection, within `QUERY_TIMEOUT`.
+fn timed<T>(future: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>) -> Result<T, StoreError> {
+    match block_on(async { tokio::time::timeout(QUERY_TIMEOUT, future).await }) {
+        Ok(result) => result.map_err(|e| classify(&e)),
+        Err(_) => Err(StoreError::Unavailable(format!("the database did not answer within {QUERY_TIMEOUT:?}"))),
     }
 }
 

@@ -11,7 +11,33 @@ use crate::backend::{StoreError, Todos};
 use crate::db::{KEY_LIFETIME_SECS, Keyed, NewTodo, Todo, TodoPatch};
 use crate::pg::client::{Conn, Pool};
 
-const COLUMNS: &str = r#"id, title, completed, "order""#;
+/// The statements of the API, in one place: every query below names one of
+/// these (only `update` builds its text, from fixed column names), so a
+/// statement cache keyed by them (the pool's) sees a handful of texts.
+mod sql {
+    /// The columns of a `Todo`, in `todo_from_row`'s order.
+    macro_rules! columns {
+        () => {
+            r#"id, title, completed, "order""#
+        };
+    }
+    pub const COLUMNS: &str = columns!();
+    pub const LIST: &str = concat!("SELECT ", columns!(), " FROM todos ORDER BY id");
+    pub const GET: &str = concat!("SELECT ", columns!(), " FROM todos WHERE id = $1");
+    pub const CREATE: &str =
+        concat!(r#"INSERT INTO todos (title, completed, "order") VALUES ($1, $2, $3) RETURNING "#, columns!());
+    pub const CREATED_WITH_KEY: &str =
+        r#"SELECT todo_id, title, completed, "order" FROM idempotency_keys WHERE idempotency_key = $1"#;
+    pub const RECORD_KEY: &str = r#"INSERT INTO idempotency_keys (idempotency_key, todo_id, title, completed, "order", created_at)
+               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING"#;
+    pub const DELETE_EXPIRED_KEYS: &str = "DELETE FROM idempotency_keys WHERE created_at < $1";
+    pub const DELETE: &str = "DELETE FROM todos WHERE id = $1";
+    pub const DELETE_ALL: &str = "DELETE FROM todos";
+}
+
+/// Rows the full list reads from its portal at a time: the list is sent as
+/// it is read, so at most this many rows are in memory per request.
+const LIST_BATCH: i32 = 500;
 
 pub struct Session<'a> {
     pool: &'a Pool,
@@ -23,12 +49,12 @@ impl<'a> Session<'a> {
         Session { pool, conn: RefCell::new(None) }
     }
 
-    fn with<T>(&self, work: impl FnOnce(&Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn with<T>(&self, work: impl FnOnce(&mut Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut slot = self.conn.borrow_mut();
         if slot.is_none() {
             *slot = Some(self.pool.get()?);
         }
-        let result = work(slot.as_ref().expect("connected above"));
+        let result = work(slot.as_mut().expect("connected above"));
         if matches!(result, Err(StoreError::Unavailable(_))) {
             *slot = None;
         }
@@ -57,8 +83,7 @@ fn todo_from_row(row: &Row) -> Result<Todo, StoreError> {
 impl Session<'_> {
     /// The todo as the POST that recorded `key` created it.
     pub fn created_with_key(&self, key: &str) -> Result<Option<Todo>, StoreError> {
-        let sql = r#"SELECT todo_id, title, completed, "order" FROM idempotency_keys WHERE idempotency_key = $1"#;
-        let row = self.with(|c| c.query_opt(sql, &[&key]))?;
+        let row = self.with(|c| c.query_opt(sql::CREATED_WITH_KEY, &[&key]))?;
         row.as_ref().map(todo_from_row).transpose()
     }
 }
@@ -69,13 +94,9 @@ impl Session<'_> {
 fn insert_with_key(conn: &Conn, key: &str, new: &NewTodo, now: i64) -> Result<Option<Todo>, StoreError> {
     conn.control("BEGIN")?;
     let inserted = (|| {
-        let sql = format!(r#"INSERT INTO todos (title, completed, "order") VALUES ($1, $2, $3) RETURNING {COLUMNS}"#);
-        let todo = todo_from_row(&conn.query_one(&sql, &[&new.title, &new.completed, &new.order])?)?;
-        let recorded = conn.execute(
-            r#"INSERT INTO idempotency_keys (idempotency_key, todo_id, title, completed, "order", created_at)
-               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING"#,
-            &[&key, &todo.id, &todo.title, &todo.completed, &todo.order, &now],
-        )?;
+        let todo = todo_from_row(&conn.query_one(sql::CREATE, &[&new.title, &new.completed, &new.order])?)?;
+        let recorded =
+            conn.execute(sql::RECORD_KEY, &[&key, &todo.id, &todo.title, &todo.completed, &todo.order, &now])?;
         Ok((recorded == 1).then_some(todo))
     })();
     match inserted {
@@ -92,19 +113,29 @@ fn insert_with_key(conn: &Conn, key: &str, new: &NewTodo, now: i64) -> Result<Op
 }
 
 impl Todos for Session<'_> {
-    fn list(&self) -> Result<Vec<Todo>, StoreError> {
-        let rows = self.with(|c| c.query(&format!("SELECT {COLUMNS} FROM todos ORDER BY id"), &[]))?;
-        rows.iter().map(todo_from_row).collect()
+    /// Through a portal in a read-only transaction, `LIST_BATCH` rows at a
+    /// time: the whole result is never in memory, and it is one snapshot.
+    fn for_each(&self, each: &mut dyn FnMut(Todo) -> bool) -> Result<(), StoreError> {
+        let mut unreadable = None;
+        self.with(|c| {
+            c.for_each_row(sql::LIST, LIST_BATCH, &mut |row| match todo_from_row(row) {
+                Ok(todo) => each(todo),
+                Err(e) => {
+                    unreadable = Some(e);
+                    false
+                }
+            })
+        })?;
+        unreadable.map_or(Ok(()), Err)
     }
 
     fn get(&self, id: i64) -> Result<Option<Todo>, StoreError> {
-        let row = self.with(|c| c.query_opt(&format!("SELECT {COLUMNS} FROM todos WHERE id = $1"), &[&id]))?;
+        let row = self.with(|c| c.query_opt(sql::GET, &[&id]))?;
         row.as_ref().map(todo_from_row).transpose()
     }
 
     fn create(&self, new: &NewTodo) -> Result<Todo, StoreError> {
-        let sql = format!(r#"INSERT INTO todos (title, completed, "order") VALUES ($1, $2, $3) RETURNING {COLUMNS}"#);
-        let row = self.with(|c| c.query_one(&sql, &[&new.title, &new.completed, &new.order]))?;
+        let row = self.with(|c| c.query_one(sql::CREATE, &[&new.title, &new.completed, &new.order]))?;
         todo_from_row(&row)
     }
 
@@ -117,7 +148,7 @@ impl Todos for Session<'_> {
         // On its own, before the transaction: a failure here (two cleanups
         // deadlocking) only keeps expired keys a little longer.
         let expired = now - KEY_LIFETIME_SECS;
-        if let Err(e) = self.with(|c| c.execute("DELETE FROM idempotency_keys WHERE created_at < $1", &[&expired])) {
+        if let Err(e) = self.with(|c| c.execute(sql::DELETE_EXPIRED_KEYS, &[&expired])) {
             tracing::warn!(error = %e, "expired idempotency keys were not deleted this time");
         }
         if let Some(stored) = self.created_with_key(key)? {
@@ -154,16 +185,17 @@ impl Todos for Session<'_> {
         }
         values.push(&id);
         // Only fixed column names are interpolated; every value is a parameter.
-        let sql = format!("UPDATE todos SET {} WHERE id = ${} RETURNING {COLUMNS}", sets.join(", "), values.len());
-        let row = self.with(|c| c.query_opt(&sql, &values))?;
+        let text =
+            format!("UPDATE todos SET {} WHERE id = ${} RETURNING {}", sets.join(", "), values.len(), sql::COLUMNS);
+        let row = self.with(|c| c.query_opt(&text, &values))?;
         row.as_ref().map(todo_from_row).transpose()
     }
 
     fn delete(&self, id: i64) -> Result<bool, StoreError> {
-        Ok(self.with(|c| c.execute("DELETE FROM todos WHERE id = $1", &[&id]))? > 0)
+        Ok(self.with(|c| c.execute(sql::DELETE, &[&id]))? > 0)
     }
 
     fn delete_all(&self) -> Result<(), StoreError> {
-        self.with(|c| c.execute("DELETE FROM todos", &[])).map(|_| ())
+        self.with(|c| c.execute(sql::DELETE_ALL, &[])).map(|_| ())
     }
 }
