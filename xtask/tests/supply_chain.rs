@@ -23,7 +23,18 @@ fn cargo_deny_passes_the_licences_bans_and_sources_offline() {
         String::from_utf8_lossy(&version.stderr).trim()
     );
     let out = cargo()
-        .args(["deny", "--offline", "--locked", "--color", "never", "check", "--show-stats", "licenses", "bans", "sources"])
+        .args([
+            "deny",
+            "--offline",
+            "--locked",
+            "--color",
+            "never",
+            "check",
+            "--show-stats",
+            "licenses",
+            "bans",
+            "sources",
+        ])
         .current_dir(&root)
         .output()
         .expect("run cargo deny");
