@@ -353,7 +353,7 @@ fn every_action_is_pinned_by_commit_and_checkouts_keep_no_credentials() {
 }
 
 #[test]
-fn dependabot_updates_the_actions_and_the_crates() {
+fn dependabot_updates_the_actions_the_crates_and_the_images_after_a_cooldown() {
     let path = xtask_test_support::project_root().join(".github/dependabot.yml");
     let out = Command::new(check_jsonschema())
         .args(["--builtin-schema", "vendor.dependabot"])
@@ -367,15 +367,69 @@ fn dependabot_updates_the_actions_and_the_crates() {
         String::from_utf8_lossy(&out.stderr)
     );
     let config = yaml(&path);
-    let ecosystems: Vec<&str> = config["updates"]
-        .as_sequence()
-        .expect("updates")
-        .iter()
-        .filter_map(|update| update["package-ecosystem"].as_str())
-        .collect();
-    for wanted in ["github-actions", "cargo"] {
+    let updates = config["updates"].as_sequence().expect("updates");
+    let ecosystems: Vec<&str> = updates.iter().filter_map(|update| update["package-ecosystem"].as_str()).collect();
+    for wanted in ["github-actions", "cargo", "docker"] {
         assert!(ecosystems.contains(&wanted), "dependabot does not update {wanted}: {ecosystems:?}");
     }
+    for update in updates {
+        let days = update["cooldown"]["default-days"].as_u64().unwrap_or(0);
+        assert!(days >= 3, "{:?} has no cooldown of a few days: {days}", update["package-ecosystem"]);
+    }
+    // The docker updates read the directory that holds the image pins.
+    let docker = updates.iter().find(|update| update["package-ecosystem"] == "docker").unwrap();
+    let directory = docker["directory"].as_str().expect("a directory").trim_start_matches('/');
+    let pins = xtask_test_support::project_root().join(directory).join("Dockerfile");
+    assert!(pins.is_file(), "dependabot's docker directory has no Dockerfile: {}", pins.display());
+}
+
+/// `FROM <image> AS <name>` of .github/images/Dockerfile: the images the
+/// stack files run by default, pinned by digest where Dependabot updates them.
+fn image_pins() -> Vec<(String, String)> {
+    let path = xtask_test_support::project_root().join(".github/images/Dockerfile");
+    let text = std::fs::read_to_string(&path).expect(".github/images/Dockerfile");
+    text.lines()
+        .filter_map(|line| line.strip_prefix("FROM "))
+        .map(|rest| {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            assert!(words.len() == 3 && words[1] == "AS", "not `FROM <image> AS <name>`: {rest}");
+            (words[2].to_owned(), words[0].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_stack_files_run_third_party_images_pinned_by_digest_as_dependabot_keeps_them() {
+    let pins = image_pins();
+    assert!(!pins.is_empty(), "no image pinned in .github/images/Dockerfile");
+    for (name, image) in &pins {
+        let digest = image.split_once("@sha256:").map(|(_, digest)| digest).unwrap_or_default();
+        assert!(
+            digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+            "{name}: {image} is not pinned by a sha256 digest"
+        );
+    }
+    // Every image of the stack files that is one `${VAR:-default}` (a
+    // third-party image; the release image is `${ECR_REGISTRY}/...:${APP_VERSION}`)
+    // defaults to one of the pins, exactly.
+    let mut defaults = 0;
+    for file in ["stack.yml", "stack.single-node.yml"] {
+        let text = std::fs::read_to_string(xtask_test_support::project_root().join(file)).expect(file);
+        for line in text.lines().map(str::trim) {
+            let Some(value) = line.strip_prefix("image:").map(|value| value.trim().trim_matches('"')) else { continue };
+            let whole_variable = value.starts_with("${") && value.ends_with('}') && value.matches("${").count() == 1;
+            let Some((_, default)) = value.trim_end_matches('}').split_once(":-").filter(|_| whole_variable) else {
+                continue;
+            };
+            defaults += 1;
+            assert!(
+                pins.iter().any(|(_, image)| image == default),
+                "{file} runs {default}, which .github/images/Dockerfile does not pin: copy the pinned reference \
+                 (Dependabot moves it there) into the stack file's default"
+            );
+        }
+    }
+    assert!(defaults >= 3, "the stack files' image defaults were not found ({defaults})");
 }
 
 #[test]
@@ -663,4 +717,28 @@ fn no_action_runs_while_the_ssh_agent_can_be_reached() {
             }
         }
     }
+}
+
+#[test]
+fn the_advisories_run_on_every_push_and_daily_with_the_pinned_cargo_deny() {
+    let path = xtask_test_support::project_root().join(".github/workflows/supply-chain.yml");
+    let workflow = yaml(&path);
+    let on = &workflow["on"];
+    assert!(on.get("push").is_some(), "the advisories do not run on every push");
+    assert!(on["push"]["branches"].is_null(), "the advisories run on some branches only");
+    let cron = text(&on["schedule"]);
+    let daily = cron.lines().filter_map(|line| line.split("cron:").nth(1)).any(|spec| {
+        let fields: Vec<&str> = spec.trim().trim_matches(['"', '\'']).split_whitespace().collect();
+        fields.len() == 5 && fields[2..] == ["*", "*", "*"]
+    });
+    assert!(daily, "the advisories have no daily schedule: {cron}");
+    let steps = text(&workflow["jobs"]);
+    assert!(steps.contains("bash .ci/install-cargo-deny"), "the job does not install the pinned cargo-deny");
+    assert!(steps.contains("cargo deny") && steps.contains("check advisories"), "no `cargo deny check advisories`");
+    assert!(
+        std::fs::read_to_string(xtask_test_support::project_root().join(".ci/run"))
+            .unwrap()
+            .contains("bash .ci/install-cargo-deny"),
+        ".ci/run does not install cargo-deny for the suite's licence, ban and source checks"
+    );
 }
