@@ -2,8 +2,10 @@
 //! <APP_VERSION>`, as `build` named it) for the registry, as
 //! `<registry>/<repository>:<APP_VERSION>` and `:latest`, and push both
 //! through the Docker engine API, with the credential of a fresh ECR token
-//! (no earlier `login` needed); then print each tag's digest as the registry
-//! has it: `<ref>@sha256:...` on stdout.
+//! (no earlier `login` needed), and the release's SBOM image (`build` made it:
+//! `<version>.sbom`, sbom.rs) beside them as `<registry>/<repository>:
+//! <APP_VERSION>.sbom`; then print each tag's digest as the registry has it:
+//! `<ref>@sha256:...` on stdout.
 
 use std::time::Duration;
 
@@ -31,28 +33,44 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let local = ctx.settings.local_image(&version);
     let versioned = ctx.settings.image(&version);
     let latest = ctx.settings.image("latest");
+    let sbom_tag = xtask::sbom::tag(&version);
+    let local_sbom = ctx.settings.local_image(&sbom_tag);
+    let sbom = ctx.settings.image(&sbom_tag);
 
     // A read: it runs in a dry run too, where the image may not be built
     // (`ci --dry-run` only planned the build).
-    let layers = ctx.step("check the release image is built", || {
-        let layers = ctx.block_on(async { local_layers(&ctx.docker().await?, &local).await });
-        ctx.read_or_plan(&format!("inspect {local}"), 0, layers)
+    let layers = ctx.step("check the release image and its SBOM are built", || {
+        let layers = ctx.block_on(async {
+            let docker = ctx.docker().await?;
+            let release = local_layers(&docker, &local, "run `cargo xtask test` first").await?;
+            // No release without its SBOM: both come from the same `build`.
+            let sbom =
+                local_layers(&docker, &local_sbom, "`cargo xtask build` (or `test`) makes it with the image").await?;
+            Ok((release, sbom))
+        });
+        ctx.read_or_plan(&format!("inspect {local} and {local_sbom}"), (0, 0), layers)
     })?;
     let auth = ctx.step("get an ECR authorization token", || ecr::authorization(ctx))?;
     if args.create_repository {
         ctx.step(&format!("make sure ECR repository {} exists", ctx.settings.repository), || ensure_repository(ctx))?;
     }
-    ctx.step(&format!("tag {local} for the registry"), || {
-        for (image, tag) in [(&versioned, version.as_str()), (&latest, "latest")] {
-            ctx.call(&format!("docker tag {local} {image}"), (), async {
+    // What is pushed: (local image, registry reference, tag, its layers).
+    let pushes = [
+        (&local, &versioned, version.as_str(), layers.0),
+        (&local, &latest, "latest", layers.0),
+        (&local_sbom, &sbom, sbom_tag.as_str(), layers.1),
+    ];
+    ctx.step(&format!("tag {local} and {local_sbom} for the registry"), || {
+        for (from, image, tag, _) in pushes {
+            ctx.call(&format!("docker tag {from} {image}"), (), async {
                 let docker = ctx.docker().await?;
                 let options = TagImageOptionsBuilder::new().repo(&ctx.settings.image_name()).tag(tag).build();
-                docker.tag_image(&local, Some(options)).await.with_context(|| format!("cannot tag {local} as {image}"))
+                docker.tag_image(from, Some(options)).await.with_context(|| format!("cannot tag {from} as {image}"))
             })?;
         }
         Ok(())
     })?;
-    for (image, tag) in [(&versioned, version.as_str()), (&latest, "latest")] {
+    for (_, image, tag, layers) in pushes {
         ctx.step(&format!("push {image}"), || {
             ctx.call(&format!("docker push {image} (credential of the ECR token)"), (), async {
                 let docker = ctx.docker().await?;
@@ -62,10 +80,10 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     }
     let digests = ctx.step("resolve the pushed tags in the registry", || {
         // Nothing was pushed in a dry run: no digests to print.
-        ctx.call(&format!("engine distribution inspect of {versioned} and {latest}"), Vec::new(), async {
+        ctx.call(&format!("engine distribution inspect of {versioned}, {latest} and {sbom}"), Vec::new(), async {
             let docker = ctx.docker().await?;
             let mut digests = Vec::new();
-            for image in [&versioned, &latest] {
+            for (_, image, _, _) in pushes {
                 digests.push((image.clone(), registry::digest(&docker, image, Some(auth.docker_credentials())).await?));
             }
             Ok(digests)
@@ -89,12 +107,12 @@ fn check_version(version: &str, allow_dirty: bool) -> Result<()> {
     Ok(())
 }
 
-/// The number of layers of the local image; the way out when it is missing.
-async fn local_layers(docker: &Docker, image: &str) -> Result<usize> {
+/// The number of layers of the local image; `way_out` when it is missing.
+async fn local_layers(docker: &Docker, image: &str, way_out: &str) -> Result<usize> {
     match docker.inspect_image(image).await {
         Ok(inspect) => Ok(inspect.root_fs.and_then(|fs| fs.layers).map_or(0, |layers| layers.len())),
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-            bail!("the release image {image} is not built: run `cargo xtask test` first")
+            bail!("the image {image} is not built: {way_out}")
         }
         Err(err) => Err(err).with_context(|| format!("cannot inspect the local image {image}")),
     }

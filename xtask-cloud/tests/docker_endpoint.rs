@@ -64,7 +64,9 @@ fn a_deploy_converges_through_ssh_on_a_port_of_its_own() {
     let app = PushedApp::start();
     let version = app.version.clone();
 
-    // DOCKER_HOST=ssh://root@127.0.0.1:PORT, Debian's sshd on a loopback port.
+    // DOCKER_HOST=ssh://root@127.0.0.1:PORT, Debian's sshd on a loopback
+    // port, the key restricted to `docker system dial-stdio` as the book
+    // tells a manager to (Sshd::start).
     let sshd = Sshd::start();
     let path = format!("{}:{}", sshd.bin_dir().display(), std::env::var("PATH").unwrap_or_default());
     let ssh_host = format!("ssh://root@127.0.0.1:{}", sshd.port);
@@ -92,17 +94,75 @@ fn an_ssh_endpoint_that_fails_points_to_the_ssh_connection() {
     let run = sandbox.xtask(&["history"]);
     run.assert_failure();
     let error = run.error_text();
-    let check = format!("ssh -p {} nobody-{}@127.0.0.1 docker version", sshd.port, std::process::id());
+    let check = format!("docker --host {host} version");
     assert!(error.contains("check the ssh connection") && error.contains(&check), "{error}");
     assert!(!error.contains("systemctl"), "{error}");
     // ssh's own reason, in the same line: an unknown user is refused.
     assert!(error.contains("ssh said:") && error.contains("Permission denied"), "{error}");
 }
 
+/// The key restricted as the book's `authorized_keys` line restricts it
+/// (`restrict,command="docker system dial-stdio"`): the docker CLI's ssh
+/// transport works through it (the deploy above goes through it too), and
+/// a command asked over ssh never runs, though the login is accepted.
+#[test]
+fn a_restricted_key_serves_the_docker_cli_and_runs_no_command_asked() {
+    let sshd = Sshd::start();
+    let path = format!("{}:{}", sshd.bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+    let host = format!("ssh://root@127.0.0.1:{}", sshd.port);
+
+    // What the xtask's advice for an unreachable ssh endpoint runs.
+    let version = Command::new("docker")
+        .args(["--host", &host, "version", "--format", "{{.Server.Version}}"])
+        .env("PATH", &path)
+        .env("DOCKER_CONTEXT", "")
+        .stdin(Stdio::null())
+        .output()
+        .expect("docker version");
+    assert!(
+        version.status.success() && !version.stdout.is_empty(),
+        "the docker CLI does not reach the engine through the restricted key: {}\n{}",
+        String::from_utf8_lossy(&version.stderr),
+        sshd.log()
+    );
+
+    // Commands asked over ssh: each login is accepted, and the forced
+    // command runs instead of the one asked (so no marker appears and `id`
+    // prints nothing).
+    let marker = sshd.dir.path().join("marker");
+    let logins = sshd.logins();
+    let asked =
+        [format!("touch {}", marker.display()), "id".to_owned(), format!("docker ps; touch {}", marker.display())];
+    for command in &asked {
+        let out = sshd.ssh(command);
+        assert!(
+            !String::from_utf8_lossy(&out).contains("uid="),
+            "`{command}` ran over ssh: {}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    assert!(!marker.exists(), "a command asked over ssh ran with the restricted key");
+    assert_eq!(sshd.logins(), logins + asked.len(), "not every login was accepted:\n{}", sshd.log());
+}
+
 // ---------------------------------------------------------------- sshd
 
+/// The options the book puts before the deploy key in the manager's
+/// `authorized_keys` (docs/src/ci.md): the fixture uses that very text, so
+/// the page and what is tested cannot drift apart.
+fn documented_key_options() -> String {
+    let book = xtask_test_support::project_root().join("docs/src/ci.md");
+    let text = std::fs::read_to_string(&book).expect("docs/src/ci.md");
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("restrict,command="))
+        .unwrap_or_else(|| panic!("{} has no `restrict,command=...` authorized_keys line", book.display()));
+    line.split(" ssh-ed25519 ").next().unwrap().to_owned()
+}
+
 /// Debian's sshd on a free loopback port, with a throwaway host key and
-/// client key, killed when dropped. The client side is an `ssh` wrapper
+/// client key, the key restricted by the book's options
+/// ([`documented_key_options`]), killed when dropped. The client side is an `ssh` wrapper
 /// (first on PATH) that reads a private ssh_config: ssh takes ~/.ssh from
 /// the passwd entry, not from HOME, and the user's own files stay untouched.
 struct Sshd {
@@ -125,7 +185,9 @@ impl Sshd {
                 .expect("ssh-keygen");
             assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
         }
-        std::fs::copy(d.join("id.pub"), d.join("authorized_keys")).expect("authorized_keys");
+        let key = std::fs::read_to_string(d.join("id.pub")).expect("id.pub");
+        std::fs::write(d.join("authorized_keys"), format!("{} {key}", documented_key_options()))
+            .expect("authorized_keys");
         let config = format!(
             "Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  BatchMode yes\n  StrictHostKeyChecking accept-new\n  UserKnownHostsFile {}\n",
             d.join("id").display(),
@@ -170,6 +232,24 @@ impl Sshd {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// `ssh root@127.0.0.1 COMMAND`, stdin closed, through the wrapper:
+    /// what it printed. Killed if it has not ended within 30 s.
+    fn ssh(&self, command: &str) -> Vec<u8> {
+        let mut child = Command::new(self.bin_dir().join("ssh"))
+            .args(["-p", &self.port.to_string(), "root@127.0.0.1", command])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh");
+        let ended =
+            xtask_test_support::poll_until(Duration::from_secs(30), || child.try_wait().ok().flatten().is_some());
+        if !ended {
+            let _ = child.kill();
+        }
+        child.wait_with_output().expect("ssh output").stdout
     }
 
     /// Accepted logins so far.

@@ -37,9 +37,15 @@ fn built(moto: &Moto, registry: &Registry, prefix: &str) -> Built {
     let version = unique_name("v");
     let image = format!("{}/{repository}", registry.host());
     let sandbox = sandbox(moto, registry, &repository, &version);
-    let mut images = Images::build_scratch(&sandbox.local_image(&repository, &version), &version);
+    let local = sandbox.local_image(&repository, &version);
+    let mut images = Images::build_scratch(&local, &version);
+    // The SBOM image `build` makes beside the release image (here a stand-in:
+    // `publish` only pushes it; publish_pushes_the_sbom_that_build_wrote
+    // publishes a real one).
+    images.add_scratch(&format!("{local}.sbom"), &format!("the SBOM of {version}"));
     images.track(&format!("{image}:{version}"));
     images.track(&format!("{image}:latest"));
+    images.track(&format!("{image}:{version}.sbom"));
     Built { repository, version, image, sandbox, images }
 }
 
@@ -70,10 +76,16 @@ fn publish_pushes_both_tags_and_login_lets_the_docker_cli_pull() {
     let versioned = registry.manifest_digest(&repository, &version).expect("the version tag is in the registry");
     let latest = registry.manifest_digest(&repository, "latest").expect("latest is in the registry");
     assert_eq!(versioned, latest, "both tags name the same manifest");
+    let sbom = registry.manifest_digest(&repository, &format!("{version}.sbom")).expect("the SBOM is in the registry");
+    assert_ne!(sbom, versioned, "the SBOM tag names the release image");
     let printed: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(
         printed,
-        [format!("{image}:{version}@{versioned}"), format!("{image}:latest@{versioned}")],
+        [
+            format!("{image}:{version}@{versioned}"),
+            format!("{image}:latest@{versioned}"),
+            format!("{image}:{version}.sbom@{sbom}")
+        ],
         "stdout: one `<ref>@<digest>` per tag\n{}",
         run.stderr
     );
@@ -120,6 +132,141 @@ fn publish_can_create_the_repository_and_runs_twice() {
     run.assert_success().assert_not_leaked(ECR_PASSWORD);
     assert!(run.stderr.contains(&format!("ECR repository {repository} exists")), "{}", run.stderr);
     assert!(run.stderr.contains("already in the registry"), "{}", run.stderr);
+}
+
+/// `build` writes the release's SBOM beside the binary and packs it into
+/// `<version>.sbom`; `publish` pushes it beside the release image. What the
+/// registry holds is valid CycloneDX listing the service's crates at the
+/// versions and crates.io checksums of Cargo.lock, and none of the xtask's.
+#[test]
+fn publish_pushes_the_sbom_that_build_wrote() {
+    xtask_test_support::require_docker();
+    let moto = Moto::start();
+    let registry = Registry::start_for_ecr();
+    let (repository, version) = (unique_name("ecrsbom"), unique_name("v"));
+    let publisher = sandbox(&moto, &registry, &repository, &version);
+    let image = format!("{}/{repository}", registry.host());
+    let local = publisher.local_image(&repository, &version);
+    let sbom_image = format!("{image}:{version}.sbom");
+    let mut images = Images::new();
+    for tag in
+        [&local, &format!("{local}.sbom"), &format!("{image}:{version}"), &format!("{image}:latest"), &sbom_image]
+    {
+        images.track(tag);
+    }
+
+    publisher.xtask(&["build"]).assert_success();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| xtask_test_support::project_root().join("target"));
+    let written = target
+        .join(format!("{}-unknown-linux-gnu/release", std::env::consts::ARCH))
+        .join(format!("todobackend-{version}.cdx.json"));
+    let beside = std::fs::read_to_string(&written).unwrap_or_else(|err| panic!("{}: {err}", written.display()));
+
+    let run = publisher.xtask(&["publish"]);
+    run.assert_success().assert_not_leaked(ECR_PASSWORD);
+    let digest =
+        registry.manifest_digest(&repository, &format!("{version}.sbom")).expect("the SBOM is in the registry");
+    assert!(run.stdout.contains(&format!("{sbom_image}@{digest}")), "{}", run.stdout);
+    // The registry's manifest is the local SBOM image's, whose file is the
+    // one `build` wrote.
+    let pushed = publisher.docker(&["image", "inspect", "--format", "{{json .RepoDigests}}", &sbom_image]);
+    assert!(pushed.stdout.contains(&digest), "{sbom_image} is not what the registry holds: {}", pushed.stdout);
+    let in_image = file_in_image(&publisher, &sbom_image, "/sbom.cdx.json");
+    assert_eq!(in_image, beside, "the SBOM image holds another file than the one build wrote");
+
+    let bom: serde_json::Value = serde_json::from_str(&in_image).expect("the SBOM is JSON");
+    assert_eq!((bom["bomFormat"].as_str(), bom["specVersion"].as_str()), (Some("CycloneDX"), Some("1.5")));
+    assert_eq!(bom["metadata"]["component"]["version"], version.as_str());
+    let components = bom["components"].as_array().expect("components");
+    let lock = std::fs::read_to_string(xtask_test_support::project_root().join("Cargo.lock")).expect("Cargo.lock");
+    for name in ["hyper", "rusqlite", "tokio-postgres"] {
+        let (locked, checksum) = locked(&lock, name);
+        let component =
+            components.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no {name} in the SBOM"));
+        assert_eq!(component["version"], locked.as_str(), "{name}");
+        assert_eq!(component["purl"], format!("pkg:cargo/{name}@{locked}").as_str());
+        assert_eq!(component["hashes"][0]["alg"], "SHA-256");
+        assert_eq!(component["hashes"][0]["content"], checksum.as_str(), "{name}'s checksum is not Cargo.lock's");
+        assert!(component["licenses"][0]["expression"].is_string(), "{name} has no licence: {component}");
+    }
+    // The xtask's crates and the tests' are not in the image.
+    for name in ["aws-sdk-ecr", "bollard", "git2", "tempfile"] {
+        assert!(!components.iter().any(|c| c["name"] == name), "{name} is listed in the image's SBOM");
+    }
+    check_cyclonedx_schema(&in_image);
+}
+
+/// The file at `path` in `image`, read through a container that is created
+/// (never started) and removed.
+fn file_in_image(sandbox: &Sandbox, image: &str, path: &str) -> String {
+    let created = sandbox.docker(&["create", image, "none"]);
+    assert!(created.success(), "docker create {image}: {}", created.stderr);
+    let id = created.stdout.trim().to_owned();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = dir.path().join("file");
+    let copied = sandbox.docker(&["cp", &format!("{id}:{path}"), &copy.display().to_string()]);
+    let _ = sandbox.docker(&["rm", &id]);
+    assert!(copied.success(), "docker cp {path} out of {image}: {}", copied.stderr);
+    std::fs::read_to_string(&copy).expect("the copied file")
+}
+
+/// The version and checksum of the one `name` in Cargo.lock.
+fn locked(lock: &str, name: &str) -> (String, String) {
+    let entries: Vec<&str> =
+        lock.split("[[package]]").filter(|entry| entry.contains(&format!("\nname = \"{name}\"\n"))).collect();
+    assert_eq!(entries.len(), 1, "Cargo.lock has {} versions of {name}", entries.len());
+    let field = |key: &str| {
+        entries[0]
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key} = \"")))
+            .map(|value| value.trim_end_matches('"').to_owned())
+            .unwrap_or_else(|| panic!("{name} has no {key} in Cargo.lock"))
+    };
+    (field("version"), field("checksum"))
+}
+
+/// The SBOM against CycloneDX 1.5's JSON schema (strict: no unknown field),
+/// with the CycloneDX project's own validator (cyclonedx-python-lib, which
+/// ships the schemas), installed once into target/cyclonedx-venv; made again
+/// when it does not run.
+fn check_cyclonedx_schema(bom: &str) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| xtask_test_support::project_root().join("target"));
+    let venv = target.join("cyclonedx-venv");
+    let python = venv.join("bin/python");
+    let script = "import sys\n\
+                  from cyclonedx.schema import SchemaVersion\n\
+                  from cyclonedx.validation.json import JsonStrictValidator\n\
+                  error = JsonStrictValidator(SchemaVersion.V1_5).validate_str(sys.stdin.read())\n\
+                  print(error or '', end='')\n\
+                  sys.exit(1 if error else 0)\n";
+    let runs = std::process::Command::new(&python)
+        .args(["-c", "import cyclonedx.validation.json"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !runs {
+        let _ = std::fs::remove_dir_all(&venv);
+        let made = std::process::Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("venv");
+        assert!(made.success(), "python3 -m venv failed (install python3-venv)");
+        let pip = std::process::Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "cyclonedx-python-lib[json-validation]"])
+            .status()
+            .expect("pip");
+        assert!(pip.success(), "pip install cyclonedx-python-lib[json-validation] failed");
+    }
+    use std::io::Write;
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    child.stdin.take().unwrap().write_all(bom.as_bytes()).unwrap();
+    let out = child.wait_with_output().expect("the validator");
+    assert!(out.status.success(), "the SBOM is not valid CycloneDX 1.5: {}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[test]
@@ -201,6 +348,17 @@ fn dirty_versions_and_unbuilt_images_are_refused() {
     run.assert_failure();
     let error = error_line(&run);
     assert!(error.contains("is not built: run `cargo xtask test` first"), "{error}");
+
+    // A release image without its SBOM image: refused, naming the SBOM, and
+    // nothing is pushed.
+    let version = unique_name("v");
+    let unbuilt = sandbox(&moto, &registry, &repository, &version);
+    let _images = Images::build_scratch(&unbuilt.local_image(&repository, &version), &version);
+    let run = unbuilt.xtask(&["publish"]);
+    run.assert_failure();
+    let error = error_line(&run);
+    assert!(error.contains(&format!("{version}.sbom is not built")) && error.contains("cargo xtask build"), "{error}");
+    assert_eq!(registry.manifest_digest(&repository, &version), None, "the release was pushed without its SBOM");
 }
 
 #[test]
@@ -223,6 +381,7 @@ fn dry_runs_print_the_plan_and_change_nothing() {
         "DescribeRepositories".to_owned(),
         format!("docker push {host}/{repository}:{version}"),
         format!("docker push {host}/{repository}:latest"),
+        format!("docker push {host}/{repository}:{version}.sbom"),
     ] {
         assert!(run.stdout.contains(&expected), "plan lacks {expected:?}:\n{}", run.stdout);
     }

@@ -1,6 +1,7 @@
 //! `build`: the release image. The service is compiled as one statically
 //! linked binary on the host, then packed into an image `FROM scratch`, so the
-//! build pulls nothing: no base image, no builder image.
+//! build pulls nothing: no base image, no builder image. Its SBOM is written
+//! beside the binary and packed into an image of its own (`<version>.sbom`).
 
 use std::path::{Path, PathBuf};
 
@@ -56,6 +57,60 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             )
             .env("DOCKER_BUILDKIT", buildkit(ctx)),
             &[notice::LEGACY_BUILDER],
+        );
+        let removed = ctx.remove(&context);
+        built.and(removed)
+    })?;
+    sbom(ctx, &target)
+}
+
+/// The release image's SBOM (sbom.rs): written beside the binary, then packed
+/// `FROM scratch` into the image `<local image>:<version>.sbom`, which
+/// `publish` pushes beside the release image.
+fn sbom(ctx: &Ctx, target: &str) -> Result<()> {
+    // One file per version: builds running at once (CI jobs, tests) each
+    // pack their own.
+    let path = target_dir(ctx).join(target).join("release").join(crate::sbom::file_name(PACKAGE, ctx.version()));
+    ctx.step("write the SBOM (CycloneDX, from Cargo.lock)", || {
+        let sh = ctx.sh();
+        let cargo = cargo();
+        let manifest = ctx.settings.root.join("Cargo.toml");
+        // Only the target's crates: the image holds no other platform's.
+        let metadata = ctx.read(cmd!(
+            sh,
+            "{cargo} metadata --format-version 1 --locked --manifest-path {manifest} --filter-platform {target}"
+        ))?;
+        let lock_path = ctx.settings.root.join("Cargo.lock");
+        let lock =
+            std::fs::read_to_string(&lock_path).with_context(|| format!("cannot read {}", lock_path.display()))?;
+        let sbom = crate::sbom::cyclonedx(&metadata, &lock, PACKAGE, &ctx.settings.repository, ctx.version())?;
+        ctx.write_file(&path, &sbom)
+    })?;
+    let context = target_dir(ctx).join(format!("sbom-context-{}", std::process::id()));
+    ctx.step("build the SBOM image", || {
+        let sh = ctx.sh();
+        let version = ctx.version();
+        let image = ctx.settings.local_image(&crate::sbom::tag(version));
+        // The release image's labels (application, this checkout's): `clean`
+        // prunes its dangling versions with the release image's.
+        let application = format!("application={}", ctx.settings.app);
+        let mine = ctx.settings.local_label();
+        let file = crate::sbom::FILE_NAME;
+        let describes =
+            format!("org.opencontainers.image.description=CycloneDX SBOM of {}", ctx.settings.local_image(version));
+        ctx.effect(&format!("stage {} with {}", context.display(), path.display()), (), || {
+            std::fs::create_dir_all(&context).with_context(|| format!("cannot create {}", context.display()))?;
+            std::fs::copy(&path, context.join(file)).with_context(|| format!("cannot copy {}", path.display()))?;
+            // Nothing but the file: no base, no shell, nothing to run.
+            std::fs::write(context.join("Dockerfile"), format!("FROM scratch\nCOPY {file} /{file}\n"))
+                .with_context(|| format!("cannot write {}", context.join("Dockerfile").display()))
+        })?;
+        let built = ctx.run(
+            cmd!(
+                sh,
+                "docker build --quiet --tag {image} --label {application} --label {mine} --label {describes} {context}"
+            )
+            .env("DOCKER_BUILDKIT", buildkit(ctx)),
         );
         let removed = ctx.remove(&context);
         built.and(removed)

@@ -70,20 +70,13 @@ impl Endpoint {
 pub fn unreachable_message(endpoint: &Endpoint) -> String {
     let Endpoint { host, origin, .. } = endpoint;
     match &endpoint.transport {
-        Transport::Ssh => {
-            let check = url::Url::parse(host)
-                .ok()
-                .map(|url| {
-                    let port = url.port().map(|port| format!("-p {port} ")).unwrap_or_default();
-                    let user = if url.username().is_empty() { String::new() } else { format!("{}@", url.username()) };
-                    format!("ssh {port}{user}{} docker version", url.host_str().unwrap_or_default())
-                })
-                .unwrap_or_else(|| "ssh HOST docker version".to_owned());
-            format!(
-                "no Docker engine answers at {host} ({origin}): check the ssh connection and the engine behind it \
-                 (`{check}` must work), or fix {origin}"
-            )
-        }
+        // The docker CLI's own check, not `ssh HOST docker version`: a key
+        // restricted on the manager to `docker system dial-stdio`
+        // (docs/src/ci.md) runs that whatever ssh asks.
+        Transport::Ssh => format!(
+            "no Docker engine answers at {host} ({origin}): check the ssh connection and the engine behind it \
+             (`docker --host {host} version` must work), or fix {origin}"
+        ),
         _ => format!(
             "no Docker engine answers at {host} ({origin}): start Docker (e.g. `sudo systemctl start docker`, \
              or `sudo dockerd &`), or fix {origin}"

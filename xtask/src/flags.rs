@@ -40,7 +40,7 @@ pub enum Task {
 pub enum LightTask {
     #[command(flatten)]
     Print(PrintTask),
-    /// Build the release image from a static build of the service.
+    /// Build the release image from a static build of the service, and its SBOM (`<version>.sbom`).
     Build,
     /// Run the service's tests and build the release image.
     Test,
@@ -74,7 +74,7 @@ pub enum CloudTask {
     Login,
     /// Log Docker out of the ECR registry.
     Logout,
-    /// Push the release image as `latest` and as APP_VERSION.
+    /// Push the release image as `latest` and as APP_VERSION, and its SBOM as `<APP_VERSION>.sbom`.
     Publish(Deferred<PublishArgs>),
     /// Deploy stack.yml to Docker Swarm and wait until it converges.
     Deploy(Deferred<DeployArgs>),

@@ -26,6 +26,7 @@ pub mod output;
 pub mod reference;
 pub mod release;
 pub mod runner;
+pub mod sbom;
 pub mod settings;
 pub mod test;
 pub mod version;

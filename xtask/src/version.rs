@@ -95,12 +95,22 @@ fn has_uncommitted_changes(repo: &Repository, head: &Commit) -> Result<bool> {
     Ok(!statuses.is_empty())
 }
 
-/// A Docker tag: up to 128 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
+/// A version: a Docker tag (up to 128 of `[A-Za-z0-9_.-]`, not starting with
+/// `.` or `-`) that leaves room for its SBOM image's tag, and is not one: a
+/// `<version>.sbom` tag holds a version's SBOM (sbom.rs), never a release,
+/// so no deploy, rollback or publish may take it for one.
 pub fn check_tag(tag: &str) -> Result<()> {
     let first_ok = tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
     let rest_ok = tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !first_ok || !rest_ok || tag.len() > 128 {
-        bail!("{tag:?}: use up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'");
+    let longest = 128 - crate::sbom::TAG_SUFFIX.len();
+    if !first_ok || !rest_ok || tag.len() > longest {
+        bail!("{tag:?}: use up to {longest} letters, digits, '_', '.' or '-', not starting with '.' or '-'");
+    }
+    if tag.ends_with(crate::sbom::TAG_SUFFIX) {
+        bail!(
+            "{tag:?} names a version's SBOM image, not a release: use the version itself (without `{}`)",
+            crate::sbom::TAG_SUFFIX
+        );
     }
     Ok(())
 }
@@ -148,6 +158,10 @@ mod tests {
         assert!(format!("{err:#}").contains("APP_VERSION"), "{err:#}");
         assert!(resolve(Some("-x"), dir.path()).is_err());
         assert!(resolve(Some("a\"b"), dir.path()).is_err());
+        // An SBOM image's tag is never a version.
+        let err = resolve(Some("abc1234.7.sbom"), dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("SBOM"), "{err:#}");
+        assert!(resolve(Some("abc1234.7.sbom2"), dir.path()).is_ok());
     }
 
     #[test]

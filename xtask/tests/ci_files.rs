@@ -107,7 +107,9 @@ fn the_workflow_caches_assumes_a_role_keeps_pull_requests_unprivileged_and_deplo
     assert!(text(&ci["if"]).contains("refs/heads/main"));
     assert_eq!(ci["permissions"]["id-token"], Value::from("write"));
     let pipeline = steps("ci");
-    assert!(pipeline.contains("aws-actions/configure-aws-credentials@") && pipeline.contains("vars.AWS_ROLE_ARN"));
+    assert!(
+        pipeline.contains("aws-actions/configure-aws-credentials@") && pipeline.contains("vars.AWS_PUBLISH_ROLE_ARN")
+    );
     assert!(pipeline.contains("cargo xtask ci"));
     assert!(pipeline.contains("actions/upload-artifact@") && pipeline.contains("version.json"));
     assert!(pipeline.contains("GITHUB_STEP_SUMMARY") && pipeline.contains("@sha256:"));
@@ -126,7 +128,7 @@ fn the_workflow_caches_assumes_a_role_keeps_pull_requests_unprivileged_and_deplo
     assert!(text(&ci["needs"]).contains("lint"), "ci publishes without lint passing");
     let deploying = steps("deploy");
     assert!(deploying.contains("cargo xtask deploy") && deploying.contains("secrets.SWARM_SSH_KEY"));
-    assert!(deploying.contains("vars.AWS_ROLE_ARN"));
+    assert!(deploying.contains("vars.AWS_DEPLOY_ROLE_ARN"));
 
     // Environments: staging deploys at once what ci published, production
     // only after it, through the `production` environment's approval.
@@ -351,7 +353,7 @@ fn every_action_is_pinned_by_commit_and_checkouts_keep_no_credentials() {
 }
 
 #[test]
-fn dependabot_updates_the_actions_and_the_crates() {
+fn dependabot_updates_the_actions_the_crates_and_the_images_after_a_cooldown() {
     let path = xtask_test_support::project_root().join(".github/dependabot.yml");
     let out = Command::new(check_jsonschema())
         .args(["--builtin-schema", "vendor.dependabot"])
@@ -365,15 +367,69 @@ fn dependabot_updates_the_actions_and_the_crates() {
         String::from_utf8_lossy(&out.stderr)
     );
     let config = yaml(&path);
-    let ecosystems: Vec<&str> = config["updates"]
-        .as_sequence()
-        .expect("updates")
-        .iter()
-        .filter_map(|update| update["package-ecosystem"].as_str())
-        .collect();
-    for wanted in ["github-actions", "cargo"] {
+    let updates = config["updates"].as_sequence().expect("updates");
+    let ecosystems: Vec<&str> = updates.iter().filter_map(|update| update["package-ecosystem"].as_str()).collect();
+    for wanted in ["github-actions", "cargo", "docker"] {
         assert!(ecosystems.contains(&wanted), "dependabot does not update {wanted}: {ecosystems:?}");
     }
+    for update in updates {
+        let days = update["cooldown"]["default-days"].as_u64().unwrap_or(0);
+        assert!(days >= 3, "{:?} has no cooldown of a few days: {days}", update["package-ecosystem"]);
+    }
+    // The docker updates read the directory that holds the image pins.
+    let docker = updates.iter().find(|update| update["package-ecosystem"] == "docker").unwrap();
+    let directory = docker["directory"].as_str().expect("a directory").trim_start_matches('/');
+    let pins = xtask_test_support::project_root().join(directory).join("Dockerfile");
+    assert!(pins.is_file(), "dependabot's docker directory has no Dockerfile: {}", pins.display());
+}
+
+/// `FROM <image> AS <name>` of .github/images/Dockerfile: the images the
+/// stack files run by default, pinned by digest where Dependabot updates them.
+fn image_pins() -> Vec<(String, String)> {
+    let path = xtask_test_support::project_root().join(".github/images/Dockerfile");
+    let text = std::fs::read_to_string(&path).expect(".github/images/Dockerfile");
+    text.lines()
+        .filter_map(|line| line.strip_prefix("FROM "))
+        .map(|rest| {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            assert!(words.len() == 3 && words[1] == "AS", "not `FROM <image> AS <name>`: {rest}");
+            (words[2].to_owned(), words[0].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_stack_files_run_third_party_images_pinned_by_digest_as_dependabot_keeps_them() {
+    let pins = image_pins();
+    assert!(!pins.is_empty(), "no image pinned in .github/images/Dockerfile");
+    for (name, image) in &pins {
+        let digest = image.split_once("@sha256:").map(|(_, digest)| digest).unwrap_or_default();
+        assert!(
+            digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+            "{name}: {image} is not pinned by a sha256 digest"
+        );
+    }
+    // Every image of the stack files that is one `${VAR:-default}` (a
+    // third-party image; the release image is `${ECR_REGISTRY}/...:${APP_VERSION}`)
+    // defaults to one of the pins, exactly.
+    let mut defaults = 0;
+    for file in ["stack.yml", "stack.single-node.yml"] {
+        let text = std::fs::read_to_string(xtask_test_support::project_root().join(file)).expect(file);
+        for line in text.lines().map(str::trim) {
+            let Some(value) = line.strip_prefix("image:").map(|value| value.trim().trim_matches('"')) else { continue };
+            let whole_variable = value.starts_with("${") && value.ends_with('}') && value.matches("${").count() == 1;
+            let Some((_, default)) = value.trim_end_matches('}').split_once(":-").filter(|_| whole_variable) else {
+                continue;
+            };
+            defaults += 1;
+            assert!(
+                pins.iter().any(|(_, image)| image == default),
+                "{file} runs {default}, which .github/images/Dockerfile does not pin: copy the pinned reference \
+                 (Dependabot moves it there) into the stack file's default"
+            );
+        }
+    }
+    assert!(defaults >= 3, "the stack files' image defaults were not found ({defaults})");
 }
 
 #[test]
@@ -398,10 +454,203 @@ fn concurrency_is_per_job_checks_cancel_and_changes_to_the_stack_queue() {
         if let Some(environment) = job["environment"].as_str() {
             assert!(group.contains(environment), "{file} {name}: not queued per environment: {group}");
         }
-        // Jobs that share a group wait for each other: only those that
-        // change the same stack may.
-        if let Some((other, other_changes)) = groups.insert(group.to_owned(), (name.clone(), changes_the_stack)) {
-            assert!(other_changes && changes_the_stack, "{name} and {other} share the group {group}");
+        // GitHub keeps one pending job per group, and a newer one replaces
+        // it whatever cancel-in-progress says: jobs that share a group must
+        // run the same task, so that no scheduled refresh-auth (nor a
+        // deploy) can displace a pending rollback, nor they a pending deploy.
+        let task = stack_task(&steps);
+        if let Some((other, other_task)) = groups.insert(group.to_owned(), (name.clone(), task)) {
+            assert!(
+                task.is_some() && other_task == task,
+                "{file} {name} ({task:?}) and {other} ({other_task:?}) share the group {group}: \
+                 a pending one can be replaced by the other"
+            );
+        }
+    }
+}
+
+/// The task that changes the stack or publishes which a job's steps run, if any.
+fn stack_task(steps: &str) -> Option<&'static str> {
+    ["xtask deploy", "xtask rollback", "xtask refresh-auth", "xtask ci"].into_iter().find(|task| steps.contains(task))
+}
+
+#[test]
+fn deploys_and_rollbacks_queue_in_groups_no_other_task_shares_and_are_never_cancelled() {
+    let mut seen = Vec::new();
+    for (file, name, job) in all_jobs() {
+        let steps = text(&job["steps"]);
+        let Some(task @ ("xtask deploy" | "xtask rollback" | "xtask refresh-auth")) = stack_task(&steps) else {
+            continue;
+        };
+        assert_eq!(
+            job["concurrency"]["cancel-in-progress"],
+            Value::from(false),
+            "{file} {name}: a {task} can be cancelled"
+        );
+        let group = job["concurrency"]["group"].as_str().expect("a group").to_owned();
+        seen.push((task, group, format!("{file} {name}")));
+    }
+    for kind in ["xtask deploy", "xtask rollback", "xtask refresh-auth"] {
+        assert!(seen.iter().any(|(task, _, _)| *task == kind), "no job runs {kind}");
+    }
+    for (task, group, job) in &seen {
+        for (other_task, other_group, other) in &seen {
+            assert!(
+                task == other_task || group != other_group,
+                "{job} ({task}) and {other} ({other_task}) share the concurrency group {group}"
+            );
+        }
+    }
+}
+
+/// The environments whose secrets may hold the swarm's SSH key (each with
+/// deployment branch `main`; docs/src/ci.md).
+const KEY_ENVIRONMENTS: [&str; 3] = ["staging", "production", "refresh-auth"];
+
+#[test]
+fn the_ssh_key_is_an_environment_secret_and_each_job_assumes_the_role_it_needs() {
+    for path in workflows() {
+        let workflow = yaml(&path);
+        assert!(
+            !text(&workflow["env"]).contains("secrets."),
+            "{}: a secret in the workflow's env reaches every job",
+            path.display()
+        );
+    }
+    let mut publishers = Vec::new();
+    let mut deployers = 0;
+    for (file, name, job) in all_jobs() {
+        let body = text(&job);
+        let environment = job["environment"].as_str();
+        if body.contains("SWARM_SSH_KEY") {
+            assert!(
+                environment.is_some_and(|environment| KEY_ENVIRONMENTS.contains(&environment)),
+                "{file} {name} reads SWARM_SSH_KEY in environment {environment:?}: only a job in one of \
+                 {KEY_ENVIRONMENTS:?} may (a repository secret reaches every branch)"
+            );
+        }
+        assert!(!body.contains("vars.AWS_ROLE_ARN"), "{file} {name}: the single role with push rights is gone");
+        let publishes = body.contains("vars.AWS_PUBLISH_ROLE_ARN");
+        let deploys = body.contains("vars.AWS_DEPLOY_ROLE_ARN");
+        if body.contains("configure-aws-credentials@") {
+            assert!(publishes != deploys, "{file} {name}: assumes neither or both roles");
+        }
+        let steps = text(&job["steps"]);
+        if publishes {
+            assert!(environment.is_none(), "{file} {name}: the publish role trusts main's subject, not an environment");
+            assert!(text(&job["if"]).contains("refs/heads/main"), "{file} {name}: publishes from any branch");
+            assert!(steps.contains("cargo xtask ci"), "{file} {name}: assumes the publish role but does not publish");
+            publishers.push(format!("{file} {name}"));
+        }
+        if deploys {
+            deployers += 1;
+            assert!(
+                environment.is_some_and(|environment| KEY_ENVIRONMENTS.contains(&environment)),
+                "{file} {name}: a deploy role is per environment, but the job runs in {environment:?}"
+            );
+            assert!(!steps.contains("xtask ci") && !steps.contains("xtask publish"), "{file} {name}: pushes");
+            // Logged out at the end, after a failure too.
+            let last = job["steps"].as_sequence().expect("steps").last().expect("a step");
+            assert!(
+                last["run"].as_str().is_some_and(|run| run.contains("cargo xtask logout")),
+                "{file} {name}: the last step is not `cargo xtask logout`"
+            );
+            assert_eq!(last["if"], Value::from("always()"), "{file} {name}: logout does not run after a failure");
+        }
+        // Whatever reaches the swarm assumes a role that cannot push.
+        if stack_task(&steps).is_some_and(|task| task != "xtask ci") {
+            assert!(deploys, "{file} {name}: changes the stack without the deploy role");
+        }
+    }
+    assert_eq!(publishers, ["ci.yml ci"], "the `ci` job alone assumes the publish role");
+    assert!(deployers >= 3, "deploy, rollback and refresh-auth assume the deploy role");
+}
+
+/// The ```json blocks of the section of `markdown` under `heading` (up to
+/// the next heading of any level).
+fn json_blocks_under(markdown: &str, heading: &str) -> Vec<Value> {
+    let start = markdown.find(heading).unwrap_or_else(|| panic!("no heading {heading:?}"));
+    let rest = &markdown[start + heading.len()..];
+    let section = rest.split("\n#").next().unwrap_or(rest);
+    section
+        .split("```json\n")
+        .skip(1)
+        .map(|block| {
+            let json = block.split("```").next().unwrap();
+            // JSON is YAML: no JSON parser needed for the check.
+            serde_yaml::from_str(json).unwrap_or_else(|err| panic!("{heading}: {err}:\n{json}"))
+        })
+        .collect()
+}
+
+/// The actions a policy document allows, and its trust subjects.
+fn actions_and_subjects(policies: &[Value]) -> (Vec<String>, Vec<String>) {
+    let (mut actions, mut subjects) = (Vec::new(), Vec::new());
+    let strings = |value: &Value| -> Vec<String> {
+        match value {
+            Value::String(one) => vec![one.clone()],
+            Value::Sequence(many) => many.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            _ => Vec::new(),
+        }
+    };
+    for policy in policies {
+        for statement in policy["Statement"].as_sequence().expect("Statement") {
+            assert_eq!(statement["Effect"], Value::from("Allow"));
+            actions.extend(strings(&statement["Action"]));
+            for condition in ["StringEquals", "StringLike"] {
+                subjects.extend(strings(&statement["Condition"][condition]["token.actions.githubusercontent.com:sub"]));
+            }
+        }
+    }
+    (actions, subjects)
+}
+
+#[test]
+fn the_iam_policies_in_the_book_give_push_to_main_only_and_deploys_pull_only() {
+    let book = std::fs::read_to_string(xtask_test_support::project_root().join("docs/src/ci.md")).expect("ci.md");
+    let (publish_actions, publish_subjects) = actions_and_subjects(&json_blocks_under(&book, "### The publish role"));
+    let (deploy_actions, deploy_subjects) = actions_and_subjects(&json_blocks_under(&book, "### The deploy roles"));
+    const PUSH: [&str; 5] =
+        ["ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:*"];
+    for push in PUSH.iter().take(4) {
+        assert!(publish_actions.iter().any(|action| action == push), "the publish role cannot {push}");
+    }
+    for action in &deploy_actions {
+        assert!(!PUSH.contains(&action.as_str()) && !action.contains('*'), "the deploy role may {action}");
+    }
+    for pull in ["ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"] {
+        assert!(deploy_actions.iter().any(|action| action == pull), "the deploy role cannot {pull}");
+    }
+    // Trust: whole subjects naming the workflow (job_workflow_ref) on main;
+    // the publish role outside any environment, the deploy roles inside one.
+    assert!(!publish_subjects.is_empty() && !deploy_subjects.is_empty());
+    for subject in publish_subjects.iter().chain(&deploy_subjects) {
+        assert!(!subject.contains('*'), "a trust subject with a wildcard: {subject}");
+        assert!(
+            subject.contains(":job_workflow_ref:") && subject.ends_with("@refs/heads/main"),
+            "a trust subject that does not name the workflow on main: {subject}"
+        );
+    }
+    for subject in &publish_subjects {
+        assert!(subject.contains(":ref:refs/heads/main:") && subject.contains("/ci.yml@"), "{subject}");
+    }
+    for subject in &deploy_subjects {
+        let environment = subject.split(":environment:").nth(1).and_then(|rest| rest.split(':').next());
+        assert!(
+            environment.is_some_and(|environment| KEY_ENVIRONMENTS.contains(&environment)),
+            "a deploy role trusts a subject outside the environments: {subject}"
+        );
+    }
+    // Every workflow that assumes the deploy role is named by a subject.
+    for (file, _, job) in all_jobs() {
+        if text(&job).contains("vars.AWS_DEPLOY_ROLE_ARN") {
+            let environment = job["environment"].as_str().unwrap();
+            let named = format!(":environment:{environment}:job_workflow_ref:<owner>/<repo>/.github/workflows/{file}@");
+            assert!(
+                deploy_subjects.iter().any(|subject| subject.contains(&named))
+                    || book.contains(&format!("`repo:<owner>/<repo>{named}refs/heads/main`")),
+                "no deploy role trusts {file} in {environment}"
+            );
         }
     }
 }
@@ -468,4 +717,28 @@ fn no_action_runs_while_the_ssh_agent_can_be_reached() {
             }
         }
     }
+}
+
+#[test]
+fn the_advisories_run_on_every_push_and_daily_with_the_pinned_cargo_deny() {
+    let path = xtask_test_support::project_root().join(".github/workflows/supply-chain.yml");
+    let workflow = yaml(&path);
+    let on = &workflow["on"];
+    assert!(on.get("push").is_some(), "the advisories do not run on every push");
+    assert!(on["push"]["branches"].is_null(), "the advisories run on some branches only");
+    let cron = text(&on["schedule"]);
+    let daily = cron.lines().filter_map(|line| line.split("cron:").nth(1)).any(|spec| {
+        let fields: Vec<&str> = spec.trim().trim_matches(['"', '\'']).split_whitespace().collect();
+        fields.len() == 5 && fields[2..] == ["*", "*", "*"]
+    });
+    assert!(daily, "the advisories have no daily schedule: {cron}");
+    let steps = text(&workflow["jobs"]);
+    assert!(steps.contains("bash .ci/install-cargo-deny"), "the job does not install the pinned cargo-deny");
+    assert!(steps.contains("cargo deny") && steps.contains("check advisories"), "no `cargo deny check advisories`");
+    assert!(
+        std::fs::read_to_string(xtask_test_support::project_root().join(".ci/run"))
+            .unwrap()
+            .contains("bash .ci/install-cargo-deny"),
+        ".ci/run does not install cargo-deny for the suite's licence, ban and source checks"
+    );
 }

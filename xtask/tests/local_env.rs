@@ -63,8 +63,9 @@ struct Cleanup<'a>(&'a Sandbox, Vec<String>);
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         let _ = self.0.xtask(&["clean"]);
-        for image in &self.1 {
-            let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+        // Each image with the SBOM image `build` made beside it.
+        for image in self.1.iter().flat_map(|image| [image.clone(), format!("{image}.sbom")]) {
+            let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
         }
         if let Some(project) = self.0.env_value("COMPOSE_PROJECT_NAME") {
             remove_lock_file(project);

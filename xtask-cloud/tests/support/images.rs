@@ -26,6 +26,13 @@ impl Images {
     /// A tiny image `FROM scratch` (one text file, `LABEL application=todobackend`),
     /// built locally (nothing pulled) and tagged `tag`. `content` makes it unique.
     pub fn build_scratch(tag: &str, content: &str) -> Images {
+        let mut images = Images::new();
+        images.add_scratch(tag, content);
+        images
+    }
+
+    /// One more [`Images::build_scratch`] image, removed with the others.
+    pub fn add_scratch(&mut self, tag: &str, content: &str) {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("hello.txt"), content).expect("write file");
         std::fs::write(
@@ -41,7 +48,8 @@ impl Images {
             Command::new("docker").args(build).arg(dir.path()).env("DOCKER_BUILDKIT", "0"),
             "docker build of a scratch image",
         );
-        Images(vec![tag.to_owned()], image_id(tag).into_iter().collect())
+        self.0.push(tag.to_owned());
+        self.1.extend(image_id(tag));
     }
 
     /// Also remove `tag` when dropped (a tag the code under test made), and

@@ -302,6 +302,8 @@ pub fn app_image(
     let local = sandbox.local_image("todobackend", version);
     images.track(&tag);
     images.track(&local);
+    // The SBOM image `build` makes beside it.
+    images.track(&format!("{local}.sbom"));
     let built = sandbox.clone_with(&[("APP_VERSION", version), ("ECR_REGISTRY", &registry.host())]).xtask(&["build"]);
     built.assert_success();
     // `build` names it locally; the registry's name is `publish`'s or, here, ours.

@@ -124,6 +124,8 @@ pub fn variant_image(
     let local = sandbox.local_image("todobackend", version);
     images.track(&tag);
     images.track(&local);
+    // The SBOM image `build` makes beside it.
+    images.track(&format!("{local}.sbom"));
     let target = variants_dir().join("target");
     let built = sandbox
         .clone_with(&[
