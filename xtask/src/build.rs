@@ -116,8 +116,7 @@ fn stage_context(binary: &Path, context: &Path) -> Result<()> {
             .with_context(|| format!("cannot set the mode of {}", dir.display()))?;
     }
     let staged = rootfs.join(PACKAGE);
-    std::fs::copy(binary, &staged)
-        .with_context(|| format!("cannot copy the service binary {}", binary.display()))?;
+    std::fs::copy(binary, &staged).with_context(|| format!("cannot copy the service binary {}", binary.display()))?;
     std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o555))
         .with_context(|| format!("cannot set the mode of {}", staged.display()))?;
     Ok(())
