@@ -1,7 +1,7 @@
 # The release image of todobackend: one statically linked binary, FROM scratch,
 # so building it pulls nothing. `cargo xtask build` compiles the binary and
-# stages the build context (target/docker-context/rootfs: the binary and empty
-# data/ and public/ directories); build it with that, not by hand.
+# stages the build context (rootfs/: the binary, root's, mode 0555; writable/:
+# the empty data/ and public/ directories); build it with that, not by hand.
 FROM scratch
 
 ARG APP_NAME=todobackend
@@ -16,15 +16,20 @@ LABEL application=$APP_NAME \
       org.opencontainers.image.version=$APP_VERSION \
       org.opencontainers.image.revision=$APP_COMMIT
 
-# A numeric non-root user (scratch has no /etc/passwd). It owns /data and
-# /public, and named volumes mounted there take that ownership.
-COPY --chown=10001:10001 rootfs/ /
+# The binary is root's, mode 0555 (staged so): the process, a numeric
+# non-root user (scratch has no /etc/passwd), can run it but not replace it.
+COPY rootfs/ /
+# The only directories that user owns: /data (SQLite) and /public (where
+# `collectstatic` writes; `serve` only reads it). Named volumes mounted there
+# take that ownership when first mounted. No VOLUME: a stack or compose file
+# mounts what a service writes, and nothing else gets a writable volume (the
+# PostgreSQL stack's app writes nowhere; its services run read_only).
+COPY --chown=10001:10001 writable/ /
 USER 10001:10001
 
 ENV TODOBACKEND_DB=/data/todobackend.sqlite3 \
     TODOBACKEND_STATIC_ROOT=/public \
     TODOBACKEND_LISTEN=0.0.0.0:8000
-VOLUME ["/data", "/public"]
 EXPOSE 8000
 
 # No shell or curl in the image: the binary checks itself, on GET /healthz

@@ -333,7 +333,8 @@ async fn remove_job(docker: &bollard::Docker, name: &str) -> Result<Option<Strin
             return Err(format!("its container stays: `docker rm -fv {}`", ids.join(" ")));
         }
         for id in containers.into_iter().filter_map(|container| container.id) {
-            // With its anonymous volumes (the image's /public), not the stack's data.
+            // With its anonymous volumes (the VOLUMEs of images before the
+            // hardened one), not the stack's data.
             let options =
                 bollard::query_parameters::RemoveContainerOptions { force: true, v: true, ..Default::default() };
             let _ = docker.remove_container(&id, Some(options)).await;

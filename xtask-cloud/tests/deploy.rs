@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use support::app::PushedApp;
 use support::registry::Registry;
 use support::swarm::{
-    assert_acceptance_passes, docker_login, docker_ok, running_app_images, stack_exists, stack_file_jobs, swarm_lock,
+    assert_acceptance_passes, assert_hardened, docker_login, docker_ok, running_app_images, stack_exists,
+    stack_file_jobs, swarm_lock,
 };
 
 #[test]
@@ -86,6 +87,17 @@ fn the_first_deploy_logs_in_runs_the_jobs_first_and_converges(app: &PushedApp, a
     ]);
     assert!(!app_tasks.contains("Failed") && !app_tasks.contains("pending"), "an app task failed:\n{app_tasks}");
     assert_acceptance_passes(&app.image, port, "the deployed app");
+    // Every service of the single-node stack read-only with no capability,
+    // the app as uid 10001, and it served the suite so.
+    assert_hardened(stack, "app", &[], Some(10001), true);
+    assert_hardened(stack, "edge", &[], None, true);
+    for job in ["migrate", "collectstatic"] {
+        assert_hardened(stack, job, &[], None, false);
+    }
+    // Converged with no drift (exit 0): the history this deploy wrote holds
+    // the new keys as the swarm runs them (`plan.rs` has the plan's side).
+    let status = at(a).xtask(&["status"]);
+    assert_eq!(status.status.code(), Some(0), "{}\n{}", status.stdout, status.stderr);
 }
 
 /// The same version again: said so, and no task is replaced (no rollout).

@@ -46,23 +46,33 @@ fn the_tests_postgres_image_starts_as_the_official_one_does() {
     let name = unique_name("pgimage");
     let _container = Container(name.clone());
     let mount = format!("{}:/run/secrets/db_password:ro", dir.path().join("password").display());
-    let run = docker(&[
-        "run",
-        "--detach",
-        "--name",
-        &name,
-        "--volume",
-        &mount,
-        "--env",
-        "POSTGRES_PASSWORD_FILE=/run/secrets/db_password",
-        "--env",
-        "POSTGRES_USER=todobackend",
-        "--env",
-        "POSTGRES_DB=todobackend",
-        "--env",
-        "PGDATA=/var/lib/postgresql/data/pgdata",
-        &image,
-    ]);
+    // Hardened as stack.yml's `db` is: the first start and the restart
+    // below (an initialised PGDATA, postgres's and mode 0700) both work
+    // with only DB_CAPABILITIES.
+    let mut hardening = vec!["--read-only", "--tmpfs", "/var/run/postgresql", "--tmpfs", "/tmp", "--cap-drop", "ALL"];
+    for cap in DB_CAPABILITIES {
+        hardening.extend(["--cap-add", cap]);
+    }
+    let run = docker(
+        &[
+            &["run", "--detach", "--name", &name][..],
+            &hardening,
+            &[
+                "--volume",
+                &mount,
+                "--env",
+                "POSTGRES_PASSWORD_FILE=/run/secrets/db_password",
+                "--env",
+                "POSTGRES_USER=todobackend",
+                "--env",
+                "POSTGRES_DB=todobackend",
+                "--env",
+                "PGDATA=/var/lib/postgresql/data/pgdata",
+                &image,
+            ],
+        ]
+        .concat(),
+    );
     assert!(run.status.success(), "docker run {image}: {}", String::from_utf8_lossy(&run.stderr));
     let ready = || docker(&["exec", &name, "pg_isready", "-U", "todobackend", "-d", "todobackend"]).status.success();
     wait_until("the server answers pg_isready", Duration::from_secs(60), ready);
@@ -124,13 +134,16 @@ use support::images::Images;
 use support::moto::Moto;
 use support::registry::Registry;
 use support::swarm::{
-    Stack, app_image, assert_acceptance_passes, docker, docker_login, docker_ok, label_the_node, push, spec_image,
-    stack_exists, swarm_lock,
+    Stack, app_image, assert_acceptance_passes, assert_hardened, docker, docker_login, docker_ok, label_the_node, push,
+    spec_image, stack_exists, swarm_lock,
 };
 use support::variants::{
     ADDED_COLUMN, Added, add_todo, additive, breaking, history, titles, variant_image, wait_for_app,
 };
 use xtask_test_support::sandbox::{Run, Sandbox};
+
+/// What stack.yml's `db` adds back after dropping every capability.
+const DB_CAPABILITIES: [&str; 5] = ["CAP_CHOWN", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_SETGID", "CAP_SETUID"];
 
 /// Removes a swarm secret when dropped (after the stack that uses it).
 struct Secret(String);
@@ -310,6 +323,16 @@ fn a_fresh_postgres_stack_deploys_after_secret_create_and_keeps_the_password_out
 
     // The acceptance suite against the deployed app; its todos are in PostgreSQL.
     assert_acceptance_passes(&fixture.image_a, port, "the PostgreSQL stack");
+    // Every service read-only with no capability but the five db's
+    // entrypoint needs (its server, as postgres, keeps none); the app as uid
+    // 10001. The plan of the same file against it: no change, so the
+    // spec's reading of the new keys agrees with the CLI's.
+    assert_hardened(&stack, "app", &[], Some(10001), true);
+    assert_hardened(&stack, "edge", &[], None, true);
+    assert_hardened(&stack, "db", &DB_CAPABILITIES, None, true);
+    assert_hardened(&stack, "migrate", &[], None, false);
+    let plan = fixture.at(&fixture.a).xtask(&["plan", "--exit-code"]);
+    assert_eq!(plan.status.code(), Some(0), "{}\n{}", plan.stdout, plan.stderr);
     add_todo(port, "kept in PostgreSQL");
     assert_eq!(fixture.sql("select title from todos where title = 'kept in PostgreSQL'"), "kept in PostgreSQL");
     // Static files come from the binary: no volume, no collectstatic.
@@ -568,6 +591,10 @@ fn the_single_node_stack_moves_to_postgres_with_every_todo_and_its_id() {
         &format!("{stack}_move"),
         "--mode",
         "replicated-job",
+        // Hardened as the stacks' services are.
+        "--read-only",
+        "--cap-drop",
+        "ALL",
         "--constraint",
         "node.labels.todobackend.data==true",
         "--mount",

@@ -152,18 +152,27 @@ fn static_target() -> Result<String> {
     Ok(format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
 }
 
-/// The build context holds only what the image gets: the binary, and the
-/// empty /data and /public directories that the Dockerfile hands to the
-/// non-root user (named volumes copy that ownership when first mounted).
+/// The build context holds only what the image gets: `rootfs/` the binary,
+/// mode 0555, which the Dockerfile copies as root's (the process cannot
+/// replace it); `writable/` the empty /data and /public directories, which it
+/// hands to the non-root user (named volumes copy that ownership when first
+/// mounted). Modes are set here: COPY keeps them, and the legacy builder has
+/// no `--chmod`.
 fn stage_context(binary: &Path, context: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     if context.exists() {
         std::fs::remove_dir_all(context).with_context(|| format!("cannot clear {}", context.display()))?;
     }
     let rootfs = context.join("rootfs");
-    for dir in ["data", "public"] {
-        std::fs::create_dir_all(rootfs.join(dir)).with_context(|| format!("cannot create {}", rootfs.display()))?;
+    let writable = context.join("writable");
+    for dir in [rootfs.clone(), writable.join("data"), writable.join("public")] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot set the mode of {}", dir.display()))?;
     }
-    std::fs::copy(binary, rootfs.join(PACKAGE))
-        .with_context(|| format!("cannot copy the service binary {}", binary.display()))?;
+    let staged = rootfs.join(PACKAGE);
+    std::fs::copy(binary, &staged).with_context(|| format!("cannot copy the service binary {}", binary.display()))?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o555))
+        .with_context(|| format!("cannot set the mode of {}", staged.display()))?;
     Ok(())
 }

@@ -95,6 +95,7 @@ fn test_then_release_then_clean() {
         "{{index .Config.Labels \"application\"}} {{index .Config.Labels \"xtask.local-project\"}} {{.Config.User}}";
     let labels = docker(&["image", "inspect", "--format", format, &image]);
     assert_eq!(labels, format!("todobackend {project} 10001:10001"));
+    the_binary_is_roots_and_only_data_and_public_are_the_users(&image);
     assert!(
         !run.stderr.contains("DEPRECATED: The legacy builder"),
         "the docker CLI's notice gives way to our line:\n{}",
@@ -156,6 +157,42 @@ fn test_then_release_then_clean() {
 
     // Nothing to clean: still a success.
     sandbox.xtask(&["clean"]).assert_success();
+}
+
+/// The release image's files, as `docker export` of a container made from
+/// it lists them (a scratch image has no shell to ask): the binary is
+/// root's, mode 0555, so the process (uid 10001) cannot replace it; /data and
+/// /public are the only entries uid 10001 owns; and the image declares no
+/// VOLUME (what a service writes, its stack mounts).
+fn the_binary_is_roots_and_only_data_and_public_are_the_users(image: &str) {
+    let container = docker(&["create", image]);
+    let export = Command::new("docker").args(["export", &container]).output().expect("docker export runs");
+    let _ = Command::new("docker").args(["rm", &container]).output();
+    assert!(export.status.success(), "docker export: {}", String::from_utf8_lossy(&export.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let tar_file = dir.path().join("image.tar");
+    std::fs::write(&tar_file, &export.stdout).unwrap();
+    let listing = Command::new("tar").arg("-tvf").arg(&tar_file).arg("--numeric-owner").output().expect("tar runs");
+    assert!(listing.status.success(), "tar: {}", String::from_utf8_lossy(&listing.stderr));
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    // `-r-xr-xr-x 0/0 9166336 2026-12-07 18:11 todobackend`: mode, owner, ..., path.
+    let entries: Vec<(&str, &str, &str)> = listing
+        .lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            Some((*words.first()?, *words.get(1)?, words.get(5)?.trim_end_matches('/')))
+        })
+        .collect();
+    let entry = |path: &str| entries.iter().find(|(_, _, name)| *name == path).copied();
+    assert_eq!(entry("todobackend"), Some(("-r-xr-xr-x", "0/0", "todobackend")), "{listing}");
+    for dir in ["data", "public"] {
+        assert_eq!(entry(dir), Some(("drwxr-xr-x", "10001/10001", dir)), "{listing}");
+    }
+    let mut users: Vec<&str> =
+        entries.iter().filter(|(_, owner, _)| owner.starts_with("10001/")).map(|entry| entry.2).collect();
+    users.sort();
+    assert_eq!(users, ["data", "public"], "{listing}");
+    assert_eq!(docker(&["image", "inspect", "--format", "{{json .Config.Volumes}}", image]), "null");
 }
 
 /// The Todo-Backend behaviours, over real HTTP from the host.

@@ -96,22 +96,7 @@ pub(super) async fn run(docker: &Docker, job: Job<'_>) -> Result<Ended> {
         (RUN_LABEL.to_owned(), format!("{} {}", crate::records::lock::this_host(), std::process::id())),
         (DEADLINE_LABEL.to_owned(), deadline.to_string()),
     ]);
-    let mut task = job.task;
-    if let Some(container) = task.container_spec.as_mut() {
-        container.labels = Some(labels.clone());
-    }
-    task.restart_policy =
-        Some(TaskSpecRestartPolicy { condition: Some(TaskSpecRestartPolicyConditionEnum::NONE), ..Default::default() });
-    let spec = ServiceSpec {
-        name: Some(name.clone()),
-        labels: Some(labels),
-        task_template: Some(task),
-        mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let spec = service_spec(&name, labels, job.task);
     crate::interrupt::job_starting(&name, &job.what, job.writes);
     let created = docker.create_service(spec, job.credentials).await;
     crate::interrupt::job_created();
@@ -140,6 +125,31 @@ pub(super) async fn run(docker: &Docker, job: Job<'_>) -> Result<Ended> {
         ));
     }
     ended
+}
+
+/// The job's service: `task` labelled, never restarted, one replica, and
+/// as hardened as the stacks' services: every job runs the app's image (as
+/// its non-root user) and writes only to the volumes it mounts, so its file
+/// system is read-only and it has no capability.
+fn service_spec(name: &str, labels: HashMap<String, String>, mut task: TaskSpec) -> ServiceSpec {
+    if let Some(container) = task.container_spec.as_mut() {
+        container.labels = Some(labels.clone());
+        container.read_only = Some(true);
+        container.capability_drop = Some(vec!["ALL".to_owned()]);
+        container.capability_add = None;
+    }
+    task.restart_policy =
+        Some(TaskSpecRestartPolicy { condition: Some(TaskSpecRestartPolicyConditionEnum::NONE), ..Default::default() });
+    ServiceSpec {
+        name: Some(name.to_owned()),
+        labels: Some(labels),
+        task_template: Some(task),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// Wait until the job's task has ended: its state and message, or no state
@@ -234,7 +244,8 @@ pub(super) async fn remove_left(docker: &Docker, stack: &str) -> Result<()> {
         let (Some(id), true) = (container.id, service.is_some_and(|service| service.starts_with(&prefix))) else {
             continue;
         };
-        // With its anonymous volumes (the image's /public), not the stack's data.
+        // With its anonymous volumes (the VOLUMEs of images before the hardened
+        // one), not the stack's data.
         let options = bollard::query_parameters::RemoveContainerOptions { v: true, ..Default::default() };
         match docker.remove_container(&id, Some(options)).await {
             Ok(()) => removed += 1,
@@ -338,5 +349,35 @@ mod tests {
         let elsewhere = "another-host.invalid 42";
         assert!(matches!(whose(&labels("theirs", elsewhere, 1_000_001), None, now), Owner::LiveRun(_)));
         assert_eq!(whose(&labels("theirs", elsewhere, 999_999), None, now), Owner::Left);
+    }
+
+    /// Whatever the task asked for (a stack's way to the database copies
+    /// migrate's spec), the job's container is read-only with every
+    /// capability dropped, its mounts kept, and it is never restarted.
+    #[test]
+    fn a_jobs_container_is_read_only_with_no_capability() {
+        let task = TaskSpec {
+            container_spec: Some(bollard::models::TaskSpecContainerSpec {
+                image: Some("r/todobackend:1".to_owned()),
+                read_only: Some(false),
+                capability_add: Some(vec!["CAP_NET_RAW".to_owned()]),
+                mounts: Some(vec![bollard::models::Mount {
+                    target: Some("/data".to_owned()),
+                    source: Some("s_data".to_owned()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let spec = service_spec("s_xtask_1", labels("t", "r", 1), task);
+        let task = spec.task_template.unwrap();
+        let container = task.container_spec.unwrap();
+        assert_eq!(container.read_only, Some(true));
+        assert_eq!(container.capability_drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        assert_eq!(container.capability_add, None);
+        assert_eq!(container.mounts.unwrap()[0].target.as_deref(), Some("/data"));
+        assert_eq!(container.labels.unwrap()[LOCK_TOKEN_LABEL], "t");
+        assert_eq!(task.restart_policy.unwrap().condition, Some(TaskSpecRestartPolicyConditionEnum::NONE));
     }
 }

@@ -199,7 +199,35 @@ pub fn desired(stack: &StackFile, service: &Yaml) -> Fields {
             fields.insert(field.into(), value);
         }
     }
+    // Only when set, as the live side reads them: a spec from before these
+    // keys and a file without them agree.
+    let read_only = get(&["read_only"]);
+    if read_only.is_some_and(|value| value.as_bool() == Some(true) || scalar(value).as_deref() == Some("true")) {
+        fields.insert("read_only".into(), "true".into());
+    }
+    let caps = |key: &str| -> Vec<String> { sequence(get(&[key])).filter_map(scalar).collect() };
+    let (add, drop) = effective_capabilities(&caps("cap_add"), &caps("cap_drop"));
+    insert_list(&mut fields, "cap_add", add);
+    insert_list(&mut fields, "cap_drop", drop);
     fields
+}
+
+/// `cap_add` and `cap_drop` as the docker CLI puts them in the spec (its
+/// `opts.EffectiveCapAddCapDrop`): upper case with a `CAP_` prefix (but
+/// `ALL`), `ALL` on either side standing for the whole side, and what is
+/// both added and dropped only added.
+fn effective_capabilities(add: &[String], drop: &[String]) -> (Vec<String>, Vec<String>) {
+    let normal = |caps: &[String]| -> std::collections::BTreeSet<String> {
+        let caps: std::collections::BTreeSet<String> = caps
+            .iter()
+            .map(|cap| cap.trim().to_ascii_uppercase())
+            .map(|cap| if cap == "ALL" || cap.starts_with("CAP_") { cap } else { format!("CAP_{cap}") })
+            .collect();
+        if caps.contains("ALL") { ["ALL".to_owned()].into() } else { caps }
+    };
+    let (add, drop) = (normal(add), normal(drop));
+    let drop = drop.difference(&add).cloned().collect();
+    (add.into_iter().collect(), drop)
 }
 
 /// The fields of a live service spec (the engine API's JSON of it);
@@ -254,7 +282,8 @@ pub fn live(spec: &Json, network_names: &BTreeMap<String, String>) -> Fields {
         .map(|mount| {
             let text = |key: &str| mount.get(key).and_then(Json::as_str).unwrap_or_default().to_owned();
             let read_only = mount.get("ReadOnly").and_then(Json::as_bool).unwrap_or(false);
-            mount_text(&text("Type"), &text("Source"), &text("Target"), read_only)
+            let size = mount.pointer("/TmpfsOptions/SizeBytes").and_then(Json::as_i64).filter(|size| *size != 0);
+            mount_text(&text("Type"), &text("Source"), &text("Target"), read_only, size)
         })
         .collect();
     insert_list(&mut fields, "mounts", mounts);
@@ -370,6 +399,11 @@ pub fn live(spec: &Json, network_names: &BTreeMap<String, String>) -> Fields {
             fields.insert(field.into(), value.to_owned());
         }
     }
+    if container("ReadOnly").and_then(Json::as_bool) == Some(true) {
+        fields.insert("read_only".into(), "true".into());
+    }
+    insert_list(&mut fields, "cap_add", strings("/TaskTemplate/ContainerSpec/CapabilityAdd"));
+    insert_list(&mut fields, "cap_drop", strings("/TaskTemplate/ContainerSpec/CapabilityDrop"));
     fields
 }
 
@@ -438,6 +472,7 @@ fn insert_list(fields: &mut Fields, name: &str, mut items: Vec<String>) {
 }
 
 fn desired_mount(stack: &StackFile, entry: &Yaml) -> Option<String> {
+    let size = path_yaml(entry, &["tmpfs", "size"]).and_then(scalar).and_then(|size| parse_bytes(&size));
     let (kind, source, target, read_only) = match entry {
         Yaml::Mapping(_) => {
             let text = |key: &str| entry.get(key).and_then(scalar).unwrap_or_default();
@@ -463,12 +498,15 @@ fn desired_mount(stack: &StackFile, entry: &Yaml) -> Option<String> {
         "bind" if !source.starts_with('/') => stack.base_dir.join(&source).display().to_string(),
         _ => source,
     };
-    Some(mount_text(&kind, &source, &target, read_only))
+    Some(mount_text(&kind, &source, &target, read_only, size.filter(|size| *size != 0)))
 }
 
-fn mount_text(kind: &str, source: &str, target: &str, read_only: bool) -> String {
+/// `volume s_data → /data`, `tmpfs → /tmp (16MiB)`, `... (read-only)`.
+fn mount_text(kind: &str, source: &str, target: &str, read_only: bool, size: Option<i64>) -> String {
+    let source = if source.is_empty() { String::new() } else { format!(" {source}") };
+    let size = size.map(|size| format!(" ({})", format_bytes(size))).unwrap_or_default();
     let read_only = if read_only { " (read-only)" } else { "" };
-    format!("{kind} {source} → {target}{read_only}")
+    format!("{kind}{source} → {target}{size}{read_only}")
 }
 
 /// `ports:` entries: `8000`, `80:8000`, `80:8000/udp`, a range, or the long form.
@@ -596,7 +634,9 @@ mod tests {
         assert_eq!(desired, live);
         assert_eq!(desired["update_config.delay"], "10s");
         assert_eq!(desired["rollback_config.delay"], "0s");
-        assert_eq!(desired["mounts"], "volume s_data → /data, volume s_public → /public");
+        assert_eq!(desired["mounts"], "volume s_data → /data, volume s_public → /public (read-only)");
+        assert_eq!((desired["read_only"].as_str(), desired["cap_drop"].as_str()), ("true", "ALL"));
+        assert!(!desired.contains_key("cap_add"), "{:?}", desired.get("cap_add"));
         // The app publishes nothing (the edge does), and is reached by its tasks' addresses.
         assert!(!desired.contains_key("ports"), "{:?}", desired.get("ports"));
         assert_eq!(desired["endpoint_mode"], "dnsrr");
@@ -604,14 +644,101 @@ mod tests {
 
     const LIVE_APP: &str = r#"{"Name":"s_app","Labels":{"com.docker.stack.image":"127.0.0.1:1/todobackend:zz","com.docker.stack.namespace":"s"},
       "TaskTemplate":{"ContainerSpec":{"Image":"127.0.0.1:1/todobackend:zz@sha256:0123","Labels":{"com.docker.stack.namespace":"s"},
-      "Args":["serve"],"Mounts":[{"Type":"volume","Source":"s_public","Target":"/public"},{"Type":"volume","Source":"s_data","Target":"/data"}],
-      "StopGracePeriod":35000000000,"Healthcheck":{"Test":["CMD","/todobackend","healthcheck"],"Interval":5000000000,"Timeout":3000000000,"StartPeriod":5000000000,"Retries":3}},
+      "Args":["serve"],"Privileges":{"CredentialSpec":null,"SELinuxContext":null,"NoNewPrivileges":false},"ReadOnly":true,
+      "Mounts":[{"Type":"volume","Source":"s_public","Target":"/public","ReadOnly":true,"VolumeOptions":{"Labels":{"com.docker.stack.namespace":"s"}}},
+      {"Type":"volume","Source":"s_data","Target":"/data","VolumeOptions":{"Labels":{"com.docker.stack.namespace":"s"}}}],
+      "StopGracePeriod":35000000000,"Healthcheck":{"Test":["CMD","/todobackend","healthcheck"],"Interval":5000000000,"Timeout":3000000000,"StartPeriod":5000000000,"Retries":3},
+      "DNSConfig":{},"Isolation":"default","CapabilityDrop":["ALL"]},
       "Resources":{},"RestartPolicy":{"Condition":"any","Delay":5000000000,"MaxAttempts":0},"Placement":{"Constraints":["node.labels.todobackend.data == true"]},
-      "Networks":[{"Target":"zeyy8bvouc4gw43fdt8zi9s2p","Aliases":["app"]}],"ForceUpdate":0},
+      "Networks":[{"Target":"zeyy8bvouc4gw43fdt8zi9s2p","Aliases":["app"]}],"ForceUpdate":0,"Runtime":"container"},
       "Mode":{"Replicated":{"Replicas":2}},
-      "UpdateConfig":{"Parallelism":1,"Delay":10000000000,"FailureAction":"rollback","Monitor":30000000000,"MaxFailureRatio":0.0,"Order":"start-first"},
+      "UpdateConfig":{"Parallelism":1,"Delay":10000000000,"FailureAction":"rollback","Monitor":30000000000,"MaxFailureRatio":0,"Order":"start-first"},
       "RollbackConfig":{"Parallelism":1,"FailureAction":"pause","Monitor":30000000000,"MaxFailureRatio":0,"Order":"start-first"},
       "EndpointSpec":{"Mode":"dnsrr"}}"#;
+
+    /// The database of the project's PostgreSQL stack file against the spec
+    /// the CLI made of it (docker CLI 28 on engine 20.10): its tmpfs mounts,
+    /// read-only root and capabilities agree, so a deploy shows no drift.
+    #[test]
+    fn the_projects_database_agrees_with_the_spec_the_cli_made_of_it() {
+        let env = |name: &str| match name {
+            "ECR_REGISTRY" => Some("127.0.0.1:1".to_owned()),
+            "APP_VERSION" => Some("zz".to_owned()),
+            _ => None,
+        };
+        let file = crate::stackfile::interpolated("stack.yml", include_str!("../../../stack.yml"), &env)
+            .expect("stack.yml interpolates");
+        let spec: Json = serde_json::from_str(LIVE_DB).unwrap();
+        let networks = BTreeMap::from([("1mcre7lusswhmoolvtnuru1jv".to_owned(), "s_net".to_owned())]);
+        let desired = desired(&stack_file(&file, &env), &file["services"]["db"]);
+        assert_eq!(desired, live(&spec, &networks));
+        assert_eq!(desired["read_only"], "true");
+        assert_eq!(desired["cap_drop"], "ALL");
+        assert_eq!(desired["cap_add"], "CAP_CHOWN, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_SETGID, CAP_SETUID");
+        assert_eq!(
+            desired["mounts"],
+            "tmpfs → /tmp (16MiB), tmpfs → /var/run/postgresql (1MiB), volume s_db → /var/lib/postgresql/data"
+        );
+    }
+
+    const LIVE_DB: &str = r#"{"Name":"s_db","Labels":{"com.docker.stack.image":"postgres:16-alpine","com.docker.stack.namespace":"s"},
+      "TaskTemplate":{"ContainerSpec":{"Image":"postgres:16-alpine","Labels":{"com.docker.stack.namespace":"s"},
+      "Env":["PGDATA=/var/lib/postgresql/data/pgdata","POSTGRES_DB=todobackend","POSTGRES_PASSWORD_FILE=/run/secrets/todobackend_db_password","POSTGRES_USER=todobackend"],
+      "Privileges":{"CredentialSpec":null,"SELinuxContext":null,"NoNewPrivileges":false},"StopSignal":"SIGINT","ReadOnly":true,
+      "Mounts":[{"Type":"volume","Source":"s_db","Target":"/var/lib/postgresql/data","VolumeOptions":{"Labels":{"com.docker.stack.namespace":"s"}}},
+      {"Type":"tmpfs","Target":"/var/run/postgresql","TmpfsOptions":{"SizeBytes":1048576}},{"Type":"tmpfs","Target":"/tmp","TmpfsOptions":{"SizeBytes":16777216}}],
+      "StopGracePeriod":60000000000,"Healthcheck":{"Test":["CMD","pg_isready","--username","todobackend","--dbname","todobackend"],"Interval":5000000000,"Timeout":3000000000,"StartPeriod":30000000000,"Retries":5},
+      "DNSConfig":{},"Secrets":[{"File":{"Name":"todobackend_db_password","UID":"0","GID":"0","Mode":292},"SecretID":"1gx8385v3juzzn1l7ajv5we9w","SecretName":"todobackend_db_password"}],
+      "Isolation":"default","CapabilityAdd":["CAP_CHOWN","CAP_DAC_READ_SEARCH","CAP_FOWNER","CAP_SETGID","CAP_SETUID"],"CapabilityDrop":["ALL"]},
+      "Resources":{},"RestartPolicy":{"Condition":"any","Delay":5000000000,"MaxAttempts":0},"Placement":{"Constraints":["node.labels.todobackend.data == true"]},
+      "Networks":[{"Target":"1mcre7lusswhmoolvtnuru1jv","Aliases":["db"]}],"ForceUpdate":0,"Runtime":"container"},
+      "Mode":{"Replicated":{"Replicas":1}},
+      "UpdateConfig":{"Parallelism":1,"FailureAction":"rollback","Monitor":5000000000,"MaxFailureRatio":0,"Order":"stop-first"},
+      "RollbackConfig":{"Parallelism":1,"FailureAction":"pause","Monitor":5000000000,"MaxFailureRatio":0,"Order":"stop-first"},
+      "EndpointSpec":{"Mode":"dnsrr"}}"#;
+
+    #[test]
+    fn capabilities_are_read_as_the_cli_puts_them_in_the_spec() {
+        let caps = |list: &[&str]| list.iter().map(|cap| (*cap).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            effective_capabilities(&caps(&["setuid", " CAP_CHOWN", "chown"]), &caps(&["all", "NET_RAW"])),
+            (caps(&["CAP_CHOWN", "CAP_SETUID"]), caps(&["ALL"]))
+        );
+        // Added and dropped: added only.
+        assert_eq!(
+            effective_capabilities(&caps(&["NET_ADMIN"]), &caps(&["net_admin", "MKNOD"])),
+            (caps(&["CAP_NET_ADMIN"]), caps(&["CAP_MKNOD"]))
+        );
+        assert_eq!(effective_capabilities(&caps(&["ALL", "CHOWN"]), &[]), (caps(&["ALL"]), caps(&[])));
+    }
+
+    /// A service deployed before the stack files were hardened (no
+    /// read_only, no capability lists) against the hardened file: the plan
+    /// shows the three keys, and a spec without them against a file without
+    /// them shows nothing (no drift from older history entries).
+    #[test]
+    fn read_only_and_capabilities_are_fields_only_when_set() {
+        let file: Yaml = serde_yaml::from_str(
+            "services:\n  a:\n    image: r/a:1\n    read_only: true\n    cap_drop: [ALL]\n    cap_add: [CHOWN]\n  b:\n    image: r/b:1\n    read_only: false\n",
+        )
+        .unwrap();
+        let none = |_: &str| None;
+        let hardened = desired(&stack_file(&file, &none), &file["services"]["a"]);
+        let plain = desired(&stack_file(&file, &none), &file["services"]["b"]);
+        assert_eq!(
+            (hardened["read_only"].as_str(), hardened["cap_drop"].as_str(), hardened["cap_add"].as_str()),
+            ("true", "ALL", "CAP_CHOWN")
+        );
+        for key in ["read_only", "cap_drop", "cap_add"] {
+            assert!(!plain.contains_key(key), "{key}: {plain:?}");
+        }
+        let old_spec: Json =
+            serde_json::from_str(r#"{"TaskTemplate":{"ContainerSpec":{"Image":"r/b:1","ReadOnly":false}}}"#).unwrap();
+        let live = live(&old_spec, &BTreeMap::new());
+        for key in ["read_only", "cap_drop", "cap_add"] {
+            assert!(!live.contains_key(key), "{key}: {live:?}");
+        }
+    }
 
     #[test]
     fn fields_the_file_leaves_out_take_the_engines_defaults() {

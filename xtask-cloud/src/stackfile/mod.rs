@@ -225,7 +225,7 @@ pub fn interpolated(path: &str, text: &str, lookup: &dyn Fn(&str) -> Option<Stri
                 format!("{}{line} {}", violation.path.join("."), violation.problem)
             })
             .collect();
-        bail!("{path} would be refused by `docker stack deploy`: {}", list.join("; "));
+        bail!("{path} would be refused or ignored by `docker stack deploy`: {}", list.join("; "));
     }
     Ok(value)
 }

@@ -35,6 +35,10 @@ enum Type {
     /// A list of names, or a mapping of names to anything (`networks`,
     /// `secrets` of a service).
     ListOrNamed,
+    /// A key of the format that `docker stack deploy` drops without a word:
+    /// refused here, with what to write instead, so that a setting that
+    /// looks applied is not silently missing from the service.
+    Ignored(&'static str),
 }
 
 use Type::*;
@@ -93,7 +97,12 @@ const SERVICE: &[(&str, Type)] = &[
     ("stop_grace_period", Str),
     ("stop_signal", Str),
     ("sysctls", Dict),
-    ("tmpfs", StrOrList),
+    (
+        "tmpfs",
+        Ignored(
+            "is ignored by `docker stack deploy` (the swarm mounts no tmpfs from it): use a `volumes:` entry with `type: tmpfs` and `target:`",
+        ),
+    ),
     ("tty", Bool),
     ("ulimits", Named(&Any)),
     ("user", Str),
@@ -158,6 +167,7 @@ fn check_value(value: &Value, kind: &Type, path: &mut Vec<String>, found: &mut V
     };
     match kind {
         Any => {}
+        Ignored(instead) => found.push(Violation { path: path.clone(), problem: (*instead).to_owned() }),
         Str => {
             if !(value.is_string() || value.is_number() || value.is_bool()) {
                 wrong("a string")
@@ -308,6 +318,19 @@ mod tests {
             ("services.app.deploy.replicas", Some(7), "must be an integer")
         );
         assert_eq!((found[2].0.as_str(), found[2].1), ("volume", Some(12)));
+    }
+
+    /// A service's `tmpfs:` would deploy a service without it (docker CLI
+    /// 28 against engine 20.10: no mount, no warning); a `volumes:` entry of
+    /// type tmpfs is what the swarm mounts.
+    #[test]
+    fn a_services_tmpfs_key_is_refused_and_a_tmpfs_volume_is_not() {
+        let found = violations(
+            "services:\n  db:\n    image: x\n    read_only: true\n    cap_drop: [ALL]\n    cap_add: [CHOWN]\n    tmpfs: [/tmp]\n    volumes:\n      - type: tmpfs\n        target: /run\n        tmpfs: {size: 1048576}\n",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].0.as_str(), found[0].1), ("services.db.tmpfs", Some(7)));
+        assert!(found[0].2.contains("type: tmpfs"), "{}", found[0].2);
     }
 
     #[test]

@@ -339,3 +339,58 @@ pub fn spec_image(stack: &str, service: &str) -> String {
     ]);
     image.split('@').next().unwrap_or(&image).to_owned()
 }
+
+/// The bits of the capabilities the stacks add (linux/capability.h), to
+/// read a process's capability sets.
+fn capability_bit(name: &str) -> u32 {
+    match name {
+        "CAP_CHOWN" => 0,
+        "CAP_DAC_OVERRIDE" => 1,
+        "CAP_DAC_READ_SEARCH" => 2,
+        "CAP_FOWNER" => 3,
+        "CAP_SETGID" => 6,
+        "CAP_SETUID" => 7,
+        "CAP_NET_BIND_SERVICE" => 10,
+        other => panic!("no bit known for {other}: add it to capability_bit"),
+    }
+}
+
+/// The stack's `service` is hardened as its stack file says, in its spec
+/// and in the process the engine started for it on this node: a read-only
+/// root file system, every capability dropped but `cap_add` (as the spec
+/// names them, `CAP_...`), and its first process running with no effective
+/// capability (a root entrypoint that drops to its user keeps none), as
+/// `uid` when given. A one-shot service (`running: false`) is checked in
+/// its spec only: its task has ended.
+pub fn assert_hardened(stack: &str, service: &str, cap_add: &[&str], uid: Option<u32>, running: bool) {
+    let name = format!("{stack}_{service}");
+    let spec = docker_ok(&["service", "inspect", &name, "--format", "{{json .Spec.TaskTemplate.ContainerSpec}}"]);
+    let spec: serde_json::Value = serde_json::from_str(&spec).expect("the container spec as JSON");
+    assert_eq!(spec["ReadOnly"], true, "{name} is not read-only: {spec}");
+    assert_eq!(spec["CapabilityDrop"], serde_json::json!(["ALL"]), "{name} keeps capabilities: {spec}");
+    let added: Vec<&str> =
+        spec["CapabilityAdd"].as_array().into_iter().flatten().filter_map(serde_json::Value::as_str).collect();
+    assert_eq!(added, cap_add, "{name}'s added capabilities: {spec}");
+    if !running {
+        return;
+    }
+    let filter = format!("label=com.docker.swarm.service.name={name}");
+    let containers = docker_ok(&["ps", "--quiet", "--filter", &filter]);
+    let container = containers.lines().next().unwrap_or_else(|| panic!("no running container of {name}"));
+    let host = docker_ok(&["inspect", container, "--format", "{{.HostConfig.ReadonlyRootfs}} {{.State.Pid}}"]);
+    let (read_only, pid) = host.split_once(' ').expect("two words");
+    assert_eq!(read_only, "true", "{name}'s container has a writable root file system");
+    // Its first process, as the kernel sees it (the tests run as root on the engine's host).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process's status");
+    let field = |key: &str| {
+        let line = status.lines().find(|line| line.starts_with(key)).unwrap_or_else(|| panic!("no {key} in {status}"));
+        line[key.len()..].split_whitespace().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let mask = |key: &str| u64::from_str_radix(&field(key)[0], 16).expect("a capability mask");
+    let bounding = cap_add.iter().fold(0u64, |mask, cap| mask | 1 << capability_bit(cap));
+    assert_eq!(mask("CapBnd:"), bounding, "{name}'s bounding set is not its cap_add:\n{status}");
+    assert_eq!(mask("CapEff:"), 0, "{name}'s process runs with capabilities:\n{status}");
+    if let Some(uid) = uid {
+        assert!(field("Uid:").iter().all(|id| *id == uid.to_string()), "{name} does not run as {uid}:\n{status}");
+    }
+}
