@@ -52,9 +52,11 @@ pub fn parse_url(url: &str) -> Result<Url, String> {
     if host.is_empty() {
         return Err(format!("invalid URL '{url}': no host"));
     }
+    // `Uri` keeps a port that is not a number as text (`port()` is None):
+    // anything after the host is a port, and must be one.
     let port = match authority.port() {
         Some(port) => port.as_u16(),
-        None if authority.as_str().ends_with(':') => return Err(format!("invalid port in URL '{url}'")),
+        None if authority.as_str().len() > host.len() => return Err(format!("invalid port in URL '{url}'")),
         None => 80,
     };
     let path = match uri.path_and_query().map(|p| p.as_str()).unwrap_or("") {
