@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_resolver::config::{ResolverConfig, ResolverOpts, ResolveHosts};
+use hickory_resolver::config::{ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::{Hosts, TokioResolver};
 
@@ -56,8 +56,9 @@ impl Resolver {
         options.negative_max_ttl = Some(Duration::from_secs(1));
         let mut table = Hosts::default();
         table.read_hosts_conf(hosts.as_bytes()).map_err(|e| format!("{HOSTS} cannot be read: {e}"))?;
-        let mut inner =
-            TokioResolver::builder_with_config(config, TokioConnectionProvider::default()).with_options(options).build();
+        let mut inner = TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
+            .with_options(options)
+            .build();
         inner.set_hosts(Arc::new(table));
         Ok(Resolver { inner })
     }
