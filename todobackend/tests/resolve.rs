@@ -130,3 +130,45 @@ fn the_hosts_file_comes_before_dns_and_literals_need_no_lookup() {
     assert_eq!(sorted(lookup(&resolver, "::1").unwrap()), vec!["::1".parse::<IpAddr>().unwrap()]);
     assert!(lookup(&resolver, "localhost").unwrap().contains(&"127.0.0.1".parse::<IpAddr>().unwrap()));
 }
+
+/// Resolving counts against the 3 s connect timeout: with a nameserver that
+/// never answers and a resolv.conf that would let the resolver try for 10 s,
+/// `migrate` (waiting 0 s) gives up at the connect timeout, naming the host.
+/// The binary runs in a mount namespace of its own, where a bind mount puts
+/// this test's resolv.conf at /etc/resolv.conf.
+#[test]
+fn resolving_the_database_host_counts_against_the_connect_timeout() {
+    let silent = bind_53();
+    let dir = std::env::temp_dir().join(format!(
+        "todobackend-resolv-{}-{}",
+        std::process::id(),
+        silent.local_addr().unwrap().ip()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("resolv.conf");
+    std::fs::write(&conf, format!("nameserver {}\noptions timeout:5 attempts:2\n", silent.local_addr().unwrap().ip()))
+        .unwrap();
+    let script = r#"mount --bind "$1" /etc/resolv.conf && exec "$2" migrate"#;
+    let started = Instant::now();
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(&conf)
+        .arg(env!("CARGO_BIN_EXE_todobackend"))
+        .env("TODOBACKEND_DATABASE_URL", "postgres://app@unresolvable-db:5432/x?sslmode=disable")
+        .env("TODOBACKEND_DATABASE_WAIT", "0")
+        .env_remove("TODOBACKEND_DATABASE_PASSWORD_FILE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run unshare (util-linux)");
+    let elapsed = started.elapsed();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "cannot connect to postgres://app@unresolvable-db:5432/x: unresolvable-db was not resolved within 3s"
+        ),
+        "{stderr}"
+    );
+    assert!(elapsed < Duration::from_secs(6), "migrate gave up after {elapsed:?}");
+}

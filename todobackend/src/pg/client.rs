@@ -155,7 +155,8 @@ fn keep_alive(stream: &TcpStream) -> std::io::Result<()> {
 /// `Unavailable`. Runs on this module's runtime.
 async fn open(target: &Target) -> Result<ClientWrapper, StoreError> {
     let cannot = |why: String| format!("cannot connect to {}: {why}", target.display());
-    let mut last = String::from("no address");
+    // What the attempt was waiting for, should the timeout end it.
+    let mut last = format!("{} was not resolved within {CONNECT_TIMEOUT:?}", target.host);
     let attempt = async {
         let resolver = dns::Resolver::from_system().map_err(|why| StoreError::Failed(cannot(why)))?;
         let addresses = resolver.lookup(&target.host).await.map_err(|why| StoreError::Unavailable(cannot(why)))?;
