@@ -53,8 +53,7 @@ impl Backup {
             Some((taken, migration)) if !migration.is_empty() => (taken, Some(migration.to_owned())),
             _ => (rest.strip_suffix(REPLACED)?, None),
         };
-        let timestamp_like = taken.len() == 16 && taken.ends_with('Z') && taken.as_bytes()[8] == b'T';
-        timestamp_like.then(|| Backup { file: file.to_owned(), schema_version, taken: taken.to_owned(), before })
+        rfc3339(taken).map(|_| Backup { file: file.to_owned(), schema_version, taken: taken.to_owned(), before })
     }
 
     pub fn kind(&self) -> &'static str {
@@ -63,8 +62,7 @@ impl Backup {
 
     /// `2026-11-24 01:30:00 UTC`, for messages.
     pub fn taken_text(&self) -> String {
-        let t = &self.taken;
-        format!("{}-{}-{} {}:{}:{} UTC", &t[0..4], &t[4..6], &t[6..8], &t[9..11], &t[11..13], &t[13..15])
+        rfc3339(&self.taken).map(|t| t.replace('T', " ").replace('Z', " UTC")).unwrap_or_else(|| self.taken.clone())
     }
 }
 
@@ -72,21 +70,18 @@ fn file_name(schema_version: u32, taken: &str, what: &str) -> String {
     format!("{schema_version}-{taken}{what}{SUFFIX}")
 }
 
-/// `20261124T013000Z` for `at` (UTC; std has no calendar, so the civil date
-/// is computed from the day count, after Howard Hinnant's `civil_from_days`).
+/// `20261124T013000Z` for `at`: humantime's RFC 3339 UTC form without its
+/// separators (file and schema names stay short and sort by time).
 pub fn timestamp(at: SystemTime) -> String {
-    let seconds = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
-    let (days, rest) = (seconds / 86_400, seconds % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+    humantime::format_rfc3339_seconds(at).to_string().replace(['-', ':'], "")
+}
+
+/// The RFC 3339 form of a `timestamp` (`2026-11-24T01:30:00Z`), if it is one.
+fn rfc3339(taken: &str) -> Option<String> {
+    let shaped = taken.len() == 16 && taken.is_ascii() && taken.ends_with('Z') && taken.as_bytes()[8] == b'T';
+    let t = taken.get(0..15).filter(|_| shaped)?;
+    let text = format!("{}-{}-{}T{}:{}:{}Z", &t[0..4], &t[4..6], &t[6..8], &t[9..11], &t[11..13], &t[13..15]);
+    humantime::parse_rfc3339(&text).ok().map(|_| text)
 }
 
 /// The backups in `dir`, newest first (a missing directory has none).
@@ -216,6 +211,9 @@ mod tests {
             "todobackend.sqlite3",
             "x-20261124T013000Z-before-a.sqlite3",
             "1-yesterday-before-a.sqlite3",
+            // Shaped like a timestamp, but no such day.
+            "1-20261324T013000Z-before-a.sqlite3",
+            "1-20260230T013000Z-before-a.sqlite3",
             "1-20261124T013000Z-before-.sqlite3",
         ] {
             assert_eq!(Backup::parse(other), None, "{other}");

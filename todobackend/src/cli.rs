@@ -1,5 +1,7 @@
-//! Command line: parsing argv (by hand: five subcommands with a handful of
-//! flags do not need an argument-parsing dependency) and running each
+//! Command line: parsing argv (lexopt splits the words; the commands, their
+//! options, defaults from the environment and the help text are written
+//! here, since clap would cost its builder on the service's cold build: the
+//! measured figures are in docs/src/service.md) and running each
 //! subcommand. Every failure comes back as one line of text for `main` to
 //! print as `error: ...`.
 
@@ -111,42 +113,44 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         other => return Err(format!("unknown command '{other}'; run `todobackend help` for usage")),
     };
 
+    // lexopt splits the words (`--db PATH`, `--db=PATH`, a value after a
+    // switch); which options a command takes, and the messages, are ours.
     let mut flags = Flags::default();
-    let mut iter = rest.iter();
-    while let Some(arg) = iter.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(Command::Help);
-        }
-        let (name, inline_value) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
-            _ => (arg.as_str(), None),
+    let mut parser = lexopt::Parser::from_args(rest.iter().cloned());
+    let bad = |e: lexopt::Error| e.to_string();
+    while let Some(arg) = parser.next().map_err(bad)? {
+        let name = match arg {
+            lexopt::Arg::Short('h') | lexopt::Arg::Long("help") => return Ok(Command::Help),
+            lexopt::Arg::Long(long) => format!("--{long}"),
+            lexopt::Arg::Short(short) => format!("-{short}"),
+            lexopt::Arg::Value(value) => {
+                return Err(format!("unexpected argument '{}' for {command}", value.to_string_lossy()));
+            }
         };
-        if !name.starts_with("--") {
-            return Err(format!("unexpected argument '{arg}' for {command}"));
-        }
-        if !allowed.contains(&name) {
+        if !allowed.contains(&name.as_str()) {
             return Err(format!("unknown option '{name}' for {command} (it takes: {})", allowed.join(", ")));
         }
         // Switches take no value.
-        if matches!(name, "--json" | "--dry-run" | "--keep-data") {
-            if inline_value.is_some() {
+        if let Some(switch) = match name.as_str() {
+            "--json" => Some(&mut flags.json),
+            "--keep-data" => Some(&mut flags.keep_data),
+            "--dry-run" => Some(&mut flags.dry_run),
+            _ => None,
+        } {
+            if parser.optional_value().is_some() {
                 return Err(format!("option {name} takes no value"));
             }
-            *(match name {
-                "--json" => &mut flags.json,
-                "--keep-data" => &mut flags.keep_data,
-                _ => &mut flags.dry_run,
-            }) = true;
+            *switch = true;
             continue;
         }
-        let value = match inline_value {
-            Some(v) => v,
-            None => iter.next().cloned().ok_or_else(|| format!("option {name} needs a value"))?,
+        let value = match parser.value() {
+            Ok(value) => value.into_string().map_err(|_| format!("option {name} needs a value in UTF-8"))?,
+            Err(_) => return Err(format!("option {name} needs a value")),
         };
         if value.is_empty() {
             return Err(format!("option {name} needs a non-empty value"));
         }
-        let slot = match name {
+        let slot = match name.as_str() {
             "--listen" => &mut flags.listen,
             "--db" => &mut flags.db,
             "--static-root" => &mut flags.static_root,
@@ -596,6 +600,17 @@ mod tests {
         assert!(parse(&args("serve --db"), &no_env).unwrap_err().contains("needs a value"));
         assert!(parse(&args("serve extra"), &no_env).unwrap_err().contains("unexpected argument"));
         assert!(parse(&args("serve --db="), &no_env).is_err());
+        assert!(parse(&args("migrations --json=yes"), &no_env).unwrap_err().contains("takes no value"));
+        assert!(parse(&args("serve -x"), &no_env).unwrap_err().contains("unknown option '-x'"));
+        assert_eq!(
+            parse(&args("restore --before=0002_x --dry-run"), &no_env).unwrap(),
+            Command::Restore {
+                db: DEFAULT_DB.into(),
+                backups: "/data/backups".into(),
+                before: "0002_x".into(),
+                dry_run: true
+            }
+        );
     }
 
     #[test]

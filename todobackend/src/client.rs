@@ -4,14 +4,13 @@
 //! Plain HTTP only: the image has no CA certificates and the checks run
 //! against the service directly, not through a TLS proxy.
 
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 
-use crate::net;
+use crate::dns;
 
 /// Refuse to buffer more than this; the API's answers are far smaller.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -28,40 +27,44 @@ pub struct Url {
     pub path: String,
 }
 
-/// Parses an `http://host[:port][/path]` URL.
+/// Parses an `http://host[:port][/path]` URL with `http::Uri` (the URI
+/// parser hyper itself uses); the refusals are this client's: https, other
+/// schemes, user info, a missing host or a bad port.
 pub fn parse_url(url: &str) -> Result<Url, String> {
     let url = url.trim();
-    let (scheme, rest) =
-        url.split_once("://").ok_or_else(|| format!("invalid URL '{url}': expected http://HOST[:PORT][/PATH]"))?;
-    if scheme.eq_ignore_ascii_case("https") {
-        return Err(format!(
-            "unsupported URL '{url}': https is not supported, this client speaks plain HTTP only; use http://"
-        ));
-    }
-    if !scheme.eq_ignore_ascii_case("http") {
-        return Err(format!("unsupported URL '{url}': only http:// URLs are supported"));
-    }
-    let rest = rest.split('#').next().unwrap_or("");
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
-        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
-        None => (rest, "/".to_string()),
-    };
-    if authority.is_empty() || authority.contains('@') {
-        return Err(format!("invalid URL '{url}': expected http://HOST[:PORT][/PATH]"));
-    }
-    // The port separator is the last ':' outside IPv6 brackets.
-    let (host, port) = match authority.rfind(':') {
-        Some(i) if !authority[i..].contains(']') => {
-            let port = authority[i + 1..].parse::<u16>().map_err(|_| format!("invalid port in URL '{url}'"))?;
-            (&authority[..i], port)
+    let usage = || format!("invalid URL '{url}': expected http://HOST[:PORT][/PATH]");
+    let uri: hyper::Uri = url.parse().map_err(|_| usage())?;
+    match uri.scheme_str() {
+        Some(scheme) if scheme.eq_ignore_ascii_case("http") => {}
+        Some(scheme) if scheme.eq_ignore_ascii_case("https") => {
+            return Err(format!(
+                "unsupported URL '{url}': https is not supported, this client speaks plain HTTP only; use http://"
+            ));
         }
-        _ => (authority, 80),
-    };
+        Some(_) => return Err(format!("unsupported URL '{url}': only http:// URLs are supported")),
+        None => return Err(usage()),
+    }
+    let authority = uri.authority().ok_or_else(usage)?;
+    if authority.as_str().contains('@') {
+        return Err(usage());
+    }
+    let host = authority.host();
     if host.is_empty() {
         return Err(format!("invalid URL '{url}': no host"));
     }
-    Ok(Url { authority: authority.to_string(), host: host.to_string(), port, path })
+    // `Uri` keeps a port that is not a number as text (`port()` is None):
+    // anything after the host is a port, and must be one.
+    let port = match authority.port() {
+        Some(port) => port.as_u16(),
+        None if authority.as_str().len() > host.len() => return Err(format!("invalid port in URL '{url}'")),
+        None => 80,
+    };
+    let path = match uri.path_and_query().map(|p| p.as_str()).unwrap_or("") {
+        "" => "/".to_string(),
+        query if query.starts_with('?') => format!("/{query}"),
+        path => path.to_string(),
+    };
+    Ok(Url { authority: authority.as_str().to_string(), host: host.to_string(), port, path })
 }
 
 /// An HTTP response, fully read.
@@ -118,16 +121,20 @@ pub fn request(
     }
     let req = req.body(Full::new(body)).map_err(|e| fail("invalid request", &e))?;
 
-    let stream = connect(&parsed, deadline)?;
-    stream.set_nonblocking(true).map_err(|e| fail("socket", &e))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()
         .map_err(|e| fail("cannot start the async runtime", &e))?;
     runtime.block_on(async {
+        // Resolving and connecting count against the deadline, as the
+        // exchange does.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let stream = match tokio::time::timeout(left, connect(&parsed)).await {
+            Ok(connected) => connected?,
+            Err(_) => return Err(format!("cannot connect to {}: timed out", parsed.authority)),
+        };
         let exchange = async {
-            let stream = tokio::net::TcpStream::from_std(stream).map_err(|e| fail("socket", &e))?;
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
                 .map_err(|e| fail("connection", &e))?;
@@ -153,20 +160,19 @@ pub fn request(
     })
 }
 
-fn connect(url: &Url, deadline: Instant) -> Result<TcpStream, String> {
-    let addrs = net::resolve(&url.host, url.port)?;
+/// Resolves the host (dns.rs: hosts file, then resolv.conf's nameservers)
+/// and connects to its addresses in turn; the caller bounds the whole.
+async fn connect(url: &Url) -> Result<tokio::net::TcpStream, String> {
+    let addresses = dns::Resolver::from_system()?.lookup(&url.host).await?;
     let mut last = None;
-    for addr in addrs {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        match TcpStream::connect_timeout(&addr, left) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = Some(format!("cannot connect to {addr}: {e}")),
+    for ip in addresses {
+        let address = std::net::SocketAddr::new(ip, url.port);
+        match tokio::net::TcpStream::connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(format!("cannot connect to {address}: {e}")),
         }
     }
-    Err(last.unwrap_or_else(|| format!("cannot connect to {}: timed out", url.authority)))
+    Err(last.unwrap_or_else(|| format!("cannot connect to {}: no address", url.authority)))
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod backups;
 pub mod cli;
 pub mod client;
 pub mod db;
+pub mod dns;
 pub mod logging;
 pub mod metrics;
 pub mod migrations;

@@ -98,7 +98,8 @@ fn default_max_connections() -> usize {
     (soft.saturating_sub(64).clamp(16, 100_000)) as usize
 }
 
-/// `500ms`, `10s`, `2m` or a bare number of seconds, above zero.
+/// `500ms`, `10s`, `2m`, `1m30s` (humantime's units) or a bare number of
+/// seconds, above zero.
 fn parse_duration(name: &str, value: &str) -> Result<Duration, String> {
     parse_duration_from(name, value, false)
 }
@@ -107,20 +108,15 @@ fn parse_duration(name: &str, value: &str) -> Result<Duration, String> {
 fn parse_duration_from(name: &str, value: &str, zero_ok: bool) -> Result<Duration, String> {
     let v = value.trim();
     let bad = || format!("invalid {name} '{value}': expected a duration such as 500ms, 10s or 2m");
-    let (number, scale) = if let Some(n) = v.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = v.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = v.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (v, 1.0)
+    let duration = match v.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Duration::from_secs_f64(seconds),
+        Ok(_) => return Err(bad()),
+        Err(_) => humantime::parse_duration(v).map_err(|_| bad())?,
     };
-    let n: f64 = number.trim().parse().map_err(|_| bad())?;
-    if !(n.is_finite() && (n > 0.0 || (zero_ok && n == 0.0))) {
+    if duration.is_zero() && !zero_ok {
         return Err(bad());
     }
-    Ok(Duration::from_secs_f64(n * scale))
+    Ok(duration)
 }
 
 impl Limits {
@@ -1019,6 +1015,8 @@ mod tests {
         assert_eq!(drain("2s").unwrap().drain, Duration::from_secs(2));
         assert_eq!(drain("0").unwrap().drain, Duration::ZERO);
         assert_eq!(drain("0s").unwrap().drain, Duration::ZERO);
+        assert_eq!(drain("1m30s").unwrap().drain, Duration::from_secs(90));
+        assert_eq!(drain("1.5").unwrap().drain, Duration::from_millis(1500));
         let err = drain("-1s").unwrap_err();
         assert!(err.contains(DRAIN_VAR) && err.contains("-1s"), "{err}");
         // Zero stays refused where it would mean "no time at all".

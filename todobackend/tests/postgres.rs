@@ -276,6 +276,102 @@ fn get(base: &str, path: &str) -> client::Response {
     client::request("GET", &format!("{base}{path}"), &[], None, Duration::from_secs(30)).unwrap()
 }
 
+/// A link this test makes and removes: a network namespace for the
+/// database node, joined to this one by a veth pair on a /24 of 10/8 no
+/// interface here uses. `cut` sets this side's end down (the node's link
+/// dies: nothing it sent is acknowledged, and connecting fails); `restore`
+/// sets it up again.
+struct Link {
+    netns: String,
+    veth: String,
+    network: [u8; 3],
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).stdin(Stdio::null()).output().expect("run ip (iproute2)");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+impl Link {
+    fn make() -> Link {
+        let pid = std::process::id();
+        let taken = String::from_utf8(Command::new("ip").args(["-o", "-4", "addr"]).output().unwrap().stdout).unwrap();
+        let network = (0..250u32)
+            .map(|i| [10, 200 + ((pid + i) % 50) as u8, ((pid / 50 + i) % 250) as u8])
+            .find(|n| !taken.contains(&format!(" {}.{}.{}.", n[0], n[1], n[2])))
+            .expect("a free 10.x.y.0/24");
+        let link = Link { netns: format!("tbpg-{pid}"), veth: format!("tbpg{pid}"), network };
+        ip(&["netns", "add", &link.netns]);
+        ip(&["link", "add", &link.veth, "type", "veth", "peer", "name", "eth0", "netns", &link.netns]);
+        ip(&["addr", "add", &format!("{}/24", link.address(1)), "dev", &link.veth]);
+        ip(&["link", "set", &link.veth, "up"]);
+        let inside = |args: &[&str]| ip(&[&["netns", "exec", link.netns.as_str(), "ip"], args].concat());
+        inside(&["addr", "add", &format!("{}/24", link.address(2)), "dev", "eth0"]);
+        inside(&["link", "set", "eth0", "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        link
+    }
+
+    fn address(&self, host: u8) -> String {
+        let [a, b, c] = self.network;
+        format!("{a}.{b}.{c}.{host}")
+    }
+
+    fn cut(&self) {
+        ip(&["link", "set", &self.veth, "down"]);
+    }
+
+    fn restore(&self) {
+        ip(&["link", "set", &self.veth, "up"]);
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Removes the veth pair with it.
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+    }
+}
+
+#[test]
+fn a_cut_link_to_the_database_fails_requests_fast_with_pooled_connections_open_and_they_recover() {
+    let link = Link::make();
+    let pg = PgServer::start_in(&link.netns, &link.address(2));
+    let db = pg.database();
+    migrate_list(&db, PG_MIGRATIONS).unwrap();
+    let dir = TempDir::new();
+    let handle =
+        server::start_on("127.0.0.1:0", &db.database(), &dir.join("public"), server::Options::default()).unwrap();
+    let base = handle.url();
+    // Several connections in the pool: concurrent requests each take one.
+    thread::scope(|scope| {
+        for i in 0..4 {
+            let base = &base;
+            scope.spawn(move || assert_eq!(post(base, &format!("before {i}")).status, 201));
+        }
+    });
+
+    link.cut();
+    let cut = Instant::now();
+    for _ in 0..4 {
+        let asked = Instant::now();
+        let r = get(&base, "/todos");
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.header("Retry-After"), Some("1"));
+        assert!(asked.elapsed() < Duration::from_secs(4), "a request took {:?} with the link cut", asked.elapsed());
+    }
+    // The old pool waited for the 5 s query timeout once per pooled
+    // connection (20 s for these four requests).
+    assert!(cut.elapsed() < Duration::from_secs(7), "four requests took {:?} with the link cut", cut.elapsed());
+
+    link.restore();
+    let list = wait_until("GET /todos works again", Duration::from_secs(15), || {
+        let r = get(&base, "/todos");
+        (r.status == 200).then_some(json(&r))
+    });
+    assert_eq!(list.as_array().unwrap().len(), 4);
+}
+
 #[test]
 fn requests_get_503_quickly_while_the_database_is_down_and_recover_without_a_restart() {
     let mut pg = PgServer::start();

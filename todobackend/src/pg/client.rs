@@ -4,22 +4,52 @@
 //! splits a connection into a `Client` and a future that drives the socket)
 //! run on one small runtime of this module's, never dropped, so a call works
 //! the same from a server's blocking thread and from a command's `main`.
+//!
+//! The pool is deadpool's, under a manager of ours (`Manager`): connecting
+//! stays here (hickory resolution, the socket and its keepalive, the TLS
+//! connector, the refusal messages), deadpool keeps and recycles the
+//! connections, and deadpool-postgres's `ClientWrapper` caches each
+//! connection's prepared statements.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use deadpool::managed::{Metrics, Object, RecycleError, RecycleResult};
+use deadpool_postgres::ClientWrapper;
 use tokio::net::TcpStream;
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row};
 
 use crate::backend::StoreError;
+use crate::dns;
 use crate::pg::config::{PASSWORD_FILE_VAR, SslMode, Target};
-use crate::pg::{resolve, tls};
+use crate::pg::tls;
 
-/// Reaching the server, TLS and authentication, all included: a database
-/// that is away makes a request fail within this, not hang.
+/// Resolving the host, reaching the server, TLS and authentication, all
+/// included: a database that is away makes a request fail within this, not
+/// hang.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// TCP keepalive on an idle connection: the first probe after this long
+/// without traffic, then one a second. With `UNACKED_LIMIT` (which also
+/// bounds the probes) a pooled connection to a node whose link died is
+/// closed within about three seconds, so the pool drops it before a request
+/// waits on it.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(1);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// TCP_USER_TIMEOUT: data sent and not acknowledged for this long closes
+/// the connection (a query sent to a dead node fails in two seconds, not at
+/// the query timeout). Far above a LAN's round trip.
+const UNACKED_LIMIT: Duration = Duration::from_secs(2);
+
+/// A connection older than this is closed on its next return to use and a
+/// new one made: the server's per-session memory (plans, caches) does not
+/// grow forever, and a failed-over or rebalanced database is reached at
+/// its current address within this.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
 /// One statement. Long enough for any query of the API; a server that
 /// stopped answering (a killed node) is given up on after it.
@@ -101,59 +131,85 @@ pub fn wait_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Duration, S
     }
 }
 
-/// One open connection.
+/// One open connection: a pooled one goes back to its pool when dropped,
+/// unless a call on it found the database unavailable.
 pub struct Conn {
-    client: Client,
+    own: Option<ClientWrapper>,
+    pooled: Option<Object<Manager>>,
+    broken: Cell<bool>,
 }
 
-impl Conn {
-    /// Resolves the host (see `resolve`), then tries its addresses in turn.
-    /// A server that refuses (wrong password, no such database) fails at
-    /// once, as `Failed`; one that cannot be reached is `Unavailable`.
-    pub fn connect(target: &Target) -> Result<Conn, StoreError> {
-        let cannot = |why: String| format!("cannot connect to {}: {why}", target.display());
-        let addresses = resolve::resolve(&target.host).map_err(|why| StoreError::Unavailable(cannot(why)))?;
-        let mut last = String::from("no address");
+/// The socket options that find a dead peer in seconds (see the constants).
+fn keep_alive(stream: &TcpStream) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    socket.set_tcp_nodelay(true)?;
+    socket.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(KEEPALIVE_INTERVAL).with_retries(2),
+    )?;
+    socket.set_tcp_user_timeout(Some(UNACKED_LIMIT))
+}
+
+/// Resolves the host (dns.rs), then tries its addresses in turn, the whole
+/// within `CONNECT_TIMEOUT`. A server that refuses (wrong password, no such
+/// database) fails at once, as `Failed`; one that cannot be reached is
+/// `Unavailable`. Runs on this module's runtime.
+async fn open(target: &Target) -> Result<ClientWrapper, StoreError> {
+    let cannot = |why: String| format!("cannot connect to {}: {why}", target.display());
+    // What the attempt was waiting for, should the timeout end it.
+    let mut last = format!("{} was not resolved within {CONNECT_TIMEOUT:?}", target.host);
+    let attempt = async {
+        let resolver = dns::Resolver::from_system().map_err(|why| StoreError::Failed(cannot(why)))?;
+        let addresses = resolver.lookup(&target.host).await.map_err(|why| StoreError::Unavailable(cannot(why)))?;
         for ip in addresses {
-            match Self::connect_to(target, SocketAddr::new(ip, target.port)) {
-                Ok(conn) => return Ok(conn),
+            let address = SocketAddr::new(ip, target.port);
+            last = format!("{address} did not answer within {CONNECT_TIMEOUT:?}");
+            match open_at(target, address).await {
+                Ok(client) => return Ok(client),
                 Err(StoreError::Failed(why)) => return Err(StoreError::Failed(cannot(why))),
                 Err(StoreError::Unavailable(why)) => last = why,
             }
         }
-        Err(StoreError::Unavailable(cannot(last)))
+        Err(StoreError::Unavailable(cannot(last.clone())))
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(StoreError::Unavailable(cannot(last))),
     }
+}
 
-    fn connect_to(target: &Target, address: SocketAddr) -> Result<Conn, StoreError> {
-        let mut config = tokio_postgres::Config::new();
-        config.user(&target.user).dbname(&target.dbname).application_name("todobackend");
-        if let Some(password) = &target.password {
-            config.password(password.expose());
-        }
-        config.ssl_mode(match target.sslmode {
-            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-            SslMode::Require => tokio_postgres::config::SslMode::Require,
-        });
-        let tls = tls::Tls::new(&target.host).map_err(StoreError::Failed)?;
-        let attempt = async {
-            let stream =
-                TcpStream::connect(address).await.map_err(|e| StoreError::Unavailable(format!("{address}: {e}")))?;
-            let _ = stream.set_nodelay(true);
-            config.connect_raw(stream, tls).await.map_err(|e| match classify(&e) {
-                // Missing password: a setting to fix, not a database away.
-                StoreError::Unavailable(why) if why.contains(PASSWORD_FILE_VAR) => StoreError::Failed(why),
-                other => other,
-            })
-        };
-        let (client, connection) = block_on(async { tokio::time::timeout(CONNECT_TIMEOUT, attempt).await })
-            .map_err(|_| StoreError::Unavailable(format!("{address} did not answer within {CONNECT_TIMEOUT:?}")))??;
-        runtime().spawn(async move {
-            // Ends when the server or the client closes; `Client` then
-            // reports closed and the pool drops it.
-            let _ = connection.await;
-        });
-        Ok(Conn { client })
+async fn open_at(target: &Target, address: SocketAddr) -> Result<ClientWrapper, StoreError> {
+    let mut config = tokio_postgres::Config::new();
+    config.user(&target.user).dbname(&target.dbname).application_name("todobackend");
+    if let Some(password) = &target.password {
+        config.password(password.expose());
+    }
+    config.ssl_mode(match target.sslmode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        SslMode::Require => tokio_postgres::config::SslMode::Require,
+    });
+    let tls = tls::Tls::new(&target.host).map_err(StoreError::Failed)?;
+    let stream = TcpStream::connect(address).await.map_err(|e| StoreError::Unavailable(format!("{address}: {e}")))?;
+    keep_alive(&stream).map_err(|e| StoreError::Unavailable(format!("{address}: socket options: {e}")))?;
+    let (client, connection) = config.connect_raw(stream, tls).await.map_err(|e| match classify(&e) {
+        // Missing password: a setting to fix, not a database away.
+        StoreError::Unavailable(why) if why.contains(PASSWORD_FILE_VAR) => StoreError::Failed(why),
+        other => other,
+    })?;
+    // Ends when the server or the client closes; `Client` then reports
+    // closed and the pool drops it.
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(ClientWrapper::new(client, task))
+}
+
+impl Conn {
+    /// A connection of its own, outside the pool (commands, the first
+    /// check of `serve`).
+    pub fn connect(target: &Target) -> Result<Conn, StoreError> {
+        let client = block_on(open(target))?;
+        Ok(Conn { own: Some(client), pooled: None, broken: Cell::new(false) })
     }
 
     /// `connect`, trying again while the database is unavailable (not when
@@ -172,15 +228,35 @@ impl Conn {
         }
     }
 
+    fn client(&self) -> &ClientWrapper {
+        match (&self.own, &self.pooled) {
+            (Some(own), _) => own,
+            (None, Some(pooled)) => pooled,
+            (None, None) => unreachable!("a Conn holds a client until dropped"),
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.client().is_closed()
     }
 
     fn timed<T>(
         &self,
         future: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, StoreError> {
-        timed(future)
+        let outcome = within_query_timeout(future);
+        if matches!(outcome, Err(StoreError::Unavailable(_))) {
+            self.broken.set(true);
+        }
+        outcome
+    }
+
+    fn client_mut(&mut self) -> &mut tokio_postgres::Client {
+        match (&mut self.own, &mut self.pooled) {
+            (Some(own), _) => own,
+            (None, Some(pooled)) => pooled,
+            (None, None) => unreachable!("a Conn holds a client until dropped"),
+        }
     }
 
     /// Runs `sql` (no parameters) in a read-only transaction through a
@@ -194,105 +270,57 @@ impl Conn {
         batch: i32,
         each: &mut dyn FnMut(&Row) -> bool,
     ) -> Result<(), StoreError> {
-        let transaction = timed(self.client.build_transaction().read_only(true).start())?;
-        let statement = timed(transaction.prepare(sql))?;
-        let portal = timed(transaction.bind(&statement, &[]))?;
-        loop {
-            let rows = timed(transaction.query_portal(&portal, batch))?;
-            for row in &rows {
-                if !each(row) {
-                    // Dropping the transaction rolls it back.
-                    return Ok(());
-                }
-            }
-            if rows.len() < batch as usize {
-                break;
-            }
+        let outcome = rows_through_portal(self.client_mut(), sql, batch, each);
+        if matches!(outcome, Err(StoreError::Unavailable(_))) {
+            self.broken.set(true);
         }
-        timed(transaction.commit())
+        outcome
+    }
+
+    /// The statement prepared on this connection by an earlier call with
+    /// the same SQL, else prepared now and kept (deadpool-postgres's
+    /// statement cache): a request's queries cost one round trip, not two.
+    fn statement(&self, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
+        self.timed(self.client().prepare_cached(sql))
     }
 
     pub fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
-        self.timed(self.client.query(sql, params))
+        let statement = self.statement(sql)?;
+        self.timed(self.client().query(&statement, params))
     }
 
     pub fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, StoreError> {
-        self.timed(self.client.query_opt(sql, params))
+        let statement = self.statement(sql)?;
+        self.timed(self.client().query_opt(&statement, params))
     }
 
     pub fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, StoreError> {
-        self.timed(self.client.query_one(sql, params))
+        let statement = self.statement(sql)?;
+        self.timed(self.client().query_one(&statement, params))
     }
 
     pub fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
-        self.timed(self.client.execute(sql, params))
+        let statement = self.statement(sql)?;
+        self.timed(self.client().execute(&statement, params))
     }
 
     /// A short statement without parameters (BEGIN, COMMIT, ROLLBACK of a
     /// request's transaction), with the timeout of a query.
     pub fn control(&self, sql: &str) -> Result<(), StoreError> {
-        self.timed(self.client.batch_execute(sql))
+        self.timed(self.client().batch_execute(sql))
     }
 
     /// Statements without parameters, several separated by `;` (migrations).
     /// No timeout: a migration or a backup may take long, and waits for
     /// the locks it needs.
     pub fn batch(&self, sql: &str) -> Result<(), StoreError> {
-        block_on(self.client.batch_execute(sql)).map_err(|e| classify(&e))
-    }
-}
-
-/// A step on a connection, within `QUERY_TIMEOUT`.
-fn timed<T>(future: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>) -> Result<T, StoreError> {
-    match block_on(async { tokio::time::timeout(QUERY_TIMEOUT, future).await }) {
-        Ok(result) => result.map_err(|e| classify(&e)),
-        Err(_) => Err(StoreError::Unavailable(format!("the database did not answer within {QUERY_TIMEOUT:?}"))),
-    }
-}
-
-/// Open connections kept for reuse. How many are in use at once is bounded
-/// by the caller (`Store`'s semaphore); this keeps at most `size` idle.
-pub struct Pool {
-    target: Target,
-    idle: Mutex<Vec<Conn>>,
-    size: usize,
-}
-
-impl Pool {
-    pub fn new(target: Target, size: usize) -> Pool {
-        Pool { target, idle: Mutex::new(Vec::new()), size }
+        block_on(self.client().batch_execute(sql)).map_err(|e| classify(&e))
     }
 
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
-    /// An idle connection still open, else a new one. A database that
-    /// restarted closed the old ones; they are dropped here, so the first
-    /// request after it is back gets a fresh connection instead of an error.
-    pub fn get(&self) -> Result<Conn, StoreError> {
-        loop {
-            let conn = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            match conn {
-                Some(conn) if !conn.is_closed() => return Ok(conn),
-                Some(_) => continue,
-                None => return Conn::connect(&self.target),
-            }
-        }
-    }
-
-    pub fn put(&self, conn: Conn) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if !conn.is_closed() && idle.len() < self.size {
-            idle.push(conn);
-        }
-    }
-}
-
-impl Conn {
-    /// A prepared statement, to run many times (bulk inserts).
+    /// A prepared statement, to run many times (bulk inserts); not cached,
+    /// since its SQL is made for one table.
     pub fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
-        self.timed(self.client.prepare(sql))
+        self.timed(self.client().prepare(sql))
     }
 
     pub fn execute_statement(
@@ -300,7 +328,127 @@ impl Conn {
         statement: &tokio_postgres::Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, StoreError> {
-        self.timed(self.client.execute(statement, params))
+        self.timed(self.client().execute(statement, params))
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // A connection that timed out or broke may still have a query in
+        // flight: it is closed, not handed to the next request.
+        if self.broken.get()
+            && let Some(pooled) = self.pooled.take()
+        {
+            drop(Object::take(pooled));
+        }
+    }
+}
+
+/// [`Conn::for_each_row`]'s steps, on the connection's client.
+fn rows_through_portal(
+    client: &mut tokio_postgres::Client,
+    sql: &str,
+    batch: i32,
+    each: &mut dyn FnMut(&Row) -> bool,
+) -> Result<(), StoreError> {
+    let transaction = within_query_timeout(client.build_transaction().read_only(true).start())?;
+    let statement = within_query_timeout(transaction.prepare(sql))?;
+    let portal = within_query_timeout(transaction.bind(&statement, &[]))?;
+    loop {
+        let rows = within_query_timeout(transaction.query_portal(&portal, batch))?;
+        for row in &rows {
+            if !each(row) {
+                // Dropping the transaction rolls it back.
+                return Ok(());
+            }
+        }
+        if rows.len() < batch as usize {
+            break;
+        }
+    }
+    within_query_timeout(transaction.commit())
+}
+
+/// A step on a connection, within `QUERY_TIMEOUT`.
+fn within_query_timeout<T>(
+    future: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, StoreError> {
+    match block_on(async { tokio::time::timeout(QUERY_TIMEOUT, future).await }) {
+        Ok(result) => result.map_err(|e| classify(&e)),
+        Err(_) => Err(StoreError::Unavailable(format!("the database did not answer within {QUERY_TIMEOUT:?}"))),
+    }
+}
+
+/// How deadpool makes and checks our connections.
+pub struct Manager {
+    target: Target,
+}
+
+impl deadpool::managed::Manager for Manager {
+    type Type = ClientWrapper;
+    type Error = StoreError;
+
+    async fn create(&self) -> Result<ClientWrapper, StoreError> {
+        open(&self.target).await
+    }
+
+    /// The recycle check is deadpool-postgres's `RecyclingMethod::Fast`
+    /// (is the connection closed?) plus the maximum lifetime, not
+    /// `Verified` (a round trip before every request's first query): the
+    /// socket's keepalive and unacknowledged-data limit close a connection
+    /// to a dead node within seconds, which is what a test query would find.
+    async fn recycle(&self, client: &mut ClientWrapper, metrics: &Metrics) -> RecycleResult<StoreError> {
+        if client.is_closed() {
+            return Err(RecycleError::message("the connection is closed"));
+        }
+        if metrics.age() > MAX_LIFETIME {
+            return Err(RecycleError::message("the connection reached its maximum lifetime"));
+        }
+        Ok(())
+    }
+}
+
+/// Open connections kept for reuse (deadpool's pool). How many are in use
+/// at once is bounded by the caller (`Store`'s semaphore, `size`); the pool
+/// has one more for the readiness check, which runs beside the requests.
+pub struct Pool {
+    target: Target,
+    pool: deadpool::managed::Pool<Manager>,
+}
+
+impl Pool {
+    pub fn new(target: Target, size: usize) -> Pool {
+        let manager = Manager { target: target.clone() };
+        // Without timeouts deadpool needs no runtime of its own: the wait
+        // is bounded by `Store`'s semaphore, a connect by CONNECT_TIMEOUT.
+        let pool = deadpool::managed::Pool::builder(manager)
+            .max_size(size + 1)
+            .build()
+            .expect("a pool without timeouts needs no runtime");
+        Pool { target, pool }
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// An idle connection that passes the recycle check, else a new one. A
+    /// database that restarted closed the old ones; they are dropped here,
+    /// so the first request after it is back gets a fresh connection
+    /// instead of an error.
+    pub fn get(&self) -> Result<Conn, StoreError> {
+        match block_on(self.pool.get()) {
+            Ok(pooled) => Ok(Conn { own: None, pooled: Some(pooled), broken: Cell::new(false) }),
+            Err(deadpool::managed::PoolError::Backend(e)) => Err(e),
+            Err(deadpool::managed::PoolError::PostCreateHook(e)) => Err(StoreError::Unavailable(e.to_string())),
+            Err(other) => Err(StoreError::Unavailable(format!("the connection pool: {other}"))),
+        }
+    }
+
+    /// Gives a connection back: a pooled one returns to the pool (a broken
+    /// one is closed, see `Conn`'s drop); one made outside it is closed.
+    pub fn put(&self, conn: Conn) {
+        drop(conn);
     }
 }
 

@@ -1,6 +1,6 @@
 //! The PostgreSQL backend: selected by `TODOBACKEND_DATABASE_URL`
 //! (`config`), reached by address after resolving the host without NSS
-//! (`resolve`), over TLS when asked (`tls`), through a small pool of
+//! (`crate::dns`), over TLS when asked (`tls`), through deadpool's pool of
 //! tokio-postgres connections driven by a runtime of its own (`client`).
 //! `migrate`, `backups` and `moving` are the operational commands'
 //! PostgreSQL sides.
@@ -10,6 +10,5 @@ pub mod client;
 pub mod config;
 pub mod migrate;
 pub mod moving;
-pub mod resolve;
 pub mod tls;
 pub mod todos;

@@ -72,6 +72,10 @@ fn free_port() -> u16 {
 /// A running PostgreSQL cluster; stopped and removed when dropped.
 pub struct PgServer {
     dir: PathBuf,
+    /// The address it listens on: loopback, or its namespace's (`start_in`).
+    pub host: String,
+    /// The network namespace it runs in, if not this process's.
+    netns: Option<String>,
     pub port: u16,
     child: Option<Child>,
     pub password_file: PathBuf,
@@ -80,6 +84,17 @@ pub struct PgServer {
 
 impl PgServer {
     pub fn start() -> PgServer {
+        PgServer::start_at(None, "127.0.0.1")
+    }
+
+    /// A server in the network namespace `netns` (made by the test), listening
+    /// on `host`, an address of that namespace, and accepting the app from
+    /// any address (it is reached over the test's link, not loopback).
+    pub fn start_in(netns: &str, host: &str) -> PgServer {
+        PgServer::start_at(Some(netns.to_owned()), host)
+    }
+
+    fn start_at(netns: Option<String>, host: &str) -> PgServer {
         let bin = bin_dir();
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -134,8 +149,21 @@ impl PgServer {
             .output()
             .expect("run initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let mut server =
-            PgServer { dir, port: free_port(), child: None, password_file, databases: AtomicUsize::new(0) };
+        if netns.is_some() {
+            let hba = dir.join("data/pg_hba.conf");
+            let mut rules = std::fs::read_to_string(&hba).unwrap();
+            rules.push_str("host all all 0.0.0.0/0 scram-sha-256\n");
+            std::fs::write(&hba, rules).unwrap();
+        }
+        let mut server = PgServer {
+            dir,
+            host: host.to_owned(),
+            netns,
+            port: free_port(),
+            child: None,
+            password_file,
+            databases: AtomicUsize::new(0),
+        };
         // The port was free a moment ago; another test run may take it
         // first, so a refused bind picks another.
         let mut tries = 0;
@@ -175,10 +203,23 @@ impl PgServer {
             let (uid, gid) = postgres_ids();
             std::os::unix::fs::chown(self.log_file(), Some(uid), Some(gid)).unwrap();
         }
-        let child = as_owner(&bin_dir().join("postgres"))
+        let mut postgres = match &self.netns {
+            // `ip netns exec` needs root, so the switch to the cluster's owner
+            // comes after it (setpriv); both exec, so the pid is postgres's.
+            Some(netns) => {
+                let (uid, gid) = postgres_ids();
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", netns, "setpriv", "--reuid", &uid.to_string(), "--regid", &gid.to_string()])
+                    .args(["--clear-groups", "--"])
+                    .arg(bin_dir().join("postgres"));
+                cmd
+            }
+            None => as_owner(&bin_dir().join("postgres")),
+        };
+        let child = postgres
             .arg("-D")
             .arg(self.dir.join("data"))
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"])
+            .args(["-c", &format!("listen_addresses={}", self.host), "-c", "fsync=off", "-c", "max_connections=200"])
             // Counts of each statement the server ran, for tests that show
             // how often the app asks (the readiness flood test).
             .args(["-c", "shared_preload_libraries=pg_stat_statements"])
@@ -193,6 +234,7 @@ impl PgServer {
             .expect("start postgres");
         self.child = Some(child);
         let port = self.port.to_string();
+        let host = self.host.clone();
         let log_file = self.log_file();
         let child = self.child.as_mut().expect("just started");
         let outcome = wait_until("PostgreSQL accepts connections", Duration::from_secs(60), || {
@@ -201,7 +243,7 @@ impl PgServer {
                 return Some(Err(format!("postgres exited ({status}): {log}")));
             }
             let ready = Command::new(bin_dir().join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &port])
+                .args(["-q", "-h", &host, "-p", &port])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
@@ -224,7 +266,7 @@ impl PgServer {
 
     /// A connection as the superuser, to set things up.
     pub fn superuser(&self, dbname: &str) -> Conn {
-        let url = format!("postgres://postgres@127.0.0.1:{}/{dbname}?sslmode=disable", self.port);
+        let url = format!("postgres://postgres@{}:{}/{dbname}?sslmode=disable", self.host, self.port);
         let file = self.dir.join("superuser-password");
         let env = |name: &str| match name {
             URL_VAR => Some(url.clone()),
@@ -238,7 +280,7 @@ impl PgServer {
     pub fn database(&self) -> PgDatabase {
         let name = format!("todos_{}", self.databases.fetch_add(1, Ordering::SeqCst));
         self.superuser("postgres").batch(&format!("CREATE DATABASE {name} OWNER {APP_USER}")).unwrap();
-        let url = format!("postgres://{APP_USER}@127.0.0.1:{}/{name}", self.port);
+        let url = format!("postgres://{APP_USER}@{}:{}/{name}", self.host, self.port);
         PgDatabase { name, url, password_file: self.password_file.clone() }
     }
 }
