@@ -27,8 +27,10 @@ todobackend: the Todo-Backend API over SQLite or PostgreSQL
 usage: todobackend <command> [options]
 
 database: SQLite at --db / TODOBACKEND_DB, unless TODOBACKEND_DATABASE_URL=postgres://USER@HOST:PORT/DB
-  (?sslmode=disable|prefer|require) selects PostgreSQL; its password is read from the file named by
-  TODOBACKEND_DATABASE_PASSWORD_FILE. Every command below works on both.
+  (?sslmode=verify-full|verify-ca|require|prefer|disable&channel_binding=require|prefer|disable)
+  selects PostgreSQL; its password is read from the file named by TODOBACKEND_DATABASE_PASSWORD_FILE,
+  the roots that sign the server's certificate from TODOBACKEND_DATABASE_CA_FILE (PEM; with it,
+  verify-full and channel_binding=require are the defaults). Every command below works on both.
 
 commands:
   serve          serve the HTTP API (refuses to start while migrations are pending or changed)

@@ -31,9 +31,13 @@ const BREAKING: Migration = Migration { name: "0003_drop_note.sql", sql: "ALTER 
 fn run(args: &[&str], env: &[(&str, String)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for var in
-        ["TODOBACKEND_LISTEN", "TODOBACKEND_DB", "TODOBACKEND_DATABASE_URL", "TODOBACKEND_DATABASE_PASSWORD_FILE"]
-    {
+    for var in [
+        "TODOBACKEND_LISTEN",
+        "TODOBACKEND_DB",
+        "TODOBACKEND_DATABASE_URL",
+        "TODOBACKEND_DATABASE_PASSWORD_FILE",
+        "TODOBACKEND_DATABASE_CA_FILE",
+    ] {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().map(|(k, v)| (k, v)));

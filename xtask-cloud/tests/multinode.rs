@@ -627,15 +627,18 @@ fn the_postgres_stack_serves_one_database_from_two_nodes_and_waits_out_the_db_no
     let moto = Moto::start();
     let (manager, data_node) = (swarm.manager(), swarm.node(2));
     let secret = xtask_test_support::unique_name("dbpw");
+    let db_tls = support::postgres::DbTls::new();
     let base = sandbox(&swarm, &moto, &xtask_test_support::project_root().join("stack.yml"))
         .with_env("APP_REPLICAS", "2")
-        .with_env("DB_PASSWORD_SECRET", &secret);
+        .with_env("DB_PASSWORD_SECRET", &secret)
+        .with_envs(db_tls.env());
     let db_image = push_postgres(&swarm, &base);
     let sandbox = base.with_env("DB_IMAGE", &db_image);
     let stack = sandbox.stack_name();
     let a = format!("a{}", xtask_test_support::unique_name("v"));
     publish_versions(&swarm, &sandbox, &a, &[]);
     create_secret(&sandbox, &secret, &xtask_test_support::unique_name("pw"));
+    db_tls.create(&sandbox);
     manager.docker_ok(&["node", "update", "--label-add", "todobackend.data=true", &data_node.node_id()]);
 
     let at = sandbox.clone_with(&[("APP_VERSION", &a)]);
@@ -711,14 +714,18 @@ fn no_request_fails_through_the_edge_on_three_nodes() {
     let stack_yml = std::fs::read_to_string(xtask_test_support::project_root().join("stack.yml")).expect("stack.yml");
     let stack_file = support::swarm::stack_file_in(dir.path(), &stack_yml);
     let secret = xtask_test_support::unique_name("dbpw");
-    let base =
-        sandbox(&swarm, &moto, &stack_file).with_env("APP_REPLICAS", "3").with_env("DB_PASSWORD_SECRET", &secret);
+    let db_tls = support::postgres::DbTls::new();
+    let base = sandbox(&swarm, &moto, &stack_file)
+        .with_env("APP_REPLICAS", "3")
+        .with_env("DB_PASSWORD_SECRET", &secret)
+        .with_envs(db_tls.env());
     let db_image = push_postgres(&swarm, &base);
     let sandbox = base.with_env("DB_IMAGE", &db_image);
     let suffix = xtask_test_support::unique_name("v");
     let (a, b) = (format!("a{suffix}"), format!("b{suffix}"));
     publish_versions(&swarm, &sandbox, &a, &[(&b, &format!("LABEL version={b}"))]);
     create_secret(&sandbox, &secret, &xtask_test_support::unique_name("pw"));
+    db_tls.create(&sandbox);
     // The database on the manager: either worker may then be cut or drained.
     let data_node = swarm.node(1);
     swarm.manager().docker_ok(&["node", "update", "--label-add", "todobackend.data=true", &data_node.node_id()]);

@@ -161,6 +161,10 @@ impl Drop for Secret {
 struct PgStack {
     stack: Stack,
     secret: Secret,
+    /// The database's TLS secrets (created in `new`: only the password is
+    /// left for the tests to create).
+    db_tls: support::postgres::DbTls,
+    _tls_secrets: Vec<Secret>,
     password: String,
     sandbox: Sandbox,
     port: u16,
@@ -183,7 +187,11 @@ impl PgStack {
         // registry, and pre-flight checks it there.
         let db_image = format!("{host}/postgres:15");
         let secret = unique_name("todobackend_db_password");
-        let sandbox = support::swarm::postgres_stack_sandbox(&moto, &registry, port, &db_image, &secret);
+        let db_tls = support::postgres::DbTls::new();
+        let sandbox =
+            support::swarm::postgres_stack_sandbox(&moto, &registry, port, &db_image, &secret).with_envs(db_tls.env());
+        db_tls.create(&sandbox);
+        let tls_secrets = db_tls.names().into_iter().map(Secret).collect();
         let stack = Stack(sandbox.stack_name());
         let mut images = Images::new();
         docker_login(&sandbox, &registry);
@@ -195,7 +203,20 @@ impl PgStack {
         push(&sandbox, &image_a);
         support::swarm::push_edge_image(&sandbox, &mut images);
         let password = unique_name("pg-s3cret-");
-        PgStack { stack, secret: Secret(secret), password, sandbox, port, a, image_a, images, registry, _moto: moto }
+        PgStack {
+            stack,
+            secret: Secret(secret),
+            db_tls,
+            _tls_secrets: tls_secrets,
+            password,
+            sandbox,
+            port,
+            a,
+            image_a,
+            images,
+            registry,
+            _moto: moto,
+        }
     }
 
     fn name(&self) -> &str {
@@ -334,6 +355,27 @@ fn a_fresh_postgres_stack_deploys_after_secret_create_and_keeps_the_password_out
     let plan = fixture.at(&fixture.a).xtask(&["plan", "--exit-code"]);
     assert_eq!(plan.status.code(), Some(0), "{}\n{}", plan.stdout, plan.stderr);
     add_todo(port, "kept in PostgreSQL");
+    // Over TLS: every session of the app (verify-full against the CA
+    // secret, SCRAM bound to the session, or no connection at all), and
+    // the server refuses plain TCP before any password.
+    assert_eq!(
+        fixture.sql(
+            "select bool_and(s.ssl) and count(*) > 0 from pg_stat_activity a join pg_stat_ssl s using (pid) \
+             where a.application_name = 'todobackend'"
+        ),
+        "t"
+    );
+    let db = fixture.container("db");
+    let plain = docker(&[
+        "exec",
+        &db,
+        "psql",
+        "host=127.0.0.1 user=todobackend dbname=todobackend sslmode=disable",
+        "-tAc",
+        "select 1",
+    ]);
+    assert!(!plain.status.success(), "a plain TCP connection was let in");
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("no encryption"), "{plain:?}");
     assert_eq!(fixture.sql("select title from todos where title = 'kept in PostgreSQL'"), "kept in PostgreSQL");
     // Static files come from the binary: no volume, no collectstatic.
     let style =
@@ -603,10 +645,14 @@ fn the_single_node_stack_moves_to_postgres_with_every_todo_and_its_id() {
         &format!("{stack}_net"),
         "--secret",
         &format!("source={},target=todobackend_db_password", fixture.secret.0),
+        "--secret",
+        &format!("source={},target=todobackend_db_ca.pem", fixture.db_tls.secrets[0].1),
         "--env",
-        "TODOBACKEND_DATABASE_URL=postgres://todobackend@db:5432/todobackend",
+        "TODOBACKEND_DATABASE_URL=postgres://todobackend@db:5432/todobackend?sslmode=verify-full",
         "--env",
         "TODOBACKEND_DATABASE_PASSWORD_FILE=/run/secrets/todobackend_db_password",
+        "--env",
+        "TODOBACKEND_DATABASE_CA_FILE=/run/secrets/todobackend_db_ca.pem",
         &fixture.image_a,
         "move-to-postgres",
         "--from",

@@ -24,7 +24,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::backend::StoreError;
 use crate::dns;
-use crate::pg::config::{PASSWORD_FILE_VAR, SslMode, Target};
+use crate::pg::config::{CA_FILE_VAR, ChannelBinding, PASSWORD_FILE_VAR, SslMode, Target};
 use crate::pg::tls;
 
 /// Resolving the host, reaching the server, TLS and authentication, all
@@ -94,6 +94,16 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
         return format!("the server asks for a password; set {PASSWORD_FILE_VAR} to a file holding it");
     }
     text
+}
+
+/// The reason when the TLS handshake failed on the server's certificate: a
+/// setting to fix (the CA file, the host name), not a database away.
+fn refused_certificate(e: &tokio_postgres::Error) -> Option<String> {
+    let io = std::error::Error::source(e)?.downcast_ref::<std::io::Error>()?;
+    match io.get_ref()?.downcast_ref::<tokio_rustls::rustls::Error>()? {
+        certificate @ tokio_rustls::rustls::Error::InvalidCertificate(_) => Some(certificate.to_string()),
+        _ => None,
+    }
 }
 
 /// Connection trouble (503, retry later) or an error the server answered
@@ -186,15 +196,36 @@ async fn open_at(target: &Target, address: SocketAddr) -> Result<ClientWrapper, 
     config.ssl_mode(match target.sslmode {
         SslMode::Disable => tokio_postgres::config::SslMode::Disable,
         SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-        SslMode::Require => tokio_postgres::config::SslMode::Require,
+        // The verifying modes are `require` to tokio-postgres; the
+        // verification is the TLS connector's (`tls`).
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
     });
-    let tls = tls::Tls::new(&target.host).map_err(StoreError::Failed)?;
+    config.channel_binding(match target.channel_binding {
+        ChannelBinding::Disable => tokio_postgres::config::ChannelBinding::Disable,
+        ChannelBinding::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
+        ChannelBinding::Require => tokio_postgres::config::ChannelBinding::Require,
+    });
+    let tls = tls::Tls::new(target).map_err(StoreError::Failed)?;
     let stream = TcpStream::connect(address).await.map_err(|e| StoreError::Unavailable(format!("{address}: {e}")))?;
     keep_alive(&stream).map_err(|e| StoreError::Unavailable(format!("{address}: socket options: {e}")))?;
-    let (client, connection) = config.connect_raw(stream, tls).await.map_err(|e| match classify(&e) {
-        // Missing password: a setting to fix, not a database away.
-        StoreError::Unavailable(why) if why.contains(PASSWORD_FILE_VAR) => StoreError::Failed(why),
-        other => other,
+    let (client, connection) = config.connect_raw(stream, tls).await.map_err(|e| {
+        if let Some(why) = refused_certificate(&e) {
+            return StoreError::Failed(format!(
+                "the server's certificate was refused ({why}); {}",
+                match &target.ca {
+                    Some(ca) => format!(
+                        "{CA_FILE_VAR}={} must hold the root that signed it, and with sslmode=verify-full it must name {}",
+                        ca.path, target.host
+                    ),
+                    None => format!("set {CA_FILE_VAR} to the root that signed it"),
+                }
+            ));
+        }
+        match classify(&e) {
+            // Missing password: a setting to fix, not a database away.
+            StoreError::Unavailable(why) if why.contains(PASSWORD_FILE_VAR) => StoreError::Failed(why),
+            other => other,
+        }
     })?;
     // Ends when the server or the client closes; `Client` then reports
     // closed and the pool drops it.

@@ -65,6 +65,89 @@ fn as_owner(program: &Path) -> Command {
     cmd
 }
 
+/// A private CA made with the openssl CLI: `<dir>/<name>.crt` and `.key`;
+/// returns the certificate's path.
+pub fn make_ca(dir: &Path, name: &str) -> PathBuf {
+    let crt = dir.join(format!("{name}.crt"));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name} test root"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        dir.join(format!("{name}.key")).to_str().unwrap(),
+        "-out",
+        crt.to_str().unwrap(),
+    ]);
+    crt
+}
+
+/// A server certificate for `san` (`DNS:localhost`) signed by the CA
+/// `<dir>/<ca>.crt`: `<dir>/<name>.crt` and `.key`.
+pub fn issue(dir: &Path, ca: &str, name: &str, san: &str) {
+    let path = |ext: &str| dir.join(format!("{name}.{ext}")).to_str().unwrap().to_owned();
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        &path("key"),
+        "-out",
+        &path("csr"),
+    ]);
+    std::fs::write(
+        path("ext"),
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    let serial =
+        format!("0x{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &path("csr"),
+        "-days",
+        "2",
+        "-set_serial",
+        &serial,
+        "-CA",
+        dir.join(format!("{ca}.crt")).to_str().unwrap(),
+        "-CAkey",
+        dir.join(format!("{ca}.key")).to_str().unwrap(),
+        "-extfile",
+        &path("ext"),
+        "-out",
+        &path("crt"),
+    ]);
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    assert!(out.status.success(), "openssl {}: {}", args[0], String::from_utf8_lossy(&out.stderr));
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -79,6 +162,8 @@ pub struct PgServer {
     pub port: u16,
     child: Option<Child>,
     pub password_file: PathBuf,
+    /// The root that signed the server's certificate (PEM).
+    pub ca_file: PathBuf,
     databases: AtomicUsize,
 }
 
@@ -121,18 +206,12 @@ impl PgServer {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
             std::os::unix::fs::chown(&superuser_file, Some(uid), Some(gid)).unwrap();
         }
-        // A certificate of its own, so connections negotiate TLS (the URLs'
-        // default `sslmode=prefer` and the tests' `require` use it).
-        let out = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
-            .args(["-days", "2", "-subj", "/CN=localhost", "-keyout"])
-            .arg(dir.join("server.key"))
-            .arg("-out")
-            .arg(dir.join("server.crt"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run openssl (apt-get install openssl)");
-        assert!(out.status.success(), "openssl failed: {}", String::from_utf8_lossy(&out.stderr));
+        // A private CA and a server certificate it signed for `localhost`
+        // (not 127.0.0.1: a URL by address is a name the certificate does
+        // not hold, for sslmode=verify-full's refusal), so connections
+        // negotiate TLS (the URLs' default `sslmode=prefer`) and can verify it.
+        let ca_file = make_ca(&dir, "ca");
+        issue(&dir, "ca", "server", "DNS:localhost");
         std::fs::set_permissions(dir.join("server.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         if is_root() {
             let (uid, gid) = postgres_ids();
@@ -162,6 +241,7 @@ impl PgServer {
             port: free_port(),
             child: None,
             password_file,
+            ca_file,
             databases: AtomicUsize::new(0),
         };
         // The port was free a moment ago; another test run may take it
@@ -185,6 +265,21 @@ impl PgServer {
 
     fn log_file(&self) -> PathBuf {
         self.dir.join("server.log")
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_file()).unwrap_or_default()
+    }
+
+    /// Lets `user` in with a plain password over TLS from loopback (pg_hba
+    /// `password`, above the cluster's scram-sha-256 rules), as an old or
+    /// misconfigured server would ask, and reloads the rules.
+    pub fn allow_plain_password(&self, user: &str) {
+        let hba = self.dir.join("data").join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(&hba, format!("hostssl all {user} 127.0.0.1/32 password\n{rules}")).unwrap();
+        self.superuser("postgres").batch("SELECT pg_reload_conf()").unwrap();
     }
 
     /// Starts the stopped server again, on the same port and data.

@@ -401,7 +401,17 @@ mod tests {
         let services = load("stack.yml", text, &db_image).unwrap();
         assert_eq!(services.iter().find(|service| service.name == "db").unwrap().image, "127.0.0.1:5000/pg:15");
         let found = externals("stack.yml", text, &env).unwrap();
-        assert_eq!(found, [External::Secret("todobackend_db_password".into())]);
+        let secret = |name: &str| External::Secret(name.into());
+        // The password and the database's TLS, created once before the first deploy.
+        assert_eq!(
+            found,
+            [
+                secret("todobackend_db_ca"),
+                secret("todobackend_db_password"),
+                secret("todobackend_db_tls_cert"),
+                secret("todobackend_db_tls_key")
+            ]
+        );
         // The database elsewhere (RDS) and db not run: no node needs the label.
         let elsewhere = |name: &str| if name == "DB_REPLICAS" { Some("0".into()) } else { env(name) };
         let services = load("stack.yml", text, &elsewhere).unwrap();

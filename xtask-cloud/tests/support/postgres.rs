@@ -87,3 +87,101 @@ const CONFIG: [&str; 8] = [
     "VOLUME /var/lib/postgresql/data",
     "LABEL org.opencontainers.image.title=todobackend-tests-postgres",
 ];
+
+/// The uid of `postgres` in the tests' image: stack.yml's `DB_UID`, the
+/// owner the swarm gives the TLS key (PostgreSQL reads a key only if it owns
+/// it; the official alpine image's 70 is not Debian's).
+pub fn postgres_uid() -> String {
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--entrypoint", "id", &image(), "-u", "postgres"])
+        .output()
+        .expect("docker run id");
+    assert!(out.status.success(), "id -u postgres in the tests' image: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The database's TLS for a test's stack, as docs/src/scaling-out.md makes
+/// it: a private CA, and a certificate for `db` (the name the app connects
+/// to) that it signed, made with the openssl CLI. The three secrets' names
+/// are unique to the test.
+pub struct DbTls {
+    /// (stack.yml's variable, the secret's name, its PEM value).
+    pub secrets: Vec<(&'static str, String, String)>,
+}
+
+impl DbTls {
+    pub fn new() -> DbTls {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).output().expect("run openssl");
+            assert!(out.status.success(), "openssl {}: {}", args[0], String::from_utf8_lossy(&out.stderr));
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-days", "2", "-subj", "/CN=todobackend test db root"],
+                &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+                &["-keyout", &path("ca.key"), "-out", &path("ca.crt")],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[&["req", "-new"][..], &ec, &["-subj", "/CN=db", "-keyout", &path("db.key"), "-out", &path("db.csr")]]
+                .concat(),
+        );
+        std::fs::write(
+            path("db.ext"),
+            "subjectAltName=DNS:db\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write the extensions");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &path("db.csr"),
+            "-days",
+            "2",
+            "-CA",
+            &path("ca.crt"),
+            "-CAkey",
+            &path("ca.key"),
+            "-CAcreateserial",
+            "-extfile",
+            &path("db.ext"),
+            "-out",
+            &path("db.crt"),
+        ]);
+        let read = |name: &str| std::fs::read_to_string(path(name)).expect("read what openssl wrote");
+        let suffix = xtask_test_support::unique_name("");
+        DbTls {
+            secrets: vec![
+                ("DB_CA_SECRET", format!("todobackend_db_ca{suffix}"), read("ca.crt")),
+                ("DB_TLS_CERT_SECRET", format!("todobackend_db_tls_cert{suffix}"), read("db.crt")),
+                ("DB_TLS_KEY_SECRET", format!("todobackend_db_tls_key{suffix}"), read("db.key")),
+            ],
+        }
+    }
+
+    /// The variables that point stack.yml at these secrets and give the key
+    /// to the image's postgres user.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> =
+            self.secrets.iter().map(|(variable, name, _)| (variable.to_string(), name.clone())).collect();
+        env.push(("DB_UID".into(), postgres_uid()));
+        env
+    }
+
+    /// Creates the secrets the book's way: `cargo xtask secret create NAME < file`.
+    pub fn create(&self, sandbox: &xtask_test_support::sandbox::Sandbox) {
+        for (_, name, value) in &self.secrets {
+            sandbox.xtask_with_stdin(&["secret", "create", name], value).assert_success();
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.secrets.iter().map(|(_, name, _)| name.clone()).collect()
+    }
+}

@@ -260,11 +260,23 @@ pub fn copy_edge_files(dir: &std::path::Path) {
     }
 }
 
+/// db/ beside a copy of stack.yml (the database's client rules).
+pub fn copy_db_files(dir: &std::path::Path) {
+    let db = dir.join("db");
+    std::fs::create_dir_all(&db).expect("create db/ beside the stack file");
+    for entry in std::fs::read_dir(project_root().join("db")).expect("read db/") {
+        let entry = entry.expect("an entry of db/");
+        std::fs::copy(entry.path(), db.join(entry.file_name())).expect("copy the database's files");
+    }
+}
+
 /// A copy of a stack file's text at `dir/stack.yml`, with the files it
-/// reads beside it (the edge's configuration and placeholder certificate),
+/// reads beside it (the edge's configuration and placeholder certificate,
+/// the database's client rules),
 /// for a test that deploys a changed stack file.
 pub fn stack_file_in(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
     copy_edge_files(dir);
+    copy_db_files(dir);
     let path = dir.join("stack.yml");
     std::fs::write(&path, text).expect("write the stack file");
     path
