@@ -11,11 +11,14 @@
 //! fallback to TCP. Callers run a lookup inside their own connect timeout.
 
 use std::net::IpAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::config::{ResolveHosts, ResolverConfig, ResolverOpts};
-use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::op::Query;
+use hickory_resolver::proto::rr::{Name, RecordType};
 use hickory_resolver::{Hosts, TokioResolver};
 
 /// The files a resolver reads; tests give their own.
@@ -28,6 +31,7 @@ pub const HOSTS: &str = "/etc/hosts";
 /// the name's move to another node.
 pub struct Resolver {
     inner: TokioResolver,
+    hosts: Arc<Hosts>,
 }
 
 impl Resolver {
@@ -56,11 +60,13 @@ impl Resolver {
         options.negative_max_ttl = Some(Duration::from_secs(1));
         let mut table = Hosts::default();
         table.read_hosts_conf(hosts.as_bytes()).map_err(|e| format!("{HOSTS} cannot be read: {e}"))?;
-        let mut inner = TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
+        let mut inner = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
             .with_options(options)
-            .build();
-        inner.set_hosts(Arc::new(table));
-        Ok(Resolver { inner })
+            .build()
+            .map_err(|e| format!("cannot set up name resolution: {e}"))?;
+        let hosts = Arc::new(table);
+        inner.set_hosts(Arc::clone(&hosts));
+        Ok(Resolver { inner, hosts })
     }
 
     /// The addresses of `host`: an IP literal (IPv6 with or without
@@ -71,6 +77,14 @@ impl Resolver {
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
+        // A name the hosts file holds is answered from it alone, both
+        // families, as the C library's `files` before `dns` does: hickory asks
+        // DNS for the family the file does not list, and a name pinned to an
+        // IPv4 address would get a DNS server's IPv6 one beside it.
+        let pinned = self.from_hosts_file(bare);
+        if !pinned.is_empty() {
+            return Ok(pinned);
+        }
         match self.inner.lookup_ip(bare).await {
             Ok(found) => {
                 let found: Vec<IpAddr> = found.iter().collect();
@@ -79,6 +93,17 @@ impl Resolver {
             Err(e) if e.is_no_records_found() => Err(format!("cannot resolve {bare}: no such name")),
             Err(e) => Err(format!("cannot resolve {bare}: {e}")),
         }
+    }
+}
+
+impl Resolver {
+    fn from_hosts_file(&self, name: &str) -> Vec<IpAddr> {
+        let Ok(name) = Name::from_str(name) else { return Vec::new() };
+        [RecordType::A, RecordType::AAAA]
+            .into_iter()
+            .filter_map(|record_type| self.hosts.lookup_static_host(&Query::query(name.clone(), record_type)))
+            .flat_map(|lookup| lookup.answers().iter().filter_map(|record| record.data.ip_addr()).collect::<Vec<_>>())
+            .collect()
     }
 }
 
