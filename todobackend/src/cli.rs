@@ -9,10 +9,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::backend::Database;
-use crate::migrations::{MIGRATIONS, PG_MIGRATIONS};
-use crate::static_files::Outcome;
-use crate::{acceptance, backups, client, db, migrations, net, pg, server, signals, static_files};
+use crate::store::Database;
+use crate::store::catalog::{MIGRATIONS, PG_MIGRATIONS};
+use crate::http::static_files::Outcome;
+use crate::http::{server, static_files};
+use crate::store::sqlite::{self as db, backups, migrate as migrations};
+use crate::store::{backups as shared_backups, catalog, postgres as pg};
+use crate::{acceptance, client, net, signals};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8000";
 pub const DEFAULT_DB: &str = "/data/todobackend.sqlite3";
@@ -223,7 +226,7 @@ pub fn run(command: Command) -> Result<bool, String> {
             Ok(true)
         }
         Command::Backups { db, backups, json } => match select(&db)? {
-            Database::Sqlite(_) => list_backups(&backups::list(&backups)?, &backups.display().to_string(), json),
+            Database::Sqlite(_) => list_backups(&shared_backups::list(&backups)?, &backups.display().to_string(), json),
             Database::Postgres(target) => {
                 let conn = pg::client::Conn::connect(&target).map_err(|e| e.to_string())?;
                 let found = pg::backups::list(&conn).map_err(pg::migrate::context(&target))?;
@@ -334,7 +337,7 @@ pub fn migrate(db_path: &Path) -> Result<(), String> {
 /// SQLite cannot `VACUUM INTO` inside one: a `migrate` running at the same
 /// time may apply the same migrations in between, and this one then finds
 /// nothing to do.
-pub fn migrate_with(db_path: &Path, backups_dir: &Path, list: &[migrations::Migration]) -> Result<(), String> {
+pub fn migrate_with(db_path: &Path, backups_dir: &Path, list: &[catalog::Migration]) -> Result<(), String> {
     let mut conn = db::open_for_migrate(db_path)?;
     let current = migrations::current_version(&conn)?;
     let todo = migrations::pending(&conn, list)?;
@@ -352,8 +355,8 @@ pub fn migrate_with(db_path: &Path, backups_dir: &Path, list: &[migrations::Migr
     Ok(())
 }
 
-/// `migrate` on PostgreSQL (see `pg::migrate::migrate`), saying the same.
-pub fn migrate_postgres(target: &pg::config::Target, list: &[migrations::Migration]) -> Result<(), String> {
+/// `migrate` on PostgreSQL (see `store::postgres::migrate::migrate`), saying the same.
+pub fn migrate_postgres(target: &pg::config::Target, list: &[catalog::Migration]) -> Result<(), String> {
     let env = |name: &str| std::env::var(name).ok();
     let wait = pg::client::wait_from_env(&env)?;
     let conn = pg::client::Conn::connect_waiting(target, wait, |why| {
@@ -369,7 +372,7 @@ pub fn migrate_postgres(target: &pg::config::Target, list: &[migrations::Migrati
 }
 
 /// What `migrate` did, on stderr, the same for both backends.
-fn say_migrated(database: &str, outcome: &migrations::Outcome, version: u32, list_len: usize) {
+fn say_migrated(database: &str, outcome: &catalog::Outcome, version: u32, list_len: usize) {
     if !outcome.newer.is_empty() {
         say!(
             "database {} is at schema {}, newer than this binary knows ({}): {} additive, so this binary can serve it; nothing to do",
@@ -402,7 +405,7 @@ fn say_migrated(database: &str, outcome: &migrations::Outcome, version: u32, lis
 }
 
 /// `backups`: the backups, newest first.
-fn list_backups(found: &[backups::Backup], location: &str, json: bool) -> Result<(), String> {
+fn list_backups(found: &[shared_backups::Backup], location: &str, json: bool) -> Result<(), String> {
     let mut out = std::io::stdout();
     if json {
         let items: Vec<serde_json::Value> = found
@@ -433,7 +436,7 @@ fn list_backups(found: &[backups::Backup], location: &str, json: bool) -> Result
 }
 
 /// What a restore loses, said before it happens (both backends).
-fn announce_restore(chosen: &backups::Backup, before: &str) {
+fn announce_restore(chosen: &shared_backups::Backup, before: &str) {
     let migration = before.strip_suffix(".sql").unwrap_or(before);
     say!(
         "restoring {} (schema {}, taken {}): everything written since then is lost, including what {} and later migrations changed",
@@ -455,8 +458,8 @@ fn answer_restored(restored: &str, kept: Option<&str>, schema_version: u32) {
 
 /// `restore --before MIGRATION`: says what is lost, then restores.
 fn restore(db: &Path, dir: &Path, before: &str, dry_run: bool) -> Result<(), String> {
-    let found = backups::list(dir)?;
-    let chosen = backups::newest_before(&found, before, dir)?;
+    let found = shared_backups::list(dir)?;
+    let chosen = shared_backups::newest_before(&found, before, dir)?;
     announce_restore(chosen, before);
     if dry_run {
         say!("dry run: nothing restored; the current database would be kept as a backup in {}", dir.display());
@@ -475,7 +478,7 @@ fn restore_postgres(target: &pg::config::Target, before: &str, dry_run: bool) ->
     let conn = pg::client::Conn::connect(target).map_err(|e| e.to_string())?;
     let location = pg::backups::location(target);
     let found = pg::backups::list(&conn).map_err(pg::migrate::context(target))?;
-    let chosen = backups::newest_before(&found, before, Path::new(&location))?;
+    let chosen = shared_backups::newest_before(&found, before, Path::new(&location))?;
     announce_restore(chosen, before);
     if dry_run {
         say!("dry run: nothing restored; the current tables would be kept as a backup in {location}");
@@ -487,7 +490,7 @@ fn restore_postgres(target: &pg::config::Target, before: &str, dry_run: bool) ->
     Ok(())
 }
 
-/// `move-to-postgres --from FILE`: see `pg::moving`.
+/// `move-to-postgres --from FILE`: see `store::postgres::moving`.
 fn move_to_postgres(from: &Path, target: &pg::config::Target) -> Result<(), String> {
     let moved = pg::moving::run(from, target, MIGRATIONS, PG_MIGRATIONS)?;
     for (table, rows) in &moved.tables {

@@ -1,5 +1,5 @@
 //! Name resolution for every name the service connects to: the database
-//! host (pg/client.rs) and the host of a check's URL (client.rs).
+//! host (store/postgres/client.rs) and the host of a check's URL (client.rs).
 //!
 //! The release binary is linked statically against glibc, whose
 //! `getaddrinfo` needs NSS modules that a `FROM scratch` image does not

@@ -15,21 +15,11 @@ macro_rules! say {
 }
 
 pub mod acceptance;
-pub mod api;
-pub mod backend;
-pub mod backups;
 pub mod cli;
 pub mod client;
-pub mod db;
 pub mod dns;
+pub mod http;
 pub mod logging;
-pub mod metrics;
-pub mod migrations;
 pub mod net;
-pub mod pg;
-pub mod readiness;
-pub mod server;
 pub mod signals;
-pub mod sqlite_pool;
-pub mod static_files;
 pub mod store;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{Backend, TestServer, error_message, json, start_server_on};
 use serde_json::{Value, json};
-use todobackend::server;
+use todobackend::http::server;
 
 fn assert_cors(r: &todobackend::client::Response) {
     assert_eq!(r.header("Access-Control-Allow-Origin"), Some("*"), "{:?}", r.headers);

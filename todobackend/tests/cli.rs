@@ -8,7 +8,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{TempDir, migrated_db, poll, serving_url, start_server};
-use todobackend::{client, static_files};
+use todobackend::client;
+use todobackend::http::static_files;
 
 const BIN: &str = env!("CARGO_BIN_EXE_todobackend");
 
@@ -159,7 +160,7 @@ fn migrate_adopts_a_database_from_before_checksums() {
     let out = run(&["migrate", "--db", db_arg], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     // Every embedded migration was applied before checksums were kept.
-    let recorded = format!("recorded the checksums of {} migration(s)", todobackend::migrations::MIGRATIONS.len());
+    let recorded = format!("recorded the checksums of {} migration(s)", todobackend::store::catalog::MIGRATIONS.len());
     assert!(stderr(&out).contains(&recorded), "{}", stderr(&out));
     let out = run(&["migrate", "--db", db_arg], &[]);
     assert!(!stderr(&out).contains("recorded"), "{}", stderr(&out));

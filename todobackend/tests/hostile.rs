@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use common::{TempDir, migrated_db, wait_until};
-use todobackend::{client, server, static_files};
+use todobackend::client;
+use todobackend::http::{server, static_files};
 
 const BIN: &str = env!("CARGO_BIN_EXE_todobackend");
 

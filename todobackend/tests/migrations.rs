@@ -11,8 +11,10 @@ use std::thread;
 
 use common::TempDir;
 use rusqlite::Connection;
-use todobackend::migrations::{self, MIGRATIONS, Migration};
-use todobackend::{cli, db, server};
+use todobackend::store::catalog::{self, MIGRATIONS, Migration};
+use todobackend::http::server;
+use todobackend::store::sqlite::{self as db, migrate};
+use todobackend::cli;
 
 const BIN: &str = env!("CARGO_BIN_EXE_todobackend");
 
@@ -46,10 +48,10 @@ fn migrate_twice_is_a_no_op() {
     let dir = TempDir::new();
     let path = dir.join("db.sqlite3");
     let mut conn = db::open_for_migrate(&path).unwrap();
-    let first = migrations::apply(&mut conn, MIGRATIONS).unwrap();
+    let first = migrate::apply(&mut conn, MIGRATIONS).unwrap();
     assert_eq!(first, MIGRATIONS.iter().map(|m| m.name).collect::<Vec<_>>());
-    assert!(migrations::apply(&mut conn, MIGRATIONS).unwrap().is_empty());
-    assert_eq!(migrations::current_version(&conn).unwrap() as usize, MIGRATIONS.len());
+    assert!(migrate::apply(&mut conn, MIGRATIONS).unwrap().is_empty());
+    assert_eq!(migrate::current_version(&conn).unwrap() as usize, MIGRATIONS.len());
     assert!(table_exists(&conn, "todos"));
 }
 
@@ -81,7 +83,7 @@ fn concurrent_migrates_in_threads_apply_exactly_once() {
             thread::spawn(move || {
                 let mut conn = db::open_for_migrate(&path).unwrap();
                 barrier.wait();
-                migrations::apply(&mut conn, list)
+                migrate::apply(&mut conn, list)
             })
         })
         .collect();
@@ -116,7 +118,7 @@ fn concurrent_migrate_processes_both_succeed() {
     }
     assert_eq!(applied, 1);
     let conn = db::open_existing(&path).unwrap();
-    assert!(migrations::pending(&conn, MIGRATIONS).unwrap().is_empty());
+    assert!(migrate::pending(&conn, MIGRATIONS).unwrap().is_empty());
     assert_eq!(recorded(&conn), expected_records(MIGRATIONS));
 }
 
@@ -126,20 +128,20 @@ fn broken_migration_fails_cleanly_and_applies_nothing() {
     let path = dir.join("db.sqlite3");
     let mut conn = db::open_for_migrate(&path).unwrap();
 
-    let err = migrations::apply(&mut conn, &[GOOD, ALSO_GOOD, BROKEN]).unwrap_err();
+    let err = migrate::apply(&mut conn, &[GOOD, ALSO_GOOD, BROKEN]).unwrap_err();
     assert!(err.contains("0003_broken.sql"), "{err}");
     assert!(err.contains("syntax error"), "names SQLite's error: {err}");
     assert!(!err.contains('\n'), "one line: {err}");
     // Nothing half-applied: not the good ones before it, not the first
     // statement of the broken one, not the version.
-    assert_eq!(migrations::current_version(&conn).unwrap(), 0);
+    assert_eq!(migrate::current_version(&conn).unwrap(), 0);
     for table in ["a", "b", "c"] {
         assert!(!table_exists(&conn, table), "table {table} was left behind");
     }
 
     // Once the file is fixed, everything applies.
     let fixed = Migration { name: "0003_broken.sql", sql: "CREATE TABLE c (z INTEGER);" };
-    assert_eq!(migrations::apply(&mut conn, &[GOOD, ALSO_GOOD, fixed]).unwrap().len(), 3);
+    assert_eq!(migrate::apply(&mut conn, &[GOOD, ALSO_GOOD, fixed]).unwrap().len(), 3);
 }
 
 #[test]
@@ -151,7 +153,7 @@ fn broken_migration_after_applied_ones_keeps_the_old_version() {
     // Exactly SQLite's message after the file name: no SQL text, no path.
     assert_eq!(err, r#"migration 0003_broken.sql failed: near "TABLEX": syntax error"#);
     let conn = db::open_existing(&path).unwrap();
-    assert_eq!(migrations::current_version(&conn).unwrap(), 1);
+    assert_eq!(migrate::current_version(&conn).unwrap(), 1);
     assert!(table_exists(&conn, "a") && !table_exists(&conn, "b"));
 }
 
@@ -160,7 +162,7 @@ fn misnumbered_migrations_are_refused_before_touching_the_database() {
     let dir = TempDir::new();
     let path = dir.join("db.sqlite3");
     let mut conn = db::open_for_migrate(&path).unwrap();
-    let err = migrations::apply(&mut conn, &[GOOD, BROKEN]).unwrap_err();
+    let err = migrate::apply(&mut conn, &[GOOD, BROKEN]).unwrap_err();
     assert!(err.contains("0003_broken.sql"), "{err}");
     assert!(!table_exists(&conn, "a"));
 }
@@ -283,17 +285,17 @@ fn a_database_from_before_checksums_is_adopted_once() {
     legacy_db(&path, &[GOOD]);
 
     let mut conn = db::open_for_migrate(&path).unwrap();
-    let outcome = migrations::migrate(&mut conn, &[GOOD, ALSO_GOOD]).unwrap();
+    let outcome = migrate::migrate(&mut conn, &[GOOD, ALSO_GOOD]).unwrap();
     assert_eq!(outcome.adopted, vec![GOOD.name]);
     assert_eq!(outcome.applied, vec![ALSO_GOOD.name]);
     assert_eq!(recorded(&conn), expected_records(&[GOOD, ALSO_GOOD]));
 
     // Once only: afterwards it is an ordinary database.
-    let again = migrations::migrate(&mut conn, &[GOOD, ALSO_GOOD]).unwrap();
-    assert_eq!(again, migrations::Outcome::default());
+    let again = migrate::migrate(&mut conn, &[GOOD, ALSO_GOOD]).unwrap();
+    assert_eq!(again, catalog::Outcome::default());
     let edited = Migration { name: GOOD.name, sql: "CREATE TABLE a (x TEXT);" };
     assert!(
-        migrations::migrate(&mut conn, &[edited, ALSO_GOOD]).unwrap_err().contains("was changed after it was applied")
+        migrate::migrate(&mut conn, &[edited, ALSO_GOOD]).unwrap_err().contains("was changed after it was applied")
     );
 }
 

@@ -81,7 +81,7 @@ impl Served {
             }
             Backend::Postgres => {
                 let pg = common::postgres::shared().database();
-                todobackend::cli::migrate_postgres(&pg.target(), todobackend::migrations::PG_MIGRATIONS)
+                todobackend::cli::migrate_postgres(&pg.target(), todobackend::store::catalog::PG_MIGRATIONS)
                     .expect("migrate");
                 cmd.envs(pg.env());
                 Some(pg)

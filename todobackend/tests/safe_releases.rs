@@ -11,8 +11,11 @@ use std::process::Command;
 
 use common::TempDir;
 use rusqlite::Connection;
-use todobackend::migrations::{MIGRATIONS, Migration};
-use todobackend::{backups, cli, db};
+use todobackend::store::catalog::{MIGRATIONS, Migration};
+use todobackend::cli;
+use todobackend::store::backups;
+use todobackend::store::sqlite as db;
+use todobackend::store::todos::NewTodo;
 
 const BIN: &str = env!("CARGO_BIN_EXE_todobackend");
 
@@ -244,7 +247,7 @@ fn restore_brings_back_the_database_from_before_a_migration_and_keeps_the_replac
 fn the_release_before_idempotency_keys_keeps_serving_after_their_migration() {
     let position = MIGRATIONS.iter().position(|m| m.name == "0002_idempotency_keys.sql").expect("the migration");
     let (older, _) = MIGRATIONS.split_at(position);
-    let keys = todobackend::migrations::PG_MIGRATIONS[position];
+    let keys = todobackend::store::catalog::PG_MIGRATIONS[position];
     assert!(MIGRATIONS[position].additive() && keys.additive(), "0002_idempotency_keys must be additive");
     let dir = TempDir::new();
     let db_path = dir.join("db.sqlite3");
@@ -255,7 +258,7 @@ fn the_release_before_idempotency_keys_keeps_serving_after_their_migration() {
     cli::migrate_with(&db_path, &dir.join("backups"), older).unwrap();
     let conn = db::open_existing(&db_path).unwrap();
     db::ensure_migrated(&conn, &db_path, older).unwrap();
-    let new = db::NewTodo { title: "old release".into(), completed: false, order: None };
+    let new = NewTodo { title: "old release".into(), completed: false, order: None };
     let todo = db::create(&conn, &new).unwrap();
     assert_eq!(db::list(&conn).unwrap(), vec![todo]);
 }

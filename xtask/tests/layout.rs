@@ -1,8 +1,8 @@
 //! The house rules of the project's crates, read off their sources: in both
 //! xtask crates no task module imports another task module (the tasks are
 //! those the dispatch runs, `NAME::run`, so a task added to a dispatch is
-//! checked with the rest); no modules import each other in a circle, at
-//! any depth: siblings in a
+//! checked with the rest); in every crate, the service's included, no
+//! modules import each other in a circle, at any depth: siblings in a
 //! folder (`pg/backups.rs` and `pg/migrate.rs`) as much as the top-level ones.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -298,6 +298,43 @@ fn the_light_tasks_import_no_task_and_no_module_circle() {
 #[test]
 fn the_cloud_tasks_import_no_task_and_no_module_circle() {
     check("xtask-cloud", "src/lib.rs", &["dispatch"]);
+}
+
+#[test]
+fn the_service_has_no_module_circle() {
+    no_circle_at_any_depth("todobackend");
+}
+
+/// The service's rooms: the data (`store`) knows nothing of HTTP or the
+/// commands, SQLite's side nothing of PostgreSQL's (the move to PostgreSQL
+/// reads SQLite, not the other way), and the HTTP side nothing of the
+/// commands that start it.
+#[test]
+fn the_services_rooms_import_only_downwards() {
+    let src = xtask_test_support::project_root().join("todobackend/src");
+    let rules: [(&[&str], &[&str]); 4] = [
+        (&["store"], &["http", "cli", "acceptance"]),
+        (&["store", "sqlite"], &["store::postgres"]),
+        (&["http"], &["cli", "acceptance"]),
+        (&["store", "todos"], &["store::sqlite", "store::postgres"]),
+    ];
+    let mut broken = Vec::new();
+    for file in rust_files(&src) {
+        let module = module_path(&src, &file);
+        let code = code_outside_tests(&std::fs::read_to_string(&file).unwrap());
+        for (room, forbidden) in &rules {
+            if !module.starts_with(&room.iter().map(|part| part.to_string()).collect::<Vec<_>>()) {
+                continue;
+            }
+            for named in named_paths(&module, &code) {
+                let named = named.join("::");
+                if let Some(bad) = forbidden.iter().find(|bad| named == **bad || named.starts_with(&format!("{bad}::"))) {
+                    broken.push(format!("{} names {named} ({} must not import {bad})", module.join("::"), room.join("::")));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "the service's rooms import upwards:\n{}", broken.join("\n"));
 }
 
 #[test]

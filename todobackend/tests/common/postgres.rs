@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::wait_until;
-use todobackend::backend::Database;
-use todobackend::pg::client::Conn;
-use todobackend::pg::config::{PASSWORD_FILE_VAR, Target, URL_VAR};
+use todobackend::store::Database;
+use todobackend::store::postgres::client::Conn;
+use todobackend::store::postgres::config::{PASSWORD_FILE_VAR, Target, URL_VAR};
 
 /// The role the app connects as (not a superuser: it owns its database).
 pub const APP_USER: &str = "app";

@@ -1,22 +1,60 @@
 //! The storage seam: the server reaches the database only through `Store`,
 //! with four calls, `read`, `read_long` (the streamed list), `run` and
 //! `ready`, the same on both backends:
-//! - SQLite (`sqlite_pool`): reads on the calling thread, writes
+//! - SQLite (`sqlite`): reads on the calling thread, writes
 //!   group-committed on one writer thread;
-//! - PostgreSQL (`pg`): a pool of connections used from blocking threads,
-//!   since the API handlers are synchronous.
+//! - PostgreSQL (`postgres`): a pool of connections used from blocking
+//!   threads, since the API handlers are synchronous.
+//!
+//! `todos` is the seam itself (the todos, the queries, the errors);
+//! `catalog` the migrations both backends apply; `backups` what their
+//! backups share. `sqlite/` and `postgres/` each hold their connections,
+//! migrate, backups and queries, and never import each other (but for the
+//! move from SQLite to PostgreSQL, `postgres::moving`, which reads SQLite).
 
-use std::path::PathBuf;
+pub mod backups;
+pub mod catalog;
+pub mod postgres;
+pub mod sqlite;
+pub mod todos;
+
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::backend::{Database, Todos};
-use crate::db;
-use crate::migrations::{MIGRATIONS, PG_MIGRATIONS};
-use crate::pg;
-use crate::sqlite_pool::SqlitePool;
+use self::catalog::{MIGRATIONS, PG_MIGRATIONS};
+use self::postgres::config::Target;
+use self::sqlite::pool::SqlitePool;
+use self::todos::Todos;
+
+/// Where the data is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(Target),
+}
+
+impl Database {
+    /// PostgreSQL when `TODOBACKEND_DATABASE_URL` is set (its password file
+    /// read now, so a bad one fails before anything starts), else the
+    /// SQLite file `path`.
+    pub fn select(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Database, String> {
+        Ok(match Target::from_env(env)? {
+            Some(target) => Database::Postgres(target),
+            None => Database::Sqlite(path.to_path_buf()),
+        })
+    }
+
+    /// The database for messages and logs (never with the password).
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite(path) => path.display().to_string(),
+            Database::Postgres(target) => target.display(),
+        }
+    }
+}
 
 /// Connections in the PostgreSQL pool: a handful per core is plenty for
 /// queries of a few rows.
@@ -28,7 +66,7 @@ pub struct Store {
 
 enum Backend {
     Sqlite { path: PathBuf, pool: SqlitePool },
-    Postgres { pool: pg::client::Pool, permits: Semaphore },
+    Postgres { pool: postgres::client::Pool, permits: Semaphore },
 }
 
 impl Store {
@@ -45,14 +83,14 @@ impl Store {
                         MIGRATIONS.len()
                     ));
                 }
-                let first_conn = db::open_existing(db_path)?;
-                db::ensure_migrated(&first_conn, db_path, MIGRATIONS)?;
+                let first_conn = sqlite::open_existing(db_path)?;
+                sqlite::ensure_migrated(&first_conn, db_path, MIGRATIONS)?;
                 Backend::Sqlite { path: db_path.clone(), pool: SqlitePool::open(db_path, first_conn)? }
             }
             Database::Postgres(target) => {
-                let conn = pg::client::Conn::connect(target).map_err(|e| format!("refusing to start: {e}"))?;
-                pg::migrate::ensure_migrated(&conn, target, PG_MIGRATIONS)?;
-                let pool = pg::client::Pool::new(target.clone(), POOL_SIZE);
+                let conn = postgres::client::Conn::connect(target).map_err(|e| format!("refusing to start: {e}"))?;
+                postgres::migrate::ensure_migrated(&conn, target, PG_MIGRATIONS)?;
+                let pool = postgres::client::Pool::new(target.clone(), POOL_SIZE);
                 pool.put(conn);
                 Backend::Postgres { pool, permits: Semaphore::new(POOL_SIZE) }
             }
@@ -118,7 +156,7 @@ impl Store {
             let Backend::Postgres { pool, .. } = &store.backend else {
                 return Err("not a PostgreSQL store".to_string());
             };
-            let session = pg::todos::Session::new(pool);
+            let session = postgres::todos::Session::new(pool);
             // A panic in `work` loses this request, not the pool.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&session)))
                 .map_err(|_| "internal error".to_string())
@@ -175,7 +213,7 @@ impl Store {
     /// has to answer: PostgreSQL may need a new connection first.
     pub fn ready_limit(&self, timeout: Duration) -> Duration {
         match &self.backend {
-            Backend::Postgres { .. } => timeout + pg::client::CONNECT_TIMEOUT,
+            Backend::Postgres { .. } => timeout + postgres::client::CONNECT_TIMEOUT,
             Backend::Sqlite { .. } => timeout + Duration::from_millis(500),
         }
     }

@@ -16,10 +16,10 @@
 //! (`LIKE ... INCLUDING ALL`); foreign keys between tables are not (the
 //! schema has none).
 
-use crate::backend::StoreError;
-use crate::backups::{self, Backup};
-use crate::pg::client::Conn;
-use crate::pg::migrate;
+use crate::store::todos::StoreError;
+use crate::store::backups::{self, Backup};
+use crate::store::postgres::client::Conn;
+use crate::store::postgres::schema;
 
 const CATALOG_SCHEMA: &str = "todobackend_backups";
 const SETUP: &str = "CREATE SCHEMA IF NOT EXISTS todobackend_backups;
@@ -187,10 +187,10 @@ pub struct Restored {
 /// see the restored tables; a failure leaves everything as it was.
 pub fn restore(conn: &Conn, migration: &str, label: &std::path::Path) -> Result<Restored, String> {
     let text = |e: StoreError| e.to_string();
-    let _lock = migrate::lock(conn).map_err(text)?;
+    let _lock = schema::lock(conn).map_err(text)?;
     let found = list(conn).map_err(text)?;
     let chosen = backups::newest_before(&found, migration, label)?.clone();
-    let current = migrate::applied(conn).map_err(text)?.map_or(0, |applied| migrate::current_version(&applied));
+    let current = schema::applied(conn).map_err(text)?.map_or(0, |applied| schema::current_version(&applied));
     conn.batch(SETUP).map_err(text)?;
     let kept = fresh_name(conn, current, REPLACED).map_err(text)?;
     let source = schema_of(conn, &chosen.file).map_err(text)?;
@@ -208,12 +208,12 @@ pub fn restore(conn: &Conn, migration: &str, label: &std::path::Path) -> Result<
     })
     .map_err(|e| format!("cannot restore {}: {e}; the database is unchanged", chosen.file))?;
     rotate(conn, "replaced-by-restore").map_err(text)?;
-    let schema_version = migrate::applied(conn).map_err(text)?.map_or(0, |applied| migrate::current_version(&applied));
+    let schema_version = schema::applied(conn).map_err(text)?.map_or(0, |applied| schema::current_version(&applied));
     Ok(Restored { restored: chosen, kept, schema_version })
 }
 
 /// The schema holding backups, for messages.
-pub fn location(target: &crate::pg::config::Target) -> String {
+pub fn location(target: &crate::store::postgres::config::Target) -> String {
     format!("{} (schema {CATALOG_SCHEMA})", target.display())
 }
 

@@ -1,5 +1,5 @@
 //! Migrations on PostgreSQL, with the rules of the SQLite side
-//! (`migrations.rs`): versions numbered 1, 2, 3, ...; each applied
+//! (`sqlite::migrate`): versions numbered 1, 2, 3, ...; each applied
 //! migration's name, checksum and `-- additive` flag recorded in
 //! `schema_migrations`; an edited applied migration refused; a schema made
 //! newer only by additive migrations served by older binaries.
@@ -11,14 +11,12 @@
 //! nothing applied. Concurrent `migrate` runs (one per node) are serialised
 //! by a session advisory lock, and the second finds nothing left to do.
 
-use crate::backend::StoreError;
-use crate::migrations::{self, Migration, Outcome, Recorded, Report};
-use crate::pg::backups;
-use crate::pg::client::Conn;
-use crate::pg::config::Target;
-
-/// The advisory lock `migrate` and `restore` hold ("todomigr").
-pub const LOCK_KEY: i64 = 0x746f_646f_6d69_6772;
+use crate::store::todos::StoreError;
+use crate::store::catalog::{self, Migration, Outcome, Recorded, Report};
+use crate::store::postgres::backups;
+use crate::store::postgres::schema::{Applied, applied, current_version, lock};
+use crate::store::postgres::client::Conn;
+use crate::store::postgres::config::Target;
 
 const CREATE_RECORD_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version  INTEGER PRIMARY KEY,
@@ -27,43 +25,11 @@ const CREATE_RECORD_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations 
     additive BOOLEAN NOT NULL DEFAULT false
 )";
 
-/// A row of `schema_migrations`.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    pub version: u32,
-    pub name: String,
-    pub checksum: String,
-    pub additive: bool,
-}
-
 /// `cannot ... database postgres://...: why` for errors that leave the process.
 pub fn context(target: &Target) -> impl Fn(StoreError) -> String + '_ {
     move |e| match e {
         StoreError::Unavailable(why) | StoreError::Failed(why) => format!("database {}: {why}", target.display()),
     }
-}
-
-/// The recorded migrations, in order; `None` for a database never migrated.
-pub fn applied(conn: &Conn) -> Result<Option<Vec<Applied>>, StoreError> {
-    let exists = conn.query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])?;
-    if !exists.get::<_, bool>(0) {
-        return Ok(None);
-    }
-    let rows = conn.query("SELECT version, name, checksum, additive FROM schema_migrations ORDER BY version", &[])?;
-    Ok(Some(
-        rows.iter()
-            .map(|row| Applied {
-                version: row.get::<_, i32>(0) as u32,
-                name: row.get(1),
-                checksum: row.get(2),
-                additive: row.get(3),
-            })
-            .collect(),
-    ))
-}
-
-pub fn current_version(applied: &[Applied]) -> u32 {
-    applied.last().map_or(0, |entry| entry.version)
 }
 
 fn newer(applied: &[Applied], known: usize) -> Vec<Recorded> {
@@ -79,11 +45,11 @@ fn newer(applied: &[Applied], known: usize) -> Vec<Recorded> {
 /// additive (naming the migration).
 pub fn pending<'a>(applied: &[Applied], list: &'a [Migration]) -> Result<&'a [Migration], String> {
     for (migration, entry) in list.iter().zip(applied) {
-        migrations::check_applied(migration, &entry.name, &entry.checksum)?;
+        catalog::check_applied(migration, &entry.name, &entry.checksum)?;
     }
     let current = current_version(applied) as usize;
     if current > list.len() {
-        if let Some(problem) = migrations::newer_problem(&newer(applied, list.len()), list.len()) {
+        if let Some(problem) = catalog::newer_problem(&newer(applied, list.len()), list.len()) {
             return Err(problem);
         }
         return Ok(&[]);
@@ -129,21 +95,6 @@ pub fn report(target: &Target, list: &[Migration]) -> Result<Report, String> {
     Ok(report)
 }
 
-/// Holds the advisory lock for as long as it lives (and the session ends
-/// it anyway if the process dies).
-pub struct Locked<'a>(&'a Conn);
-
-pub fn lock(conn: &Conn) -> Result<Locked<'_>, StoreError> {
-    conn.batch(&format!("SELECT pg_advisory_lock({LOCK_KEY})"))?;
-    Ok(Locked(conn))
-}
-
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.batch(&format!("SELECT pg_advisory_unlock({LOCK_KEY})"));
-    }
-}
-
 /// What `migrate` did, and the version it left.
 pub struct Migrated {
     pub outcome: Outcome,
@@ -157,7 +108,7 @@ pub struct Migrated {
 /// applies every pending migration in one transaction.
 pub fn migrate(conn: &Conn, target: &Target, list: &[Migration]) -> Result<Migrated, String> {
     let ctx = context(target);
-    migrations::check_order(list)?;
+    catalog::check_order(list)?;
     let _lock = lock(conn).map_err(&ctx)?;
     let applied = applied(conn).map_err(&ctx)?.unwrap_or_default();
     let todo = pending(&applied, list)?;

@@ -372,7 +372,7 @@ mod tests {
     }
 
     /// A root certificate made by `openssl req -x509` (P-256, CN=test root).
-    const ROOT_PEM: &str = include_str!("../../tests/data/test-root.pem");
+    const ROOT_PEM: &str = include_str!("../../../tests/data/test-root.pem");
 
     #[test]
     fn a_ca_file_makes_verify_full_and_channel_binding_the_defaults() {

@@ -27,11 +27,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use crate::api::{self, ApiRequest, ApiResponse, Context, ListWriter};
-use crate::backend::{Database, StoreError, Todos};
-use crate::metrics::{self, Metrics};
+use crate::http::api::{self, ApiRequest, ApiResponse, Context, ListWriter};
+use crate::store::Database;
+use crate::store::todos::{StoreError, Todos};
+use crate::http::metrics::{self, Metrics};
 use crate::net;
-use crate::readiness::{self, Readiness};
+use crate::http::readiness::{self, Readiness};
 use crate::store::Store;
 
 /// Largest request body accepted; a todo is a few hundred bytes.
@@ -711,7 +712,7 @@ async fn answer(req: Request<Incoming>, state: &Arc<State>) -> Response<Body> {
                         let call_state = Arc::clone(state);
                         let method = log_method.clone();
                         let reads_only = matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS");
-                        let work = move |conn: &dyn crate::backend::Todos| {
+                        let work = move |conn: &dyn crate::store::todos::Todos| {
                             let req = ApiRequest { method: &method, target: &target, headers: &headers, body: &body };
                             let ctx = Context {
                                 conn,

@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex, mpsc};
 use rusqlite::Connection;
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::db;
 
 /// Reader connections. A read on the calling thread runs to its end without
 /// yielding, so at most one per runtime worker is in use there; the rest
@@ -58,7 +57,7 @@ impl SqlitePool {
     /// Turns on WAL mode, opens the readers and starts the writer thread;
     /// `first` is a connection the caller already opened.
     pub fn open(path: &Path, first: Connection) -> Result<SqlitePool, String> {
-        let inline_reads = match db::enable_wal(&first) {
+        let inline_reads = match super::enable_wal(&first) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(database = %path.display(), reason = %e, "WAL mode is off: reads go to blocking threads");
@@ -67,19 +66,19 @@ impl SqlitePool {
         };
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            let conn = db::open_existing(path)?;
+            let conn = super::open_existing(path)?;
             if inline_reads {
-                db::configure_inline_reader(&conn, path)?;
+                super::configure_inline_reader(&conn, path)?;
             }
             readers.push(conn);
         }
         let mut long_readers = Vec::with_capacity(LONG_READERS);
         for _ in 0..LONG_READERS {
-            let conn = db::open_existing(path)?;
-            db::configure_query_only(&conn, path)?;
+            let conn = super::open_existing(path)?;
+            super::configure_query_only(&conn, path)?;
             long_readers.push(conn);
         }
-        db::configure_writer(&first, path)?;
+        super::configure_writer(&first, path)?;
         let (writer, jobs) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("todobackend-db-writer".into())
@@ -229,15 +228,16 @@ fn commit_group(conn: &Connection, group: Vec<Job>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::migrations::{MIGRATIONS, apply};
+    use crate::store::catalog::MIGRATIONS;
+    use crate::store::sqlite::migrate::apply;
 
     fn pool() -> (SqlitePool, tempdir::Dir) {
         let dir = tempdir::Dir::new();
         let path = dir.0.join("db.sqlite3");
-        let mut conn = db::open_for_migrate(&path).unwrap();
+        let mut conn = crate::store::sqlite::open_for_migrate(&path).unwrap();
         apply(&mut conn, MIGRATIONS).unwrap();
         drop(conn);
-        let pool = SqlitePool::open(&path, db::open_existing(&path).unwrap()).unwrap();
+        let pool = SqlitePool::open(&path, crate::store::sqlite::open_existing(&path).unwrap()).unwrap();
         (pool, dir)
     }
 
@@ -311,7 +311,7 @@ mod tests {
     #[test]
     fn a_write_rolled_back_by_sqlite_takes_its_group_with_it_and_says_so() {
         let (_pool, dir) = pool();
-        let conn = db::open_existing(&dir.0.join("db.sqlite3")).unwrap();
+        let conn = crate::store::sqlite::open_existing(&dir.0.join("db.sqlite3")).unwrap();
         let first: Job = Box::new(|c| {
             let c = c.unwrap();
             insert(c, "lost");

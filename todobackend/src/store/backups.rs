@@ -1,31 +1,19 @@
-//! Backups of the database, taken by `migrate` before it changes the schema
-//! and by `restore` before it replaces the database: consistent snapshots
-//! (`VACUUM INTO`) in `backups/` beside the database (`/data/backups` in the
-//! image; `TODOBACKEND_BACKUPS` elsewhere), named
-//! `<schema version>-<UTC timestamp>-before-<migration>.sqlite3` and
-//! `<schema version>-<UTC timestamp>-replaced-by-restore.sqlite3`. The newest
-//! five of each kind are kept.
+//! What both backends' backups share: their names
+//! (`<schema version>-<UTC timestamp>-before-<migration>` and
+//! `<schema version>-<UTC timestamp>-replaced-by-restore`, with `.sqlite3` for
+//! SQLite's files), the newest five of each kind kept, and the choice of the
+//! one to restore. Taking and restoring them is each backend's
+//! (`sqlite::backups`, `postgres::backups`).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
-
-use rusqlite::{Connection, OpenFlags};
+use std::time::SystemTime;
 
 /// Backups kept of each kind.
 pub const KEPT: usize = 5;
 
 const SUFFIX: &str = ".sqlite3";
-const BEFORE: &str = "-before-";
-const REPLACED: &str = "-replaced-by-restore";
-
-/// The backups directory for a database: `TODOBACKEND_BACKUPS`, else
-/// `backups/` beside the database file.
-pub fn dir_for(db: &Path, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
-    match env("TODOBACKEND_BACKUPS").filter(|value| !value.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => db.parent().unwrap_or(Path::new(".")).join("backups"),
-    }
-}
+pub(crate) const BEFORE: &str = "-before-";
+pub(crate) const REPLACED: &str = "-replaced-by-restore";
 
 /// One backup, as its file name describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +54,7 @@ impl Backup {
     }
 }
 
-fn file_name(schema_version: u32, taken: &str, what: &str) -> String {
+pub(crate) fn file_name(schema_version: u32, taken: &str, what: &str) -> String {
     format!("{schema_version}-{taken}{what}{SUFFIX}")
 }
 
@@ -105,37 +93,7 @@ pub fn beyond_kept<'a>(backups: &'a [Backup], kind: &str) -> Vec<&'a Backup> {
     backups.iter().filter(|backup| backup.kind() == kind).skip(KEPT).collect()
 }
 
-/// Write a consistent snapshot of `conn`'s database into `dir`, then drop the
-/// oldest of that kind beyond five. Nothing else is touched when it fails.
-pub fn snapshot(conn: &Connection, dir: &Path, schema_version: u32, what: &str) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the backups directory {}: {e}", dir.display()))?;
-    let mut path = dir.join(file_name(schema_version, &timestamp(SystemTime::now()), what));
-    // Names are to the second: a second backup within one waits for the next.
-    while path.exists() {
-        std::thread::sleep(Duration::from_millis(100));
-        path = dir.join(file_name(schema_version, &timestamp(SystemTime::now()), what));
-    }
-    let target = path.to_str().ok_or_else(|| format!("the backup path {} is not UTF-8", path.display()))?;
-    conn.execute("VACUUM INTO ?1", [target]).map_err(|e| {
-        let _ = std::fs::remove_file(&path);
-        format!("cannot write the backup {}: {e}", path.display())
-    })?;
-    let kind = if what == REPLACED { "replaced-by-restore" } else { "before-migration" };
-    for old in beyond_kept(&list(dir)?, kind) {
-        let _ = std::fs::remove_file(dir.join(&old.file));
-    }
-    Ok(path)
-}
 
-/// The snapshot `migrate` takes before applying `migration`.
-pub fn before_migration(
-    conn: &Connection,
-    dir: &Path,
-    schema_version: u32,
-    migration: &str,
-) -> Result<PathBuf, String> {
-    snapshot(conn, dir, schema_version, &format!("{BEFORE}{migration}"))
-}
 
 /// What a restore did.
 #[derive(Debug)]
@@ -164,30 +122,11 @@ pub fn newest_before<'a>(backups: &'a [Backup], migration: &str, dir: &Path) -> 
     })
 }
 
-/// Replace the database at `db` with the newest backup taken before
-/// `migration`, after keeping the current database as a backup. The online
-/// backup API copies the pages under SQLite's locks, so a server that has
-/// the database open sees the restored database at its next statement.
-pub fn restore(db: &Path, dir: &Path, migration: &str) -> Result<Restored, String> {
-    let backups = list(dir)?;
-    let chosen = newest_before(&backups, migration, dir)?.clone();
-    let mut conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE)
-        .map_err(|e| format!("cannot open database {}: {e}", db.display()))?;
-    conn.busy_timeout(Duration::from_secs(10))
-        .map_err(|e| format!("cannot configure database {}: {e}", db.display()))?;
-    let current = crate::migrations::current_version(&conn)?;
-    let kept = snapshot(&conn, dir, current, REPLACED)?;
-    let source = dir.join(&chosen.file);
-    conn.restore(rusqlite::MAIN_DB, &source, None::<fn(rusqlite::backup::Progress)>).map_err(|e| {
-        format!("cannot restore {}: {e}; the database is unchanged or as kept in {}", source.display(), kept.display())
-    })?;
-    let schema_version = crate::migrations::current_version(&conn)?;
-    Ok(Restored { restored: chosen, kept, schema_version })
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn timestamps_are_utc_civil_dates() {

@@ -10,5 +10,6 @@ pub mod client;
 pub mod config;
 pub mod migrate;
 pub mod moving;
+pub mod schema;
 pub mod tls;
 pub mod todos;

@@ -1,71 +1,22 @@
 //! SQLite access: opening connections the same way everywhere, and the
 //! queries on the `todos` table.
 
+pub mod backups;
+pub mod migrate;
+pub mod pool;
+
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 
-use crate::migrations::{self, Migration};
+use crate::store::catalog::Migration;
+use crate::store::todos::{KEY_LIFETIME_SECS, Keyed, NewTodo, StoreError, Todo, TodoPatch, Todos};
 
 /// How long a connection waits for another one's lock before giving up:
 /// long enough for a concurrent `migrate` or a burst of writes to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A stored todo, without its URL (that depends on the request).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Todo {
-    pub id: i64,
-    pub title: String,
-    pub completed: bool,
-    pub order: Option<i64>,
-}
-
-/// The fields of a new todo, already validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewTodo {
-    pub title: String,
-    pub completed: bool,
-    pub order: Option<i64>,
-}
-
-/// How long an `Idempotency-Key` is honoured after the POST that first
-/// used it: a keyed POST first deletes the keys older than this.
-pub const KEY_LIFETIME_SECS: i64 = 24 * 60 * 60;
-
-/// What a POST with an `Idempotency-Key` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Keyed {
-    /// The key was new: the todo was inserted and the key recorded with it.
-    Created(Todo),
-    /// The key was used before for the same request: nothing was inserted;
-    /// this is the todo as that first POST created it (since updated or
-    /// deleted or not).
-    Replayed(Todo),
-    /// The key was used before for a request with other fields: nothing was
-    /// inserted.
-    OtherRequest,
-}
-
-impl Keyed {
-    /// The answer to `new` under a key that already created `stored`: the
-    /// same request (the same title, completed and order, which the insert
-    /// stored as given) is answered again, another one is refused.
-    pub fn again(stored: Todo, new: &NewTodo) -> Keyed {
-        let same = stored.title == new.title && stored.completed == new.completed && stored.order == new.order;
-        if same { Keyed::Replayed(stored) } else { Keyed::OtherRequest }
-    }
-}
-
-/// A partial update: `None` leaves a field alone; for `order`,
-/// `Some(None)` sets it to null.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TodoPatch {
-    pub title: Option<String>,
-    pub completed: Option<bool>,
-    pub order: Option<Option<i64>>,
-}
 
 fn configure(conn: &Connection, path: &Path) -> Result<(), String> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| format!("cannot configure database {}: {e}", path.display()))?;
@@ -111,7 +62,7 @@ pub fn configure_query_only(conn: &Connection, path: &Path) -> Result<(), String
 /// The server's one writer connection. `synchronous = FULL` (SQLite's
 /// default, kept on purpose): each commit is on disk before its requests are
 /// answered, so a todo that got its 201 survives a power cut. Group commit
-/// (see `sqlite_pool`) pays for the fsync once per group of writes, which is
+/// (see `pool`) pays for the fsync once per group of writes, which is
 /// what makes POST fast, not a weaker durability.
 pub fn configure_writer(conn: &Connection, path: &Path) -> Result<(), String> {
     conn.execute_batch("PRAGMA synchronous = FULL")
@@ -145,7 +96,7 @@ pub fn open_existing(path: &Path) -> Result<Connection, String> {
 /// and none was changed since (by checksum).
 pub fn ensure_migrated(conn: &Connection, path: &Path, all: &[Migration]) -> Result<(), String> {
     let refuse = |why: String| format!("refusing to start: database {}: {why}", path.display());
-    let pending = migrations::pending(conn, all).map_err(refuse)?;
+    let pending = migrate::pending(conn, all).map_err(refuse)?;
     if !pending.is_empty() {
         let names: Vec<&str> = pending.iter().map(|m| m.name).collect();
         return Err(format!(
@@ -157,7 +108,7 @@ pub fn ensure_migrated(conn: &Connection, path: &Path, all: &[Migration]) -> Res
     }
     // Unrecorded ones come from a database migrated by an older release;
     // `migrate` records them, and serving must not write to the schema.
-    let unrecorded = migrations::unrecorded(conn, all).map_err(refuse)?;
+    let unrecorded = migrate::unrecorded(conn, all).map_err(refuse)?;
     if !unrecorded.is_empty() {
         return Err(format!(
             "refusing to start: database {} has no checksums recorded for its applied migrations yet; run `todobackend migrate` first",
@@ -310,10 +261,39 @@ pub fn delete_all(conn: &Connection) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM todos")?.execute([]).map(|_| ())
 }
 
+fn sqlite_failed(e: rusqlite::Error) -> StoreError {
+    StoreError::Failed(e.to_string())
+}
+
+impl Todos for Connection {
+    fn for_each(&self, each: &mut dyn FnMut(Todo) -> bool) -> Result<(), StoreError> {
+        self::for_each(self, each).map_err(sqlite_failed)
+    }
+    fn get(&self, id: i64) -> Result<Option<Todo>, StoreError> {
+        self::get(self, id).map_err(sqlite_failed)
+    }
+    fn create(&self, new: &NewTodo) -> Result<Todo, StoreError> {
+        self::create(self, new).map_err(sqlite_failed)
+    }
+    fn create_once(&self, key: &str, new: &NewTodo, now: i64) -> Result<Keyed, StoreError> {
+        self::create_once(self, key, new, now).map_err(sqlite_failed)
+    }
+    fn update(&self, id: i64, patch: &TodoPatch) -> Result<Option<Todo>, StoreError> {
+        self::update(self, id, patch).map_err(sqlite_failed)
+    }
+    fn delete(&self, id: i64) -> Result<bool, StoreError> {
+        self::delete(self, id).map_err(sqlite_failed)
+    }
+    fn delete_all(&self) -> Result<(), StoreError> {
+        self::delete_all(self).map_err(sqlite_failed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::migrations::{MIGRATIONS, apply};
+    use crate::store::catalog::MIGRATIONS;
+    use crate::store::sqlite::migrate::apply;
 
     fn db() -> Connection {
         let mut conn = Connection::open_in_memory().unwrap();

@@ -30,7 +30,7 @@ use tokio_rustls::rustls::crypto::{CryptoProvider, verify_tls12_signature, verif
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::pg::config::{CA_FILE_VAR, SslMode, Target};
+use crate::store::postgres::config::{CA_FILE_VAR, SslMode, Target};
 
 /// Connects TLS for one connection to `server_name` (the URL's host).
 pub struct Tls {
@@ -264,7 +264,7 @@ mod tests {
     #[test]
     fn the_end_point_hash_follows_the_signature_algorithm() {
         // ecdsa-with-SHA256 (openssl's default for a P-256 key): SHA-256 of the DER.
-        let root = CertificateDer::from_pem_slice(include_bytes!("../../tests/data/test-root.pem")).unwrap();
+        let root = CertificateDer::from_pem_slice(include_bytes!("../../../tests/data/test-root.pem")).unwrap();
         let hash = server_end_point(&root).unwrap();
         assert_eq!(hash, ring::digest::digest(&ring::digest::SHA256, &root).as_ref());
         // The same shape with other algorithm OIDs.

@@ -7,9 +7,8 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use crate::backend::{StoreError, Todos};
-use crate::db::{Keyed, NewTodo, Todo, TodoPatch};
-use crate::static_files;
+use crate::store::todos::{Keyed, NewTodo, StoreError, Todo, TodoPatch, Todos};
+use crate::http::static_files;
 
 /// Headers sent with every answer so that browser front-ends on other
 /// origins (the todobackend.com spec runner and clients) may call the API.

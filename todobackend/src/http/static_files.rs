@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// The files shipped with the binary, as (name, contents).
 pub const BUNDLED: &[(&str, &str)] =
-    &[("index.html", include_str!("../static/index.html")), ("style.css", include_str!("../static/style.css"))];
+    &[("index.html", include_str!("../../static/index.html")), ("style.css", include_str!("../../static/style.css"))];
 
 /// What `collect` did with one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,12 +20,13 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::backend::StoreError;
-use crate::migrations::{self, Migration};
-use crate::pg::backups::ident;
-use crate::pg::client::Conn;
-use crate::pg::config::Target;
-use crate::pg::migrate;
+use crate::store::todos::StoreError;
+use crate::store::catalog::Migration;
+use crate::store::sqlite::migrate as sqlite_migrate;
+use crate::store::postgres::backups::ident;
+use crate::store::postgres::client::Conn;
+use crate::store::postgres::config::Target;
+use crate::store::postgres::{migrate, schema};
 
 /// Rows moved, per table.
 #[derive(Debug, PartialEq, Eq)]
@@ -223,8 +224,8 @@ pub fn run(from: &Path, target: &Target, sqlite_list: &[Migration], pg_list: &[M
         return Err(format!("the SQLite database {} does not exist; pass the file with --from", from.display()));
     }
     let source = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sqlite_error(from))?;
-    let pending = migrations::pending(&source, sqlite_list).map_err(|e| format!("database {}: {e}", from.display()))?;
-    let version = migrations::current_version(&source)? as usize;
+    let pending = sqlite_migrate::pending(&source, sqlite_list).map_err(|e| format!("database {}: {e}", from.display()))?;
+    let version = sqlite_migrate::current_version(&source)? as usize;
     if !pending.is_empty() || version != sqlite_list.len() {
         return Err(format!(
             "the SQLite database {} is at schema version {version}, this release's is {}; move it with the release that migrated it, after `todobackend migrate --db {}`",
@@ -244,7 +245,7 @@ pub fn run(from: &Path, target: &Target, sqlite_list: &[Migration], pg_list: &[M
     let ctx = migrate::context(target);
     let conn = Conn::connect(target).map_err(|e| e.to_string())?;
     // Refuse before touching anything when there is something to lose.
-    let _lock = migrate::lock(&conn).map_err(&ctx)?;
+    let _lock = schema::lock(&conn).map_err(&ctx)?;
     for table in &tables {
         let exists: bool = conn.query_one("SELECT to_regclass($1) IS NOT NULL", &[&ident(table)]).map_err(&ctx)?.get(0);
         if exists {
@@ -263,7 +264,7 @@ pub fn run(from: &Path, target: &Target, sqlite_list: &[Migration], pg_list: &[M
     for name in &migrated.outcome.applied {
         crate::say!("applied migration {name} to {}", target.display());
     }
-    let _lock = migrate::lock(&conn).map_err(&ctx)?;
+    let _lock = schema::lock(&conn).map_err(&ctx)?;
     conn.batch("BEGIN").map_err(&ctx)?;
     match copy(&source, from, &conn, &tables) {
         Ok(moved) => {
