@@ -81,7 +81,7 @@ impl Resolver {
         // families, as the C library's `files` before `dns` does: hickory asks
         // DNS for the family the file does not list, and a name pinned to an
         // IPv4 address would get a DNS server's IPv6 one beside it.
-        let pinned = self.from_hosts_file(bare);
+        let pinned = self.pinned_in_hosts_file(bare);
         if !pinned.is_empty() {
             return Ok(pinned);
         }
@@ -97,7 +97,7 @@ impl Resolver {
 }
 
 impl Resolver {
-    fn from_hosts_file(&self, name: &str) -> Vec<IpAddr> {
+    fn pinned_in_hosts_file(&self, name: &str) -> Vec<IpAddr> {
         let Ok(name) = Name::from_str(name) else { return Vec::new() };
         [RecordType::A, RecordType::AAAA]
             .into_iter()
