@@ -233,44 +233,39 @@ pub struct Url {
 }
 
 /// Parses `postgres://USER@HOST[:PORT][/DB][?sslmode=MODE][&channel_binding=MODE]`
-/// (or `postgresql://`). A password in the URL is refused without echoing
-/// it: it belongs in the password file, out of the service's environment.
-pub fn parse_url(url: &str) -> Result<Url, String> {
+/// (or `postgresql://`). The URL's grammar (userinfo, brackets, port, path,
+/// query) is the `url` crate's, already linked for the resolver; each part is
+/// then %-decoded strictly here (a bad escape is refused, not kept). A
+/// password in the URL is refused without echoing it: it belongs in the
+/// password file, out of the service's environment.
+pub fn parse_url(text: &str) -> Result<Url, String> {
     let malformed = |why: &str| format!("{URL_VAR} is not a PostgreSQL URL: {why}; write it as {EXAMPLE}");
-    let rest = url
-        .strip_prefix("postgres://")
-        .or_else(|| url.strip_prefix("postgresql://"))
-        .ok_or_else(|| malformed("it must start with postgres:// or postgresql://"))?;
-    let (rest, query) = match rest.split_once('?') {
-        Some((rest, query)) => (rest, Some(query)),
-        None => (rest, None),
-    };
-    let (authority, path) = match rest.split_once('/') {
-        Some((authority, path)) => (authority, path),
-        None => (rest, ""),
-    };
-    let (userinfo, hostport) = authority.rsplit_once('@').ok_or_else(|| malformed("it names no user (USER@)"))?;
-    if userinfo.contains(':') {
+    if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+        return Err(malformed("it must start with postgres:// or postgresql://"));
+    }
+    let parsed = url::Url::parse(text).map_err(|e| match e {
+        url::ParseError::EmptyHost => malformed("the host is empty"),
+        url::ParseError::InvalidPort => malformed("its port is not 1-65535"),
+        url::ParseError::InvalidIpv6Address => malformed("a host in [ ] must be an IPv6 address, closed by ]"),
+        other => malformed(&other.to_string()),
+    })?;
+    if parsed.password().is_some() {
         return Err(format!(
             "{URL_VAR} holds a password; remove it from the URL and put it in the file named by {PASSWORD_FILE_VAR}"
         ));
     }
-    let user = percent_decode(userinfo, "user")?;
-    if user.is_empty() {
-        return Err(malformed("the user is empty"));
+    if parsed.fragment().is_some() {
+        return Err(malformed("a # part is not understood"));
     }
-    let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
-        let (host, after) = bracketed.split_once(']').ok_or_else(|| malformed("an IPv6 host lacks its ]"))?;
-        let port = match after {
-            "" => None,
-            p => Some(p.strip_prefix(':').ok_or_else(|| malformed("junk after the IPv6 host"))?),
-        };
-        (host.to_owned(), port)
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((host, port)) => (percent_decode(host, "host")?, Some(port)),
-            None => (percent_decode(hostport, "host")?, None),
-        }
+    let user = percent_decode(parsed.username(), "user")?;
+    if user.is_empty() {
+        return Err(malformed("it names no user, or the user is empty (USER@HOST)"));
+    }
+    let host = match parsed.host() {
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Domain(name)) => percent_decode(name, "host")?,
+        None => String::new(),
     };
     if host.is_empty() {
         return Err(malformed("the host is empty"));
@@ -278,16 +273,17 @@ pub fn parse_url(url: &str) -> Result<Url, String> {
     if host.contains(',') {
         return Err(malformed("several hosts are not supported"));
     }
-    let port = match port {
+    let port = match parsed.port() {
         None => 5432,
-        Some(p) => {
-            p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| malformed(&format!("port {p:?} is not 1-65535")))?
-        }
+        Some(0) => return Err(malformed("its port is not 1-65535")),
+        Some(port) => port,
     };
+    let path = parsed.path().strip_prefix('/').unwrap_or(parsed.path());
     let dbname = if path.is_empty() { user.clone() } else { percent_decode(path, "database name")? };
     if dbname.contains('/') {
         return Err(malformed("the database name contains /"));
     }
+    let query = parsed.query();
     let (mut sslmode, mut channel_binding) = (None, None);
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -356,6 +352,7 @@ mod tests {
             ("mysql://u@h/d", "postgres://"),
             ("postgres://h/d", "no user"),
             ("postgres://@h/d", "user is empty"),
+            ("postgres://u@h/d#x", "# part"),
             ("postgres://u@/d", "host is empty"),
             ("postgres://u@h:x/d", "port"),
             ("postgres://u@h:0/d", "port"),
