@@ -9,10 +9,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::store::Database;
-use crate::store::catalog::{MIGRATIONS, PG_MIGRATIONS};
 use crate::http::static_files::Outcome;
 use crate::http::{server, static_files};
+use crate::store::Database;
+use crate::store::catalog::{MIGRATIONS, PG_MIGRATIONS};
 use crate::store::sqlite::{self as db, backups, migrate as migrations};
 use crate::store::{backups as shared_backups, catalog, postgres as pg};
 use crate::{acceptance, client, net, signals};

@@ -11,10 +11,10 @@ use std::thread;
 
 use common::TempDir;
 use rusqlite::Connection;
-use todobackend::store::catalog::{self, MIGRATIONS, Migration};
-use todobackend::http::server;
-use todobackend::store::sqlite::{self as db, migrate};
 use todobackend::cli;
+use todobackend::http::server;
+use todobackend::store::catalog::{self, MIGRATIONS, Migration};
+use todobackend::store::sqlite::{self as db, migrate};
 
 const BIN: &str = env!("CARGO_BIN_EXE_todobackend");
 

@@ -12,15 +12,15 @@ use std::time::{Duration, Instant};
 use common::postgres::{PgDatabase, PgServer, shared};
 use common::{TempDir, json, serving_url, wait_until};
 use serde_json::json;
+use todobackend::client;
+use todobackend::http::server;
 use todobackend::store::Database;
-use todobackend::store::todos::Todos;
-use todobackend::store::todos::{KEY_LIFETIME_SECS, Keyed, NewTodo, Todo};
 use todobackend::store::catalog::{Migration, PG_MIGRATIONS};
 use todobackend::store::postgres::client::{Conn, Pool};
 use todobackend::store::postgres::todos::Session;
 use todobackend::store::postgres::{backups, migrate};
-use todobackend::client;
-use todobackend::http::server;
+use todobackend::store::todos::Todos;
+use todobackend::store::todos::{KEY_LIFETIME_SECS, Keyed, NewTodo, Todo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_todobackend");
 
@@ -490,7 +490,8 @@ fn move_to_postgres_copies_every_row_with_its_id_and_refuses_a_non_empty_target(
     }
     // A keyed POST (id 5), whose key moves with the todo as it was created.
     let keyed = NewTodo { title: "keyed".into(), completed: true, order: None };
-    let Keyed::Created(keyed_todo) = todobackend::store::sqlite::create_once(&source, "moved-key", &keyed, unix_now()).unwrap()
+    let Keyed::Created(keyed_todo) =
+        todobackend::store::sqlite::create_once(&source, "moved-key", &keyed, unix_now()).unwrap()
     else {
         panic!("not created")
     };

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use common::TempDir;
 use common::postgres::{APP_USER, PgDatabase, PgServer, issue, make_ca, shared};
-use todobackend::store::todos::StoreError;
 use todobackend::store::postgres::client::Conn;
 use todobackend::store::postgres::config::{CA_FILE_VAR, PASSWORD_FILE_VAR, Target, URL_VAR};
+use todobackend::store::todos::StoreError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;

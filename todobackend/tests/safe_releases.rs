@@ -11,9 +11,9 @@ use std::process::Command;
 
 use common::TempDir;
 use rusqlite::Connection;
-use todobackend::store::catalog::{MIGRATIONS, Migration};
 use todobackend::cli;
 use todobackend::store::backups;
+use todobackend::store::catalog::{MIGRATIONS, Migration};
 use todobackend::store::sqlite as db;
 use todobackend::store::todos::NewTodo;
 

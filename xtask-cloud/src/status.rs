@@ -142,8 +142,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let app = ctx.block_on(crate::stack::running_app(&docker, &stack, &ctx.settings.image_name()))?;
     let unverified = app.and_then(|app| crate::records::history::unverified(&history, &app.version).cloned());
     let live = crate::service_spec::live_services(ctx, &docker, &stack)?;
-    let drift =
-        crate::records::history::last_specs(&history).map(|recorded| crate::service_spec::drift::drifted(&recorded, &live));
+    let drift = crate::records::history::last_specs(&history)
+        .map(|recorded| crate::service_spec::drift::drifted(&recorded, &live));
 
     if args.json {
         let json = serde_json::json!({

@@ -162,7 +162,8 @@ fn named_paths(module: &[String], code: &str) -> Vec<Vec<String>> {
     let mut at = 0;
     while at < code.len() {
         let rest = &code[at..];
-        let starts_word = at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_' || bytes[at - 1] == b':');
+        let starts_word =
+            at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_' || bytes[at - 1] == b':');
         let base = if !starts_word {
             None
         } else if rest.starts_with("crate::") {
@@ -328,8 +329,13 @@ fn the_services_rooms_import_only_downwards() {
             }
             for named in named_paths(&module, &code) {
                 let named = named.join("::");
-                if let Some(bad) = forbidden.iter().find(|bad| named == **bad || named.starts_with(&format!("{bad}::"))) {
-                    broken.push(format!("{} names {named} ({} must not import {bad})", module.join("::"), room.join("::")));
+                if let Some(bad) = forbidden.iter().find(|bad| named == **bad || named.starts_with(&format!("{bad}::")))
+                {
+                    broken.push(format!(
+                        "{} names {named} ({} must not import {bad})",
+                        module.join("::"),
+                        room.join("::")
+                    ));
                 }
             }
         }

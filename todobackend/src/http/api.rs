@@ -7,8 +7,8 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use crate::store::todos::{Keyed, NewTodo, StoreError, Todo, TodoPatch, Todos};
 use crate::http::static_files;
+use crate::store::todos::{Keyed, NewTodo, StoreError, Todo, TodoPatch, Todos};
 
 /// Headers sent with every answer so that browser front-ends on other
 /// origins (the todobackend.com spec runner and clients) may call the API.

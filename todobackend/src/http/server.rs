@@ -28,12 +28,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::http::api::{self, ApiRequest, ApiResponse, Context, ListWriter};
-use crate::store::Database;
-use crate::store::todos::{StoreError, Todos};
 use crate::http::metrics::{self, Metrics};
-use crate::net;
 use crate::http::readiness::{self, Readiness};
+use crate::net;
+use crate::store::Database;
 use crate::store::Store;
+use crate::store::todos::{StoreError, Todos};
 
 /// Largest request body accepted; a todo is a few hundred bytes.
 pub const MAX_BODY: usize = 1024 * 1024;

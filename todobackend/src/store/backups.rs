@@ -93,8 +93,6 @@ pub fn beyond_kept<'a>(backups: &'a [Backup], kind: &str) -> Vec<&'a Backup> {
     backups.iter().filter(|backup| backup.kind() == kind).skip(KEPT).collect()
 }
 
-
-
 /// What a restore did.
 #[derive(Debug)]
 pub struct Restored {
@@ -121,7 +119,6 @@ pub fn newest_before<'a>(backups: &'a [Backup], migration: &str, dir: &Path) -> 
         )
     })
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use todobackend::store::Database;
 use todobackend::client::{self, Response};
 use todobackend::http::server::{self, ServerHandle};
 use todobackend::http::static_files;
+use todobackend::store::Database;
 use todobackend::store::catalog as migrations;
 
 /// A directory removed when dropped (std only: no tempfile dependency).

@@ -16,10 +16,10 @@
 //! (`LIKE ... INCLUDING ALL`); foreign keys between tables are not (the
 //! schema has none).
 
-use crate::store::todos::StoreError;
 use crate::store::backups::{self, Backup};
 use crate::store::postgres::client::Conn;
 use crate::store::postgres::schema;
+use crate::store::todos::StoreError;
 
 const CATALOG_SCHEMA: &str = "todobackend_backups";
 const SETUP: &str = "CREATE SCHEMA IF NOT EXISTS todobackend_backups;

@@ -22,10 +22,10 @@ use tokio::net::TcpStream;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use crate::store::todos::StoreError;
 use crate::dns;
 use crate::store::postgres::config::{CA_FILE_VAR, ChannelBinding, PASSWORD_FILE_VAR, SslMode, Target};
 use crate::store::postgres::tls;
+use crate::store::todos::StoreError;
 
 /// Resolving the host, reaching the server, TLS and authentication, all
 /// included: a database that is away makes a request fail within this, not

@@ -11,12 +11,12 @@
 //! nothing applied. Concurrent `migrate` runs (one per node) are serialised
 //! by a session advisory lock, and the second finds nothing left to do.
 
-use crate::store::todos::StoreError;
 use crate::store::catalog::{self, Migration, Outcome, Recorded, Report};
 use crate::store::postgres::backups;
-use crate::store::postgres::schema::{Applied, applied, current_version, lock};
 use crate::store::postgres::client::Conn;
 use crate::store::postgres::config::Target;
+use crate::store::postgres::schema::{Applied, applied, current_version, lock};
+use crate::store::todos::StoreError;
 
 const CREATE_RECORD_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version  INTEGER PRIMARY KEY,

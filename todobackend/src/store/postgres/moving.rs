@@ -20,13 +20,13 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::store::todos::StoreError;
 use crate::store::catalog::Migration;
-use crate::store::sqlite::migrate as sqlite_migrate;
 use crate::store::postgres::backups::ident;
 use crate::store::postgres::client::Conn;
 use crate::store::postgres::config::Target;
 use crate::store::postgres::{migrate, schema};
+use crate::store::sqlite::migrate as sqlite_migrate;
+use crate::store::todos::StoreError;
 
 /// Rows moved, per table.
 #[derive(Debug, PartialEq, Eq)]
@@ -224,7 +224,8 @@ pub fn run(from: &Path, target: &Target, sqlite_list: &[Migration], pg_list: &[M
         return Err(format!("the SQLite database {} does not exist; pass the file with --from", from.display()));
     }
     let source = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sqlite_error(from))?;
-    let pending = sqlite_migrate::pending(&source, sqlite_list).map_err(|e| format!("database {}: {e}", from.display()))?;
+    let pending =
+        sqlite_migrate::pending(&source, sqlite_list).map_err(|e| format!("database {}: {e}", from.display()))?;
     let version = sqlite_migrate::current_version(&source)? as usize;
     if !pending.is_empty() || version != sqlite_list.len() {
         return Err(format!(

@@ -7,8 +7,8 @@ use std::cell::RefCell;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use crate::store::todos::{KEY_LIFETIME_SECS, Keyed, NewTodo, StoreError, Todo, TodoPatch, Todos};
 use crate::store::postgres::client::{Conn, Pool};
+use crate::store::todos::{KEY_LIFETIME_SECS, Keyed, NewTodo, StoreError, Todo, TodoPatch, Todos};
 
 /// The statements of the API, in one place: every query below names one of
 /// these (only `update` builds its text, from fixed column names), so a

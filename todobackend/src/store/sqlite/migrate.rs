@@ -12,7 +12,6 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use crate::store::catalog::{Migration, Outcome, Recorded, Report, check_applied, check_order, newer_problem};
 
-
 /// The table recording applied migrations. Created by `apply`, never by a
 /// migration file, so that it also appears in databases migrated before it
 /// existed.
@@ -22,8 +21,6 @@ const CREATE_RECORD_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations 
     checksum TEXT NOT NULL,
     additive INTEGER NOT NULL DEFAULT 0
 )";
-
-
 
 fn has_table(conn: &Connection, table: &str) -> Result<bool, String> {
     conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |row| {
@@ -73,8 +70,6 @@ pub fn newer_than(conn: &Connection, known: usize) -> Result<Vec<Recorded>, Stri
     recorded.sort_by_key(|entry| entry.version);
     Ok(recorded.into_iter().filter(|entry| entry.version <= current).collect())
 }
-
-
 
 /// The schema version recorded in the database (0 for a new database).
 pub fn current_version(conn: &Connection) -> Result<u32, String> {
@@ -127,8 +122,6 @@ pub fn unrecorded<'a>(conn: &Connection, migrations: &'a [Migration]) -> Result<
     }
     Ok(missing)
 }
-
-
 
 /// Applies the pending migrations and returns the names of those applied
 /// (empty when there was nothing to do). See `migrate`.
@@ -194,7 +187,6 @@ fn record(conn: &Connection, migration: &Migration) -> Result<(), String> {
     .map_err(|e| format!("cannot record migration {}: {e}", migration.name))
 }
 
-
 /// Reads the database at `path` without changing it or creating it (deploy
 /// runs this against the live database while the app serves it).
 pub fn report(path: &std::path::Path, migrations: &[Migration]) -> Result<Report, String> {
@@ -223,7 +215,6 @@ pub fn report(path: &std::path::Path, migrations: &[Migration]) -> Result<Report
         newer_problem(&report.unknown_applied, migrations.len()).or_else(|| unrecorded(&conn, migrations).err());
     Ok(report)
 }
-
 
 /// SQLite's message for an error, on one line.
 fn sqlite_message(e: &rusqlite::Error) -> String {

@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex, mpsc};
 use rusqlite::Connection;
 use tokio::sync::{Semaphore, oneshot};
 
-
 /// Reader connections. A read on the calling thread runs to its end without
 /// yielding, so at most one per runtime worker is in use there; the rest
 /// serve reads on blocking threads when WAL is off.
