@@ -106,15 +106,7 @@ impl SqlitePool {
             drop(permit);
             return result;
         }
-        let permit = Arc::clone(&self.permits).acquire_owned().await.map_err(|_| "database pool closed".to_string())?;
-        let readers = Arc::clone(&self.readers);
-        tokio::task::spawn_blocking(move || {
-            let result = with_reader(&readers, work);
-            drop(permit);
-            result
-        })
-        .await
-        .map_err(|e| format!("database task failed: {e}"))?
+        on_blocking_reader(&self.permits, &self.readers, work).await
     }
 
     /// Runs `work`, which only reads but may take long (it may wait for a
@@ -125,16 +117,7 @@ impl SqlitePool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> T + Send + 'static,
     {
-        let permit =
-            Arc::clone(&self.long_permits).acquire_owned().await.map_err(|_| "database pool closed".to_string())?;
-        let readers = Arc::clone(&self.long_readers);
-        tokio::task::spawn_blocking(move || {
-            let result = with_reader(&readers, work);
-            drop(permit);
-            result
-        })
-        .await
-        .map_err(|e| format!("database task failed: {e}"))?
+        on_blocking_reader(&self.long_permits, &self.long_readers, work).await
     }
 
     /// Runs `work` on the writer thread inside a transaction shared with the
@@ -158,6 +141,28 @@ impl SqlitePool {
         self.writer.send(job).map_err(|_| "the database writer has stopped".to_string())?;
         result.await.map_err(|_| "the database writer has stopped".to_string())?
     }
+}
+
+/// Runs `work` with one of `readers` on a blocking thread, once one of
+/// `permits` (as many as the readers) is free.
+async fn on_blocking_reader<T, F>(
+    permits: &Arc<Semaphore>,
+    readers: &Arc<Mutex<Vec<Connection>>>,
+    work: F,
+) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> T + Send + 'static,
+{
+    let permit = Arc::clone(permits).acquire_owned().await.map_err(|_| "database pool closed".to_string())?;
+    let readers = Arc::clone(readers);
+    tokio::task::spawn_blocking(move || {
+        let result = with_reader(&readers, work);
+        drop(permit);
+        result
+    })
+    .await
+    .map_err(|e| format!("database task failed: {e}"))?
 }
 
 /// A connection of the pool for `work`; a permit guarantees there is one.
