@@ -45,19 +45,47 @@ pub fn request(url: &str, method: &str, headers: &[(&str, &str)], body: Option<&
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let split = raw.windows(4).position(|window| window == b"\r\n\r\n").map_or(raw.len(), |at| at + 4);
+    let (head, body) = raw.split_at(split);
+    let head = String::from_utf8_lossy(head);
     let mut lines = head.lines();
     let status = lines
         .next()
         .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad HTTP answer from {url}")))?;
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
         .collect();
-    Ok(Response { status, headers, body: body.to_owned() })
+    let chunked = headers
+        .iter()
+        .any(|(key, value)| key.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked"));
+    // A long list is streamed in chunks: the body is their content, and one
+    // without its last (empty) chunk was cut short.
+    let body = if chunked {
+        dechunk(body).ok_or_else(|| std::io::Error::other(format!("the chunked body from {url} ended early")))?
+    } else {
+        body.to_vec()
+    };
+    Ok(Response { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+}
+
+/// The content of a chunked body (RFC 9112 §7.1), or None if it does not
+/// end with its last chunk.
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|pair| pair == b"\r\n")?;
+        let size_text = std::str::from_utf8(&raw[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(raw.get(..size)?);
+        raw = raw.get(size + 2..)?;
+    }
 }
 
 /// The private /24 networks (their first three bytes) that tests of this
@@ -94,4 +122,13 @@ pub fn assert_loopback(url: &str) {
         host == "localhost" || host.starts_with("127.") || host == "[::1]" || is_admitted_private_address(host),
         "{url} is not a loopback address"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_chunked_body_is_its_chunks_and_one_cut_short_is_none() {
+        assert_eq!(super::dechunk(b"3\r\n[1,\r\n2;x=y\r\n2]\r\n0\r\n\r\n").unwrap(), b"[1,2]");
+        assert_eq!(super::dechunk(b"3\r\n[1,\r\n2\r\n2]\r\n"), None);
+    }
 }

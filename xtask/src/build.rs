@@ -105,12 +105,13 @@ fn sbom(ctx: &Ctx, target: &str) -> Result<()> {
             std::fs::write(context.join("Dockerfile"), format!("FROM scratch\nCOPY {file} /{file}\n"))
                 .with_context(|| format!("cannot write {}", context.join("Dockerfile").display()))
         })?;
-        let built = ctx.run(
+        let built = ctx.run_explained(
             cmd!(
                 sh,
                 "docker build --quiet --tag {image} --label {application} --label {mine} --label {describes} {context}"
             )
             .env("DOCKER_BUILDKIT", buildkit(ctx)),
+            &[notice::LEGACY_BUILDER],
         );
         let removed = ctx.remove(&context);
         built.and(removed)
@@ -123,7 +124,9 @@ fn sbom(ctx: &Ctx, target: &str) -> Result<()> {
 /// [`notice::LEGACY_BUILDER`] explains (Debian 12 ships no buildx, and a
 /// DOCKER_BUILDKIT=1 of the caller's would then fail the build).
 fn buildkit(ctx: &Ctx) -> &'static str {
-    let buildx = ctx.read(cmd!(ctx.sh(), "docker buildx version")).is_ok();
+    // Its "unknown command" on a CLI without buildx is the answer, not ours
+    // to show.
+    let buildx = ctx.read(cmd!(ctx.sh(), "docker buildx version").ignore_stderr()).is_ok();
     if buildx { "1" } else { "" }
 }
 

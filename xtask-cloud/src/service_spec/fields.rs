@@ -659,6 +659,10 @@ mod tests {
     /// The database of the project's PostgreSQL stack file against the spec
     /// the CLI made of it (docker CLI 28 on engine 20.10): its tmpfs mounts,
     /// read-only root and capabilities agree, so a deploy shows no drift.
+    /// (Captured before the database had TLS; its arguments, TLS secrets and
+    /// pg_hba config were added in the engine's own shape, as the captured
+    /// password secret shows it. The deploy tests check the real thing:
+    /// `plan --exit-code` is 0 right after a deploy of this file.)
     #[test]
     fn the_projects_database_agrees_with_the_spec_the_cli_made_of_it() {
         let env = |name: &str| match name {
@@ -683,12 +687,16 @@ mod tests {
 
     const LIVE_DB: &str = r#"{"Name":"s_db","Labels":{"com.docker.stack.image":"postgres:16-alpine","com.docker.stack.namespace":"s"},
       "TaskTemplate":{"ContainerSpec":{"Image":"postgres:16-alpine","Labels":{"com.docker.stack.namespace":"s"},
+      "Args":["postgres","-c","ssl=on","-c","ssl_cert_file=/run/secrets/db_tls_cert.pem","-c","ssl_key_file=/run/secrets/db_tls_key.pem","-c","hba_file=/etc/todobackend/pg_hba.conf"],
       "Env":["PGDATA=/var/lib/postgresql/data/pgdata","POSTGRES_DB=todobackend","POSTGRES_PASSWORD_FILE=/run/secrets/todobackend_db_password","POSTGRES_USER=todobackend"],
       "Privileges":{"CredentialSpec":null,"SELinuxContext":null,"NoNewPrivileges":false},"StopSignal":"SIGINT","ReadOnly":true,
       "Mounts":[{"Type":"volume","Source":"s_db","Target":"/var/lib/postgresql/data","VolumeOptions":{"Labels":{"com.docker.stack.namespace":"s"}}},
       {"Type":"tmpfs","Target":"/var/run/postgresql","TmpfsOptions":{"SizeBytes":1048576}},{"Type":"tmpfs","Target":"/tmp","TmpfsOptions":{"SizeBytes":16777216}}],
       "StopGracePeriod":60000000000,"Healthcheck":{"Test":["CMD","pg_isready","--username","todobackend","--dbname","todobackend"],"Interval":5000000000,"Timeout":3000000000,"StartPeriod":30000000000,"Retries":5},
-      "DNSConfig":{},"Secrets":[{"File":{"Name":"todobackend_db_password","UID":"0","GID":"0","Mode":292},"SecretID":"1gx8385v3juzzn1l7ajv5we9w","SecretName":"todobackend_db_password"}],
+      "DNSConfig":{},"Secrets":[{"File":{"Name":"todobackend_db_password","UID":"0","GID":"0","Mode":292},"SecretID":"1gx8385v3juzzn1l7ajv5we9w","SecretName":"todobackend_db_password"},
+      {"File":{"Name":"db_tls_cert.pem","UID":"0","GID":"0","Mode":292},"SecretID":"5k2v1vq0m3a8w7c6d2xg9h4tz","SecretName":"todobackend_db_tls_cert"},
+      {"File":{"Name":"db_tls_key.pem","UID":"70","GID":"0","Mode":256},"SecretID":"8p3n6r1s0t2u4v5w7x9y1z3ab","SecretName":"todobackend_db_tls_key"}],
+      "Configs":[{"File":{"Name":"/etc/todobackend/pg_hba.conf","UID":"0","GID":"0","Mode":292},"ConfigID":"3c4d5e6f7g8h9i0j1k2l3m4n5","ConfigName":"todobackend_db_hba_0"}],
       "Isolation":"default","CapabilityAdd":["CAP_CHOWN","CAP_DAC_READ_SEARCH","CAP_FOWNER","CAP_SETGID","CAP_SETUID"],"CapabilityDrop":["ALL"]},
       "Resources":{},"RestartPolicy":{"Condition":"any","Delay":5000000000,"MaxAttempts":0},"Placement":{"Constraints":["node.labels.todobackend.data == true"]},
       "Networks":[{"Target":"1mcre7lusswhmoolvtnuru1jv","Aliases":["db"]}],"ForceUpdate":0,"Runtime":"container"},

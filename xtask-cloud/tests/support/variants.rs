@@ -80,8 +80,16 @@ pub fn copy_checkout(dir: &Path, migrations: &[&Added]) {
         .output()
         .expect("git ls-files");
     assert!(listed.status.success(), "git ls-files failed");
-    for name in listed.stdout.split(|byte| *byte == 0).filter(|name| !name.is_empty()) {
-        let name = String::from_utf8_lossy(name).into_owned();
+    let names: std::collections::BTreeSet<String> = listed
+        .stdout
+        .split(|byte| *byte == 0)
+        .filter(|name| !name.is_empty())
+        .map(|name| String::from_utf8_lossy(name).into_owned())
+        .collect();
+    // The copy is kept between runs (its build is): a file the checkout no
+    // longer has (a module moved into a folder) would otherwise stay in it.
+    remove_files_not_in(dir, dir, &names);
+    for name in names {
         let from = root.join(&name);
         if !from.is_file() {
             continue;
@@ -103,6 +111,21 @@ pub fn copy_checkout(dir: &Path, migrations: &[&Added]) {
     }
     for added in migrations {
         std::fs::write(dir.join(&added.file), added.sql).expect("write a migration");
+    }
+}
+
+/// Removes the files under `at` whose path relative to `dir` is not in `keep`.
+fn remove_files_not_in(dir: &Path, at: &Path, keep: &std::collections::BTreeSet<String>) {
+    let Ok(entries) = std::fs::read_dir(at) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            remove_files_not_in(dir, &path, keep);
+        } else if let Ok(relative) = path.strip_prefix(dir)
+            && !keep.contains(&relative.to_string_lossy().into_owned())
+        {
+            let _ = std::fs::remove_file(&path);
+        }
     }
 }
 
