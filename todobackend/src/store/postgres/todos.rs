@@ -144,11 +144,15 @@ impl Todos for Session<'_> {
     /// nothing (`ON CONFLICT DO NOTHING`), and it rolls its todo back and
     /// answers with the first's.
     fn create_once(&self, key: &str, new: &NewTodo, now: i64) -> Result<Keyed, StoreError> {
-        // On its own, before the transaction: a failure here (two cleanups
-        // deadlocking) only keeps expired keys a little longer.
+        // On its own, before the transaction: a failure of the database's
+        // (two cleanups deadlocking) only keeps expired keys a little longer.
+        // A database that is away fails the request now: going on would
+        // spend a new connection's wait again, past the edge's wait for it.
         let expired = now - KEY_LIFETIME_SECS;
-        if let Err(e) = self.with(|c| c.execute(sql::DELETE_EXPIRED_KEYS, &[&expired])) {
-            tracing::warn!(error = %e, "expired idempotency keys were not deleted this time");
+        match self.with(|c| c.execute(sql::DELETE_EXPIRED_KEYS, &[&expired])) {
+            Err(away @ StoreError::Unavailable(_)) => return Err(away),
+            Err(e) => tracing::warn!(error = %e, "expired idempotency keys were not deleted this time"),
+            Ok(_) => {}
         }
         if let Some(stored) = self.created_with_key(key)? {
             return Ok(Keyed::again(stored, new));
