@@ -72,7 +72,9 @@ pub fn request(url: &str, method: &str, headers: &[(&str, &str)], body: Option<&
 }
 
 /// The content of a chunked body (RFC 9112 §7.1), or None if it does not
-/// end with its last chunk.
+/// end with its last chunk. A dozen lines here rather than hyper's client
+/// (in the lock, async): this client is blocking on purpose, reads whole
+/// answers under one timeout, and must see a body cut short as an error.
 fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     loop {

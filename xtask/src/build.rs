@@ -18,6 +18,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     // No engine: say so in one line now, not after a compile or a build.
     crate::docker_endpoint::check_reachable(ctx.docker_endpoint())?;
     let target = static_target()?;
+    // Asked once: the release image and its SBOM image build the same way.
+    let buildkit = buildkit(ctx);
     ctx.step("static build of the service", || {
         let sh = ctx.sh();
         let cargo = cargo();
@@ -55,19 +57,19 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 "docker build --file {dockerfile} --tag {image} --label {mine}
                     --build-arg APP_NAME={app} --build-arg APP_VERSION={version} --build-arg APP_COMMIT={commit} {context}"
             )
-            .env("DOCKER_BUILDKIT", buildkit(ctx)),
+            .env("DOCKER_BUILDKIT", buildkit),
             &[notice::LEGACY_BUILDER],
         );
         let removed = ctx.remove(&context);
         built.and(removed)
     })?;
-    sbom(ctx, &target)
+    sbom(ctx, &target, buildkit)
 }
 
 /// The release image's SBOM (sbom.rs): written beside the binary, then packed
 /// `FROM scratch` into the image `<local image>:<version>.sbom`, which
 /// `publish` pushes beside the release image.
-fn sbom(ctx: &Ctx, target: &str) -> Result<()> {
+fn sbom(ctx: &Ctx, target: &str, buildkit: &str) -> Result<()> {
     // One file per version: builds running at once (CI jobs, tests) each
     // pack their own.
     let path = target_dir(ctx).join(target).join("release").join(crate::sbom::file_name(PACKAGE, ctx.version()));
@@ -110,7 +112,7 @@ fn sbom(ctx: &Ctx, target: &str) -> Result<()> {
                 sh,
                 "docker build --quiet --tag {image} --label {application} --label {mine} --label {describes} {context}"
             )
-            .env("DOCKER_BUILDKIT", buildkit(ctx)),
+            .env("DOCKER_BUILDKIT", buildkit),
             &[notice::LEGACY_BUILDER],
         );
         let removed = ctx.remove(&context);

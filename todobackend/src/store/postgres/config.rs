@@ -201,6 +201,10 @@ pub fn read_ca_file(file: &str) -> Result<CaFile, String> {
     Ok(CaFile { path: file.to_owned(), roots: roots.into() })
 }
 
+/// %-decodes one part of the URL, refusing a bad escape: the
+/// percent-encoding crate (linked through `url`) keeps `%zz` as it is, and a
+/// user or database name silently different from the one written is worse
+/// than a one-line refusal.
 fn percent_decode(part: &str, what: &str) -> Result<String, String> {
     let bytes = part.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
