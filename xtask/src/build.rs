@@ -22,14 +22,14 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let buildkit = buildkit(ctx);
     ctx.step("static build of the service", || {
         let sh = ctx.sh();
-        let cargo = cargo();
+        let cargo = crate::cargo::program();
         // RUSTFLAGS for the target only: with --target, build scripts and
         // proc macros stay dynamically linked and keep their cache.
         let flags_var = format!("CARGO_TARGET_{}_RUSTFLAGS", target.to_uppercase().replace('-', "_"));
-        ctx.run(
+        ctx.run(crate::cargo::clean(
             cmd!(sh, "{cargo} build --release --locked --package {PACKAGE} --target {target}")
                 .env(flags_var, "-C target-feature=+crt-static"),
-        )
+        ))
     })?;
     // One context per run: two builds at once (CI jobs, tests) must not
     // stage into the same directory.
@@ -75,13 +75,13 @@ fn sbom(ctx: &Ctx, target: &str, buildkit: &str) -> Result<()> {
     let path = target_dir(ctx).join(target).join("release").join(crate::sbom::file_name(PACKAGE, ctx.version()));
     ctx.step("write the SBOM (CycloneDX, from Cargo.lock)", || {
         let sh = ctx.sh();
-        let cargo = cargo();
+        let cargo = crate::cargo::program();
         let manifest = ctx.settings.root.join("Cargo.toml");
         // Only the target's crates: the image holds no other platform's.
-        let metadata = ctx.read(cmd!(
+        let metadata = ctx.read(crate::cargo::clean(cmd!(
             sh,
             "{cargo} metadata --format-version 1 --locked --manifest-path {manifest} --filter-platform {target}"
-        ))?;
+        )))?;
         let lock_path = ctx.settings.root.join("Cargo.lock");
         let lock =
             std::fs::read_to_string(&lock_path).with_context(|| format!("cannot read {}", lock_path.display()))?;
@@ -138,11 +138,6 @@ fn target_dir(ctx: &Ctx) -> PathBuf {
         Some(dir) => ctx.settings.root.join(dir),
         None => ctx.settings.root.join("target"),
     }
-}
-
-/// `cargo` as cargo ran us (CARGO), else from PATH.
-fn cargo() -> PathBuf {
-    std::env::var_os("CARGO").map(PathBuf::from).unwrap_or_else(|| "cargo".into())
 }
 
 /// The Linux GNU target of this machine's architecture: the image runs on

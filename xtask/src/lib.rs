@@ -10,6 +10,7 @@
 //! imports another.
 
 pub mod build;
+pub mod cargo;
 pub mod children;
 pub mod clean;
 pub mod completions;

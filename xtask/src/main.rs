@@ -35,9 +35,15 @@ fn main() -> ExitCode {
 fn hand_to_cloud() -> anyhow::Error {
     let result: Result<std::convert::Infallible> = (|| {
         let root = project_root()?;
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let cargo = xtask::cargo::program();
         let first_build = announce_first_build(&root);
         let mut command = Command::new(&cargo);
+        // Without the light xtask's package identity: a `cargo build
+        // --package xtask-cloud` by hand or by a test then sees the same
+        // environment, and neither compiles build scripts again (cargo.rs).
+        for name in xtask::cargo::package_vars() {
+            command.env_remove(name);
+        }
         command.arg("run");
         if !first_build {
             command.arg("--quiet");

@@ -10,7 +10,7 @@ use crate::ctx::Ctx;
 pub fn run(ctx: &Ctx) -> Result<()> {
     ctx.step("the service's tests", || {
         let sh = ctx.sh();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        ctx.run(cmd!(sh, "{cargo} test --locked --package todobackend"))
+        let cargo = crate::cargo::program();
+        ctx.run(crate::cargo::clean(cmd!(sh, "{cargo} test --locked --package todobackend")))
     })
 }
