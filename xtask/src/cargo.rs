@@ -8,7 +8,7 @@
 //! CARGO_MANIFEST_DIR) then see a changed environment whenever cargo was
 //! started from somewhere else: a `cargo build --release` by hand, then
 //! `cargo xtask build`, compiled ring, rustls and the service again (about
-//! 50 s of CPU on 2 cores), and the test binaries, each with its own package
+//! 70 s of CPU on 2 cores), and the test binaries, each with its own package
 //! name, did so in turn. Cargo sets these for its own children anyway.
 
 use std::ffi::OsString;
