@@ -5,7 +5,8 @@
 # light xtask's build, the service's static release build, the image, the
 # migrations, the app and the acceptance suite, until `App running at ...`.
 # One commit after the other, nothing else started in between; each clone's
-# app is then removed with `cargo xtask clean`. Prints one markdown row per
+# app is then removed with `cargo xtask clean`, and its images (labelled
+# with its compose project) with it, since the clone goes too. Prints one markdown row per
 # commit: CPU (user + system of cargo, rustc, cc and the xtask, from
 # /usr/bin/time; the docker engine's own work is not in it), wall, and the
 # crates compiled.
@@ -27,6 +28,8 @@ clones=()
 cleanup() {
   for clone in "${clones[@]}"; do
     (cd "$clone" && cargo xtask clean >/dev/null 2>&1) || echo "warning: cargo xtask clean failed in $clone" >&2
+    images=$(docker images --quiet --filter "label=xtask.local-project=$(basename "$clone")-local" | sort -u)
+    [ -z "$images" ] || docker image rm --force $images >/dev/null || echo "warning: could not remove $(basename "$clone")'s images" >&2
   done
   rm -rf "$work"
 }
