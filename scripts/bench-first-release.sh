@@ -5,9 +5,9 @@
 # light xtask's build, the service's static release build, the image, the
 # migrations, the app and the acceptance suite, until `App running at ...`.
 # One commit after the other, nothing else started in between; each clone's
-# app is then removed with `cargo xtask clean`, and its images (labelled
-# with its compose project) with it, since the clone goes too. Prints one markdown row per
-# commit: CPU (user + system of cargo, rustc, cc and the xtask, from
+# app is then removed with `cargo xtask clean`, and its images with it, since
+# the clone goes too (they carry the label xtask.local-project=<dir>-local,
+# settings.rs's LOCAL_PROJECT_LABEL). Prints one markdown row per commit: CPU (user + system of cargo, rustc, cc and the xtask, from
 # /usr/bin/time; the docker engine's own work is not in it), wall, and the
 # crates compiled.
 #
