@@ -7,9 +7,9 @@
 # One commit after the other, nothing else started in between; each clone's
 # app is then removed with `cargo xtask clean`, and its images with it, since
 # the clone goes too (they carry the label xtask.local-project=<dir>-local,
-# settings.rs's LOCAL_PROJECT_LABEL). Prints one markdown row per commit: CPU (user + system of cargo, rustc, cc and the xtask, from
-# /usr/bin/time; the docker engine's own work is not in it), wall, and the
-# crates compiled.
+# settings.rs's LOCAL_PROJECT_LABEL). Prints one markdown row per commit:
+# CPU (user + system of cargo, rustc, cc and the xtask, from /usr/bin/time;
+# the docker engine's own work is not in it), wall, and the crates compiled.
 #
 #   scripts/bench-first-release.sh               # a2e5200 and HEAD
 #   scripts/bench-first-release.sh A B           # any commits
